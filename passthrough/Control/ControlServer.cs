@@ -87,18 +87,8 @@ public sealed partial class ControlServer : IAsyncDisposable
         if (options.MaxReceiveMessageSize < 0)
             throw new ArgumentOutOfRangeException(nameof(options), "MaxReceiveMessageSize must not be negative.");
 
-        Socket listener = ControlSocket.BindAndListen(socketPath, backlog: 64, out ulong inode);
-        SafeFileHandle kestrelFd;
-        try
-        {
-            // Kestrel takes ownership of the fd it is given and closes it on stop; give it a copy
-            // so the managed Socket keeps sole ownership of its own.
-            kestrelFd = ControlSocketSyscalls.Dup(listener.SafeHandle);
-        }
-        finally
-        {
-            listener.Dispose();
-        }
+        // Kestrel takes ownership of the fd it is given and closes it when it stops.
+        SafeFileHandle kestrelFd = ControlSocket.BindAndListen(socketPath, backlog: 64, out ulong inode);
 
         var state = new ControlServerState();
         uint ownUid = ControlSocketSyscalls.GetEffectiveUid();

@@ -1,5 +1,7 @@
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text;
+using Microsoft.Win32.SafeHandles;
 using Hypervisor.Passthrough.Interop;
 
 namespace Hypervisor.Passthrough.Control;
@@ -16,15 +18,19 @@ internal static class ControlSocket
 {
     // sockaddr_un.sun_path is 108 bytes including the terminating NUL.
     private const int MaxPathBytes = 107;
+    private const int EPERM = 1, EACCES = 13, EADDRINUSE = 98, EROFS = 30;
 
-    /// <summary>Binds, restricts and listens; returns the socket and the inode of its file.</summary>
-    public static Socket BindAndListen(string socketPath, int backlog, out ulong inode)
+    /// <summary>
+    /// Binds, restricts and listens; returns the listening fd (close-on-exec) and the inode of
+    /// the socket file, by which <see cref="UnlinkIfOurs"/> recognises it later.
+    /// </summary>
+    public static SafeFileHandle BindAndListen(string socketPath, int backlog, out ulong inode)
     {
         if (!OperatingSystem.IsLinux())
             throw new PlatformNotSupportedException("The control socket needs Linux (SO_PEERCRED, statx).");
         if (string.IsNullOrEmpty(socketPath))
             throw new ControlSocketException("The control socket path is empty; give a file path such as /run/hypervisor/share.sock.");
-        if (Encoding.UTF8.GetByteCount(socketPath) > MaxPathBytes)
+        if (socketPath.Contains('\0') || Encoding.UTF8.GetByteCount(socketPath) > MaxPathBytes)
             throw new ControlSocketException($"The control socket path \"{socketPath}\" is longer than {MaxPathBytes} bytes; choose a shorter path.");
 
         string? directory = Path.GetDirectoryName(Path.GetFullPath(socketPath));
@@ -33,31 +39,28 @@ internal static class ControlSocket
 
         RemoveIfStale(socketPath);
 
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        SafeFileHandle socket = ControlSocketSyscalls.CreateUnixStreamSocket(out int errno)
+            ?? throw new ControlSocketException($"No socket can be created for the control service ({Marshal.GetPInvokeErrorMessage(errno)}); raise the process's file descriptor limit.");
         bool bound = false;
         try
         {
-            try
+            errno = ControlSocketSyscalls.Bind(socket, socketPath);
+            if (errno != 0)
             {
-                socket.Bind(new UnixDomainSocketEndPoint(socketPath));
-                bound = true;
+                throw errno switch
+                {
+                    EADDRINUSE => new ControlSocketException($"The control socket \"{socketPath}\" was created by another process while starting; stop it or choose another path."),
+                    EACCES or EROFS or EPERM => new ControlSocketException($"The control socket \"{socketPath}\" cannot be created because {directory} is not writable; choose a writable directory."),
+                    _ => new ControlSocketException($"The control socket \"{socketPath}\" cannot be created ({Marshal.GetPInvokeErrorMessage(errno)}); choose another path."),
+                };
             }
-            catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
-            {
-                throw new ControlSocketException($"The control socket \"{socketPath}\" was created by another process while starting; stop it or choose another path.", e);
-            }
-            catch (SocketException e) when (e.SocketErrorCode == SocketError.AccessDenied)
-            {
-                throw new ControlSocketException($"The control socket \"{socketPath}\" cannot be created because {directory} is not writable; choose a writable directory.", e);
-            }
-            catch (SocketException e)
-            {
-                throw new ControlSocketException($"The control socket \"{socketPath}\" cannot be created ({e.Message}); choose another path.", e);
-            }
+            bound = true;
             // Before listen(2) nobody can connect, so restricting the mode here leaves no window.
             File.SetUnixFileMode(socketPath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             ControlSocketSyscalls.TryGetFileType(socketPath, out _, out inode);
-            socket.Listen(backlog);
+            errno = ControlSocketSyscalls.Listen(socket, backlog);
+            if (errno != 0)
+                throw new ControlSocketException($"The control socket \"{socketPath}\" cannot listen ({Marshal.GetPInvokeErrorMessage(errno)}); choose another path.");
             return socket;
         }
         catch

@@ -6,8 +6,8 @@ namespace Hypervisor.Passthrough.Interop;
 
 /// <summary>
 /// The few syscalls the control socket needs that .NET does not wrap: the daemon's effective uid
-/// (to compare with the peer's SO_PEERCRED uid) and dup(2) (to hand Kestrel its own copy of a
-/// listening socket we bound and chmod-ed ourselves).
+/// (to compare with the peer's SO_PEERCRED uid) and socket/bind/listen (to bind and chmod the
+/// listening socket before Kestrel takes it over).
 /// </summary>
 internal static partial class ControlSocketSyscalls
 {
@@ -16,9 +16,6 @@ internal static partial class ControlSocketSyscalls
 
     [LibraryImport("libc", EntryPoint = "geteuid")]
     private static partial uint GetEffectiveUidNative();
-
-    [LibraryImport("libc", EntryPoint = "dup", SetLastError = true)]
-    private static partial int DupNative(SafeHandle fd);
 
     private const int AT_FDCWD = -100;
     private const int AT_SYMLINK_NOFOLLOW = 0x100;
@@ -59,18 +56,49 @@ internal static partial class ControlSocketSyscalls
     /// <summary>geteuid(2); cannot fail.</summary>
     public static uint GetEffectiveUid() => GetEffectiveUidNative();
 
-    /// <summary>dup(2) of <paramref name="fd"/>, as an owned handle.</summary>
-    /// <exception cref="IOException">dup failed (e.g. EMFILE); the message carries the errno.</exception>
-    public static SafeFileHandle Dup(SafeHandle fd)
+    private const int AF_UNIX = 1;
+    private const int SOCK_STREAM = 1;
+    private const int SOCK_CLOEXEC = 0x80000;
+
+    [LibraryImport("libc", EntryPoint = "socket", SetLastError = true)]
+    private static partial int SocketNative(int domain, int type, int protocol);
+
+    [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
+    private static partial int BindNative(SafeHandle fd, ReadOnlySpan<byte> address, int addressLength);
+
+    [LibraryImport("libc", EntryPoint = "listen", SetLastError = true)]
+    private static partial int ListenNative(SafeHandle fd, int backlog);
+
+    /// <summary>socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0).</summary>
+    /// <returns>The fd, or null with <paramref name="errno"/> set.</returns>
+    public static SafeFileHandle? CreateUnixStreamSocket(out int errno)
     {
-        int newFd = DupNative(fd);
-        if (newFd < 0)
-        {
-            int errno = Marshal.GetLastPInvokeError();
-            throw new IOException($"dup of the control socket failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).");
-        }
-        return new SafeFileHandle(newFd, ownsHandle: true);
+        int fd = SocketNative(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        errno = fd < 0 ? Marshal.GetLastPInvokeError() : 0;
+        return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
     }
+
+    /// <summary>
+    /// bind(2) to a filesystem path. The path must fit sun_path (107 bytes plus NUL); the caller
+    /// checks that. Returns 0 or the errno.
+    /// </summary>
+    /// <remarks>
+    /// System.Net.Sockets.Socket is not used for this socket because disposing a Socket that bound
+    /// a path unlinks the path, and the listening fd is handed to Kestrel, which outlives it.
+    /// </remarks>
+    public static int Bind(SafeHandle fd, string path)
+    {
+        // struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; }
+        Span<byte> address = stackalloc byte[110];
+        address.Clear();
+        MemoryMarshal.Write(address, (ushort)AF_UNIX);
+        int length = System.Text.Encoding.UTF8.GetBytes(path, address[2..^1]);
+        return BindNative(fd, address, 2 + length + 1) == 0 ? 0 : Marshal.GetLastPInvokeError();
+    }
+
+    /// <summary>listen(2); returns 0 or the errno.</summary>
+    public static int Listen(SafeHandle fd, int backlog)
+        => ListenNative(fd, backlog) == 0 ? 0 : Marshal.GetLastPInvokeError();
 
     /// <summary>
     /// The credentials (pid, uid, gid) the kernel recorded for the peer of a connected UNIX
