@@ -68,7 +68,7 @@ public static class GrpcTimeout
             return Value(min, 'M');
         return Value(Math.Min(CeilDiv(ticks, TimeSpan.TicksPerHour), MaxValue), 'H');
 
-        static long CeilDiv(long a, long b) => (a + b - 1) / b;
+        static long CeilDiv(long a, long b) => a / b + (a % b != 0 ? 1 : 0);
         static string Value(long v, char unit) => v.ToString(System.Globalization.CultureInfo.InvariantCulture) + unit;
     }
 }
