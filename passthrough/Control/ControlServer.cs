@@ -124,6 +124,9 @@ public sealed partial class ControlServer : IAsyncDisposable
                 });
             });
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
+            // The default lifetime (ConsoleLifetime) would take over SIGTERM/SIGINT and print
+            // start-up banners; signals belong to the daemon, which stops this server itself.
+            builder.Services.Replace(ServiceDescriptor.Singleton<IHostLifetime, PassiveHostLifetime>());
 
             app = builder.Build();
             ILoggerFactory factory = app.Services.GetRequiredService<ILoggerFactory>();
@@ -188,6 +191,14 @@ public sealed partial class ControlServer : IAsyncDisposable
         }
         await _app.DisposeAsync().ConfigureAwait(false);
         ControlSocket.UnlinkIfOurs(SocketPath, _socketInode);
+    }
+
+    /// <summary>A host lifetime that neither listens to signals nor prints anything.</summary>
+    private sealed class PassiveHostLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Control connection refused: peer pid {Pid} has uid {PeerUid}, only uid {OwnUid} and root may control this share")]
