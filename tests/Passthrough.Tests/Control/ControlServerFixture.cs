@@ -24,12 +24,13 @@ public sealed class RunningControlServer : IAsyncDisposable
     public HttpClient Http { get; }
     public string SocketPath => Server.SocketPath;
 
-    public static async Task<RunningControlServer> StartAsync(InMemoryShareControl? share = null, ControlServerOptions? options = null)
+    public static async Task<RunningControlServer> StartAsync(InMemoryShareControl? share = null, ControlServerOptions? options = null,
+        Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null)
     {
         string directory = CreateTempDirectory();
         share ??= new InMemoryShareControl();
         ControlServer server = await ControlServer.StartAsync(Path.Combine(directory, "control.sock"), share,
-            options ?? new ControlServerOptions { ShutdownTimeout = TimeSpan.FromSeconds(2) });
+            options ?? new ControlServerOptions { ShutdownTimeout = TimeSpan.FromSeconds(2) }, loggerFactory);
         return new RunningControlServer(directory, server, share);
     }
 

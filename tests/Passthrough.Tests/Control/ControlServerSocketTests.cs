@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 using Hypervisor.Passthrough.Control;
+using Microsoft.Extensions.Logging;
 
 namespace Hypervisor.Passthrough.Tests.Control;
 
@@ -138,7 +139,9 @@ public sealed class ControlServerSocketTests
     public async Task PeerWithAnotherUid_IsRefused_RootIsAccepted()
     {
         Assert.True(Environment.IsPrivilegedProcess, "This test switches to uid 65534 (nobody) and must run as root.");
-        await using var server = await RunningControlServer.StartAsync();
+        var log = new RecordingLoggerProvider();
+        using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(log).SetMinimumLevel(LogLevel.Warning));
+        await using var server = await RunningControlServer.StartAsync(loggerFactory: loggerFactory);
         File.SetUnixFileMode(server.Directory, (UnixFileMode)0b111_101_101);
 
         // The 0600 mode alone keeps nobody out.
@@ -149,5 +152,22 @@ public sealed class ControlServerSocketTests
         File.SetUnixFileMode(server.SocketPath, (UnixFileMode)0b110_110_110);
         Assert.Equal("CLOSED", await ProbeAsync(server.SocketPath, asNobody: true));
         Assert.Equal("SETTINGS", await ProbeAsync(server.SocketPath, asNobody: false));
+
+        // The refusal is logged once, as a warning naming the peer's uid.
+        string refusal = Assert.Single(log.Messages, m => m.Contains("refused"));
+        Assert.Contains("uid 65534", refusal);
+    }
+
+    private sealed class RecordingLoggerProvider : ILoggerProvider, ILogger
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<string> Messages { get; } = new();
+        public ILogger CreateLogger(string categoryName) => this;
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            => Messages.Enqueue(logLevel + " " + formatter(state, exception));
+        public void Dispose()
+        {
+        }
     }
 }

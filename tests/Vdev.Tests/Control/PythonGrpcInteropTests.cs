@@ -27,18 +27,31 @@ public sealed class PythonGrpcInteropTests
         out = []
         with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
             for call in calls:
+                request = bytes.fromhex(call["request"])
+                timeout = call.get("timeout") or 10
+                if call.get("stream"):
+                    # Server streaming: collect every message until the call ends.
+                    stub = channel.unary_stream(call["method"], request_serializer=None, response_deserializer=None)
+                    messages = []
+                    try:
+                        for message in stub(request, timeout=timeout):
+                            messages.append(message.hex())
+                        out.append({"code": "OK", "details": "", "response": "", "stream": messages})
+                    except grpc.RpcError as e:
+                        out.append({"code": e.code().name, "details": e.details() or "", "response": "", "stream": messages})
+                    continue
                 stub = channel.unary_unary(call["method"], request_serializer=None, response_deserializer=None)
                 try:
-                    response = stub(bytes.fromhex(call["request"]), timeout=call.get("timeout") or 10)
+                    response = stub(request, timeout=timeout)
                     out.append({"code": "OK", "details": "", "response": response.hex()})
                 except grpc.RpcError as e:
                     out.append({"code": e.code().name, "details": e.details() or "", "response": ""})
         print(json.dumps(out))
         """;
 
-    private sealed record PyCall(string Method, IMessage Request, double? Timeout = null);
+    private sealed record PyCall(string Method, IMessage Request, double? Timeout = null, bool Stream = false);
 
-    private sealed record PyOutcome(string Code, string Details, byte[] Response);
+    private sealed record PyOutcome(string Code, string Details, byte[] Response, List<byte[]> Stream);
 
     private static async Task<List<PyOutcome>> CallFromPythonAsync(string socketPath, params PyCall[] calls)
     {
@@ -62,6 +75,7 @@ public sealed class PythonGrpcInteropTests
             ["method"] = c.Method,
             ["request"] = Convert.ToHexString(c.Request.ToByteArray()),
             ["timeout"] = c.Timeout,
+            ["stream"] = c.Stream,
         }).ToList();
         await process.StandardInput.WriteAsync(JsonSerializer.Serialize(payload));
         process.StandardInput.Close();
@@ -73,7 +87,10 @@ public sealed class PythonGrpcInteropTests
         return doc.RootElement.EnumerateArray().Select(e => new PyOutcome(
             e.GetProperty("code").GetString()!,
             e.GetProperty("details").GetString()!,
-            Convert.FromHexString(e.GetProperty("response").GetString()!))).ToList();
+            Convert.FromHexString(e.GetProperty("response").GetString()!),
+            e.TryGetProperty("stream", out JsonElement stream)
+                ? stream.EnumerateArray().Select(m => Convert.FromHexString(m.GetString()!)).ToList()
+                : [])).ToList();
     }
 
     private const string Svc = "/hypervisor.control.v1.ShareControl/";
@@ -140,6 +157,18 @@ public sealed class PythonGrpcInteropTests
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.NotServing, HealthCheckResponse.Parser.ParseFrom(py[2].Response).Status);
         Assert.Equal("UNAVAILABLE", py[3].Code);
         Assert.False(share.Options.DirectIo);
+    }
+
+    [Fact]
+    public async Task PythonClient_HealthWatchStreamsTheCurrentStatusUntilItsDeadline()
+    {
+        await using var server = await ControlTestServer.StartAsync();
+        List<PyOutcome> py = await CallFromPythonAsync(server.SocketPath,
+            new PyCall("/grpc.health.v1.Health/Watch", new HealthCheckRequest(), Timeout: 0.5, Stream: true),
+            new PyCall("/grpc.health.v1.Health/Watch", new HealthCheckRequest { Service = "other.Service" }, Timeout: 0.5, Stream: true));
+        Assert.Equal("DEADLINE_EXCEEDED", py[0].Code);
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, HealthCheckResponse.Parser.ParseFrom(Assert.Single(py[0].Stream)).Status);
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.ServiceUnknown, HealthCheckResponse.Parser.ParseFrom(Assert.Single(py[1].Stream)).Status);
     }
 
     private static async Task AssertSameError(PyOutcome python, Func<Task> csharpCall, GrpcStatusCode expected)
