@@ -275,6 +275,8 @@ public sealed partial class PassthroughFileSystem
         return Errno.Ok;
     }
 
+    /// <summary>Switches to the caller's fsuid/fsgid for a creating call. Capture the call's errno inside the
+    /// scope: restoring the credentials is itself a call and the saved errno does not survive it.</summary>
     private Credentials AsCaller(in FuseContext ctx) =>
         Credentials.Enter(_switchCredentials && (ctx.Uid != 0 || ctx.Gid != 0), ctx.Uid, ctx.Gid);
 
@@ -293,9 +295,12 @@ public sealed partial class PassthroughFileSystem
         {
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
             Span<byte> targetBuffer = stackalloc byte[PathMax];
-            int r;
-            using (AsCaller(ctx)) r = Libc.symlinkat(CString(target, targetBuffer), lease.Fd, CString(name, nameBuffer));
-            if (r != 0) return LastErrno();
+            var failure = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.symlinkat(CString(target, targetBuffer), lease.Fd, CString(name, nameBuffer)) != 0) failure = LastErrno();
+            }
+            if (failure.IsError) return failure;
             return LookupAt(lease.Fd, name, checkAllowlist: false);
         }
     }
@@ -313,9 +318,12 @@ public sealed partial class PassthroughFileSystem
         using (lease)
         {
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            int r;
-            using (AsCaller(ctx)) r = Libc.mknodat(lease.Fd, CString(name, nameBuffer), args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev);
-            if (r != 0) return LastErrno();
+            var failure = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.mknodat(lease.Fd, CString(name, nameBuffer), args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev) != 0) failure = LastErrno();
+            }
+            if (failure.IsError) return failure;
             return LookupAt(lease.Fd, name, checkAllowlist: false);
         }
     }
@@ -331,9 +339,12 @@ public sealed partial class PassthroughFileSystem
         using (lease)
         {
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            int r;
-            using (AsCaller(ctx)) r = Libc.mkdirat(lease.Fd, CString(name, nameBuffer), args.Mode & 0xFFF);
-            if (r != 0) return LastErrno();
+            var failure = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.mkdirat(lease.Fd, CString(name, nameBuffer), args.Mode & 0xFFF) != 0) failure = LastErrno();
+            }
+            if (failure.IsError) return failure;
             return LookupAt(lease.Fd, name, checkAllowlist: false);
         }
     }

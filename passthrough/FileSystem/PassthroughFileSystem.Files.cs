@@ -98,6 +98,7 @@ public sealed partial class PassthroughFileSystem
             var hostFlags = HostOpenFlags(args.Flags);
             SafeFd? pathFd = null;
             int fd;
+            var failure = Errno.Ok;
             using (AsCaller(ctx))
             {
                 // Always create exclusively so that an existing FIFO or device is never opened by this call; an
@@ -117,17 +118,20 @@ public sealed partial class PassthroughFileSystem
                     fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(pathFd.Value, procBuffer), hostFlags, 0);
                     if (fd < 0)
                     {
-                        var errno = LastErrno();
+                        failure = LastErrno();
                         pathFd.Dispose();
-                        return errno;
+                        pathFd = null;
                     }
+                }
+                else if (fd < 0)
+                {
+                    failure = LastErrno();
                 }
             }
             if (fd < 0)
             {
-                var errno = LastErrno();
-                OnDescriptorFailure(errno);
-                return errno;
+                OnDescriptorFailure(failure);
+                return failure;
             }
             var file = new SafeFd(fd);
             if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file);
