@@ -51,6 +51,8 @@ public static class Daemon
                 return 1;
             }
 
+            if (settings.ReadyFd is { } readyFd) ReadyNotifier.Notify(readyFd, settings.ControlSocket);
+
             var ended = mount?.Completion ?? Task.Delay(Timeout.Infinite, stop.Token);
             await Task.WhenAny(ended, Task.Delay(Timeout.Infinite, stop.Token)).ConfigureAwait(false);
             if (mount is not null && mount.Completion.IsCompleted)
