@@ -10,6 +10,7 @@ internal static partial class ShmInterop
     internal const int F_GETFD = 1;
     internal const int F_SETFD = 2;
     internal const int FD_CLOEXEC = 1;
+    internal const int F_DUPFD_CLOEXEC = 1030;
     internal const int F_ADD_SEALS = 1033;
     internal const int F_GET_SEALS = 1034;
     internal const int F_SEAL_SEAL = 0x0001;
