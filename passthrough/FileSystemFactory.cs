@@ -1,0 +1,12 @@
+using Hypervisor.Passthrough.Engine;
+using Hypervisor.Passthrough.Share;
+using Microsoft.Extensions.Logging;
+
+namespace Hypervisor.Passthrough;
+
+/// <summary>Creates the filesystem a share serves.</summary>
+internal static class FileSystemFactory
+{
+    public static IFileSystem Create(ShareSettings settings, ILogger logger) =>
+        throw new NotSupportedException("The passthrough filesystem is not part of this build yet.");
+}
