@@ -36,7 +36,8 @@ public sealed partial class PassthroughFileSystem
 
     /// <summary>
     /// Resolves one checked component below <paramref name="dirFd"/> without following a symlink and returns its
-    /// entry with one more lookup counted. <paramref name="name"/> has no NUL.
+    /// entry with one more lookup counted. <paramref name="name"/> has no NUL. The new descriptor stays a raw int
+    /// unless the cache keeps it, so a LOOKUP of a known, cached node allocates nothing.
     /// </summary>
     private Result<EntryOut> LookupAt(SafeFd dirFd, ReadOnlySpan<byte> name, bool checkAllowlist)
     {
@@ -49,27 +50,26 @@ public sealed partial class PassthroughFileSystem
             OnDescriptorFailure(errno);
             return errno;
         }
-        var child = new SafeFd(fd);
-        if (Libc.fstat(child, out var st) != 0)
+        if (Libc.fstat(fd, out var st) != 0)
         {
             var errno = LastErrno();
-            child.Dispose();
+            Libc.close(fd);
             return errno;
         }
-        if (checkAllowlist && _settings.Allowlist is not null && !Permitted(child))
+        if (checkAllowlist && _settings.Allowlist is not null && !Permitted(fd))
         {
-            child.Dispose();
+            Libc.close(fd);
             return Errno.ENOENT;
         }
-        var node = Intern(child, st);
+        var node = Intern(fd, st);
         return MakeEntry(node, st);
     }
 
     /// <summary>
-    /// Finds or creates the node of the inode behind <paramref name="pathFd"/> (an O_PATH descriptor whose ownership
-    /// passes to this method) and counts one lookup.
+    /// Finds or creates the node of the inode behind <paramref name="pathFd"/> (a raw O_PATH descriptor whose
+    /// ownership passes to this method) and counts one lookup.
     /// </summary>
-    private Node Intern(SafeFd pathFd, in Stat st)
+    private Node Intern(int pathFd, in Stat st)
     {
         var key = new InodeKey(st.Dev, st.Ino);
         var stripe = _inodes[Stripe(key)];
@@ -84,9 +84,10 @@ public sealed partial class PassthroughFileSystem
             return node;
         }
 
-        var handle = _useHandles ? MakeHandle(pathFd) : null;
+        var owned = new SafeFd(pathFd);
+        var handle = _useHandles ? MakeHandle(owned) : null;
         var candidate = new Node((ulong)Interlocked.Increment(ref _nextNodeId), key, st.Mode & Libc.S_IFMT, handle,
-            handle is null ? pathFd : null);
+            handle is null ? owned : null);
         lock (stripe)
         {
             if (stripe.TryGetValue(key, out node))
@@ -102,17 +103,19 @@ public sealed partial class PassthroughFileSystem
         }
         if (node is not null)
         {
-            KeepDescriptor(node, pathFd);
+            // Lost a race with another LOOKUP of the same inode: its node wins.
+            if (node.Pinned is null) _fdCache.Adopt(node, owned);
+            else owned.Dispose();
             return node;
         }
-        if (handle is not null) _fdCache.Adopt(candidate, pathFd);
+        if (handle is not null) _fdCache.Adopt(candidate, owned);
         return candidate;
     }
 
-    private void KeepDescriptor(Node node, SafeFd pathFd)
+    private void KeepDescriptor(Node node, int pathFd)
     {
-        if (node.Pinned is null) _fdCache.Adopt(node, pathFd);
-        else pathFd.Dispose();
+        if (node.Pinned is null) _fdCache.AdoptRaw(node, pathFd);
+        else Libc.close(pathFd);
     }
 
     /// <summary>The file handle of the inode, or null when the filesystem has none or it lies on another mount
