@@ -76,7 +76,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     /// <param name="socketPath">Socket file to create. A stale socket (nobody listening) is replaced; anything else there is an error.</param>
     /// <param name="share">The daemon side of every call.</param>
     /// <param name="options">Tunables.</param>
-    /// <param name="loggerFactory">Where the server and Kestrel log; null logs warnings and errors to stderr.</param>
+    /// <param name="loggerFactory">Where the server logs (Kestrel's own categories: warnings and errors only); null logs warnings and errors to stderr.</param>
     /// <param name="cancellationToken">Cancels the start-up.</param>
     /// <exception cref="ControlSocketException">The path cannot be used; the message says what to change.</exception>
     public static async Task<ControlServer> StartAsync(string socketPath, IShareControl share, ControlServerOptions options,
@@ -102,7 +102,7 @@ public sealed partial class ControlServer : IAsyncDisposable
             });
             if (loggerFactory is not null)
             {
-                builder.Services.Replace(ServiceDescriptor.Singleton(loggerFactory));
+                builder.Services.Replace(ServiceDescriptor.Singleton<ILoggerFactory>(new KestrelQuietLoggerFactory(loggerFactory)));
             }
             else
             {
