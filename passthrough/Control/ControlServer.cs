@@ -137,9 +137,11 @@ public sealed partial class ControlServer : IAsyncDisposable
                 lifetime.ApplicationStopping, logger);
             app.Run(handler.HandleAsync);
 
-            await app.StartAsync(cancellationToken).ConfigureAwait(false);
-            // Kestrel owns the fd from here on.
+            // Kestrel owns the fd from here on, even if starting fails part-way: it may already
+            // have wrapped it in its own socket, and leaking a descriptor on that path is safer
+            // than closing a number that may by then belong to something else.
             kestrelFd.SetHandleAsInvalid();
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
             return new ControlServer(app, state, socketPath, inode, options.ShutdownTimeout);
         }
         catch

@@ -52,6 +52,9 @@ public static class CtlCommand
           --timeout SECONDS  deadline of the call (default 5)
           -h, --help         show this text
 
+        Errors are one sentence on stderr; with --json, stdout also gets
+        {"error": {"code": "NOT_FOUND", "code_number": 5, "message": "..."}}.
+
         Exit status: 0 ok, 1 the service reported an error, 2 bad arguments,
         3 the service cannot be reached or did not answer in time.
         """;
