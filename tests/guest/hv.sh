@@ -7,7 +7,7 @@
 #   @@HV end RC                the scenario finished with exit code RC (always last)
 
 hv_ok() { echo "@@HV ok $1"; }
-hv_fail() { n=$1; shift; echo "@@HV fail $n $(echo "$*" | tr '\n' ' ')"; }
+hv_fail() { n=$1; shift; echo "@@HV fail $n $(printf '%s' "$*" | tr '\n' ' ')"; }
 hv_val() { k=$1; shift; echo "@@HV val $k $*"; }
 
 # hv_check NAME CMD [ARG...]: runs CMD; ok if it exits 0, otherwise fail with its output.

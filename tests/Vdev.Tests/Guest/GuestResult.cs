@@ -35,6 +35,9 @@ public sealed class GuestResult
     /// <summary>Host wall-clock time from starting the first backend to QEMU's exit.</summary>
     public TimeSpan Elapsed { get; init; }
 
+    /// <summary>Pids of every process the harness started (backends, then QEMU); all have exited when Run returns.</summary>
+    public IReadOnlyList<int> ProcessIds { get; init; } = [];
+
     /// <summary>Output of each process started (key "virtiofsd[tag]", "vdev[tag]", "qemu").</summary>
     public required IReadOnlyDictionary<string, string> ProcessLogs { get; init; }
 
@@ -89,7 +92,7 @@ public sealed class GuestResult
 
     /// <summary>Parses console lines; "@@HV" may follow kernel output on the same line.</summary>
     public static GuestResult Parse(IReadOnlyList<string> console, IReadOnlyDictionary<string, string> logs,
-        TimeSpan elapsed, bool timedOut, int? qemuExit)
+        TimeSpan elapsed, bool timedOut, int? qemuExit, IReadOnlyList<int>? pids = null)
     {
         var passed = new List<string>();
         var failed = new List<(string, string)>();
@@ -112,7 +115,7 @@ public sealed class GuestResult
         return new GuestResult
         {
             Console = console, Passed = passed, Failed = failed, ValueList = values, ExitCode = end,
-            TimedOut = timedOut, QemuExitCode = qemuExit, Elapsed = elapsed, ProcessLogs = logs,
+            TimedOut = timedOut, QemuExitCode = qemuExit, Elapsed = elapsed, ProcessLogs = logs, ProcessIds = pids ?? [],
         };
 
         static string Next(ref string s)

@@ -66,6 +66,7 @@ public static class GuestVm
         var temp = Directory.CreateTempSubdirectory("hvg-").FullName;
         var started = new List<(string Name, Process Process, StringBuilder Log)>();
         var console = new List<string>();
+        var startedPids = new List<int>();
         var sw = Stopwatch.StartNew();
         bool timedOut = false;
         int? qemuExit = null;
@@ -96,6 +97,7 @@ public static class GuestVm
                 var psi = share.Backend.CreateStartInfo(new GuestBackendContext(sock, share.HostDirectory, share.Tag));
                 var (proc, log) = Start(psi);
                 started.Add(($"{share.Backend.Name}[{share.Tag}]", proc, log));
+                startedPids.Add(proc.Id);
                 WaitForSocket(share, sock, proc, log, options.BackendStartTimeout);
                 qemu.ArgumentList.Add("-chardev");
                 qemu.ArgumentList.Add($"socket,id=fs{i},path={sock}");
@@ -123,6 +125,7 @@ public static class GuestVm
                 throw new GuestSetupException($"qemu-system-x86_64 could not be started ({ex.Message}): install qemu-system-x86.");
             }
             started.Add(("qemu", vm, qemuErr));
+            startedPids.Add(vm.Id);
             vm.BeginOutputReadLine();
             vm.BeginErrorReadLine();
             if (!vm.WaitForExit(options.Timeout))
@@ -149,9 +152,11 @@ public static class GuestVm
         sw.Stop();
         string[] lines;
         lock (console) lines = console.ToArray();
+        var pids = new List<int>();
         var logs = new Dictionary<string, string>();
         foreach (var (name, _, log) in started) lock (log) logs[name] = log.ToString();
-        return GuestResult.Parse(lines, logs, sw.Elapsed, timedOut, qemuExit);
+        foreach (var pid in startedPids) pids.Add(pid);
+        return GuestResult.Parse(lines, logs, sw.Elapsed, timedOut, qemuExit, pids);
     }
 
     /// <summary>
