@@ -199,6 +199,9 @@ public static class GuestVm
                         throw new GuestSetupException($"build-initramfs.sh failed (exit {p.ExitCode}): {stderr.Trim()}");
                     File.WriteAllText(kverFile, stdout.Result.Trim());
                     File.Move(tmp, image, overwrite: true);
+                    // Images of older versions of tests/guest are never used again.
+                    foreach (var stale in Directory.EnumerateFiles(cache, "initramfs-*"))
+                        if (!stale.StartsWith(image, StringComparison.Ordinal)) File.Delete(stale);
                 }
             }
             var kernel = "/boot/vmlinuz-" + File.ReadAllText(kverFile).Trim();
