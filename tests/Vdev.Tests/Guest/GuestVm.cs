@@ -39,6 +39,12 @@ public sealed class GuestOptions
 /// </summary>
 public static class GuestVm
 {
+    /// <summary>
+    /// xunit collection name for test classes that boot guests: they run one after another, since
+    /// two TCG guests on a 2-core machine slow each other down past their timeouts.
+    /// </summary>
+    public const string Collection = "Guest VM";
+
     private static readonly object BuildLock = new();
     private static string? _root;
 

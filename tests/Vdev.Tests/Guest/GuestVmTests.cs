@@ -3,6 +3,7 @@ using System.Diagnostics;
 namespace Hypervisor.Vdev.Tests.Guest;
 
 /// <summary>The guest harness itself: result parsing, failure reporting, timeouts and clean-up.</summary>
+[Collection(GuestVm.Collection)]
 public sealed class GuestVmTests
 {
     [Fact]

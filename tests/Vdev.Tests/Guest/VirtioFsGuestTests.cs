@@ -10,6 +10,7 @@ namespace Hypervisor.Vdev.Tests.Guest;
 /// until it is built). Needs root, qemu-system-x86 and linux-image-cloud-amd64.
 /// </summary>
 [Trait("Category", "Guest")]
+[Collection(GuestVm.Collection)]
 public sealed class VirtioFsGuestTests(ITestOutputHelper output)
 {
     [Theory]
