@@ -116,20 +116,21 @@ public static class GuestBench
 
             bool both = shares.Count == 2;
             Console.WriteLine(both
-                ? $"{"metric",-34} {"virtiofsd",12} {"vdev",12} {"vdev/ref",9}"
-                : $"{"metric",-34} {"virtiofsd",12}");
+                ? $"{"metric",-34} {"virtiofsd",12} {"vdev",12} {"vdev/ref",9}   (each run: virtiofsd | vdev)"
+                : $"{"metric",-34} {"virtiofsd",12}   (each run)");
             foreach (var (key, label, higher) in Metrics)
             {
                 var r = Median(result, $"bench.ref.{key}");
                 if (!both)
                 {
-                    Console.WriteLine($"{label,-34} {r,12:0.0}");
+                    Console.WriteLine($"{label,-34} {r,12:0.0}   runs: {string.Join(' ', result.Values($"bench.ref.{key}"))}");
                     continue;
                 }
                 var v = Median(result, $"bench.vdev.{key}");
                 // The ratio is always "how many times better vdev is": >1 means vdev wins.
                 var ratio = higher ? v / r : r / v;
-                Console.WriteLine($"{label,-34} {r,12:0.0} {v,12:0.0} {ratio,9:0.00}");
+                Console.WriteLine($"{label,-34} {r,12:0.0} {v,12:0.0} {ratio,9:0.00}   runs: "
+                    + $"{string.Join(' ', result.Values($"bench.ref.{key}"))} | {string.Join(' ', result.Values($"bench.vdev.{key}"))}");
             }
             Console.WriteLine($"medians of {runs} run(s); ratio > 1 means vdev is better (for ls -l: faster)");
             return 0;
