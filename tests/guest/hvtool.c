@@ -22,6 +22,9 @@
  *                                renameat2(2); prints "0" or the errno number
  *   fsync FILE                   open O_RDWR, fsync, close; prints "0" or the errno number
  *   pattern FILE MIB SEED        write MIB MiB of a deterministic xorshift stream (no fsync)
+ *   seek FILE data|hole OFFSET   lseek(SEEK_DATA/SEEK_HOLE); prints the offset or "-errno"
+ *   copyrange SRC DST            copy_file_range(2) of the whole of SRC into DST (created);
+ *                                prints "bytes" or "-errno"
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -233,6 +236,33 @@ int main(int argc, char **argv)
         int r = fsync(fd);
         printf("%d\n", r == 0 ? 0 : errno);
         close(fd);
+        return 0;
+    }
+    if (!strcmp(c, "seek") && argc == 5) {
+        int fd = open(argv[2], O_RDONLY);
+        if (fd < 0) die("open", argv[2]);
+        off_t r = lseek(fd, atoll(argv[4]), !strcmp(argv[3], "hole") ? SEEK_HOLE : SEEK_DATA);
+        printf("%lld\n", r < 0 ? -(long long)errno : (long long)r);
+        close(fd);
+        return 0;
+    }
+    if (!strcmp(c, "copyrange") && argc == 4) {
+        int in = open(argv[2], O_RDONLY);
+        if (in < 0) die("open", argv[2]);
+        int out = open(argv[3], O_CREAT | O_TRUNC | O_WRONLY, 0644);
+        if (out < 0) die("open", argv[3]);
+        struct stat st;
+        if (fstat(in, &st) != 0) die("fstat", argv[2]);
+        long long total = 0;
+        while (total < st.st_size) {
+            ssize_t n = copy_file_range(in, NULL, out, NULL, st.st_size - total, 0);
+            if (n < 0) { printf("%d\n", -errno); return 0; }
+            if (n == 0) break;
+            total += n;
+        }
+        close(in);
+        if (close(out) != 0) die("close", argv[3]);
+        printf("%lld\n", total);
         return 0;
     }
     if (!strcmp(c, "pattern") && argc == 5) return cmd_pattern(argv[2], atol(argv[3]), strtoull(argv[4], NULL, 0));

@@ -78,6 +78,9 @@ public static partial class GuestScenarios
             Assert.Equal(2560L * 4096 + 4096, long.Parse(sparse[0]));
             Assert.True(long.Parse(sparse[1]) * long.Parse(sparse[2]) < 1 << 20, $"sparse is not sparse on the host: {string.Join(' ', sparse)}");
             Assert.Equal(64L << 20, new FileInfo(Path.Combine(dir, "sparse64")).Length);
+            Assert.Equal(4L << 20, new FileInfo(Path.Combine(dir, "falloc")).Length);
+            Assert.True(File.ReadAllBytes(Path.Combine(dir, "sparse")).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir, "sparse.copy"))),
+                "sparse.copy (copy_file_range in the guest) differs from sparse on the host.");
 
             Assert.Equal("durable\n", File.ReadAllText(Path.Combine(dir, "durable.txt")));
             Assert.Equal("marker\n", File.ReadAllText(Path.Combine(dir, "marker")));

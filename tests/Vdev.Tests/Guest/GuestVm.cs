@@ -17,8 +17,8 @@ public sealed class GuestOptions
     /// <summary>Request queues per virtio-fs device (<c>num-request-queues</c>). Default 1.</summary>
     public int RequestQueues { get; init; } = 1;
 
-    /// <summary>Wall-clock limit for the whole boot; QEMU is killed when it is reached. Default 180 s.</summary>
-    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(180);
+    /// <summary>Wall-clock limit for the whole boot; QEMU is killed when it is reached. Default 300 s (TCG on a loaded 2-core machine).</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(300);
 
     /// <summary>How long a backend may take to create its socket. Default 15 s.</summary>
     public TimeSpan BackendStartTimeout { get; init; } = TimeSpan.FromSeconds(15);

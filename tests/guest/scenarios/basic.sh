@@ -100,8 +100,17 @@ hv_expect sparse.size $((2560 * 4096 + 4096)) "$(stat -c %s $M/sparse)"
 blocks=$(stat -c %b $M/sparse)
 hv_check sparse.blocks test "$blocks" -lt 1024
 hv_expect sparse.hole_zeros 0 "$(dd if=$M/sparse bs=1M count=10 2>/dev/null | tr -d '\000' | wc -c)"
+hv_expect sparse.seek_data 10485760 "$(hvtool seek $M/sparse data 0)"
+hv_expect sparse.seek_hole $((2560 * 4096 + 4096)) "$(hvtool seek $M/sparse hole 10485760)"
 truncate -s 64M $M/sparse64
 hv_expect sparse.truncate_size 67108864 "$(stat -c %s $M/sparse64)"
+
+# fallocate reserves blocks and extends the size; copy_file_range copies the bytes.
+fallocate -l 4194304 $M/falloc
+hv_expect fallocate.size 4194304 "$(stat -c %s $M/falloc)"
+hv_check fallocate.blocks test "$(stat -c %b $M/falloc)" -ge 8192
+hv_expect copy_file_range.bytes 10489856 "$(hvtool copyrange $M/sparse $M/sparse.copy)"
+hv_expect copy_file_range.same "$(sha256sum < $M/sparse)" "$(sha256sum < $M/sparse.copy)"
 
 # fsync on a file and on the file system.
 echo durable > $M/durable.txt
