@@ -50,7 +50,7 @@ public sealed class GuestBackend
 
     /// <summary>
     /// The project's vdev in its single-share, virtiofsd-compatible mode
-    /// (<c>--socket-path=… --shared-dir=… --tag=… --cache=…</c> plus <paramref name="extraArgs"/>).
+    /// (<c>--socket-path S --shared-dir D --tag T --cache C</c> plus <paramref name="extraArgs"/>).
     /// The executable is <paramref name="vdevPath"/>, else $HV_VDEV, else the newest built
     /// vdev/bin/*/net10.0/vdev under the repository; <see cref="GuestSetupException"/> when none exists.
     /// </summary>
@@ -59,10 +59,9 @@ public sealed class GuestBackend
         {
             var exe = vdevPath ?? ResolveVdev();
             var psi = new ProcessStartInfo(exe);
-            psi.ArgumentList.Add("--socket-path=" + ctx.SocketPath);
-            psi.ArgumentList.Add("--shared-dir=" + ctx.SharedDirectory);
-            psi.ArgumentList.Add("--tag=" + ctx.Tag);
-            psi.ArgumentList.Add("--cache=" + cache);
+            // The single-share command line of config/README.md ("OPTION VALUE" pairs).
+            foreach (var a in new[] { "--socket-path", ctx.SocketPath, "--shared-dir", ctx.SharedDirectory, "--tag", ctx.Tag, "--cache", cache })
+                psi.ArgumentList.Add(a);
             foreach (var a in extraArgs) psi.ArgumentList.Add(a);
             return psi;
         });
