@@ -128,6 +128,7 @@ public static class GuestVm
             try { vm.Start(); }
             catch (System.ComponentModel.Win32Exception ex)
             {
+                vm.Dispose();
                 throw new GuestSetupException($"qemu-system-x86_64 could not be started ({ex.Message}): install qemu-system-x86.");
             }
             started.Add(("qemu", vm, qemuErr));
@@ -140,11 +141,16 @@ public static class GuestVm
                 TryKill(vm);
             }
             vm.WaitForExit(); // flushes the asynchronous readers
-            qemuExit = vm.HasExited ? vm.ExitCode : null;
+            qemuExit = timedOut ? null : vm.ExitCode;
 
-            // Backends exit by themselves once QEMU has disconnected; give them a moment.
-            foreach (var (_, p, _) in started)
-                if (!p.WaitForExit(TimeSpan.FromSeconds(5))) TryKill(p);
+            // virtiofsd exits by itself once QEMU has disconnected; other backends may wait for a
+            // signal, so whatever still runs after a grace period is killed, and its log says so.
+            foreach (var (_, p, log) in started)
+            {
+                if (p.WaitForExit(TimeSpan.FromSeconds(5))) continue;
+                TryKill(p);
+                lock (log) log.AppendLine("[killed by the guest harness: still running 5 s after QEMU exited]");
+            }
         }
         finally
         {
