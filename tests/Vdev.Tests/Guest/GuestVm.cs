@@ -211,9 +211,11 @@ public static class GuestVm
                         throw new GuestSetupException($"build-initramfs.sh failed (exit {p.ExitCode}): {stderr.Trim()}");
                     File.WriteAllText(kverFile, stdout.Result.Trim());
                     File.Move(tmp, image, overwrite: true);
-                    // Images of older versions of tests/guest are never used again.
+                    // Images of other versions of tests/guest untouched for a day are not in use (another
+                    // checkout may be booting a newer one right now, so recent ones stay).
                     foreach (var stale in Directory.EnumerateFiles(cache, "initramfs-*"))
-                        if (!stale.StartsWith(image, StringComparison.Ordinal)) File.Delete(stale);
+                        if (!stale.StartsWith(image, StringComparison.Ordinal) && File.GetLastAccessTimeUtc(stale) < DateTime.UtcNow.AddDays(-1))
+                            File.Delete(stale);
                 }
             }
             var kernel = "/boot/vmlinuz-" + File.ReadAllText(kverFile).Trim();
