@@ -6,6 +6,7 @@ public static class Suites
     private static readonly Dictionary<string, (string Help, Func<string[], int> Run)> All = new(StringComparer.Ordinal)
     {
         ["control"] = ("gRPC control calls over the UNIX socket: latency and throughput [--calls N] [--parallel P]", ControlBench.Run),
+        ["guest"] = (GuestBench.Help, GuestBench.Run),
     };
 
     public static int Run(string[] args)
