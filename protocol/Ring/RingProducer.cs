@@ -19,6 +19,7 @@ public sealed unsafe class RingProducer
     private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
     private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
     private FdHandle? _cancelFd;
+    private long _spinBudget = long.MaxValue; // Stopwatch ticks; see the waiting call
 
     // Private copies: the producer's own position, and the last consumer position it validated.
     private ulong _tail;
@@ -121,7 +122,12 @@ public sealed unsafe class RingProducer
         if (status != RingStatus.WouldBlock) return status;
 
         long deadline = Deadline(timeout);
-        long spinUntil = Stopwatch.GetTimestamp() + _set.SpinTicks;
+        // Adaptive spinning: spin only as long as recent waits were short enough for spinning to
+        // pay off; a wait that ended in a long sleep halves the next spin, so a loaded machine or
+        // an idle peer does not burn CPU that the peer may need.
+        long maxSpin = _set.SpinTicks;
+        long started = Stopwatch.GetTimestamp();
+        long spinUntil = started + Math.Min(_spinBudget, maxSpin);
         while (Stopwatch.GetTimestamp() < spinUntil)
         {
             Thread.SpinWait(4);
@@ -152,6 +158,8 @@ public sealed unsafe class RingProducer
                 }
             }
             Volatile.Write(ref ProducerWaiting, 0);
+            long waited = Stopwatch.GetTimestamp() - started;
+            _spinBudget = waited <= maxSpin ? maxSpin : Math.Min(_spinBudget, maxSpin) / 2;
             return status;
         }
         finally
