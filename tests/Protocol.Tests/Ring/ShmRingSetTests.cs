@@ -246,4 +246,80 @@ public unsafe class ShmRingSetTests
             if (!child.HasExited) child.Kill();
         }
     }
+
+    [Fact]
+    public void AttacherLearnsPromptlyThatTheCreatorWasKilled()
+    {
+        using var child = StartPeer("create");
+        try
+        {
+            var remote = RingFds.Parse(child.StandardOutput.ReadLine() ?? "");
+            // Take the child's descriptors as if they had been inherited (root may pidfd_getfd).
+            int pidfd = ShmInterop.PidFdOpen(child.Id);
+            Assert.True(pidfd >= 0);
+            int Take(int fd)
+            {
+                int local = ShmInterop.PidFdGetFd(pidfd, fd);
+                Assert.True(local >= 0, $"pidfd_getfd failed: errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
+                return local;
+            }
+            var bells = new int[remote.Doorbells.Count];
+            for (int i = 0; i < bells.Length; i++) bells[i] = Take(remote.Doorbells[i]);
+            using var attacher = ShmRingSet.Attach(new RingFds(Take(remote.MemFd), bells));
+            ShmInterop.Close(pidfd);
+            Assert.Equal(child.Id, attacher.PeerPid);
+            Assert.Equal(RingPeerState.Alive, attacher.PeerState);
+
+            var waiter = Worker.Start(() =>
+                Assert.Equal(RingStatus.PeerDead, attacher.GetQueue(0).Consumer.Peek(out _, TimeSpan.FromSeconds(30))));
+            Thread.Sleep(100);
+            var killed = Stopwatch.StartNew();
+            child.Kill();
+            waiter.Join();
+            Assert.True(killed.ElapsedMilliseconds < 1000, $"the dead creator was noticed only after {killed.ElapsedMilliseconds} ms");
+            Assert.Equal(RingPeerState.Dead, attacher.PeerState);
+        }
+        finally
+        {
+            if (!child.HasExited) child.Kill();
+        }
+    }
+
+    [Fact]
+    public void ArmWakeup_LetsAnEventLoopSleepOnTheDoorbellWithoutLosingACommit()
+    {
+        var (creator, attacher) = Pair(1, maxFrame: 1000, directionBytes: 4096);
+        using (creator) using (attacher)
+        {
+            var consumer = creator.GetQueue(0).Consumer;   // the vdev's completion ring
+            var producer = attacher.GetQueue(0).Producer;  // the daemon's end of it
+            for (int round = 0; round < 200; round++)
+            {
+                Assert.True(consumer.ArmWakeup());
+                var writer = Worker.Start(() => Send(producer, 8, (ulong)round, 1));
+                // Sleep on the raw descriptor, as an epoll loop would.
+                ShmInterop.PollFd p = new() { Fd = consumer.DoorbellFd, Events = ShmInterop.POLLIN };
+                Assert.Equal(1, ShmInterop.Poll(&p, 1, 10_000));
+                consumer.DisarmWakeup();
+                writer.Join();
+                Assert.Equal(RingStatus.Ok, consumer.TryPeek(out var frame));
+                Assert.Equal((ulong)round, frame.Tag);
+                consumer.Release();
+            }
+            // With a frame already there, arming refuses so that the loop does not sleep on it.
+            Send(producer, 8, 1, 1);
+            Assert.False(consumer.ArmWakeup());
+
+            // The producer side: a full ring arms, a release rings the freed bell.
+            var sq = creator.GetQueue(0).Producer;
+            while (sq.TryReserve(1000, out _) == RingStatus.Ok) sq.Commit(1000, 0);
+            Assert.True(sq.ArmWakeup(1000));
+            Assert.Equal(RingStatus.Ok, attacher.GetQueue(0).Consumer.TryPeek(out _));
+            attacher.GetQueue(0).Consumer.Release();
+            ShmInterop.PollFd q = new() { Fd = sq.DoorbellFd, Events = ShmInterop.POLLIN };
+            Assert.Equal(1, ShmInterop.Poll(&q, 1, 10_000));
+            sq.DisarmWakeup();
+            Assert.Equal(RingStatus.Ok, sq.TryReserve(1000, out _));
+        }
+    }
 }
