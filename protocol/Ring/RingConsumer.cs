@@ -171,9 +171,11 @@ public sealed unsafe class RingConsumer
         long maxSpin = _set.SpinTicks;
         long started = Stopwatch.GetTimestamp();
         long spinUntil = started + Math.Min(_spinBudget, maxSpin);
-        while (Stopwatch.GetTimestamp() < spinUntil)
+        for (int spins = 0; Stopwatch.GetTimestamp() < spinUntil; spins++)
         {
-            Thread.SpinWait(4);
+            // Pause briefly at first; then give the CPU away between looks, because on a busy
+            // machine the peer may be waiting for exactly this CPU to produce what we wait for.
+            if (spins >= 16) Thread.Yield(); else Thread.SpinWait(4);
             status = TryPeek(out frame);
             if (status != RingStatus.WouldBlock) return status;
         }
