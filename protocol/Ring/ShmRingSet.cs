@@ -199,6 +199,7 @@ public sealed unsafe class ShmRingSet : IDisposable
             uint recordHeader = *(uint*)(mapping + RingLayout.OffRecordHeaderSize);
             ulong total = *(ulong*)(mapping + RingLayout.OffTotalSize);
             int creatorPid = *(int*)(mapping + RingLayout.OffCreatorPid);
+            int attacherPid = Volatile.Read(ref *(int*)(mapping + RingLayout.OffAttacherPid));
 
             if (magic != RingLayout.Magic)
                 throw new InvalidDataException($"fd {fds.MemFd} does not hold a ring set (bad magic); pass the memfd that ShmRingSet.Create made.");
@@ -210,6 +211,11 @@ public sealed unsafe class ShmRingSet : IDisposable
                 || !BitOperations.IsPow2(directionBytes) || (long)directionBytes < RingLayout.MinDirectionBytes((int)maxFrame)
                 || total != (ulong)RingLayout.TotalSize(n, (long)directionBytes) || (long)total != size || creatorPid <= 0)
                 throw new InvalidDataException($"The ring set header in fd {fds.MemFd} has an impossible geometry; pass the memfd that ShmRingSet.Create made.");
+
+            // The indices start at zero on both sides; a second attacher would start from a
+            // state the first one left behind, so a ring set serves exactly one attach.
+            if (attacherPid != 0)
+                throw new InvalidDataException($"The ring set in fd {fds.MemFd} was already attached by pid {attacherPid}; a ring set serves one daemon, so create a new one for a restarted daemon.");
 
             var memfd = new FdHandle(fds.MemFd);
             var bells = new FdHandle[fds.Doorbells.Count];
@@ -303,6 +309,21 @@ public sealed unsafe class ShmRingSet : IDisposable
             if (_peerPid != 0) return _peerPid;
             int recorded = Volatile.Read(ref *(int*)(_base + (Role == RingRole.Creator ? RingLayout.OffAttacherPid : RingLayout.OffCreatorPid)));
             return recorded > 0 ? recorded : 0;
+        }
+    }
+
+    /// <summary>
+    /// A pidfd that becomes readable when the peer process exits, for callers that wait in their
+    /// own epoll loop; -1 while the peer is not known yet (creator before attach) or already gone.
+    /// Owned by the set: do not close it.
+    /// </summary>
+    public int PeerExitFd
+    {
+        get
+        {
+            ThrowIfDisposed();
+            var pidfd = EnsurePeerWatch();
+            return pidfd is null ? -1 : pidfd.Fd;
         }
     }
 

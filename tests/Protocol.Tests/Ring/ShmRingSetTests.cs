@@ -65,6 +65,30 @@ public unsafe class ShmRingSetTests
     }
 
     [Fact]
+    public void Attach_RefusesASecondAttach()
+    {
+        var (creator, attacher) = Pair(1, maxFrame: 1000, directionBytes: 4096);
+        using (creator) using (attacher)
+        {
+            var e = Assert.Throws<InvalidDataException>(() => ShmRingSet.Attach(DupAll(creator.Fds)));
+            Assert.Contains($"already attached by pid {Environment.ProcessId}", e.Message);
+        }
+    }
+
+    [Fact]
+    public void PeerExitFd_IsUnknownBeforeAttachAndThenWatchesThePeer()
+    {
+        using var creator = ShmRingSet.Create(1, 1000, 4096);
+        Assert.Equal(-1, creator.PeerExitFd);
+        using var attacher = ShmRingSet.Attach(DupAll(creator.Fds));
+        Assert.True(creator.PeerExitFd >= 0);
+        Assert.True(attacher.PeerExitFd >= 0);
+        // This process is its own peer here and alive: the pidfd is not readable.
+        ShmInterop.PollFd p = new() { Fd = creator.PeerExitFd, Events = ShmInterop.POLLIN };
+        Assert.Equal(0, ShmInterop.Poll(&p, 1, 0));
+    }
+
+    [Fact]
     public void Attach_RejectsAnUnsealedFile()
     {
         int fd = ShmInterop.MemfdCreate("not-a-ring", ShmInterop.MFD_CLOEXEC);
