@@ -478,7 +478,7 @@ public sealed unsafe class ShmRingSet : IDisposable
     /// Closes the set (see <see cref="Close"/>), waits (up to 2 s) for this process's threads
     /// blocked in a waiting call to return <see cref="RingStatus.Closed"/>, then unmaps the memory
     /// and closes every descriptor. A thread still inside a waiting call after that keeps the
-    /// mapping alive (it is leaked rather than pulled from under it).
+    /// mapping and descriptors alive (they are leaked rather than pulled from under it).
     /// </summary>
     public void Dispose()
     {
@@ -487,7 +487,10 @@ public sealed unsafe class ShmRingSet : IDisposable
         var sw = Stopwatch.StartNew();
         while (Volatile.Read(ref _waiters) != 0 && sw.ElapsedMilliseconds < 2000) Thread.Sleep(1);
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        if (Volatile.Read(ref _waiters) == 0) ShmInterop.Munmap((IntPtr)_base, (nuint)_totalSize);
+        // A thread still blocked in a waiting call keeps the mapping and the descriptors it polls:
+        // leaking them is better than pulling memory or reusable fd numbers from under it.
+        if (Volatile.Read(ref _waiters) != 0) return;
+        ShmInterop.Munmap((IntPtr)_base, (nuint)_totalSize);
         _memfd.Dispose();
         foreach (var h in _bells) h.Dispose();
         _peerPidFd?.Dispose();
