@@ -346,4 +346,26 @@ public unsafe class ShmRingSetTests
             Assert.Equal(RingStatus.Ok, sq.TryReserve(1000, out _));
         }
     }
+
+    [Fact]
+    public void Dispose_WakesThisProcesssWaitersWithClosedBeforeUnmapping()
+    {
+        var (creator, attacher) = Pair(1, maxFrame: 1000, directionBytes: 4096);
+        using (attacher)
+        {
+            var statuses = new RingStatus[2];
+            var consumer = Worker.Start(() => statuses[0] = creator.GetQueue(0).Consumer.Peek(out _, Timeout.InfiniteTimeSpan));
+            var sq = creator.GetQueue(0).Producer;
+            while (sq.TryReserve(1000, out _) == RingStatus.Ok) sq.Commit(1000, 0);
+            var producer = Worker.Start(() => statuses[1] = sq.Reserve(1000, out _, Timeout.InfiniteTimeSpan));
+            Thread.Sleep(200);
+            var sw = Stopwatch.StartNew();
+            creator.Dispose();
+            Worker.JoinAll(new[] { consumer, producer });
+            Assert.Equal(new[] { RingStatus.Closed, RingStatus.Closed }, statuses);
+            Assert.True(sw.ElapsedMilliseconds < 1500);
+            Assert.Throws<ObjectDisposedException>(() => sq.TryReserve(1, out _));
+            Assert.Equal(RingPeerState.Closed, attacher.PeerState);
+        }
+    }
 }
