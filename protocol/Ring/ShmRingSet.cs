@@ -426,8 +426,9 @@ public sealed unsafe class ShmRingSet : IDisposable
         CancellationTokenRegistration registration = default;
         if (ct.CanBeCanceled)
         {
+            // The private cancellation bell is zero here: it is only ever rung by a cancelled
+            // token's callback, and is reset below after any wait whose token was cancelled.
             cancelFd ??= NewEventFd();
-            ShmInterop.EventFdDrain(cancelFd.Fd);
             cancelIndex = count;
             fds[count++] = new ShmInterop.PollFd { Fd = cancelFd.Fd, Events = ShmInterop.POLLIN };
             registration = ct.UnsafeRegister(static s => ShmInterop.EventFdSignal(((FdHandle)s!).Fd), cancelFd);
@@ -453,7 +454,9 @@ public sealed unsafe class ShmRingSet : IDisposable
         }
         finally
         {
+            // After Dispose the callback has either run or never will.
             registration.Dispose();
+            if (cancelIndex >= 0 && ct.IsCancellationRequested) ShmInterop.EventFdDrain(cancelFd!.Fd);
         }
     }
 
