@@ -368,4 +368,51 @@ public unsafe class ShmRingSetTests
             Assert.Equal(RingPeerState.Closed, attacher.PeerState);
         }
     }
+
+    [Fact]
+    public void StreamingWithoutSpinningNeverLosesAWakeUp()
+    {
+        // Every wait goes to sleep at once, so each of these round trips exercises the arm,
+        // re-check and doorbell path on both rings; a lost wake-up hangs a side for 10 s.
+        var (creator, attacher) = Pair(2, maxFrame: 1000, directionBytes: 4096);
+        using (creator) using (attacher)
+        {
+            creator.SpinDuration = attacher.SpinDuration = TimeSpan.Zero;
+            var workers = new List<Worker>();
+            for (int q = 0; q < 2; q++)
+            {
+                var vdev = creator.GetQueue(q);
+                var daemon = attacher.GetQueue(q);
+                workers.Add(Worker.Start(() =>
+                {
+                    for (ulong i = 0; i < 5000; i++)
+                    {
+                        Assert.Equal(RingStatus.Ok, daemon.Consumer.Peek(out var request, TimeSpan.FromSeconds(10)));
+                        Assert.Equal(i, request.Tag);
+                        Assert.Equal(RingStatus.Ok, daemon.Producer.Reserve(16, out _, TimeSpan.FromSeconds(10)));
+                        daemon.Producer.Commit(16, request.Tag);
+                        daemon.Consumer.Release();
+                    }
+                }));
+                workers.Add(Worker.Start(() =>
+                {
+                    for (ulong i = 0; i < 5000; i++)
+                    {
+                        // Frames up to 900 bytes in a 4 KiB ring: the producer also sleeps on a full ring.
+                        Send(vdev.Producer, (int)(i % 7) * 150, i, i);
+                    }
+                }));
+                workers.Add(Worker.Start(() =>
+                {
+                    for (ulong i = 0; i < 5000; i++)
+                    {
+                        Assert.Equal(RingStatus.Ok, vdev.Consumer.Peek(out var reply, TimeSpan.FromSeconds(10)));
+                        Assert.Equal(i, reply.Tag);
+                        vdev.Consumer.Release();
+                    }
+                }));
+            }
+            Worker.JoinAll(workers);
+        }
+    }
 }
