@@ -62,6 +62,8 @@ public sealed unsafe class RingConsumer
     /// <summary>Whether the shared memory was found impossible; the ring is then unusable.</summary>
     public bool IsBroken => _broken;
 
+    // Safe: _control points at this ring's 256-byte control block inside the mapping, whose
+    // fields are naturally aligned; the mapping outlives every call (Dispose waits for waiters).
     private ref ulong SharedTail => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffTail);
     private ref ulong SharedHead => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffHead);
     private ref int ProducerWaiting => ref Unsafe.AsRef<int>(_control + RingLayout.OffProducerWaiting);
