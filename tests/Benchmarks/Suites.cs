@@ -7,6 +7,7 @@ public static class Suites
     {
         ["control"] = ("gRPC control calls over the UNIX socket: latency and throughput [--calls N] [--parallel P]", ControlBench.Run),
         ["guest"] = (GuestBench.Help, GuestBench.Run),
+        ["ring"] = (RingBenchmark.Help, RingBenchmark.Run),
     };
 
     public static int Run(string[] args)
