@@ -133,5 +133,17 @@ internal static partial class Host
         return (st.Mode, st.Uid, st.Gid);
     }
 
+    /// <summary>The inode number of a host path.</summary>
+    public static ulong Ino(string path)
+    {
+        Hypervisor.Passthrough.Interop.Stat st;
+        unsafe
+        {
+            // st is a local of the blittable struct stat; lstat writes at most sizeof(struct stat) into it.
+            Assert.Equal(0, lstat(path, &st));
+        }
+        return st.Ino;
+    }
+
     public static bool IsRoot => geteuid() == 0;
 }
