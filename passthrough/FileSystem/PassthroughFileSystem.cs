@@ -13,7 +13,7 @@ namespace Hypervisor.Passthrough.FileSystem;
 /// Serves FUSE requests on a host directory with POSIX calls, strictly inside it.
 /// <list type="bullet">
 /// <item>Every name is resolved relative to a descriptor of its parent, one component at a time, with
-/// <c>openat(O_PATH|O_NOFOLLOW)</c>; symlinks are never followed, "..' of the root is the root.</item>
+/// <c>openat(O_PATH|O_NOFOLLOW)</c>; symlinks are never followed, ".." of the root is the root.</item>
 /// <item>Inodes are identified by file handle (<c>name_to_handle_at</c>, reopened with <c>open_by_handle_at</c>
 /// against a descriptor of the share's mount, which needs CAP_DAC_READ_SEARCH); a bounded LRU keeps their O_PATH
 /// descriptors. Where the filesystem has no handles (or the daemon is not root) a node pins an O_PATH descriptor.
