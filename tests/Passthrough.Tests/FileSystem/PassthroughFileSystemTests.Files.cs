@@ -108,6 +108,7 @@ public sealed partial class PassthroughFileSystemTests
     }
 
     [Fact]
+    [Trait("Category", "Root")] // lchown to another user needs CAP_CHOWN
     public void SetAttr_ChangesModeSizeAndTimes_ByNodeAndByHandle()
     {
         using var share = new TestShare();
