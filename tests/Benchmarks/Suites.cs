@@ -6,6 +6,7 @@ public static class Suites
     private static readonly Dictionary<string, (string Help, Func<string[], int> Run)> All = new(StringComparer.Ordinal)
     {
         ["fs"] = ("passthrough filesystem called directly: lookup/forget memory, getattr/read/write rates", FileSystemSuite.Run),
+        ["control"] = ("gRPC control calls over the UNIX socket: latency and throughput [--calls N] [--parallel P]", ControlBench.Run),
     };
 
     public static int Run(string[] args)
