@@ -37,6 +37,11 @@ public sealed unsafe class FrontendQueue : IDisposable
     public ushort LastUsed { get; private set; }
     /// <summary>Kicks actually sent (after suppression).</summary>
     public long KicksSent { get; private set; }
+    /// <summary>
+    /// With EVENT_IDX, move used_event to the next used index after each completion taken (what Linux's
+    /// virtqueue_enable_cb does), so the device interrupts for the next one. Off: the test controls used_event.
+    /// </summary>
+    public bool AutoUsedEvent { get; set; } = true;
     /// <summary>Chains currently owned by the device.</summary>
     public int InFlight => Size - _free.Count;
 
@@ -209,6 +214,7 @@ public sealed unsafe class FrontendQueue : IDisposable
         Interlocked.MemoryBarrier();
         var e = Unsafe.ReadUnaligned<VirtqUsedElem>(ref Ram.At(UsedGpa + (ulong)SplitVirtqueue.UsedRingEntryOffset(LastUsed & (Size - 1)), 8)[0]);
         LastUsed++;
+        if (EventIdx && AutoUsedEvent) SetUsedEvent(LastUsed);
         head = (ushort)e.Id;
         length = e.Len;
         if (head < Size && _chains[head] is { Count: > 0 } chain)
