@@ -5,6 +5,7 @@ public static class Suites
 {
     private static readonly Dictionary<string, (string Help, Func<string[], int> Run)> All = new(StringComparer.Ordinal)
     {
+        ["vhost"] = ("virtqueue round trips through vhost-user: vdev (echo transport) or QEMU's virtiofsd", VhostBench.Run),
     };
 
     public static int Run(string[] args)
