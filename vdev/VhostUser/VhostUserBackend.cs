@@ -40,6 +40,7 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
     /// <summary>Handles one message; fds in <paramref name="fds"/> that the message does not take over are closed here.</summary>
     public void Handle(VhostUserChannel channel, VhostUserHeader h, ReadOnlySpan<byte> payload, List<FileDescriptor> fds)
     {
+        if (log.IsEnabled(LogLevel.Trace)) LogMessage(log, h.Request, h.Size, fds.Count, h.NeedsReply);
         try
         {
             bool explicitReply = HasExplicitReply(h.Request);
@@ -365,6 +366,9 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
                 if (r[i].GuestPhysAddr < r[j].GuestPhysAddr + r[j].MemorySize && r[j].GuestPhysAddr < r[i].GuestPhysAddr + r[i].MemorySize)
                     throw new RequestFailed($"memory regions at guest 0x{r[i].GuestPhysAddr:x} and 0x{r[j].GuestPhysAddr:x} overlap");
     }
+
+    [LoggerMessage(Level = LogLevel.Trace, Message = "vhost-user {Request}: {Size} payload bytes, {Fds} fds, need reply {NeedReply}")]
+    private static partial void LogMessage(ILogger log, VhostUserRequest request, uint size, int fds, bool needReply);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "vhost-user {Request} failed: {Reason}")]
     private static partial void LogRequestFailed(ILogger log, VhostUserRequest request, string reason);
