@@ -20,9 +20,13 @@ public sealed unsafe class GuestRam : IDisposable
     /// <summary>The front-end virtual address of the first byte (sent as userspace_addr).</summary>
     public ulong UserAddr => (ulong)_host;
 
-    public GuestRam(long size, ulong guestBase = 0x1000_0000)
+    /// <summary>The memfd's name (shows in /proc/PID/maps as <c>/memfd:NAME</c>).</summary>
+    public string Name { get; }
+
+    public GuestRam(long size, ulong guestBase = 0x1000_0000, string name = "guest-ram")
     {
-        Fd = FrontendLibc.memfd_create("guest-ram", FrontendLibc.MFD_CLOEXEC);
+        Name = name;
+        Fd = FrontendLibc.memfd_create(name, FrontendLibc.MFD_CLOEXEC);
         if (Fd < 0) throw FrontendLibc.Error("memfd_create");
         if (FrontendLibc.ftruncate(Fd, size) < 0) throw FrontendLibc.Error("ftruncate");
         nint p = FrontendLibc.mmap(0, (nuint)size, FrontendLibc.PROT_READ | FrontendLibc.PROT_WRITE, FrontendLibc.MAP_SHARED, Fd, 0);

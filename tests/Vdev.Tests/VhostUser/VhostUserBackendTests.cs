@@ -179,6 +179,31 @@ public sealed class VhostUserBackendTests
         Assert.True(fe.WaitClosed(T));
     }
 
+    private static int Mappings(GuestRam ram) => File.ReadAllLines("/proc/self/maps").Count(l => l.Contains("/memfd:" + ram.Name + " ", StringComparison.Ordinal));
+
+    [Fact]
+    public void ReplacingTheMemoryTableUnmapsTheOldMappingsAndDisconnectUnmapsAll()
+    {
+        using var h = new DeviceHarness();
+        var name = $"ram-{Guid.NewGuid():N}";
+        using var ram = new GuestRam(32 << 20, name: name);
+        using var other = new GuestRam(1 << 20, guestBase: 0x9000_0000, name: name + "-b");
+        Assert.Equal(1, Mappings(ram)); // the front-end's own
+        var fe = h.Ready(ram);
+        Assert.Equal(2, Mappings(ram));
+        for (int i = 0; i < 3; i++) fe.SetMemTable(ram);
+        fe.Queues[1].Transact(FuseFrames.GetattrRequest(5, 1), 4096, T); // the ring re-translates through the new table
+        Assert.Equal(2, Mappings(ram));
+        fe.ChangeMemRegion(other, remove: false);
+        Assert.Equal(2, Mappings(other));
+        fe.ChangeMemRegion(other, remove: true);
+        SpinWait.SpinUntil(() => Mappings(other) == 1, T);
+        Assert.Equal(1, Mappings(other));
+        fe.Dispose();
+        Assert.Equal(VhostUserDevice.ExitOk, h.WaitExit());
+        Assert.Equal(1, Mappings(ram));
+    }
+
     [Fact]
     public void BadConfigurationFailsWithOneSentence()
     {
