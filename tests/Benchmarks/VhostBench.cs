@@ -77,6 +77,8 @@ internal static class VhostBench
             ulong fh = target == "vdev" ? 0 : FuseFrames.ReadOpenFh(open);
 
             long total = 0;
+            long allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
+            int gen0Before = GC.CollectionCount(0);
             var sw = Stopwatch.StartNew();
             var deadline = sw.Elapsed + TimeSpan.FromSeconds(seconds);
             var threads = new Thread[queues];
@@ -112,10 +114,13 @@ internal static class VhostBench
             }
             foreach (var th in threads) th.Join();
             var elapsed = sw.Elapsed.TotalSeconds;
+            long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
+            int gen0 = GC.CollectionCount(0) - gen0Before;
             foreach (var c in counts) total += c;
             double rps = total / elapsed;
             Console.WriteLine($"vhost target={target} op={op} size={(op == "read" ? size : 0)} queues={queues} depth={depth} indirect={indirect}: " +
-                $"{total} requests in {elapsed:F2} s = {rps:F0} req/s" + (op == "read" ? $", {rps * size / (1 << 20):F1} MiB/s" : ""));
+                $"{total} requests in {elapsed:F2} s = {rps:F0} req/s" + (op == "read" ? $", {rps * size / (1 << 20):F1} MiB/s" : "") +
+                $"; managed allocation {(double)allocated / Math.Max(total, 1):F1} B/request (front-end and device together), {gen0} gen0 GCs");
             fe.Disconnect();
             return 0;
         }

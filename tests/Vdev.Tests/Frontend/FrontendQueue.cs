@@ -16,6 +16,7 @@ public sealed unsafe class FrontendQueue : IDisposable
     private readonly List<ushort>[] _chains;
     private readonly ulong _slotBase;
     private const int IndirectArea = 4096;
+    private readonly List<(ulong, uint, VirtqDescFlags)> _pieces = new(16);
 
     public int Index { get; }
     public int Size { get; }
@@ -154,7 +155,8 @@ public sealed unsafe class FrontendQueue : IDisposable
         chain.Clear();
         chain.Add(head);
         request.CopyTo(Ram.At(RequestGpa(head), request.Length));
-        var pieces = new List<(ulong, uint, VirtqDescFlags)>(total);
+        var pieces = _pieces;
+        pieces.Clear();
         Split(RequestGpa(head), request.Length, requestSegments, VirtqDescFlags.None, pieces);
         if (replyCapacity > 0) Split(ReplyGpa(head), replyCapacity, replySegments, VirtqDescFlags.Write, pieces);
         if (indirect)
@@ -170,7 +172,7 @@ public sealed unsafe class FrontendQueue : IDisposable
         }
         else
         {
-            var idx = new ushort[pieces.Count];
+            Span<ushort> idx = stackalloc ushort[pieces.Count];
             idx[0] = head;
             for (int i = 1; i < idx.Length; i++) { idx[i] = AllocDesc(); chain.Add(idx[i]); }
             for (int i = 0; i < pieces.Count; i++)
