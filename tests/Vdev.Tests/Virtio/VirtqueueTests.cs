@@ -425,6 +425,31 @@ public sealed class VirtqueueTests : IDisposable
     }
 
     [Fact]
+    public void ABufferSpanningAdjacentRegionsIsSplitAcrossThem()
+    {
+        // Two memfds back contiguous guest-physical ranges (as two NUMA nodes do); the reply buffer straddles the seam.
+        using var high = new GuestRam(1 << 20, guestBase: _ram.GuestBase + (ulong)_ram.Size);
+        _fe = _h.Connect();
+        _fe.Negotiate();
+        _fe.SetMemTable(_ram, high);
+        _fe.SetupQueues(_ram, 2, 64);
+        var read = FuseFrames.ReadRequest(8, 2, 3, 0, 3000);
+        ushort a = Q.AllocDesc(), b = Q.AllocDesc();
+        read.CopyTo(_ram.At(Q.RequestGpa(a), read.Length));
+        ulong seam = high.GuestBase;
+        Q.WriteDesc(a, Q.RequestGpa(a), (uint)read.Length, VirtqDescFlags.Next, b);
+        Q.WriteDesc(b, seam - 1000, 4000, VirtqDescFlags.Write);
+        Assert.Equal(16u + 3000, PublishAndWait(a, b));
+        var expected = TestTransport.Answer(read);
+        Assert.Equal(expected[..1000], _ram.At(seam - 1000, 1000).ToArray());
+        Assert.Equal(expected[1000..], high.At(seam, expected.Length - 1000).ToArray());
+        // One byte past the second region is still refused.
+        Q.WriteDesc(a, Q.RequestGpa(a), (uint)read.Length, VirtqDescFlags.Next, b);
+        Q.WriteDesc(b, seam - 1000, (uint)(1000 + high.Size + 1), VirtqDescFlags.Write);
+        Assert.Equal(0u, PublishAndWait(a, b));
+    }
+
+    [Fact]
     public void ACorruptAvailIndexBreaksOnlyThatQueue()
     {
         Ready();
