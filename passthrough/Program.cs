@@ -1,1 +1,4 @@
-Console.Error.WriteLine("not implemented yet"); return 70;
+using Hypervisor.Passthrough;
+using Hypervisor.Passthrough.Cli;
+
+return await DaemonCommand.Create(Daemon.RunAsync).Parse(args).InvokeAsync();

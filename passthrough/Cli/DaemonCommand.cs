@@ -1,0 +1,150 @@
+using System.CommandLine;
+using Hypervisor.Passthrough.Share;
+using Microsoft.Extensions.Logging;
+
+namespace Hypervisor.Passthrough.Cli;
+
+/// <summary>
+/// The passthrough daemon's command line. Option names follow virtiofsd's where one exists, so the same
+/// vocabulary works for the launcher, the vdev and this daemon.
+/// </summary>
+public static class DaemonCommand
+{
+    /// <summary>Parsed, validated settings of one daemon run.</summary>
+    public sealed record Settings(ShareOptions Share, LogLevel LogLevel, string? MountPoint, string? Ring, string? ControlSocket, int? ReadyFd);
+
+    private static readonly Option<string?> SharedDir = new("--shared-dir") { Description = "Host directory to share (or -o source=DIR). Required." };
+    private static readonly Option<string[]> CompatOptions = new("-o") { Description = "virtiofsd-style options: source=DIR, cache=POLICY, xattr|no_xattr, readonly, writeback|no_writeback, allow_direct_io.", Arity = ArgumentArity.ZeroOrMore };
+    private static readonly Option<string> Tag = new("--tag") { Description = "Mount tag of the share (default hostshare).", DefaultValueFactory = _ => "hostshare" };
+    private static readonly Option<string> Cache = new("--cache") { Description = "Cache policy: never | metadata | auto | always (default auto).", DefaultValueFactory = _ => "auto" };
+    private static readonly Option<bool> AllowDirectIo = new("--allow-direct-io") { Description = "Honour the guest's O_DIRECT with FOPEN_DIRECT_IO (default off)." };
+    private static readonly Option<bool> DirectIo = new("--direct-io") { Description = "Direct I/O on every open, switchable at run time over the control socket (default off)." };
+    private static readonly Option<bool> XAttr = new("--xattr") { Description = "Serve extended attributes (default off)." };
+    private static readonly Option<bool> ReadOnly = new("--readonly") { Description = "Refuse every change with EROFS (default off)." };
+    private static readonly Option<bool> Writeback = new("--writeback") { Description = "Let the guest use writeback caching (default off)." };
+    private static readonly Option<int> ThreadPoolSize = new("--thread-pool-size") { Description = "Worker threads (default 0: one per CPU, at least 2)." };
+    private static readonly Option<int> FdCacheSize = new("--fd-cache-size") { Description = "Open descriptors kept for known inodes (default 8192).", DefaultValueFactory = _ => 8192 };
+    private static readonly Option<string> LogLevelOption = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info).", DefaultValueFactory = _ => "info" };
+    private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client: mount the share at DIR through /dev/fuse (root)." };
+    private static readonly Option<string?> Ring = new("--ring") { Description = "Serve a shared-memory ring handed over by fd inheritance (set by fuse_launcher)." };
+    private static readonly Option<string?> ControlSocket = new("--control-socket") { Description = "UNIX socket path of the gRPC control service." };
+    private static readonly Option<int?> ReadyFd = new("--ready-fd") { Description = "Inherited fd on which one 'ready' line is written once serving (set by fuse_launcher)." };
+
+    /// <summary>Builds the command; <paramref name="run"/> receives validated settings and returns the exit code.</summary>
+    public static RootCommand Create(Func<Settings, CancellationToken, Task<int>> run)
+    {
+        var root = new RootCommand("passthrough: the FUSE daemon of one virtio-fs share")
+        {
+            SharedDir, CompatOptions, Tag, Cache, AllowDirectIo, DirectIo, XAttr, ReadOnly, Writeback, ThreadPoolSize,
+            FdCacheSize, LogLevelOption, Mount, Ring, ControlSocket, ReadyFd,
+        };
+        root.SetAction(async (parse, ct) =>
+        {
+            if (!TryBuild(parse, out var settings, out var error))
+            {
+                Console.Error.WriteLine($"passthrough: {error}");
+                return 2;
+            }
+            return await run(settings!, ct);
+        });
+        return root;
+    }
+
+    /// <summary>Checks every option and combines them; <paramref name="error"/> is one sentence saying what to change.</summary>
+    public static bool TryBuild(ParseResult parse, out Settings? settings, out string? error)
+    {
+        settings = null;
+        var dir = parse.GetValue(SharedDir);
+        var cache = parse.GetValue(Cache)!;
+        var xattr = parse.GetValue(XAttr);
+        var readOnly = parse.GetValue(ReadOnly);
+        var writeback = parse.GetValue(Writeback);
+        var allowDirectIo = parse.GetValue(AllowDirectIo);
+        foreach (var group in parse.GetValue(CompatOptions) ?? [])
+        {
+            foreach (var item in group.Split(',', StringSplitOptions.RemoveEmptyEntries))
+            {
+                var eq = item.IndexOf('=');
+                var key = eq < 0 ? item : item[..eq];
+                var value = eq < 0 ? null : item[(eq + 1)..];
+                switch (key)
+                {
+                    case "source" when value is not null: dir = value; break;
+                    case "cache" when value is not null: cache = value; break;
+                    case "xattr": xattr = true; break;
+                    case "no_xattr": xattr = false; break;
+                    case "readonly": readOnly = true; break;
+                    case "writeback": writeback = true; break;
+                    case "no_writeback": writeback = false; break;
+                    case "allow_direct_io": allowDirectIo = true; break;
+                    // Accepted for compatibility with virtiofsd command lines; this daemon always behaves so.
+                    case "flock" or "posix_lock" or "no_flock" or "no_posix_lock" or "announce_submounts" or "killpriv_v2" or "no_killpriv_v2" or "sandbox" or "log_level" or "timeout": break;
+                    default:
+                        error = $"unknown -o option '{item}'; known: source=DIR, cache=POLICY, xattr, no_xattr, readonly, writeback, no_writeback, allow_direct_io.";
+                        return false;
+                }
+            }
+        }
+
+        if (string.IsNullOrEmpty(dir)) { error = "no shared directory given; pass --shared-dir DIR or -o source=DIR."; return false; }
+        if (!Directory.Exists(dir))
+        {
+            error = File.Exists(dir) ? $"the shared directory {dir} is a file, not a directory." : $"the shared directory {dir} does not exist; create it or fix --shared-dir.";
+            return false;
+        }
+        if (!TryParseCache(cache, out var policy)) { error = $"unknown cache policy '{cache}'; use never, metadata, auto or always."; return false; }
+        if (!TryParseLogLevel(parse.GetValue(LogLevelOption)!, out var level)) { error = $"unknown log level '{parse.GetValue(LogLevelOption)}'; use error, warn, info, debug, trace or off."; return false; }
+        var threads = parse.GetValue(ThreadPoolSize);
+        if (threads < 0 || threads > 1024) { error = $"--thread-pool-size {threads} is out of range; use 0 (automatic) to 1024."; return false; }
+        var fdCache = parse.GetValue(FdCacheSize);
+        if (fdCache < 16 || fdCache > 16384) { error = $"--fd-cache-size {fdCache} is out of range; use 16 to 16384 (RLIMIT_NOFILE is 20,000 here)."; return false; }
+        var mount = parse.GetValue(Mount);
+        var ring = parse.GetValue(Ring);
+        if (mount is null && ring is null) { error = "nothing to serve; pass --mount DIR (host FUSE) or --ring SPEC (from fuse_launcher)."; return false; }
+
+        var share = new ShareOptions
+        {
+            SharedDir = Path.GetFullPath(dir),
+            Tag = parse.GetValue(Tag)!,
+            Cache = policy,
+            AllowDirectIo = allowDirectIo,
+            DirectIo = parse.GetValue(DirectIo),
+            XAttr = xattr,
+            ReadOnly = readOnly,
+            Writeback = writeback,
+            ThreadPoolSize = threads,
+            FdCacheSize = fdCache,
+        };
+        settings = new Settings(share, level, mount, ring, parse.GetValue(ControlSocket), parse.GetValue(ReadyFd));
+        error = null;
+        return true;
+    }
+
+    /// <summary>Parses a <c>--cache</c> value (virtiofsd also accepts "none" for never).</summary>
+    public static bool TryParseCache(string value, out CachePolicy policy)
+    {
+        switch (value)
+        {
+            case "never" or "none": policy = CachePolicy.Never; return true;
+            case "metadata": policy = CachePolicy.Metadata; return true;
+            case "auto": policy = CachePolicy.Auto; return true;
+            case "always": policy = CachePolicy.Always; return true;
+            default: policy = default; return false;
+        }
+    }
+
+    /// <summary>Parses a <c>--log-level</c> value.</summary>
+    public static bool TryParseLogLevel(string value, out LogLevel level)
+    {
+        switch (value)
+        {
+            case "error": level = LogLevel.Error; return true;
+            case "warn" or "warning": level = LogLevel.Warning; return true;
+            case "info": level = LogLevel.Information; return true;
+            case "debug": level = LogLevel.Debug; return true;
+            case "trace": level = LogLevel.Trace; return true;
+            case "off": level = LogLevel.None; return true;
+            default: level = default; return false;
+        }
+    }
+}

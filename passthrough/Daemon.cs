@@ -1,0 +1,84 @@
+using System.Runtime.InteropServices;
+using Hypervisor.Passthrough.Cli;
+using Hypervisor.Passthrough.Engine;
+using Hypervisor.Passthrough.Share;
+using Hypervisor.Passthrough.Transport;
+using Microsoft.Extensions.Logging;
+
+namespace Hypervisor.Passthrough;
+
+/// <summary>Composes one share's daemon: filesystem, engine, transports, control service; runs until told to stop.</summary>
+public static class Daemon
+{
+    /// <summary>Runs the daemon with validated settings; returns the process exit code.</summary>
+    public static async Task<int> RunAsync(DaemonCommand.Settings settings, CancellationToken ct)
+    {
+        using var loggerFactory = LoggerFactory.Create(b => b
+            .SetMinimumLevel(settings.LogLevel)
+            .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
+            .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
+        var log = loggerFactory.CreateLogger("passthrough");
+
+        var share = new ShareSettings(settings.Share);
+        IFileSystem fs;
+        try
+        {
+            fs = FileSystemFactory.Create(share, loggerFactory.CreateLogger("passthrough.fs"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            Console.Error.WriteLine($"passthrough: {e.Message}");
+            return 1;
+        }
+        var engine = new FuseEngine(fs, loggerFactory.CreateLogger("passthrough.fuse"));
+        var threads = settings.Share.ThreadPoolSize > 0 ? settings.Share.ThreadPoolSize : Math.Max(2, Environment.ProcessorCount);
+
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+
+        DevFuseTransport? mount = null;
+        RingTransport? ring = null;
+        try
+        {
+            if (settings.MountPoint is not null)
+            {
+                mount = DevFuseTransport.Mount(engine, loggerFactory.CreateLogger("passthrough.devfuse"), settings.Share.SharedDir, settings.MountPoint, threads);
+                log.LogInformation("Serving {Dir} at {MountPoint} through /dev/fuse with {Threads} threads", settings.Share.SharedDir, settings.MountPoint, threads);
+            }
+            if (settings.Ring is not null)
+            {
+                ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring);
+                log.LogInformation("Serving {Dir} on the shared-memory ring ({Queues} queues)", settings.Share.SharedDir, settings.Ring);
+            }
+
+            if (settings.ReadyFd is { } readyFd) ReadyNotifier.Notify(readyFd, settings.ControlSocket);
+
+            var waits = new List<Task> { Task.Delay(Timeout.Infinite, stop.Token) };
+            if (mount is not null) waits.Add(mount.Completion);
+            if (ring is not null) waits.Add(ring.Completion);
+            await Task.WhenAny(waits).ConfigureAwait(false);
+            if (mount is not null && mount.Completion.IsCompleted)
+                log.LogInformation("The FUSE session ended (unmounted)");
+            if (ring is not null && ring.Completion.IsCompleted)
+            {
+                var why = ring.Completion.Result;
+                if (why == Hypervisor.Protocol.Ring.RingStatus.PeerDead) log.LogWarning("The vdev died; stopping");
+                else log.LogInformation("The vdev closed the ring ({Status}); stopping", why);
+                return why == Hypervisor.Protocol.Ring.RingStatus.Broken ? 1 : 0;
+            }
+            return 0;
+        }
+        catch (TransportException e)
+        {
+            Console.Error.WriteLine($"passthrough: {e.Message}");
+            return 1;
+        }
+        finally
+        {
+            mount?.Dispose();
+            ring?.Dispose();
+            fs.Destroy();
+        }
+    }
+}

@@ -1,0 +1,478 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using Hypervisor.Protocol.Fuse;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Hypervisor.Passthrough.Engine;
+
+/// <summary>
+/// The FUSE server: parses one request frame, calls the filesystem, and encodes the reply into the caller's
+/// buffer. It does not know where frames come from (/dev/fuse, the shared-memory ring, a test); it is called
+/// from several threads at once.
+/// </summary>
+public sealed partial class FuseEngine
+{
+    /// <summary>The largest WRITE payload (and READ size) negotiated: 1 MiB.</summary>
+    public const int MaxWrite = 1 << 20;
+
+    /// <summary>max_pages announced with FUSE_MAX_PAGES, so the kernel sends 1 MiB requests.</summary>
+    public const ushort MaxPages = MaxWrite / 4096;
+
+    /// <summary>A request frame never exceeds this: header, the largest fixed arguments, and a MaxWrite payload.</summary>
+    public const int MaxRequestSize = MaxWrite + 4096;
+
+    /// <summary>A reply buffer of this size holds any reply the engine produces.</summary>
+    public const int MaxReplySize = MaxWrite + 4096;
+
+    private readonly IFileSystem _fs;
+    private readonly ILogger _log;
+    private readonly ConcurrentDictionary<ulong, StrongBox<bool>> _blockingLocks = new();
+    private volatile Session? _session;
+
+    /// <summary>Serves <paramref name="fs"/>.</summary>
+    public FuseEngine(IFileSystem fs, ILogger? logger = null)
+    {
+        _fs = fs;
+        _log = logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>Request and error counts per opcode.</summary>
+    public FuseCounters Counters { get; } = new();
+
+    /// <summary>The negotiated protocol minor version, or 0 before INIT.</summary>
+    public uint ProtocolMinor => _session?.Minor ?? 0;
+
+    /// <summary>The negotiated flags, or none before INIT.</summary>
+    public InitFlags NegotiatedFlags => _session?.Flags ?? InitFlags.None;
+
+    /// <summary>True once DESTROY was answered (the transport may stop).</summary>
+    public bool Destroyed { get; private set; }
+
+    private sealed record Session(uint Minor, InitFlags Flags);
+
+    /// <summary>
+    /// Handles one request frame and writes its reply into <paramref name="reply"/> (at least
+    /// <see cref="MaxReplySize"/> bytes, or the request's reply is truncated to fit). Returns the reply length,
+    /// or 0 when the request gets no reply (FORGET, BATCH_FORGET, INTERRUPT, or a frame too broken to answer).
+    /// </summary>
+    public int Handle(ReadOnlySpan<byte> frame, Span<byte> reply)
+    {
+        if (!FuseRequest.TryParse(frame, out var request, out var error))
+        {
+            Counters.CountMalformed();
+            if (_log.IsEnabled(LogLevel.Warning)) LogMalformed(error.ToString());
+            return error.CanReply ? FuseReply.Error(reply, new RequestId(error.Unique), Errno.EINVAL) : 0;
+        }
+
+        int length;
+        try
+        {
+            length = Dispatch(request, reply);
+        }
+        catch (Exception e)
+        {
+            LogUnexpected(e, request.Header.Opcode, request.Header.Unique);
+            length = FuseReply.Error(reply, request.Unique, Errno.EIO);
+        }
+
+        var failed = length >= FuseReply.HeaderSize && System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(reply[4..]) != 0;
+        Counters.Count(request.Header.Opcode, failed);
+        if (_log.IsEnabled(LogLevel.Trace))
+        {
+            LogRequest(request.Opcode, request.Header.Unique, request.Header.Nodeid,
+                length == 0 ? 0 : System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(reply[4..]));
+        }
+        return length;
+    }
+
+    private int Dispatch(in FuseRequest request, Span<byte> reply)
+    {
+        var unique = request.Unique;
+        var opcode = request.Opcode;
+        if (opcode == FuseOpcode.Init) return HandleInit(request, reply);
+
+        var session = _session;
+        if (session is null)
+        {
+            // No session yet: answer what can be answered, never touch the filesystem.
+            if (opcode is FuseOpcode.Forget or FuseOpcode.BatchForget or FuseOpcode.Interrupt) return 0;
+            if (_log.IsEnabled(LogLevel.Debug)) LogBeforeInit(request.Header.Opcode, request.Header.Unique);
+            return FuseReply.Error(reply, unique, Errno.EIO);
+        }
+
+        var ctx = new FuseContext(unique, request.Header.Uid, request.Header.Gid, request.Header.Pid);
+        var node = request.Node;
+        var args = new FuseArgReader(request.Body);
+
+        switch (opcode)
+        {
+            case FuseOpcode.Destroy:
+                _fs.Destroy();
+                _session = null;
+                Destroyed = true;
+                return FuseReply.Finish(reply, unique, 0);
+
+            case FuseOpcode.Forget:
+                if (args.TryRead(out ForgetIn forget)) _fs.Forget(node, forget.Nlookup);
+                else Malformed(FrameErrorKind.BodyTooShort, request);
+                return 0;
+
+            case FuseOpcode.BatchForget:
+                HandleBatchForget(request, ref args);
+                return 0;
+
+            case FuseOpcode.Interrupt:
+                // Only a blocking lock wait can be cut short; any other request completes normally, which FUSE allows.
+                if (args.TryRead(out InterruptIn interrupt) && _blockingLocks.TryGetValue(interrupt.Unique, out var flag))
+                    Volatile.Write(ref flag.Value, true);
+                return 0;
+
+            case FuseOpcode.Lookup:
+                if (!args.TryReadString(out var lookupName)) return Malformed(FrameErrorKind.MissingNul, request, reply);
+                return Entry(reply, unique, _fs.Lookup(ctx, node, lookupName));
+
+            case FuseOpcode.GetAttr:
+            {
+                if (!args.TryRead(out GetAttrIn getattr)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                FileHandle? fh = (getattr.GetattrFlags & FuseConstants.GetAttrFh) != 0 ? new FileHandle(getattr.Fh) : null;
+                return Reply(reply, unique, _fs.GetAttr(ctx, node, fh));
+            }
+
+            case FuseOpcode.SetAttr:
+                if (!args.TryRead(out SetAttrIn setattr)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                return Reply(reply, unique, _fs.SetAttr(ctx, node, setattr));
+
+            case FuseOpcode.ReadLink:
+            {
+                var dest = FuseReply.Payload(reply);
+                if (dest.Length > 4096) dest = dest[..4096];
+                return Bytes(reply, unique, _fs.ReadLink(ctx, node, dest));
+            }
+
+            case FuseOpcode.Symlink:
+                if (!args.TryReadString(out var symName) || !args.TryReadString(out var target))
+                    return Malformed(FrameErrorKind.MissingNul, request, reply);
+                return Entry(reply, unique, _fs.Symlink(ctx, node, symName, target));
+
+            case FuseOpcode.MkNod:
+            {
+                if (!args.TryRead(out MkNodIn mknod)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                if (!args.TryReadString(out var name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
+                return Entry(reply, unique, _fs.MkNod(ctx, node, name, mknod));
+            }
+
+            case FuseOpcode.MkDir:
+            {
+                if (!args.TryRead(out MkDirIn mkdir)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                if (!args.TryReadString(out var name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
+                return Entry(reply, unique, _fs.MkDir(ctx, node, name, mkdir));
+            }
+
+            case FuseOpcode.Unlink:
+            case FuseOpcode.RmDir:
+            {
+                if (!args.TryReadString(out var name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
+                return Status(reply, unique, opcode == FuseOpcode.Unlink ? _fs.Unlink(ctx, node, name) : _fs.RmDir(ctx, node, name));
+            }
+
+            case FuseOpcode.Rename:
+            case FuseOpcode.Rename2:
+            {
+                ulong newDir;
+                uint flags = 0;
+                if (opcode == FuseOpcode.Rename)
+                {
+                    if (!args.TryRead(out RenameIn rename)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                    newDir = rename.Newdir;
+                }
+                else
+                {
+                    if (!args.TryRead(out Rename2In rename2)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                    newDir = rename2.Newdir;
+                    flags = rename2.Flags;
+                }
+                if (!args.TryReadString(out var oldName) || !args.TryReadString(out var newName))
+                    return Malformed(FrameErrorKind.MissingNul, request, reply);
+                return Status(reply, unique, _fs.Rename(ctx, node, oldName, new NodeId(newDir), newName, flags));
+            }
+
+            case FuseOpcode.Link:
+            {
+                if (!args.TryRead(out LinkIn link)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                if (!args.TryReadString(out var name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
+                return Entry(reply, unique, _fs.Link(ctx, new NodeId(link.Oldnodeid), node, name));
+            }
+
+            case FuseOpcode.Open:
+            case FuseOpcode.OpenDir:
+            {
+                if (!args.TryRead(out OpenIn open)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                return Reply(reply, unique, opcode == FuseOpcode.Open ? _fs.Open(ctx, node, open) : _fs.OpenDir(ctx, node, open));
+            }
+
+            case FuseOpcode.Read:
+            case FuseOpcode.ReadDir:
+            case FuseOpcode.ReadDirPlus:
+            {
+                if (!args.TryRead(out ReadIn read)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                var dest = FuseReply.Payload(reply);
+                if ((uint)dest.Length > read.Size) dest = dest[..(int)read.Size];
+                var result = opcode == FuseOpcode.Read
+                    ? _fs.Read(ctx, node, read, dest)
+                    : _fs.ReadDir(ctx, node, read, dest, opcode == FuseOpcode.ReadDirPlus);
+                return Bytes(reply, unique, result);
+            }
+
+            case FuseOpcode.Write:
+            {
+                if (!args.TryRead(out WriteIn write)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                if (write.Size > MaxWrite || !args.TryReadBytes((int)write.Size, out var data))
+                    return Malformed(FrameErrorKind.PayloadMismatch, request, reply);
+                var written = _fs.Write(ctx, node, write, data);
+                return written.IsOk
+                    ? FuseReply.Struct(reply, unique, new WriteOut { Size = written.Value })
+                    : FuseReply.Error(reply, unique, written.Error);
+            }
+
+            case FuseOpcode.StatFs:
+            {
+                var statfs = _fs.StatFs(ctx, node);
+                return statfs.IsOk
+                    ? FuseReply.Struct(reply, unique, new StatFsOut { St = statfs.Value })
+                    : FuseReply.Error(reply, unique, statfs.Error);
+            }
+
+            case FuseOpcode.Release:
+            case FuseOpcode.ReleaseDir:
+            {
+                if (!args.TryRead(out ReleaseIn release)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                return Status(reply, unique, opcode == FuseOpcode.Release ? _fs.Release(ctx, node, release) : _fs.ReleaseDir(ctx, node, release));
+            }
+
+            case FuseOpcode.FSync:
+            case FuseOpcode.FSyncDir:
+            {
+                if (!args.TryRead(out FSyncIn fsync)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                return Status(reply, unique, opcode == FuseOpcode.FSync ? _fs.FSync(ctx, node, fsync) : _fs.FSyncDir(ctx, node, fsync));
+            }
+
+            case FuseOpcode.Flush:
+                if (!args.TryRead(out FlushIn flush)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                return Status(reply, unique, _fs.Flush(ctx, node, flush));
+
+            case FuseOpcode.SetXAttr:
+            {
+                var size = (session.Flags & InitFlags.SetXAttrExt) != 0 ? Unsafe.SizeOf<SetXAttrIn>() : FuseConstants.CompatSetXAttrInSize;
+                if (!args.TryReadPrefix(size, out SetXAttrIn setx)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                if (!args.TryReadString(out var name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
+                if (setx.Size > 64 * 1024 || !args.TryReadBytes((int)setx.Size, out var value))
+                    return Malformed(FrameErrorKind.PayloadMismatch, request, reply);
+                return Status(reply, unique, _fs.SetXAttr(ctx, node, name, value, setx));
+            }
+
+            case FuseOpcode.GetXAttr:
+            case FuseOpcode.ListXAttr:
+            {
+                if (!args.TryRead(out GetXAttrIn getx)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                ReadOnlySpan<byte> name = default;
+                if (opcode == FuseOpcode.GetXAttr && !args.TryReadString(out name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
+                var payload = FuseReply.Payload(reply);
+                var dest = getx.Size == 0 ? Span<byte>.Empty : payload[..(int)Math.Min(getx.Size, (uint)payload.Length)];
+                var result = opcode == FuseOpcode.GetXAttr ? _fs.GetXAttr(ctx, node, name, dest) : _fs.ListXAttr(ctx, node, dest);
+                if (!result.IsOk) return FuseReply.Error(reply, unique, result.Error);
+                // A size query (size 0) is answered with fuse_getxattr_out; otherwise the bytes themselves.
+                return getx.Size == 0
+                    ? FuseReply.Struct(reply, unique, new GetXAttrOut { Size = (uint)result.Value })
+                    : FuseReply.Finish(reply, unique, result.Value);
+            }
+
+            case FuseOpcode.RemoveXAttr:
+            {
+                if (!args.TryReadString(out var name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
+                return Status(reply, unique, _fs.RemoveXAttr(ctx, node, name));
+            }
+
+            case FuseOpcode.GetLk:
+            {
+                if (!args.TryRead(out LkIn lk)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                var result = _fs.GetLk(ctx, node, lk);
+                return result.IsOk
+                    ? FuseReply.Struct(reply, unique, new LkOut { Lk = result.Value })
+                    : FuseReply.Error(reply, unique, result.Error);
+            }
+
+            case FuseOpcode.SetLk:
+            case FuseOpcode.SetLkW:
+            {
+                if (!args.TryRead(out LkIn lk)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                return Status(reply, unique, opcode == FuseOpcode.SetLk ? _fs.SetLk(ctx, node, lk, wait: false) : WaitForLock(ctx, node, lk));
+            }
+
+            case FuseOpcode.Access:
+                if (!args.TryRead(out AccessIn access)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                return Status(reply, unique, _fs.Access(ctx, node, access.Mask));
+
+            case FuseOpcode.Create:
+            {
+                if (!args.TryRead(out CreateIn create)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                if (!args.TryReadString(out var name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
+                var result = _fs.Create(ctx, node, name, create);
+                return result.IsOk
+                    ? FuseReply.Structs(reply, unique, result.Value.Entry, result.Value.Open)
+                    : FuseReply.Error(reply, unique, result.Error);
+            }
+
+            case FuseOpcode.FAllocate:
+                if (!args.TryRead(out FAllocateIn fallocate)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                return Status(reply, unique, _fs.FAllocate(ctx, node, fallocate));
+
+            case FuseOpcode.LSeek:
+            {
+                if (!args.TryRead(out LSeekIn lseek)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                var result = _fs.LSeek(ctx, node, lseek);
+                return result.IsOk
+                    ? FuseReply.Struct(reply, unique, new LSeekOut { Offset = result.Value })
+                    : FuseReply.Error(reply, unique, result.Error);
+            }
+
+            case FuseOpcode.CopyFileRange:
+            {
+                if (!args.TryRead(out CopyFileRangeIn copy)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                var result = _fs.CopyFileRange(ctx, node, copy);
+                // fuse_write_out.size is 32 bits: the kernel never asks for more than that in one request.
+                return result.IsOk
+                    ? FuseReply.Struct(reply, unique, new WriteOut { Size = (uint)Math.Min(result.Value, uint.MaxValue) })
+                    : FuseReply.Error(reply, unique, result.Error);
+            }
+
+            case FuseOpcode.SyncFs:
+                return Status(reply, unique, _fs.SyncFs(ctx, node));
+
+            default:
+                // BMAP, IOCTL, POLL, NOTIFY_REPLY, DAX mappings, TMPFILE, STATX and anything unknown.
+                return FuseReply.Error(reply, unique, Errno.ENOSYS);
+        }
+    }
+
+    private int HandleInit(in FuseRequest request, Span<byte> reply)
+    {
+        var args = new FuseArgReader(request.Body);
+        // Clients before 7.6 sent only major and minor; anything shorter than the 16-byte core is refused below.
+        var available = Math.Min(request.Body.Length, Unsafe.SizeOf<InitIn>());
+        if (available < 16 || !args.TryReadPrefix(available, out InitIn init))
+            return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+
+        if (init.Major != FuseConstants.KernelVersion || init.Minor < FuseConstants.MinimumMinorVersion)
+        {
+            if (init.Major > FuseConstants.KernelVersion)
+            {
+                // A newer major: answer with ours so the client can retry with a version both speak.
+                var ours = new InitOut { Major = FuseConstants.KernelVersion, Minor = FuseConstants.KernelMinorVersion };
+                return FuseReply.Struct(reply, request.Unique, ours, FuseConstants.CompatInitOutSize);
+            }
+            LogUnsupportedVersion(init.Major, init.Minor, FuseConstants.MinimumMinorVersion);
+            return FuseReply.Error(reply, request.Unique, Errno.EPROTO);
+        }
+
+        // A second INIT starts a new session: every node and handle of the old one is forgotten.
+        if (_session is not null) _fs.Destroy();
+
+        var offered = (InitFlags)init.Flags;
+        if ((offered & InitFlags.InitExt) != 0) offered |= (InitFlags)((ulong)init.Flags2 << 32);
+        var wanted = _fs.Init(offered) | InitFlags.MaxPages | InitFlags.BigWrites;
+        var flags = wanted & offered;
+        if ((offered & InitFlags.InitExt) != 0) flags |= InitFlags.InitExt;
+        var minor = Math.Min(init.Minor, FuseConstants.KernelMinorVersion);
+
+        var output = new InitOut
+        {
+            Major = FuseConstants.KernelVersion,
+            Minor = minor,
+            MaxReadahead = init.MaxReadahead,
+            Flags = (uint)flags,
+            Flags2 = (uint)((ulong)flags >> 32),
+            MaxBackground = 64,
+            CongestionThreshold = 48,
+            MaxWrite = MaxWrite,
+            TimeGran = 1,
+            MaxPages = MaxPages,
+        };
+        _session = new Session(minor, flags);
+        Destroyed = false;
+        LogInit(minor, init.Minor, new InitFlagsLog((ulong)flags), MaxWrite);
+        var size = minor < 5 ? FuseConstants.CompatInitOutSize : minor < 23 ? FuseConstants.Compat22InitOutSize : Unsafe.SizeOf<InitOut>();
+        return FuseReply.Struct(reply, request.Unique, output, size);
+    }
+
+    private void HandleBatchForget(in FuseRequest request, ref FuseArgReader args)
+    {
+        if (!args.TryRead(out BatchForgetIn batch))
+        {
+            Malformed(FrameErrorKind.BodyTooShort, request);
+            return;
+        }
+        // Forget only the entries actually present: a count larger than the frame is a lie, not a reason to read on.
+        for (uint i = 0; i < batch.Count; i++)
+        {
+            if (!args.TryRead(out ForgetOne one))
+            {
+                Malformed(FrameErrorKind.PayloadMismatch, request);
+                return;
+            }
+            _fs.Forget(new NodeId(one.Nodeid), one.Nlookup);
+        }
+    }
+
+    /// <summary>
+    /// SETLKW without parking a worker thread in the kernel: retries the non-blocking lock with a growing pause
+    /// until it is granted, fails with another error, or the client interrupts the request (EINTR, as a local
+    /// blocking fcntl would).
+    /// </summary>
+    private Errno WaitForLock(in FuseContext ctx, NodeId node, in LkIn lk)
+    {
+        var interrupted = new StrongBox<bool>(false);
+        _blockingLocks[ctx.Unique.Value] = interrupted;
+        try
+        {
+            var pause = 1;
+            while (true)
+            {
+                var result = _fs.SetLk(ctx, node, lk, wait: false);
+                if (result != Errno.EAGAIN && result != Errno.EACCES) return result;
+                if (Volatile.Read(ref interrupted.Value)) return Errno.EINTR;
+                Thread.Sleep(pause);
+                pause = Math.Min(pause * 2, 50);
+            }
+        }
+        finally
+        {
+            _blockingLocks.TryRemove(ctx.Unique.Value, out _);
+        }
+    }
+
+    private int Malformed(FrameErrorKind kind, in FuseRequest request, Span<byte> reply)
+    {
+        Malformed(kind, request);
+        return FuseReply.Error(reply, request.Unique, Errno.EINVAL);
+    }
+
+    private void Malformed(FrameErrorKind kind, in FuseRequest request)
+    {
+        Counters.CountMalformed();
+        if (_log.IsEnabled(LogLevel.Warning))
+            LogMalformed(new FrameError(kind, request.Header.Opcode, request.Header.Unique).ToString());
+    }
+
+    private static int Entry(Span<byte> reply, RequestId unique, in Result<EntryOut> result) =>
+        result.IsOk ? FuseReply.Struct(reply, unique, result.Value) : FuseReply.Error(reply, unique, result.Error);
+
+    private static int Reply<T>(Span<byte> reply, RequestId unique, in Result<T> result) where T : unmanaged =>
+        result.IsOk ? FuseReply.Struct(reply, unique, result.Value) : FuseReply.Error(reply, unique, result.Error);
+
+    private static int Bytes(Span<byte> reply, RequestId unique, in Result<int> result) =>
+        result.IsOk ? FuseReply.Finish(reply, unique, result.Value) : FuseReply.Error(reply, unique, result.Error);
+
+    private static int Status(Span<byte> reply, RequestId unique, Errno error) =>
+        error.IsError ? FuseReply.Error(reply, unique, error) : FuseReply.Finish(reply, unique, 0);
+}

@@ -1,0 +1,183 @@
+using System.Runtime.InteropServices;
+using Hypervisor.Passthrough.Engine;
+using Hypervisor.Passthrough.Interop;
+using Microsoft.Extensions.Logging;
+
+namespace Hypervisor.Passthrough.Transport;
+
+/// <summary>
+/// Serves the host kernel's own FUSE client: mounts the share at a directory through /dev/fuse and runs the engine
+/// on the requests the kernel sends. The mount behaves like a virtiofs mount in a guest: every user may use it
+/// (allow_other) and the kernel checks permissions (default_permissions).
+/// </summary>
+public sealed partial class DevFuseTransport : IDisposable
+{
+    private readonly FuseEngine _engine;
+    private readonly ILogger _log;
+    private readonly string _mountPoint;
+    private readonly int _fd;
+    private readonly Thread[] _workers;
+    private int _unmounted;
+
+    private DevFuseTransport(FuseEngine engine, ILogger log, string mountPoint, int fd, int threads)
+    {
+        _engine = engine;
+        _log = log;
+        _mountPoint = mountPoint;
+        _fd = fd;
+        _workers = new Thread[threads];
+    }
+
+    /// <summary>Raised once when the kernel ends the session (unmount or abort) and every worker stopped.</summary>
+    public Task Completion => _completion.Task;
+
+    private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _running;
+
+    /// <summary>
+    /// Mounts at <paramref name="mountPoint"/> and starts <paramref name="threads"/> workers. Fails with a
+    /// <see cref="TransportException"/> whose message says what to change (not root, missing mount point, ...).
+    /// </summary>
+    public static DevFuseTransport Mount(FuseEngine engine, ILogger log, string sharedDir, string mountPoint, int threads)
+    {
+        if (DevFuseInterop.GetEuid() != 0)
+            throw new TransportException("Mounting through /dev/fuse needs root (CAP_SYS_ADMIN); run passthrough --mount as root.");
+        if (!Directory.Exists(mountPoint))
+            throw new TransportException($"The mount point {mountPoint} does not exist or is not a directory; create it first.");
+        var fd = DevFuseInterop.Open("/dev/fuse", DevFuseInterop.O_RDWR | DevFuseInterop.O_CLOEXEC);
+        if (fd < 0)
+            throw new TransportException($"Cannot open /dev/fuse ({Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}); load the fuse module or give the daemon access to the device.");
+        var data = $"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions,max_read={FuseEngine.MaxWrite}";
+        if (DevFuseInterop.Mount(sharedDir, mountPoint, "fuse.passthrough", 0, data) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            DevFuseInterop.Close(fd);
+            throw new TransportException($"Cannot mount at {mountPoint}: {Marshal.GetPInvokeErrorMessage(errno)}.");
+        }
+        var transport = new DevFuseTransport(engine, log, Path.GetFullPath(mountPoint).TrimEnd('/'), fd, Math.Max(1, threads));
+        transport._connection = FindConnection(transport._mountPoint);
+        transport.Start();
+        return transport;
+    }
+
+    private void Start()
+    {
+        _running = _workers.Length;
+        for (var i = 0; i < _workers.Length; i++)
+        {
+            _workers[i] = new Thread(Serve) { IsBackground = true, Name = $"fuse-{i}" };
+            _workers[i].Start();
+        }
+    }
+
+    private unsafe void Serve()
+    {
+        // One request and one reply buffer per worker, pinned for the worker's lifetime: no allocation per request.
+        var request = GC.AllocateUninitializedArray<byte>(FuseEngine.MaxRequestSize + 4096, pinned: true);
+        var reply = GC.AllocateUninitializedArray<byte>(FuseEngine.MaxReplySize, pinned: true);
+        try
+        {
+            while (true)
+            {
+                nint n;
+                // Safe: the array is pinned (allocated on the pinned heap) and the length passed is its own.
+                fixed (byte* p = request) n = DevFuseInterop.Read(_fd, p, (nuint)request.Length);
+                if (n < 0)
+                {
+                    var errno = Marshal.GetLastPInvokeError();
+                    // ENOENT: the request was interrupted before it was read; EINTR/EAGAIN: try again.
+                    if (errno is DevFuseInterop.EINTR or DevFuseInterop.ENOENT or DevFuseInterop.EAGAIN) continue;
+                    if (errno != DevFuseInterop.ENODEV) LogReadFailed(Marshal.GetPInvokeErrorMessage(errno));
+                    return;
+                }
+                if (n == 0) return;
+                var length = _engine.Handle(request.AsSpan(0, (int)n), reply);
+                if (length == 0) continue;
+                nint written;
+                // Safe: as above; length never exceeds the reply array (the engine writes into it).
+                fixed (byte* p = reply) written = DevFuseInterop.Write(_fd, p, (nuint)length);
+                if (written < 0)
+                {
+                    var errno = Marshal.GetLastPInvokeError();
+                    // ENOENT: the kernel no longer waits for this reply (interrupted); anything else is logged.
+                    if (errno == DevFuseInterop.ENODEV) return;
+                    if (errno != DevFuseInterop.ENOENT) LogWriteFailed(Marshal.GetPInvokeErrorMessage(errno));
+                }
+            }
+        }
+        finally
+        {
+            if (Interlocked.Decrement(ref _running) == 0) _completion.TrySetResult();
+        }
+    }
+
+    /// <summary>
+    /// Unmounts (lazily, so a busy mount point does not keep the daemon alive) and aborts the connection so every
+    /// worker returns; waits for them up to <paramref name="timeout"/>.
+    /// </summary>
+    public void Unmount(TimeSpan timeout)
+    {
+        if (Interlocked.Exchange(ref _unmounted, 1) != 0) return;
+        if (DevFuseInterop.Umount2(_mountPoint, DevFuseInterop.MNT_DETACH) != 0)
+            LogUnmountFailed(_mountPoint, Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError()));
+        AbortConnection();
+        Completion.Wait(timeout);
+    }
+
+    private void AbortConnection()
+    {
+        // After a lazy unmount the kernel keeps the connection while files are still open on it; writing to the
+        // connection's abort file (fusectl, named after the minor number of the mount's device) ends it so
+        // blocked readers wake with ENODEV. Without fusectl, process exit closes /dev/fuse, which ends it too.
+        if (_connection is null) return;
+        var abort = $"/sys/fs/fuse/connections/{_connection}/abort";
+        try
+        {
+            if (File.Exists(abort)) File.WriteAllText(abort, "1");
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private string? _connection;
+
+    /// <summary>The minor device number of the mount at <paramref name="mountPoint"/>, from /proc/self/mountinfo.</summary>
+    private static string? FindConnection(string mountPoint)
+    {
+        // mountinfo: "id parent major:minor root mountpoint ..."; the last matching line is the newest mount.
+        string? found = null;
+        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
+        {
+            var fields = line.Split(' ');
+            if (fields.Length > 4 && fields[4] == mountPoint)
+            {
+                var colon = fields[2].IndexOf(':');
+                if (colon > 0) found = fields[2][(colon + 1)..];
+            }
+        }
+        return found;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Unmount(TimeSpan.FromSeconds(2));
+        DevFuseInterop.Close(_fd);
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Reading /dev/fuse failed: {Reason}")]
+    private partial void LogReadFailed(string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Writing a reply to /dev/fuse failed: {Reason}")]
+    private partial void LogWriteFailed(string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Unmounting {MountPoint} failed: {Reason}")]
+    private partial void LogUnmountFailed(string mountPoint, string reason);
+}
+
+/// <summary>A transport could not start; the message says what to change.</summary>
+public sealed class TransportException(string message) : Exception(message);
