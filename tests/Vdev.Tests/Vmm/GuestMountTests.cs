@@ -49,31 +49,79 @@ public sealed class GuestMountTests : IDisposable
         return Path.Combine(_dir, "initrd.cpio");
     }
 
+    private const string Script = """
+        mount -t virtiofs myfs /mnt && echo MOUNT-OK
+        ls /mnt
+        md5sum /mnt/hello.txt
+        echo written-by-guest > /mnt/from-guest.txt && sync && echo WRITE-OK
+        mkdir /mnt/dir && i=0; while [ $i -lt 200 ]; do echo $i > /mnt/dir/f$i; i=$((i+1)); done; ls /mnt/dir | wc -l
+        echo 3 > /proc/sys/vm/drop_caches
+        cat /mnt/dir/f150
+        dd if=/dev/zero of=/mnt/big bs=1M count=8 2>/dev/null && md5sum /mnt/big
+        umount /mnt && echo UMOUNT-OK
+        """;
+
     [Fact]
     public void AGuestMountsTheShareThroughTheVdevReadsAndWrites()
     {
         var kernel = Kernel();
         if (kernel == null || !File.Exists("/usr/lib/qemu/virtiofsd")) return;
+        var share = MakeShare(out var content);
+        using var proxy = new VirtiofsdProxyTransport(share);
+        RunGuest(kernel, share, content, proxy);
+    }
+
+    /// <summary>The product path: vdev, the shared-memory ring, and the project's passthrough daemon.</summary>
+    [Fact]
+    public void AGuestMountsTheShareThroughTheVdevTheRingAndThePassthroughDaemon()
+    {
+        var kernel = Kernel();
+        if (kernel == null) return;
+        var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
+        var daemonPath = new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"passthrough/bin/{c}/net10.0/passthrough")).FirstOrDefault(File.Exists);
+        Assert.True(daemonPath != null, $"build passthrough first (dotnet build {root}/passthrough)");
+        var share = MakeShare(out var content);
+        using var rings = Hypervisor.Protocol.Ring.ShmRingSet.Create(3);
+        var psi = new ProcessStartInfo(daemonPath!) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in new[] { "--shared-dir", share, "--ring", rings.Fds.ToString(), "--log-level", "warn" }) psi.ArgumentList.Add(a);
+        var daemonLog = new StringBuilder();
+        rings.SetInheritable(true);
+        Process daemon;
+        try { daemon = Process.Start(psi)!; }
+        finally { rings.SetInheritable(false); }
+        using var _ = daemon;
+        daemon.ErrorDataReceived += (_, e) => { lock (daemonLog) daemonLog.AppendLine(e.Data); };
+        daemon.OutputDataReceived += (_, e) => { lock (daemonLog) daemonLog.AppendLine(e.Data); };
+        daemon.BeginErrorReadLine();
+        daemon.BeginOutputReadLine();
+        rings.SetPeerProcess(daemon.Id);
+        try
+        {
+            var log = new ListLogger();
+            RunGuest(kernel, share, content, Hypervisor.Vdev.Device.ShmRingTransport.Factory(rings, log), log, () => { lock (daemonLog) return daemonLog.ToString(); });
+        }
+        finally
+        {
+            if (!daemon.HasExited) { daemon.Kill(); daemon.WaitForExit(); }
+        }
+    }
+
+    private string MakeShare(out string content)
+    {
         var share = Path.Combine(_dir, "share");
         Directory.CreateDirectory(share);
-        var content = string.Concat(Enumerable.Range(0, 20000).Select(i => (char)('a' + i % 26)));
+        content = string.Concat(Enumerable.Range(0, 20000).Select(i => (char)('a' + i % 26)));
         File.WriteAllText(Path.Combine(share, "hello.txt"), content);
-        var initrd = BuildInitramfs(kernel, """
-            mount -t virtiofs myfs /mnt && echo MOUNT-OK
-            ls /mnt
-            md5sum /mnt/hello.txt
-            echo written-by-guest > /mnt/from-guest.txt && sync && echo WRITE-OK
-            mkdir /mnt/dir && i=0; while [ $i -lt 200 ]; do echo $i > /mnt/dir/f$i; i=$((i+1)); done; ls /mnt/dir | wc -l
-            echo 3 > /proc/sys/vm/drop_caches
-            cat /mnt/dir/f150
-            umount /mnt && echo UMOUNT-OK
-            """);
+        return share;
+    }
 
-        using var proxy = new VirtiofsdProxyTransport(share);
-        var log = new ListLogger();
+    private void RunGuest(string kernel, string share, string content, Hypervisor.Vdev.Device.IFuseTransportFactory transport, ListLogger? log = null, Func<string>? daemonLog = null)
+    {
+        var initrd = BuildInitramfs(kernel, Script);
+        log ??= new ListLogger();
         var sock = Path.Combine(_dir, "vdev.sock");
         using var cts = new CancellationTokenSource();
-        var device = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = 2 }, proxy, log, cts.Token);
+        var device = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = 2 }, transport, log, cts.Token);
 
         var psi = new ProcessStartInfo("qemu-system-x86_64") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[] {
@@ -91,21 +139,25 @@ public sealed class GuestMountTests : IDisposable
         qemu.BeginErrorReadLine();
         bool exited = qemu.WaitForExit(180_000);
         if (!exited) qemu.Kill();
+        else qemu.WaitForExit(); // with asynchronous reads, only this overload waits for the last output lines
         string console;
         lock (output) console = output.ToString();
-        Assert.True(exited, "the guest did not finish in 180 s:\n" + console + "\nvdev log:\n" + log);
-        Assert.True(device.Wait(TimeSpan.FromSeconds(10)), "the vdev did not exit after QEMU quit");
+        string context = "\nconsole:\n" + console + "\nvdev log:\n" + log + "\ndaemon log:\n" + daemonLog?.Invoke();
+        Assert.True(exited, "the guest did not finish in 180 s" + context);
+        Assert.True(device.Wait(TimeSpan.FromSeconds(10)), "the vdev did not exit after QEMU quit" + context);
         Assert.Equal(VhostUserDevice.ExitOk, device.Result);
 
-        Assert.Contains("MOUNT-OK", console);
+        Assert.True(console.Contains("MOUNT-OK"), "mount failed" + context);
         Assert.Contains("hello.txt", console);
         var md5 = Convert.ToHexString(System.Security.Cryptography.MD5.HashData(Encoding.ASCII.GetBytes(content))).ToLowerInvariant();
-        Assert.Contains(md5, console);
+        Assert.True(console.Contains(md5), "read back wrong" + context);
         Assert.Contains("WRITE-OK", console);
         Assert.Equal("written-by-guest\n", File.ReadAllText(Path.Combine(share, "from-guest.txt")));
         Assert.Equal(200, Directory.GetFiles(Path.Combine(share, "dir")).Length);
         Assert.Contains("150", console);
-        Assert.Contains("UMOUNT-OK", console);
+        Assert.Equal(8 << 20, new FileInfo(Path.Combine(share, "big")).Length);
+        Assert.Contains("96995b58d4cbf6aaa9041b4f00c7f6ae", console); // md5 of 8 MiB of zeros, read back by the guest
+        Assert.True(console.Contains("UMOUNT-OK"), "umount failed" + context);
         Assert.DoesNotContain(log.Lines, l => l.Level >= Microsoft.Extensions.Logging.LogLevel.Warning);
     }
 
