@@ -8,11 +8,12 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Hypervisor.Benchmarks;
 
 /// <summary>
-/// `hv-bench vhost [--target vdev|virtiofsd] [--op getattr|read] [--size N] [--queues N] [--depth N] [--seconds S] [--indirect]`:
+/// `hv-bench vhost [--target vdev|passthrough|virtiofsd] [--op getattr|read] [--size N] [--queues N] [--depth N] [--seconds S] [--indirect]`:
 /// drives FUSE requests over virtqueues from the test front-end, one thread per request queue, and reports
 /// round trips per second and bytes per second. Target vdev runs the vdev's device in-process with a
 /// transport that answers every frame at once (the cost of vhost-user + virtqueue handling alone); target
-/// virtiofsd runs QEMU's C daemon on a temporary directory (a real filesystem behind it).
+/// passthrough runs the device in-process over the shared-memory ring to the project's passthrough daemon
+/// (the product path); target virtiofsd runs QEMU's C daemon. Both daemons serve a temporary directory.
 /// </summary>
 internal static class VhostBench
 {
@@ -45,6 +46,7 @@ internal static class VhostBench
         using var cts = new CancellationTokenSource();
         Process? daemon = null;
         Task<int>? device = null;
+        Hypervisor.Protocol.Ring.ShmRingSet? rings = null;
         try
         {
             if (target == "vdev")
@@ -58,7 +60,23 @@ internal static class VhostBench
                 daemon!.ErrorDataReceived += (_, _) => { };
                 daemon.BeginErrorReadLine();
             }
-            else { Console.Error.WriteLine("--target takes vdev or virtiofsd."); return 2; }
+            else if (target == "passthrough")
+            {
+                var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
+                var exe = new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"passthrough/bin/{c}/net10.0/passthrough")).FirstOrDefault(File.Exists);
+                if (exe == null) { Console.Error.WriteLine($"Build the daemon first: dotnet build -c Release {root}/passthrough"); return 2; }
+                rings = Hypervisor.Protocol.Ring.ShmRingSet.Create(1 + queues);
+                var psi = new ProcessStartInfo(exe) { RedirectStandardError = true };
+                foreach (var a in new[] { "--shared-dir", share, "--ring", rings.Fds.ToString(), "--log-level", "error", "--cache", "never" }) psi.ArgumentList.Add(a);
+                rings.SetInheritable(true);
+                try { daemon = Process.Start(psi); }
+                finally { rings.SetInheritable(false); }
+                daemon!.ErrorDataReceived += (_, e) => { if (e.Data != null) Console.Error.WriteLine(e.Data); };
+                daemon.BeginErrorReadLine();
+                rings.SetPeerProcess(daemon.Id);
+                device = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = queues }, ShmRingTransport.Factory(rings, NullLogger.Instance), NullLogger.Instance, cts.Token);
+            }
+            else { Console.Error.WriteLine("--target takes vdev, passthrough or virtiofsd."); return 2; }
 
             using var fe = VhostUserFrontend.Connect(sock, TimeSpan.FromSeconds(10));
             int slot = 4096 + 2 * Math.Max(size + 4096, 8192);
@@ -75,6 +93,11 @@ internal static class VhostBench
             ulong node = target == "vdev" ? 2 : FuseFrames.ReadEntry(entry).NodeId;
             var open = q1.Transact(FuseFrames.OpenRequest(3, node), 4096, t);
             ulong fh = target == "vdev" ? 0 : FuseFrames.ReadOpenFh(open);
+            if (target != "vdev" && (FuseFrames.ReadOutHeader(entry).Error != 0 || FuseFrames.ReadOutHeader(open).Error != 0))
+            {
+                Console.Error.WriteLine($"setup failed: LOOKUP error {FuseFrames.ReadOutHeader(entry).Error}, OPEN error {FuseFrames.ReadOutHeader(open).Error}");
+                return 1;
+            }
 
             long total = 0;
             long allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
@@ -129,6 +152,7 @@ internal static class VhostBench
             cts.Cancel();
             device?.Wait(TimeSpan.FromSeconds(10));
             if (daemon is { HasExited: false }) { daemon.Kill(); daemon.WaitForExit(); }
+            rings?.Dispose();
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }
     }

@@ -87,7 +87,16 @@ public static partial class VhostUserDevice
     private static int Serve(DeviceOptions o, IFuseTransportFactory factory, VhostUserListener listener, FileDescriptor stop, ILogger log)
     {
         using var device = new VirtioFsDevice(o.Tag, o.RequestQueues, o.MaxQueueSize, log);
-        device.AttachTransport(factory.Create(new FuseDeviceInfo(o.Tag ?? "", o.RequestQueues, o.MaxQueueSize), device));
+        try
+        {
+            device.AttachTransport(factory.Create(new FuseDeviceInfo(o.Tag ?? "", o.RequestQueues, o.MaxQueueSize), device));
+        }
+        catch (ArgumentException e)
+        {
+            // A transport that does not fit the options (e.g. a ring set with too few queues) is a configuration error.
+            LogConfig(log, e.Message);
+            return ExitConfig;
+        }
         LogListening(log, o.SocketPath ?? $"fd {o.ListenFd}", o.RequestQueues);
         var fds = new List<FileDescriptor>();
         while (true)

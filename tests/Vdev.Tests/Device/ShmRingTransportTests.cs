@@ -102,6 +102,17 @@ public sealed partial class ShmRingTransportTests : IDisposable
         Assert.Equal(0, run.Result);
     }
 
+    [Fact]
+    public void ARingSetWithTooFewQueuesIsAConfigurationError()
+    {
+        using var rings = ShmRingSet.Create(2);
+        var log = new ListLogger();
+        var rc = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = Path.Combine(_dir, "t.sock"), RequestQueues = 2 }, ShmRingTransport.Factory(rings, log), log, default).GetAwaiter().GetResult();
+        Assert.Equal(VhostUserDevice.ExitConfig, rc);
+        Assert.True(log.Contains("ShmRingSet.Create(3)"), log.ToString());
+        Assert.False(File.Exists(Path.Combine(_dir, "t.sock")));
+    }
+
     public void Dispose()
     {
         try { Directory.Delete(_dir, true); } catch (IOException) { }
