@@ -49,7 +49,7 @@ public sealed partial class ShmRingTransportTests : IDisposable
     }
 
     [Fact]
-    public void RequestsTravelThroughTheRingAndADaemonThatGoesAwayTurnsIntoEio()
+    public async Task RequestsTravelThroughTheRingAndADaemonThatGoesAwayTurnsIntoEio()
     {
         using var rings = ShmRingSet.Create(3);
         var daemon = ShmRingSet.Attach(Duplicate(rings.Fds));
@@ -98,16 +98,15 @@ public sealed partial class ShmRingTransportTests : IDisposable
         Assert.Equal(1, log.Count("FUSE daemon is gone"));
 
         fe.Disconnect();
-        Assert.True(run.Wait(T));
-        Assert.Equal(0, run.Result);
+        Assert.Equal(0, await run.WaitAsync(T));
     }
 
     [Fact]
-    public void ARingSetWithTooFewQueuesIsAConfigurationError()
+    public async Task ARingSetWithTooFewQueuesIsAConfigurationError()
     {
         using var rings = ShmRingSet.Create(2);
         var log = new ListLogger();
-        var rc = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = Path.Combine(_dir, "t.sock"), RequestQueues = 2 }, ShmRingTransport.Factory(rings, log), log, default).GetAwaiter().GetResult();
+        var rc = await VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = Path.Combine(_dir, "t.sock"), RequestQueues = 2 }, ShmRingTransport.Factory(rings, log), log, default);
         Assert.Equal(VhostUserDevice.ExitConfig, rc);
         Assert.True(log.Contains("ShmRingSet.Create(3)"), log.ToString());
         Assert.False(File.Exists(Path.Combine(_dir, "t.sock")));

@@ -377,7 +377,7 @@ public sealed class VirtqueueTests : IDisposable
     }
 
     [Fact]
-    public void GetVringBaseDrainsStopsAndTheRingResumesWhereItLeftOff()
+    public async Task GetVringBaseDrainsStopsAndTheRingResumesWhereItLeftOff()
     {
         Ready();
         for (ulong i = 0; i < 5; i++) Q.Transact(FuseFrames.GetattrRequest(i + 1, 1), 4096, T);
@@ -388,7 +388,7 @@ public sealed class VirtqueueTests : IDisposable
         var release = Task.Run(() => { Thread.Sleep(200); _h.Transport.ReleaseHeld(); });
         _h.Transport.Hold = false;
         Assert.Equal(6u, _fe.GetVringBase(1));
-        release.Wait();
+        await release;
         var (h, len) = Q.WaitUsed(T);
         Assert.Equal(6ul, FuseFrames.ReadOutHeader(Q.ReplyBytes(h, len)).Unique);
         // Stopped: a new request is not processed...
