@@ -32,6 +32,12 @@ public sealed class FuseRequest
     internal ushort Head;
     internal ulong TagField;
 
+    /// <summary>
+    /// Cancelled when the queue stops (GET_VRING_BASE, reset, disconnect, shutdown). A transport that blocks
+    /// in <see cref="IFuseTransport.Submit"/> (a full ring) waits on this token and returns false when it fires.
+    /// </summary>
+    public CancellationToken Cancellation { get; internal set; }
+
     /// <summary>Opaque tag identifying this request until it is completed; the ring carries it.</summary>
     public ulong Tag { get => Volatile.Read(ref TagField); internal set => Volatile.Write(ref TagField, value); }
     /// <summary>The queue the chain came from.</summary>

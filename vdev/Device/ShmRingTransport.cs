@@ -65,7 +65,7 @@ public sealed partial class ShmRingTransport : IFuseTransport
         try
         {
             // Waits while the ring is full (backpressure on this virtqueue only); returns at once when the daemon is gone.
-            status = producer.Reserve(length, out var frame, Timeout.InfiniteTimeSpan, _stop.Token);
+            status = producer.Reserve(length, out var frame, Timeout.InfiniteTimeSpan, request.Cancellation);
             if (status == RingStatus.Ok)
             {
                 request.CopyFrameTo(frame);

@@ -42,7 +42,7 @@ public interface IFuseTransport : IDisposable
     /// exactly once, from any thread; when false (FORGET, BATCH_FORGET, INTERRUPT) it must not, and the
     /// device returns the chain to the guest as soon as this method returns.
     /// May block the calling queue (backpressure when the ring is full), but must return promptly once the
-    /// daemon is dead. Returns false when the frame could not be delivered (daemon gone); the device then
+    /// daemon is dead or <see cref="FuseRequest.Cancellation"/> fires (the ring is stopping). Returns false when the frame could not be delivered (daemon gone); the device then
     /// answers the guest with EIO itself.
     /// </summary>
     bool Submit(FuseRequest request);

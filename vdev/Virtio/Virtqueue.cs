@@ -33,6 +33,7 @@ internal sealed unsafe class Virtqueue
     private readonly object _usedLock = new();
     private readonly FileDescriptor _control = Libc.EventFd(Libc.EFD_NONBLOCK);
     private volatile bool _stopRequested;
+    private CancellationTokenSource _cancel = new();
     private Thread? _worker;
     private FuseRequest?[] _slots = [];
     private RingView? _view;
@@ -70,6 +71,7 @@ internal sealed unsafe class Virtqueue
         _view = null;
         _broken = false;
         _stopRequested = false;
+        RenewCancellation();
         _usedIdxKnown = false;
         _worker = new Thread(Run) { IsBackground = true, Name = $"vq{Index.Value}" };
         _worker.Start();
@@ -110,10 +112,19 @@ internal sealed unsafe class Virtqueue
     {
         if (_worker == null) return;
         _stopRequested = true;
+        // A Submit blocked on a full ring must give up, or stopping the ring would wait on the daemon.
+        _cancel.Cancel();
         Libc.EventFdSignal(_control);
         _worker.Join();
         _worker = null;
         Libc.EventFdDrain(_control);
+    }
+
+    private void RenewCancellation()
+    {
+        if (!_cancel.IsCancellationRequested) return;
+        _cancel.Dispose();
+        _cancel = new CancellationTokenSource();
     }
 
     /// <summary>Restarts a paused worker, re-translating the ring addresses.</summary>
@@ -124,6 +135,7 @@ internal sealed unsafe class Virtqueue
         lock (_usedLock) _view = null;
         old?.Table.Release();
         _stopRequested = false;
+        RenewCancellation();
         _worker = new Thread(Run) { IsBackground = true, Name = $"vq{Index.Value}" };
         _worker.Start();
     }
@@ -289,6 +301,7 @@ internal sealed unsafe class Virtqueue
         req.Head = head;
         req.Queue = Index;
         req.Generation = _generation;
+        req.Cancellation = _cancel.Token;
         req.Tag = ((ulong)_generation << 32) | ((ulong)Index.Value << 16) | head;
         Interlocked.Increment(ref _inFlight);
         Volatile.Write(ref req.State, SlotInFlight);

@@ -32,9 +32,17 @@ internal sealed class TestTransport : IFuseTransport, IFuseTransportFactory
         return this;
     }
 
+    /// <summary>When set, Submit blocks like a full ring until the request's cancellation fires, then fails.</summary>
+    public volatile bool BlockUntilCancelled;
+
     public bool Submit(FuseRequest request)
     {
         if (Dead) return false;
+        if (BlockUntilCancelled)
+        {
+            request.Cancellation.WaitHandle.WaitOne();
+            return false;
+        }
         OnSubmit?.Invoke(request);
         var frame = new byte[request.ReadableLength];
         Assert.Equal(frame.Length, request.CopyFrameTo(frame));

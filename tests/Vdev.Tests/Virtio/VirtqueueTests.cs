@@ -403,6 +403,22 @@ public sealed class VirtqueueTests : IDisposable
     }
 
     [Fact]
+    public void StoppingARingReleasesASubmitBlockedOnAFullTransport()
+    {
+        Ready();
+        _h.Transport.BlockUntilCancelled = true;
+        ushort head = Q.Submit(FuseFrames.GetattrRequest(61, 1), 4096);
+        Thread.Sleep(100);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Equal(1u, _fe.GetVringBase(1));
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(1), $"GET_VRING_BASE took {sw.Elapsed}");
+        // The request that could not be delivered was answered EIO before the ring stopped.
+        var (h, len) = Q.WaitUsed(T);
+        Assert.Equal(head, h);
+        Assert.Equal((16u, -5, 61ul), FuseFrames.ReadOutHeader(Q.ReplyBytes(h, len)));
+    }
+
+    [Fact]
     public void MemoryRegionsCanBeAddedAndRemovedWhileRunning()
     {
         Ready();
