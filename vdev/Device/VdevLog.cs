@@ -5,8 +5,8 @@ namespace Hypervisor.Vdev.Device;
 /// <summary>Source-generated log lines of the device: no formatting cost when the level is off.</summary>
 internal static partial class VdevLog
 {
-    [LoggerMessage(Level = LogLevel.Warning, Message = "queue {Queue}: descriptor chain at head {Head} rejected ({Reason}); completed with length 0")]
-    public static partial void BadChain(ILogger log, int queue, int head, string reason);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "queue {Queue}: descriptor chain at head {Head} rejected ({Reason}); completed with length 0 (rejected so far: {Count})")]
+    public static partial void BadChain(ILogger log, int queue, int head, string reason, long count);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "queue {Queue} marked broken: {Reason}; it stays stopped until the VMM resets or restarts it")]
     public static partial void QueueBroken(ILogger log, int queue, string reason);

@@ -40,6 +40,10 @@ internal sealed unsafe class Virtqueue
     private uint _generation;
     private int _inFlight;
     private volatile bool _broken;
+    private long _rejectedChains;
+
+    /// <summary>Chains rejected for breaking a rule since the device was created.</summary>
+    public long RejectedChains => Volatile.Read(ref _rejectedChains);
 
     public QueueIndex Index { get; }
     public int Size { get; set; }
@@ -285,7 +289,9 @@ internal sealed unsafe class Virtqueue
         if (error == null && !req.CaptureHeader()) error = "request shorter than a fuse_in_header";
         if (error != null)
         {
-            VdevLog.BadChain(_log, Index.Value, head, error);
+            // A hostile guest can send bad chains forever: log the first ones and then every 1000th.
+            long bad = ++_rejectedChains;
+            if (bad <= 10 || bad % 1000 == 0) VdevLog.BadChain(_log, Index.Value, head, error, bad);
             PushUsed(view, _generation, head, 0);
             return;
         }

@@ -95,6 +95,20 @@ public sealed class VirtqueueTests : IDisposable
     }
 
     [Fact]
+    public void AFloodOfBadChainsIsLoggedABoundedNumberOfTimes()
+    {
+        Ready();
+        for (int i = 0; i < 50; i++)
+        {
+            ushort a = Q.AllocDesc();
+            Q.WriteDesc(a, 0x10, 64, VirtqDescFlags.None); // outside guest memory
+            Assert.Equal(0u, PublishAndWait(a));
+        }
+        Assert.Equal(10, _h.Log.Count("rejected ("));
+        AssertStillServes();
+    }
+
+    [Fact]
     public void ANextIndexOutsideTheQueueIsCaught()
     {
         Ready();
