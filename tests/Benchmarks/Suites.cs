@@ -9,6 +9,7 @@ public static class Suites
         ["control"] = ("gRPC control calls over the UNIX socket: latency and throughput [--calls N] [--parallel P]", ControlBench.Run),
         ["guest"] = (GuestBench.Help, GuestBench.Run),
         ["ring"] = (RingBenchmark.Help, RingBenchmark.Run),
+        ["vhost"] = ("virtqueue round trips through vhost-user: vdev (echo transport) or QEMU's virtiofsd", VhostBench.Run),
     };
 
     public static int Run(string[] args)
