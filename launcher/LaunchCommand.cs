@@ -253,7 +253,9 @@ public static class LaunchCommand
             error = $"{what}, a standard stream; the launcher gives the daemon its own fds 0-2, so pass descriptors 3 and above.";
             return false;
         }
-        if (!Libc.IsOpen(fd))
+        // Only a descriptor without FD_CLOEXEC can have come through exec from fuse_launcher's caller; one with it
+        // was opened by the runtime inside this process and is not what the caller meant.
+        if (!Libc.IsInherited(fd))
         {
             error = $"{what}, which is not open in fuse_launcher; start fuse_launcher with that descriptor inherited (without FD_CLOEXEC) or fix the number.";
             return false;

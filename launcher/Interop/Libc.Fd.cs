@@ -33,6 +33,13 @@ internal static partial class Libc
     /// <summary>Whether <paramref name="fd"/> is an open descriptor of this process (fcntl F_GETFD succeeds).</summary>
     public static bool IsOpen(int fd) => Fcntl(fd, F_GETFD, 0) >= 0;
 
+    /// <summary>Whether <paramref name="fd"/> is open without FD_CLOEXEC, i.e. could have been inherited through exec.</summary>
+    public static bool IsInherited(int fd)
+    {
+        int flags = Fcntl(fd, F_GETFD, 0);
+        return flags >= 0 && (flags & FD_CLOEXEC) == 0;
+    }
+
     /// <summary>Creates a close-on-exec pipe; the caller places the ends it hands over with spawn file actions.</summary>
     public static (FdHandle Read, FdHandle Write) CreatePipe(bool nonBlockingRead)
     {
