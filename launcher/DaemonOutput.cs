@@ -59,7 +59,7 @@ public sealed class DaemonOutput
             var trimmed = line.Trim();
             if (trimmed.Length == 0 || trimmed.StartsWith("at ", StringComparison.Ordinal) || trimmed.StartsWith("---", StringComparison.Ordinal)) continue;
             if (trimmed.StartsWith("passthrough: ", StringComparison.Ordinal)) daemonSentence = trimmed["passthrough: ".Length..];
-            else if (trimmed.StartsWith("Unhandled exception. ", StringComparison.Ordinal)) unhandled = trimmed["Unhandled exception. ".Length..];
+            else if (trimmed.StartsWith("Unhandled exception", StringComparison.Ordinal)) unhandled = trimmed;
             last = trimmed;
         }
         return daemonSentence ?? unhandled ?? last;

@@ -89,6 +89,11 @@ public static class FuseLauncher
                 return ExitCodes.Ready;
             }
 
+            // A daemon that closed its ready pipe without the line is usually on its way out: give it a moment so
+            // that its exit status and last words make the reason.
+            if (outcome == StartupWatch.Outcome.ClosedWithoutReady && daemon.WaitForExit(1000))
+                outcome = StartupWatch.Outcome.Exited;
+
             // Every other outcome: the daemon must not outlive us.
             bool exitedByItself = outcome == StartupWatch.Outcome.Exited;
             daemon.Stop(exitedByItself ? 0 : StopGraceMs);
