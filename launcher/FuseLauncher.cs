@@ -122,7 +122,8 @@ public static class FuseLauncher
     public static string ResultLine(int pid, string? control, string tag)
     {
         using var buffer = new MemoryStream();
-        using (var json = new Utf8JsonWriter(buffer))
+        // Relaxed escaping: the line is read by programs, not embedded in HTML, so '"' is \" and non-ASCII stays UTF-8.
+        using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
             json.WriteStartObject();
             json.WriteNumber("pid", pid);
