@@ -16,9 +16,10 @@ public class FuseLauncherTests
     {
         using var share = new TempShare();
         var script = share.ReadyScript();
+        // Created first so that its number lies below the named ones: closefrom above them cannot be what keeps it out.
+        int leak = TestLibc.InheritableMemfd("launcher-test-not-named");
         int memfd = TestLibc.InheritableMemfd("launcher-test-ring-memfd");
         int doorbell = TestLibc.InheritableMemfd("launcher-test-extra");
-        int leak = TestLibc.InheritableMemfd("launcher-test-not-named");
         var control = Path.Combine(share.Root, "control.sock");
         int pid = 0;
         try
