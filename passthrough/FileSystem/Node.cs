@@ -178,6 +178,24 @@ internal sealed class FdCache
         fd.Dispose();
     }
 
+    /// <summary>Like <see cref="Adopt"/> for a raw descriptor, wrapped only when it is kept (no allocation on a hit).</summary>
+    public void AdoptRaw(Node node, int fd)
+    {
+        lock (_lock)
+        {
+            if (!node.Dropped && node.CachedFd is null)
+            {
+                node.CachedFd = new SafeFd(fd);
+                LinkFront(node);
+                _count++;
+                EvictOverflow();
+                return;
+            }
+            MoveToFront(node);
+        }
+        Libc.close(fd);
+    }
+
     /// <summary>Drops the node's descriptor (the node was forgotten).</summary>
     public void Remove(Node node)
     {

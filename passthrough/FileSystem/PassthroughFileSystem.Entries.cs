@@ -36,7 +36,8 @@ public sealed partial class PassthroughFileSystem
 
     /// <summary>
     /// Resolves one checked component below <paramref name="dirFd"/> without following a symlink and returns its
-    /// entry with one more lookup counted. <paramref name="name"/> has no NUL.
+    /// entry with one more lookup counted. <paramref name="name"/> has no NUL. The new descriptor stays a raw int
+    /// unless the cache keeps it, so a LOOKUP of a known, cached node allocates nothing.
     /// </summary>
     private Result<EntryOut> LookupAt(SafeFd dirFd, ReadOnlySpan<byte> name, bool checkAllowlist)
     {
@@ -49,27 +50,26 @@ public sealed partial class PassthroughFileSystem
             OnDescriptorFailure(errno);
             return errno;
         }
-        var child = new SafeFd(fd);
-        if (Libc.fstat(child, out var st) != 0)
+        if (Libc.fstat(fd, out var st) != 0)
         {
             var errno = LastErrno();
-            child.Dispose();
+            Libc.close(fd);
             return errno;
         }
-        if (checkAllowlist && _settings.Allowlist is not null && !Permitted(child))
+        if (checkAllowlist && _settings.Allowlist is not null && !Permitted(fd))
         {
-            child.Dispose();
+            Libc.close(fd);
             return Errno.ENOENT;
         }
-        var node = Intern(child, st);
+        var node = Intern(fd, st);
         return MakeEntry(node, st);
     }
 
     /// <summary>
-    /// Finds or creates the node of the inode behind <paramref name="pathFd"/> (an O_PATH descriptor whose ownership
-    /// passes to this method) and counts one lookup.
+    /// Finds or creates the node of the inode behind <paramref name="pathFd"/> (a raw O_PATH descriptor whose
+    /// ownership passes to this method) and counts one lookup.
     /// </summary>
-    private Node Intern(SafeFd pathFd, in Stat st)
+    private Node Intern(int pathFd, in Stat st)
     {
         var key = new InodeKey(st.Dev, st.Ino);
         var stripe = _inodes[Stripe(key)];
@@ -84,9 +84,10 @@ public sealed partial class PassthroughFileSystem
             return node;
         }
 
-        var handle = _useHandles ? MakeHandle(pathFd) : null;
+        var owned = new SafeFd(pathFd);
+        var handle = _useHandles ? MakeHandle(owned) : null;
         var candidate = new Node((ulong)Interlocked.Increment(ref _nextNodeId), key, st.Mode & Libc.S_IFMT, handle,
-            handle is null ? pathFd : null);
+            handle is null ? owned : null);
         lock (stripe)
         {
             if (stripe.TryGetValue(key, out node))
@@ -102,17 +103,19 @@ public sealed partial class PassthroughFileSystem
         }
         if (node is not null)
         {
-            KeepDescriptor(node, pathFd);
+            // Lost a race with another LOOKUP of the same inode: its node wins.
+            if (node.Pinned is null) _fdCache.Adopt(node, owned);
+            else owned.Dispose();
             return node;
         }
-        if (handle is not null) _fdCache.Adopt(candidate, pathFd);
+        if (handle is not null) _fdCache.Adopt(candidate, owned);
         return candidate;
     }
 
-    private void KeepDescriptor(Node node, SafeFd pathFd)
+    private void KeepDescriptor(Node node, int pathFd)
     {
-        if (node.Pinned is null) _fdCache.Adopt(node, pathFd);
-        else pathFd.Dispose();
+        if (node.Pinned is null) _fdCache.AdoptRaw(node, pathFd);
+        else Libc.close(pathFd);
     }
 
     /// <summary>The file handle of the inode, or null when the filesystem has none or it lies on another mount
@@ -275,6 +278,8 @@ public sealed partial class PassthroughFileSystem
         return Errno.Ok;
     }
 
+    /// <summary>Switches to the caller's fsuid/fsgid for a creating call. Capture the call's errno inside the
+    /// scope: restoring the credentials is itself a call and the saved errno does not survive it.</summary>
     private Credentials AsCaller(in FuseContext ctx) =>
         Credentials.Enter(_switchCredentials && (ctx.Uid != 0 || ctx.Gid != 0), ctx.Uid, ctx.Gid);
 
@@ -293,9 +298,12 @@ public sealed partial class PassthroughFileSystem
         {
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
             Span<byte> targetBuffer = stackalloc byte[PathMax];
-            int r;
-            using (AsCaller(ctx)) r = Libc.symlinkat(CString(target, targetBuffer), lease.Fd, CString(name, nameBuffer));
-            if (r != 0) return LastErrno();
+            var failure = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.symlinkat(CString(target, targetBuffer), lease.Fd, CString(name, nameBuffer)) != 0) failure = LastErrno();
+            }
+            if (failure.IsError) return failure;
             return LookupAt(lease.Fd, name, checkAllowlist: false);
         }
     }
@@ -313,9 +321,12 @@ public sealed partial class PassthroughFileSystem
         using (lease)
         {
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            int r;
-            using (AsCaller(ctx)) r = Libc.mknodat(lease.Fd, CString(name, nameBuffer), args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev);
-            if (r != 0) return LastErrno();
+            var failure = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.mknodat(lease.Fd, CString(name, nameBuffer), args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev) != 0) failure = LastErrno();
+            }
+            if (failure.IsError) return failure;
             return LookupAt(lease.Fd, name, checkAllowlist: false);
         }
     }
@@ -331,9 +342,12 @@ public sealed partial class PassthroughFileSystem
         using (lease)
         {
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            int r;
-            using (AsCaller(ctx)) r = Libc.mkdirat(lease.Fd, CString(name, nameBuffer), args.Mode & 0xFFF);
-            if (r != 0) return LastErrno();
+            var failure = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.mkdirat(lease.Fd, CString(name, nameBuffer), args.Mode & 0xFFF) != 0) failure = LastErrno();
+            }
+            if (failure.IsError) return failure;
             return LookupAt(lease.Fd, name, checkAllowlist: false);
         }
     }

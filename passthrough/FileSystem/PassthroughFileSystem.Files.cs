@@ -96,8 +96,9 @@ public sealed partial class PassthroughFileSystem
             Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
             var cname = CString(name, nameBuffer);
             var hostFlags = HostOpenFlags(args.Flags);
-            SafeFd? pathFd = null;
+            var pathFd = -1;
             int fd;
+            var failure = Errno.Ok;
             using (AsCaller(ctx))
             {
                 // Always create exclusively so that an existing FIFO or device is never opened by this call; an
@@ -105,29 +106,31 @@ public sealed partial class PassthroughFileSystem
                 fd = Libc.openat(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
                 if (fd < 0 && Libc.Errno() == Errno.EEXIST.Value && !guestExcl)
                 {
-                    var existing = Libc.openat(lease.Fd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
-                    if (existing < 0) return LastErrno();
-                    pathFd = new SafeFd(existing);
+                    pathFd = Libc.openat(lease.Fd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+                    if (pathFd < 0) return LastErrno();
                     if (Libc.fstat(pathFd, out var est) != 0 || (est.Mode & Libc.S_IFMT) != Libc.S_IFREG)
                     {
                         var type = est.Mode & Libc.S_IFMT;
-                        pathFd.Dispose();
+                        Libc.close(pathFd);
                         return type == Libc.S_IFDIR ? Errno.EISDIR : type == Libc.S_IFLNK ? Errno.ELOOP : Errno.ENXIO;
                     }
-                    fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(pathFd.Value, procBuffer), hostFlags, 0);
+                    fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(pathFd, procBuffer), hostFlags, 0);
                     if (fd < 0)
                     {
-                        var errno = LastErrno();
-                        pathFd.Dispose();
-                        return errno;
+                        failure = LastErrno();
+                        Libc.close(pathFd);
+                        pathFd = -1;
                     }
+                }
+                else if (fd < 0)
+                {
+                    failure = LastErrno();
                 }
             }
             if (fd < 0)
             {
-                var errno = LastErrno();
-                OnDescriptorFailure(errno);
-                return errno;
+                OnDescriptorFailure(failure);
+                return failure;
             }
             var file = new SafeFd(fd);
             if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file);
@@ -135,20 +138,19 @@ public sealed partial class PassthroughFileSystem
             {
                 var errno = LastErrno();
                 file.Dispose();
-                pathFd?.Dispose();
+                if (pathFd >= 0) Libc.close(pathFd);
                 return errno;
             }
-            if (pathFd is null)
+            if (pathFd < 0)
             {
-                var p = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(file.Value, procBuffer), Libc.O_PATH | Libc.O_CLOEXEC, 0);
-                if (p < 0)
+                pathFd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(fd, procBuffer), Libc.O_PATH | Libc.O_CLOEXEC, 0);
+                if (pathFd < 0)
                 {
                     var errno = LastErrno();
                     file.Dispose();
                     OnDescriptorFailure(errno);
                     return errno;
                 }
-                pathFd = new SafeFd(p);
             }
             var node = Intern(pathFd, st);
             var open = Register(node, file, isDir: false, (int)args.Flags & Libc.O_ACCMODE);

@@ -44,9 +44,12 @@ public sealed partial class PassthroughFileSystem
             Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
             var proc = ProcPath.Format(lease.Fd.Value, procBuffer);
             // AT_EACCESS checks with the effective (here: fs) identity, which is the caller's while switched.
-            int r;
-            using (AsCaller(ctx)) r = Libc.faccessat(Libc.AT_FDCWD, proc, (int)mask, Libc.AT_EACCESS);
-            return r == 0 ? Errno.Ok : LastErrno();
+            var result = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.faccessat(Libc.AT_FDCWD, proc, (int)mask, Libc.AT_EACCESS) != 0) result = LastErrno();
+            }
+            return result;
         }
     }
 

@@ -368,25 +368,11 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     /// lies outside the share or is deleted. Only used when the allowlist is on.</summary>
     private string? RelativePath(SafeFd fd)
     {
-        var full = ReadProcLink(fd);
-        if (full is null) return null;
-        if (full == _rootPath) return "";
-        var prefix = _rootPath == "/" ? "/" : _rootPath + "/";
-        return full.StartsWith(prefix, StringComparison.Ordinal) ? full[prefix.Length..] : null;
-    }
-
-    private static string? ReadProcLink(SafeFd fd)
-    {
-        Span<byte> proc = stackalloc byte[ProcPath.Size];
-        Span<byte> target = stackalloc byte[PathMax];
         var added = false;
         fd.DangerousAddRef(ref added);
         try
         {
-            var path = ProcPath.Format(fd.Value, proc);
-            var n = Libc.readlinkat(Libc.AT_FDCWD, path, target, (nuint)target.Length);
-            if (n <= 0 || n >= target.Length) return null;
-            return Encoding.UTF8.GetString(target[..(int)n]);
+            return RelativePath(fd.Value);
         }
         finally
         {
@@ -394,7 +380,39 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         }
     }
 
-    private bool Permitted(SafeFd fd)
+    private static string? ReadProcLink(SafeFd fd)
+    {
+        var added = false;
+        fd.DangerousAddRef(ref added);
+        try
+        {
+            return ReadProcLink(fd.Value);
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
+    }
+
+    private static string? ReadProcLink(int fd)
+    {
+        Span<byte> proc = stackalloc byte[ProcPath.Size];
+        Span<byte> target = stackalloc byte[PathMax];
+        var n = Libc.readlinkat(Libc.AT_FDCWD, ProcPath.Format(fd, proc), target, (nuint)target.Length);
+        if (n <= 0 || n >= target.Length) return null;
+        return Encoding.UTF8.GetString(target[..(int)n]);
+    }
+
+    private string? RelativePath(int fd)
+    {
+        var full = ReadProcLink(fd);
+        if (full is null) return null;
+        if (full == _rootPath) return "";
+        var prefix = _rootPath == "/" ? "/" : _rootPath + "/";
+        return full.StartsWith(prefix, StringComparison.Ordinal) ? full[prefix.Length..] : null;
+    }
+
+    private bool Permitted(int fd)
     {
         var allow = _settings.Allowlist;
         if (allow is null) return true;

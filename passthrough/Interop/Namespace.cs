@@ -11,8 +11,8 @@ internal static partial class Libc
     [LibraryImport(Name, SetLastError = true)]
     internal static partial int setfsuid(uint fsuid);
 
-    /// <summary><c>setfsgid(2)</c>, per thread like <see cref="setfsuid"/>.</summary>
-    [LibraryImport(Name, SetLastError = true)]
+    /// <summary><c>setfsgid(2)</c>, per thread like <see cref="setfsuid"/> (no SetLastError, for the same reason).</summary>
+    [LibraryImport(Name)]
     internal static partial int setfsgid(uint fsgid);
 
     /// <summary><c>unshare(2)</c>.</summary>
