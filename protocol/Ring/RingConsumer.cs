@@ -17,7 +17,8 @@ public sealed unsafe class RingConsumer
     private readonly ulong _size;
     private readonly ulong _mask;
     private readonly uint _maxFrame;
-    private readonly int _doorbell;
+    private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
+    private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
     private FdHandle? _cancelFd;
 
     // Private copies: the consumer's own position, and the last producer position it validated.
@@ -35,7 +36,7 @@ public sealed unsafe class RingConsumer
     private RingRecordFlags _peekFlags;
     private ulong _next;
 
-    internal RingConsumer(ShmRingSet set, int queue, byte* control, byte* data, int doorbell)
+    internal RingConsumer(ShmRingSet set, int queue, byte* control, byte* data, int readyBell, int freedBell)
     {
         _set = set;
         Queue = queue;
@@ -44,7 +45,8 @@ public sealed unsafe class RingConsumer
         _size = (ulong)set.DirectionBytes;
         _mask = _size - 1;
         _maxFrame = (uint)set.MaxFrameSize;
-        _doorbell = doorbell;
+        _readyBell = readyBell;
+        _freedBell = freedBell;
     }
 
     /// <summary>The queue this ring belongs to.</summary>
@@ -54,7 +56,7 @@ public sealed unsafe class RingConsumer
     /// The eventfd that becomes readable when the producer commits after <see cref="ArmWakeup"/>;
     /// for callers that wait in their own epoll loop.
     /// </summary>
-    public int DoorbellFd => _doorbell;
+    public int DoorbellFd => _readyBell;
 
     /// <summary>Whether the shared memory was found impossible; the ring is then unusable.</summary>
     public bool IsBroken => _broken;
@@ -169,25 +171,35 @@ public sealed unsafe class RingConsumer
             status = TryPeek(out frame);
             if (status != RingStatus.WouldBlock) return status;
         }
-        for (;;)
+        // Registered as a waiter so that Dispose on another thread does not unmap the ring
+        // while this thread sleeps; once closed, the set refuses new waiters.
+        if (!_set.EnterWait()) return TryPeek(out frame);
+        try
         {
-            // Publish "wake me", then look again: a commit the producer made before seeing the
-            // flag is caught by the re-check, one made after it rings the doorbell.
-            Volatile.Write(ref ConsumerWaiting, 1);
-            Interlocked.MemoryBarrier();
-            status = TryPeek(out frame);
-            if (status != RingStatus.WouldBlock) break;
-            status = _set.Sleep(_doorbell, ref _cancelFd, deadline, cancellationToken);
-            ShmInterop.EventFdDrain(_doorbell);
-            if (status != RingStatus.Ok)
+            for (;;)
             {
-                RingStatus last = TryPeek(out frame);
-                if (last != RingStatus.WouldBlock) status = last;
-                break;
+                // Publish "wake me", then look again: a commit the producer made before seeing the
+                // flag is caught by the re-check, one made after it rings the doorbell.
+                Volatile.Write(ref ConsumerWaiting, 1);
+                Interlocked.MemoryBarrier();
+                status = TryPeek(out frame);
+                if (status != RingStatus.WouldBlock) break;
+                status = _set.Sleep(_readyBell, ref _cancelFd, deadline, cancellationToken);
+                ShmInterop.EventFdDrain(_readyBell);
+                if (status != RingStatus.Ok)
+                {
+                    RingStatus last = TryPeek(out frame);
+                    if (last != RingStatus.WouldBlock) status = last;
+                    break;
+                }
             }
+            Volatile.Write(ref ConsumerWaiting, 0);
+            return status;
         }
-        Volatile.Write(ref ConsumerWaiting, 0);
-        return status;
+        finally
+        {
+            _set.ExitWait();
+        }
     }
 
     /// <summary>
@@ -211,7 +223,7 @@ public sealed unsafe class RingConsumer
         // with the producer's flag store and re-check); then ring only a producer that sleeps.
         Interlocked.MemoryBarrier();
         if (Volatile.Read(ref ProducerWaiting) != 0 && Interlocked.Exchange(ref ProducerWaiting, 0) != 0)
-            ShmInterop.EventFdSignal(_doorbell);
+            ShmInterop.EventFdSignal(_freedBell);
     }
 
     /// <summary>
@@ -236,7 +248,7 @@ public sealed unsafe class RingConsumer
     public void DisarmWakeup()
     {
         Volatile.Write(ref ConsumerWaiting, 0);
-        ShmInterop.EventFdDrain(_doorbell);
+        ShmInterop.EventFdDrain(_readyBell);
     }
 
     private RingStatus MarkBroken()

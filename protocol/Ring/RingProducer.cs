@@ -16,7 +16,8 @@ public sealed unsafe class RingProducer
     private readonly ulong _size;
     private readonly ulong _mask;
     private readonly int _maxFrame;
-    private readonly int _doorbell;
+    private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
+    private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
     private FdHandle? _cancelFd;
 
     // Private copies: the producer's own position, and the last consumer position it validated.
@@ -29,7 +30,7 @@ public sealed unsafe class RingProducer
     private ulong _reservedPad;
     private int _reservedLength;
 
-    internal RingProducer(ShmRingSet set, int queue, byte* control, byte* data, int doorbell)
+    internal RingProducer(ShmRingSet set, int queue, byte* control, byte* data, int readyBell, int freedBell)
     {
         _set = set;
         Queue = queue;
@@ -38,7 +39,8 @@ public sealed unsafe class RingProducer
         _size = (ulong)set.DirectionBytes;
         _mask = _size - 1;
         _maxFrame = set.MaxFrameSize;
-        _doorbell = doorbell;
+        _readyBell = readyBell;
+        _freedBell = freedBell;
     }
 
     /// <summary>The queue this ring belongs to.</summary>
@@ -51,7 +53,7 @@ public sealed unsafe class RingProducer
     /// The eventfd that becomes readable when the consumer frees space after
     /// <see cref="ArmWakeup"/>; for callers that wait in their own epoll loop.
     /// </summary>
-    public int DoorbellFd => _doorbell;
+    public int DoorbellFd => _freedBell;
 
     /// <summary>Whether the consumer's index was found impossible; the ring is then unusable.</summary>
     public bool IsBroken => _broken;
@@ -126,26 +128,36 @@ public sealed unsafe class RingProducer
             status = TryReserve(length, out frame);
             if (status != RingStatus.WouldBlock) return status;
         }
-        for (;;)
+        // Registered as a waiter so that Dispose on another thread does not unmap the ring
+        // while this thread sleeps; once closed, the set refuses new waiters.
+        if (!_set.EnterWait()) return TryReserve(length, out frame);
+        try
         {
-            // Publish "wake me", then look again: a release the consumer made before seeing the
-            // flag is caught by the re-check, one made after it rings the doorbell.
-            Volatile.Write(ref ProducerWaiting, 1);
-            Interlocked.MemoryBarrier();
-            status = TryReserve(length, out frame);
-            if (status != RingStatus.WouldBlock) break;
-            status = _set.Sleep(_doorbell, ref _cancelFd, deadline, cancellationToken);
-            ShmInterop.EventFdDrain(_doorbell);
-            if (status != RingStatus.Ok)
+            for (;;)
             {
-                // The consumer may have freed space at the last moment; prefer success.
-                RingStatus last = TryReserve(length, out frame);
-                if (last != RingStatus.WouldBlock) status = last;
-                break;
+                // Publish "wake me", then look again: a release the consumer made before seeing the
+                // flag is caught by the re-check, one made after it rings the doorbell.
+                Volatile.Write(ref ProducerWaiting, 1);
+                Interlocked.MemoryBarrier();
+                status = TryReserve(length, out frame);
+                if (status != RingStatus.WouldBlock) break;
+                status = _set.Sleep(_freedBell, ref _cancelFd, deadline, cancellationToken);
+                ShmInterop.EventFdDrain(_freedBell);
+                if (status != RingStatus.Ok)
+                {
+                    // The consumer may have freed space at the last moment; prefer success.
+                    RingStatus last = TryReserve(length, out frame);
+                    if (last != RingStatus.WouldBlock) status = last;
+                    break;
+                }
             }
+            Volatile.Write(ref ProducerWaiting, 0);
+            return status;
         }
-        Volatile.Write(ref ProducerWaiting, 0);
-        return status;
+        finally
+        {
+            _set.ExitWait();
+        }
     }
 
     /// <summary>
@@ -171,7 +183,7 @@ public sealed unsafe class RingProducer
         // with the consumer's flag store and re-check); then ring only a consumer that sleeps.
         Interlocked.MemoryBarrier();
         if (Volatile.Read(ref ConsumerWaiting) != 0 && Interlocked.Exchange(ref ConsumerWaiting, 0) != 0)
-            ShmInterop.EventFdSignal(_doorbell);
+            ShmInterop.EventFdSignal(_readyBell);
     }
 
     /// <summary>Drops the open reservation, if any; nothing becomes visible to the consumer.</summary>
@@ -200,7 +212,7 @@ public sealed unsafe class RingProducer
     public void DisarmWakeup()
     {
         Volatile.Write(ref ProducerWaiting, 0);
-        ShmInterop.EventFdDrain(_doorbell);
+        ShmInterop.EventFdDrain(_freedBell);
     }
 
     private RingStatus MarkBroken()

@@ -337,8 +337,7 @@ public unsafe class RingConsumerTests
                     else data[rng.Next(4096)] = (byte)rng.Next(256);
                 }
                 stop.Cancel();
-                writer.Join();
-                reader.Join();
+                Worker.JoinAll(new[] { writer, reader });
                 if (consumer.IsBroken || producer.IsBroken) brokenRings++;
             }
         }
