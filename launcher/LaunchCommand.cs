@@ -34,7 +34,7 @@ public static class LaunchCommand
     private static readonly Option<string?> FdCacheSize = new("--fd-cache-size") { Description = "Open descriptors kept for known inodes, 16 to 16384 (default 8192)." };
     private static readonly Option<string?> LogLevel = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info)." };
     private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client at DIR through /dev/fuse (root)." };
-    private static readonly Option<string?> Ring = new("--ring") { Description = "Shared-memory ring descriptor (memfd=N,queues=Q,sq0=N,cq0=N,…); its fds are inherited by the daemon." };
+    private static readonly Option<string?> Ring = new("--ring") { Description = "The shared-memory ring's descriptor string as its creator formatted it (memfd=N,queues=Q,sq0=N,sqf0=N,cq0=N,cqf0=N,…); forwarded untouched, and the fds it names are inherited by the daemon." };
     private static readonly Option<string?> ControlSocket = new("--control-socket") { Description = "UNIX socket path of the share's gRPC control service (default: none)." };
     private static readonly Option<string[]> InheritFd = new("--inherit-fd") { Description = "A further descriptor the daemon inherits under the same number; repeatable.", Arity = ArgumentArity.ZeroOrMore };
     private static readonly Option<string?> Passthrough = new("--passthrough") { Description = "The daemon: an executable or a .dll run with dotnet (default: passthrough next to fuse_launcher)." };

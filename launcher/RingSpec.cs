@@ -9,7 +9,7 @@ namespace Hypervisor.Launcher;
 /// </summary>
 public static class RingSpec
 {
-    /// <summary>One descriptor named by the SPEC, with its role ("memfd", "sq0", "cq0", …) for messages.</summary>
+    /// <summary>One descriptor named by the SPEC, with its role ("memfd", "sq0", "sqf0", "cq0", "cqf0", …) for messages.</summary>
     public readonly record struct NamedFd(int Fd, string Role);
 
     /// <summary>Parses <paramref name="spec"/>; <paramref name="error"/> is the parser's one-sentence reason.</summary>
@@ -20,11 +20,13 @@ public static class RingSpec
             fds = [];
             return false;
         }
-        var list = new List<NamedFd>(1 + 2 * ring.QueueCount) { new(ring.MemFd, "memfd") };
+        var list = new List<NamedFd>(1 + ring.Doorbells.Count) { new(ring.MemFd, "memfd") };
         for (int q = 0; q < ring.QueueCount; q++)
         {
-            list.Add(new(ring.SubmissionDoorbells[q], $"sq{q}"));
-            list.Add(new(ring.CompletionDoorbells[q], $"cq{q}"));
+            list.Add(new(ring.Doorbell(q, completion: false, freed: false), $"sq{q}"));
+            list.Add(new(ring.Doorbell(q, completion: false, freed: true), $"sqf{q}"));
+            list.Add(new(ring.Doorbell(q, completion: true, freed: false), $"cq{q}"));
+            list.Add(new(ring.Doorbell(q, completion: true, freed: true), $"cqf{q}"));
         }
         fds = list;
         return true;

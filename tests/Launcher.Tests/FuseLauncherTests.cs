@@ -26,7 +26,7 @@ public class FuseLauncherTests
         {
             var run = LauncherRun.Start([
                 "--shared-dir", share.Share, "--mount", Path.Combine(share.Root, "mnt"), "--tag", "data",
-                "--ring", $"memfd={memfd},queues=1,sq0={doorbell},cq0={doorbell}", "--inherit-fd", doorbell.ToString(),
+                "--ring", $"memfd={memfd},queues=1,sq0={doorbell},sqf0={doorbell},cq0={doorbell},cqf0={doorbell}", "--inherit-fd", doorbell.ToString(),
                 "--control-socket", control, "--passthrough", script]);
 
             Assert.True(run.ExitCode == 0, run.Stderr);

@@ -16,9 +16,9 @@ public class LaunchSettingsTests
     [Fact]
     public void DaemonArguments_ForwardOnlyWhatWasGiven_AndRunADllThroughDotnet()
     {
-        var settings = new LaunchSettings { SharedDir = "/s", Passthrough = "/p/passthrough.dll", DotnetHost = "/usr/bin/dotnet", Ring = "memfd=5,queues=1,sq0=6,cq0=7", ControlSocket = "/run/c.sock" };
+        var settings = new LaunchSettings { SharedDir = "/s", Passthrough = "/p/passthrough.dll", DotnetHost = "/usr/bin/dotnet", Ring = "memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9", ControlSocket = "/run/c.sock" };
         Assert.Equal(
-            new[] { "/usr/bin/dotnet", "/p/passthrough.dll", "--shared-dir", "/s", "--tag", "hostshare", "--ring", "memfd=5,queues=1,sq0=6,cq0=7", "--control-socket", "/run/c.sock", "--ready-fd", "3" },
+            new[] { "/usr/bin/dotnet", "/p/passthrough.dll", "--shared-dir", "/s", "--tag", "hostshare", "--ring", "memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9", "--control-socket", "/run/c.sock", "--ready-fd", "3" },
             settings.DaemonArguments(3));
     }
 
