@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Hypervisor.Launcher.Tests.Interop;
+using Hypervisor.Protocol.Ring;
 using Hypervisor.Launcher.Tests.Support;
 
 namespace Hypervisor.Launcher.Tests;
@@ -62,6 +63,46 @@ public class FuseLauncherPassthroughTests
             TestLibc.Close(leak);
             if (pid > 0 && ProcFs.IsRunning(pid)) TestLibc.Kill(pid, TestLibc.SIGKILL);
             if (File.ReadAllLines("/proc/mounts").Any(l => l.Split(' ')[1] == mount)) TestLibc.Umount2(mount, TestLibc.MNT_DETACH);
+        }
+    }
+
+    [Fact]
+    public void RealDaemon_OnTheVdevsRing_GetsTheRingFdsAndAttaches()
+    {
+        using var share = new TempShare();
+        using var rings = ShmRingSet.Create(queueCount: 2);
+        int pid = 0;
+        try
+        {
+            // As the vdev does: the ring's descriptors are inheritable only while fuse_launcher is started.
+            rings.SetInheritable(true);
+            LauncherRun run;
+            try
+            {
+                run = LauncherRun.Start(["--shared-dir", share.Share, "--ring", rings.Fds.ToString(), "--passthrough", LauncherRun.PassthroughPath, "--timeout", "30"]);
+            }
+            finally
+            {
+                rings.SetInheritable(false);
+            }
+
+            Assert.True(run.ExitCode == 0, run.Stderr);
+            using var json = JsonDocument.Parse(Assert.Single(run.StdoutLines));
+            pid = json.RootElement.GetProperty("pid").GetInt32();
+            Assert.Equal(pid, TestLibc.GetSid(pid));
+
+            var fds = ProcFs.Fds(pid);
+            Assert.StartsWith("/memfd:", fds[rings.Fds.MemFd]);
+            foreach (var bell in rings.Fds.Doorbells) Assert.Equal("anon_inode:[eventfd]", fds[bell]);
+            // The daemon attached to the ring (it records its pid in the ring's header) before it said ready.
+            Assert.Equal(pid, rings.PeerPid);
+
+            TestLibc.Kill(pid, TestLibc.SIGTERM);
+            Assert.True(ProcFs.WaitGone(pid, 10_000), "the daemon did not exit on SIGTERM");
+        }
+        finally
+        {
+            if (pid > 0 && ProcFs.IsRunning(pid)) TestLibc.Kill(pid, TestLibc.SIGKILL);
         }
     }
 
