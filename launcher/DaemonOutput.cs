@@ -31,6 +31,27 @@ public sealed class DaemonOutput
         }
     }
 
+    /// <summary>
+    /// Adds what the daemon appended to its <c>--log-file</c> from <paramref name="start"/> on (at most the last
+    /// 64 KiB of it); a file that cannot be read adds nothing.
+    /// </summary>
+    public void AppendFile(string path, long start)
+    {
+        try
+        {
+            using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            long from = Math.Max(start, file.Length - 65536);
+            if (from >= file.Length) return;
+            file.Position = from;
+            var bytes = new byte[file.Length - from];
+            file.ReadExactly(bytes);
+            Append(bytes);
+            Complete();
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+
     /// <summary>Ends a last line that had no newline (the pipe reached end of file).</summary>
     public void Complete()
     {

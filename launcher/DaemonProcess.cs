@@ -12,19 +12,20 @@ namespace Hypervisor.Launcher;
 /// chosen descriptors. In the child: setsid (POSIX_SPAWN_SETSID) so that the daemon is its own session and process
 /// group and no hangup of the launcher's terminal reaches it; every signal back to its default disposition and an
 /// empty signal mask (the .NET runtime ignores SIGPIPE, which exec would otherwise pass on); stdin /dev/null; stdout
-/// and stderr the capture pipe; the ready pipe's write end on <see cref="LaunchSettings.ReadyFdNumber"/>; each
+/// and stderr the capture pipe (or the <c>--log-file</c>); the ready pipe's write end on <see cref="LaunchSettings.ReadyFdNumber"/>; each
 /// inherited descriptor dup2'ed onto its own number, which glibc (as POSIX 2024 requires) turns into clearing
 /// FD_CLOEXEC in the child only; every descriptor above those closed (closefrom); cwd "/" so that the daemon pins
 /// no directory of whoever started it (all paths handed over are absolute).
 /// </remarks>
 internal sealed class DaemonProcess : IDisposable
 {
-    private DaemonProcess(int pid, FdHandle pidFd, FdHandle ready, FdHandle output)
+    private DaemonProcess(int pid, FdHandle pidFd, FdHandle ready, FdHandle? output, long logStart)
     {
         Pid = pid;
         PidFd = pidFd;
         Ready = ready;
         Output = output;
+        LogStart = logStart;
     }
 
     /// <summary>The daemon's pid, which is also its session and process group id.</summary>
@@ -36,8 +37,11 @@ internal sealed class DaemonProcess : IDisposable
     /// <summary>The read end of the ready pipe (non-blocking).</summary>
     public FdHandle Ready { get; }
 
-    /// <summary>The read end of the daemon's stdout/stderr (non-blocking).</summary>
-    public FdHandle Output { get; }
+    /// <summary>The read end of the daemon's stdout/stderr (non-blocking); null when they go to <c>--log-file</c>.</summary>
+    public FdHandle? Output { get; }
+
+    /// <summary>The size of the <c>--log-file</c> before the daemon started: where its output begins.</summary>
+    public long LogStart { get; }
 
     /// <summary>Whether the daemon has been reaped (it is then gone and its pid must not be signalled again).</summary>
     public bool Reaped { get; private set; }
@@ -49,7 +53,25 @@ internal sealed class DaemonProcess : IDisposable
     public static DaemonProcess Start(LaunchSettings settings)
     {
         var (readyRead, readyWrite) = Libc.CreatePipe(nonBlockingRead: true);
-        var (outputRead, outputWrite) = Libc.CreatePipe(nonBlockingRead: true);
+        FdHandle? outputRead, outputWrite;
+        long logStart = 0;
+        if (settings.LogFile is null)
+        {
+            (outputRead, outputWrite) = Libc.CreatePipe(nonBlockingRead: true);
+        }
+        else
+        {
+            int log = Libc.Open(settings.LogFile, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_APPEND | Libc.O_CLOEXEC, 0b110_100_000 /* 0640 */);
+            if (log < 0)
+            {
+                readyRead.Dispose();
+                readyWrite.Dispose();
+                throw new SpawnException($"Cannot open --log-file {settings.LogFile}: {Libc.Describe(Libc.LastErrno)}; choose a file fuse_launcher can write.");
+            }
+            outputRead = null;
+            outputWrite = new FdHandle(log);
+            logStart = new FileInfo(settings.LogFile).Length;
+        }
         int readyFd = settings.ReadyFdNumber();
         var argv = settings.DaemonArguments(readyFd);
         Libc.CloseOnExecExcept(settings.InheritedFds);
@@ -133,10 +155,10 @@ internal sealed class DaemonProcess : IDisposable
             Libc.Kill(-pid, Libc.SIGKILL);
             Libc.WaitPid(pid, out _, 0);
             readyRead.Dispose();
-            outputRead.Dispose();
+            outputRead?.Dispose();
             throw new SpawnException($"pidfd_open({pid}) failed: {Libc.Describe(errno)}; fuse_launcher needs Linux 5.3 or later.");
         }
-        return new DaemonProcess(pid, new FdHandle(pidFd), readyRead, outputRead);
+        return new DaemonProcess(pid, new FdHandle(pidFd), readyRead, outputRead, logStart);
 
         static void Check(int result, string what)
         {
@@ -198,7 +220,7 @@ internal sealed class DaemonProcess : IDisposable
     {
         PidFd.Dispose();
         Ready.Dispose();
-        Output.Dispose();
+        Output?.Dispose();
     }
 }
 

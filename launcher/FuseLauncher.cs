@@ -16,18 +16,38 @@ namespace Hypervisor.Launcher;
 /// daemon never holds the launcher's stdout/stderr, which the caller typically reads to end of file — a
 /// daemon holding them would keep the caller waiting for as long as the share serves. What the daemon
 /// printed while starting is copied to the launcher's stderr; what it prints after the launcher has exited
-/// is discarded (the .NET runtime ignores EPIPE on console writes).
+/// is discarded (the .NET runtime ignores EPIPE on console writes). To keep the daemon's log for its whole
+/// life, pass <c>--log-file FILE</c>: stdout and stderr are then appended to FILE, and a failure's reason is
+/// read back from what the daemon appended.
 /// </remarks>
 public static class FuseLauncher
 {
     /// <summary>How long a daemon gets to exit after SIGTERM before SIGKILL.</summary>
     public const int StopGraceMs = 3000;
 
-    /// <summary>Runs the launcher with <paramref name="args"/>; returns the process exit code.</summary>
-    public static int Run(string[] args) => Run(args, Console.Out, Console.Error);
+    /// <summary>
+    /// Runs the launcher with <paramref name="args"/>; returns the process exit code. The result line is written
+    /// straight to descriptor 1, because Console.Out swallows EPIPE: if the caller cannot receive the daemon's pid,
+    /// the daemon is stopped rather than left running unknown.
+    /// </summary>
+    public static int Run(string[] args) => Run(args, WriteToStdoutFd, Console.Error);
 
     /// <summary>Runs the launcher, writing the result line to <paramref name="stdout"/> and diagnostics to <paramref name="stderr"/>.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Run(args, line =>
+    {
+        stdout.WriteLine(line);
+        stdout.Flush();
+        return null;
+    }, stderr);
+
+    private static string? WriteToStdoutFd(string line)
+    {
+        int errno = Libc.WriteAll(1, Encoding.UTF8.GetBytes(line + "\n"));
+        return errno == 0 ? null : Libc.Describe(errno);
+    }
+
+    /// <summary><paramref name="emitResult"/> delivers the result line and returns null, or why it could not.</summary>
+    private static int Run(string[] args, Func<string, string?> emitResult, TextWriter stderr)
     {
         Libc.EnsureStandardStreams();
         switch (LaunchCommand.Parse(args, out var settings, out var error))
@@ -38,10 +58,10 @@ public static class FuseLauncher
                 stderr.WriteLine($"fuse_launcher: {error}");
                 return ExitCodes.BadSettings;
         }
-        return Launch(settings!, stdout, stderr);
+        return Launch(settings!, emitResult, stderr);
     }
 
-    private static int Launch(LaunchSettings settings, TextWriter stdout, TextWriter stderr)
+    private static int Launch(LaunchSettings settings, Func<string, string?> emitResult, TextWriter stderr)
     {
         // A SIGTERM/SIGINT/SIGHUP while waiting means whoever started us gives up: stop the daemon and fail.
         var (wakeRead, wakeWrite) = Libc.CreatePipe(nonBlockingRead: true);
@@ -84,8 +104,12 @@ public static class FuseLauncher
                 }
                 watch.DrainOutput();
                 foreach (var line in output.Lines) stderr.WriteLine(line);
-                stdout.WriteLine(ResultLine(daemon.Pid, watch.ReadyControl, settings.Tag));
-                stdout.Flush();
+                if (emitResult(ResultLine(daemon.Pid, watch.ReadyControl, settings.Tag)) is { } writeError)
+                {
+                    daemon.Stop(StopGraceMs);
+                    stderr.WriteLine($"fuse_launcher: the result line could not be written to stdout ({writeError}), so the daemon was stopped; keep fuse_launcher's stdout open until it exits.");
+                    return ExitCodes.DaemonFailed;
+                }
                 return ExitCodes.Ready;
             }
 
@@ -98,6 +122,7 @@ public static class FuseLauncher
             bool exitedByItself = outcome == StartupWatch.Outcome.Exited;
             daemon.Stop(exitedByItself ? 0 : StopGraceMs);
             watch.DrainOutput();
+            if (settings.LogFile is not null) output.AppendFile(settings.LogFile, daemon.LogStart);
             var reason = output.Reason();
             var because = reason is null ? "" : $": {reason}";
             switch (outcome)

@@ -38,13 +38,14 @@ public static class LaunchCommand
     private static readonly Option<string?> ControlSocket = new("--control-socket") { Description = "UNIX socket path of the share's gRPC control service (default: none)." };
     private static readonly Option<string[]> InheritFd = new("--inherit-fd") { Description = "A further descriptor the daemon inherits under the same number; repeatable.", Arity = ArgumentArity.ZeroOrMore };
     private static readonly Option<string?> Passthrough = new("--passthrough") { Description = "The daemon: an executable or a .dll run with dotnet (default: passthrough next to fuse_launcher)." };
+    private static readonly Option<string?> LogFile = new("--log-file") { Description = "Append the daemon's stdout and stderr to FILE for its whole life (default: captured while it starts, copied to fuse_launcher's stderr, then discarded)." };
     private static readonly Option<string?> TimeoutOption = new("--timeout") { Description = "Seconds the daemon may take to report ready, 0.1 to 3600 (default 10)." };
 
     /// <summary>Builds the root command (used for parsing and --help).</summary>
     public static RootCommand Create() => new("fuse_launcher: validates one share's settings, starts its passthrough daemon in its own session, waits until it serves, prints {\"pid\":…,\"control\":…,\"tag\":…} and exits")
     {
         SharedDir, CompatOptions, Tag, Cache, AllowDirectIo, DirectIo, XAttr, ReadOnly, Writeback, ThreadPoolSize, FdCacheSize,
-        LogLevel, Mount, Ring, ControlSocket, InheritFd, Passthrough, TimeoutOption,
+        LogLevel, Mount, Ring, ControlSocket, InheritFd, Passthrough, LogFile, TimeoutOption,
     };
 
     /// <summary>The outcome of reading the command line.</summary>
@@ -205,6 +206,13 @@ public static class LaunchCommand
             if (!CheckControlSocket(control, out error)) return false;
         }
 
+        string? logFile = parse.GetValue(LogFile);
+        if (logFile is not null)
+        {
+            logFile = Path.GetFullPath(logFile);
+            if (!CheckLogFile(logFile, out error)) return false;
+        }
+
         if (!TryResolvePassthrough(parse.GetValue(Passthrough), out var passthrough, out var dotnet, out error)) return false;
 
         settings = new LaunchSettings
@@ -224,6 +232,7 @@ public static class LaunchCommand
             Ring = ring,
             ControlSocket = control,
             InheritedFds = inherited.ToArray(),
+            LogFile = logFile,
             Passthrough = passthrough,
             DotnetHost = dotnet,
             Timeout = timeout,
@@ -304,6 +313,34 @@ public static class LaunchCommand
             error = null;
             return true;
         }
+    }
+
+    private static bool CheckLogFile(string path, [NotNullWhen(false)] out string? error)
+    {
+        error = null;
+        if (Directory.Exists(path))
+        {
+            error = $"--log-file {path} is a directory; pass a file path.";
+            return false;
+        }
+        if (File.Exists(path))
+        {
+            if (Libc.Access(path, Libc.W_OK) == 0) return true;
+            error = $"--log-file {path} is not writable ({Libc.Describe(Libc.LastErrno)}); fix its permissions or choose another file.";
+            return false;
+        }
+        var directory = Path.GetDirectoryName(path) ?? "/";
+        if (!Directory.Exists(directory))
+        {
+            error = $"--log-file {path}: the directory {directory} does not exist; create it or choose another path.";
+            return false;
+        }
+        if (Libc.Access(directory, Libc.W_OK | Libc.X_OK) != 0)
+        {
+            error = $"--log-file {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
+            return false;
+        }
+        return true;
     }
 
     private static bool TryResolvePassthrough(string? given, [NotNullWhen(true)] out string? path, out string? dotnet, [NotNullWhen(false)] out string? error)

@@ -51,6 +51,12 @@ public sealed record LaunchSettings
     /// <summary>Descriptors the daemon inherits under the same numbers: the ring's and every <c>--inherit-fd</c>; sorted, distinct, all ≥ 3.</summary>
     public IReadOnlyList<int> InheritedFds { get; init; } = [];
 
+    /// <summary>
+    /// <c>--log-file FILE</c> (absolute): the daemon's stdout and stderr are appended to it for the daemon's whole
+    /// life; null: they are captured while it starts, copied to the launcher's stderr and discarded afterwards.
+    /// </summary>
+    public string? LogFile { get; init; }
+
     /// <summary>The daemon executable (an apphost) or assembly (.dll), absolute.</summary>
     public required string Passthrough { get; init; }
 

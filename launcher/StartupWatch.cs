@@ -17,7 +17,7 @@ internal sealed class StartupWatch(DaemonProcess daemon, DaemonOutput output, Fd
     private const int MaxReadyLine = 4096;
 
     private readonly List<byte> _ready = new();
-    private bool _outputOpen = true;
+    private bool _outputOpen = daemon.Output is not null;
 
     /// <summary>The pid the daemon reported in its ready line.</summary>
     public int ReadyPid { get; private set; }
@@ -40,7 +40,7 @@ internal sealed class StartupWatch(DaemonProcess daemon, DaemonOutput output, Fd
             long left = deadline - Environment.TickCount64;
             if (left <= 0) return Outcome.TimedOut;
             fds[0] = new Libc.PollFd { Fd = readyOpen ? daemon.Ready.Fd : -1, Events = Libc.POLLIN };
-            fds[1] = new Libc.PollFd { Fd = _outputOpen ? daemon.Output.Fd : -1, Events = Libc.POLLIN };
+            fds[1] = new Libc.PollFd { Fd = _outputOpen ? daemon.Output!.Fd : -1, Events = Libc.POLLIN };
             fds[2] = new Libc.PollFd { Fd = daemon.PidFd.Fd, Events = Libc.POLLIN };
             fds[3] = new Libc.PollFd { Fd = wake.Fd, Events = Libc.POLLIN };
             int n = Libc.Poll(fds, (int)Math.Min(left, int.MaxValue));
@@ -129,7 +129,7 @@ internal sealed class StartupWatch(DaemonProcess daemon, DaemonOutput output, Fd
         Span<byte> buffer = stackalloc byte[4096];
         while (true)
         {
-            int r = Libc.ReadSome(daemon.Output, buffer);
+            int r = Libc.ReadSome(daemon.Output!, buffer);
             if (r > 0) { output.Append(buffer[..r]); continue; }
             if (r == 0) { _outputOpen = false; output.Complete(); return; }
             int errno = Libc.LastErrno;

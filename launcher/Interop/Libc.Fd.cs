@@ -84,7 +84,33 @@ internal static partial class Libc
     private static unsafe partial nint Write(int fd, byte* buffer, nuint count);
 
     [LibraryImport(Lib, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int Open(string path, int flags);
+    public static partial int Open(string path, int flags, uint mode = 0);
+
+    public const int O_WRONLY = 1;
+    public const int O_CREAT = 0x40;
+    public const int O_APPEND = 0x400;
+
+    /// <summary>Writes all of <paramref name="data"/> to a descriptor this code does not own; returns 0 or the errno.</summary>
+    public static int WriteAll(int fd, ReadOnlySpan<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            nint written;
+            unsafe
+            {
+                // Safe: the span is pinned for the duration of the call and its length bounds the read.
+                fixed (byte* p = data) written = Write(fd, p, (nuint)data.Length);
+            }
+            if (written < 0)
+            {
+                int errno = LastErrno;
+                if (errno == EINTR) continue;
+                return errno;
+            }
+            data = data[(int)written..];
+        }
+        return 0;
+    }
 
     /// <summary>write(2) of <paramref name="data"/>; returns the byte count or -1 with errno set.</summary>
     public static int WriteSome(FdHandle fd, ReadOnlySpan<byte> data)

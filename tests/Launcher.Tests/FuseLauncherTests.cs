@@ -1,4 +1,4 @@
-using System.Net.Sockets;
+using System.Diagnostics;
 using System.Text.Json;
 using Hypervisor.Launcher.Tests.Interop;
 using Hypervisor.Launcher.Tests.Support;
@@ -214,6 +214,75 @@ public class FuseLauncherTests
         Assert.Equal(1, run.ExitCode);
         Assert.Contains("interrupted by SIGTERM before the daemon was ready", Assert.Single(run.StderrLines));
         Assert.True(run.Elapsed < TimeSpan.FromSeconds(20));
+        Assert.True(ProcFs.WaitGone(share.ScriptPid(), 2000), "the daemon is still running");
+    }
+
+    [Fact]
+    public void LogFile_KeepsTheDaemonsOutputAfterTheLauncherHasExited()
+    {
+        using var share = new TempShare();
+        var log = Path.Combine(share.Root, "daemon.log");
+        File.WriteAllText(log, "earlier run\n");
+        var script = share.Script("logs.sh", """
+            echo "starting up" >&2
+            echo "ready pid=$$ control=$control" >&$ready
+            exec {ready}>&-
+            sleep 0.3
+            echo "serving for a while" >&2
+            exec sleep 60
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--log-file", log, "--passthrough", script]);
+        try
+        {
+            Assert.True(run.ExitCode == 0, run.Stderr);
+            Assert.Empty(run.Stderr);
+            var deadline = Environment.TickCount64 + 5000;
+            while (!File.ReadAllText(log).Contains("serving for a while") && Environment.TickCount64 < deadline) Thread.Sleep(20);
+            Assert.Equal(["earlier run", "starting up", "serving for a while"], File.ReadAllLines(log));
+        }
+        finally
+        {
+            TestLibc.Kill(share.ScriptPid(), TestLibc.SIGKILL);
+        }
+    }
+
+    [Fact]
+    public void LogFile_StillGivesTheDaemonsReasonOnFailure()
+    {
+        using var share = new TempShare();
+        var log = Path.Combine(share.Root, "daemon.log");
+        File.WriteAllText(log, "passthrough: an old failure that is not this one.\n");
+        var script = share.Script("dies.sh", """
+            echo "passthrough: Cannot open /dev/fuse (No such device); load the fuse module or give the daemon access to the device." >&2
+            exit 1
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--log-file", log, "--passthrough", script]);
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.Equal(
+            "fuse_launcher: the daemon exited with exit code 1 before it was ready: Cannot open /dev/fuse (No such device); load the fuse module or give the daemon access to the device.",
+            Assert.Single(run.StderrLines));
+    }
+
+    [Fact]
+    public void StdoutClosedByTheCaller_StopsTheDaemon_InsteadOfLeavingItUnknown()
+    {
+        using var share = new TempShare();
+        var script = share.Script("late.sh", """
+            sleep 0.5
+            echo "ready pid=$$ control=$control" >&$ready
+            exec sleep 60
+            """);
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { LauncherRun.LauncherDll, "--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script })
+            info.ArgumentList.Add(a);
+        using var launcher = Process.Start(info)!;
+        launcher.StandardOutput.Close();
+        var stderr = launcher.StandardError.ReadToEnd();
+        launcher.WaitForExit();
+
+        Assert.Equal(1, launcher.ExitCode);
+        Assert.Contains("the result line could not be written to stdout", stderr);
         Assert.True(ProcFs.WaitGone(share.ScriptPid(), 2000), "the daemon is still running");
     }
 

@@ -42,6 +42,9 @@ public class LaunchCommandTests
         { "--shared-dir SHARE --mount /mnt --passthrough FILE", "--passthrough FILE is not executable; make it executable (chmod +x) or pass the .dll." },
         { "--shared-dir SHARE --mount /mnt --passthrough ROOT", "--passthrough ROOT is a directory; pass the daemon's executable or .dll." },
         { "--shared-dir SHARE --mount /mnt --bogus --passthrough SCRIPT", "--bogus" },
+        { "--shared-dir SHARE --mount /mnt --log-file ROOT --passthrough SCRIPT", "--log-file ROOT is a directory; pass a file path." },
+        { "--shared-dir SHARE --mount /mnt --log-file ROOT/nodir/d.log --passthrough SCRIPT", "--log-file ROOT/nodir/d.log: the directory ROOT/nodir does not exist; create it or choose another path." },
+        { "--shared-dir SHARE --mount /mnt --log-file /proc/self/d.log --passthrough SCRIPT", "--log-file /proc/self/d.log: the directory /proc/self is not writable" },
     };
 
     [Theory]
