@@ -128,6 +128,12 @@ internal sealed class DaemonProcess : IDisposable
             if (error != 0)
                 throw new SpawnException($"Could not start {argv[0]}: {Libc.Describe(error)}; check --passthrough.");
         }
+        catch
+        {
+            readyRead.Dispose();
+            outputRead?.Dispose();
+            throw;
+        }
         finally
         {
             foreach (var s in strings) Marshal.ZeroFreeCoTaskMemUTF8(s);
