@@ -55,6 +55,13 @@ public class FuseLauncherTests
             Assert.Contains("launcher-test-extra", fds[doorbell]);
             Assert.DoesNotContain(fds.Values, v => v.Contains("launcher-test-not-named"));
 
+            // Signals are back at their defaults: the .NET launcher ignores SIGPIPE, and exec would pass that on.
+            var ignored = Convert.ToUInt64(File.ReadAllLines($"/proc/{pid}/status").Single(l => l.StartsWith("SigIgn:"))[7..].Trim(), 16);
+            var blocked = Convert.ToUInt64(File.ReadAllLines($"/proc/{pid}/status").Single(l => l.StartsWith("SigBlk:"))[7..].Trim(), 16);
+            // Signals 1-31 only: glibc's posix_spawn leaves its own internal real-time signals (32, 33) ignored.
+            Assert.Equal(0UL, ignored & 0x7FFF_FFFFUL);
+            Assert.Equal(0UL, blocked);
+
             // The daemon's start-up output is passed on on stderr; stdout carries only the result line.
             Assert.Contains("script daemon starting", run.Stderr);
         }
