@@ -5,6 +5,7 @@ public static class Suites
 {
     private static readonly Dictionary<string, (string Help, Func<string[], int> Run)> All = new(StringComparer.Ordinal)
     {
+        ["control"] = ("gRPC control calls over the UNIX socket: latency and throughput [--calls N] [--parallel P]", ControlBench.Run),
         ["launcher"] = ("start-up latency of a share: fuse_launcher with a script or the passthrough daemon on a ring, and virtiofsd", LauncherBench.Run),
     };
 
