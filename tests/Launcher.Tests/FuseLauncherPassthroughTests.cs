@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using System.Text.Json;
 using Hypervisor.Launcher.Tests.Interop;
 using Hypervisor.Protocol.Ring;
@@ -30,9 +31,10 @@ public class FuseLauncherPassthroughTests
             using var json = JsonDocument.Parse(Assert.Single(run.StdoutLines));
             pid = json.RootElement.GetProperty("pid").GetInt32();
             Assert.Equal("real", json.RootElement.GetProperty("tag").GetString());
-            var reported = json.RootElement.GetProperty("control");
-            // The daemon reports its control endpoint once the control service is wired; until then "-" (null).
-            Assert.True(reported.ValueKind == JsonValueKind.Null || reported.GetString() == control);
+            // The control service listens before the daemon says ready, so the endpoint reported can be used at once.
+            Assert.Equal(control, json.RootElement.GetProperty("control").GetString());
+            using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+                probe.Connect(new UnixDomainSocketEndPoint(control));
 
             Assert.True(ProcFs.IsRunning(pid));
             Assert.Equal(pid, TestLibc.GetSid(pid));
