@@ -62,39 +62,34 @@ public static class LaunchCommand
     /// <summary>Parses and checks <paramref name="args"/>; prints help itself when asked.</summary>
     public static ParseOutcome Parse(string[] args, out LaunchSettings? settings, out string? error)
     {
-        settings = null;
         var parse = Create().Parse(args);
         if (parse.Action is HelpAction)
         {
             parse.Invoke();
+            settings = null;
             error = null;
             return ParseOutcome.Help;
-        }
-        if (parse.Errors.Count > 0)
-        {
-            var message = parse.Errors[0].Message.TrimEnd('.');
-            error = $"{message}; run fuse_launcher --help for the options.";
-            return ParseOutcome.Invalid;
         }
         return TryBuild(parse, out settings, out error) ? ParseOutcome.Launch : ParseOutcome.Invalid;
     }
 
-    /// <summary>Parses and checks <paramref name="args"/> without printing anything.</summary>
+    /// <summary>Parses and checks <paramref name="args"/> without printing anything (help counts as invalid).</summary>
     public static bool TryParse(string[] args, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
+        => TryBuild(Create().Parse(args), out settings, out error);
+
+    private static bool TryBuild(ParseResult parse, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
     {
         settings = null;
-        var parse = Create().Parse(args);
         if (parse.Errors.Count > 0)
         {
             error = $"{parse.Errors[0].Message.TrimEnd('.')}; run fuse_launcher --help for the options.";
             return false;
         }
-        return TryBuild(parse, out settings, out error);
-    }
-
-    private static bool TryBuild(ParseResult parse, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
-    {
-        settings = null;
+        if (parse.Action is HelpAction)
+        {
+            error = "--help was given; it prints the options and starts nothing.";
+            return false;
+        }
         var dir = parse.GetValue(SharedDir);
         var cache = parse.GetValue(Cache);
         bool xattr = parse.GetValue(XAttr), readOnly = parse.GetValue(ReadOnly), writeback = parse.GetValue(Writeback);

@@ -110,6 +110,38 @@ public class LaunchCommandTests
     }
 
     [Fact]
+    public void TryParse_ReadsVirtiofsdStyleOptions_AndMakesPathsAbsolute()
+    {
+        using var share = new TempShare();
+        var script = share.ReadyScript();
+        Assert.True(LaunchCommand.TryParse(
+            ["-o", $"source={share.Share},cache=none,xattr,no_xattr,readonly,flock", "-o", "writeback", "--mount", "relative/mnt", "--passthrough", script, "--timeout", "2.5"],
+            out var settings, out var error), error);
+        Assert.Equal(share.Share, settings.SharedDir);
+        Assert.Equal("none", settings.Cache);
+        Assert.False(settings.XAttr);
+        Assert.True(settings.ReadOnly);
+        Assert.True(settings.Writeback);
+        Assert.Equal(Path.GetFullPath("relative/mnt"), settings.MountPoint);
+        Assert.Equal(TimeSpan.FromSeconds(2.5), settings.Timeout);
+        Assert.Null(settings.DotnetHost);
+        Assert.Null(settings.ThreadPoolSize);
+        Assert.Empty(settings.InheritedFds);
+    }
+
+    [Fact]
+    public void TryParse_ADll_IsRunThroughTheDotnetHost()
+    {
+        using var share = new TempShare();
+        var dll = Path.Combine(share.Root, "passthrough.dll");
+        File.WriteAllText(dll, "");
+        Assert.True(LaunchCommand.TryParse(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", dll], out var settings, out var error), error);
+        Assert.Equal(dll, settings.Passthrough);
+        Assert.NotNull(settings.DotnetHost);
+        Assert.Equal("dotnet", Path.GetFileName(settings.DotnetHost));
+    }
+
+    [Fact]
     public void Help_ListsTheOptions_AndExits0()
     {
         var run = LauncherRun.Start(["--help"]);
