@@ -91,57 +91,77 @@ public static class FuseLauncher
 
         using (daemon)
         {
-            var output = new DaemonOutput();
-            var watch = new StartupWatch(daemon, output, wakeRead);
-            var outcome = watch.Wait(settings.Timeout);
-            if (outcome == StartupWatch.Outcome.Ready)
+            try
             {
-                if (watch.ReadyPid != daemon.Pid)
-                {
-                    daemon.Stop(StopGraceMs);
-                    stderr.WriteLine($"fuse_launcher: the daemon reported pid {watch.ReadyPid} but fuse_launcher started pid {daemon.Pid}; --passthrough must be the daemon itself (or exec it), not start it as a child.");
-                    return ExitCodes.DaemonFailed;
-                }
-                watch.DrainOutput();
-                foreach (var line in output.Lines) stderr.WriteLine(line);
-                if (emitResult(ResultLine(daemon.Pid, watch.ReadyControl, settings.Tag)) is { } writeError)
-                {
-                    daemon.Stop(StopGraceMs);
-                    stderr.WriteLine($"fuse_launcher: the result line could not be written to stdout ({writeError}), so the daemon was stopped; keep fuse_launcher's stdout open until it exits.");
-                    return ExitCodes.DaemonFailed;
-                }
-                return ExitCodes.Ready;
+                return Supervise(settings, daemon, wakeRead, () => interruptedBy, emitResult, stderr);
             }
-
-            // A daemon that closed its ready pipe without the line is usually on its way out: give it a moment so
-            // that its exit status and last words make the reason.
-            if (outcome == StartupWatch.Outcome.ClosedWithoutReady && daemon.WaitForExit(1000))
-                outcome = StartupWatch.Outcome.Exited;
-
-            // Every other outcome: the daemon must not outlive us.
-            bool exitedByItself = outcome == StartupWatch.Outcome.Exited;
-            daemon.Stop(exitedByItself ? 0 : StopGraceMs);
-            watch.DrainOutput();
-            if (settings.LogFile is not null) output.AppendFile(settings.LogFile, daemon.LogStart);
-            var reason = output.Reason();
-            var because = reason is null ? "" : $": {reason}";
-            switch (outcome)
+            catch (Exception e)
             {
-                case StartupWatch.Outcome.TimedOut:
-                    stderr.WriteLine($"fuse_launcher: the daemon did not report ready within {settings.Timeout.TotalSeconds:0.###} s and was stopped{because}{(reason is null ? "; raise --timeout or check the daemon's log." : "")}");
-                    return ExitCodes.Timeout;
-                case StartupWatch.Outcome.Interrupted:
-                    stderr.WriteLine($"fuse_launcher: interrupted by {interruptedBy} before the daemon was ready; the daemon was stopped.");
-                    return ExitCodes.DaemonFailed;
-                case StartupWatch.Outcome.Exited:
-                    stderr.WriteLine($"fuse_launcher: the daemon exited with {Libc.DescribeWaitStatus(daemon.WaitStatus)} before it was ready{because}{(reason is null ? "." : "")}");
-                    return ExitCodes.DaemonFailed;
-                default:
-                    stderr.WriteLine($"fuse_launcher: the daemon did not report ready properly on its ready pipe ({watch.ReadyProblem}) and was stopped{because}{(reason is null ? "." : "")}");
-                    return ExitCodes.DaemonFailed;
+                // Whatever went wrong in here, the daemon must not be left running unknown.
+                daemon.Stop(StopGraceMs);
+                stderr.WriteLine($"fuse_launcher: {e.GetType().Name}: {e.Message} (the daemon was stopped).");
+                return ExitCodes.DaemonFailed;
             }
         }
     }
+
+    private static int Supervise(LaunchSettings settings, DaemonProcess daemon, FdHandle wakeRead, Func<string?> interruptedBy,
+        Func<string, string?> emitResult, TextWriter stderr)
+    {
+        var output = new DaemonOutput();
+        var watch = new StartupWatch(daemon, output, wakeRead);
+        var outcome = watch.Wait(settings.Timeout);
+        if (outcome == StartupWatch.Outcome.Ready)
+        {
+            if (watch.ReadyPid != daemon.Pid)
+            {
+                daemon.Stop(StopGraceMs);
+                stderr.WriteLine($"fuse_launcher: the daemon reported pid {watch.ReadyPid} but fuse_launcher started pid {daemon.Pid}; --passthrough must be the daemon itself (or exec it), not start it as a child.");
+                return ExitCodes.DaemonFailed;
+            }
+            watch.DrainOutput();
+            foreach (var line in output.Lines) stderr.WriteLine(line);
+            if (emitResult(ResultLine(daemon.Pid, watch.ReadyControl, settings.Tag)) is { } writeError)
+            {
+                daemon.Stop(StopGraceMs);
+                stderr.WriteLine($"fuse_launcher: the result line could not be written to stdout ({writeError}), so the daemon was stopped; keep fuse_launcher's stdout open until it exits.");
+                return ExitCodes.DaemonFailed;
+            }
+            return ExitCodes.Ready;
+        }
+
+        // A daemon that closed its ready pipe without the line is usually on its way out: give it a moment so
+        // that its exit status and last words make the reason.
+        if (outcome == StartupWatch.Outcome.ClosedWithoutReady && daemon.WaitForExit(1000))
+            outcome = StartupWatch.Outcome.Exited;
+
+        // Every other outcome: the daemon must not outlive us.
+        bool exitedByItself = outcome == StartupWatch.Outcome.Exited;
+        daemon.Stop(exitedByItself ? 0 : StopGraceMs);
+        watch.DrainOutput();
+        if (settings.LogFile is not null) output.AppendFile(settings.LogFile, daemon.LogStart);
+        var reason = Sentence(output.Reason());
+        var because = reason is null ? "" : $": {reason}";
+        switch (outcome)
+        {
+            case StartupWatch.Outcome.TimedOut:
+                stderr.WriteLine($"fuse_launcher: the daemon did not report ready within {settings.Timeout.TotalSeconds:0.###} s and was stopped{because}{(reason is null ? "; raise --timeout or check the daemon's log." : "")}");
+                return ExitCodes.Timeout;
+            case StartupWatch.Outcome.Interrupted:
+                stderr.WriteLine($"fuse_launcher: interrupted by {interruptedBy()} before the daemon was ready; the daemon was stopped.");
+                return ExitCodes.DaemonFailed;
+            case StartupWatch.Outcome.Exited:
+                stderr.WriteLine($"fuse_launcher: the daemon exited with {Libc.DescribeWaitStatus(daemon.WaitStatus)} before it was ready{because}{(reason is null ? "." : "")}");
+                return ExitCodes.DaemonFailed;
+            default:
+                stderr.WriteLine($"fuse_launcher: the daemon did not report ready properly on its ready pipe ({watch.ReadyProblem}) and was stopped{because}{(reason is null ? "." : "")}");
+                return ExitCodes.DaemonFailed;
+        }
+    }
+
+    /// <summary>Ends the daemon's reason with a full stop if it has no final punctuation, so the launcher's line is one sentence.</summary>
+    private static string? Sentence(string? reason) =>
+        reason is null || reason.EndsWith('.') || reason.EndsWith('!') || reason.EndsWith('?') ? reason : reason + ".";
 
     /// <summary>The machine-readable success line: <c>{"pid":1234,"control":"/path","tag":"t"}</c> (control is null without a control socket).</summary>
     public static string ResultLine(int pid, string? control, string tag)
