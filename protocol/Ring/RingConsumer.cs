@@ -20,6 +20,7 @@ public sealed unsafe class RingConsumer
     private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
     private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
     private FdHandle? _cancelFd;
+    private long _spinBudget = long.MaxValue; // Stopwatch ticks; see the waiting call
 
     // Private copies: the consumer's own position, and the last producer position it validated.
     private ulong _head;
@@ -61,6 +62,8 @@ public sealed unsafe class RingConsumer
     /// <summary>Whether the shared memory was found impossible; the ring is then unusable.</summary>
     public bool IsBroken => _broken;
 
+    // Safe: _control points at this ring's 256-byte control block inside the mapping, whose
+    // fields are naturally aligned; the mapping outlives every call (Dispose waits for waiters).
     private ref ulong SharedTail => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffTail);
     private ref ulong SharedHead => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffHead);
     private ref int ProducerWaiting => ref Unsafe.AsRef<int>(_control + RingLayout.OffProducerWaiting);
@@ -164,10 +167,17 @@ public sealed unsafe class RingConsumer
         if (status != RingStatus.WouldBlock) return status;
 
         long deadline = RingProducer.Deadline(timeout);
-        long spinUntil = Stopwatch.GetTimestamp() + _set.SpinTicks;
-        while (Stopwatch.GetTimestamp() < spinUntil)
+        // Adaptive spinning: spin only as long as recent waits were short enough for spinning to
+        // pay off; a wait that ended in a long sleep halves the next spin, so a loaded machine or
+        // an idle peer does not burn CPU that the peer may need.
+        long maxSpin = _set.SpinTicks;
+        long started = Stopwatch.GetTimestamp();
+        long spinUntil = started + Math.Min(_spinBudget, maxSpin);
+        for (int spins = 0; Stopwatch.GetTimestamp() < spinUntil; spins++)
         {
-            Thread.SpinWait(4);
+            // Pause briefly at first; then give the CPU away between looks, because on a busy
+            // machine the peer may be waiting for exactly this CPU to produce what we wait for.
+            if (spins >= 16) Thread.Yield(); else Thread.SpinWait(4);
             status = TryPeek(out frame);
             if (status != RingStatus.WouldBlock) return status;
         }
@@ -194,6 +204,8 @@ public sealed unsafe class RingConsumer
                 }
             }
             Volatile.Write(ref ConsumerWaiting, 0);
+            long waited = Stopwatch.GetTimestamp() - started;
+            _spinBudget = waited <= maxSpin ? maxSpin : Math.Min(_spinBudget, maxSpin) / 2;
             return status;
         }
         finally

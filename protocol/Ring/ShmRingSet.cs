@@ -199,6 +199,7 @@ public sealed unsafe class ShmRingSet : IDisposable
             uint recordHeader = *(uint*)(mapping + RingLayout.OffRecordHeaderSize);
             ulong total = *(ulong*)(mapping + RingLayout.OffTotalSize);
             int creatorPid = *(int*)(mapping + RingLayout.OffCreatorPid);
+            int attacherPid = Volatile.Read(ref *(int*)(mapping + RingLayout.OffAttacherPid));
 
             if (magic != RingLayout.Magic)
                 throw new InvalidDataException($"fd {fds.MemFd} does not hold a ring set (bad magic); pass the memfd that ShmRingSet.Create made.");
@@ -210,6 +211,11 @@ public sealed unsafe class ShmRingSet : IDisposable
                 || !BitOperations.IsPow2(directionBytes) || (long)directionBytes < RingLayout.MinDirectionBytes((int)maxFrame)
                 || total != (ulong)RingLayout.TotalSize(n, (long)directionBytes) || (long)total != size || creatorPid <= 0)
                 throw new InvalidDataException($"The ring set header in fd {fds.MemFd} has an impossible geometry; pass the memfd that ShmRingSet.Create made.");
+
+            // The indices start at zero on both sides; a second attacher would start from a
+            // state the first one left behind, so a ring set serves exactly one attach.
+            if (attacherPid != 0)
+                throw new InvalidDataException($"The ring set in fd {fds.MemFd} was already attached by pid {attacherPid}; a ring set serves one daemon, so create a new one for a restarted daemon.");
 
             var memfd = new FdHandle(fds.MemFd);
             var bells = new FdHandle[fds.Doorbells.Count];
@@ -303,6 +309,21 @@ public sealed unsafe class ShmRingSet : IDisposable
             if (_peerPid != 0) return _peerPid;
             int recorded = Volatile.Read(ref *(int*)(_base + (Role == RingRole.Creator ? RingLayout.OffAttacherPid : RingLayout.OffCreatorPid)));
             return recorded > 0 ? recorded : 0;
+        }
+    }
+
+    /// <summary>
+    /// A pidfd that becomes readable when the peer process exits, for callers that wait in their
+    /// own epoll loop; -1 while the peer is not known yet (creator before attach) or already gone.
+    /// Owned by the set: do not close it.
+    /// </summary>
+    public int PeerExitFd
+    {
+        get
+        {
+            ThrowIfDisposed();
+            var pidfd = EnsurePeerWatch();
+            return pidfd is null ? -1 : pidfd.Fd;
         }
     }
 
@@ -405,8 +426,9 @@ public sealed unsafe class ShmRingSet : IDisposable
         CancellationTokenRegistration registration = default;
         if (ct.CanBeCanceled)
         {
+            // The private cancellation bell is zero here: it is only ever rung by a cancelled
+            // token's callback, and is reset below after any wait whose token was cancelled.
             cancelFd ??= NewEventFd();
-            ShmInterop.EventFdDrain(cancelFd.Fd);
             cancelIndex = count;
             fds[count++] = new ShmInterop.PollFd { Fd = cancelFd.Fd, Events = ShmInterop.POLLIN };
             registration = ct.UnsafeRegister(static s => ShmInterop.EventFdSignal(((FdHandle)s!).Fd), cancelFd);
@@ -432,7 +454,9 @@ public sealed unsafe class ShmRingSet : IDisposable
         }
         finally
         {
+            // After Dispose the callback has either run or never will.
             registration.Dispose();
+            if (cancelIndex >= 0 && ct.IsCancellationRequested) ShmInterop.EventFdDrain(cancelFd!.Fd);
         }
     }
 
@@ -457,7 +481,7 @@ public sealed unsafe class ShmRingSet : IDisposable
     /// Closes the set (see <see cref="Close"/>), waits (up to 2 s) for this process's threads
     /// blocked in a waiting call to return <see cref="RingStatus.Closed"/>, then unmaps the memory
     /// and closes every descriptor. A thread still inside a waiting call after that keeps the
-    /// mapping alive (it is leaked rather than pulled from under it).
+    /// mapping and descriptors alive (they are leaked rather than pulled from under it).
     /// </summary>
     public void Dispose()
     {
@@ -466,7 +490,10 @@ public sealed unsafe class ShmRingSet : IDisposable
         var sw = Stopwatch.StartNew();
         while (Volatile.Read(ref _waiters) != 0 && sw.ElapsedMilliseconds < 2000) Thread.Sleep(1);
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        if (Volatile.Read(ref _waiters) == 0) ShmInterop.Munmap((IntPtr)_base, (nuint)_totalSize);
+        // A thread still blocked in a waiting call keeps the mapping and the descriptors it polls:
+        // leaking them is better than pulling memory or reusable fd numbers from under it.
+        if (Volatile.Read(ref _waiters) != 0) return;
+        ShmInterop.Munmap((IntPtr)_base, (nuint)_totalSize);
         _memfd.Dispose();
         foreach (var h in _bells) h.Dispose();
         _peerPidFd?.Dispose();

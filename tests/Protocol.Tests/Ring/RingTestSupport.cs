@@ -71,6 +71,20 @@ internal static class RingTestSupport
     /// </summary>
     public static Process StartPeer(ShmRingSet creator, string mode)
     {
+        creator.SetInheritable(true);
+        try
+        {
+            return StartPeer(mode, creator.Fds.ToString());
+        }
+        finally
+        {
+            creator.SetInheritable(false);
+        }
+    }
+
+    /// <summary>Starts this test assembly again as a ring peer with the given arguments after the verb.</summary>
+    public static Process StartPeer(params string[] args)
+    {
         string dll = typeof(RingPeer).Assembly.Location;
         var psi = new ProcessStartInfo(DotnetHost())
         {
@@ -81,17 +95,8 @@ internal static class RingTestSupport
         psi.ArgumentList.Add("exec");
         psi.ArgumentList.Add(dll);
         psi.ArgumentList.Add(RingPeer.Verb);
-        psi.ArgumentList.Add(mode);
-        psi.ArgumentList.Add(creator.Fds.ToString());
-        creator.SetInheritable(true);
-        try
-        {
-            return Process.Start(psi) ?? throw new InvalidOperationException("the peer process did not start");
-        }
-        finally
-        {
-            creator.SetInheritable(false);
-        }
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        return Process.Start(psi) ?? throw new InvalidOperationException("the peer process did not start");
     }
 
     private static string DotnetHost()

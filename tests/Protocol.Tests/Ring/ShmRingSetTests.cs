@@ -65,6 +65,30 @@ public unsafe class ShmRingSetTests
     }
 
     [Fact]
+    public void Attach_RefusesASecondAttach()
+    {
+        var (creator, attacher) = Pair(1, maxFrame: 1000, directionBytes: 4096);
+        using (creator) using (attacher)
+        {
+            var e = Assert.Throws<InvalidDataException>(() => ShmRingSet.Attach(DupAll(creator.Fds)));
+            Assert.Contains($"already attached by pid {Environment.ProcessId}", e.Message);
+        }
+    }
+
+    [Fact]
+    public void PeerExitFd_IsUnknownBeforeAttachAndThenWatchesThePeer()
+    {
+        using var creator = ShmRingSet.Create(1, 1000, 4096);
+        Assert.Equal(-1, creator.PeerExitFd);
+        using var attacher = ShmRingSet.Attach(DupAll(creator.Fds));
+        Assert.True(creator.PeerExitFd >= 0);
+        Assert.True(attacher.PeerExitFd >= 0);
+        // This process is its own peer here and alive: the pidfd is not readable.
+        ShmInterop.PollFd p = new() { Fd = creator.PeerExitFd, Events = ShmInterop.POLLIN };
+        Assert.Equal(0, ShmInterop.Poll(&p, 1, 0));
+    }
+
+    [Fact]
     public void Attach_RejectsAnUnsealedFile()
     {
         int fd = ShmInterop.MemfdCreate("not-a-ring", ShmInterop.MFD_CLOEXEC);
@@ -244,6 +268,151 @@ public unsafe class ShmRingSetTests
         finally
         {
             if (!child.HasExited) child.Kill();
+        }
+    }
+
+    [Fact]
+    public void AttacherLearnsPromptlyThatTheCreatorWasKilled()
+    {
+        using var child = StartPeer("create");
+        try
+        {
+            var remote = RingFds.Parse(child.StandardOutput.ReadLine() ?? "");
+            // Take the child's descriptors as if they had been inherited (root may pidfd_getfd).
+            int pidfd = ShmInterop.PidFdOpen(child.Id);
+            Assert.True(pidfd >= 0);
+            int Take(int fd)
+            {
+                int local = ShmInterop.PidFdGetFd(pidfd, fd);
+                Assert.True(local >= 0, $"pidfd_getfd failed: errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
+                return local;
+            }
+            var bells = new int[remote.Doorbells.Count];
+            for (int i = 0; i < bells.Length; i++) bells[i] = Take(remote.Doorbells[i]);
+            using var attacher = ShmRingSet.Attach(new RingFds(Take(remote.MemFd), bells));
+            ShmInterop.Close(pidfd);
+            Assert.Equal(child.Id, attacher.PeerPid);
+            Assert.Equal(RingPeerState.Alive, attacher.PeerState);
+
+            var waiter = Worker.Start(() =>
+                Assert.Equal(RingStatus.PeerDead, attacher.GetQueue(0).Consumer.Peek(out _, TimeSpan.FromSeconds(30))));
+            Thread.Sleep(100);
+            var killed = Stopwatch.StartNew();
+            child.Kill();
+            waiter.Join();
+            Assert.True(killed.ElapsedMilliseconds < 1000, $"the dead creator was noticed only after {killed.ElapsedMilliseconds} ms");
+            Assert.Equal(RingPeerState.Dead, attacher.PeerState);
+        }
+        finally
+        {
+            if (!child.HasExited) child.Kill();
+        }
+    }
+
+    [Fact]
+    public void ArmWakeup_LetsAnEventLoopSleepOnTheDoorbellWithoutLosingACommit()
+    {
+        var (creator, attacher) = Pair(1, maxFrame: 1000, directionBytes: 4096);
+        using (creator) using (attacher)
+        {
+            var consumer = creator.GetQueue(0).Consumer;   // the vdev's completion ring
+            var producer = attacher.GetQueue(0).Producer;  // the daemon's end of it
+            for (int round = 0; round < 200; round++)
+            {
+                Assert.True(consumer.ArmWakeup());
+                var writer = Worker.Start(() => Send(producer, 8, (ulong)round, 1));
+                // Sleep on the raw descriptor, as an epoll loop would.
+                ShmInterop.PollFd p = new() { Fd = consumer.DoorbellFd, Events = ShmInterop.POLLIN };
+                Assert.Equal(1, ShmInterop.Poll(&p, 1, 10_000));
+                consumer.DisarmWakeup();
+                writer.Join();
+                Assert.Equal(RingStatus.Ok, consumer.TryPeek(out var frame));
+                Assert.Equal((ulong)round, frame.Tag);
+                consumer.Release();
+            }
+            // With a frame already there, arming refuses so that the loop does not sleep on it.
+            Send(producer, 8, 1, 1);
+            Assert.False(consumer.ArmWakeup());
+
+            // The producer side: a full ring arms, a release rings the freed bell.
+            var sq = creator.GetQueue(0).Producer;
+            while (sq.TryReserve(1000, out _) == RingStatus.Ok) sq.Commit(1000, 0);
+            Assert.True(sq.ArmWakeup(1000));
+            Assert.Equal(RingStatus.Ok, attacher.GetQueue(0).Consumer.TryPeek(out _));
+            attacher.GetQueue(0).Consumer.Release();
+            ShmInterop.PollFd q = new() { Fd = sq.DoorbellFd, Events = ShmInterop.POLLIN };
+            Assert.Equal(1, ShmInterop.Poll(&q, 1, 10_000));
+            sq.DisarmWakeup();
+            Assert.Equal(RingStatus.Ok, sq.TryReserve(1000, out _));
+        }
+    }
+
+    [Fact]
+    public void Dispose_WakesThisProcesssWaitersWithClosedBeforeUnmapping()
+    {
+        var (creator, attacher) = Pair(1, maxFrame: 1000, directionBytes: 4096);
+        using (attacher)
+        {
+            var statuses = new RingStatus[2];
+            var consumer = Worker.Start(() => statuses[0] = creator.GetQueue(0).Consumer.Peek(out _, Timeout.InfiniteTimeSpan));
+            var sq = creator.GetQueue(0).Producer;
+            while (sq.TryReserve(1000, out _) == RingStatus.Ok) sq.Commit(1000, 0);
+            var producer = Worker.Start(() => statuses[1] = sq.Reserve(1000, out _, Timeout.InfiniteTimeSpan));
+            Thread.Sleep(200);
+            var sw = Stopwatch.StartNew();
+            creator.Dispose();
+            Worker.JoinAll(new[] { consumer, producer });
+            Assert.Equal(new[] { RingStatus.Closed, RingStatus.Closed }, statuses);
+            Assert.True(sw.ElapsedMilliseconds < 1500);
+            Assert.Throws<ObjectDisposedException>(() => sq.TryReserve(1, out _));
+            Assert.Equal(RingPeerState.Closed, attacher.PeerState);
+        }
+    }
+
+    [Fact]
+    public void StreamingWithoutSpinningNeverLosesAWakeUp()
+    {
+        // Every wait goes to sleep at once, so each of these round trips exercises the arm,
+        // re-check and doorbell path on both rings; a lost wake-up hangs a side for 10 s.
+        var (creator, attacher) = Pair(2, maxFrame: 1000, directionBytes: 4096);
+        using (creator) using (attacher)
+        {
+            creator.SpinDuration = attacher.SpinDuration = TimeSpan.Zero;
+            var workers = new List<Worker>();
+            for (int q = 0; q < 2; q++)
+            {
+                var vdev = creator.GetQueue(q);
+                var daemon = attacher.GetQueue(q);
+                workers.Add(Worker.Start(() =>
+                {
+                    for (ulong i = 0; i < 5000; i++)
+                    {
+                        Assert.Equal(RingStatus.Ok, daemon.Consumer.Peek(out var request, TimeSpan.FromSeconds(10)));
+                        Assert.Equal(i, request.Tag);
+                        Assert.Equal(RingStatus.Ok, daemon.Producer.Reserve(16, out _, TimeSpan.FromSeconds(10)));
+                        daemon.Producer.Commit(16, request.Tag);
+                        daemon.Consumer.Release();
+                    }
+                }));
+                workers.Add(Worker.Start(() =>
+                {
+                    for (ulong i = 0; i < 5000; i++)
+                    {
+                        // Frames up to 900 bytes in a 4 KiB ring: the producer also sleeps on a full ring.
+                        Send(vdev.Producer, (int)(i % 7) * 150, i, i);
+                    }
+                }));
+                workers.Add(Worker.Start(() =>
+                {
+                    for (ulong i = 0; i < 5000; i++)
+                    {
+                        Assert.Equal(RingStatus.Ok, vdev.Consumer.Peek(out var reply, TimeSpan.FromSeconds(10)));
+                        Assert.Equal(i, reply.Tag);
+                        vdev.Consumer.Release();
+                    }
+                }));
+            }
+            Worker.JoinAll(workers);
         }
     }
 }
