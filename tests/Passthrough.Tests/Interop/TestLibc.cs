@@ -18,3 +18,21 @@ internal static partial class TestLibc
     [LibraryImport("libc", EntryPoint = "geteuid")]
     public static partial uint GetEuid();
 }
+
+/// <summary>Extended attribute calls, to observe the errno the kernel reports for a mount.</summary>
+internal static partial class TestXattr
+{
+    public const int EOPNOTSUPP = 95;
+
+    [LibraryImport("libc", EntryPoint = "setxattr", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Set(string path, string name, byte[] value, nuint size, int flags);
+
+    [LibraryImport("libc", EntryPoint = "getxattr", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial nint Get(string path, string name, byte[] value, nuint size);
+
+    [LibraryImport("libc", EntryPoint = "listxattr", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial nint List(string path, byte[] list, nuint size);
+
+    [LibraryImport("libc", EntryPoint = "removexattr", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Remove(string path, string name);
+}
