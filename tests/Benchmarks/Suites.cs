@@ -5,6 +5,7 @@ public static class Suites
 {
     private static readonly Dictionary<string, (string Help, Func<string[], int> Run)> All = new(StringComparer.Ordinal)
     {
+        ["fs"] = (FsBench.Help, FsBench.Run),
     };
 
     public static int Run(string[] args)
