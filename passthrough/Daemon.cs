@@ -38,6 +38,7 @@ public static class Daemon
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
 
         DevFuseTransport? mount = null;
+        RingTransport? ring = null;
         try
         {
             if (settings.MountPoint is not null)
@@ -47,16 +48,25 @@ public static class Daemon
             }
             if (settings.Ring is not null)
             {
-                Console.Error.WriteLine("passthrough: the shared-memory ring transport is not available in this build.");
-                return 1;
+                ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring);
+                log.LogInformation("Serving {Dir} on the shared-memory ring ({Queues} queues)", settings.Share.SharedDir, settings.Ring);
             }
 
             if (settings.ReadyFd is { } readyFd) ReadyNotifier.Notify(readyFd, settings.ControlSocket);
 
-            var ended = mount?.Completion ?? Task.Delay(Timeout.Infinite, stop.Token);
-            await Task.WhenAny(ended, Task.Delay(Timeout.Infinite, stop.Token)).ConfigureAwait(false);
+            var waits = new List<Task> { Task.Delay(Timeout.Infinite, stop.Token) };
+            if (mount is not null) waits.Add(mount.Completion);
+            if (ring is not null) waits.Add(ring.Completion);
+            await Task.WhenAny(waits).ConfigureAwait(false);
             if (mount is not null && mount.Completion.IsCompleted)
                 log.LogInformation("The FUSE session ended (unmounted)");
+            if (ring is not null && ring.Completion.IsCompleted)
+            {
+                var why = ring.Completion.Result;
+                if (why == Hypervisor.Protocol.Ring.RingStatus.PeerDead) log.LogWarning("The vdev died; stopping");
+                else log.LogInformation("The vdev closed the ring ({Status}); stopping", why);
+                return why == Hypervisor.Protocol.Ring.RingStatus.Broken ? 1 : 0;
+            }
             return 0;
         }
         catch (TransportException e)
@@ -67,6 +77,7 @@ public static class Daemon
         finally
         {
             mount?.Dispose();
+            ring?.Dispose();
             fs.Destroy();
         }
     }

@@ -1,4 +1,5 @@
 using Hypervisor.Passthrough.Engine;
+using Hypervisor.Passthrough.FileSystem;
 using Hypervisor.Passthrough.Share;
 using Microsoft.Extensions.Logging;
 
@@ -7,6 +8,7 @@ namespace Hypervisor.Passthrough;
 /// <summary>Creates the filesystem a share serves.</summary>
 internal static class FileSystemFactory
 {
-    public static IFileSystem Create(ShareSettings settings, ILogger logger) =>
-        throw new NotSupportedException("The passthrough filesystem is not part of this build yet.");
+    /// <summary>The passthrough filesystem over the share's directory; throws IOException / UnauthorizedAccessException /
+    /// ArgumentException with a one-sentence reason when the directory cannot be served.</summary>
+    public static IFileSystem Create(ShareSettings settings, ILogger logger) => new PassthroughFileSystem(settings, logger);
 }

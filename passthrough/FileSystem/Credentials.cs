@@ -1,0 +1,54 @@
+using Hypervisor.Passthrough.Interop;
+
+namespace Hypervisor.Passthrough.FileSystem;
+
+/// <summary>
+/// Runs a creating operation as the calling guest user: the thread's fsuid/fsgid are switched (setfsuid and
+/// setfsgid are per thread) and restored on dispose. With a non-root fsuid the kernel also drops the thread's
+/// filesystem capabilities, so permission checks, setgid-directory inheritance and CAP_MKNOD behave as for that
+/// user on a local filesystem.
+/// </summary>
+internal readonly struct Credentials : IDisposable
+{
+    [ThreadStatic] private static bool t_privateUmask;
+
+    private readonly bool _active;
+    private readonly uint _oldUid;
+    private readonly uint _oldGid;
+
+    private Credentials(uint oldUid, uint oldGid)
+    {
+        _active = true;
+        _oldUid = oldUid;
+        _oldGid = oldGid;
+    }
+
+    /// <summary>Switches when the daemon can (it is root) and the caller differs from the daemon.</summary>
+    public static Credentials Enter(bool enabled, uint uid, uint gid)
+    {
+        EnsurePrivateUmask();
+        if (!enabled) return default;
+        var oldGid = (uint)Libc.setfsgid(gid);
+        var oldUid = (uint)Libc.setfsuid(uid);
+        return new Credentials(oldUid, oldGid);
+    }
+
+    public void Dispose()
+    {
+        if (!_active) return;
+        Libc.setfsuid(_oldUid);
+        Libc.setfsgid(_oldGid);
+    }
+
+    /// <summary>
+    /// Gives this thread its own fs_struct with umask 0, once: the guest kernel has already applied the caller's
+    /// umask to the mode it sends (DONT_MASK is not negotiated), so the daemon's must not apply again. If the
+    /// unshare fails the process umask stays in force (modes may come out narrower, never wider).
+    /// </summary>
+    private static void EnsurePrivateUmask()
+    {
+        if (t_privateUmask) return;
+        t_privateUmask = true;
+        if (Libc.unshare(Libc.CLONE_FS) == 0) Libc.umask(0);
+    }
+}

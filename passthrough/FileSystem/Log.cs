@@ -1,0 +1,18 @@
+using Microsoft.Extensions.Logging;
+
+namespace Hypervisor.Passthrough.FileSystem;
+
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Serving {Root} (file handles: {Handles}, fd cache {CacheSize})")]
+    public static partial void Opened(ILogger logger, string root, bool handles, int cacheSize);
+
+    [LoggerMessage(EventId = 101, Level = LogLevel.Warning, Message = "Out of file descriptors (errno {Errno}) with {Cached} cached; the request fails and the cache is trimmed")]
+    public static partial void OutOfDescriptors(ILogger logger, int errno, int cached);
+
+    [LoggerMessage(EventId = 102, Level = LogLevel.Trace, Message = "Node {Node} dropped")]
+    public static partial void NodeDropped(ILogger logger, ulong node);
+
+    [LoggerMessage(EventId = 103, Level = LogLevel.Debug, Message = "Allowlist hides an entry below node {Node}")]
+    public static partial void Hidden(ILogger logger, ulong node);
+}

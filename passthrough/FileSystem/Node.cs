@@ -1,0 +1,295 @@
+using Hypervisor.Passthrough.Interop;
+
+namespace Hypervisor.Passthrough.FileSystem;
+
+/// <summary>The identity of a host inode: hard links share it, so they share one node.</summary>
+internal readonly record struct InodeKey(ulong Dev, ulong Ino);
+
+/// <summary>
+/// One inode the guest knows. It holds no descriptor of its own when the host filesystem has file handles: the
+/// handle reopens it on demand and the <see cref="FdCache"/> keeps a bounded number of those descriptors. Only
+/// where handles are unavailable does the node pin an O_PATH descriptor for its lifetime.
+/// </summary>
+internal sealed class Node
+{
+    public Node(ulong id, InodeKey key, uint type, byte[]? handle, SafeFd? pinned)
+    {
+        Id = id;
+        Key = key;
+        Type = type;
+        Handle = handle;
+        Pinned = pinned;
+    }
+
+    /// <summary>The FUSE node id (our own counter, never the host inode number, never reused).</summary>
+    public readonly ulong Id;
+
+    public readonly InodeKey Key;
+
+    /// <summary>The S_IFMT bits; an inode never changes type.</summary>
+    public readonly uint Type;
+
+    /// <summary>A <c>struct file_handle</c> (header and bytes) for open_by_handle_at, or null.</summary>
+    public readonly byte[]? Handle;
+
+    /// <summary>The O_PATH descriptor held when the filesystem has no handles (or the node is the share root).</summary>
+    public readonly SafeFd? Pinned;
+
+    /// <summary>Lookups the client holds; guarded by the node table stripe lock.</summary>
+    public long Lookups;
+
+    /// <summary>Set once when the lookup count reaches zero (or the session ends); guarded by the stripe lock.</summary>
+    public volatile bool Dropped;
+
+    // Fd cache state, guarded by the FdCache lock.
+    public SafeFd? CachedFd;
+    public Node? Prev;
+    public Node? Next;
+
+    /// <summary>Open files of this node (for dropping per-owner lock descriptors on the last release).</summary>
+    public int OpenCount;
+
+    /// <summary>Per lock-owner descriptors carrying that owner's POSIX locks (OFD locks); guarded by lock(this).</summary>
+    public Dictionary<ulong, SafeFd>? LockFds;
+
+    public bool IsDir => Type == Libc.S_IFDIR;
+    public bool IsRegular => Type == Libc.S_IFREG;
+    public bool IsSymlink => Type == Libc.S_IFLNK;
+
+    /// <summary>Closes every per-owner lock descriptor (releasing their locks).</summary>
+    public void DropLockFds()
+    {
+        lock (this)
+        {
+            if (LockFds is null) return;
+            foreach (var fd in LockFds.Values) fd.Dispose();
+            LockFds = null;
+        }
+    }
+}
+
+/// <summary>
+/// A descriptor borrowed for the length of one operation. The SafeHandle reference taken at borrow time keeps the
+/// descriptor number valid even if the cache evicts it meanwhile (the close then happens at <see cref="Dispose"/>).
+/// </summary>
+internal readonly struct FdLease : IDisposable
+{
+    private readonly bool _owned;
+
+    public FdLease(SafeFd fd, bool owned)
+    {
+        Fd = fd;
+        _owned = owned;
+    }
+
+    public SafeFd Fd { get; }
+
+    public void Dispose()
+    {
+        if (Fd is null) return;
+        if (_owned) Fd.Dispose();
+        else Fd.DangerousRelease();
+    }
+}
+
+/// <summary>
+/// A bounded LRU of O_PATH descriptors of handle-identified nodes. One lock, O(1) per operation (an intrusive list
+/// through the nodes); syscalls (opening) happen outside it, closes of evicted descriptors inside (cheap).
+/// </summary>
+internal sealed class FdCache
+{
+    private readonly object _lock = new();
+    private readonly int _capacity;
+    private Node? _head;
+    private Node? _tail;
+    private int _count;
+
+    public FdCache(int capacity) => _capacity = Math.Max(1, capacity);
+
+    public int Count => Volatile.Read(ref _count);
+
+    public int Capacity => _capacity;
+
+    /// <summary>Borrows the cached descriptor of <paramref name="node"/>, if any, and marks it recently used.</summary>
+    public bool TryLease(Node node, out FdLease lease)
+    {
+        lock (_lock)
+        {
+            var fd = node.CachedFd;
+            if (fd is not null)
+            {
+                MoveToFront(node);
+                var added = false;
+                fd.DangerousAddRef(ref added);
+                lease = new FdLease(fd, owned: false);
+                return true;
+            }
+        }
+        lease = default;
+        return false;
+    }
+
+    /// <summary>
+    /// Caches <paramref name="fd"/> (ownership passes to the cache) and returns a lease on the node's descriptor.
+    /// If the node was dropped meanwhile the descriptor is not cached and the lease owns it.
+    /// </summary>
+    public FdLease InsertAndLease(Node node, SafeFd fd)
+    {
+        SafeFd? surplus = null;
+        FdLease lease;
+        lock (_lock)
+        {
+            if (node.Dropped) return new FdLease(fd, owned: true);
+            if (node.CachedFd is { } existing)
+            {
+                surplus = fd;
+                fd = existing;
+                MoveToFront(node);
+            }
+            else
+            {
+                node.CachedFd = fd;
+                LinkFront(node);
+                _count++;
+                EvictOverflow();
+            }
+            var added = false;
+            fd.DangerousAddRef(ref added);
+            lease = new FdLease(fd, owned: false);
+        }
+        surplus?.Dispose();
+        return lease;
+    }
+
+    /// <summary>Caches <paramref name="fd"/> for <paramref name="node"/> unless it already has one (then it is closed).</summary>
+    public void Adopt(Node node, SafeFd fd)
+    {
+        lock (_lock)
+        {
+            if (!node.Dropped && node.CachedFd is null)
+            {
+                node.CachedFd = fd;
+                LinkFront(node);
+                _count++;
+                EvictOverflow();
+                return;
+            }
+        }
+        fd.Dispose();
+    }
+
+    /// <summary>Like <see cref="Adopt"/> for a raw descriptor, wrapped only when it is kept (no allocation on a hit).</summary>
+    public void AdoptRaw(Node node, int fd)
+    {
+        lock (_lock)
+        {
+            if (!node.Dropped && node.CachedFd is null)
+            {
+                node.CachedFd = new SafeFd(fd);
+                LinkFront(node);
+                _count++;
+                EvictOverflow();
+                return;
+            }
+            MoveToFront(node);
+        }
+        Libc.close(fd);
+    }
+
+    /// <summary>Drops the node's descriptor (the node was forgotten).</summary>
+    public void Remove(Node node)
+    {
+        lock (_lock)
+        {
+            if (node.CachedFd is not { } fd) return;
+            Unlink(node);
+            node.CachedFd = null;
+            _count--;
+            fd.Dispose();
+        }
+    }
+
+    /// <summary>Closes up to <paramref name="count"/> least recently used descriptors (after EMFILE/ENFILE).</summary>
+    public void Trim(int count)
+    {
+        lock (_lock)
+        {
+            while (count-- > 0 && _tail is { } victim) EvictOne(victim);
+        }
+    }
+
+    public void Clear()
+    {
+        lock (_lock)
+        {
+            while (_tail is { } victim) EvictOne(victim);
+        }
+    }
+
+    private void EvictOverflow()
+    {
+        while (_count > _capacity && _tail is { } victim) EvictOne(victim);
+    }
+
+    private void EvictOne(Node victim)
+    {
+        Unlink(victim);
+        var fd = victim.CachedFd!;
+        victim.CachedFd = null;
+        _count--;
+        fd.Dispose();
+    }
+
+    private void LinkFront(Node node)
+    {
+        node.Prev = null;
+        node.Next = _head;
+        if (_head is not null) _head.Prev = node;
+        _head = node;
+        _tail ??= node;
+    }
+
+    private void Unlink(Node node)
+    {
+        if (node.Prev is not null) node.Prev.Next = node.Next;
+        else _head = node.Next;
+        if (node.Next is not null) node.Next.Prev = node.Prev;
+        else _tail = node.Prev;
+        node.Prev = node.Next = null;
+    }
+
+    private void MoveToFront(Node node)
+    {
+        if (_head == node) return;
+        Unlink(node);
+        LinkFront(node);
+    }
+}
+
+/// <summary>An open file or directory (a FUSE <c>fh</c>).</summary>
+internal sealed class OpenFile
+{
+    public OpenFile(ulong id, Node node, SafeFd fd, bool isDir, int accessMode)
+    {
+        Id = id;
+        Node = node;
+        Fd = fd;
+        IsDir = isDir;
+        AccessMode = accessMode;
+    }
+
+    public readonly ulong Id;
+    public readonly Node Node;
+    public readonly SafeFd Fd;
+    public readonly bool IsDir;
+
+    /// <summary>O_RDONLY / O_WRONLY / O_RDWR as the guest opened it (lock types are checked against it).</summary>
+    public readonly int AccessMode;
+
+    // Directory stream state, guarded by lock(this): a getdents64 buffer and the d_off cookie of the next entry.
+    public byte[]? Buffer;
+    public int BufferPos;
+    public int BufferLen;
+    public ulong NextOffset;
+    public bool Positioned;
+}

@@ -1,0 +1,446 @@
+using System.Runtime.InteropServices;
+using Hypervisor.Passthrough.Engine;
+using Hypervisor.Passthrough.Interop;
+using Hypervisor.Protocol.Fuse;
+
+namespace Hypervisor.Passthrough.FileSystem;
+
+public sealed partial class PassthroughFileSystem
+{
+    /// <inheritdoc/>
+    public Result<EntryOut> Lookup(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name)
+    {
+        var check = CheckName(name);
+        if (check.IsError) return check;
+        var err = Acquire(parent, out var parentNode, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            if (!parentNode!.IsDir) return Errno.ENOTDIR;
+            if (IsDot(name) || (IsDotDot(name) && parentNode == _root)) return AddLookup(parentNode, lease.Fd);
+            return LookupAt(lease.Fd, name, checkAllowlist: true);
+        }
+    }
+
+    /// <summary>LOOKUP of "." (and ".." at the root): the same node, one more lookup.</summary>
+    private Result<EntryOut> AddLookup(Node node, SafeFd fd)
+    {
+        if (Libc.fstat(fd, out var st) != 0) return LastErrno();
+        lock (_inodes[Stripe(node.Key)])
+        {
+            if (node.Dropped) return Errno.ENOENT;
+            node.Lookups++;
+        }
+        return MakeEntry(node, st);
+    }
+
+    /// <summary>
+    /// Resolves one checked component below <paramref name="dirFd"/> without following a symlink and returns its
+    /// entry with one more lookup counted. <paramref name="name"/> has no NUL. The new descriptor stays a raw int
+    /// unless the cache keeps it, so a LOOKUP of a known, cached node allocates nothing.
+    /// </summary>
+    private Result<EntryOut> LookupAt(SafeFd dirFd, ReadOnlySpan<byte> name, bool checkAllowlist)
+    {
+        Span<byte> buffer = stackalloc byte[MaxName + 1];
+        var cname = CString(name, buffer);
+        var fd = Libc.openat(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            var errno = LastErrno();
+            OnDescriptorFailure(errno);
+            return errno;
+        }
+        if (Libc.fstat(fd, out var st) != 0)
+        {
+            var errno = LastErrno();
+            Libc.close(fd);
+            return errno;
+        }
+        if (checkAllowlist && _settings.Allowlist is not null && !Permitted(fd))
+        {
+            Libc.close(fd);
+            return Errno.ENOENT;
+        }
+        var node = Intern(fd, st);
+        return MakeEntry(node, st);
+    }
+
+    /// <summary>
+    /// Finds or creates the node of the inode behind <paramref name="pathFd"/> (a raw O_PATH descriptor whose
+    /// ownership passes to this method) and counts one lookup.
+    /// </summary>
+    private Node Intern(int pathFd, in Stat st)
+    {
+        var key = new InodeKey(st.Dev, st.Ino);
+        var stripe = _inodes[Stripe(key)];
+        Node? node;
+        lock (stripe)
+        {
+            if (stripe.TryGetValue(key, out node)) node.Lookups++;
+        }
+        if (node is not null)
+        {
+            KeepDescriptor(node, pathFd);
+            return node;
+        }
+
+        var owned = new SafeFd(pathFd);
+        var handle = _useHandles ? MakeHandle(owned) : null;
+        var candidate = new Node((ulong)Interlocked.Increment(ref _nextNodeId), key, st.Mode & Libc.S_IFMT, handle,
+            handle is null ? owned : null);
+        lock (stripe)
+        {
+            if (stripe.TryGetValue(key, out node))
+            {
+                node.Lookups++;
+            }
+            else
+            {
+                candidate.Lookups = 1;
+                stripe.Add(key, candidate);
+                _nodes[candidate.Id] = candidate;
+            }
+        }
+        if (node is not null)
+        {
+            // Lost a race with another LOOKUP of the same inode: its node wins.
+            if (node.Pinned is null) _fdCache.Adopt(node, owned);
+            else owned.Dispose();
+            return node;
+        }
+        if (handle is not null) _fdCache.Adopt(candidate, owned);
+        return candidate;
+    }
+
+    private void KeepDescriptor(Node node, int pathFd)
+    {
+        if (node.Pinned is null) _fdCache.AdoptRaw(node, pathFd);
+        else Libc.close(pathFd);
+    }
+
+    /// <summary>The file handle of the inode, or null when the filesystem has none or it lies on another mount
+    /// than the share's root (a handle only decodes against a descriptor of its own filesystem).</summary>
+    private byte[]? MakeHandle(SafeFd fd)
+    {
+        Span<byte> buffer = stackalloc byte[8 + Libc.MAX_HANDLE_SZ];
+        MemoryMarshal.Write(buffer, Libc.MAX_HANDLE_SZ);
+        if (Libc.name_to_handle_at(fd, "\0"u8, buffer, out var mountId, Libc.AT_EMPTY_PATH) != 0) return null;
+        if (mountId != _rootMountId) return null;
+        var bytes = MemoryMarshal.Read<int>(buffer);
+        return buffer[..(8 + bytes)].ToArray();
+    }
+
+    /// <inheritdoc/>
+    public void Forget(NodeId node, ulong count)
+    {
+        if (node.Value == FuseConstants.RootId) return;
+        var n = FindNode(node);
+        if (n is null) return;
+        lock (_inodes[Stripe(n.Key)])
+        {
+            if (n.Dropped) return;
+            n.Lookups = count >= (ulong)n.Lookups ? 0 : n.Lookups - (long)count;
+            if (n.Lookups > 0) return;
+            n.Dropped = true;
+            var stripe = _inodes[Stripe(n.Key)];
+            if (stripe.TryGetValue(n.Key, out var mapped) && mapped == n) stripe.Remove(n.Key);
+            _nodes.TryRemove(n.Id, out _);
+        }
+        _fdCache.Remove(n);
+        n.Pinned?.Dispose();
+        n.DropLockFds();
+        Log.NodeDropped(_logger, n.Id);
+    }
+
+    /// <inheritdoc/>
+    public Result<AttrOut> GetAttr(in FuseContext ctx, NodeId node, FileHandle? handle)
+    {
+        Stat st;
+        if (handle is { } fh)
+        {
+            if (!_files.TryGetValue(fh.Value, out var file) || file.Node.Id != node.Value) return Errno.EBADF;
+            if (Libc.fstat(file.Fd, out st) != 0) return LastErrno();
+            return MakeAttrOut(st);
+        }
+        var err = Acquire(node, out _, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            if (Libc.fstat(lease.Fd, out st) != 0) return LastErrno();
+        }
+        return MakeAttrOut(st);
+    }
+
+    /// <inheritdoc/>
+    public Result<AttrOut> SetAttr(in FuseContext ctx, NodeId node, in SetAttrIn args)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        var valid = (SetAttrValid)args.Valid;
+        OpenFile? file = null;
+        if ((valid & SetAttrValid.Fh) != 0)
+        {
+            if (!_files.TryGetValue(args.Fh, out file) || file.IsDir || file.Node.Id != node.Value) return Errno.EBADF;
+        }
+        var err = Acquire(node, out var n, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
+            var proc = ProcPath.Format(lease.Fd.Value, procBuffer);
+
+            if ((valid & SetAttrValid.Mode) != 0)
+            {
+                // chmod of a symlink is not supported on Linux (fchmodat with AT_SYMLINK_NOFOLLOW says so).
+                if (n!.IsSymlink) return Errno.EOPNOTSUPP;
+                var mode = args.Mode & 0xFFF;
+                var r = file is not null ? Libc.fchmod(file.Fd, mode) : Libc.fchmodat(Libc.AT_FDCWD, proc, mode, 0);
+                if (r != 0) return LastErrno();
+            }
+
+            if ((valid & (SetAttrValid.Uid | SetAttrValid.Gid)) != 0)
+            {
+                // lchown semantics: the inode itself, never a symlink's target. The host kernel clears
+                // set-user-ID/set-group-ID on chown of a regular file as it would locally.
+                var uid = (valid & SetAttrValid.Uid) != 0 ? args.Uid : uint.MaxValue;
+                var gid = (valid & SetAttrValid.Gid) != 0 ? args.Gid : uint.MaxValue;
+                if (Libc.fchownat(lease.Fd, "\0"u8, uid, gid, Libc.AT_EMPTY_PATH | Libc.AT_SYMLINK_NOFOLLOW) != 0) return LastErrno();
+            }
+
+            if ((valid & SetAttrValid.Size) != 0)
+            {
+                if (n!.IsDir) return Errno.EISDIR;
+                if (!n.IsRegular) return Errno.EINVAL;
+                if (args.Size > long.MaxValue) return Errno.EINVAL;
+                var r = file is not null ? Libc.ftruncate(file.Fd, (long)args.Size) : Libc.truncate(proc, (long)args.Size);
+                if (r != 0) return LastErrno();
+                if ((valid & SetAttrValid.KillSuidGid) != 0) KillSuidGid(lease.Fd);
+            }
+
+            if ((valid & (SetAttrValid.ATime | SetAttrValid.MTime)) != 0)
+            {
+                Span<Timespec> times = stackalloc Timespec[2];
+                times[0] = TimeFor(valid, SetAttrValid.ATime, SetAttrValid.ATimeNow, args.Atime, args.Atimensec);
+                times[1] = TimeFor(valid, SetAttrValid.MTime, SetAttrValid.MTimeNow, args.Mtime, args.Mtimensec);
+                var r = file is not null
+                    ? Libc.futimens(file.Fd, times)
+                    : Libc.utimensat(lease.Fd, "\0"u8, times, Libc.AT_EMPTY_PATH | Libc.AT_SYMLINK_NOFOLLOW);
+                if (r != 0) return LastErrno();
+            }
+
+            if (Libc.fstat(lease.Fd, out var st) != 0) return LastErrno();
+            return MakeAttrOut(st);
+        }
+    }
+
+    private static Timespec TimeFor(SetAttrValid valid, SetAttrValid set, SetAttrValid now, ulong sec, uint nsec)
+    {
+        if ((valid & set) == 0) return new Timespec { Sec = 0, Nsec = Libc.UTIME_OMIT };
+        if ((valid & now) != 0) return new Timespec { Sec = 0, Nsec = Libc.UTIME_NOW };
+        if (nsec >= 1_000_000_000) nsec = 999_999_999;
+        return new Timespec { Sec = (long)sec, Nsec = nsec };
+    }
+
+    /// <inheritdoc/>
+    public Result<int> ReadLink(in FuseContext ctx, NodeId node, Span<byte> destination)
+    {
+        var err = Acquire(node, out var n, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            if (!n!.IsSymlink) return Errno.EINVAL;
+            var r = Libc.readlinkat(lease.Fd, "\0"u8, destination, (nuint)destination.Length);
+            if (r < 0) return LastErrno();
+            return (int)r;
+        }
+    }
+
+    /// <summary>
+    /// Validates a name for an operation that creates it (mkdir, mknod, symlink, link): "." and ".." exist already,
+    /// so Linux answers EEXIST for them, as it does here.
+    /// </summary>
+    private static Errno CheckNewName(ReadOnlySpan<byte> name)
+    {
+        var check = CheckName(name);
+        if (check.IsError) return check;
+        return IsDots(name) ? Errno.EEXIST : Errno.Ok;
+    }
+
+    private Errno AcquireDir(NodeId parent, out FdLease lease)
+    {
+        var err = Acquire(parent, out var node, out lease);
+        if (err.IsError) return err;
+        if (!node!.IsDir)
+        {
+            lease.Dispose();
+            lease = default;
+            return Errno.ENOTDIR;
+        }
+        return Errno.Ok;
+    }
+
+    /// <summary>Switches to the caller's fsuid/fsgid for a creating call. Capture the call's errno inside the
+    /// scope: restoring the credentials is itself a call and the saved errno does not survive it.</summary>
+    private Credentials AsCaller(in FuseContext ctx) =>
+        Credentials.Enter(_switchCredentials && (ctx.Uid != 0 || ctx.Gid != 0), ctx.Uid, ctx.Gid);
+
+    /// <inheritdoc/>
+    public Result<EntryOut> Symlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        var check = CheckNewName(name);
+        if (check.IsError) return check;
+        if (target.IsEmpty) return Errno.ENOENT;
+        if (target.Length >= PathMax) return Errno.ENAMETOOLONG;
+        if (target.IndexOf((byte)0) >= 0) return Errno.EINVAL;
+        var err = AcquireDir(parent, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
+            Span<byte> targetBuffer = stackalloc byte[PathMax];
+            var failure = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.symlinkat(CString(target, targetBuffer), lease.Fd, CString(name, nameBuffer)) != 0) failure = LastErrno();
+            }
+            if (failure.IsError) return failure;
+            return LookupAt(lease.Fd, name, checkAllowlist: false);
+        }
+    }
+
+    /// <inheritdoc/>
+    public Result<EntryOut> MkNod(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkNodIn args)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        var check = CheckNewName(name);
+        if (check.IsError) return check;
+        var type = args.Mode & Libc.S_IFMT;
+        if (type is not (0 or Libc.S_IFREG or Libc.S_IFIFO or Libc.S_IFSOCK or Libc.S_IFCHR or Libc.S_IFBLK)) return Errno.EINVAL;
+        var err = AcquireDir(parent, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
+            var failure = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.mknodat(lease.Fd, CString(name, nameBuffer), args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev) != 0) failure = LastErrno();
+            }
+            if (failure.IsError) return failure;
+            return LookupAt(lease.Fd, name, checkAllowlist: false);
+        }
+    }
+
+    /// <inheritdoc/>
+    public Result<EntryOut> MkDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkDirIn args)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        var check = CheckNewName(name);
+        if (check.IsError) return check;
+        var err = AcquireDir(parent, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
+            var failure = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.mkdirat(lease.Fd, CString(name, nameBuffer), args.Mode & 0xFFF) != 0) failure = LastErrno();
+            }
+            if (failure.IsError) return failure;
+            return LookupAt(lease.Fd, name, checkAllowlist: false);
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno Unlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        var check = CheckName(name);
+        if (check.IsError) return check;
+        // unlink(2) of "." or ".." is EISDIR on Linux (they are directories).
+        if (IsDots(name)) return Errno.EISDIR;
+        var err = AcquireDir(parent, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
+            return Libc.unlinkat(lease.Fd, CString(name, nameBuffer), 0) == 0 ? Errno.Ok : LastErrno();
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno RmDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        var check = CheckName(name);
+        if (check.IsError) return check;
+        // rmdir(2): "." is EINVAL, ".." is ENOTEMPTY on Linux.
+        if (IsDot(name)) return Errno.EINVAL;
+        if (IsDotDot(name)) return Errno.ENOTEMPTY;
+        var err = AcquireDir(parent, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
+            return Libc.unlinkat(lease.Fd, CString(name, nameBuffer), Libc.AT_REMOVEDIR) == 0 ? Errno.Ok : LastErrno();
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno Rename(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, NodeId newParent, ReadOnlySpan<byte> newName, uint flags)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        const uint known = FuseConstants.RenameNoReplace | FuseConstants.RenameExchange | FuseConstants.RenameWhiteout;
+        if ((flags & ~known) != 0) return Errno.EINVAL;
+        var check = CheckName(name);
+        if (check.IsError) return check;
+        check = CheckName(newName);
+        if (check.IsError) return check;
+        // renameat2(2): a "." or ".." source is EBUSY; as a target EEXIST with RENAME_NOREPLACE, else EBUSY.
+        if (IsDots(name)) return Errno.EBUSY;
+        if (IsDots(newName)) return (flags & FuseConstants.RenameNoReplace) != 0 ? Errno.EEXIST : Errno.EBUSY;
+        var err = AcquireDir(parent, out var oldLease);
+        if (err.IsError) return err;
+        using (oldLease)
+        {
+            err = AcquireDir(newParent, out var newLease);
+            if (err.IsError) return err;
+            using (newLease)
+            {
+                Span<byte> oldBuffer = stackalloc byte[MaxName + 1];
+                Span<byte> newBuffer = stackalloc byte[MaxName + 1];
+                var r = Libc.renameat2(oldLease.Fd, CString(name, oldBuffer), newLease.Fd, CString(newName, newBuffer), flags);
+                return r == 0 ? Errno.Ok : LastErrno();
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public Result<EntryOut> Link(in FuseContext ctx, NodeId node, NodeId newParent, ReadOnlySpan<byte> newName)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        var check = CheckNewName(newName);
+        if (check.IsError) return check;
+        var err = Acquire(node, out var n, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            // link(2) of a directory is EPERM on Linux.
+            if (n!.IsDir) return Errno.EPERM;
+            err = AcquireDir(newParent, out var dirLease);
+            if (err.IsError) return err;
+            using (dirLease)
+            {
+                Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
+                Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
+                // Linking the magic link of the O_PATH descriptor links the inode itself (AT_EMPTY_PATH would
+                // need CAP_DAC_READ_SEARCH; this works for any daemon user).
+                var r = Libc.linkat(Libc.AT_FDCWD, ProcPath.Format(lease.Fd.Value, procBuffer), dirLease.Fd,
+                    CString(newName, nameBuffer), Libc.AT_SYMLINK_FOLLOW);
+                if (r != 0) return LastErrno();
+                return LookupAt(dirLease.Fd, newName, checkAllowlist: false);
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+using Hypervisor.Passthrough.Engine;
+using Hypervisor.Passthrough.Interop;
+using Hypervisor.Protocol.Fuse;
+
+namespace Hypervisor.Passthrough.FileSystem;
+
+public sealed partial class PassthroughFileSystem
+{
+    private const int XattrNameMax = 255;
+    private const int XattrSizeMax = 65536;
+
+    /// <inheritdoc/>
+    public Result<KStatFs> StatFs(in FuseContext ctx, NodeId node)
+    {
+        var err = Acquire(node, out _, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            if (Libc.fstatvfs(lease.Fd, out var st) != 0) return LastErrno();
+            return new KStatFs
+            {
+                Blocks = st.Blocks,
+                Bfree = st.Bfree,
+                Bavail = st.Bavail,
+                Files = st.Files,
+                Ffree = st.Ffree,
+                Bsize = (uint)st.Bsize,
+                Namelen = (uint)st.Namemax,
+                Frsize = (uint)st.Frsize,
+            };
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno Access(in FuseContext ctx, NodeId node, uint mask)
+    {
+        const uint W_OK = 2;
+        if ((mask & ~7u) != 0) return Errno.EINVAL;
+        var err = Acquire(node, out var n, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            if (ReadOnly && (mask & W_OK) != 0 && (n!.IsRegular || n.IsDir || n.IsSymlink)) return Errno.EROFS;
+            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
+            var proc = ProcPath.Format(lease.Fd.Value, procBuffer);
+            // AT_EACCESS checks with the effective (here: fs) identity, which is the caller's while switched.
+            var result = Errno.Ok;
+            using (AsCaller(ctx))
+            {
+                if (Libc.faccessat(Libc.AT_FDCWD, proc, (int)mask, Libc.AT_EACCESS) != 0) result = LastErrno();
+            }
+            return result;
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno SyncFs(in FuseContext ctx, NodeId node) =>
+        Libc.syncfs(_mountFd) == 0 ? Errno.Ok : LastErrno();
+
+    // ---- extended attributes: ENOSYS unless --xattr, as virtiofsd answers (the guest then stops asking) ----
+
+    private static Errno CheckXattrName(ReadOnlySpan<byte> name)
+    {
+        if (name.IsEmpty) return Errno.ERANGE;
+        if (name.Length > XattrNameMax) return Errno.ERANGE;
+        return name.IndexOf((byte)0) >= 0 ? Errno.EINVAL : Errno.Ok;
+    }
+
+    /// <inheritdoc/>
+    public Result<int> GetXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name, Span<byte> destination)
+    {
+        if (!_options.XAttr) return Errno.ENOSYS;
+        var check = CheckXattrName(name);
+        if (check.IsError) return check;
+        var err = Acquire(node, out _, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
+            Span<byte> nameBuffer = stackalloc byte[XattrNameMax + 1];
+            var r = Libc.getxattr(ProcPath.Format(lease.Fd.Value, procBuffer), CString(name, nameBuffer), destination, (nuint)destination.Length);
+            return r < 0 ? LastErrno() : (int)r;
+        }
+    }
+
+    /// <inheritdoc/>
+    public Result<int> ListXAttr(in FuseContext ctx, NodeId node, Span<byte> destination)
+    {
+        if (!_options.XAttr) return Errno.ENOSYS;
+        var err = Acquire(node, out _, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
+            var r = Libc.listxattr(ProcPath.Format(lease.Fd.Value, procBuffer), destination, (nuint)destination.Length);
+            return r < 0 ? LastErrno() : (int)r;
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno SetXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, in SetXAttrIn args)
+    {
+        if (!_options.XAttr) return Errno.ENOSYS;
+        if (ReadOnly) return Errno.EROFS;
+        var check = CheckXattrName(name);
+        if (check.IsError) return check;
+        if (value.Length > XattrSizeMax) return Errno.E2BIG;
+        const uint known = 1 | 2; // XATTR_CREATE | XATTR_REPLACE
+        if ((args.Flags & ~known) != 0) return Errno.EINVAL;
+        var err = Acquire(node, out _, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
+            Span<byte> nameBuffer = stackalloc byte[XattrNameMax + 1];
+            var r = Libc.setxattr(ProcPath.Format(lease.Fd.Value, procBuffer), CString(name, nameBuffer), value, (nuint)value.Length, (int)args.Flags);
+            return r == 0 ? Errno.Ok : LastErrno();
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno RemoveXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name)
+    {
+        if (!_options.XAttr) return Errno.ENOSYS;
+        if (ReadOnly) return Errno.EROFS;
+        var check = CheckXattrName(name);
+        if (check.IsError) return check;
+        var err = Acquire(node, out _, out var lease);
+        if (err.IsError) return err;
+        using (lease)
+        {
+            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
+            Span<byte> nameBuffer = stackalloc byte[XattrNameMax + 1];
+            var r = Libc.removexattr(ProcPath.Format(lease.Fd.Value, procBuffer), CString(name, nameBuffer));
+            return r == 0 ? Errno.Ok : LastErrno();
+        }
+    }
+}

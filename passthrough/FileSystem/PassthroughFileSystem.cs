@@ -1,0 +1,436 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using System.Text;
+using Hypervisor.Passthrough.Engine;
+using Hypervisor.Passthrough.Interop;
+using Hypervisor.Passthrough.Share;
+using Hypervisor.Protocol.Fuse;
+using Microsoft.Extensions.Logging;
+
+namespace Hypervisor.Passthrough.FileSystem;
+
+/// <summary>
+/// Serves FUSE requests on a host directory with POSIX calls, strictly inside it.
+/// <list type="bullet">
+/// <item>Every name is resolved relative to a descriptor of its parent, one component at a time, with
+/// <c>openat(O_PATH|O_NOFOLLOW)</c>; symlinks are never followed, "..' of the root is the root.</item>
+/// <item>Inodes are identified by file handle (<c>name_to_handle_at</c>, reopened with <c>open_by_handle_at</c>
+/// against a descriptor of the share's mount, which needs CAP_DAC_READ_SEARCH); a bounded LRU keeps their O_PATH
+/// descriptors. Where the filesystem has no handles (or the daemon is not root) a node pins an O_PATH descriptor.
+/// Node ids come from a 64-bit counter that is never reset, so an id is never reused, not even across sessions;
+/// the entry generation is the session number.</item>
+/// <item>Files are opened for I/O only when they are regular files (directories through OPENDIR): by reopening
+/// <c>/proc/self/fd/N</c> of the node's O_PATH descriptor, never through a path built from guest bytes. OPEN of a
+/// FIFO, socket or device answers ENXIO: the guest kernel serves those inodes itself, so such an OPEN only comes
+/// from a client bypassing it, and the daemon must neither block on a FIFO nor touch a host device.</item>
+/// <item>Creating operations run with the thread's fsuid/fsgid set to the caller's, so new inodes belong to the
+/// caller and a setgid parent's group is inherited as on a local filesystem. Each worker thread gets its own
+/// umask of 0 (<c>unshare(CLONE_FS)</c>) because the guest kernel has already applied the caller's umask.</item>
+/// <item>POSIX locks are OFD locks on one descriptor per (node, lock owner): locks of one owner never conflict
+/// with each other, different owners conflict, and FLUSH from an owner (a close(2) in the guest) releases that
+/// owner's locks, which is what POSIX asks of fcntl locks. SETLKW blocks its worker thread in F_OFD_SETLKW until
+/// the lock is granted (the engine serves requests on a pool, so other requests proceed).</item>
+/// </list>
+/// </summary>
+public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
+{
+    private const int Stripes = 64;
+    private const int MaxName = 255;
+    private const int PathMax = 4096;
+
+    private readonly ShareSettings _settings;
+    private readonly ShareOptions _options;
+    private readonly ILogger _logger;
+
+    private readonly SafeFd _rootFd;
+    private readonly SafeFd _mountFd;
+    private readonly Node _root;
+    private readonly string _rootPath;
+    private readonly bool _useHandles;
+    private readonly int _rootMountId;
+    private readonly bool _switchCredentials;
+
+    private readonly ConcurrentDictionary<ulong, Node> _nodes = new();
+    private readonly Dictionary<InodeKey, Node>[] _inodes = new Dictionary<InodeKey, Node>[Stripes];
+    private readonly ConcurrentDictionary<ulong, OpenFile> _files = new();
+    private readonly FdCache _fdCache;
+
+    private long _nextNodeId = 1;
+    private long _nextFh;
+    private long _generation;
+    private long _bytesRead;
+    private long _bytesWritten;
+    private InitFlags _negotiated;
+
+    /// <summary>
+    /// Opens the share's directory. Throws <see cref="DirectoryNotFoundException"/> / <see cref="IOException"/> /
+    /// <see cref="UnauthorizedAccessException"/> with a sentence saying what to change when it is missing, not a
+    /// directory or not accessible.
+    /// </summary>
+    public PassthroughFileSystem(ShareSettings settings, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(logger);
+        _settings = settings;
+        _options = settings.Options;
+        _logger = logger;
+        var dir = _options.SharedDir;
+        if (string.IsNullOrEmpty(dir))
+            throw new ArgumentException("The shared directory is empty; set --shared-dir to an existing host directory.", nameof(settings));
+        if (_options.FdCacheSize < 1)
+            throw new ArgumentException($"The fd cache size {_options.FdCacheSize} is too small; set it to at least 1 (default 8192).", nameof(settings));
+
+        for (var i = 0; i < Stripes; i++) _inodes[i] = new Dictionary<InodeKey, Node>();
+        _fdCache = new FdCache(_options.FdCacheSize);
+
+        var pathBytes = Encoding.UTF8.GetBytes(dir + "\0");
+        var fd = Libc.openat(Libc.AT_FDCWD, pathBytes, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            var errno = Libc.Errno();
+            throw errno switch
+            {
+                2 => new DirectoryNotFoundException($"The shared directory '{dir}' does not exist; create it or set --shared-dir to an existing directory."),
+                20 => new IOException($"The shared directory '{dir}' is not a directory; set --shared-dir to a directory."),
+                13 => new UnauthorizedAccessException($"The shared directory '{dir}' cannot be opened (permission denied); run the daemon as root or set --shared-dir to a directory it can open."),
+                _ => new IOException($"The shared directory '{dir}' cannot be opened ({new Errno(errno)}); set --shared-dir to a readable local directory."),
+            };
+        }
+        _rootFd = new SafeFd(fd);
+        var mount = Libc.openat(_rootFd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
+        if (mount < 0)
+        {
+            var errno = Libc.Errno();
+            _rootFd.Dispose();
+            throw new UnauthorizedAccessException($"The shared directory '{dir}' cannot be read ({new Errno(errno)}); give the daemon read access to it.");
+        }
+        _mountFd = new SafeFd(mount);
+        Libc.fstat(_rootFd, out var st);
+        _rootPath = ReadProcLink(_rootFd) ?? Path.GetFullPath(dir);
+
+        // Handles are used only when this process can reopen them (CAP_DAC_READ_SEARCH); probe on the root.
+        Span<byte> handle = stackalloc byte[8 + Libc.MAX_HANDLE_SZ];
+        MemoryMarshal.Write(handle, Libc.MAX_HANDLE_SZ);
+        if (Libc.name_to_handle_at(_rootFd, "\0"u8, handle, out _rootMountId, Libc.AT_EMPTY_PATH) == 0)
+        {
+            var probe = Libc.open_by_handle_at(_mountFd, handle, Libc.O_PATH | Libc.O_CLOEXEC);
+            if (probe >= 0)
+            {
+                Libc.close(probe);
+                _useHandles = true;
+            }
+        }
+        _switchCredentials = Libc.geteuid() == 0;
+
+        _root = new Node(FuseConstants.RootId, new InodeKey(st.Dev, st.Ino), Libc.S_IFDIR, null, _rootFd);
+        _root.Lookups = long.MaxValue / 2;
+        InstallRoot();
+        Log.Opened(_logger, _rootPath, _useHandles, _options.FdCacheSize);
+    }
+
+    /// <summary>Nodes the guest currently knows (including the root).</summary>
+    public long KnownNodes => _nodes.Count;
+
+    /// <summary>Open files and directories (FUSE handles).</summary>
+    public long OpenHandles => _files.Count;
+
+    /// <summary>Bytes returned by READ since start.</summary>
+    public long BytesRead => Interlocked.Read(ref _bytesRead);
+
+    /// <summary>Bytes accepted by WRITE since start.</summary>
+    public long BytesWritten => Interlocked.Read(ref _bytesWritten);
+
+    /// <summary>O_PATH descriptors currently held in the bounded cache.</summary>
+    public int CachedDescriptors => _fdCache.Count;
+
+    /// <summary>Whether inodes are identified by file handle (false: every node pins an O_PATH descriptor).</summary>
+    public bool UsesFileHandles => _useHandles;
+
+    /// <summary>The INIT flags agreed with the client.</summary>
+    public InitFlags Negotiated => _negotiated;
+
+    private void InstallRoot()
+    {
+        _nodes[_root.Id] = _root;
+        lock (_inodes[Stripe(_root.Key)]) _inodes[Stripe(_root.Key)][_root.Key] = _root;
+    }
+
+    /// <inheritdoc/>
+    public InitFlags Init(InitFlags offered)
+    {
+        var wanted = InitFlags.AsyncRead | InitFlags.PosixLocks | InitFlags.FlockLocks | InitFlags.AtomicOTrunc
+            | InitFlags.BigWrites | InitFlags.DoReadDirPlus | InitFlags.ReadDirPlusAuto | InitFlags.ParallelDirOps
+            | InitFlags.MaxPages | InitFlags.HandleKillPrivV2 | InitFlags.ExportSupport | InitFlags.CacheSymlinks
+            | InitFlags.AsyncDio;
+        if (_options.XAttr) wanted |= InitFlags.SetXAttrExt;
+        if (_options.Writeback) wanted |= InitFlags.WritebackCache;
+        if (_settings.Cache == CachePolicy.Auto) wanted |= InitFlags.AutoInvalData;
+        _negotiated = wanted & offered;
+        Interlocked.Increment(ref _generation);
+        return _negotiated;
+    }
+
+    /// <inheritdoc/>
+    public void Destroy()
+    {
+        foreach (var file in _files.Values)
+        {
+            if (_files.TryRemove(file.Id, out _)) file.Fd.Dispose();
+        }
+        foreach (var node in _nodes.Values)
+        {
+            if (node == _root) continue;
+            lock (_inodes[Stripe(node.Key)])
+            {
+                node.Dropped = true;
+                _inodes[Stripe(node.Key)].Remove(node.Key);
+            }
+            _nodes.TryRemove(node.Id, out _);
+            node.Pinned?.Dispose();
+            node.DropLockFds();
+        }
+        _fdCache.Clear();
+        _root.DropLockFds();
+        InstallRoot();
+        _negotiated = InitFlags.None;
+    }
+
+    /// <summary>Closes every descriptor, the share's included.</summary>
+    public void Dispose()
+    {
+        Destroy();
+        _mountFd.Dispose();
+        _rootFd.Dispose();
+    }
+
+    // ---- helpers -------------------------------------------------------------------------------------------
+
+    private static int Stripe(InodeKey key) => (int)((key.Ino ^ (key.Ino >> 17) ^ key.Dev) & (Stripes - 1));
+
+    private static Errno LastErrno() => new(Libc.Errno());
+
+    private bool ReadOnly => _options.ReadOnly;
+
+    /// <summary>Entry and attribute validity by cache policy: never 0, auto 1 s, metadata/always one day.</summary>
+    private ulong Timeout => _settings.Cache switch
+    {
+        CachePolicy.Never => 0,
+        CachePolicy.Auto => 1,
+        _ => 86400,
+    };
+
+    /// <summary>
+    /// Checks a guest name that must be one ordinary path component: empty or containing '/' (or NUL) → EINVAL,
+    /// longer than NAME_MAX → ENAMETOOLONG. '.' and '..' pass; each operation decides what they mean.
+    /// </summary>
+    private static Errno CheckName(ReadOnlySpan<byte> name)
+    {
+        if (name.IsEmpty) return Errno.EINVAL;
+        if (name.Length > MaxName) return Errno.ENAMETOOLONG;
+        if (name.IndexOfAny((byte)'/', (byte)0) >= 0) return Errno.EINVAL;
+        return Errno.Ok;
+    }
+
+    private static bool IsDot(ReadOnlySpan<byte> name) => name.Length == 1 && name[0] == (byte)'.';
+
+    private static bool IsDotDot(ReadOnlySpan<byte> name) => name.Length == 2 && name[0] == (byte)'.' && name[1] == (byte)'.';
+
+    private static bool IsDots(ReadOnlySpan<byte> name) => IsDot(name) || IsDotDot(name);
+
+    /// <summary>Copies a checked name into <paramref name="buffer"/> with a NUL; returns the slice with the NUL.</summary>
+    private static ReadOnlySpan<byte> CString(ReadOnlySpan<byte> name, Span<byte> buffer)
+    {
+        name.CopyTo(buffer);
+        buffer[name.Length] = 0;
+        return buffer[..(name.Length + 1)];
+    }
+
+    private static void FillAttr(in Stat st, out Attr attr)
+    {
+        attr = new Attr
+        {
+            Ino = st.Ino,
+            Size = (ulong)st.Size,
+            Blocks = (ulong)st.Blocks,
+            Atime = (ulong)st.Atime,
+            Mtime = (ulong)st.Mtime,
+            Ctime = (ulong)st.Ctime,
+            Atimensec = (uint)st.AtimeNsec,
+            Mtimensec = (uint)st.MtimeNsec,
+            Ctimensec = (uint)st.CtimeNsec,
+            Mode = st.Mode,
+            Nlink = st.Nlink > uint.MaxValue ? uint.MaxValue : (uint)st.Nlink,
+            Uid = st.Uid,
+            Gid = st.Gid,
+            Rdev = (uint)st.Rdev,
+            Blksize = (uint)st.Blksize,
+        };
+    }
+
+    private AttrOut MakeAttrOut(in Stat st)
+    {
+        var o = new AttrOut { AttrValid = Timeout };
+        FillAttr(st, out o.Attr);
+        return o;
+    }
+
+    private EntryOut MakeEntry(Node node, in Stat st)
+    {
+        var timeout = Timeout;
+        var e = new EntryOut
+        {
+            Nodeid = node.Id,
+            Generation = (ulong)Interlocked.Read(ref _generation),
+            EntryValid = timeout,
+            AttrValid = timeout,
+        };
+        FillAttr(st, out e.Attr);
+        return e;
+    }
+
+    private Node? FindNode(NodeId id) => _nodes.TryGetValue(id.Value, out var node) ? node : null;
+
+    /// <summary>Borrows a descriptor of the node: pinned, cached, or reopened from its handle and cached.</summary>
+    private Errno Acquire(Node node, out FdLease lease)
+    {
+        if (node.Pinned is { } pinned)
+        {
+            var added = false;
+            try
+            {
+                pinned.DangerousAddRef(ref added);
+            }
+            catch (ObjectDisposedException)
+            {
+                lease = default;
+                return Errno.ENOENT;
+            }
+            lease = new FdLease(pinned, owned: false);
+            return Errno.Ok;
+        }
+        if (_fdCache.TryLease(node, out lease)) return Errno.Ok;
+        var fd = Libc.open_by_handle_at(_mountFd, node.Handle, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
+        if (fd < 0)
+        {
+            var errno = LastErrno();
+            OnDescriptorFailure(errno);
+            lease = default;
+            return errno;
+        }
+        lease = _fdCache.InsertAndLease(node, new SafeFd(fd));
+        return Errno.Ok;
+    }
+
+    /// <summary>Looks the node up and borrows its descriptor; unknown ids are ENOENT, never another file.</summary>
+    private Errno Acquire(NodeId id, out Node? node, out FdLease lease)
+    {
+        node = FindNode(id);
+        if (node is null)
+        {
+            lease = default;
+            return Errno.ENOENT;
+        }
+        return Acquire(node, out lease);
+    }
+
+    /// <summary>
+    /// On EMFILE/ENFILE the failing request reports it; the cache gives back a few descriptors so that the next
+    /// requests have room (the limit is 20,000 here and cannot be raised).
+    /// </summary>
+    private void OnDescriptorFailure(Errno errno)
+    {
+        if (errno == Errno.EMFILE || errno == Errno.ENFILE)
+        {
+            Log.OutOfDescriptors(_logger, errno.Value, _fdCache.Count);
+            _fdCache.Trim(64);
+        }
+    }
+
+    private Errno GetFile(NodeId node, ulong fh, bool dir, out OpenFile? file)
+    {
+        if (!_files.TryGetValue(fh, out file) || file.IsDir != dir || file.Node.Id != node.Value)
+        {
+            file = null;
+            return Errno.EBADF;
+        }
+        return Errno.Ok;
+    }
+
+    private OpenFile Register(Node node, SafeFd fd, bool isDir, int accessMode)
+    {
+        var file = new OpenFile((ulong)Interlocked.Increment(ref _nextFh), node, fd, isDir, accessMode);
+        Interlocked.Increment(ref node.OpenCount);
+        _files[file.Id] = file;
+        return file;
+    }
+
+    /// <summary>The share-relative path of the inode behind <paramref name="fd"/> ("" for the root), or null if it
+    /// lies outside the share or is deleted. Only used when the allowlist is on.</summary>
+    private string? RelativePath(SafeFd fd)
+    {
+        var added = false;
+        fd.DangerousAddRef(ref added);
+        try
+        {
+            return RelativePath(fd.Value);
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
+    }
+
+    private static string? ReadProcLink(SafeFd fd)
+    {
+        var added = false;
+        fd.DangerousAddRef(ref added);
+        try
+        {
+            return ReadProcLink(fd.Value);
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
+    }
+
+    private static string? ReadProcLink(int fd)
+    {
+        Span<byte> proc = stackalloc byte[ProcPath.Size];
+        Span<byte> target = stackalloc byte[PathMax];
+        var n = Libc.readlinkat(Libc.AT_FDCWD, ProcPath.Format(fd, proc), target, (nuint)target.Length);
+        if (n <= 0 || n >= target.Length) return null;
+        return Encoding.UTF8.GetString(target[..(int)n]);
+    }
+
+    private string? RelativePath(int fd)
+    {
+        var full = ReadProcLink(fd);
+        if (full is null) return null;
+        if (full == _rootPath) return "";
+        var prefix = _rootPath == "/" ? "/" : _rootPath + "/";
+        return full.StartsWith(prefix, StringComparison.Ordinal) ? full[prefix.Length..] : null;
+    }
+
+    private bool Permitted(int fd)
+    {
+        var allow = _settings.Allowlist;
+        if (allow is null) return true;
+        var rel = RelativePath(fd);
+        return rel is not null && allow.Permits(rel);
+    }
+
+    /// <summary>Clears set-user-ID, and set-group-ID when group-executable, as the kernel does for an unprivileged writer.</summary>
+    private static void KillSuidGid(SafeFd fd)
+    {
+        if (Libc.fstat(fd, out var st) != 0 || (st.Mode & Libc.S_IFMT) != Libc.S_IFREG) return;
+        var mode = st.Mode & 0xFFF;
+        var cleared = mode & ~Libc.S_ISUID;
+        if ((mode & Libc.S_IXGRP) != 0) cleared &= ~Libc.S_ISGID;
+        if (cleared != mode)
+        {
+            Span<byte> proc = stackalloc byte[ProcPath.Size];
+            Libc.fchmodat(Libc.AT_FDCWD, ProcPath.Format(fd.Value, proc), cleared, 0);
+        }
+    }
+}

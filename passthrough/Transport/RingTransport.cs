@@ -1,0 +1,191 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using Hypervisor.Passthrough.Engine;
+using Hypervisor.Protocol.Fuse;
+using Hypervisor.Protocol.Ring;
+using Microsoft.Extensions.Logging;
+
+namespace Hypervisor.Passthrough.Transport;
+
+/// <summary>
+/// Serves the shared-memory ring the vdev created: one dispatcher thread per request queue peeks request frames
+/// and runs the engine on them with the reply written straight into the completion ring. Requests that may block
+/// for long (lock waits, syncs) are copied out and run on the thread pool so they never hold up the queue: a
+/// guest waiting for a lock must not keep the unlock behind it from being served.
+/// Contract with the vdev: every submission gets exactly one completion with the submission's tag; an empty
+/// completion means the request has no reply (FORGET) or could not be answered (a frame too broken to address).
+/// </summary>
+public sealed partial class RingTransport : IDisposable
+{
+    private readonly FuseEngine _engine;
+    private readonly ILogger _log;
+    private readonly ShmRingSet _rings;
+    private readonly Thread[] _dispatchers;
+    private readonly object[] _completionLocks;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly TaskCompletionSource<RingStatus> _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _running;
+
+    private RingTransport(FuseEngine engine, ILogger log, ShmRingSet rings)
+    {
+        _engine = engine;
+        _log = log;
+        _rings = rings;
+        _dispatchers = new Thread[rings.QueueCount];
+        _completionLocks = new object[rings.QueueCount];
+        for (var i = 0; i < _completionLocks.Length; i++) _completionLocks[i] = new object();
+    }
+
+    /// <summary>Completes when serving ended: the vdev closed the ring (Closed), died (PeerDead), or it broke.</summary>
+    public Task<RingStatus> Completion => _ended.Task;
+
+    /// <summary>Attaches to the ring described by <paramref name="descriptor"/> and starts serving every queue.</summary>
+    public static RingTransport Start(FuseEngine engine, ILogger log, string descriptor)
+    {
+        ShmRingSet rings;
+        try
+        {
+            rings = ShmRingSet.Attach(descriptor);
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException or InvalidDataException or IOException)
+        {
+            throw new TransportException($"Cannot attach to the shared-memory ring '{descriptor}': {e.Message}");
+        }
+        if (rings.MaxFrameSize < FuseEngine.MaxReplySize)
+        {
+            rings.Dispose();
+            throw new TransportException($"The shared-memory ring carries frames of at most {rings.MaxFrameSize} bytes; the daemon needs {FuseEngine.MaxReplySize} (1 MiB writes plus headers).");
+        }
+        var transport = new RingTransport(engine, log, rings);
+        transport._running = rings.QueueCount;
+        for (var q = 0; q < rings.QueueCount; q++)
+        {
+            var queue = rings.GetQueue(q);
+            var thread = new Thread(() => transport.Dispatch(queue)) { IsBackground = true, Name = $"ring-q{q}" };
+            transport._dispatchers[q] = thread;
+            thread.Start();
+        }
+        return transport;
+    }
+
+    private void Dispatch(RingQueue queue)
+    {
+        var final = RingStatus.Closed;
+        try
+        {
+            while (true)
+            {
+                var status = queue.Consumer.Peek(out var frame, Timeout.InfiniteTimeSpan, _stop.Token);
+                if (status == RingStatus.InvalidFrame)
+                {
+                    // Well framed but not understood (e.g. a payload-in-guest-memory frame): answer it emptily.
+                    var tag = frame.Tag;
+                    queue.Consumer.Release();
+                    if (!Complete(queue, tag, ReadOnlySpan<byte>.Empty)) return;
+                    continue;
+                }
+                if (status != RingStatus.Ok)
+                {
+                    final = status;
+                    if (status is RingStatus.Broken) LogBroken(queue.Index);
+                    return;
+                }
+
+                if (MayBlock(frame.Data))
+                {
+                    var copy = ArrayPool<byte>.Shared.Rent(frame.Data.Length);
+                    var length = frame.Data.Length;
+                    frame.Data.CopyTo(copy);
+                    var tag = frame.Tag;
+                    queue.Consumer.Release();
+                    ThreadPool.UnsafeQueueUserWorkItem(static s => s.Transport.RunOffloaded(s.Queue, s.Copy, s.Length, s.Tag),
+                        new Offloaded(this, queue, copy, length, tag), preferLocal: false);
+                    continue;
+                }
+
+                if (!HandleInPlace(queue, frame)) return;
+                queue.Consumer.Release();
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            if (Interlocked.Decrement(ref _running) == 0) _ended.TrySetResult(final);
+            else if (final is RingStatus.PeerDead or RingStatus.Broken) _ended.TrySetResult(final);
+        }
+    }
+
+    private sealed record Offloaded(RingTransport Transport, RingQueue Queue, byte[] Copy, int Length, ulong Tag);
+
+    /// <summary>Runs the engine with the reply written directly into the completion ring (no intermediate copy).</summary>
+    private bool HandleInPlace(RingQueue queue, in RingFrame frame)
+    {
+        lock (_completionLocks[queue.Index])
+        {
+            var status = queue.Producer.Reserve(FuseEngine.MaxReplySize, out var reply, Timeout.InfiniteTimeSpan, _stop.Token);
+            if (status != RingStatus.Ok) return Stopped(queue, status);
+            var length = _engine.Handle(frame.Data, reply);
+            queue.Producer.Commit(length, frame.Tag);
+            return true;
+        }
+    }
+
+    private void RunOffloaded(RingQueue queue, byte[] copy, int length, ulong tag)
+    {
+        var reply = ArrayPool<byte>.Shared.Rent(FuseEngine.MaxReplySize);
+        try
+        {
+            var replyLength = _engine.Handle(copy.AsSpan(0, length), reply);
+            Complete(queue, tag, reply.AsSpan(0, replyLength));
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(copy);
+            ArrayPool<byte>.Shared.Return(reply);
+        }
+    }
+
+    private bool Complete(RingQueue queue, ulong tag, ReadOnlySpan<byte> reply)
+    {
+        lock (_completionLocks[queue.Index])
+        {
+            var status = queue.Producer.Reserve(reply.Length, out var span, Timeout.InfiniteTimeSpan, _stop.Token);
+            if (status != RingStatus.Ok) return Stopped(queue, status);
+            reply.CopyTo(span);
+            queue.Producer.Commit(reply.Length, tag);
+            return true;
+        }
+    }
+
+    private bool Stopped(RingQueue queue, RingStatus status)
+    {
+        if (status is RingStatus.Broken) LogBroken(queue.Index);
+        _ended.TrySetResult(status);
+        return false;
+    }
+
+    /// <summary>Requests that can wait on other requests or on the disk for long: SETLKW, FSYNC, FSYNCDIR, SYNCFS.</summary>
+    private static bool MayBlock(ReadOnlySpan<byte> frame)
+    {
+        if (frame.Length < 8) return false;
+        var opcode = (FuseOpcode)BinaryPrimitives.ReadUInt32LittleEndian(frame[4..]);
+        return opcode is FuseOpcode.SetLkW or FuseOpcode.FSync or FuseOpcode.FSyncDir or FuseOpcode.SyncFs;
+    }
+
+    /// <summary>Stops the dispatchers, closes the ring in an orderly way (the vdev sees Closed) and unmaps it.</summary>
+    public void Dispose()
+    {
+        _stop.Cancel();
+        foreach (var thread in _dispatchers) thread?.Join(TimeSpan.FromSeconds(2));
+        _rings.Dispose();
+        _stop.Dispose();
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The shared-memory ring of queue {Queue} holds impossible indices or headers; the queue is no longer served")]
+    private partial void LogBroken(int queue);
+}

@@ -1,0 +1,235 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using Hypervisor.Protocol.Interop;
+
+namespace Hypervisor.Protocol.Ring;
+
+/// <summary>
+/// The writing end of one ring. Reserve space for a frame, fill the span (from as many sources
+/// as needed), then commit it with a tag. One thread at a time; at most one open reservation.
+/// </summary>
+public sealed unsafe class RingProducer
+{
+    private readonly ShmRingSet _set;
+    private readonly byte* _control;
+    private readonly byte* _data;
+    private readonly ulong _size;
+    private readonly ulong _mask;
+    private readonly int _maxFrame;
+    private readonly int _doorbell;
+    private FdHandle? _cancelFd;
+
+    // Private copies: the producer's own position, and the last consumer position it validated.
+    private ulong _tail;
+    private ulong _head;
+    private bool _broken;
+
+    // The open reservation, if any.
+    private bool _reserved;
+    private ulong _reservedPad;
+    private int _reservedLength;
+
+    internal RingProducer(ShmRingSet set, int queue, byte* control, byte* data, int doorbell)
+    {
+        _set = set;
+        Queue = queue;
+        _control = control;
+        _data = data;
+        _size = (ulong)set.DirectionBytes;
+        _mask = _size - 1;
+        _maxFrame = set.MaxFrameSize;
+        _doorbell = doorbell;
+    }
+
+    /// <summary>The queue this ring belongs to.</summary>
+    public int Queue { get; }
+
+    /// <summary>Largest frame this ring carries.</summary>
+    public int MaxFrameSize => _maxFrame;
+
+    /// <summary>
+    /// The eventfd that becomes readable when the consumer frees space after
+    /// <see cref="ArmWakeup"/>; for callers that wait in their own epoll loop.
+    /// </summary>
+    public int DoorbellFd => _doorbell;
+
+    /// <summary>Whether the consumer's index was found impossible; the ring is then unusable.</summary>
+    public bool IsBroken => _broken;
+
+    private ref ulong SharedTail => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffTail);
+    private ref ulong SharedHead => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffHead);
+    private ref int ProducerWaiting => ref Unsafe.AsRef<int>(_control + RingLayout.OffProducerWaiting);
+    private ref int ConsumerWaiting => ref Unsafe.AsRef<int>(_control + RingLayout.OffConsumerWaiting);
+
+    /// <summary>
+    /// Reserves space for a frame of <paramref name="length"/> bytes without waiting. On
+    /// <see cref="RingStatus.Ok"/>, <paramref name="frame"/> is that many bytes of shared memory to
+    /// fill, valid until <see cref="Commit"/> or <see cref="CancelReservation"/>. Reserving again
+    /// before committing replaces the reservation.
+    /// </summary>
+    /// <returns>Ok, WouldBlock (not enough free space yet), TooLarge, Closed or Broken.</returns>
+    public RingStatus TryReserve(int length, out Span<byte> frame)
+    {
+        frame = default;
+        _set.ThrowIfDisposed();
+        if (_broken) return RingStatus.Broken;
+        if ((uint)length > (uint)_maxFrame) return RingStatus.TooLarge;
+        if (_set.IsClosed || _set.PeerClosed) return RingStatus.Closed;
+
+        // Acquire: the consumer is done with every byte before the head it published.
+        ulong head = Volatile.Read(ref SharedHead);
+        if (head != _head)
+        {
+            if (head < _head || head > _tail || (head & (RingLayout.RecordAlignment - 1)) != 0)
+                return MarkBroken();
+            _head = head;
+        }
+
+        ulong record = (ulong)RingLayout.RecordSize(length);
+        ulong offset = _tail & _mask;
+        ulong contiguous = _size - offset;
+        ulong pad = record > contiguous ? contiguous : 0;
+        if (pad + record > _size - (_tail - _head)) return RingStatus.WouldBlock;
+
+        if (pad != 0)
+        {
+            // Safe: offset is 64-aligned and below _size, so the 32-byte pad header lies in the
+            // data area; it becomes visible only with the commit's release store of the tail.
+            WriteHeader(_data + offset, (uint)(pad - RingLayout.RecordHeaderSize), RingRecordFlags.Pad, 0, (uint)_tail);
+            offset = 0;
+        }
+        _reserved = true;
+        _reservedPad = pad;
+        _reservedLength = length;
+        // Safe: offset + record <= _size (either it fitted before the end or it starts at 0 and
+        // record <= _size / 2), so header and payload lie inside this ring's data area.
+        frame = new Span<byte>(_data + offset + RingLayout.RecordHeaderSize, length);
+        return RingStatus.Ok;
+    }
+
+    /// <summary>
+    /// Reserves space for a frame, busy-polling for <see cref="ShmRingSet.SpinDuration"/> and then
+    /// sleeping on the doorbell until space is free, the timeout passes, the token is cancelled,
+    /// the peer dies or either side closes. <see cref="Timeout.InfiniteTimeSpan"/> waits forever.
+    /// </summary>
+    /// <returns>Ok, TooLarge, Timeout, Canceled, PeerDead, Closed or Broken.</returns>
+    public RingStatus Reserve(int length, out Span<byte> frame, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        RingStatus status = TryReserve(length, out frame);
+        if (status != RingStatus.WouldBlock) return status;
+
+        long deadline = Deadline(timeout);
+        long spinUntil = Stopwatch.GetTimestamp() + _set.SpinTicks;
+        while (Stopwatch.GetTimestamp() < spinUntil)
+        {
+            Thread.SpinWait(4);
+            status = TryReserve(length, out frame);
+            if (status != RingStatus.WouldBlock) return status;
+        }
+        for (;;)
+        {
+            // Publish "wake me", then look again: a release the consumer made before seeing the
+            // flag is caught by the re-check, one made after it rings the doorbell.
+            Volatile.Write(ref ProducerWaiting, 1);
+            Interlocked.MemoryBarrier();
+            status = TryReserve(length, out frame);
+            if (status != RingStatus.WouldBlock) break;
+            status = _set.Sleep(_doorbell, ref _cancelFd, deadline, cancellationToken);
+            ShmInterop.EventFdDrain(_doorbell);
+            if (status != RingStatus.Ok)
+            {
+                // The consumer may have freed space at the last moment; prefer success.
+                RingStatus last = TryReserve(length, out frame);
+                if (last != RingStatus.WouldBlock) status = last;
+                break;
+            }
+        }
+        Volatile.Write(ref ProducerWaiting, 0);
+        return status;
+    }
+
+    /// <summary>
+    /// Publishes the reserved frame with its first <paramref name="length"/> bytes (at most the
+    /// reserved length, so a reply can be reserved at its largest size and committed at its real
+    /// one) and the caller's <paramref name="tag"/>, then rings the consumer's doorbell if it is
+    /// asleep. The span from the reservation must not be used afterwards.
+    /// </summary>
+    public void Commit(int length, ulong tag)
+    {
+        _set.ThrowIfDisposed();
+        if (!_reserved) throw new InvalidOperationException("Commit needs a reservation; call TryReserve or Reserve first.");
+        if ((uint)length > (uint)_reservedLength)
+            throw new ArgumentOutOfRangeException(nameof(length), $"Commit length {length} exceeds the reserved {_reservedLength} bytes; reserve the largest size the frame can have.");
+        ulong position = _tail + _reservedPad;
+        // Safe: the reservation checked that this record lies inside the data area.
+        WriteHeader(_data + (position & _mask), (uint)length, RingRecordFlags.None, tag, (uint)position);
+        _tail = position + (ulong)RingLayout.RecordSize(length);
+        _reserved = false;
+        // Release: the header and payload above are visible before the new tail.
+        Volatile.Write(ref SharedTail, _tail);
+        // Full fence between publishing the tail and reading the consumer's flag (Dekker pair
+        // with the consumer's flag store and re-check); then ring only a consumer that sleeps.
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref ConsumerWaiting) != 0 && Interlocked.Exchange(ref ConsumerWaiting, 0) != 0)
+            ShmInterop.EventFdSignal(_doorbell);
+    }
+
+    /// <summary>Drops the open reservation, if any; nothing becomes visible to the consumer.</summary>
+    public void CancelReservation() => _reserved = false;
+
+    /// <summary>
+    /// For callers with their own event loop: asks the consumer to ring <see cref="DoorbellFd"/>
+    /// once it frees space. Returns false (and disarms) if <paramref name="length"/> bytes can
+    /// already be reserved, or the ring is closed or broken; otherwise the caller waits for
+    /// <see cref="DoorbellFd"/> to become readable, then calls <see cref="DisarmWakeup"/>.
+    /// </summary>
+    public bool ArmWakeup(int length)
+    {
+        Volatile.Write(ref ProducerWaiting, 1);
+        Interlocked.MemoryBarrier();
+        if (TryReserve(length, out _) != RingStatus.WouldBlock)
+        {
+            _reserved = false;
+            Volatile.Write(ref ProducerWaiting, 0);
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>Clears the wake-up request and resets the doorbell after the caller's own wait.</summary>
+    public void DisarmWakeup()
+    {
+        Volatile.Write(ref ProducerWaiting, 0);
+        ShmInterop.EventFdDrain(_doorbell);
+    }
+
+    private RingStatus MarkBroken()
+    {
+        _broken = true;
+        _reserved = false;
+        return RingStatus.Broken;
+    }
+
+    internal static long Deadline(TimeSpan timeout)
+    {
+        if (timeout == Timeout.InfiniteTimeSpan) return long.MaxValue;
+        if (timeout < TimeSpan.Zero)
+            throw new ArgumentOutOfRangeException(nameof(timeout), "A ring wait timeout must be zero or more, or Timeout.InfiniteTimeSpan.");
+        return Environment.TickCount64 + (long)Math.Ceiling(timeout.TotalMilliseconds);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WriteHeader(byte* record, uint length, RingRecordFlags flags, ulong tag, uint check)
+    {
+        // Safe: callers pass a 64-aligned record start inside the data area, which has room for
+        // the 32-byte header there.
+        *(uint*)(record + RingLayout.OffRecLength) = length;
+        *(uint*)(record + RingLayout.OffRecFlags) = (uint)flags;
+        *(ulong*)(record + RingLayout.OffRecTag) = tag;
+        *(uint*)(record + RingLayout.OffRecCheck) = check;
+        *(uint*)(record + RingLayout.OffRecReserved1) = 0;
+        *(ulong*)(record + RingLayout.OffRecReserved2) = 0;
+    }
+
+    internal void DisposeCancelFd() => _cancelFd?.Dispose();
+}

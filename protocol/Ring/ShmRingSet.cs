@@ -1,0 +1,512 @@
+using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Hypervisor.Protocol.Interop;
+
+namespace Hypervisor.Protocol.Ring;
+
+/// <summary>
+/// A set of shared-memory rings between two processes: one submission/completion pair per request
+/// queue, in one sealed memfd, with one eventfd doorbell per ring. The creator (vdev) produces
+/// submissions and consumes completions; the attacher (daemon) does the opposite. Each ring is
+/// single-producer/single-consumer: one thread at a time per <see cref="RingProducer"/> and per
+/// <see cref="RingConsumer"/>; different queues may be served by different threads in parallel.
+/// </summary>
+/// <remarks>
+/// Everything read from the shared memory is checked against this process's private copy of the
+/// geometry before it is used, so a broken or hostile peer can make a ring report
+/// <see cref="RingStatus.Broken"/> or <see cref="RingStatus.InvalidFrame"/>, but never make this
+/// process read or write outside the mapping. The memfd is sealed against shrinking, so the peer
+/// cannot turn accesses into SIGBUS either. Dispose only after this process's threads have stopped
+/// using spans from the ring: they point into the mapping that disposal removes.
+/// </remarks>
+public sealed unsafe class ShmRingSet : IDisposable
+{
+    private readonly FdHandle _memfd;
+    private readonly FdHandle[] _submissionBells;
+    private readonly FdHandle[] _completionBells;
+    private readonly RingQueue[] _queues;
+    private readonly int _queueCount;
+    private readonly long _directionBytes;
+    private readonly int _maxFrameSize;
+    private readonly long _totalSize;
+    private byte* _base;
+    private FdHandle? _peerPidFd;
+    private int _peerPid;
+    private volatile bool _peerGone;
+    private volatile bool _closed;
+    private int _disposed;
+    private long _spinTicks;
+
+    /// <summary>This process's end of the set.</summary>
+    public RingRole Role { get; }
+
+    /// <summary>Number of request queues (submission/completion pairs).</summary>
+    public int QueueCount => _queueCount;
+
+    /// <summary>Largest frame, in bytes, a producer may reserve.</summary>
+    public int MaxFrameSize => _maxFrameSize;
+
+    /// <summary>Data bytes of each ring (a power of two; frames occupy their length plus 32, rounded up to 64).</summary>
+    public long DirectionBytes => _directionBytes;
+
+    /// <summary>The descriptor numbers of this set, to pass to the attaching process.</summary>
+    public RingFds Fds { get; }
+
+    /// <summary>
+    /// How long a waiting call busy-polls the ring before arming its wake-up flag and sleeping on
+    /// the doorbell. Spinning lets back-to-back frames flow without any system call; zero always
+    /// sleeps at once. Default 20 µs.
+    /// </summary>
+    public TimeSpan SpinDuration
+    {
+        get => TimeSpan.FromSeconds((double)Volatile.Read(ref _spinTicks) / Stopwatch.Frequency);
+        set => Volatile.Write(ref _spinTicks, value <= TimeSpan.Zero ? 0 : (long)(value.TotalSeconds * Stopwatch.Frequency));
+    }
+
+    private ShmRingSet(RingRole role, FdHandle memfd, FdHandle[] sq, FdHandle[] cq, byte* mapping,
+                       int queueCount, long directionBytes, int maxFrameSize, long totalSize)
+    {
+        Role = role;
+        _memfd = memfd;
+        _submissionBells = sq;
+        _completionBells = cq;
+        _base = mapping;
+        _queueCount = queueCount;
+        _directionBytes = directionBytes;
+        _maxFrameSize = maxFrameSize;
+        _totalSize = totalSize;
+        SpinDuration = TimeSpan.FromMicroseconds(20);
+        var sqFds = new int[queueCount];
+        var cqFds = new int[queueCount];
+        _queues = new RingQueue[queueCount];
+        for (int q = 0; q < queueCount; q++)
+        {
+            sqFds[q] = sq[q].Fd;
+            cqFds[q] = cq[q].Fd;
+            // The creator produces into submission rings and consumes completion rings; the attacher the reverse.
+            int produce = role == RingRole.Creator ? RingLayout.Submission : RingLayout.Completion;
+            int consume = 1 - produce;
+            var producer = new RingProducer(this, q, Control(q, produce), Data(q, produce), Bell(q, produce));
+            var consumer = new RingConsumer(this, q, Control(q, consume), Data(q, consume), Bell(q, consume));
+            _queues[q] = new RingQueue(q, producer, consumer);
+        }
+        Fds = new RingFds(memfd.Fd, sqFds, cqFds);
+    }
+
+    private byte* Control(int q, int direction) => _base + RingLayout.ControlOffset(q, direction);
+
+    private byte* Data(int q, int direction) => _base + RingLayout.DataOffset(_queueCount, _directionBytes, q, direction);
+
+    private int Bell(int q, int direction) => (direction == RingLayout.Submission ? _submissionBells : _completionBells)[q].Fd;
+
+    /// <summary>
+    /// Creates a ring set (the vdev side): a sealed memfd holding <paramref name="queueCount"/>
+    /// submission/completion pairs and one eventfd doorbell per ring. All descriptors are
+    /// close-on-exec until <see cref="SetInheritable"/> says otherwise.
+    /// </summary>
+    /// <param name="queueCount">Request queues, 1 to <see cref="RingLayout.MaxQueues"/>.</param>
+    /// <param name="maxFrameSize">Largest frame either side may send, in bytes (default 1 MiB + 4 KiB).</param>
+    /// <param name="directionBytes">Data bytes per ring: 0 picks the smallest that fits (two largest frames);
+    /// otherwise a power of two at least <see cref="RingLayout.MinDirectionBytes"/>.</param>
+    public static ShmRingSet Create(int queueCount, int maxFrameSize = RingLayout.DefaultMaxFrameSize, long directionBytes = 0)
+    {
+        if (queueCount is < 1 or > RingLayout.MaxQueues)
+            throw new ArgumentOutOfRangeException(nameof(queueCount), $"A ring set has between 1 and {RingLayout.MaxQueues} queues; pass a queue count in that range (got {queueCount}).");
+        if (maxFrameSize < 64 || maxFrameSize > RingLayout.MaxMaxFrameSize)
+            throw new ArgumentOutOfRangeException(nameof(maxFrameSize), $"The maximum frame size must be between 64 bytes and {RingLayout.MaxMaxFrameSize} bytes (got {maxFrameSize}).");
+        long min = RingLayout.MinDirectionBytes(maxFrameSize);
+        if (directionBytes == 0)
+            directionBytes = min;
+        else if (directionBytes < min || !BitOperations.IsPow2(directionBytes) || directionBytes > (1L << 34))
+            throw new ArgumentOutOfRangeException(nameof(directionBytes), $"Ring capacity must be a power of two of at least {min} bytes (two largest frames) and at most 16 GiB; pass 0 for the default (got {directionBytes}).");
+
+        long total = RingLayout.TotalSize(queueCount, directionBytes);
+        int fd = ShmInterop.MemfdCreate("hv-ring", ShmInterop.MFD_CLOEXEC | ShmInterop.MFD_ALLOW_SEALING);
+        if (fd < 0) throw ShmInterop.Failure("memfd_create", Marshal.GetLastPInvokeError());
+        var memfd = new FdHandle(fd);
+        var sq = new FdHandle[queueCount];
+        var cq = new FdHandle[queueCount];
+        byte* mapping = null;
+        try
+        {
+            if (ShmInterop.Ftruncate(fd, total) != 0) throw ShmInterop.Failure("ftruncate of the ring memfd", Marshal.GetLastPInvokeError());
+            // Sealed so that the peer can neither shrink the file (turning our accesses into SIGBUS)
+            // nor grow it, nor remove the seals.
+            if (ShmInterop.Fcntl(fd, ShmInterop.F_ADD_SEALS, ShmInterop.F_SEAL_SHRINK | ShmInterop.F_SEAL_GROW | ShmInterop.F_SEAL_SEAL) != 0)
+                throw ShmInterop.Failure("sealing the ring memfd", Marshal.GetLastPInvokeError());
+            mapping = Map(fd, total);
+            for (int q = 0; q < queueCount; q++)
+            {
+                sq[q] = NewEventFd();
+                cq[q] = NewEventFd();
+            }
+            // Safe: the mapping is total bytes long and every header offset is below HeaderSize.
+            // The memfd starts zeroed, so indices, flags and pids need no initialisation.
+            *(uint*)(mapping + RingLayout.OffVersion) = RingLayout.Version;
+            *(uint*)(mapping + RingLayout.OffHeaderSize) = RingLayout.HeaderSize;
+            *(uint*)(mapping + RingLayout.OffQueueCount) = (uint)queueCount;
+            *(uint*)(mapping + RingLayout.OffRecordAlignment) = RingLayout.RecordAlignment;
+            *(ulong*)(mapping + RingLayout.OffDirectionBytes) = (ulong)directionBytes;
+            *(uint*)(mapping + RingLayout.OffMaxFrameSize) = (uint)maxFrameSize;
+            *(uint*)(mapping + RingLayout.OffRecordHeaderSize) = RingLayout.RecordHeaderSize;
+            *(ulong*)(mapping + RingLayout.OffTotalSize) = (ulong)total;
+            *(int*)(mapping + RingLayout.OffCreatorPid) = Environment.ProcessId;
+            // The magic goes last, with release semantics, so a reader that sees it sees the rest.
+            Volatile.Write(ref *(ulong*)(mapping + RingLayout.OffMagic), RingLayout.Magic);
+            return new ShmRingSet(RingRole.Creator, memfd, sq, cq, mapping, queueCount, directionBytes, maxFrameSize, total);
+        }
+        catch
+        {
+            if (mapping != null) ShmInterop.Munmap((IntPtr)mapping, (nuint)total);
+            foreach (var h in sq) h?.Dispose();
+            foreach (var h in cq) h?.Dispose();
+            memfd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Attaches to a ring set from a descriptor string (see <see cref="RingFds"/>).</summary>
+    public static ShmRingSet Attach(string descriptor) => Attach(RingFds.Parse(descriptor));
+
+    /// <summary>
+    /// Attaches to a ring set whose descriptors this process inherited (the daemon side). Takes
+    /// ownership of the descriptors (closes them on dispose) and marks them close-on-exec so that
+    /// this process's own children do not inherit them. Records this process's pid in the header
+    /// and starts watching the creator's pid for exit.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The memfd does not hold a ring set this version understands.</exception>
+    /// <exception cref="IOException">A descriptor is not open or a system call failed.</exception>
+    public static ShmRingSet Attach(RingFds fds)
+    {
+        int n = fds.QueueCount;
+        CheckInherited(fds.MemFd, "memfd");
+        for (int q = 0; q < n; q++)
+        {
+            CheckInherited(fds.SubmissionDoorbells[q], $"sq{q}");
+            CheckInherited(fds.CompletionDoorbells[q], $"cq{q}");
+        }
+        int seals = ShmInterop.Fcntl(fds.MemFd, ShmInterop.F_GET_SEALS, 0);
+        if (seals < 0 || (seals & ShmInterop.F_SEAL_SHRINK) == 0)
+            throw new InvalidDataException($"fd {fds.MemFd} is not a memfd sealed against shrinking; pass the memfd that ShmRingSet.Create made.");
+        long size = ShmInterop.Lseek(fds.MemFd, 0, ShmInterop.SEEK_END);
+        if (size < 0) throw ShmInterop.Failure("lseek on the ring memfd", Marshal.GetLastPInvokeError());
+        if (size < RingLayout.HeaderSize)
+            throw new InvalidDataException($"The ring memfd (fd {fds.MemFd}) is only {size} bytes, smaller than a ring header; pass the memfd that ShmRingSet.Create made.");
+
+        byte* mapping = Map(fds.MemFd, size);
+        try
+        {
+            // Safe: size >= HeaderSize, so every header field is inside the mapping. Each field
+            // is read once into a local and only the locals are checked and kept.
+            ulong magic = Volatile.Read(ref *(ulong*)(mapping + RingLayout.OffMagic));
+            uint version = *(uint*)(mapping + RingLayout.OffVersion);
+            uint headerSize = *(uint*)(mapping + RingLayout.OffHeaderSize);
+            uint queueCount = *(uint*)(mapping + RingLayout.OffQueueCount);
+            uint alignment = *(uint*)(mapping + RingLayout.OffRecordAlignment);
+            ulong directionBytes = *(ulong*)(mapping + RingLayout.OffDirectionBytes);
+            uint maxFrame = *(uint*)(mapping + RingLayout.OffMaxFrameSize);
+            uint recordHeader = *(uint*)(mapping + RingLayout.OffRecordHeaderSize);
+            ulong total = *(ulong*)(mapping + RingLayout.OffTotalSize);
+            int creatorPid = *(int*)(mapping + RingLayout.OffCreatorPid);
+
+            if (magic != RingLayout.Magic)
+                throw new InvalidDataException($"fd {fds.MemFd} does not hold a ring set (bad magic); pass the memfd that ShmRingSet.Create made.");
+            if (version != RingLayout.Version || headerSize != RingLayout.HeaderSize || alignment != RingLayout.RecordAlignment || recordHeader != RingLayout.RecordHeaderSize)
+                throw new InvalidDataException($"The ring set in fd {fds.MemFd} has layout version {version}, this build speaks {RingLayout.Version}; run a vdev and daemon from the same build.");
+            if (queueCount != (uint)n)
+                throw new InvalidDataException($"The ring set has {queueCount} queues but the descriptor names {n}; pass the descriptor string the creator formatted.");
+            if (maxFrame < 64 || maxFrame > RingLayout.MaxMaxFrameSize || directionBytes > (1UL << 34)
+                || !BitOperations.IsPow2(directionBytes) || (long)directionBytes < RingLayout.MinDirectionBytes((int)maxFrame)
+                || total != (ulong)RingLayout.TotalSize(n, (long)directionBytes) || (long)total != size || creatorPid <= 0)
+                throw new InvalidDataException($"The ring set header in fd {fds.MemFd} has an impossible geometry; pass the memfd that ShmRingSet.Create made.");
+
+            var memfd = new FdHandle(fds.MemFd);
+            var sq = new FdHandle[n];
+            var cq = new FdHandle[n];
+            for (int q = 0; q < n; q++)
+            {
+                sq[q] = new FdHandle(fds.SubmissionDoorbells[q]);
+                cq[q] = new FdHandle(fds.CompletionDoorbells[q]);
+            }
+            var set = new ShmRingSet(RingRole.Attacher, memfd, sq, cq, mapping, n, (long)directionBytes, (int)maxFrame, size);
+            set.SetInheritable(false);
+            set._peerPid = creatorPid;
+            Volatile.Write(ref *(int*)(mapping + RingLayout.OffAttacherPid), Environment.ProcessId);
+            set.EnsurePeerWatch();
+            return set;
+        }
+        catch
+        {
+            ShmInterop.Munmap((IntPtr)mapping, (nuint)size);
+            throw;
+        }
+    }
+
+    private static void CheckInherited(int fd, string name)
+    {
+        if (fd < 0 || ShmInterop.Fcntl(fd, ShmInterop.F_GETFD, 0) < 0)
+            throw new IOException($"Ring descriptor {name}={fd} is not open in this process; the spawning process must let it be inherited (clear close-on-exec, e.g. ShmRingSet.SetInheritable(true)) before starting this one.");
+    }
+
+    private static byte* Map(int fd, long size)
+    {
+        IntPtr p = ShmInterop.Mmap(IntPtr.Zero, (nuint)size, ShmInterop.PROT_READ | ShmInterop.PROT_WRITE, ShmInterop.MAP_SHARED, fd, 0);
+        if (p == ShmInterop.MAP_FAILED) throw ShmInterop.Failure("mmap of the ring memfd", Marshal.GetLastPInvokeError());
+        return (byte*)p;
+    }
+
+    private static FdHandle NewEventFd()
+    {
+        int fd = ShmInterop.EventFd(0, ShmInterop.EFD_CLOEXEC | ShmInterop.EFD_NONBLOCK);
+        if (fd < 0) throw ShmInterop.Failure("eventfd", Marshal.GetLastPInvokeError());
+        return new FdHandle(fd);
+    }
+
+    /// <summary>The queue with the given index (0-based).</summary>
+    public RingQueue GetQueue(int index)
+    {
+        if ((uint)index >= (uint)_queueCount)
+            throw new ArgumentOutOfRangeException(nameof(index), $"Queue {index} does not exist; this ring set has queues 0 to {_queueCount - 1}.");
+        return _queues[index];
+    }
+
+    /// <summary>
+    /// Clears (true) or sets (false) close-on-exec on every descriptor of the set. The creator
+    /// calls this with true just before starting the process that must inherit the ring and with
+    /// false right after, since every child started in between inherits the descriptors too.
+    /// </summary>
+    public void SetInheritable(bool inheritable)
+    {
+        ThrowIfDisposed();
+        SetCloexec(_memfd.Fd, !inheritable);
+        for (int q = 0; q < _queueCount; q++)
+        {
+            SetCloexec(_submissionBells[q].Fd, !inheritable);
+            SetCloexec(_completionBells[q].Fd, !inheritable);
+        }
+    }
+
+    private static void SetCloexec(int fd, bool cloexec)
+    {
+        if (ShmInterop.Fcntl(fd, ShmInterop.F_SETFD, cloexec ? ShmInterop.FD_CLOEXEC : 0) != 0)
+            throw ShmInterop.Failure("fcntl(F_SETFD) on a ring descriptor", Marshal.GetLastPInvokeError());
+    }
+
+    /// <summary>
+    /// Tells the creator which process the peer is (e.g. the daemon pid the launcher reported), so
+    /// that its death is detected even before it attaches. Without this, the creator watches the
+    /// pid the attacher records in the header once it attaches.
+    /// </summary>
+    public void SetPeerProcess(int pid)
+    {
+        ThrowIfDisposed();
+        if (pid <= 0) throw new ArgumentOutOfRangeException(nameof(pid), $"A peer pid must be positive (got {pid}).");
+        lock (_queues)
+        {
+            _peerPidFd?.Dispose();
+            _peerPidFd = null;
+            _peerGone = false;
+            _peerPid = pid;
+        }
+        EnsurePeerWatch();
+    }
+
+    /// <summary>The peer's pid as far as it is known (0 before it attached, for the creator).</summary>
+    public int PeerPid
+    {
+        get
+        {
+            if (_peerPid != 0) return _peerPid;
+            int recorded = Volatile.Read(ref *(int*)(_base + (Role == RingRole.Creator ? RingLayout.OffAttacherPid : RingLayout.OffCreatorPid)));
+            return recorded > 0 ? recorded : 0;
+        }
+    }
+
+    /// <summary>Whether the peer has attached, is alive, closed the ring or died. Makes at most one non-blocking poll.</summary>
+    public RingPeerState PeerState
+    {
+        get
+        {
+            ThrowIfDisposed();
+            if (PeerClosed) return RingPeerState.Closed;
+            var pidfd = EnsurePeerWatch();
+            if (_peerGone) return RingPeerState.Dead;
+            if (pidfd is null) return RingPeerState.NotAttached;
+            return PollPidFd(pidfd, 0) ? RingPeerState.Dead : RingPeerState.Alive;
+        }
+    }
+
+    /// <summary>Whether the peer has set its closed flag.</summary>
+    internal bool PeerClosed
+        => Volatile.Read(ref *(uint*)(_base + (Role == RingRole.Creator ? RingLayout.OffAttacherClosed : RingLayout.OffCreatorClosed))) != 0;
+
+    /// <summary>Whether this side closed the set.</summary>
+    public bool IsClosed => _closed;
+
+    /// <summary>Opens the peer's pidfd once its pid is known; returns it, or null if no peer is known yet.</summary>
+    private FdHandle? EnsurePeerWatch()
+    {
+        var existing = Volatile.Read(ref _peerPidFd);
+        if (existing is not null || _peerGone) return existing;
+        lock (_queues)
+        {
+            if (_peerPidFd is not null || _peerGone) return _peerPidFd;
+            int pid = PeerPid;
+            if (pid <= 0) return null;
+            int fd = ShmInterop.PidFdOpen(pid);
+            if (fd < 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno == ShmInterop.ESRCH) { _peerGone = true; return null; }
+                throw ShmInterop.Failure($"pidfd_open of the ring peer (pid {pid})", errno);
+            }
+            _peerPid = pid;
+            var handle = new FdHandle(fd);
+            Volatile.Write(ref _peerPidFd, handle);
+            return handle;
+        }
+    }
+
+    private static bool PollPidFd(FdHandle pidfd, int timeoutMs)
+    {
+        ShmInterop.PollFd p = new() { Fd = pidfd.Fd, Events = ShmInterop.POLLIN };
+        // Safe: one pollfd on the stack, passed with count 1.
+        return ShmInterop.Poll(&p, 1, timeoutMs) > 0 && (p.Revents & ShmInterop.POLLIN) != 0;
+    }
+
+    internal long SpinTicks => Volatile.Read(ref _spinTicks);
+
+    /// <summary>
+    /// Sleeps on a doorbell until it rings, the peer dies, the token is cancelled or the deadline
+    /// passes. Returns Ok when woken (the caller re-checks its ring), else the reason.
+    /// </summary>
+    internal RingStatus Sleep(int doorbellFd, ref FdHandle? cancelFd, long deadlineMs, CancellationToken ct)
+    {
+        ThrowIfDisposed();
+        if (ct.IsCancellationRequested) return RingStatus.Canceled;
+        if (_closed) return RingStatus.Closed;
+        var pidfd = EnsurePeerWatch();
+        if (_peerGone) return RingStatus.PeerDead;
+        int timeout = -1;
+        if (deadlineMs != long.MaxValue)
+        {
+            long left = deadlineMs - Environment.TickCount64;
+            if (left <= 0) return RingStatus.Timeout;
+            timeout = (int)Math.Min(left, int.MaxValue);
+        }
+        // Until the peer's pid is known, wake up regularly to look for it in the header.
+        if (pidfd is null && (timeout < 0 || timeout > 50)) timeout = 50;
+
+        ShmInterop.PollFd* fds = stackalloc ShmInterop.PollFd[3];
+        int count = 0;
+        fds[count++] = new ShmInterop.PollFd { Fd = doorbellFd, Events = ShmInterop.POLLIN };
+        int pidIndex = -1, cancelIndex = -1;
+        if (pidfd is not null) { pidIndex = count; fds[count++] = new ShmInterop.PollFd { Fd = pidfd.Fd, Events = ShmInterop.POLLIN }; }
+        CancellationTokenRegistration registration = default;
+        if (ct.CanBeCanceled)
+        {
+            cancelFd ??= NewEventFd();
+            ShmInterop.EventFdDrain(cancelFd.Fd);
+            cancelIndex = count;
+            fds[count++] = new ShmInterop.PollFd { Fd = cancelFd.Fd, Events = ShmInterop.POLLIN };
+            registration = ct.UnsafeRegister(static s => ShmInterop.EventFdSignal(((FdHandle)s!).Fd), cancelFd);
+        }
+        try
+        {
+            // Safe: fds points at `count` (at most 3) initialised pollfds on this stack frame.
+            int n = ShmInterop.Poll(fds, (nuint)count, timeout);
+            if (n < 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno == ShmInterop.EINTR) return RingStatus.Ok;
+                throw ShmInterop.Failure("poll on a ring doorbell", errno);
+            }
+            if (pidIndex >= 0 && (fds[pidIndex].Revents & ShmInterop.POLLIN) != 0)
+            {
+                _peerGone = true;
+                return RingStatus.PeerDead;
+            }
+            if (cancelIndex >= 0 && ct.IsCancellationRequested) return RingStatus.Canceled;
+            if (n == 0 && deadlineMs != long.MaxValue && Environment.TickCount64 >= deadlineMs) return RingStatus.Timeout;
+            return RingStatus.Ok;
+        }
+        finally
+        {
+            registration.Dispose();
+        }
+    }
+
+    /// <summary>Whether the peer process is known to have exited (as last observed).</summary>
+    internal bool PeerGone => _peerGone;
+
+    /// <summary>
+    /// Closes the set in an orderly way: sets this side's closed flag in the header and rings every
+    /// doorbell, so that a peer waiting anywhere wakes up and sees <see cref="RingStatus.Closed"/>
+    /// (its consumers once they have drained what is already committed). Idempotent.
+    /// </summary>
+    public void Close()
+    {
+        if (Volatile.Read(ref _disposed) != 0 || _closed) return;
+        _closed = true;
+        Volatile.Write(ref *(uint*)(_base + (Role == RingRole.Creator ? RingLayout.OffCreatorClosed : RingLayout.OffAttacherClosed)), 1);
+        Interlocked.MemoryBarrier();
+        for (int q = 0; q < _queueCount; q++)
+        {
+            ShmInterop.EventFdSignal(_submissionBells[q].Fd);
+            ShmInterop.EventFdSignal(_completionBells[q].Fd);
+        }
+    }
+
+    /// <summary>Closes the set (see <see cref="Close"/>), unmaps the memory and closes every descriptor.</summary>
+    public void Dispose()
+    {
+        Close();
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        ShmInterop.Munmap((IntPtr)_base, (nuint)_totalSize);
+        _base = null;
+        _memfd.Dispose();
+        foreach (var h in _submissionBells) h.Dispose();
+        foreach (var h in _completionBells) h.Dispose();
+        _peerPidFd?.Dispose();
+        foreach (var q in _queues)
+        {
+            q.Producer.DisposeCancelFd();
+            q.Consumer.DisposeCancelFd();
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _disposed) != 0) Throw();
+        static void Throw() => throw new ObjectDisposedException(nameof(ShmRingSet));
+    }
+
+    /// <summary>Test hook: the start of the mapping, to corrupt the shared memory on purpose.</summary>
+    internal byte* BaseForTests => _base;
+
+    /// <summary>Test hook: the size of the mapping.</summary>
+    internal long TotalSizeForTests => _totalSize;
+}
+
+/// <summary>One request queue of a ring set: this process's producer and consumer ends.</summary>
+public sealed class RingQueue
+{
+    internal RingQueue(int index, RingProducer producer, RingConsumer consumer)
+    {
+        Index = index;
+        Producer = producer;
+        Consumer = consumer;
+    }
+
+    /// <summary>The queue's index in the set.</summary>
+    public int Index { get; }
+
+    /// <summary>The ring this process writes: submissions for the creator, completions for the attacher.</summary>
+    public RingProducer Producer { get; }
+
+    /// <summary>The ring this process reads: completions for the creator, submissions for the attacher.</summary>
+    public RingConsumer Consumer { get; }
+}

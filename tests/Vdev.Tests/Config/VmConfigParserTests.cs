@@ -1,0 +1,82 @@
+using Hypervisor.Vdev.Config;
+
+namespace Hypervisor.Vdev.Tests.Config;
+
+public class VmConfigParserTests
+{
+    private static string ExampleFile => Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "config", "example.vm.conf");
+
+    [Fact]
+    public void ShippedExampleDeclaresTwoShares()
+    {
+        var shares = VmConfigParser.ParseFile(ExampleFile);
+        Assert.Equal(2, shares.Count);
+        Assert.Equal("hostshare", shares[0].Tag);
+        Assert.Equal("/srv/vm/shared", shares[0].HostPath);
+        Assert.Equal("/run/vdev/hostshare.sock", shares[0].SocketPath);
+        Assert.False(shares[0].DirectIo);
+        Assert.Equal("media", shares[1].Tag);
+        Assert.True(shares[1].DirectIo);
+        Assert.True(shares[1].ReadOnly);
+        Assert.Equal(2, shares[1].RequestQueues);
+        Assert.Equal(["photos"], shares[1].Allow);
+        Assert.Equal("/run/vdev/media.sock.ctl", shares[1].EffectiveControlSocket);
+    }
+
+    [Fact]
+    public void OtherDevicesAndVmOptionsAreSkipped()
+    {
+        var shares = VmConfigParser.Parse("""
+            system vm1
+            ram 1G
+            vdev virtio-net
+                mac 00:11:22:33:44:55
+            vdev virtio-fs
+                host_path /a
+                tag a
+                socket /tmp/a.sock
+            cpu
+            """, "vm.conf");
+        Assert.Single(shares);
+    }
+
+    [Theory]
+    [InlineData("vdev virtio-fs\n tag a\n socket /s\n", 1, "no host_path")]
+    [InlineData("vdev virtio-fs\n host_path /a\n socket /s\n", 1, "no tag")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n", 1, "no socket")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n bogus 1\n", 5, "unknown virtio-fs option 'bogus'")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n num_req_queues 0\n", 5, "from 1 to 16")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n queue_size 1000\n", 5, "power of two")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n cache sometimes\n", 5, "expected never, metadata, auto or always")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n directio maybe\n", 5, "on/off")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n allow ../etc\n", 5, "inside the share")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag 0123456789012345678901234567890123456\n socket /s\n", 1, "36 bytes")]
+    [InlineData("ram 1G\n", 0, "no 'vdev virtio-fs' block")]
+    [InlineData("vdev\n", 1, "needs a device type")]
+    public void MistakesNameFileLineAndWhatIsExpected(string text, int line, string expected)
+    {
+        var e = Assert.Throws<ConfigException>(() => VmConfigParser.Parse(text, "vm.conf"));
+        Assert.Equal(line, e.Line);
+        Assert.StartsWith($"vm.conf:{line}: ", e.Message);
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void DuplicateTagsAndSocketsAreRefused()
+    {
+        var e = Assert.Throws<ConfigException>(() => VmConfigParser.Parse(
+            "vdev virtio-fs\n host_path /a\n tag a\n socket /s1\nvdev virtio-fs\n host_path /b\n tag a\n socket /s2\n", "vm.conf"));
+        Assert.Contains("tag 'a' is already used by the share at vm.conf:1", e.Message);
+        Assert.Equal(5, e.Line);
+        e = Assert.Throws<ConfigException>(() => VmConfigParser.Parse(
+            "vdev virtio-fs\n host_path /a\n tag a\n socket /s\nvdev virtio-fs\n host_path /b\n tag b\n socket /s\n", "vm.conf"));
+        Assert.Contains("socket /s is already used", e.Message);
+    }
+
+    [Fact]
+    public void MissingFileIsAClearError()
+    {
+        var e = Assert.Throws<ConfigException>(() => VmConfigParser.ParseFile("/nonexistent/vm.conf"));
+        Assert.Contains("cannot read the configuration file", e.Message);
+    }
+}
