@@ -15,12 +15,17 @@ public static class FsBench
 {
     public const string Help = "FUSE passthrough daemon vs bindfs vs plain directory (root; --help for options)";
 
-    private sealed record Options(int SizeMiB, int Files, int ListEntries, int ForgetFiles, int Runs, double RandomSeconds, string? Passthrough, string? Bindfs, string WorkDir);
+    private sealed record Options(int SizeMiB, int Files, int ListEntries, int ForgetFiles, int Runs, double RandomSeconds, string? Passthrough, string? Bindfs, string WorkDir, string[] DaemonArgs);
 
     public static int Run(string[] args)
     {
         if (!TryParse(args, out var options, out var error))
         {
+            if (args.Contains("--help") || args.Contains("-h"))
+            {
+                Console.WriteLine($"hv-bench fs {error}");
+                return 0;
+            }
             Console.Error.WriteLine($"hv-bench fs: {error}");
             return 2;
         }
@@ -48,12 +53,12 @@ public static class FsBench
         try
         {
             Console.WriteLine($"hv-bench fs: work dir {root} ({FsType(root)}), passthrough {passthrough}, {Environment.ProcessorCount} CPUs");
-            targets.Add(Target.Passthrough(root, passthrough));
+            targets.Add(Target.Passthrough(root, passthrough, options.DaemonArgs));
             targets.Add(Target.Bindfs(root, bindfs));
             targets.Add(Target.Plain(root));
             foreach (var t in targets) Console.WriteLine($"  {t.Name,-8} {t.Description}");
 
-            var rows = new List<(string Name, string Unit, double[] Medians)>();
+            var rows = new List<Row>();
             Prepare(targets, options);
             rows.Add(Measure("create+stat+unlink", "files/s", targets, options.Runs, t => CreateStatUnlink(t.Dir, options.Files)));
             rows.Add(Measure($"seq write 1 MiB blocks ({options.SizeMiB} MiB)", "MiB/s", targets, options.Runs, t => SequentialWrite(t.Dir, options.SizeMiB)));
@@ -79,6 +84,7 @@ public static class FsBench
         double seconds = 3;
         string? passthrough = null, bindfs = null;
         var work = "/var/tmp";
+        var daemonArgs = new List<string>();
         options = null!;
         for (var i = 0; i < args.Length; i++)
         {
@@ -96,10 +102,12 @@ public static class FsBench
                     case "--passthrough": passthrough = Next(); break;
                     case "--bindfs": bindfs = Next(); break;
                     case "--work-dir": work = Next(); break;
+                    case "--daemon-arg": daemonArgs.Add(Next()); break;
                     case "--quick": size = 32; files = 1000; list = 2000; forget = 10_000; runs = 3; seconds = 1; break;
                     case "--help" or "-h":
                         error = "options: --size-mib N (256) --files N (5000) --list-entries N (10000) --forget-files N (100000) --runs N (5) "
-                            + "--random-seconds S (3) --passthrough PATH --bindfs PATH --work-dir DIR (/var/tmp, a disk filesystem) --quick";
+                            + "--random-seconds S (3) --passthrough PATH --bindfs PATH --work-dir DIR (/var/tmp, a disk filesystem) "
+                            + "--daemon-arg ARG (repeatable, e.g. --daemon-arg --thread-pool-size --daemon-arg 8) --quick";
                         return false;
                     default:
                         error = $"unknown option {args[i]}; see --help.";
@@ -122,7 +130,7 @@ public static class FsBench
             error = $"the work directory {work} does not exist; pass --work-dir DIR on a disk filesystem.";
             return false;
         }
-        options = new Options(size, files, list, forget, runs, seconds, passthrough, bindfs, work);
+        options = new Options(size, files, list, forget, runs, seconds, passthrough, bindfs, work, daemonArgs.ToArray());
         error = null;
         return true;
     }
@@ -182,11 +190,15 @@ public static class FsBench
         public required string Description { get; init; }
         public int? Pid => _process?.Id;
 
-        public static Target Passthrough(string root, string exe)
+        public static Target Passthrough(string root, string exe, string[] extra)
         {
             var (src, mnt) = Dirs(root, "passthrough");
-            var t = new Target { Name = "daemon", Dir = mnt, Source = src, Description = $"passthrough --shared-dir {src} --mount {mnt} (cache auto, default threads)" };
-            t.Start(exe, ["--shared-dir", src, "--mount", mnt, "--log-level", "warn"], mnt, "fuse.passthrough");
+            var t = new Target
+            {
+                Name = "daemon", Dir = mnt, Source = src,
+                Description = $"passthrough --shared-dir {src} --mount {mnt} {string.Join(' ', extra)}" + (extra.Length == 0 ? "(defaults: cache auto, threads max(2, CPUs))" : ""),
+            };
+            t.Start(exe, ["--shared-dir", src, "--mount", mnt, "--log-level", "warn", .. extra], mnt, "fuse.passthrough");
             return t;
         }
 
@@ -249,6 +261,16 @@ public static class FsBench
             return type;
         }
 
+        /// <summary>User + system CPU time of the server process so far (all its threads), from /proc/PID/stat.</summary>
+        public double CpuSeconds()
+        {
+            if (_process is null) return 0;
+            var stat = File.ReadAllText($"/proc/{_process.Id}/stat");
+            // Fields after the parenthesised command name; utime and stime are fields 14 and 15 (1-based).
+            var rest = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return (long.Parse(rest[11], CultureInfo.InvariantCulture) + long.Parse(rest[12], CultureInfo.InvariantCulture)) / 100.0;
+        }
+
         public (long PeakKiB, long RssKiB) Memory()
         {
             long hwm = 0, rss = 0;
@@ -305,17 +327,26 @@ public static class FsBench
         BenchLibc.Close(fd);
     }
 
-    private static (string Name, string Unit, double[] Medians) Measure(string name, string unit, List<Target> targets, int runs, Func<Target, double> run)
+    /// <summary>One workload: the median rate per target and the CPU time its FUSE server spent over all runs.</summary>
+    private sealed record Row(string Name, string Unit, double[] Medians, double[] ServerCpuSeconds);
+
+    private static Row Measure(string name, string unit, List<Target> targets, int runs, Func<Target, double> run)
     {
         Console.Write($"  {name} ");
         var samples = targets.Select(_ => new List<double>()).ToArray();
+        var cpu = new double[targets.Count];
         for (var r = 0; r < runs; r++)
         {
-            for (var i = 0; i < targets.Count; i++) samples[i].Add(run(targets[i]));
+            for (var i = 0; i < targets.Count; i++)
+            {
+                var before = targets[i].CpuSeconds();
+                samples[i].Add(run(targets[i]));
+                cpu[i] += targets[i].CpuSeconds() - before;
+            }
             Console.Write('.');
         }
         Console.WriteLine();
-        return (name, unit, samples.Select(Median).ToArray());
+        return new Row(name, unit, samples.Select(Median).ToArray(), cpu);
     }
 
     private static double Median(List<double> values)
@@ -420,7 +451,7 @@ public static class FsBench
 
     // ------------------------------------------------------------------------------------------------ report
 
-    private static void PrintTable(List<Target> targets, List<(string Name, string Unit, double[] Medians)> rows, Options options)
+    private static void PrintTable(List<Target> targets, List<Row> rows, Options options)
     {
         Console.WriteLine();
         Console.WriteLine($"Medians of {options.Runs} runs (higher is better). Cold cache = sync + echo 3 > /proc/sys/vm/drop_caches before the run;");
@@ -430,13 +461,20 @@ public static class FsBench
         header += $" {"daemon/bindfs",14} {"daemon/plain",13}";
         Console.WriteLine(header);
         Console.WriteLine(new string('-', header.Length));
-        foreach (var (name, unit, medians) in rows)
+        foreach (var row in rows)
         {
-            var line = $"{name,-44} {unit,-9}";
-            foreach (var m in medians) line += $" {m,11:N0}";
-            line += $" {medians[0] / medians[1],14:0.00} {medians[0] / medians[2],13:0.00}";
+            var line = $"{row.Name,-44} {row.Unit,-9}";
+            foreach (var m in row.Medians) line += $" {m,11:N0}";
+            line += $" {row.Medians[0] / row.Medians[1],14:0.00} {row.Medians[0] / row.Medians[2],13:0.00}";
             Console.WriteLine(line);
         }
+
+        // Wall-clock rates move with whatever else the machine runs; the CPU a server burns for the same work does not.
+        Console.WriteLine();
+        Console.WriteLine($"CPU time of the FUSE server process over all {options.Runs} runs (user+system, lower is better):");
+        Console.WriteLine($"{"workload",-44} {"daemon s",9} {"bindfs s",9} {"daemon/bindfs",14}");
+        foreach (var row in rows)
+            Console.WriteLine($"{row.Name,-44} {row.ServerCpuSeconds[0],9:0.00} {row.ServerCpuSeconds[1],9:0.00} {(row.ServerCpuSeconds[1] > 0 ? row.ServerCpuSeconds[0] / row.ServerCpuSeconds[1] : double.NaN),14:0.00}");
     }
 
     private static void PrintMemory(List<Target> targets, Options options)

@@ -438,6 +438,12 @@ def case_link(d, log):
     log.call("link into sub", os.link, p(d, "f"), p(d, "sub", "h"))
     log.call("nlink 3", lambda: [os.stat(p(d, n)).st_nlink for n in ("f", "g", "sub/h")])
     log.call("same ino 3", lambda: len({os.stat(p(d, n)).st_ino for n in ("f", "g", "sub/h")}))
+    if ROOT:
+        # Forget every cached dentry (the kernel sends FORGETs): the links must still be one inode when looked up anew.
+        with open("/proc/sys/vm/drop_caches", "w") as h:
+            h.write("2")
+        log.call("same ino after forget", lambda: len({os.stat(p(d, n)).st_ino for n in ("sub/h", "g", "f")}))
+        log.call("nlink after forget", lambda: os.stat(p(d, "sub", "h")).st_nlink)
     with open(p(d, "g"), "ab") as h:
         h.write(b"+more")
     log.call("write via one name seen via other", read_file, p(d, "sub", "h"))
