@@ -14,10 +14,11 @@ public sealed class PassthroughDifferentialTests(DifferentialShare fixture) : IC
     /// <summary>The cases of fs_ops.py; <see cref="EveryScriptCaseIsCompared"/> keeps this list complete.</summary>
     public static readonly string[] CaseNames =
     [
-        "access", "chmod", "chown", "copy_file_range", "fallocate", "fd_attrs", "flock", "fsync", "link", "many_files",
-        "mkdir_rmdir", "mknod", "open_flags", "ownership", "permissions", "posix_locks", "read_write", "readdir",
-        "rename", "renameat2", "seek_data_hole", "setuid_cleared", "stat_lookup", "statfs", "symlink", "syncfs",
-        "truncate", "unix_socket", "unlink", "unlinked_open", "utimens", "xattr",
+        "access", "big_offsets", "byte_names", "chmod", "chown", "copy_file_range", "fallocate", "fd_attrs", "flock",
+        "fsync", "link", "link_rename", "many_files", "mkdir_rmdir", "mknod", "mmap", "open_flags", "ownership",
+        "perm_changes", "permissions", "posix_locks", "read_write", "readdir", "rename", "renameat2", "seek_data_hole",
+        "setuid_cleared", "stat_lookup", "statfs", "symlink", "syncfs", "truncate", "unix_socket", "unlink",
+        "unlinked_open", "utimens", "xattr",
     ];
 
     public static TheoryData<string, int> Cases()

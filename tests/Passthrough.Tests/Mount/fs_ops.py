@@ -968,6 +968,100 @@ def case_many_files(d, log):
     log.note("remaining", len(os.listdir(d)))
 
 
+def case_mmap(d, log):
+    import mmap
+    f = p(d, "f")
+    write_file(f, b"\0" * 8192)
+    fd = os.open(f, os.O_RDWR)
+    try:
+        m = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        m[100:105] = b"hello"
+        m[5000:5003] = b"xyz"
+        log.call("msync", m.flush)
+        m.close()
+        log.call("pread after msync", os.pread, fd, 5, 100)
+        log.call("pread second page", os.pread, fd, 3, 5000)
+        m = mmap.mmap(fd, 8192, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)
+        m[0:4] = b"priv"
+        m.close()
+        log.call("private mapping not written back", os.pread, fd, 4, 0)
+    finally:
+        os.close(fd)
+    log.call("content hash", lambda: hashlib.sha256(read_file(f)).hexdigest())
+
+
+def case_byte_names(d, log):
+    names = [b"caf\xe9", b"\xff\xfe", b"new\nline", b" lead space", b"trail space ", b"back\\slash", b"...",
+             b"-dash", b"\xe2\x98\x83 snowman", b"tab\tname", b"#hash", b"*star?"]
+    bd = os.fsencode(d)
+    for n in names:
+        log.call("create " + n.hex(), write_file, os.path.join(bd, n), n)
+    log.call("listdir bytes", lambda: sorted(x.hex() for x in os.listdir(bd)))
+    for n in names:
+        log.call("read " + n.hex(), lambda n=n: read_file(os.path.join(bd, n)) == n)
+    log.call("rename non-utf8", os.rename, os.path.join(bd, b"\xff\xfe"), os.path.join(bd, b"\xfe\xff"))
+    log.call("stat renamed", lambda: os.stat(os.path.join(bd, b"\xfe\xff")).st_size)
+
+
+def case_big_offsets(d, log):
+    f = p(d, "f")
+    fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        for off in (2**31 - 2, 2**32 + 5, 5 * 2**30, 2**40):
+            log.call("pwrite at %d" % off, os.pwrite, fd, b"edge", off)
+            log.call("pread at %d" % off, os.pread, fd, 8, off)
+        log.call("size", lambda: os.fstat(fd).st_size)
+        log.call("SEEK_DATA from 4GiB", os.lseek, fd, 2**32, os.SEEK_DATA)
+        log.call("pwrite beyond max", os.pwrite, fd, b"x", 2**63 - 1)
+        log.call("truncate to 16 TiB", os.ftruncate, fd, 2**44)
+        log.call("truncate beyond ext4 max", os.ftruncate, fd, 2**62)
+    finally:
+        os.close(fd)
+
+
+def case_link_rename(d, log):
+    write_file(p(d, "a"), b"one inode")
+    os.link(p(d, "a"), p(d, "b"))
+    log.call("rename onto own hard link", os.rename, p(d, "a"), p(d, "b"))
+    log.call("both names remain", lambda: sorted(os.listdir(d)))
+    log.call("nlink", lambda: os.stat(p(d, "a")).st_nlink)
+    log.c("exchange two links", libc.renameat2(AT_FDCWD, p(d, "a").encode(), AT_FDCWD, p(d, "b").encode(), RENAME_EXCHANGE))
+    os.mkdir(p(d, "x"))
+    os.mkdir(p(d, "x", "y"))
+    log.call("rename parent into child", os.rename, p(d, "x"), p(d, "x", "y", "z"))
+    log.call("rename dir to .", os.rename, p(d, "x", "y"), p(d, "x", "."))
+    log.call("rename . away", os.rename, p(d, "x", "."), p(d, "w"))
+    log.call("rename over ..", os.rename, p(d, "a"), p(d, "x", ".."))
+
+
+def case_perm_changes(d, log):
+    if not ROOT:
+        f = p(d, "mine")
+        write_file(f, b"x")
+        log.call("chmod g+s own file, own group", os.chmod, f, 0o2755)
+        log.call("mode", lambda: oct(stat.S_IMODE(os.stat(f).st_mode)))
+        log.call("chgrp to a group not held", os.chown, f, -1, 0)
+        return
+    os.chmod(d, 0o777)
+    f = p(d, "shared")
+    write_file(f, b"x", 0o666)
+    os.chmod(f, 0o666)
+    g = p(d, "foreign-group")
+    write_file(g, b"x")
+    os.chown(g, OTHER, 4321)
+
+    def other(lg):
+        lg.call("utime now on writable foreign file", os.utime, f, None)
+        lg.call("utime explicit on writable foreign file", os.utime, f, ns=(5, 5))
+        ts = (ctypes.c_long * 4)(0, UTIME_NOW, 0, UTIME_OMIT)
+        lg.c("utimensat atime now, mtime omit", libc.utimensat(AT_FDCWD, f.encode(), ts, 0))
+        lg.call("chmod g+s with a group not held", os.chmod, g, 0o2755)
+        lg.call("mode after", lambda: oct(stat.S_IMODE(os.stat(g).st_mode)))
+        lg.call("truncate writable foreign file", os.truncate, f, 0)
+        lg.call("chmod foreign file", os.chmod, f, 0o600)
+    log.note("as other", as_user(OTHER, other))
+
+
 CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
 
 
