@@ -155,15 +155,27 @@ public sealed class MountedShare : IDisposable
                     TestLibc.Umount2(MountPoint, TestLibc.MNT_DETACH);
                     Thread.Sleep(20);
                 }
-                if (MountFsType(MountPoint) is null)
-                {
-                    try { Directory.Delete(Root, recursive: true); }
-                    catch (IOException) { }
-                    catch (UnauthorizedAccessException) { }
-                }
+                if (MountFsType(MountPoint) is null) RemoveTree(Root);
                 _daemon.Dispose();
             }
         }
+    }
+
+    /// <summary>
+    /// Removes a temporary tree. .NET cannot name entries whose names are not UTF-8 (tests create such names on
+    /// purpose), so what it leaves behind goes with rm, which never crosses into another filesystem here.
+    /// </summary>
+    public static void RemoveTree(string root)
+    {
+        try
+        {
+            Directory.Delete(root, recursive: true);
+            return;
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        using var rm = Process.Start(new ProcessStartInfo("rm", ["-rf", "--one-file-system", root]) { UseShellExecute = false });
+        rm?.WaitForExit(60_000);
     }
 
     /// <summary>Unmounts the share (plain unmount, lazy detach when busy); the daemon then ends its session.</summary>

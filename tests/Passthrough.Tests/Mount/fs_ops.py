@@ -1001,6 +1001,9 @@ def case_byte_names(d, log):
         log.call("read " + n.hex(), lambda n=n: read_file(os.path.join(bd, n)) == n)
     log.call("rename non-utf8", os.rename, os.path.join(bd, b"\xff\xfe"), os.path.join(bd, b"\xfe\xff"))
     log.call("stat renamed", lambda: os.stat(os.path.join(bd, b"\xfe\xff")).st_size)
+    for n in names:
+        log.call("unlink " + n.hex(), os.unlink, os.path.join(bd, n if n != b"\xff\xfe" else b"\xfe\xff"))
+    log.call("empty again", lambda: os.listdir(bd))
 
 
 def case_big_offsets(d, log):
