@@ -15,7 +15,7 @@ public static class FsBench
 {
     public const string Help = "FUSE passthrough daemon vs bindfs vs plain directory (root; --help for options)";
 
-    private sealed record Options(int SizeMiB, int Files, int ListEntries, int ForgetFiles, int Runs, double RandomSeconds, string? Passthrough, string? Bindfs, string WorkDir, string[] DaemonArgs);
+    private sealed record Options(int SizeMiB, int Files, int ListEntries, int ForgetFiles, int Runs, double RandomSeconds, string? Passthrough, string? Bindfs, string WorkDir, string[] DaemonArgs, string[] Rows);
 
     public static int Run(string[] args)
     {
@@ -59,15 +59,21 @@ public static class FsBench
             foreach (var t in targets) Console.WriteLine($"  {t.Name,-8} {t.Description}");
 
             var rows = new List<Row>();
-            Prepare(targets, options);
-            rows.Add(Measure("create+stat+unlink", "files/s", targets, options.Runs, t => CreateStatUnlink(t.Dir, options.Files)));
-            rows.Add(Measure($"seq write 1 MiB blocks ({options.SizeMiB} MiB)", "MiB/s", targets, options.Runs, t => SequentialWrite(t.Dir, options.SizeMiB)));
-            rows.Add(Measure("seq read 1 MiB blocks, cold cache", "MiB/s", targets, options.Runs, t => SequentialRead(t.Dir)));
-            rows.Add(Measure($"random 4 KiB pread, cold cache ({options.RandomSeconds:0.#} s)", "reads/s", targets, options.Runs, t => RandomRead(t.Dir, options.SizeMiB, options.RandomSeconds)));
-            rows.Add(Measure($"ls -l of {options.ListEntries:N0} entries, cold", "entries/s", targets, options.Runs, t => Listing(t.Dir, options.ListEntries)));
+            if (options.Rows.Contains("ls")) Prepare(targets, options);
+            var wanted = options.Rows;
+            if (wanted.Contains("create"))
+                rows.Add(Measure("create+stat+unlink", "files/s", targets, options.Runs, t => CreateStatUnlink(t.Dir, options.Files)));
+            if (wanted.Contains("write"))
+                rows.Add(Measure($"seq write 1 MiB blocks ({options.SizeMiB} MiB)", "MiB/s", targets, options.Runs, t => SequentialWrite(t.Dir, options.SizeMiB)));
+            if (wanted.Contains("read"))
+                rows.Add(Measure("seq read 1 MiB blocks, cold cache", "MiB/s", targets, options.Runs, t => SequentialRead(t.Dir)));
+            if (wanted.Contains("random"))
+                rows.Add(Measure($"random 4 KiB pread, cold cache ({options.RandomSeconds:0.#} s)", "reads/s", targets, options.Runs, t => RandomRead(t.Dir, options.SizeMiB, options.RandomSeconds)));
+            if (wanted.Contains("ls"))
+                rows.Add(Measure($"ls -l of {options.ListEntries:N0} entries, cold", "entries/s", targets, options.Runs, t => Listing(t.Dir, options.ListEntries)));
 
             PrintTable(targets, rows, options);
-            PrintMemory(targets, options);
+            if (wanted.Contains("memory")) PrintMemory(targets, options);
             return 0;
         }
         finally
@@ -85,6 +91,7 @@ public static class FsBench
         string? passthrough = null, bindfs = null;
         var work = "/var/tmp";
         var daemonArgs = new List<string>();
+        string[] rows = ["create", "write", "read", "random", "ls", "memory"];
         options = null!;
         for (var i = 0; i < args.Length; i++)
         {
@@ -103,11 +110,13 @@ public static class FsBench
                     case "--bindfs": bindfs = Next(); break;
                     case "--work-dir": work = Next(); break;
                     case "--daemon-arg": daemonArgs.Add(Next()); break;
+                    case "--rows": rows = Next().Split(',', StringSplitOptions.RemoveEmptyEntries); break;
                     case "--quick": size = 32; files = 1000; list = 2000; forget = 10_000; runs = 3; seconds = 1; break;
                     case "--help" or "-h":
                         error = "options: --size-mib N (256) --files N (5000) --list-entries N (10000) --forget-files N (100000) --runs N (5) "
                             + "--random-seconds S (3) --passthrough PATH --bindfs PATH --work-dir DIR (/var/tmp, a disk filesystem) "
-                            + "--daemon-arg ARG (repeatable, e.g. --daemon-arg --thread-pool-size --daemon-arg 8) --quick";
+                            + "--daemon-arg ARG (repeatable, e.g. --daemon-arg --thread-pool-size --daemon-arg 8) "
+                            + "--rows create,write,read,random,ls,memory (all; read and random need write) --quick";
                         return false;
                     default:
                         error = $"unknown option {args[i]}; see --help.";
@@ -130,7 +139,20 @@ public static class FsBench
             error = $"the work directory {work} does not exist; pass --work-dir DIR on a disk filesystem.";
             return false;
         }
-        options = new Options(size, files, list, forget, runs, seconds, passthrough, bindfs, work, daemonArgs.ToArray());
+        foreach (var row in rows)
+        {
+            if (row is not ("create" or "write" or "read" or "random" or "ls" or "memory"))
+            {
+                error = $"unknown row '{row}' in --rows; use create, write, read, random, ls, memory.";
+                return false;
+            }
+        }
+        if ((rows.Contains("read") || rows.Contains("random")) && !rows.Contains("write"))
+        {
+            error = "the read and random rows read the file the write row writes; add write to --rows.";
+            return false;
+        }
+        options = new Options(size, files, list, forget, runs, seconds, passthrough, bindfs, work, daemonArgs.ToArray(), rows);
         error = null;
         return true;
     }
