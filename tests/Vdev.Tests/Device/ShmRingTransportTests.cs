@@ -1,0 +1,119 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using Hypervisor.Protocol.Ring;
+using Hypervisor.Vdev.Device;
+using Hypervisor.Vdev.Tests.Frontend;
+using Hypervisor.Vdev.VhostUser;
+
+namespace Hypervisor.Vdev.Tests.Device;
+
+/// <summary>
+/// The vdev over the real shared-memory ring: a stand-in daemon attaches to the ring set in this process
+/// (with duplicated descriptors, as an inheriting child would hold them) and answers like the passthrough
+/// daemon's ring transport does: one completion per submission, empty for FORGET.
+/// </summary>
+public sealed partial class ShmRingTransportTests : IDisposable
+{
+    private static readonly TimeSpan T = TimeSpan.FromSeconds(10);
+    private readonly string _dir = Directory.CreateTempSubdirectory("vdev-ring-").FullName;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int dup(int fd);
+
+    private static RingFds Duplicate(RingFds f) => new(dup(f.MemFd), f.SubmissionDoorbells.Select(dup).ToArray(), f.CompletionDoorbells.Select(dup).ToArray());
+
+    /// <summary>The stand-in daemon: one thread per queue echoing frames (TestTransport.Answer), FORGET answered empty.</summary>
+    private static Thread[] Serve(ShmRingSet daemon, CancellationToken ct)
+    {
+        var threads = new Thread[daemon.QueueCount];
+        for (int q = 0; q < threads.Length; q++)
+        {
+            var queue = daemon.GetQueue(q);
+            threads[q] = new Thread(() =>
+            {
+                while (queue.Consumer.Peek(out var frame, Timeout.InfiniteTimeSpan, ct) == RingStatus.Ok)
+                {
+                    var request = frame.Data.ToArray();
+                    var tag = frame.Tag;
+                    queue.Consumer.Release();
+                    bool forget = BinaryPrimitives.ReadUInt32LittleEndian(request.AsSpan(4)) == FuseFrames.Forget;
+                    var reply = forget ? [] : TestTransport.Answer(request);
+                    if (queue.Producer.Reserve(reply.Length, out var span, Timeout.InfiniteTimeSpan, ct) != RingStatus.Ok) return;
+                    reply.CopyTo(span);
+                    queue.Producer.Commit(reply.Length, tag);
+                }
+            }) { IsBackground = true };
+            threads[q].Start();
+        }
+        return threads;
+    }
+
+    [Fact]
+    public async Task RequestsTravelThroughTheRingAndADaemonThatGoesAwayTurnsIntoEio()
+    {
+        using var rings = ShmRingSet.Create(3);
+        var daemon = ShmRingSet.Attach(Duplicate(rings.Fds));
+        using var daemonStop = new CancellationTokenSource();
+        var served = Serve(daemon, daemonStop.Token);
+
+        var log = new ListLogger();
+        using var cts = new CancellationTokenSource();
+        var sock = Path.Combine(_dir, "s.sock");
+        var run = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = 2 }, ShmRingTransport.Factory(rings, log), log, cts.Token);
+        using var ram = new GuestRam(64 << 20);
+        using var fe = VhostUserFrontend.Connect(sock, T);
+        fe.Negotiate();
+        fe.SetMemTable(ram);
+        var qs = fe.SetupQueues(ram, 3, 64);
+
+        // Both request queues, direct and indirect, a large READ reply scattered over segments.
+        for (int q = 1; q <= 2; q++)
+            for (ulong i = 0; i < 50; i++)
+            {
+                var frame = FuseFrames.GetattrRequest(i + 1, 1);
+                Assert.Equal(TestTransport.Answer(frame), qs[q].Transact(frame, 4096, T, indirect: (i & 1) == 1));
+            }
+        var read = FuseFrames.ReadRequest(99, 2, 3, 0, 30000);
+        ushort h = qs[1].Submit(read, 16 + 30000, indirect: true, replySegments: 8);
+        var (head, len) = qs[1].WaitUsed(T);
+        Assert.Equal(h, head);
+        Assert.Equal(TestTransport.Answer(read), qs[1].ReplyBytes(head, len));
+
+        // FORGET on hiprio: the chain comes back at once; the daemon's empty completion is ignored.
+        for (ulong i = 0; i < 20; i++)
+        {
+            ushort fh = qs[0].Submit(FuseFrames.ForgetRequest(1000 + i, 5, 1), 0);
+            Assert.Equal((fh, 0u), qs[0].WaitUsed(T));
+        }
+        Thread.Sleep(100);
+        Assert.Equal(0, qs[0].InFlight);
+        Assert.False(qs[0].TryTakeUsed(out _, out _));
+
+        // The daemon closes its end: outstanding and later requests get EIO.
+        daemonStop.Cancel();
+        foreach (var t in served) t.Join();
+        daemon.Dispose();
+        var after = qs[2].Transact(FuseFrames.GetattrRequest(500, 1), 4096, T);
+        Assert.Equal((16u, -5, 500ul), FuseFrames.ReadOutHeader(after));
+        Assert.Equal(1, log.Count("FUSE daemon is gone"));
+
+        fe.Disconnect();
+        Assert.Equal(0, await run.WaitAsync(T));
+    }
+
+    [Fact]
+    public async Task ARingSetWithTooFewQueuesIsAConfigurationError()
+    {
+        using var rings = ShmRingSet.Create(2);
+        var log = new ListLogger();
+        var rc = await VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = Path.Combine(_dir, "t.sock"), RequestQueues = 2 }, ShmRingTransport.Factory(rings, log), log, default);
+        Assert.Equal(VhostUserDevice.ExitConfig, rc);
+        Assert.True(log.Contains("ShmRingSet.Create(3)"), log.ToString());
+        Assert.False(File.Exists(Path.Combine(_dir, "t.sock")));
+    }
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+}

@@ -1,0 +1,158 @@
+using System.Buffers.Binary;
+using Hypervisor.Vdev.Virtio;
+
+namespace Hypervisor.Vdev.Device;
+
+/// <summary>
+/// One request chain popped from a virtqueue, as handed to <see cref="IFuseTransport.Submit"/>. Objects are
+/// pooled per queue slot and reused once the chain is completed; do not keep a reference past completion.
+/// </summary>
+public sealed class FuseRequest
+{
+    /// <summary>Size of C <c>struct fuse_in_header</c>: len, opcode, unique, nodeid, uid, gid, pid, total_extlen+padding.</summary>
+    public const int InHeaderSize = 40;
+    /// <summary>Size of C <c>struct fuse_out_header</c>: len, error, unique.</summary>
+    public const int OutHeaderSize = 16;
+
+    internal const uint OpForget = 2;
+    internal const uint OpInterrupt = 36;
+    internal const uint OpBatchForget = 42;
+
+    internal GuestBuffer[] ReadableSegments = new GuestBuffer[4];
+    internal GuestBuffer[] WritableSegments = new GuestBuffer[4];
+    internal int ReadableCount;
+    internal int WritableCount;
+    private readonly byte[] _header = new byte[InHeaderSize];
+
+    /// <summary>Slot state: 0 free, 1 in flight, 2 being completed or dropped.</summary>
+    internal int State;
+    internal GuestMemoryTable? Memory;
+    internal RingView? View;
+    internal uint Generation;
+    internal ushort Head;
+    internal ulong TagField;
+
+    /// <summary>
+    /// Cancelled when the queue stops (GET_VRING_BASE, reset, disconnect, shutdown). A transport that blocks
+    /// in <see cref="IFuseTransport.Submit"/> (a full ring) waits on this token and returns false when it fires.
+    /// </summary>
+    public CancellationToken Cancellation { get; internal set; }
+
+    /// <summary>Opaque tag identifying this request until it is completed; the ring carries it.</summary>
+    public ulong Tag { get => Volatile.Read(ref TagField); internal set => Volatile.Write(ref TagField, value); }
+    /// <summary>The queue the chain came from.</summary>
+    public QueueIndex Queue { get; internal set; }
+    /// <summary>Opcode from the request header, read once from guest memory.</summary>
+    public uint Opcode { get; private set; }
+    /// <summary>Unique id from the request header, read once from guest memory.</summary>
+    public ulong Unique { get; private set; }
+    /// <summary>False for FORGET, BATCH_FORGET and INTERRUPT, which get no reply.</summary>
+    public bool ExpectsReply { get; private set; }
+    /// <summary>Total bytes of the device-readable segments: the request frame.</summary>
+    public int ReadableLength { get; internal set; }
+    /// <summary>Total bytes of the device-writable segments: the most a reply may hold.</summary>
+    public int WritableLength { get; internal set; }
+
+    /// <summary>The request frame's segments in guest memory, in order. Valid only during <see cref="IFuseTransport.Submit"/>.</summary>
+    public ReadOnlySpan<GuestBuffer> Readable => ReadableSegments.AsSpan(0, ReadableCount);
+
+    /// <summary>The reply space's segments in guest memory, in order (the device scatters replies into them).</summary>
+    public ReadOnlySpan<GuestBuffer> Writable => WritableSegments.AsSpan(0, WritableCount);
+
+    /// <summary>The request's fuse_in_header as read once from guest memory (a private copy).</summary>
+    public ReadOnlySpan<byte> Header => _header;
+
+    /// <summary>
+    /// Copies the whole frame (all readable segments) into <paramref name="dest"/>; returns the bytes copied,
+    /// or -1 when <paramref name="dest"/> is shorter than <see cref="ReadableLength"/>. The first
+    /// <see cref="InHeaderSize"/> bytes are taken from the private header copy, so the frame's header is the
+    /// one the device saw.
+    /// </summary>
+    public int CopyFrameTo(Span<byte> dest)
+    {
+        if (dest.Length < ReadableLength) return -1;
+        int off = 0;
+        foreach (ref readonly var seg in Readable)
+        {
+            seg.Span.CopyTo(dest[off..]);
+            off += seg.Length;
+        }
+        _header.CopyTo(dest);
+        return off;
+    }
+
+    /// <summary>Reads the header once (gathering across segments); false when the frame is shorter than a header.</summary>
+    internal bool CaptureHeader()
+    {
+        if (ReadableLength < InHeaderSize) return false;
+        int off = 0;
+        foreach (ref readonly var seg in Readable)
+        {
+            int n = Math.Min(seg.Length, InHeaderSize - off);
+            seg.Span[..n].CopyTo(_header.AsSpan(off));
+            off += n;
+            if (off == InHeaderSize) break;
+        }
+        Opcode = BinaryPrimitives.ReadUInt32LittleEndian(_header.AsSpan(4));
+        Unique = BinaryPrimitives.ReadUInt64LittleEndian(_header.AsSpan(8));
+        ExpectsReply = Opcode is not (OpForget or OpBatchForget or OpInterrupt);
+        return true;
+    }
+
+    internal void AddReadable(GuestBuffer b)
+    {
+        if (ReadableCount == ReadableSegments.Length) Array.Resize(ref ReadableSegments, ReadableCount * 2);
+        ReadableSegments[ReadableCount++] = b;
+        ReadableLength += b.Length;
+    }
+
+    internal void AddWritable(GuestBuffer b)
+    {
+        if (WritableCount == WritableSegments.Length) Array.Resize(ref WritableSegments, WritableCount * 2);
+        WritableSegments[WritableCount++] = b;
+        WritableLength += b.Length;
+    }
+
+    internal void ResetChain()
+    {
+        ReadableCount = WritableCount = 0;
+        ReadableLength = WritableLength = 0;
+        Opcode = 0;
+        Unique = 0;
+        ExpectsReply = false;
+    }
+
+    /// <summary>Scatters <paramref name="a"/> then <paramref name="b"/> into the writable segments; returns bytes written or -1 if they do not fit.</summary>
+    internal int Scatter(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+    {
+        if ((long)a.Length + b.Length > WritableLength) return -1;
+        int seg = 0, segOff = 0;
+        ScatterPart(a, ref seg, ref segOff);
+        ScatterPart(b, ref seg, ref segOff);
+        return a.Length + b.Length;
+    }
+
+    private void ScatterPart(ReadOnlySpan<byte> src, ref int seg, ref int segOff)
+    {
+        while (!src.IsEmpty)
+        {
+            var dst = WritableSegments[seg].Span[segOff..];
+            int n = Math.Min(dst.Length, src.Length);
+            src[..n].CopyTo(dst);
+            src = src[n..];
+            segOff += n;
+            if (segOff == WritableSegments[seg].Length) { seg++; segOff = 0; }
+        }
+    }
+
+    /// <summary>Writes a bare out header with <paramref name="negErrno"/>; returns bytes written (0 when no header fits).</summary>
+    internal int WriteError(int negErrno)
+    {
+        if (WritableLength < OutHeaderSize) return 0;
+        Span<byte> h = stackalloc byte[OutHeaderSize];
+        BinaryPrimitives.WriteUInt32LittleEndian(h, OutHeaderSize);
+        BinaryPrimitives.WriteInt32LittleEndian(h[4..], negErrno);
+        BinaryPrimitives.WriteUInt64LittleEndian(h[8..], Unique);
+        return Scatter(h, default);
+    }
+}

@@ -1,0 +1,75 @@
+namespace Hypervisor.Vdev.Device;
+
+/// <summary>A virtqueue of the virtio-fs device: 0 is hiprio, 1..N are request queues.</summary>
+public readonly record struct QueueIndex(ushort Value)
+{
+    /// <summary>The hiprio queue (FORGET, BATCH_FORGET, INTERRUPT).</summary>
+    public static QueueIndex Hiprio => new(0);
+    /// <summary>True for queue 0.</summary>
+    public bool IsHiprio => Value == 0;
+    public override string ToString() => Value.ToString(System.Globalization.CultureInfo.InvariantCulture);
+}
+
+/// <summary>What the device tells the transport factory about the share it serves.</summary>
+/// <param name="Tag">The virtio-fs mount tag.</param>
+/// <param name="RequestQueues">Number of request queues (queues 1..N); queue 0 is hiprio.</param>
+/// <param name="QueueSize">Maximum entries per queue, hence the most requests one queue has in flight.</param>
+public sealed record FuseDeviceInfo(string Tag, int RequestQueues, int QueueSize);
+
+/// <summary>
+/// Creates the share's transport (the shm ring to the passthrough daemon, or a test double) once per
+/// device. The transport outlives VMM connections.
+/// </summary>
+public interface IFuseTransportFactory
+{
+    /// <summary>Creates the transport; it reports replies and failures through <paramref name="sink"/>.</summary>
+    IFuseTransport Create(FuseDeviceInfo device, IFuseCompletionSink sink);
+}
+
+/// <summary>
+/// The seam between the virtqueues and the daemon. Each queue's worker thread calls <see cref="Submit"/>
+/// for every request chain it pops, in order; calls for different queues come from different threads
+/// concurrently, calls for one queue never overlap.
+/// </summary>
+public interface IFuseTransport : IDisposable
+{
+    /// <summary>
+    /// Hands one FUSE request frame to the daemon. The frame is the concatenation of
+    /// <see cref="FuseRequest.Readable"/>; copy it (for example straight into the ring's shared memory)
+    /// before returning: the request object and its readable segments may be reused afterwards.
+    /// When <see cref="FuseRequest.ExpectsReply"/> is true, the transport must later call
+    /// <see cref="IFuseCompletionSink.Complete(ulong, ReadOnlySpan{byte})"/> with <see cref="FuseRequest.Tag"/>
+    /// exactly once, from any thread; when false (FORGET, BATCH_FORGET, INTERRUPT) it must not, and the
+    /// device returns the chain to the guest as soon as this method returns.
+    /// May block the calling queue (backpressure when the ring is full), but must return promptly once the
+    /// daemon is dead or <see cref="FuseRequest.Cancellation"/> fires (the ring is stopping). Returns false when the frame could not be delivered (daemon gone); the device then
+    /// answers the guest with EIO itself.
+    /// </summary>
+    bool Submit(FuseRequest request);
+}
+
+/// <summary>How the transport reports back to the device. All members are thread-safe.</summary>
+public interface IFuseCompletionSink
+{
+    /// <summary>
+    /// Completes request <paramref name="tag"/> with <paramref name="reply"/> (a whole FUSE reply: out header
+    /// and body), which the device scatters into the chain's device-writable descriptors, then returns the
+    /// chain to the guest. A tag that is unknown, already completed, or from before a ring stop or VMM
+    /// reconnect is ignored (returns false). A reply larger than the guest's writable space is replaced by
+    /// an EIO reply.
+    /// </summary>
+    bool Complete(ulong tag, ReadOnlySpan<byte> reply);
+
+    /// <summary>
+    /// Same as <see cref="Complete(ulong, ReadOnlySpan{byte})"/> for a reply held in two pieces (a frame
+    /// that wraps around the end of a ring buffer): the reply is <paramref name="first"/> then <paramref name="second"/>.
+    /// </summary>
+    bool Complete(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second);
+
+    /// <summary>
+    /// The daemon died or the transport broke for good. The device answers every outstanding request of
+    /// every queue with a FUSE error reply (error = -EIO; length 0 where no out header fits), answers every
+    /// later request the same way, and logs this once.
+    /// </summary>
+    void TransportFailed(string reason);
+}

@@ -1,0 +1,64 @@
+using System.Runtime.InteropServices;
+
+namespace Hypervisor.Vdev.Interop;
+
+/// <summary>poll(2): every blocking wait in the vdev also watches a stop eventfd so cancellation is immediate.</summary>
+internal static unsafe partial class Libc
+{
+    public const short POLLIN = 0x1;
+    public const short POLLERR = 0x8;
+    public const short POLLHUP = 0x10;
+    public const short POLLNVAL = 0x20;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int poll(PollFd* fds, nuint nfds, int timeout);
+
+    /// <summary>
+    /// Waits until <paramref name="fd"/> or <paramref name="stop"/> is readable (or hung up).
+    /// Returns 1 when <paramref name="stop"/> fired (it wins when both are ready), 0 when <paramref name="fd"/> is ready.
+    /// </summary>
+    public static int WaitEither(SafeHandle fd, SafeHandle stop) => WaitReadable(fd, stop) ? 0 : 1;
+
+    /// <summary>
+    /// Waits until <paramref name="fd"/> or <paramref name="stop"/> is readable (or hung up).
+    /// Returns true when <paramref name="fd"/> is ready, false when <paramref name="stop"/> fired.
+    /// </summary>
+    public static bool WaitReadable(SafeHandle fd, SafeHandle stop)
+    {
+        bool a = false, b = false;
+        fd.DangerousAddRef(ref a);
+        stop.DangerousAddRef(ref b);
+        try
+        {
+            var fds = stackalloc PollFd[2];
+            fds[0] = new PollFd { Fd = (int)fd.DangerousGetHandle(), Events = POLLIN };
+            fds[1] = new PollFd { Fd = (int)stop.DangerousGetHandle(), Events = POLLIN };
+            while (true)
+            {
+                // Safe: `fds` is a 2-element stack array; both fds are kept open by the AddRefs above.
+                int r = poll(fds, 2, -1);
+                if (r < 0)
+                {
+                    int e = Marshal.GetLastPInvokeError();
+                    if (e == EINTR) continue;
+                    throw new SyscallException("poll", e);
+                }
+                if (fds[1].Revents != 0) return false;
+                if (fds[0].Revents != 0) return true;
+            }
+        }
+        finally
+        {
+            if (a) fd.DangerousRelease();
+            if (b) stop.DangerousRelease();
+        }
+    }
+}

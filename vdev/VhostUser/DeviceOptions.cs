@@ -1,0 +1,96 @@
+using System.Globalization;
+
+namespace Hypervisor.Vdev.VhostUser;
+
+/// <summary>
+/// Options of one vhost-user virtio-fs device, in virtiofsd's vocabulary where it has one.
+/// <see cref="Parse"/> takes the options it knows and leaves the rest to the caller.
+/// </summary>
+public sealed class DeviceOptions
+{
+    /// <summary>Largest queue size a split virtqueue allows.</summary>
+    public const int MaxQueueSizeLimit = 32768;
+
+    /// <summary><c>--socket-path PATH</c>: create a listening socket there, removed again on exit. No default; this or <see cref="ListenFd"/> is required.</summary>
+    public string? SocketPath { get; set; }
+    /// <summary><c>--fd N</c>: accept on this inherited listening socket (libvirt). No default.</summary>
+    public int? ListenFd { get; set; }
+    /// <summary>
+    /// <c>--tag TAG</c>: the mount tag offered in the config space through GET_CONFIG. Default: none, and then
+    /// VHOST_USER_PROTOCOL_F_CONFIG is not offered (QEMU takes the tag from its own <c>tag=</c> property).
+    /// </summary>
+    public string? Tag { get; set; }
+    /// <summary><c>--request-queues N</c>: request queues offered besides hiprio (GET_QUEUE_NUM answers N+1). Default 1.</summary>
+    public int RequestQueues { get; set; } = 1;
+    /// <summary><c>--queue-size N</c>: the largest queue size accepted from SET_VRING_NUM, a power of two. Default 1024.</summary>
+    public int MaxQueueSize { get; set; } = 1024;
+    /// <summary>
+    /// <c>--keep-listening</c>: after the VMM disconnects, drop the device state and accept the next connection.
+    /// Default off: like virtiofsd, exit with status 0 when the VMM disconnects.
+    /// </summary>
+    public bool KeepListening { get; set; }
+    /// <summary>How long GET_VRING_BASE waits for requests in flight before dropping them. Default 5 s.</summary>
+    public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary><c>--print-capabilities</c>: print the vhost-user JSON capabilities and exit.</summary>
+    public bool PrintCapabilities { get; set; }
+
+    /// <summary>
+    /// Parses the options above (both <c>--name value</c> and <c>--name=value</c>) out of <paramref name="args"/>;
+    /// everything else is returned in <paramref name="rest"/> in order.
+    /// </summary>
+    /// <exception cref="ArgumentException">An option value is invalid; the message says what to change.</exception>
+    public static DeviceOptions Parse(IReadOnlyList<string> args, out List<string> rest)
+    {
+        var o = new DeviceOptions();
+        rest = [];
+        for (int i = 0; i < args.Count; i++)
+        {
+            string a = args[i];
+            string name = a, value = "";
+            int eq = a.IndexOf('=');
+            bool inline = a.StartsWith("--", StringComparison.Ordinal) && eq > 0;
+            if (inline) { name = a[..eq]; value = a[(eq + 1)..]; }
+            string Value()
+            {
+                if (inline) return value;
+                if (i + 1 >= args.Count) throw new ArgumentException($"Option {name} needs a value; write {name}=VALUE.");
+                return args[++i];
+            }
+            switch (name)
+            {
+                case "--socket-path": o.SocketPath = Value(); break;
+                case "--fd": o.ListenFd = Int(name, Value(), 0, int.MaxValue); break;
+                case "--tag": o.Tag = Value(); break;
+                case "--request-queues": o.RequestQueues = Int(name, Value(), 1, 254); break;
+                case "--queue-size": o.MaxQueueSize = Int(name, Value(), 1, MaxQueueSizeLimit); break;
+                case "--keep-listening": o.KeepListening = true; break;
+                case "--print-capabilities": o.PrintCapabilities = true; break;
+                default: rest.Add(a); break;
+            }
+        }
+        return o;
+    }
+
+    /// <summary>Checks the combination; throws <see cref="ArgumentException"/> with one sentence saying what to change.</summary>
+    public void Validate()
+    {
+        if (SocketPath == null && ListenFd == null) throw new ArgumentException("Give --socket-path PATH or --fd N so the VMM can connect.");
+        if (SocketPath != null && ListenFd != null) throw new ArgumentException("Give either --socket-path or --fd, not both.");
+        if (SocketPath is "") throw new ArgumentException("--socket-path is empty; give the path where the VMM will connect.");
+        if (RequestQueues < 1 || RequestQueues > 254) throw new ArgumentException($"--request-queues must be between 1 and 254, not {RequestQueues}.");
+        if (MaxQueueSize < 1 || MaxQueueSize > MaxQueueSizeLimit || (MaxQueueSize & (MaxQueueSize - 1)) != 0)
+            throw new ArgumentException($"--queue-size must be a power of two between 1 and {MaxQueueSizeLimit}, not {MaxQueueSize}.");
+        if (Tag != null)
+        {
+            int n = System.Text.Encoding.UTF8.GetByteCount(Tag);
+            if (n == 0 || n > 36 || Tag.Contains('\0')) throw new ArgumentException($"--tag must be 1 to 36 bytes of UTF-8, and '{Tag}' is {n} bytes.");
+        }
+    }
+
+    private static int Int(string name, string s, int min, int max)
+    {
+        if (!int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int v) || v < min || v > max)
+            throw new ArgumentException($"{name} takes a whole number between {min} and {max}, not '{s}'.");
+        return v;
+    }
+}

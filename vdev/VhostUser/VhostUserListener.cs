@@ -1,0 +1,125 @@
+using System.Runtime.InteropServices;
+using Hypervisor.Vdev.Interop;
+
+namespace Hypervisor.Vdev.VhostUser;
+
+/// <summary>
+/// The listening UNIX socket: created at <c>--socket-path</c> (and removed again on dispose) or inherited
+/// as <c>--fd</c> (already bound and listening, as libvirt hands it over).
+/// </summary>
+internal sealed unsafe class VhostUserListener : IDisposable
+{
+    private readonly FileDescriptor _fd;
+    private readonly string? _path;
+
+    private VhostUserListener(FileDescriptor fd, string? path)
+    {
+        _fd = fd;
+        _path = path;
+    }
+
+    /// <summary>Creates, binds and listens at <paramref name="path"/>; throws <see cref="ListenerException"/> with a sentence saying what to change.</summary>
+    public static VhostUserListener Bind(string path)
+    {
+        RemoveStaleSocket(path);
+        Span<byte> addr = stackalloc byte[110];
+        int len = Libc.FillSockaddrUn(addr, path);
+        if (len < 0) throw new ListenerException($"The socket path '{path}' is longer than the 107 bytes a UNIX socket address holds; use a shorter --socket-path.");
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir != null && !Directory.Exists(dir)) throw new ListenerException($"The directory of --socket-path '{path}' does not exist; create '{dir}' or choose another path.");
+        int raw = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
+        if (raw < 0) throw SyscallException.Last("socket");
+        var fd = new FileDescriptor(raw);
+        fixed (byte* a = addr)
+        {
+            // Safe: `a` points at the 110-byte sockaddr_un filled above; bind reads `len` bytes of it.
+            if (Libc.bind(fd, a, (uint)len) < 0)
+            {
+                int e = Marshal.GetLastPInvokeError();
+                fd.Dispose();
+                throw e switch
+                {
+                    98 => new ListenerException($"The socket path '{path}' is already in use (another backend, or a stale socket); stop that process or remove the file."),
+                    13 => new ListenerException($"Permission denied creating the socket '{path}'; choose a --socket-path in a directory this user may write."),
+                    _ => new SyscallException($"bind to '{path}'", e),
+                };
+            }
+        }
+        if (Libc.listen(fd, 1) < 0)
+        {
+            var ex = SyscallException.Last("listen");
+            fd.Dispose();
+            File.Delete(path);
+            throw ex;
+        }
+        return new VhostUserListener(fd, path);
+    }
+
+    /// <summary>
+    /// A socket file nobody accepts on (left by a killed backend) is removed so the VMM can be restarted
+    /// against the same path; a live one is left alone and reported by bind.
+    /// </summary>
+    private static void RemoveStaleSocket(string path)
+    {
+        if (!Libc.IsSocket(path)) return;
+        try
+        {
+            using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+            probe.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+        }
+        catch (System.Net.Sockets.SocketException e) when (e.SocketErrorCode == System.Net.Sockets.SocketError.ConnectionRefused)
+        {
+            File.Delete(path);
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            // Anything else: leave the file; bind reports the conflict.
+        }
+    }
+
+    /// <summary>Adopts an inherited listening socket; throws <see cref="ListenerException"/> when it is not one.</summary>
+    public static VhostUserListener Adopt(int fdNumber)
+    {
+        var fd = new FileDescriptor(fdNumber);
+        int v = 0;
+        uint l = sizeof(int);
+        // Safe: v and l are locals of the sizes getsockopt writes.
+        if (Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_ACCEPTCONN, &v, &l) < 0)
+        {
+            int e = Marshal.GetLastPInvokeError();
+            fd.SetHandleAsInvalid();
+            throw new ListenerException(e == Libc.ENOTSOCK
+                ? $"--fd {fdNumber} is not a socket; pass the number of the listening UNIX socket the VMM manager handed over."
+                : $"--fd {fdNumber} is not an open file descriptor; pass the number of an inherited listening socket.");
+        }
+        if (v == 0)
+        {
+            fd.SetHandleAsInvalid();
+            throw new ListenerException($"--fd {fdNumber} is a socket that is not listening; pass a socket on which listen() was called.");
+        }
+        return new VhostUserListener(fd, null);
+    }
+
+    /// <summary>Waits for one connection; null when <paramref name="stop"/> fired first.</summary>
+    public FileDescriptor? Accept(FileDescriptor stop)
+    {
+        while (true)
+        {
+            if (!Libc.WaitReadable(_fd, stop)) return null;
+            int c = Libc.accept4(_fd, null, null, Libc.SOCK_CLOEXEC);
+            if (c >= 0) return new FileDescriptor(c);
+            int e = Marshal.GetLastPInvokeError();
+            if (e is Libc.EINTR or Libc.EAGAIN or 103 /* ECONNABORTED */) continue;
+            throw new SyscallException("accept4", e);
+        }
+    }
+
+    public void Dispose()
+    {
+        _fd.Dispose();
+        if (_path != null) try { File.Delete(_path); } catch (IOException) { }
+    }
+}
+
+/// <summary>A configuration problem with the listening socket, worded for the user.</summary>
+internal sealed class ListenerException(string message) : Exception(message);

@@ -1,0 +1,148 @@
+using Hypervisor.Protocol.VhostUser;
+using Hypervisor.Vdev.Interop;
+
+namespace Hypervisor.Vdev.Virtio;
+
+/// <summary>
+/// One region of guest RAM from the memory table, mapped MAP_SHARED once. Shared by every
+/// <see cref="GuestMemoryTable"/> that lists it (ADD_MEM_REG builds a new table from the old one's regions),
+/// unmapped when the last table holding it is released.
+/// </summary>
+internal sealed unsafe class MappedRegion
+{
+    private readonly nint _mapBase;
+    private readonly nuint _mapLength;
+    private int _refs = 1;
+
+    public VhostUserMemoryRegion Description { get; }
+    /// <summary>Host address of guest-physical <c>GuestPhysAddr</c> (mapping base + mmap_offset).</summary>
+    public byte* Host { get; }
+
+    private MappedRegion(VhostUserMemoryRegion d, nint mapBase, nuint mapLength)
+    {
+        Description = d;
+        _mapBase = mapBase;
+        _mapLength = mapLength;
+        Host = (byte*)mapBase + d.MmapOffset;
+    }
+
+    /// <summary>
+    /// Maps <paramref name="fd"/> from offset 0 through mmap_offset + size, as libvhost-user does: the
+    /// offset need not be aligned to the backing's (possibly huge) page size, mapping from 0 always is.
+    /// </summary>
+    public static MappedRegion Map(VhostUserMemoryRegion d, FileDescriptor fd)
+    {
+        ulong length = d.MmapOffset + d.MemorySize;
+        if (length > (ulong)nint.MaxValue)
+            throw new InvalidDataException($"memory region at guest 0x{d.GuestPhysAddr:x} is too large to map (0x{length:x} bytes)");
+        nint p = Libc.mmap(0, (nuint)length, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
+        if (p == Libc.MAP_FAILED) throw SyscallException.Last($"mmap of guest memory region 0x{d.GuestPhysAddr:x}+0x{d.MemorySize:x}");
+        return new MappedRegion(d, p, (nuint)length);
+    }
+
+    public void AddRef() => Interlocked.Increment(ref _refs);
+
+    public void Release()
+    {
+        if (Interlocked.Decrement(ref _refs) == 0) Libc.munmap(_mapBase, _mapLength);
+    }
+}
+
+/// <summary>
+/// An immutable snapshot of the memory table. Every guest access goes through <see cref="TryGuest"/> or
+/// <see cref="TryFrontEnd"/>, which succeed only when the whole range lies inside one mapped region.
+/// Reference-counted: the device holds one reference for the current table, and each queue batch and
+/// each in-flight request holds one, so a table replaced by SET_MEM_TABLE or REM_MEM_REG stays mapped
+/// until nothing can touch it any more.
+/// </summary>
+internal sealed unsafe class GuestMemoryTable
+{
+    private readonly MappedRegion[] _regions;
+    private int _refs = 1;
+
+    public static readonly GuestMemoryTable Empty = new([]);
+
+    public GuestMemoryTable(MappedRegion[] regions) => _regions = regions;
+
+    public int RegionCount => _regions.Length;
+    public IReadOnlyList<MappedRegion> Regions => _regions;
+
+    /// <summary>Takes a reference unless the table has already been released (then false).</summary>
+    public bool TryAddRef()
+    {
+        if (ReferenceEquals(this, Empty)) return true;
+        int r = Volatile.Read(ref _refs);
+        while (r > 0)
+        {
+            int seen = Interlocked.CompareExchange(ref _refs, r + 1, r);
+            if (seen == r) return true;
+            r = seen;
+        }
+        return false;
+    }
+
+    public void Release()
+    {
+        if (ReferenceEquals(this, Empty)) return;
+        if (Interlocked.Decrement(ref _refs) == 0)
+            foreach (var r in _regions) r.Release();
+    }
+
+    /// <summary>
+    /// Translates guest-physical [<paramref name="gpa"/>, +<paramref name="length"/>) when it lies inside one
+    /// region. A zero length must still name an address inside a region.
+    /// </summary>
+    public bool TryGuest(ulong gpa, ulong length, out byte* host)
+    {
+        foreach (var r in _regions)
+        {
+            var d = r.Description;
+            // Overflow-free containment: gpa - start < size, and length <= size - (gpa - start).
+            if (gpa >= d.GuestPhysAddr && gpa - d.GuestPhysAddr < d.MemorySize && length <= d.MemorySize - (gpa - d.GuestPhysAddr))
+            {
+                host = r.Host + (gpa - d.GuestPhysAddr);
+                return true;
+            }
+        }
+        host = null;
+        return false;
+    }
+
+    /// <summary>
+    /// Like <see cref="TryGuest"/> but allows the range to continue into a region that follows it directly in
+    /// guest-physical space; returns the length available in the first region (at most <paramref name="length"/>).
+    /// Used to split one descriptor across adjacent regions into several segments.
+    /// </summary>
+    public bool TryGuestPrefix(ulong gpa, ulong length, out byte* host, out ulong available)
+    {
+        foreach (var r in _regions)
+        {
+            var d = r.Description;
+            if (gpa >= d.GuestPhysAddr && gpa - d.GuestPhysAddr < d.MemorySize)
+            {
+                host = r.Host + (gpa - d.GuestPhysAddr);
+                available = Math.Min(length, d.MemorySize - (gpa - d.GuestPhysAddr));
+                return true;
+            }
+        }
+        host = null;
+        available = 0;
+        return false;
+    }
+
+    /// <summary>Translates a front-end virtual address range (vring addresses) when it lies inside one region.</summary>
+    public bool TryFrontEnd(ulong va, ulong length, out byte* host)
+    {
+        foreach (var r in _regions)
+        {
+            var d = r.Description;
+            if (va >= d.UserspaceAddr && va - d.UserspaceAddr < d.MemorySize && length <= d.MemorySize - (va - d.UserspaceAddr))
+            {
+                host = r.Host + (va - d.UserspaceAddr);
+                return true;
+            }
+        }
+        host = null;
+        return false;
+    }
+}
