@@ -35,6 +35,64 @@ public sealed class MountLimitsTests
     }
 
     /// <summary>
+    /// The daemon's node table follows the kernel: thousands of lookups add nodes, and when the kernel forgets the
+    /// dentries (echo 2 > drop_caches sends FORGET / BATCH_FORGET) the nodes go away again; closed files leave no
+    /// open handle behind. Read from the control service's counters.
+    /// </summary>
+    [Fact]
+    public void ForgottenNodesAndClosedFilesAreReleased()
+    {
+        const int files = 3000;
+        using var share = MountedShare.StartWithControl();
+        var dir = Path.Combine(share.Source, "many");
+        Directory.CreateDirectory(dir);
+        for (var i = 0; i < files; i++) File.WriteAllBytes(Path.Combine(dir, $"f{i}"), [1]);
+        using var control = WaitForControl(share);
+        var mounted = Path.Combine(share.MountPoint, "many");
+        var open = new List<FileStream>();
+        for (var i = 0; i < files; i++)
+        {
+            Assert.True(File.Exists(Path.Combine(mounted, $"f{i}")));
+            if (i % 100 == 0) open.Add(File.OpenRead(Path.Combine(mounted, $"f{i}")));
+        }
+        var status = control.GetStatus();
+        Assert.True(status.KnownNodes >= files, $"{status.KnownNodes} known nodes after {files} lookups");
+        Assert.Equal((ulong)open.Count, status.OpenFileHandles);
+        foreach (var f in open) f.Dispose();
+
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        do
+        {
+            File.WriteAllText("/proc/sys/vm/drop_caches", "2");
+            Thread.Sleep(200);
+            status = control.GetStatus();
+        } while ((status.KnownNodes > 100 || status.OpenFileHandles > 0) && deadline.Elapsed < TimeSpan.FromSeconds(15));
+        Assert.True(status.KnownNodes <= 100, $"{status.KnownNodes} nodes are still known after the kernel forgot {files} dentries");
+        Assert.Equal(0ul, status.OpenFileHandles);
+        // Looked up again, the same files get nodes again and still work.
+        Assert.Equal(new byte[] { 1 }, File.ReadAllBytes(Path.Combine(mounted, $"f{files / 2}")));
+    }
+
+    private static ControlClient WaitForControl(MountedShare share)
+    {
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            var client = new ControlClient(share.ControlSocket);
+            try
+            {
+                client.GetStatus();
+                return client;
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException or System.Net.Sockets.SocketException && deadline.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                client.Dispose();
+                Thread.Sleep(100);
+            }
+        }
+    }
+
+    /// <summary>
     /// Two processes open one file 11,000 times each (every open holds a host descriptor in the daemon, 22,000 in
     /// all, beyond RLIMIT_NOFILE): the opens beyond the limit fail with EMFILE or ENFILE, nothing else, and once they
     /// are closed the daemon serves as before.

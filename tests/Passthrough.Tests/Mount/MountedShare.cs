@@ -34,6 +34,9 @@ public sealed class MountedShare : IDisposable
     /// <summary>A plain directory on the same filesystem as <see cref="Source"/>, not served by anything.</summary>
     public string LocalDir => Path.Combine(Root, "local");
 
+    /// <summary>The control socket (only served when started with <see cref="StartWithControl"/>).</summary>
+    public string ControlSocket => Path.Combine(Root, "control.sock");
+
     /// <summary>The daemon's process id.</summary>
     public int Pid => _daemon.Id;
 
@@ -50,7 +53,12 @@ public sealed class MountedShare : IDisposable
     /// Starts the daemon with <paramref name="extraArgs"/> (e.g. <c>--xattr</c>) and returns once the kernel lists the
     /// mount (fstype fuse.passthrough in /proc/self/mountinfo). Throws with the daemon's stderr when it does not come up.
     /// </summary>
-    public static MountedShare Start(params string[] extraArgs)
+    public static MountedShare Start(params string[] extraArgs) => Start(control: false, extraArgs);
+
+    /// <summary>As <see cref="Start(string[])"/>, with the gRPC control service on <see cref="ControlSocket"/>.</summary>
+    public static MountedShare StartWithControl(params string[] extraArgs) => Start(control: true, extraArgs);
+
+    private static MountedShare Start(bool control, string[] extraArgs)
     {
         if (TestLibc.GetEuid() != 0)
             throw new InvalidOperationException("The mount tests need root (they mount through /dev/fuse); run them as root or filter out Category=Root.");
@@ -75,6 +83,11 @@ public sealed class MountedShare : IDisposable
         info.ArgumentList.Add(Path.Combine(root, "src"));
         info.ArgumentList.Add("--mount");
         info.ArgumentList.Add(Path.Combine(root, "mnt"));
+        if (control)
+        {
+            info.ArgumentList.Add("--control-socket");
+            info.ArgumentList.Add(Path.Combine(root, "control.sock"));
+        }
         foreach (var a in extraArgs) info.ArgumentList.Add(a);
 
         Process daemon;
