@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Hypervisor.Passthrough.Cli;
+using Hypervisor.Passthrough.Control;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Passthrough.Transport;
@@ -39,8 +40,16 @@ public static class Daemon
 
         DevFuseTransport? mount = null;
         RingTransport? ring = null;
+        ControlServer? control = null;
         try
         {
+            if (settings.ControlSocket is not null)
+            {
+                var shareControl = new DaemonShareControl(share, engine.Counters, () => Usage(fs), () => stop.Cancel());
+                control = await ControlServer.StartAsync(settings.ControlSocket, shareControl,
+                    loggerFactory, stop.Token).ConfigureAwait(false);
+                log.LogInformation("Control service on {Socket}", settings.ControlSocket);
+            }
             if (settings.MountPoint is not null)
             {
                 mount = DevFuseTransport.Mount(engine, loggerFactory.CreateLogger("passthrough.devfuse"), settings.Share.SharedDir, settings.MountPoint, threads);
@@ -74,11 +83,26 @@ public static class Daemon
             Console.Error.WriteLine($"passthrough: {e.Message}");
             return 1;
         }
+        catch (ControlSocketException e)
+        {
+            Console.Error.WriteLine($"passthrough: {e.Message}");
+            return 1;
+        }
         finally
         {
+            if (control is not null)
+            {
+                // Health turns NOT_SERVING first; calls in flight (a Shutdown reply) still complete.
+                control.StopServing();
+                await control.DisposeAsync().ConfigureAwait(false);
+            }
             mount?.Dispose();
             ring?.Dispose();
             fs.Destroy();
         }
     }
+
+    private static ShareUsage Usage(IFileSystem fs) => fs is FileSystem.PassthroughFileSystem p
+        ? new ShareUsage((ulong)p.OpenHandles, (ulong)p.KnownNodes, (ulong)p.BytesRead, (ulong)p.BytesWritten)
+        : default;
 }

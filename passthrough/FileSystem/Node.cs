@@ -110,6 +110,12 @@ internal sealed class FdCache
 
     public int Capacity => _capacity;
 
+    /// <summary>Whether the node's descriptor is cached right now.</summary>
+    public bool IsCached(Node node)
+    {
+        lock (_lock) return node.CachedFd is not null;
+    }
+
     /// <summary>Borrows the cached descriptor of <paramref name="node"/>, if any, and marks it recently used.</summary>
     public bool TryLease(Node node, out FdLease lease)
     {

@@ -80,8 +80,20 @@ public sealed partial class PassthroughFileSystem
         }
         if (node is not null)
         {
-            KeepDescriptor(node, pathFd);
-            return node;
+            if (node.Handle is null || _fdCache.IsCached(node) || HandleMatches(pathFd, node.Handle))
+            {
+                KeepDescriptor(node, pathFd);
+                return node;
+            }
+            // The node's inode was freed (nothing of ours held it open) and its number now belongs to a new inode:
+            // the old node stays valid under its id for the lookups the client holds (its handle now gives ESTALE),
+            // but it no longer stands for this inode number.
+            lock (stripe)
+            {
+                node.Lookups--;
+                if (stripe.TryGetValue(key, out var mapped) && mapped == node) stripe.Remove(key);
+            }
+            node = null;
         }
 
         var owned = new SafeFd(pathFd);
@@ -110,6 +122,19 @@ public sealed partial class PassthroughFileSystem
         }
         if (handle is not null) _fdCache.Adopt(candidate, owned);
         return candidate;
+    }
+
+    /// <summary>
+    /// Whether the inode behind <paramref name="fd"/> has <paramref name="handle"/>. Needed only when the node holds
+    /// no descriptor: a held descriptor keeps its inode alive, so its number cannot have been reused.
+    /// </summary>
+    private static bool HandleMatches(int fd, byte[] handle)
+    {
+        Span<byte> buffer = stackalloc byte[8 + Libc.MAX_HANDLE_SZ];
+        MemoryMarshal.Write(buffer, Libc.MAX_HANDLE_SZ);
+        if (Libc.name_to_handle_at(fd, "\0"u8, buffer, out _, Libc.AT_EMPTY_PATH) != 0) return true;
+        var bytes = MemoryMarshal.Read<int>(buffer);
+        return buffer[..(8 + bytes)].SequenceEqual(handle);
     }
 
     private void KeepDescriptor(Node node, int pathFd)

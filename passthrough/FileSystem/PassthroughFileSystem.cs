@@ -13,7 +13,7 @@ namespace Hypervisor.Passthrough.FileSystem;
 /// Serves FUSE requests on a host directory with POSIX calls, strictly inside it.
 /// <list type="bullet">
 /// <item>Every name is resolved relative to a descriptor of its parent, one component at a time, with
-/// <c>openat(O_PATH|O_NOFOLLOW)</c>; symlinks are never followed, "..' of the root is the root.</item>
+/// <c>openat(O_PATH|O_NOFOLLOW)</c>; symlinks are never followed, ".." of the root is the root.</item>
 /// <item>Inodes are identified by file handle (<c>name_to_handle_at</c>, reopened with <c>open_by_handle_at</c>
 /// against a descriptor of the share's mount, which needs CAP_DAC_READ_SEARCH); a bounded LRU keeps their O_PATH
 /// descriptors. Where the filesystem has no handles (or the daemon is not root) a node pins an O_PATH descriptor.
@@ -67,7 +67,15 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     /// <see cref="UnauthorizedAccessException"/> with a sentence saying what to change when it is missing, not a
     /// directory or not accessible.
     /// </summary>
-    public PassthroughFileSystem(ShareSettings settings, ILogger logger)
+    public PassthroughFileSystem(ShareSettings settings, ILogger logger) : this(settings, logger, allowFileHandles: true)
+    {
+    }
+
+    /// <summary>
+    /// With <paramref name="allowFileHandles"/> false every node pins an O_PATH descriptor, as on a filesystem
+    /// without handles or for a daemon without CAP_DAC_READ_SEARCH (tests use it to cover that mode as root).
+    /// </summary>
+    internal PassthroughFileSystem(ShareSettings settings, ILogger logger, bool allowFileHandles)
     {
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(logger);
@@ -111,7 +119,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         // Handles are used only when this process can reopen them (CAP_DAC_READ_SEARCH); probe on the root.
         Span<byte> handle = stackalloc byte[8 + Libc.MAX_HANDLE_SZ];
         MemoryMarshal.Write(handle, Libc.MAX_HANDLE_SZ);
-        if (Libc.name_to_handle_at(_rootFd, "\0"u8, handle, out _rootMountId, Libc.AT_EMPTY_PATH) == 0)
+        if (allowFileHandles && Libc.name_to_handle_at(_rootFd, "\0"u8, handle, out _rootMountId, Libc.AT_EMPTY_PATH) == 0)
         {
             var probe = Libc.open_by_handle_at(_mountFd, handle, Libc.O_PATH | Libc.O_CLOEXEC);
             if (probe >= 0)

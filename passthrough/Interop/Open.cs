@@ -20,6 +20,10 @@ internal static partial class Libc
     [LibraryImport(Name, SetLastError = true)]
     internal static partial int name_to_handle_at(SafeFd dirfd, ReadOnlySpan<byte> path, Span<byte> handle, out int mountId, int flags);
 
+    /// <summary><c>name_to_handle_at(2)</c> on a raw descriptor.</summary>
+    [LibraryImport(Name, EntryPoint = "name_to_handle_at", SetLastError = true)]
+    internal static partial int name_to_handle_at(int dirfd, ReadOnlySpan<byte> path, Span<byte> handle, out int mountId, int flags);
+
     /// <summary><c>open_by_handle_at(2)</c>: needs CAP_DAC_READ_SEARCH; <paramref name="mountFd"/> must not be O_PATH.</summary>
     [LibraryImport(Name, SetLastError = true)]
     internal static partial int open_by_handle_at(SafeFd mountFd, ReadOnlySpan<byte> handle, int flags);

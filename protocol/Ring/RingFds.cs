@@ -6,41 +6,48 @@ namespace Hypervisor.Protocol.Ring;
 
 /// <summary>
 /// The file descriptor numbers of one ring set, as passed from the creator to the attaching
-/// process on its command line: <c>memfd=5,queues=2,sq0=6,cq0=7,sq1=8,cq1=9</c>.
-/// <c>memfd</c> is the shared memory; <c>sqN</c>/<c>cqN</c> are the eventfd doorbells of queue N's
-/// submission and completion rings. Keys may come in any order; each must appear exactly once.
+/// process on its command line: <c>memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9</c>.
+/// <c>memfd</c> is the shared memory. Each ring has two eventfd doorbells: <c>sqN</c>/<c>cqN</c>
+/// ring when queue N's submission/completion ring gets a frame (its consumer sleeps on it), and
+/// <c>sqfN</c>/<c>cqfN</c> ring when space is freed in it (its producer sleeps on it). Keys may
+/// come in any order; each must appear exactly once.
 /// </summary>
 public sealed class RingFds
 {
+    private static readonly string[] Keys = { "sq", "sqf", "cq", "cqf" };
+
     /// <summary>The memfd holding the whole ring set.</summary>
     public int MemFd { get; }
 
-    /// <summary>Doorbell eventfd of each queue's submission ring.</summary>
-    public IReadOnlyList<int> SubmissionDoorbells { get; }
-
-    /// <summary>Doorbell eventfd of each queue's completion ring.</summary>
-    public IReadOnlyList<int> CompletionDoorbells { get; }
+    /// <summary>
+    /// Every doorbell eventfd, four per queue in the order submission-ready, submission-freed,
+    /// completion-ready, completion-freed (the order of <see cref="Doorbell"/>'s index).
+    /// </summary>
+    public IReadOnlyList<int> Doorbells { get; }
 
     /// <summary>Number of queues (submission/completion pairs).</summary>
-    public int QueueCount => SubmissionDoorbells.Count;
+    public int QueueCount => Doorbells.Count / 4;
 
-    /// <summary>Describes a ring set's descriptors; both lists must have one entry per queue.</summary>
-    public RingFds(int memFd, IReadOnlyList<int> submissionDoorbells, IReadOnlyList<int> completionDoorbells)
+    /// <summary>Describes a ring set's descriptors: the memfd and four doorbells per queue (see <see cref="Doorbells"/>).</summary>
+    public RingFds(int memFd, IReadOnlyList<int> doorbells)
     {
-        if (submissionDoorbells.Count != completionDoorbells.Count || submissionDoorbells.Count is < 1 or > RingLayout.MaxQueues)
-            throw new ArgumentException($"A ring set needs between 1 and {RingLayout.MaxQueues} queues, each with a submission and a completion doorbell.");
+        if (doorbells.Count % 4 != 0 || doorbells.Count / 4 is < 1 or > RingLayout.MaxQueues)
+            throw new ArgumentException($"A ring set needs between 1 and {RingLayout.MaxQueues} queues, each with four doorbells (sq, sqf, cq, cqf).", nameof(doorbells));
         MemFd = memFd;
-        SubmissionDoorbells = submissionDoorbells.ToArray();
-        CompletionDoorbells = completionDoorbells.ToArray();
+        Doorbells = doorbells.ToArray();
     }
 
-    /// <summary>Formats the descriptor string, e.g. <c>memfd=5,queues=2,sq0=6,cq0=7,sq1=8,cq1=9</c>.</summary>
+    /// <summary>The doorbell of a queue's ring: <paramref name="completion"/> picks the completion ring, <paramref name="freed"/> the space-freed bell.</summary>
+    public int Doorbell(int queue, bool completion, bool freed) => Doorbells[queue * 4 + (completion ? 2 : 0) + (freed ? 1 : 0)];
+
+    /// <summary>Formats the descriptor string, e.g. <c>memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9</c>.</summary>
     public override string ToString()
     {
         var sb = new StringBuilder();
         sb.Append(CultureInfo.InvariantCulture, $"memfd={MemFd},queues={QueueCount}");
         for (int q = 0; q < QueueCount; q++)
-            sb.Append(CultureInfo.InvariantCulture, $",sq{q}={SubmissionDoorbells[q]},cq{q}={CompletionDoorbells[q]}");
+            for (int k = 0; k < 4; k++)
+                sb.Append(CultureInfo.InvariantCulture, $",{Keys[k]}{q}={Doorbells[q * 4 + k]}");
         return sb.ToString();
     }
 
@@ -52,7 +59,7 @@ public sealed class RingFds
     public static bool TryParse(string? text, [NotNullWhen(true)] out RingFds? fds, [NotNullWhen(false)] out string? error)
     {
         fds = null;
-        const string Hint = "pass the string the ring's creator formatted, e.g. memfd=5,queues=1,sq0=6,cq0=7";
+        const string Hint = "pass the string the ring's creator formatted, e.g. memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9";
         if (string.IsNullOrWhiteSpace(text))
         {
             error = $"The ring descriptor is empty; {Hint}.";
@@ -85,15 +92,17 @@ public sealed class RingFds
             error = $"The ring descriptor '{text}' needs queues=N with N between 1 and {RingLayout.MaxQueues}; {Hint}.";
             return false;
         }
-        var sq = new int[queues];
-        var cq = new int[queues];
+        var bells = new int[queues * 4];
         for (int q = 0; q < queues; q++)
         {
-            string s = "sq" + q.ToString(CultureInfo.InvariantCulture), c = "cq" + q.ToString(CultureInfo.InvariantCulture);
-            if (!values.Remove(s, out sq[q]) || !values.Remove(c, out cq[q]))
+            for (int k = 0; k < 4; k++)
             {
-                error = $"The ring descriptor '{text}' lacks {s}= or {c}= for queue {q} of {queues}; {Hint}.";
-                return false;
+                string key = Keys[k] + q.ToString(CultureInfo.InvariantCulture);
+                if (!values.Remove(key, out bells[q * 4 + k]))
+                {
+                    error = $"The ring descriptor '{text}' lacks {key}= for queue {q} of {queues}; {Hint}.";
+                    return false;
+                }
             }
         }
         if (values.Count > 0)
@@ -101,7 +110,7 @@ public sealed class RingFds
             error = $"The ring descriptor '{text}' has the unknown item '{values.Keys.First()}'; {Hint}.";
             return false;
         }
-        fds = new RingFds(memfd, sq, cq);
+        fds = new RingFds(memfd, bells);
         error = null;
         return true;
     }

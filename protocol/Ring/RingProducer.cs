@@ -16,8 +16,10 @@ public sealed unsafe class RingProducer
     private readonly ulong _size;
     private readonly ulong _mask;
     private readonly int _maxFrame;
-    private readonly int _doorbell;
+    private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
+    private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
     private FdHandle? _cancelFd;
+    private long _spinBudget = long.MaxValue; // Stopwatch ticks; see the waiting call
 
     // Private copies: the producer's own position, and the last consumer position it validated.
     private ulong _tail;
@@ -29,7 +31,7 @@ public sealed unsafe class RingProducer
     private ulong _reservedPad;
     private int _reservedLength;
 
-    internal RingProducer(ShmRingSet set, int queue, byte* control, byte* data, int doorbell)
+    internal RingProducer(ShmRingSet set, int queue, byte* control, byte* data, int readyBell, int freedBell)
     {
         _set = set;
         Queue = queue;
@@ -38,7 +40,8 @@ public sealed unsafe class RingProducer
         _size = (ulong)set.DirectionBytes;
         _mask = _size - 1;
         _maxFrame = set.MaxFrameSize;
-        _doorbell = doorbell;
+        _readyBell = readyBell;
+        _freedBell = freedBell;
     }
 
     /// <summary>The queue this ring belongs to.</summary>
@@ -51,11 +54,13 @@ public sealed unsafe class RingProducer
     /// The eventfd that becomes readable when the consumer frees space after
     /// <see cref="ArmWakeup"/>; for callers that wait in their own epoll loop.
     /// </summary>
-    public int DoorbellFd => _doorbell;
+    public int DoorbellFd => _freedBell;
 
     /// <summary>Whether the consumer's index was found impossible; the ring is then unusable.</summary>
     public bool IsBroken => _broken;
 
+    // Safe: _control points at this ring's 256-byte control block inside the mapping, whose
+    // fields are naturally aligned; the mapping outlives every call (Dispose waits for waiters).
     private ref ulong SharedTail => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffTail);
     private ref ulong SharedHead => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffHead);
     private ref int ProducerWaiting => ref Unsafe.AsRef<int>(_control + RingLayout.OffProducerWaiting);
@@ -119,33 +124,52 @@ public sealed unsafe class RingProducer
         if (status != RingStatus.WouldBlock) return status;
 
         long deadline = Deadline(timeout);
-        long spinUntil = Stopwatch.GetTimestamp() + _set.SpinTicks;
-        while (Stopwatch.GetTimestamp() < spinUntil)
+        // Adaptive spinning: spin only as long as recent waits were short enough for spinning to
+        // pay off; a wait that ended in a long sleep halves the next spin, so a loaded machine or
+        // an idle peer does not burn CPU that the peer may need.
+        long maxSpin = _set.SpinTicks;
+        long started = Stopwatch.GetTimestamp();
+        long spinUntil = started + Math.Min(_spinBudget, maxSpin);
+        for (int spins = 0; Stopwatch.GetTimestamp() < spinUntil; spins++)
         {
-            Thread.SpinWait(4);
+            // Pause briefly at first; then give the CPU away between looks, because on a busy
+            // machine the peer may be waiting for exactly this CPU to produce what we wait for.
+            if (spins >= 16) Thread.Yield(); else Thread.SpinWait(4);
             status = TryReserve(length, out frame);
             if (status != RingStatus.WouldBlock) return status;
         }
-        for (;;)
+        // Registered as a waiter so that Dispose on another thread does not unmap the ring
+        // while this thread sleeps; once closed, the set refuses new waiters.
+        if (!_set.EnterWait()) return TryReserve(length, out frame);
+        try
         {
-            // Publish "wake me", then look again: a release the consumer made before seeing the
-            // flag is caught by the re-check, one made after it rings the doorbell.
-            Volatile.Write(ref ProducerWaiting, 1);
-            Interlocked.MemoryBarrier();
-            status = TryReserve(length, out frame);
-            if (status != RingStatus.WouldBlock) break;
-            status = _set.Sleep(_doorbell, ref _cancelFd, deadline, cancellationToken);
-            ShmInterop.EventFdDrain(_doorbell);
-            if (status != RingStatus.Ok)
+            for (;;)
             {
-                // The consumer may have freed space at the last moment; prefer success.
-                RingStatus last = TryReserve(length, out frame);
-                if (last != RingStatus.WouldBlock) status = last;
-                break;
+                // Publish "wake me", then look again: a release the consumer made before seeing the
+                // flag is caught by the re-check, one made after it rings the doorbell.
+                Volatile.Write(ref ProducerWaiting, 1);
+                Interlocked.MemoryBarrier();
+                status = TryReserve(length, out frame);
+                if (status != RingStatus.WouldBlock) break;
+                status = _set.Sleep(_freedBell, ref _cancelFd, deadline, cancellationToken);
+                ShmInterop.EventFdDrain(_freedBell);
+                if (status != RingStatus.Ok)
+                {
+                    // The consumer may have freed space at the last moment; prefer success.
+                    RingStatus last = TryReserve(length, out frame);
+                    if (last != RingStatus.WouldBlock) status = last;
+                    break;
+                }
             }
+            Volatile.Write(ref ProducerWaiting, 0);
+            long waited = Stopwatch.GetTimestamp() - started;
+            _spinBudget = waited <= maxSpin ? maxSpin : Math.Min(_spinBudget, maxSpin) / 2;
+            return status;
         }
-        Volatile.Write(ref ProducerWaiting, 0);
-        return status;
+        finally
+        {
+            _set.ExitWait();
+        }
     }
 
     /// <summary>
@@ -171,7 +195,7 @@ public sealed unsafe class RingProducer
         // with the consumer's flag store and re-check); then ring only a consumer that sleeps.
         Interlocked.MemoryBarrier();
         if (Volatile.Read(ref ConsumerWaiting) != 0 && Interlocked.Exchange(ref ConsumerWaiting, 0) != 0)
-            ShmInterop.EventFdSignal(_doorbell);
+            ShmInterop.EventFdSignal(_readyBell);
     }
 
     /// <summary>Drops the open reservation, if any; nothing becomes visible to the consumer.</summary>
@@ -200,7 +224,7 @@ public sealed unsafe class RingProducer
     public void DisarmWakeup()
     {
         Volatile.Write(ref ProducerWaiting, 0);
-        ShmInterop.EventFdDrain(_doorbell);
+        ShmInterop.EventFdDrain(_freedBell);
     }
 
     private RingStatus MarkBroken()

@@ -24,8 +24,7 @@ namespace Hypervisor.Protocol.Ring;
 public sealed unsafe class ShmRingSet : IDisposable
 {
     private readonly FdHandle _memfd;
-    private readonly FdHandle[] _submissionBells;
-    private readonly FdHandle[] _completionBells;
+    private readonly FdHandle[] _bells; // four per queue, in RingFds.Doorbells order
     private readonly RingQueue[] _queues;
     private readonly int _queueCount;
     private readonly long _directionBytes;
@@ -37,6 +36,7 @@ public sealed unsafe class ShmRingSet : IDisposable
     private volatile bool _peerGone;
     private volatile bool _closed;
     private int _disposed;
+    private int _waiters;
     private long _spinTicks;
 
     /// <summary>This process's end of the set.</summary>
@@ -65,45 +65,43 @@ public sealed unsafe class ShmRingSet : IDisposable
         set => Volatile.Write(ref _spinTicks, value <= TimeSpan.Zero ? 0 : (long)(value.TotalSeconds * Stopwatch.Frequency));
     }
 
-    private ShmRingSet(RingRole role, FdHandle memfd, FdHandle[] sq, FdHandle[] cq, byte* mapping,
+    private ShmRingSet(RingRole role, FdHandle memfd, FdHandle[] bells, byte* mapping,
                        int queueCount, long directionBytes, int maxFrameSize, long totalSize)
     {
         Role = role;
         _memfd = memfd;
-        _submissionBells = sq;
-        _completionBells = cq;
+        _bells = bells;
         _base = mapping;
         _queueCount = queueCount;
         _directionBytes = directionBytes;
         _maxFrameSize = maxFrameSize;
         _totalSize = totalSize;
         SpinDuration = TimeSpan.FromMicroseconds(20);
-        var sqFds = new int[queueCount];
-        var cqFds = new int[queueCount];
+        var bellFds = new int[bells.Length];
+        for (int i = 0; i < bells.Length; i++) bellFds[i] = bells[i].Fd;
         _queues = new RingQueue[queueCount];
         for (int q = 0; q < queueCount; q++)
         {
-            sqFds[q] = sq[q].Fd;
-            cqFds[q] = cq[q].Fd;
             // The creator produces into submission rings and consumes completion rings; the attacher the reverse.
             int produce = role == RingRole.Creator ? RingLayout.Submission : RingLayout.Completion;
             int consume = 1 - produce;
-            var producer = new RingProducer(this, q, Control(q, produce), Data(q, produce), Bell(q, produce));
-            var consumer = new RingConsumer(this, q, Control(q, consume), Data(q, consume), Bell(q, consume));
+            var producer = new RingProducer(this, q, Control(q, produce), Data(q, produce), Bell(q, produce, false), Bell(q, produce, true));
+            var consumer = new RingConsumer(this, q, Control(q, consume), Data(q, consume), Bell(q, consume, false), Bell(q, consume, true));
             _queues[q] = new RingQueue(q, producer, consumer);
         }
-        Fds = new RingFds(memfd.Fd, sqFds, cqFds);
+        Fds = new RingFds(memfd.Fd, bellFds);
     }
 
     private byte* Control(int q, int direction) => _base + RingLayout.ControlOffset(q, direction);
 
     private byte* Data(int q, int direction) => _base + RingLayout.DataOffset(_queueCount, _directionBytes, q, direction);
 
-    private int Bell(int q, int direction) => (direction == RingLayout.Submission ? _submissionBells : _completionBells)[q].Fd;
+    private int Bell(int q, int direction, bool freed) => _bells[q * 4 + direction * 2 + (freed ? 1 : 0)].Fd;
 
     /// <summary>
     /// Creates a ring set (the vdev side): a sealed memfd holding <paramref name="queueCount"/>
-    /// submission/completion pairs and one eventfd doorbell per ring. All descriptors are
+    /// submission/completion pairs and two eventfd doorbells per ring
+    /// (one its consumer sleeps on, one its producer sleeps on). All descriptors are
     /// close-on-exec until <see cref="SetInheritable"/> says otherwise.
     /// </summary>
     /// <param name="queueCount">Request queues, 1 to <see cref="RingLayout.MaxQueues"/>.</param>
@@ -126,8 +124,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         int fd = ShmInterop.MemfdCreate("hv-ring", ShmInterop.MFD_CLOEXEC | ShmInterop.MFD_ALLOW_SEALING);
         if (fd < 0) throw ShmInterop.Failure("memfd_create", Marshal.GetLastPInvokeError());
         var memfd = new FdHandle(fd);
-        var sq = new FdHandle[queueCount];
-        var cq = new FdHandle[queueCount];
+        var bells = new FdHandle[queueCount * 4];
         byte* mapping = null;
         try
         {
@@ -137,11 +134,7 @@ public sealed unsafe class ShmRingSet : IDisposable
             if (ShmInterop.Fcntl(fd, ShmInterop.F_ADD_SEALS, ShmInterop.F_SEAL_SHRINK | ShmInterop.F_SEAL_GROW | ShmInterop.F_SEAL_SEAL) != 0)
                 throw ShmInterop.Failure("sealing the ring memfd", Marshal.GetLastPInvokeError());
             mapping = Map(fd, total);
-            for (int q = 0; q < queueCount; q++)
-            {
-                sq[q] = NewEventFd();
-                cq[q] = NewEventFd();
-            }
+            for (int i = 0; i < bells.Length; i++) bells[i] = NewEventFd();
             // Safe: the mapping is total bytes long and every header offset is below HeaderSize.
             // The memfd starts zeroed, so indices, flags and pids need no initialisation.
             *(uint*)(mapping + RingLayout.OffVersion) = RingLayout.Version;
@@ -155,13 +148,12 @@ public sealed unsafe class ShmRingSet : IDisposable
             *(int*)(mapping + RingLayout.OffCreatorPid) = Environment.ProcessId;
             // The magic goes last, with release semantics, so a reader that sees it sees the rest.
             Volatile.Write(ref *(ulong*)(mapping + RingLayout.OffMagic), RingLayout.Magic);
-            return new ShmRingSet(RingRole.Creator, memfd, sq, cq, mapping, queueCount, directionBytes, maxFrameSize, total);
+            return new ShmRingSet(RingRole.Creator, memfd, bells, mapping, queueCount, directionBytes, maxFrameSize, total);
         }
         catch
         {
             if (mapping != null) ShmInterop.Munmap((IntPtr)mapping, (nuint)total);
-            foreach (var h in sq) h?.Dispose();
-            foreach (var h in cq) h?.Dispose();
+            foreach (var h in bells) h?.Dispose();
             memfd.Dispose();
             throw;
         }
@@ -182,11 +174,8 @@ public sealed unsafe class ShmRingSet : IDisposable
     {
         int n = fds.QueueCount;
         CheckInherited(fds.MemFd, "memfd");
-        for (int q = 0; q < n; q++)
-        {
-            CheckInherited(fds.SubmissionDoorbells[q], $"sq{q}");
-            CheckInherited(fds.CompletionDoorbells[q], $"cq{q}");
-        }
+        for (int i = 0; i < fds.Doorbells.Count; i++)
+            CheckInherited(fds.Doorbells[i], "doorbell " + BellName(i));
         int seals = ShmInterop.Fcntl(fds.MemFd, ShmInterop.F_GET_SEALS, 0);
         if (seals < 0 || (seals & ShmInterop.F_SEAL_SHRINK) == 0)
             throw new InvalidDataException($"fd {fds.MemFd} is not a memfd sealed against shrinking; pass the memfd that ShmRingSet.Create made.");
@@ -210,6 +199,7 @@ public sealed unsafe class ShmRingSet : IDisposable
             uint recordHeader = *(uint*)(mapping + RingLayout.OffRecordHeaderSize);
             ulong total = *(ulong*)(mapping + RingLayout.OffTotalSize);
             int creatorPid = *(int*)(mapping + RingLayout.OffCreatorPid);
+            int attacherPid = Volatile.Read(ref *(int*)(mapping + RingLayout.OffAttacherPid));
 
             if (magic != RingLayout.Magic)
                 throw new InvalidDataException($"fd {fds.MemFd} does not hold a ring set (bad magic); pass the memfd that ShmRingSet.Create made.");
@@ -222,15 +212,15 @@ public sealed unsafe class ShmRingSet : IDisposable
                 || total != (ulong)RingLayout.TotalSize(n, (long)directionBytes) || (long)total != size || creatorPid <= 0)
                 throw new InvalidDataException($"The ring set header in fd {fds.MemFd} has an impossible geometry; pass the memfd that ShmRingSet.Create made.");
 
+            // The indices start at zero on both sides; a second attacher would start from a
+            // state the first one left behind, so a ring set serves exactly one attach.
+            if (attacherPid != 0)
+                throw new InvalidDataException($"The ring set in fd {fds.MemFd} was already attached by pid {attacherPid}; a ring set serves one daemon, so create a new one for a restarted daemon.");
+
             var memfd = new FdHandle(fds.MemFd);
-            var sq = new FdHandle[n];
-            var cq = new FdHandle[n];
-            for (int q = 0; q < n; q++)
-            {
-                sq[q] = new FdHandle(fds.SubmissionDoorbells[q]);
-                cq[q] = new FdHandle(fds.CompletionDoorbells[q]);
-            }
-            var set = new ShmRingSet(RingRole.Attacher, memfd, sq, cq, mapping, n, (long)directionBytes, (int)maxFrame, size);
+            var bells = new FdHandle[fds.Doorbells.Count];
+            for (int i = 0; i < bells.Length; i++) bells[i] = new FdHandle(fds.Doorbells[i]);
+            var set = new ShmRingSet(RingRole.Attacher, memfd, bells, mapping, n, (long)directionBytes, (int)maxFrame, size);
             set.SetInheritable(false);
             set._peerPid = creatorPid;
             Volatile.Write(ref *(int*)(mapping + RingLayout.OffAttacherPid), Environment.ProcessId);
@@ -243,6 +233,8 @@ public sealed unsafe class ShmRingSet : IDisposable
             throw;
         }
     }
+
+    private static string BellName(int index) => (index % 4) switch { 0 => "sq", 1 => "sqf", 2 => "cq", _ => "cqf" } + (index / 4).ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     private static void CheckInherited(int fd, string name)
     {
@@ -281,11 +273,7 @@ public sealed unsafe class ShmRingSet : IDisposable
     {
         ThrowIfDisposed();
         SetCloexec(_memfd.Fd, !inheritable);
-        for (int q = 0; q < _queueCount; q++)
-        {
-            SetCloexec(_submissionBells[q].Fd, !inheritable);
-            SetCloexec(_completionBells[q].Fd, !inheritable);
-        }
+        foreach (var bell in _bells) SetCloexec(bell.Fd, !inheritable);
     }
 
     private static void SetCloexec(int fd, bool cloexec)
@@ -321,6 +309,21 @@ public sealed unsafe class ShmRingSet : IDisposable
             if (_peerPid != 0) return _peerPid;
             int recorded = Volatile.Read(ref *(int*)(_base + (Role == RingRole.Creator ? RingLayout.OffAttacherPid : RingLayout.OffCreatorPid)));
             return recorded > 0 ? recorded : 0;
+        }
+    }
+
+    /// <summary>
+    /// A pidfd that becomes readable when the peer process exits, for callers that wait in their
+    /// own epoll loop; -1 while the peer is not known yet (creator before attach) or already gone.
+    /// Owned by the set: do not close it.
+    /// </summary>
+    public int PeerExitFd
+    {
+        get
+        {
+            ThrowIfDisposed();
+            var pidfd = EnsurePeerWatch();
+            return pidfd is null ? -1 : pidfd.Fd;
         }
     }
 
@@ -379,12 +382,28 @@ public sealed unsafe class ShmRingSet : IDisposable
     internal long SpinTicks => Volatile.Read(ref _spinTicks);
 
     /// <summary>
+    /// Marks a thread as inside a waiting call, so that <see cref="Dispose"/> does not unmap the
+    /// memory under it. Returns false (and does not enter) once the set is closed or disposed.
+    /// </summary>
+    internal bool EnterWait()
+    {
+        Interlocked.Increment(ref _waiters);
+        if (_closed || Volatile.Read(ref _disposed) != 0)
+        {
+            Interlocked.Decrement(ref _waiters);
+            return false;
+        }
+        return true;
+    }
+
+    internal void ExitWait() => Interlocked.Decrement(ref _waiters);
+
+    /// <summary>
     /// Sleeps on a doorbell until it rings, the peer dies, the token is cancelled or the deadline
     /// passes. Returns Ok when woken (the caller re-checks its ring), else the reason.
     /// </summary>
     internal RingStatus Sleep(int doorbellFd, ref FdHandle? cancelFd, long deadlineMs, CancellationToken ct)
     {
-        ThrowIfDisposed();
         if (ct.IsCancellationRequested) return RingStatus.Canceled;
         if (_closed) return RingStatus.Closed;
         var pidfd = EnsurePeerWatch();
@@ -407,8 +426,9 @@ public sealed unsafe class ShmRingSet : IDisposable
         CancellationTokenRegistration registration = default;
         if (ct.CanBeCanceled)
         {
+            // The private cancellation bell is zero here: it is only ever rung by a cancelled
+            // token's callback, and is reset below after any wait whose token was cancelled.
             cancelFd ??= NewEventFd();
-            ShmInterop.EventFdDrain(cancelFd.Fd);
             cancelIndex = count;
             fds[count++] = new ShmInterop.PollFd { Fd = cancelFd.Fd, Events = ShmInterop.POLLIN };
             registration = ct.UnsafeRegister(static s => ShmInterop.EventFdSignal(((FdHandle)s!).Fd), cancelFd);
@@ -434,7 +454,9 @@ public sealed unsafe class ShmRingSet : IDisposable
         }
         finally
         {
+            // After Dispose the callback has either run or never will.
             registration.Dispose();
+            if (cancelIndex >= 0 && ct.IsCancellationRequested) ShmInterop.EventFdDrain(cancelFd!.Fd);
         }
     }
 
@@ -452,23 +474,28 @@ public sealed unsafe class ShmRingSet : IDisposable
         _closed = true;
         Volatile.Write(ref *(uint*)(_base + (Role == RingRole.Creator ? RingLayout.OffCreatorClosed : RingLayout.OffAttacherClosed)), 1);
         Interlocked.MemoryBarrier();
-        for (int q = 0; q < _queueCount; q++)
-        {
-            ShmInterop.EventFdSignal(_submissionBells[q].Fd);
-            ShmInterop.EventFdSignal(_completionBells[q].Fd);
-        }
+        foreach (var bell in _bells) ShmInterop.EventFdSignal(bell.Fd);
     }
 
-    /// <summary>Closes the set (see <see cref="Close"/>), unmaps the memory and closes every descriptor.</summary>
+    /// <summary>
+    /// Closes the set (see <see cref="Close"/>), waits (up to 2 s) for this process's threads
+    /// blocked in a waiting call to return <see cref="RingStatus.Closed"/>, then unmaps the memory
+    /// and closes every descriptor. A thread still inside a waiting call after that keeps the
+    /// mapping and descriptors alive (they are leaked rather than pulled from under it).
+    /// </summary>
     public void Dispose()
     {
         Close();
+        if (Volatile.Read(ref _disposed) != 0) return;
+        var sw = Stopwatch.StartNew();
+        while (Volatile.Read(ref _waiters) != 0 && sw.ElapsedMilliseconds < 2000) Thread.Sleep(1);
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        // A thread still blocked in a waiting call keeps the mapping and the descriptors it polls:
+        // leaking them is better than pulling memory or reusable fd numbers from under it.
+        if (Volatile.Read(ref _waiters) != 0) return;
         ShmInterop.Munmap((IntPtr)_base, (nuint)_totalSize);
-        _base = null;
         _memfd.Dispose();
-        foreach (var h in _submissionBells) h.Dispose();
-        foreach (var h in _completionBells) h.Dispose();
+        foreach (var h in _bells) h.Dispose();
         _peerPidFd?.Dispose();
         foreach (var q in _queues)
         {

@@ -180,4 +180,32 @@ public sealed partial class PassthroughFileSystemTests
         // a handle named with another node
         Assert.Equal(Errno.EBADF, share.Fs.Read(Root, NodeId.Root, new ReadIn { Fh = fileFh, Size = 1 }, new byte[1]).Error);
     }
+
+    [Fact]
+    public void ReusedInodeNumber_GetsANewNode_NotTheStaleOne()
+    {
+        using var share = new TestShare(o => o with { FdCacheSize = 1 });
+        if (!share.Fs.UsesFileHandles) return; // pinned descriptors keep inodes alive: numbers cannot be reused
+        File.WriteAllText(share.HostPath("old"), "old");
+        var old = share.Lookup(NodeId.Root, "old");
+        File.WriteAllText(share.HostPath("other"), "");
+        share.Lookup(NodeId.Root, "other"); // evicts old's descriptor (cache of one)
+        File.Delete(share.HostPath("old"));
+        string? reused = null;
+        for (var i = 0; i < 200 && reused is null; i++)
+        {
+            var path = share.HostPath($"new{i}");
+            File.WriteAllText(path, "new");
+            if (Host.Ino(path) == old.Attr.Ino) reused = $"new{i}";
+        }
+        if (reused is null) return; // the host filesystem did not reuse the number; nothing to check
+        var fresh = share.Lookup(NodeId.Root, reused);
+        Assert.NotEqual(old.Nodeid, fresh.Nodeid);
+        Assert.Equal(3ul, fresh.Attr.Size);
+        Assert.Equal(Errno.ESTALE, share.Fs.GetAttr(Root, new NodeId(old.Nodeid), null).Error);
+        // the old node is still known until the client forgets it, and forgetting it leaves the new one alone
+        share.Fs.Forget(new NodeId(old.Nodeid), 1);
+        Assert.True(share.Fs.GetAttr(Root, new NodeId(fresh.Nodeid), null).IsOk);
+        Assert.Equal(fresh.Nodeid, share.Lookup(NodeId.Root, reused).Nodeid);
+    }
 }

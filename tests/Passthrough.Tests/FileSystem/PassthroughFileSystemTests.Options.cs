@@ -156,4 +156,26 @@ public sealed partial class PassthroughFileSystemTests
         share.Lookup(NodeId.Root, "x");
         share.Lookup(NodeId.Root, "top.txt");
     }
+
+    [Fact]
+    public void Init_AsksForWhatItImplements_MaskedByTheOffer()
+    {
+        using var share = new TestShare();
+        var all = share.Fs.Init((InitFlags)ulong.MaxValue);
+        foreach (var flag in new[] { InitFlags.AsyncRead, InitFlags.PosixLocks, InitFlags.FlockLocks, InitFlags.AtomicOTrunc,
+                     InitFlags.BigWrites, InitFlags.DoReadDirPlus, InitFlags.ReadDirPlusAuto, InitFlags.ParallelDirOps,
+                     InitFlags.MaxPages, InitFlags.HandleKillPrivV2, InitFlags.ExportSupport, InitFlags.CacheSymlinks })
+            Assert.True((all & flag) != 0, $"{flag} not requested");
+        // not asked for unless configured: the kernel applies the umask; no writeback cache; no xattr extension
+        Assert.Equal(InitFlags.None, all & (InitFlags.DontMask | InitFlags.WritebackCache | InitFlags.SetXAttrExt | InitFlags.PosixAcl));
+        Assert.Equal(InitFlags.AsyncRead, share.Fs.Init(InitFlags.AsyncRead | InitFlags.WritebackCache | InitFlags.DontMask));
+
+        using var writeback = new TestShare(o => o with { Writeback = true });
+        Assert.NotEqual(InitFlags.None, writeback.Fs.Init((InitFlags)ulong.MaxValue) & InitFlags.WritebackCache);
+        // with the writeback cache a write-only open is read-write on the host (the kernel reads partial pages)
+        File.WriteAllText(writeback.HostPath("f"), "abc");
+        var f = writeback.Walk("f");
+        var fh = writeback.OpenFile(f, 1);
+        Assert.Equal("abc", System.Text.Encoding.UTF8.GetString(writeback.ReadAll(f, fh)));
+    }
 }

@@ -11,14 +11,14 @@ namespace Hypervisor.Passthrough.Tests.FileSystem;
 /// <summary>A temporary host directory under /tmp served by a <see cref="PassthroughFileSystem"/>.</summary>
 internal sealed class TestShare : IDisposable
 {
-    public TestShare(Func<ShareOptions, ShareOptions>? configure = null)
+    public TestShare(Func<ShareOptions, ShareOptions>? configure = null, bool fileHandles = true)
     {
         Dir = Path.Combine("/tmp", "pt-fs-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(Dir);
         var options = new ShareOptions { SharedDir = Dir };
         if (configure is not null) options = configure(options);
         Settings = new ShareSettings(options);
-        Fs = new PassthroughFileSystem(Settings, NullLogger.Instance);
+        Fs = new PassthroughFileSystem(Settings, NullLogger.Instance, fileHandles);
         Fs.Init((InitFlags)ulong.MaxValue);
     }
 
@@ -131,6 +131,18 @@ internal static partial class Host
             Assert.Equal(0, lstat(path, &st));
         }
         return (st.Mode, st.Uid, st.Gid);
+    }
+
+    /// <summary>The inode number of a host path.</summary>
+    public static ulong Ino(string path)
+    {
+        Hypervisor.Passthrough.Interop.Stat st;
+        unsafe
+        {
+            // st is a local of the blittable struct stat; lstat writes at most sizeof(struct stat) into it.
+            Assert.Equal(0, lstat(path, &st));
+        }
+        return st.Ino;
     }
 
     public static bool IsRoot => geteuid() == 0;

@@ -99,6 +99,12 @@ public unsafe class RingConsumerTests
             var sw = Stopwatch.StartNew();
             Assert.Equal(RingStatus.Canceled, attacher.GetQueue(0).Consumer.Peek(out _, Timeout.InfiniteTimeSpan, cts.Token));
             Assert.InRange(sw.ElapsedMilliseconds, 50, 5000);
+            // The next wait, with a live token, is not cut short by the earlier cancellation.
+            using var live = new CancellationTokenSource();
+            sw.Restart();
+            Assert.Equal(RingStatus.Timeout, attacher.GetQueue(0).Consumer.Peek(out _, TimeSpan.FromMilliseconds(100), live.Token));
+            Assert.InRange(sw.ElapsedMilliseconds, 90, 5000);
+            Assert.Equal(RingStatus.Canceled, attacher.GetQueue(0).Consumer.Peek(out _, TimeSpan.FromSeconds(5), cts.Token));
         }
     }
 
@@ -337,8 +343,7 @@ public unsafe class RingConsumerTests
                     else data[rng.Next(4096)] = (byte)rng.Next(256);
                 }
                 stop.Cancel();
-                writer.Join();
-                reader.Join();
+                Worker.JoinAll(new[] { writer, reader });
                 if (consumer.IsBroken || producer.IsBroken) brokenRings++;
             }
         }

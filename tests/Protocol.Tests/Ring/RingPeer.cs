@@ -14,6 +14,7 @@ public static class RingPeer
 
     public static int Main(string[] args)
     {
+        if (args.Length == 2 && args[0] == Verb && args[1] == "create") return Create();
         if (args.Length < 3 || args[0] != Verb) return 0;
         try
         {
@@ -31,6 +32,19 @@ public static class RingPeer
             Console.Error.WriteLine(e.Message);
             return 1;
         }
+    }
+
+    /// <summary>
+    /// Creates a one-queue ring set, prints its descriptor string and waits for the test to
+    /// attach (taking the descriptors with pidfd_getfd) and then to kill this process.
+    /// </summary>
+    private static int Create()
+    {
+        using var set = ShmRingSet.Create(1, 4096, 16384);
+        Console.Out.WriteLine(set.Fds.ToString());
+        Console.Out.Flush();
+        Thread.Sleep(TimeSpan.FromSeconds(60));
+        return 0;
     }
 
     /// <summary>

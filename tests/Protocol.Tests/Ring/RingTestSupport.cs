@@ -15,15 +15,16 @@ internal static class RingTestSupport
     {
         var creator = ShmRingSet.Create(queues, maxFrame, directionBytes);
         var fds = creator.Fds;
-        var sq = new int[queues];
-        var cq = new int[queues];
-        for (int q = 0; q < queues; q++)
-        {
-            sq[q] = Dup(fds.SubmissionDoorbells[q]);
-            cq[q] = Dup(fds.CompletionDoorbells[q]);
-        }
-        var attacher = ShmRingSet.Attach(new RingFds(Dup(fds.MemFd), sq, cq));
+        var attacher = ShmRingSet.Attach(DupAll(fds));
         return (creator, attacher);
+    }
+
+    /// <summary>Duplicates every descriptor of a set, as inheriting them would.</summary>
+    public static RingFds DupAll(RingFds fds)
+    {
+        var bells = new int[fds.Doorbells.Count];
+        for (int i = 0; i < bells.Length; i++) bells[i] = Dup(fds.Doorbells[i]);
+        return new RingFds(Dup(fds.MemFd), bells);
     }
 
     public static int Dup(int fd)
@@ -70,6 +71,20 @@ internal static class RingTestSupport
     /// </summary>
     public static Process StartPeer(ShmRingSet creator, string mode)
     {
+        creator.SetInheritable(true);
+        try
+        {
+            return StartPeer(mode, creator.Fds.ToString());
+        }
+        finally
+        {
+            creator.SetInheritable(false);
+        }
+    }
+
+    /// <summary>Starts this test assembly again as a ring peer with the given arguments after the verb.</summary>
+    public static Process StartPeer(params string[] args)
+    {
         string dll = typeof(RingPeer).Assembly.Location;
         var psi = new ProcessStartInfo(DotnetHost())
         {
@@ -80,17 +95,8 @@ internal static class RingTestSupport
         psi.ArgumentList.Add("exec");
         psi.ArgumentList.Add(dll);
         psi.ArgumentList.Add(RingPeer.Verb);
-        psi.ArgumentList.Add(mode);
-        psi.ArgumentList.Add(creator.Fds.ToString());
-        creator.SetInheritable(true);
-        try
-        {
-            return Process.Start(psi) ?? throw new InvalidOperationException("the peer process did not start");
-        }
-        finally
-        {
-            creator.SetInheritable(false);
-        }
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        return Process.Start(psi) ?? throw new InvalidOperationException("the peer process did not start");
     }
 
     private static string DotnetHost()
@@ -123,6 +129,18 @@ internal sealed class Worker
         var w = new Worker(body);
         w._thread.Start();
         return w;
+    }
+
+    /// <summary>Waits for every thread before reporting the first failure, so that no thread outlives the ring it uses.</summary>
+    public static void JoinAll(IEnumerable<Worker> workers)
+    {
+        Exception? first = null;
+        foreach (var w in workers)
+        {
+            try { w.Join(); }
+            catch (Exception e) { first ??= e; }
+        }
+        if (first is not null) throw first;
     }
 
     /// <summary>Waits for the thread (at most 60 s) and rethrows its failure, if any.</summary>

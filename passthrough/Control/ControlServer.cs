@@ -1,0 +1,211 @@
+using System.Net.Sockets;
+using Hypervisor.Passthrough.Interop;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Win32.SafeHandles;
+
+namespace Hypervisor.Passthrough.Control;
+
+/// <summary>Tunables of <see cref="ControlServer"/>; the defaults suit a daemon.</summary>
+public sealed record ControlServerOptions
+{
+    /// <summary>Largest request message accepted (default 4 MiB, as gRPC's reference servers); larger ones get RESOURCE_EXHAUSTED.</summary>
+    public int MaxReceiveMessageSize { get; init; } = Hypervisor.Protocol.Grpc.GrpcProtocol.DefaultMaxReceiveMessageSize;
+
+    /// <summary>How long <see cref="ControlServer.DisposeAsync"/> lets calls in flight finish (default 5 s).</summary>
+    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(5);
+}
+
+/// <summary>
+/// The gRPC control service of one share: Kestrel with HTTP/2 only (prior knowledge, no TLS) on a
+/// UNIX socket, serving <c>hypervisor.control.v1.ShareControl</c> and <c>grpc.health.v1.Health</c>.
+/// </summary>
+/// <remarks>
+/// Access control is twofold: the socket file is mode 0600 (owner only), and every connection is
+/// checked with SO_PEERCRED: a peer whose uid is neither the daemon's effective uid nor root is
+/// closed before any HTTP/2 byte is read.
+/// </remarks>
+public sealed partial class ControlServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly ControlServerState _state;
+    private readonly ulong _socketInode;
+    private readonly TimeSpan _shutdownTimeout;
+    private int _disposed;
+
+    private ControlServer(WebApplication app, ControlServerState state, string socketPath, ulong socketInode, TimeSpan shutdownTimeout)
+    {
+        _app = app;
+        _state = state;
+        SocketPath = socketPath;
+        _socketInode = socketInode;
+        _shutdownTimeout = shutdownTimeout;
+    }
+
+    /// <summary>The UNIX socket path the service listens on.</summary>
+    public string SocketPath { get; }
+
+    /// <summary>Whether health reports SERVING (true until a Shutdown call or <see cref="StopServing"/>).</summary>
+    public bool IsServing => _state.IsServing;
+
+    /// <summary>Completes when a client called Shutdown (after <see cref="IShareControl.RequestShutdownAsync"/> was invoked).</summary>
+    public Task ShutdownRequested => _state.ShutdownRequested;
+
+    /// <summary>
+    /// Turns health to NOT_SERVING and refuses further setting changes with UNAVAILABLE, for a
+    /// daemon that is shutting down for another reason (SIGTERM, ring peer gone).
+    /// </summary>
+    public void StopServing() => _state.StopServing();
+
+    /// <summary>Starts serving with default options. See <see cref="StartAsync(string, IShareControl, ControlServerOptions, ILoggerFactory?, CancellationToken)"/>.</summary>
+    public static Task<ControlServer> StartAsync(string socketPath, IShareControl share, ILoggerFactory? loggerFactory = null,
+        CancellationToken cancellationToken = default)
+        => StartAsync(socketPath, share, new ControlServerOptions(), loggerFactory, cancellationToken);
+
+    /// <summary>
+    /// Binds <paramref name="socketPath"/> (mode 0600), starts Kestrel on it and returns once it accepts connections.
+    /// </summary>
+    /// <param name="socketPath">Socket file to create. A stale socket (nobody listening) is replaced; anything else there is an error.</param>
+    /// <param name="share">The daemon side of every call.</param>
+    /// <param name="options">Tunables.</param>
+    /// <param name="loggerFactory">Where the server logs (Kestrel's own categories: warnings and errors only); null logs warnings and errors to stderr.</param>
+    /// <param name="cancellationToken">Cancels the start-up.</param>
+    /// <exception cref="ControlSocketException">The path cannot be used; the message says what to change.</exception>
+    public static async Task<ControlServer> StartAsync(string socketPath, IShareControl share, ControlServerOptions options,
+        ILoggerFactory? loggerFactory = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(share);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.MaxReceiveMessageSize < 0)
+            throw new ArgumentOutOfRangeException(nameof(options), "MaxReceiveMessageSize must not be negative.");
+
+        // Kestrel takes ownership of the fd it is given and closes it when it stops.
+        SafeFileHandle kestrelFd = ControlSocket.BindAndListen(socketPath, backlog: 64, out ulong inode);
+
+        var state = new ControlServerState();
+        uint ownUid = ControlSocketSyscalls.GetEffectiveUid();
+        WebApplication? app = null;
+        try
+        {
+            WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions
+            {
+                ApplicationName = "passthrough-control",
+                EnvironmentName = Environments.Production,
+            });
+            if (loggerFactory is not null)
+            {
+                builder.Services.Replace(ServiceDescriptor.Singleton<ILoggerFactory>(new KestrelQuietLoggerFactory(loggerFactory)));
+            }
+            else
+            {
+                builder.Logging.SetMinimumLevel(LogLevel.Warning);
+                builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+                builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(
+                    o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+            }
+
+            ILogger connectionLogger = NullLogger.Instance;
+            ulong handle = (ulong)kestrelFd.DangerousGetHandle();
+            builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
+            {
+                kestrel.AddServerHeader = false;
+                kestrel.ListenHandle(handle, listen =>
+                {
+                    listen.Protocols = HttpProtocols.Http2;
+                    listen.Use(next => connection => CheckPeer(connection, next, ownUid, connectionLogger));
+                });
+            });
+            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
+            // The default lifetime (ConsoleLifetime) would take over SIGTERM/SIGINT and print
+            // start-up banners; signals belong to the daemon, which stops this server itself.
+            builder.Services.Replace(ServiceDescriptor.Singleton<IHostLifetime, PassiveHostLifetime>());
+
+            app = builder.Build();
+            ILoggerFactory factory = app.Services.GetRequiredService<ILoggerFactory>();
+            ILogger logger = factory.CreateLogger("Hypervisor.Passthrough.Control");
+            connectionLogger = logger;
+            IHostApplicationLifetime lifetime = app.Services.GetRequiredService<IHostApplicationLifetime>();
+            var handler = new GrpcHttpHandler(new ControlMethods(share, state), state, options.MaxReceiveMessageSize,
+                lifetime.ApplicationStopping, logger);
+            app.Run(handler.HandleAsync);
+
+            // Kestrel owns the fd from here on, even if starting fails part-way: it may already
+            // have wrapped it in its own socket, and leaking a descriptor on that path is safer
+            // than closing a number that may by then belong to something else.
+            kestrelFd.SetHandleAsInvalid();
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+            return new ControlServer(app, state, socketPath, inode, options.ShutdownTimeout);
+        }
+        catch
+        {
+            if (app is not null)
+                await app.DisposeAsync().ConfigureAwait(false);
+            kestrelFd.Dispose();
+            ControlSocket.UnlinkIfOurs(socketPath, inode);
+            throw;
+        }
+    }
+
+    private static Task CheckPeer(ConnectionContext connection, ConnectionDelegate next, uint ownUid, ILogger logger)
+    {
+        Socket? socket = connection.Features.Get<IConnectionSocketFeature>()?.Socket;
+        if (socket is null || !ControlSocketSyscalls.TryGetPeerCredentials(socket, out int pid, out uint uid, out _))
+        {
+            LogPeerUnknown(logger);
+            return Task.CompletedTask;
+        }
+        if (uid != 0 && uid != ownUid)
+        {
+            // Returning without calling next closes the connection before any HTTP/2 exchange.
+            LogPeerRefused(logger, pid, uid, ownUid);
+            return Task.CompletedTask;
+        }
+        return next(connection);
+    }
+
+    /// <summary>
+    /// Stops accepting connections, lets calls in flight finish (up to
+    /// <see cref="ControlServerOptions.ShutdownTimeout"/>), and removes the socket file if it is
+    /// still ours.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        _state.StopServing();
+        using (var timeout = new CancellationTokenSource(_shutdownTimeout))
+        {
+            try
+            {
+                await _app.StopAsync(timeout.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+        await _app.DisposeAsync().ConfigureAwait(false);
+        ControlSocket.UnlinkIfOurs(SocketPath, _socketInode);
+    }
+
+    /// <summary>A host lifetime that neither listens to signals nor prints anything.</summary>
+    private sealed class PassiveHostLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Control connection refused: peer pid {Pid} has uid {PeerUid}, only uid {OwnUid} and root may control this share")]
+    private static partial void LogPeerRefused(ILogger logger, int pid, uint peerUid, uint ownUid);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Control connection refused: the peer's credentials cannot be read")]
+    private static partial void LogPeerUnknown(ILogger logger);
+}

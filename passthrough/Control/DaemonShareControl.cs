@@ -1,0 +1,197 @@
+using System.Diagnostics;
+using Hypervisor.Passthrough.Engine;
+using Hypervisor.Passthrough.Share;
+using Hypervisor.Protocol.Fuse;
+using Hypervisor.Protocol.Grpc;
+using ProtoCachePolicy = Hypervisor.Protocol.Control.CachePolicy;
+
+namespace Hypervisor.Passthrough.Control;
+
+/// <summary>How much of the share the guest is using right now.</summary>
+/// <param name="OpenFileHandles">File and directory handles the guest holds open.</param>
+/// <param name="KnownNodes">Inodes the guest holds lookup references to.</param>
+/// <param name="BytesRead">Bytes returned by READ since start.</param>
+/// <param name="BytesWritten">Bytes accepted by WRITE since start.</param>
+public readonly record struct ShareUsage(ulong OpenFileHandles, ulong KnownNodes, ulong BytesRead, ulong BytesWritten);
+
+/// <summary>
+/// The daemon's side of the control service: applies settings to the share's live
+/// <see cref="ShareSettings"/> (read lock-free by the filesystem on every request) and reports
+/// the engine's counters and the filesystem's usage.
+/// </summary>
+/// <remarks>
+/// The allowlist's entries are kept here, enabled or not; <see cref="ShareSettings.Allowlist"/>
+/// holds them only while it is enabled (null means "everything visible"), so disabling and
+/// enabling again restores the same list.
+/// </remarks>
+public sealed class DaemonShareControl : IShareControl
+{
+    private static readonly string[] OpcodeNames = BuildOpcodeNames();
+
+    private readonly ShareSettings _settings;
+    private readonly FuseCounters _counters;
+    private readonly Func<ShareUsage> _usage;
+    private readonly Action _requestShutdown;
+    private readonly long _started = Stopwatch.GetTimestamp();
+    private readonly object _allowlistLock = new();
+    private readonly SortedSet<string> _allowed = new(StringComparer.Ordinal);
+    private bool _allowlistEnabled;
+
+    /// <param name="settings">The share's live settings.</param>
+    /// <param name="counters">The engine's per-opcode counters.</param>
+    /// <param name="usage">Reads the filesystem's current usage (called once per GetStatus).</param>
+    /// <param name="requestShutdown">Starts the daemon's graceful stop. It is invoked on a thread-pool
+    /// thread, never on the thread answering the Shutdown call, so it may wait for the control server to stop.</param>
+    public DaemonShareControl(ShareSettings settings, FuseCounters counters, Func<ShareUsage> usage, Action requestShutdown)
+    {
+        _settings = settings;
+        _counters = counters;
+        _usage = usage;
+        _requestShutdown = requestShutdown;
+        if (settings.Allowlist is { } initial)
+        {
+            _allowed.UnionWith(initial.Paths);
+            _allowlistEnabled = true;
+        }
+    }
+
+    /// <inheritdoc/>
+    public ValueTask<ShareStatusSnapshot> GetStatusAsync(CancellationToken cancellationToken)
+    {
+        var opcodes = new List<OpcodeCounterSnapshot>();
+        for (int op = 1; op < FuseCounters.Slots; op++)
+        {
+            long requests = _counters.Requests(op);
+            if (requests != 0)
+                opcodes.Add(new OpcodeCounterSnapshot((uint)op, OpcodeNames[op], (ulong)requests, (ulong)_counters.Errors(op)));
+        }
+        // Slot 0 collects opcodes the engine does not know.
+        if (_counters.Requests(0) is var unknown && unknown != 0)
+            opcodes.Add(new OpcodeCounterSnapshot(0, "UNKNOWN", (ulong)unknown, (ulong)_counters.Errors(0)));
+
+        ShareUsage usage = _usage();
+        ShareOptions start = _settings.Options;
+        var status = new ShareStatusSnapshot(
+            start.SharedDir,
+            start.Tag,
+            Options(),
+            Stopwatch.GetElapsedTime(_started),
+            opcodes,
+            usage.OpenFileHandles,
+            usage.KnownNodes,
+            usage.BytesRead,
+            usage.BytesWritten,
+            Allowlist());
+        return ValueTask.FromResult(status);
+    }
+
+    /// <inheritdoc/>
+    public ValueTask<ShareOptionsSnapshot> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken)
+    {
+        _settings.DirectIo = enabled;
+        return ValueTask.FromResult(Options());
+    }
+
+    /// <inheritdoc/>
+    public ValueTask<ShareOptionsSnapshot> SetCachePolicyAsync(ProtoCachePolicy policy, CancellationToken cancellationToken)
+    {
+        _settings.Cache = policy switch
+        {
+            ProtoCachePolicy.Never => CachePolicy.Never,
+            ProtoCachePolicy.Metadata => CachePolicy.Metadata,
+            ProtoCachePolicy.Auto => CachePolicy.Auto,
+            ProtoCachePolicy.Always => CachePolicy.Always,
+            _ => throw new GrpcException(GrpcStatusCode.InvalidArgument, $"Cache policy {(int)policy} is not one of never, metadata, auto, always."),
+        };
+        return ValueTask.FromResult(Options());
+    }
+
+    /// <inheritdoc/>
+    public ValueTask<AllowlistSnapshot> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
+    {
+        lock (_allowlistLock)
+        {
+            if (_allowed.Add(normalizedPath))
+                PublishLocked();
+            return ValueTask.FromResult(AllowlistLocked());
+        }
+    }
+
+    /// <inheritdoc/>
+    public ValueTask<AllowlistSnapshot> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
+    {
+        lock (_allowlistLock)
+        {
+            if (!_allowed.Remove(normalizedPath))
+                throw new GrpcException(GrpcStatusCode.NotFound, $"\"{normalizedPath}\" is not in the allowlist; list it with ListAllowedPaths.");
+            PublishLocked();
+            return ValueTask.FromResult(AllowlistLocked());
+        }
+    }
+
+    /// <inheritdoc/>
+    public ValueTask<AllowlistSnapshot> ListAllowedPathsAsync(CancellationToken cancellationToken) => ValueTask.FromResult(Allowlist());
+
+    /// <inheritdoc/>
+    public ValueTask<AllowlistSnapshot> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken)
+    {
+        lock (_allowlistLock)
+        {
+            _allowlistEnabled = enabled;
+            PublishLocked();
+            return ValueTask.FromResult(AllowlistLocked());
+        }
+    }
+
+    /// <inheritdoc/>
+    public ValueTask RequestShutdownAsync(CancellationToken cancellationToken)
+    {
+        // The daemon's stop path disposes the control server, which waits for calls in flight,
+        // this one included: running it here would make the Shutdown call wait for itself.
+        ThreadPool.UnsafeQueueUserWorkItem(static stop => stop(), _requestShutdown, preferLocal: false);
+        return ValueTask.CompletedTask;
+    }
+
+    private ShareOptionsSnapshot Options()
+    {
+        ShareOptions start = _settings.Options;
+        ProtoCachePolicy cache = _settings.Cache switch
+        {
+            CachePolicy.Never => ProtoCachePolicy.Never,
+            CachePolicy.Metadata => ProtoCachePolicy.Metadata,
+            CachePolicy.Always => ProtoCachePolicy.Always,
+            _ => ProtoCachePolicy.Auto,
+        };
+        return new ShareOptionsSnapshot(_settings.DirectIo, cache, start.ReadOnly, start.XAttr, start.Writeback);
+    }
+
+    private AllowlistSnapshot Allowlist()
+    {
+        lock (_allowlistLock)
+            return AllowlistLocked();
+    }
+
+    private AllowlistSnapshot AllowlistLocked() => new(_allowlistEnabled, [.. _allowed]);
+
+    // A new immutable Allowlist replaces the old one, so requests in flight see either.
+    private void PublishLocked() => _settings.Allowlist = _allowlistEnabled ? new Allowlist(_allowed) : null;
+
+    private static string[] BuildOpcodeNames()
+    {
+        var names = new string[FuseCounters.Slots];
+        for (int op = 0; op < names.Length; op++)
+        {
+            var opcode = (FuseOpcode)op;
+            names[op] = opcode switch
+            {
+                // linux/fuse.h spells these with underscores.
+                FuseOpcode.NotifyReply => "NOTIFY_REPLY",
+                FuseOpcode.BatchForget => "BATCH_FORGET",
+                FuseOpcode.CopyFileRange => "COPY_FILE_RANGE",
+                FuseOpcode.CopyFileRange64 => "COPY_FILE_RANGE_64",
+                _ => Enum.IsDefined(opcode) ? opcode.ToString().ToUpperInvariant() : "OPCODE_" + op.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            };
+        }
+        return names;
+    }
+}

@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using Hypervisor.Passthrough.Control;
+using Hypervisor.Protocol.Control;
+using Hypervisor.Vdev.Control;
+
+namespace Hypervisor.Benchmarks;
+
+/// <summary>
+/// `hv-bench control`: cost of one control call end to end (client framing, HTTP/2 over the UNIX
+/// socket, Kestrel, server framing) with a share that answers from memory, so that what is
+/// measured is the control transport and not the daemon.
+/// </summary>
+public static class ControlBench
+{
+    public static int Run(string[] args)
+    {
+        int calls = 5000, parallel = 8;
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (args[i] == "--calls" && i + 1 < args.Length && int.TryParse(args[++i], out int c) && c > 0)
+                calls = c;
+            else if (args[i] == "--parallel" && i + 1 < args.Length && int.TryParse(args[++i], out int p) && p > 0)
+                parallel = p;
+            else
+            {
+                Console.Error.WriteLine($"hv-bench control: unknown or invalid option \"{args[i]}\"; use --calls N and --parallel P with positive numbers.");
+                return 2;
+            }
+        }
+        return RunAsync(calls, parallel).GetAwaiter().GetResult();
+    }
+
+    private static async Task<int> RunAsync(int calls, int parallel)
+    {
+        string directory = Path.Combine(Path.GetTempPath(), "hv-bench-ctl-" + Environment.ProcessId);
+        Directory.CreateDirectory(directory);
+        try
+        {
+            await using ControlServer server = await ControlServer.StartAsync(Path.Combine(directory, "c.sock"), new MemoryShare());
+            using var client = new ShareControlClient(server.SocketPath, TimeSpan.FromSeconds(10));
+
+            for (int i = 0; i < 500; i++)
+                await client.GetStatusAsync();
+
+            Report("GetStatus, sequential", await MeasureSequentialAsync(calls, () => client.GetStatusAsync()));
+            Report("Health/Check, sequential", await MeasureSequentialAsync(calls, () => client.CheckHealthAsync()));
+
+            var wall = Stopwatch.StartNew();
+            var tasks = new Task[parallel];
+            int perTask = Math.Max(1, calls / parallel);
+            for (int t = 0; t < parallel; t++)
+            {
+                tasks[t] = Task.Run(async () =>
+                {
+                    for (int i = 0; i < perTask; i++)
+                        await client.GetStatusAsync();
+                });
+            }
+            await Task.WhenAll(tasks);
+            wall.Stop();
+            Console.WriteLine($"GetStatus, {parallel} concurrent callers: {perTask * parallel / wall.Elapsed.TotalSeconds:F0} calls/s over {perTask * parallel} calls");
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    private static async Task<double[]> MeasureSequentialAsync(int calls, Func<Task> call)
+    {
+        var samples = new double[calls];
+        for (int i = 0; i < calls; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            await call();
+            samples[i] = Stopwatch.GetElapsedTime(start).TotalMicroseconds;
+        }
+        Array.Sort(samples);
+        return samples;
+    }
+
+    private static void Report(string name, double[] sorted)
+    {
+        double Percentile(double p) => sorted[Math.Min(sorted.Length - 1, (int)(p * sorted.Length))];
+        double total = 0;
+        foreach (double s in sorted)
+            total += s;
+        Console.WriteLine($"{name}: {sorted.Length} calls, mean {total / sorted.Length:F0} us, p50 {Percentile(0.50):F0} us, p99 {Percentile(0.99):F0} us, {sorted.Length / (total / 1e6):F0} calls/s");
+    }
+
+    /// <summary>A share that answers from memory; it stands for no real daemon.</summary>
+    private sealed class MemoryShare : IShareControl
+    {
+        private static readonly ShareOptionsSnapshot Options = new(false, CachePolicy.Auto, false, true, false);
+        private static readonly AllowlistSnapshot Allow = new(false, []);
+        private static readonly ShareStatusSnapshot Status = new("/srv/share", "share0", Options, TimeSpan.FromMinutes(5),
+            [new(1, "LOOKUP", 1000, 10), new(15, "READ", 5000, 0), new(16, "WRITE", 2000, 0)], 10, 1000, 1 << 30, 1 << 20, Allow);
+
+        public ValueTask<ShareStatusSnapshot> GetStatusAsync(CancellationToken cancellationToken) => ValueTask.FromResult(Status);
+        public ValueTask<ShareOptionsSnapshot> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken) => ValueTask.FromResult(Options with { DirectIo = enabled });
+        public ValueTask<ShareOptionsSnapshot> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken) => ValueTask.FromResult(Options with { CachePolicy = policy });
+        public ValueTask<AllowlistSnapshot> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
+        public ValueTask<AllowlistSnapshot> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
+        public ValueTask<AllowlistSnapshot> ListAllowedPathsAsync(CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
+        public ValueTask<AllowlistSnapshot> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
+        public ValueTask RequestShutdownAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+    }
+}

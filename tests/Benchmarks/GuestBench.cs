@@ -1,0 +1,158 @@
+using System.Globalization;
+using Hypervisor.Vdev.Tests.Guest;
+
+namespace Hypervisor.Benchmarks;
+
+/// <summary>
+/// `hv-bench guest`: boots one Linux guest under QEMU (TCG) with one virtio-fs device per backend
+/// (QEMU's C virtiofsd as the reference, the project's vdev side by side when it is built) and runs
+/// tests/guest/scenarios/bench.sh inside it: create/stat/unlink rates, `ls -l` of a large directory,
+/// sequential 1 MiB write and read (caches dropped in between), random 4 KiB O_DIRECT reads at a
+/// queue depth. Prints the median of the runs per backend and the vdev/virtiofsd ratio.
+/// </summary>
+public static class GuestBench
+{
+    public const string Help = "guest-side virtio-fs benchmark: vdev vs QEMU's virtiofsd in one TCG guest (needs root)";
+
+    private static readonly (string Key, string Label, bool HigherIsBetter)[] Metrics =
+    [
+        ("create_per_s", "file create (files/s)", true),
+        ("stat_per_s", "stat, cold dentries (files/s)", true),
+        ("unlink_per_s", "unlink (files/s)", true),
+        ("ls_l_ms", "ls -l of the large dir (ms)", false),
+        ("seq_write_mib_s", "seq write 1 MiB + fsync (MiB/s)", true),
+        ("seq_read_mib_s", "seq read 1 MiB, cold (MiB/s)", true),
+        ("rand_read_4k_iops", "rand read 4 KiB O_DIRECT (IOPS)", true),
+    ];
+
+    public static int Run(string[] args)
+    {
+        int runs = 3, files = 2000, lsFiles = 10000, mib = 128, rand = 4000, qd = 16, queues = 1, mem = 768;
+        string cache = "auto";
+        string? vdevPath = null;
+        bool referenceOnly = false, verbose = false;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"Option {args[i]} needs a value.");
+            switch (args[i])
+            {
+                case "--runs": runs = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--files": files = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--ls-files": lsFiles = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--mib": mib = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--rand": rand = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--qd": qd = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--queues": queues = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--memory": mem = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--cache": cache = Next(); break;
+                case "--vdev": vdevPath = Next(); break;
+                case "--reference-only": referenceOnly = true; break;
+                case "-v" or "--verbose": verbose = true; break;
+                default:
+                    Console.Error.WriteLine(
+                        "usage: hv-bench guest [--runs 3] [--files 2000] [--ls-files 10000] [--mib 128] [--rand 4000] [--qd 16]\n" +
+                        "                      [--queues 1] [--memory 768] [--cache auto] [--vdev PATH] [--reference-only] [-v]");
+                    return 2;
+            }
+        }
+
+        var temp = Directory.CreateTempSubdirectory("hvbench-").FullName;
+        try
+        {
+            var shares = new List<GuestShare>();
+            Directory.CreateDirectory(Path.Combine(temp, "ref"));
+            shares.Add(new GuestShare("ref", Path.Combine(temp, "ref"), GuestBackend.Virtiofsd(cache)));
+            string? note = null;
+            if (!referenceOnly)
+            {
+                try
+                {
+                    var exe = vdevPath ?? GuestBackend.ResolveVdev();
+                    Directory.CreateDirectory(Path.Combine(temp, "vdev"));
+                    shares.Add(new GuestShare("vdev", Path.Combine(temp, "vdev"), GuestBackend.Vdev(exe, cache)));
+                }
+                catch (GuestSetupException ex)
+                {
+                    note = $"vdev not measured: {ex.Message}";
+                }
+            }
+            if (note is not null) Console.WriteLine(note);
+            Console.WriteLine($"guest: TCG, {mem} MiB, {queues} request queue(s), cache={cache}; runs={runs} files={files} ls-files={lsFiles} seq={mib} MiB rand={rand}x4KiB qd={qd}");
+
+            var options = new GuestOptions
+            {
+                MemoryMiB = mem,
+                RequestQueues = queues,
+                Timeout = TimeSpan.FromMinutes(30),
+                Environment = new Dictionary<string, string>
+                {
+                    ["HV_RUNS"] = runs.ToString(CultureInfo.InvariantCulture),
+                    ["HV_FILES"] = files.ToString(CultureInfo.InvariantCulture),
+                    ["HV_LS_FILES"] = lsFiles.ToString(CultureInfo.InvariantCulture),
+                    ["HV_SEQ_MIB"] = mib.ToString(CultureInfo.InvariantCulture),
+                    ["HV_RAND_COUNT"] = rand.ToString(CultureInfo.InvariantCulture),
+                    ["HV_QD"] = qd.ToString(CultureInfo.InvariantCulture),
+                },
+                OnConsoleLine = verbose ? Console.WriteLine : null,
+            };
+            GuestResult result;
+            try
+            {
+                result = GuestVm.Run(GuestVm.LoadScenario("bench.sh"), shares, options);
+            }
+            catch (GuestSetupException ex) when (shares.Count == 2 && ex.Message.StartsWith("Backend vdev", StringComparison.Ordinal))
+            {
+                // The reference figures are still worth having while vdev cannot serve yet.
+                Console.WriteLine($"vdev not measured, it could not be started: {ex.Message}");
+                shares.RemoveAt(1);
+                result = GuestVm.Run(GuestVm.LoadScenario("bench.sh"), shares, options);
+            }
+            if (!result.Succeeded)
+            {
+                Console.Error.WriteLine("The benchmark guest failed:\n" + result.Describe());
+                return 1;
+            }
+            Console.WriteLine($"boot {result.BootSeconds:0.00} s (guest uptime at scenario start), whole boot {result.Elapsed.TotalSeconds:0.0} s");
+
+            bool both = shares.Count == 2;
+            Console.WriteLine(both
+                ? $"{"metric",-34} {"virtiofsd",12} {"vdev",12} {"vdev/ref",9}   (each run: virtiofsd | vdev)"
+                : $"{"metric",-34} {"virtiofsd",12}   (each run)");
+            foreach (var (key, label, higher) in Metrics)
+            {
+                var r = Median(result, $"bench.ref.{key}");
+                if (!both)
+                {
+                    Console.WriteLine($"{label,-34} {r,12:0.0}   runs: {string.Join(' ', result.Values($"bench.ref.{key}"))}");
+                    continue;
+                }
+                var v = Median(result, $"bench.vdev.{key}");
+                // The ratio is always "how many times better vdev is": >1 means vdev wins.
+                var ratio = higher ? v / r : r / v;
+                Console.WriteLine($"{label,-34} {r,12:0.0} {v,12:0.0} {ratio,9:0.00}   runs: "
+                    + $"{string.Join(' ', result.Values($"bench.ref.{key}"))} | {string.Join(' ', result.Values($"bench.vdev.{key}"))}");
+            }
+            Console.WriteLine($"medians of {runs} run(s); ratio > 1 means vdev is better (for ls -l: faster)");
+            return 0;
+        }
+        catch (GuestSetupException ex)
+        {
+            Console.Error.WriteLine(ex.Message);
+            return 1;
+        }
+        finally
+        {
+            Directory.Delete(temp, recursive: true);
+        }
+    }
+
+    private static double Median(GuestResult result, string key)
+    {
+        var values = new List<double>();
+        foreach (var s in result.Values(key)) values.Add(double.Parse(s, CultureInfo.InvariantCulture));
+        if (values.Count == 0) return double.NaN;
+        values.Sort();
+        int n = values.Count;
+        return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+    }
+}

@@ -1,0 +1,120 @@
+using Hypervisor.Passthrough.Control;
+using Hypervisor.Passthrough.Engine;
+using Hypervisor.Passthrough.Share;
+using Hypervisor.Protocol.Grpc;
+using ProtoCachePolicy = Hypervisor.Protocol.Control.CachePolicy;
+
+namespace Hypervisor.Passthrough.Tests.Control;
+
+/// <summary>
+/// <see cref="DaemonShareControl"/> against the real <see cref="ShareSettings"/> the filesystem
+/// reads on every request and the engine's real <see cref="FuseCounters"/>.
+/// </summary>
+public sealed class DaemonShareControlTests
+{
+    private static ShareSettings NewSettings(Allowlist? allowlist = null) =>
+        new(new ShareOptions { SharedDir = "/srv/data", Tag = "data", XAttr = true, ReadOnly = true }) { Allowlist = allowlist };
+
+    private static DaemonShareControl NewControl(ShareSettings settings, FuseCounters? counters = null, Action? shutdown = null) =>
+        new(settings, counters ?? new FuseCounters(), () => new ShareUsage(2, 17, 4096, 512), shutdown ?? (() => { }));
+
+    [Fact]
+    public async Task Setters_ChangeTheLiveSettings()
+    {
+        ShareSettings settings = NewSettings();
+        DaemonShareControl control = NewControl(settings);
+
+        ShareOptionsSnapshot options = await control.SetDirectIoAsync(true, default);
+        Assert.True(settings.DirectIo);
+        Assert.True(options.DirectIo);
+
+        foreach ((ProtoCachePolicy proto, CachePolicy share) in new[]
+                 {
+                     (ProtoCachePolicy.Never, CachePolicy.Never), (ProtoCachePolicy.Metadata, CachePolicy.Metadata),
+                     (ProtoCachePolicy.Always, CachePolicy.Always), (ProtoCachePolicy.Auto, CachePolicy.Auto),
+                 })
+        {
+            options = await control.SetCachePolicyAsync(proto, default);
+            Assert.Equal(share, settings.Cache);
+            Assert.Equal(proto, options.CachePolicy);
+        }
+        Assert.True(options.ReadOnly);
+        Assert.True(options.Xattr);
+        Assert.False(options.Writeback);
+    }
+
+    [Fact]
+    public async Task Allowlist_IsPublishedOnlyWhileEnabledAndSurvivesDisable()
+    {
+        ShareSettings settings = NewSettings();
+        DaemonShareControl control = NewControl(settings);
+
+        await control.AddAllowedPathAsync("docs/reports", default);
+        await control.AddAllowedPathAsync("bin", default);
+        Assert.Null(settings.Allowlist);
+
+        AllowlistSnapshot enabled = await control.SetAllowlistEnabledAsync(true, default);
+        Assert.Equal(["bin", "docs/reports"], enabled.Entries);
+        Assert.NotNull(settings.Allowlist);
+        Assert.True(settings.Allowlist!.Permits("docs"));          // an ancestor, to walk through
+        Assert.True(settings.Allowlist.Permits("docs/reports/q1"));
+        Assert.False(settings.Allowlist.Permits("etc"));
+
+        await control.SetAllowlistEnabledAsync(false, default);
+        Assert.Null(settings.Allowlist);
+        AllowlistSnapshot again = await control.SetAllowlistEnabledAsync(true, default);
+        Assert.Equal(["bin", "docs/reports"], again.Entries);
+        Assert.Equal(["bin", "docs/reports"], settings.Allowlist!.Paths);
+
+        await control.RemoveAllowedPathAsync("bin", default);
+        Assert.Equal(["docs/reports"], settings.Allowlist!.Paths);
+        var e = await Assert.ThrowsAsync<GrpcException>(async () => await control.RemoveAllowedPathAsync("bin", default));
+        Assert.Equal(GrpcStatusCode.NotFound, e.StatusCode);
+    }
+
+    [Fact]
+    public async Task StartupAllowlist_IsReportedEnabled()
+    {
+        DaemonShareControl control = NewControl(NewSettings(new Allowlist(["a", "b"])));
+        AllowlistSnapshot list = await control.ListAllowedPathsAsync(default);
+        Assert.True(list.Enabled);
+        Assert.Equal(["a", "b"], list.Entries);
+    }
+
+    [Fact]
+    public async Task Status_ReportsCountersWithLinuxOpcodeNamesAndUsage()
+    {
+        var counters = new FuseCounters();
+        counters.Count(1, failed: false);
+        counters.Count(1, failed: true);
+        counters.Count(15, failed: false);
+        counters.Count(47, failed: false);
+        DaemonShareControl control = NewControl(NewSettings(), counters);
+
+        ShareStatusSnapshot status = await control.GetStatusAsync(default);
+        Assert.Equal("/srv/data", status.SharedDirectory);
+        Assert.Equal("data", status.Tag);
+        Assert.Equal(
+            [new OpcodeCounterSnapshot(1, "LOOKUP", 2, 1), new OpcodeCounterSnapshot(15, "READ", 1, 0), new OpcodeCounterSnapshot(47, "COPY_FILE_RANGE", 1, 0)],
+            status.Opcodes);
+        Assert.Equal((2ul, 17ul, 4096ul, 512ul), (status.OpenFileHandles, status.KnownNodes, status.BytesRead, status.BytesWritten));
+        Assert.InRange(status.Uptime, TimeSpan.Zero, TimeSpan.FromMinutes(1));
+    }
+
+    [Fact]
+    public async Task Shutdown_RunsTheDaemonsStopOffTheCallingThread()
+    {
+        using var release = new ManualResetEventSlim();
+        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        DaemonShareControl control = NewControl(NewSettings(), shutdown: () =>
+        {
+            // A stop that waits (as disposing the control server does) must not hold up the reply.
+            release.Wait(TimeSpan.FromSeconds(10));
+            stopped.SetResult();
+        });
+        ValueTask call = control.RequestShutdownAsync(default);
+        Assert.True(call.IsCompleted);
+        release.Set();
+        await stopped.Task.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+}

@@ -1,0 +1,141 @@
+using Hypervisor.Passthrough.Control;
+using Hypervisor.Protocol.Control;
+using Hypervisor.Protocol.Grpc;
+
+namespace Hypervisor.Passthrough.Tests.Control;
+
+/// <summary>
+/// An in-memory <see cref="IShareControl"/> for unit tests of the control service: it keeps the
+/// settings and allowlist in fields and records calls, so tests can check that RPCs reach the
+/// daemon with the right arguments. It is not the passthrough daemon; that integration is tested
+/// with the daemon itself.
+/// </summary>
+public sealed class InMemoryShareControl : IShareControl
+{
+    private readonly object _lock = new();
+    private readonly SortedSet<string> _allowed = new(StringComparer.Ordinal);
+    private bool _allowlistEnabled;
+    private ShareOptionsSnapshot _options = new(DirectIo: false, CachePolicy.Auto, ReadOnly: false, Xattr: true, Writeback: false);
+    private readonly TaskCompletionSource _shutdown = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public string SharedDirectory { get; init; } = "/srv/share";
+    public string Tag { get; init; } = "share0";
+    public TimeSpan Uptime { get; init; } = TimeSpan.FromSeconds(3723.5);
+    public List<OpcodeCounterSnapshot> Opcodes { get; } =
+    [
+        new(15, "READ", 40, 0),
+        new(1, "LOOKUP", 120, 7),
+        new(26, "INIT", 1, 0),
+    ];
+    public ulong OpenFileHandles { get; set; } = 3;
+    public ulong KnownNodes { get; set; } = 42;
+    public ulong BytesRead { get; set; } = 1_048_576;
+    public ulong BytesWritten { get; set; } = 4096;
+
+    /// <summary>When set, GetStatus waits this long (observing the token) before answering.</summary>
+    public TimeSpan? GetStatusDelay { get; set; }
+
+    /// <summary>When set, GetStatus ignores its token and waits this long: the server must still answer at the deadline.</summary>
+    public TimeSpan? GetStatusDelayIgnoringToken { get; set; }
+
+    /// <summary>When set, GetStatus throws it (to test the server's catch-all).</summary>
+    public Exception? GetStatusFailure { get; set; }
+
+    /// <summary>Whether a token passed to a slow GetStatus was cancelled.</summary>
+    public bool SawCancellation { get; private set; }
+
+    public int ShutdownCalls;
+
+    public Task ShutdownCalled => _shutdown.Task;
+
+    public ShareOptionsSnapshot Options
+    {
+        get { lock (_lock) return _options; }
+    }
+
+    public async ValueTask<ShareStatusSnapshot> GetStatusAsync(CancellationToken cancellationToken)
+    {
+        if (GetStatusFailure is { } failure)
+            throw failure;
+        if (GetStatusDelay is { } delay)
+        {
+            try
+            {
+                await Task.Delay(delay, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                SawCancellation = true;
+                throw;
+            }
+        }
+        if (GetStatusDelayIgnoringToken is { } stubborn)
+            await Task.Delay(stubborn, CancellationToken.None);
+        lock (_lock)
+        {
+            return new ShareStatusSnapshot(SharedDirectory, Tag, _options, Uptime, Opcodes.ToArray(),
+                OpenFileHandles, KnownNodes, BytesRead, BytesWritten, AllowlistLocked());
+        }
+    }
+
+    public ValueTask<ShareOptionsSnapshot> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            _options = _options with { DirectIo = enabled };
+            return ValueTask.FromResult(_options);
+        }
+    }
+
+    public ValueTask<ShareOptionsSnapshot> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            _options = _options with { CachePolicy = policy };
+            return ValueTask.FromResult(_options);
+        }
+    }
+
+    public ValueTask<AllowlistSnapshot> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            _allowed.Add(normalizedPath);
+            return ValueTask.FromResult(AllowlistLocked());
+        }
+    }
+
+    public ValueTask<AllowlistSnapshot> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            if (!_allowed.Remove(normalizedPath))
+                throw new GrpcException(GrpcStatusCode.NotFound, $"\"{normalizedPath}\" is not in the allowlist.");
+            return ValueTask.FromResult(AllowlistLocked());
+        }
+    }
+
+    public ValueTask<AllowlistSnapshot> ListAllowedPathsAsync(CancellationToken cancellationToken)
+    {
+        lock (_lock)
+            return ValueTask.FromResult(AllowlistLocked());
+    }
+
+    public ValueTask<AllowlistSnapshot> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            _allowlistEnabled = enabled;
+            return ValueTask.FromResult(AllowlistLocked());
+        }
+    }
+
+    public ValueTask RequestShutdownAsync(CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref ShutdownCalls);
+        _shutdown.TrySetResult();
+        return ValueTask.CompletedTask;
+    }
+
+    private AllowlistSnapshot AllowlistLocked() => new(_allowlistEnabled, _allowed.ToArray());
+}

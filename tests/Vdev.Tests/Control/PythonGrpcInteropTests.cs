@@ -1,0 +1,181 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Google.Protobuf;
+using Hypervisor.Passthrough.Tests.Control;
+using Hypervisor.Protocol.Control;
+using Hypervisor.Protocol.Control.Health;
+using Hypervisor.Protocol.Grpc;
+using Hypervisor.Vdev.Control;
+
+namespace Hypervisor.Vdev.Tests.Control;
+
+/// <summary>
+/// Interoperability of the control service with a standard gRPC client: Debian's python3-grpcio
+/// (the C-core implementation) calls the running service over <c>unix:PATH</c> with a generic
+/// unary stub, sending and receiving raw protobuf bytes that the C# generated types produce and
+/// parse, and must get the same answers as <see cref="ShareControlClient"/>.
+/// </summary>
+public sealed class PythonGrpcInteropTests
+{
+    private const string Python = "/usr/bin/python3";
+
+    // Reads a JSON list of calls on stdin, makes them in order on one channel, prints a JSON list
+    // of outcomes: the status code name, details, and the response bytes in hex.
+    private const string Script = """
+        import grpc, json, sys
+        calls = json.load(sys.stdin)
+        out = []
+        with grpc.insecure_channel("unix:" + sys.argv[1]) as channel:
+            for call in calls:
+                request = bytes.fromhex(call["request"])
+                timeout = call.get("timeout") or 10
+                if call.get("stream"):
+                    # Server streaming: collect every message until the call ends.
+                    stub = channel.unary_stream(call["method"], request_serializer=None, response_deserializer=None)
+                    messages = []
+                    try:
+                        for message in stub(request, timeout=timeout):
+                            messages.append(message.hex())
+                        out.append({"code": "OK", "details": "", "response": "", "stream": messages})
+                    except grpc.RpcError as e:
+                        out.append({"code": e.code().name, "details": e.details() or "", "response": "", "stream": messages})
+                    continue
+                stub = channel.unary_unary(call["method"], request_serializer=None, response_deserializer=None)
+                try:
+                    response = stub(request, timeout=timeout)
+                    out.append({"code": "OK", "details": "", "response": response.hex()})
+                except grpc.RpcError as e:
+                    out.append({"code": e.code().name, "details": e.details() or "", "response": ""})
+        print(json.dumps(out))
+        """;
+
+    private sealed record PyCall(string Method, IMessage Request, double? Timeout = null, bool Stream = false);
+
+    private sealed record PyOutcome(string Code, string Details, byte[] Response, List<byte[]> Stream);
+
+    private static async Task<List<PyOutcome>> CallFromPythonAsync(string socketPath, params PyCall[] calls)
+    {
+        Assert.True(File.Exists(Python), "python3-grpcio is needed: apt-get install python3-grpcio.");
+        var psi = new ProcessStartInfo(Python)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add(Script);
+        psi.ArgumentList.Add(socketPath);
+        // No proxy may be involved, whatever the environment says.
+        psi.Environment["no_grpc_proxy"] = "*";
+        psi.Environment.Remove("http_proxy");
+        psi.Environment.Remove("https_proxy");
+        using Process process = Process.Start(psi)!;
+        var payload = calls.Select(c => new Dictionary<string, object?>
+        {
+            ["method"] = c.Method,
+            ["request"] = Convert.ToHexString(c.Request.ToByteArray()),
+            ["timeout"] = c.Timeout,
+            ["stream"] = c.Stream,
+        }).ToList();
+        await process.StandardInput.WriteAsync(JsonSerializer.Serialize(payload));
+        process.StandardInput.Close();
+        string stdout = await process.StandardOutput.ReadToEndAsync();
+        string stderr = await process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        Assert.True(process.ExitCode == 0, "python grpc client failed: " + stderr);
+        using JsonDocument doc = JsonDocument.Parse(stdout);
+        return doc.RootElement.EnumerateArray().Select(e => new PyOutcome(
+            e.GetProperty("code").GetString()!,
+            e.GetProperty("details").GetString()!,
+            Convert.FromHexString(e.GetProperty("response").GetString()!),
+            e.TryGetProperty("stream", out JsonElement stream)
+                ? stream.EnumerateArray().Select(m => Convert.FromHexString(m.GetString()!)).ToList()
+                : [])).ToList();
+    }
+
+    private const string Svc = "/hypervisor.control.v1.ShareControl/";
+
+    [Fact]
+    public async Task PythonClient_GetsTheSameAnswersAsTheCSharpClient()
+    {
+        await using var server = await ControlTestServer.StartAsync();
+        using var client = new ShareControlClient(server.SocketPath, TimeSpan.FromSeconds(10));
+
+        List<PyOutcome> py = await CallFromPythonAsync(server.SocketPath,
+            new PyCall("/grpc.health.v1.Health/Check", new HealthCheckRequest()),
+            new PyCall(Svc + "GetStatus", new GetStatusRequest()),
+            new PyCall(Svc + "SetDirectIo", new SetDirectIoRequest { Enabled = true }),
+            new PyCall(Svc + "SetCachePolicy", new SetCachePolicyRequest { Policy = CachePolicy.Always }),
+            new PyCall(Svc + "AddAllowedPath", new AllowedPathRequest { Path = "x/./y//" }),
+            new PyCall(Svc + "SetAllowlistEnabled", new SetAllowlistEnabledRequest { Enabled = true }),
+            new PyCall(Svc + "ListAllowedPaths", new ListAllowedPathsRequest()),
+            new PyCall(Svc + "AddAllowedPath", new AllowedPathRequest { Path = "/abs" }),
+            new PyCall(Svc + "RemoveAllowedPath", new AllowedPathRequest { Path = "not/there" }),
+            new PyCall(Svc + "NoSuchMethod", new GetStatusRequest()),
+            new PyCall("/grpc.health.v1.Health/Check", new HealthCheckRequest { Service = "unknown.Service" }));
+
+        // Successful calls: identical messages.
+        Assert.Equal("OK", py[0].Code);
+        Assert.Equal(await client.CheckHealthAsync(), HealthCheckResponse.Parser.ParseFrom(py[0].Response).Status);
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, HealthCheckResponse.Parser.ParseFrom(py[0].Response).Status);
+
+        Assert.Equal("OK", py[1].Code);
+        ShareStatus pyStatus = ShareStatus.Parser.ParseFrom(py[1].Response);
+        Assert.Equal("/srv/share", pyStatus.SharedDir);
+        Assert.Equal(3, pyStatus.Opcodes.Count);
+
+        Assert.True(ShareOptions.Parser.ParseFrom(py[2].Response).DirectIo);
+        Assert.Equal(CachePolicy.Always, ShareOptions.Parser.ParseFrom(py[3].Response).CachePolicy);
+        Assert.Equal(["x/y"], Allowlist.Parser.ParseFrom(py[4].Response).Entries);
+        Assert.True(Allowlist.Parser.ParseFrom(py[5].Response).Enabled);
+        Assert.Equal(await client.ListAllowedPathsAsync(), Allowlist.Parser.ParseFrom(py[6].Response));
+        ShareStatus csStatus = await client.GetStatusAsync();
+        Assert.Equal(csStatus.Options, ShareOptions.Parser.ParseFrom(py[3].Response));
+        Assert.True(server.Share.Options.DirectIo);
+
+        // Failed calls: the same status code and message as the C# client sees.
+        await AssertSameError(py[7], () => client.AddAllowedPathAsync("/abs"), GrpcStatusCode.InvalidArgument);
+        await AssertSameError(py[8], () => client.RemoveAllowedPathAsync("not/there"), GrpcStatusCode.NotFound);
+        await AssertSameError(py[9], () => client.CallUnaryAsync("hypervisor.control.v1.ShareControl", "NoSuchMethod",
+            new GetStatusRequest(), ShareStatus.Parser), GrpcStatusCode.Unimplemented);
+        await AssertSameError(py[10], () => client.CheckHealthAsync("unknown.Service"), GrpcStatusCode.NotFound);
+    }
+
+    [Fact]
+    public async Task PythonClient_SeesDeadlineExceededAndNotServingAfterShutdown()
+    {
+        var share = new InMemoryShareControl { GetStatusDelay = TimeSpan.FromSeconds(30) };
+        await using var server = await ControlTestServer.StartAsync(share);
+        List<PyOutcome> py = await CallFromPythonAsync(server.SocketPath,
+            new PyCall(Svc + "GetStatus", new GetStatusRequest(), Timeout: 0.3),
+            new PyCall(Svc + "Shutdown", new ShutdownRequest()),
+            new PyCall("/grpc.health.v1.Health/Check", new HealthCheckRequest()),
+            new PyCall(Svc + "SetDirectIo", new SetDirectIoRequest { Enabled = true }));
+        Assert.Equal("DEADLINE_EXCEEDED", py[0].Code);
+        Assert.Equal("OK", py[1].Code);
+        Assert.Equal(1, share.ShutdownCalls);
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.NotServing, HealthCheckResponse.Parser.ParseFrom(py[2].Response).Status);
+        Assert.Equal("UNAVAILABLE", py[3].Code);
+        Assert.False(share.Options.DirectIo);
+    }
+
+    [Fact]
+    public async Task PythonClient_HealthWatchStreamsTheCurrentStatusUntilItsDeadline()
+    {
+        await using var server = await ControlTestServer.StartAsync();
+        List<PyOutcome> py = await CallFromPythonAsync(server.SocketPath,
+            new PyCall("/grpc.health.v1.Health/Watch", new HealthCheckRequest(), Timeout: 0.5, Stream: true),
+            new PyCall("/grpc.health.v1.Health/Watch", new HealthCheckRequest { Service = "other.Service" }, Timeout: 0.5, Stream: true));
+        Assert.Equal("DEADLINE_EXCEEDED", py[0].Code);
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, HealthCheckResponse.Parser.ParseFrom(Assert.Single(py[0].Stream)).Status);
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.ServiceUnknown, HealthCheckResponse.Parser.ParseFrom(Assert.Single(py[1].Stream)).Status);
+    }
+
+    private static async Task AssertSameError(PyOutcome python, Func<Task> csharpCall, GrpcStatusCode expected)
+    {
+        var e = await Assert.ThrowsAsync<GrpcException>(csharpCall);
+        Assert.Equal(expected, e.StatusCode);
+        Assert.Equal(expected.ToWireName(), python.Code);
+        Assert.Equal(e.Detail, python.Details);
+    }
+}

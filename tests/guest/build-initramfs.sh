@@ -1,0 +1,69 @@
+#!/bin/sh
+# Builds the guest initramfs used by the virtio-fs guest tests and benchmark.
+#
+#   build-initramfs.sh OUT.cpio.gz [SCENARIO.sh]
+#
+# Contents: busybox-static (with its applets linked), hvtool (hvtool.c, gcc -static),
+# the virtio/FUSE modules of the guest kernel, /init and /lib/hv.sh. If SCENARIO.sh is
+# given it is baked in as /scenario.sh; otherwise the test harness appends it at boot time
+# as a second (concatenated) cpio member, which the kernel unpacks over the first.
+#
+# Environment: HV_KVER selects the kernel version (default: the newest
+# /boot/vmlinuz-*-cloud-amd64 whose modules are installed). The script prints that version
+# on stdout so callers know which /boot/vmlinuz-<ver> to boot.
+set -eu
+
+out=${1:?usage: build-initramfs.sh OUT.cpio.gz [SCENARIO.sh]}
+scenario=${2:-}
+here=$(cd "$(dirname "$0")" && pwd)
+
+if [ -z "${HV_KVER:-}" ]; then
+    for k in $(ls -1 /boot/vmlinuz-*-cloud-amd64 2>/dev/null | sort -V); do
+        v=${k#/boot/vmlinuz-}
+        [ -d "/lib/modules/$v" ] && HV_KVER=$v
+    done
+fi
+[ -n "${HV_KVER:-}" ] || { echo "no /boot/vmlinuz-*-cloud-amd64 with modules in /lib/modules: install linux-image-cloud-amd64 or set HV_KVER" >&2; exit 1; }
+moddir=/lib/modules/$HV_KVER
+[ -x /bin/busybox ] || { echo "/bin/busybox is missing: install busybox-static" >&2; exit 1; }
+file -b /bin/busybox 2>/dev/null | grep -q dynamic && { echo "/bin/busybox is dynamically linked: install busybox-static" >&2; exit 1; }
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" "$stage/sbin" "$stage/lib/modules" "$stage/proc" "$stage/sys" "$stage/dev" \
+         "$stage/mnt" "$stage/tmp" "$stage/root"
+cp /bin/busybox "$stage/bin/busybox"
+for a in $(/bin/busybox --list); do
+    [ "$a" = busybox ] || ln -s busybox "$stage/bin/$a"
+done
+gcc -static -O2 -pthread -Wall -o "$stage/bin/hvtool" "$here/hvtool.c"
+
+# Loaded by /init in this order (dependencies first); .ko.xz/.ko.zst are decompressed here
+# because busybox insmod loads plain ELF objects only.
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci fuse virtiofs; do
+    f=$(find "$moddir/kernel" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" -o -name "$m.ko.gz" | head -n 1)
+    if [ -z "$f" ]; then
+        # Built into the kernel: nothing to load.
+        grep -q "/$m.ko" "$moddir/modules.builtin" 2>/dev/null && continue
+        echo "module $m not found under $moddir: install the matching linux-image package" >&2; exit 1
+    fi
+    case $f in
+        *.xz) xz -dc "$f" > "$stage/lib/modules/$m.ko" ;;
+        *.zst) zstd -qdc "$f" > "$stage/lib/modules/$m.ko" ;;
+        *.gz) gzip -dc "$f" > "$stage/lib/modules/$m.ko" ;;
+        *) cp "$f" "$stage/lib/modules/$m.ko" ;;
+    esac
+    echo "$m" >> "$stage/lib/modules/order"
+done
+
+mknod -m 600 "$stage/dev/console" c 5 1
+mknod -m 666 "$stage/dev/null" c 1 3
+cp "$here/init" "$stage/init"
+cp "$here/hv.sh" "$stage/lib/hv.sh"
+chmod 755 "$stage/init"
+[ -n "$scenario" ] && cp "$scenario" "$stage/scenario.sh"
+
+mkdir -p "$(dirname "$out")"
+(cd "$stage" && find . -print | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -6 > "$out.tmp"
+mv "$out.tmp" "$out"
+echo "$HV_KVER"

@@ -1,0 +1,270 @@
+/*
+ * hvtool: the guest-side helper for what busybox lacks.
+ *
+ * Built with `gcc -static -O2 -pthread` by build-initramfs.sh and installed
+ * as /bin/hvtool in the initramfs. Every timing subcommand prints one line
+ * of decimal numbers on stdout (nanoseconds first) so the shell scenarios can
+ * turn it into an "@@HV" result line without parsing anything else. Any
+ * failure prints one line on stderr naming the call and errno, and exits 1.
+ *
+ * Subcommands:
+ *   now                          CLOCK_MONOTONIC in ns
+ *   time CMD [ARG...]            run CMD with stdout/stderr to /dev/null; prints "ns exitcode"
+ *   mkfiles DIR N                create DIR/f000000.. (O_CREAT|O_EXCL, close); prints ns
+ *   statfiles DIR N              lstat each of them; prints ns
+ *   unlinkfiles DIR N            unlink each of them; prints ns
+ *   seqwrite FILE MIB            write MIB blocks of 1 MiB (O_CREAT|O_TRUNC), fsync; prints "ns bytes"
+ *   seqread FILE                 read the file in 1 MiB blocks; prints "ns bytes"
+ *   randread FILE QD COUNT [direct]
+ *                                COUNT random 4 KiB preads at 4 KiB-aligned offsets from QD
+ *                                threads (queue depth QD), O_DIRECT when "direct"; prints "ns count"
+ *   rename2 OLD NEW noreplace|exchange
+ *                                renameat2(2); prints "0" or the errno number
+ *   fsync FILE                   open O_RDWR, fsync, close; prints "0" or the errno number
+ *   pattern FILE MIB SEED        write MIB MiB of a deterministic xorshift stream (no fsync)
+ *   seek FILE data|hole OFFSET   lseek(SEEK_DATA/SEEK_HOLE); prints the offset or "-errno"
+ *   copyrange SRC DST            copy_file_range(2) of the whole of SRC into DST (created);
+ *                                prints "bytes" or "-errno"
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIB (1024 * 1024)
+#define BLOCK 4096
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int die(const char *what, const char *arg)
+{
+    fprintf(stderr, "hvtool: %s %s: %s (errno %d)\n", what, arg ? arg : "", strerror(errno), errno);
+    exit(1);
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "hvtool: unknown or incomplete subcommand; see the comment at the top of hvtool.c\n");
+    return 2;
+}
+
+static void name_of(char *buf, size_t len, const char *dir, long i)
+{
+    snprintf(buf, len, "%s/f%06ld", dir, i);
+}
+
+static int cmd_files(const char *op, const char *dir, long n)
+{
+    char path[4096];
+    struct stat st;
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        name_of(path, sizeof path, dir, i);
+        if (op[0] == 'm') {
+            int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
+            if (fd < 0) die("open", path);
+            close(fd);
+        } else if (op[0] == 's') {
+            if (lstat(path, &st) != 0) die("lstat", path);
+        } else {
+            if (unlink(path) != 0) die("unlink", path);
+        }
+    }
+    printf("%llu\n", (unsigned long long)(now_ns() - t0));
+    return 0;
+}
+
+static int cmd_seqwrite(const char *file, long mib)
+{
+    char *buf = aligned_alloc(BLOCK, MIB);
+    if (!buf) die("aligned_alloc", NULL);
+    for (size_t i = 0; i < MIB; i++) buf[i] = (char)(i * 131 + 7);
+    uint64_t t0 = now_ns();
+    int fd = open(file, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    if (fd < 0) die("open", file);
+    long long total = 0;
+    for (long i = 0; i < mib; i++) {
+        buf[0] = (char)i; /* every block differs, so nothing can dedupe it */
+        ssize_t done = 0;
+        while (done < MIB) {
+            ssize_t w = write(fd, buf + done, MIB - done);
+            if (w < 0) die("write", file);
+            done += w;
+        }
+        total += done;
+    }
+    if (fsync(fd) != 0) die("fsync", file);
+    close(fd);
+    printf("%llu %lld\n", (unsigned long long)(now_ns() - t0), total);
+    return 0;
+}
+
+static int cmd_seqread(const char *file)
+{
+    char *buf = aligned_alloc(BLOCK, MIB);
+    if (!buf) die("aligned_alloc", NULL);
+    uint64_t t0 = now_ns();
+    int fd = open(file, O_RDONLY);
+    if (fd < 0) die("open", file);
+    long long total = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf, MIB);
+        if (r < 0) die("read", file);
+        if (r == 0) break;
+        total += r;
+    }
+    close(fd);
+    printf("%llu %lld\n", (unsigned long long)(now_ns() - t0), total);
+    return 0;
+}
+
+struct rr {
+    int fd;
+    long count;
+    uint64_t blocks;
+    uint64_t seed;
+    int err;
+};
+
+static void *rr_thread(void *p)
+{
+    struct rr *a = p;
+    char *buf = aligned_alloc(BLOCK, BLOCK);
+    uint64_t x = a->seed;
+    for (long i = 0; i < a->count; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        off_t off = (off_t)(x % a->blocks) * BLOCK;
+        if (pread(a->fd, buf, BLOCK, off) != BLOCK) { a->err = errno ? errno : EIO; break; }
+    }
+    free(buf);
+    return NULL;
+}
+
+static int cmd_randread(const char *file, int qd, long count, int direct)
+{
+    int fd = open(file, O_RDONLY | (direct ? O_DIRECT : 0));
+    if (fd < 0) die("open", file);
+    struct stat st;
+    if (fstat(fd, &st) != 0) die("fstat", file);
+    if (st.st_size < BLOCK) { errno = EINVAL; die("file smaller than 4 KiB", file); }
+    if (qd < 1 || qd > 256) { errno = EINVAL; die("queue depth must be 1..256", NULL); }
+    pthread_t th[256];
+    struct rr args[256];
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < qd; i++) {
+        args[i] = (struct rr){ fd, count / qd, (uint64_t)st.st_size / BLOCK, 0x9e3779b97f4a7c15ull * (i + 1), 0 };
+        if (pthread_create(&th[i], NULL, rr_thread, &args[i]) != 0) die("pthread_create", NULL);
+    }
+    for (int i = 0; i < qd; i++) pthread_join(th[i], NULL);
+    uint64_t dt = now_ns() - t0;
+    for (int i = 0; i < qd; i++)
+        if (args[i].err) { errno = args[i].err; die("pread", file); }
+    close(fd);
+    printf("%llu %ld\n", (unsigned long long)dt, (count / qd) * qd);
+    return 0;
+}
+
+static int cmd_time(char **argv)
+{
+    uint64_t t0 = now_ns();
+    pid_t pid = fork();
+    if (pid < 0) die("fork", NULL);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) { dup2(null, 1); dup2(null, 2); }
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) < 0) die("waitpid", NULL);
+    printf("%llu %d\n", (unsigned long long)(now_ns() - t0), WIFEXITED(status) ? WEXITSTATUS(status) : 128);
+    return 0;
+}
+
+static int cmd_pattern(const char *file, long mib, uint64_t seed)
+{
+    uint64_t *buf = malloc(MIB);
+    if (!buf) die("malloc", NULL);
+    int fd = open(file, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    if (fd < 0) die("open", file);
+    uint64_t x = seed ? seed : 1;
+    for (long i = 0; i < mib; i++) {
+        for (size_t j = 0; j < MIB / 8; j++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; buf[j] = x; }
+        if (write(fd, buf, MIB) != MIB) die("write", file);
+    }
+    if (close(fd) != 0) die("close", file);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) return usage();
+    const char *c = argv[1];
+    if (!strcmp(c, "now")) { printf("%llu\n", (unsigned long long)now_ns()); return 0; }
+    if (!strcmp(c, "time") && argc >= 3) return cmd_time(argv + 2);
+    if ((!strcmp(c, "mkfiles") || !strcmp(c, "statfiles") || !strcmp(c, "unlinkfiles")) && argc == 4)
+        return cmd_files(c, argv[2], atol(argv[3]));
+    if (!strcmp(c, "seqwrite") && argc == 4) return cmd_seqwrite(argv[2], atol(argv[3]));
+    if (!strcmp(c, "seqread") && argc == 3) return cmd_seqread(argv[2]);
+    if (!strcmp(c, "randread") && (argc == 5 || argc == 6))
+        return cmd_randread(argv[2], atoi(argv[3]), atol(argv[4]), argc == 6 && !strcmp(argv[5], "direct"));
+    if (!strcmp(c, "rename2") && argc == 5) {
+        unsigned flags = !strcmp(argv[4], "exchange") ? 2u /* RENAME_EXCHANGE */ : 1u /* RENAME_NOREPLACE */;
+        long r = syscall(SYS_renameat2, AT_FDCWD, argv[2], AT_FDCWD, argv[3], flags);
+        printf("%d\n", r == 0 ? 0 : errno);
+        return 0;
+    }
+    if (!strcmp(c, "fsync") && argc == 3) {
+        int fd = open(argv[2], O_RDWR);
+        if (fd < 0) { printf("%d\n", errno); return 0; }
+        int r = fsync(fd);
+        printf("%d\n", r == 0 ? 0 : errno);
+        close(fd);
+        return 0;
+    }
+    if (!strcmp(c, "seek") && argc == 5) {
+        int fd = open(argv[2], O_RDONLY);
+        if (fd < 0) die("open", argv[2]);
+        off_t r = lseek(fd, atoll(argv[4]), !strcmp(argv[3], "hole") ? SEEK_HOLE : SEEK_DATA);
+        printf("%lld\n", r < 0 ? -(long long)errno : (long long)r);
+        close(fd);
+        return 0;
+    }
+    if (!strcmp(c, "copyrange") && argc == 4) {
+        int in = open(argv[2], O_RDONLY);
+        if (in < 0) die("open", argv[2]);
+        int out = open(argv[3], O_CREAT | O_TRUNC | O_WRONLY, 0644);
+        if (out < 0) die("open", argv[3]);
+        struct stat st;
+        if (fstat(in, &st) != 0) die("fstat", argv[2]);
+        long long total = 0;
+        while (total < st.st_size) {
+            ssize_t n = copy_file_range(in, NULL, out, NULL, st.st_size - total, 0);
+            if (n < 0) { printf("%d\n", -errno); return 0; }
+            if (n == 0) break;
+            total += n;
+        }
+        close(in);
+        if (close(out) != 0) die("close", argv[3]);
+        printf("%lld\n", total);
+        return 0;
+    }
+    if (!strcmp(c, "pattern") && argc == 5) return cmd_pattern(argv[2], atol(argv[3]), strtoull(argv[4], NULL, 0));
+    return usage();
+}

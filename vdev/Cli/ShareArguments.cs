@@ -1,0 +1,134 @@
+using System.Globalization;
+using Hypervisor.Vdev.Config;
+
+namespace Hypervisor.Vdev.Cli;
+
+/// <summary>
+/// The single-share command line in virtiofsd's vocabulary, so that libvirt (<c>&lt;binary path=…&gt;</c>) and
+/// scripts written for virtiofsd can start the vdev instead. The vhost-user options (<c>--socket-path</c>,
+/// <c>--fd</c>, <c>--tag</c>, queues) are taken by <c>DeviceOptions</c> first; this reads the share's options
+/// from what is left.
+/// </summary>
+public static class ShareArguments
+{
+    /// <summary>virtiofsd options that change nothing here (the daemon is always sandboxed by its own design).</summary>
+    private static readonly HashSet<string> Ignored = new(StringComparer.Ordinal)
+    {
+        "-f", "--foreground", "--syslog", "--announce-submounts", "--inode-file-handles", "--sandbox", "--seccomp",
+        "--rlimit-nofile", "--modcaps", "--killpriv-v2", "--no-killpriv-v2", "--security-label", "--posix-acl",
+        "--allow-mmap", "--preserve-noatime", "--migration-mode", "--migration-on-error", "--migration-verify-handles",
+        "--migration-confirm-paths", "--uid-map", "--gid-map", "--translate-uid", "--translate-gid", "--xattrmap",
+    };
+
+    /// <summary>Options of <see cref="Ignored"/> that take a value.</summary>
+    private static readonly HashSet<string> IgnoredWithValue = new(StringComparer.Ordinal)
+    {
+        "--sandbox", "--seccomp", "--rlimit-nofile", "--modcaps", "--inode-file-handles", "--migration-mode",
+        "--migration-on-error", "--uid-map", "--gid-map", "--translate-uid", "--translate-gid", "--xattrmap",
+    };
+
+    /// <summary>
+    /// Builds the share from the arguments left after the device options. Throws <see cref="ArgumentException"/>
+    /// with one sentence saying what to change.
+    /// </summary>
+    public static ShareConfig Parse(IReadOnlyList<string> args, string? socketPath, int? listenFd, string? tag, int requestQueues, int queueSize, Action<string> warn)
+    {
+        string? dir = null, cache = null, logLevel = null, control = null;
+        bool directIo = false, allowDirectIo = false, xattr = false, readOnly = false, writeback = false;
+        int threads = 0;
+        var allow = new List<string>();
+        for (var i = 0; i < args.Count; i++)
+        {
+            var a = args[i];
+            string name = a, value = "";
+            var eq = a.IndexOf('=');
+            var inline = a.StartsWith("--", StringComparison.Ordinal) && eq > 0;
+            if (inline) { name = a[..eq]; value = a[(eq + 1)..]; }
+            string Value()
+            {
+                if (inline) return value;
+                if (i + 1 >= args.Count) throw new ArgumentException($"Option {name} needs a value; write {name} VALUE.");
+                return args[++i];
+            }
+            switch (name)
+            {
+                case "--shared-dir": dir = Value(); break;
+                case "--cache": cache = Value(); break;
+                case "--log-level": logLevel = Value(); break;
+                case "--control-socket": control = Value(); break;
+                case "--direct-io": directIo = true; break;
+                case "--allow-direct-io": allowDirectIo = true; break;
+                case "--xattr": xattr = true; break;
+                case "--no-xattr": xattr = false; break;
+                case "--readonly": readOnly = true; break;
+                case "--writeback": writeback = true; break;
+                case "--allow": allow.Add(Value()); break;
+                case "--thread-pool-size":
+                    if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out threads) || threads > 1024)
+                        throw new ArgumentException($"--thread-pool-size takes a whole number from 0 to 1024.");
+                    break;
+                case "-o":
+                    foreach (var item in Value().Split(',', StringSplitOptions.RemoveEmptyEntries))
+                    {
+                        var e = item.IndexOf('=');
+                        var key = e < 0 ? item : item[..e];
+                        var v = e < 0 ? null : item[(e + 1)..];
+                        switch (key)
+                        {
+                            case "source" when v is not null: dir = v; break;
+                            case "cache" when v is not null: cache = v; break;
+                            case "log_level" when v is not null: logLevel = v; break;
+                            case "xattr": xattr = true; break;
+                            case "no_xattr": xattr = false; break;
+                            case "readonly": readOnly = true; break;
+                            case "writeback": writeback = true; break;
+                            case "no_writeback": writeback = false; break;
+                            case "allow_direct_io": allowDirectIo = true; break;
+                            case "no_allow_direct_io": allowDirectIo = false; break;
+                            case "flock" or "no_flock" or "posix_lock" or "no_posix_lock" or "readdirplus" or "no_readdirplus"
+                                or "announce_submounts" or "killpriv_v2" or "no_killpriv_v2" or "sandbox" or "timeout" or "max_idle_threads"
+                                or "modcaps" or "xattrmap" or "posix_acl" or "no_posix_acl" or "security_label" or "no_security_label":
+                                warn($"-o {item} has no effect here (locks, READDIRPLUS and privilege handling are always on).");
+                                break;
+                            default: throw new ArgumentException($"Unknown -o option '{item}'; known: source=DIR, cache=POLICY, xattr, no_xattr, readonly, writeback, allow_direct_io, log_level=L.");
+                        }
+                    }
+                    break;
+                default:
+                    if (Ignored.Contains(name))
+                    {
+                        if (IgnoredWithValue.Contains(name) && !inline && i + 1 < args.Count && !args[i + 1].StartsWith('-')) i++;
+                        warn($"{name} has no effect here.");
+                        break;
+                    }
+                    throw new ArgumentException($"Unknown option '{a}'; see vdev --help.");
+            }
+        }
+        if (dir is null) throw new ArgumentException("No shared directory; give --shared-dir DIR (or -o source=DIR), or --config FILE for several shares.");
+        if (cache == "none") cache = "never";
+        if (cache is not (null or "never" or "metadata" or "auto" or "always"))
+            throw new ArgumentException($"--cache '{cache}' is not a policy; use never, metadata, auto or always.");
+        if (logLevel == "err") logLevel = "error";
+        if (logLevel is not (null or "error" or "warn" or "info" or "debug" or "trace" or "off"))
+            throw new ArgumentException($"--log-level '{logLevel}' is not a level; use error, warn, info, debug, trace or off.");
+        return new ShareConfig
+        {
+            HostPath = dir,
+            Tag = tag ?? "hostshare",
+            SocketPath = socketPath,
+            ListenFd = listenFd,
+            DirectIo = directIo,
+            AllowDirectIo = allowDirectIo,
+            RequestQueues = requestQueues,
+            QueueSize = queueSize,
+            Cache = cache ?? "auto",
+            ReadOnly = readOnly,
+            XAttr = xattr,
+            Writeback = writeback,
+            ThreadPoolSize = threads,
+            ControlSocket = control,
+            Allow = allow,
+            LogLevel = logLevel ?? "info",
+        };
+    }
+}
