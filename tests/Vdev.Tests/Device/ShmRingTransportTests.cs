@@ -20,7 +20,7 @@ public sealed partial class ShmRingTransportTests : IDisposable
     [LibraryImport("libc", SetLastError = true)]
     private static partial int dup(int fd);
 
-    private static RingFds Duplicate(RingFds f) => new(dup(f.MemFd), f.SubmissionDoorbells.Select(dup).ToArray(), f.CompletionDoorbells.Select(dup).ToArray());
+    private static RingFds Duplicate(RingFds f) => new(dup(f.MemFd), f.Doorbells.Select(dup).ToArray());
 
     /// <summary>The stand-in daemon: one thread per queue echoing frames (TestTransport.Answer), FORGET answered empty.</summary>
     private static Thread[] Serve(ShmRingSet daemon, CancellationToken ct)

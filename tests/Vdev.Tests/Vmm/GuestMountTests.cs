@@ -79,7 +79,8 @@ public sealed class GuestMountTests : IDisposable
         var kernel = Kernel();
         if (kernel == null) return;
         var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
-        var daemonPath = new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"passthrough/bin/{c}/net10.0/passthrough")).FirstOrDefault(File.Exists);
+        // The newest build: a stale binary may speak an older ring layout.
+        var daemonPath = new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"passthrough/bin/{c}/net10.0/passthrough")).Where(File.Exists).OrderByDescending(File.GetLastWriteTimeUtc).FirstOrDefault();
         Assert.True(daemonPath != null, $"build passthrough first (dotnet build {root}/passthrough)");
         var share = MakeShare(out var content);
         using var rings = Hypervisor.Protocol.Ring.ShmRingSet.Create(3);
