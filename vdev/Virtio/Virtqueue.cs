@@ -311,7 +311,17 @@ internal sealed unsafe class Virtqueue
         req.Tag = ((ulong)_generation << 32) | ((ulong)Index.Value << 16) | head;
         Interlocked.Increment(ref _inFlight);
         Volatile.Write(ref req.State, SlotInFlight);
-        bool delivered = _device.Transport.Submit(req);
+        bool delivered;
+        try
+        {
+            delivered = _device.Transport.Submit(req);
+        }
+        catch (Exception e)
+        {
+            // The device boundary: a transport bug must not take the queue down. The guest gets EIO.
+            VdevLog.SubmitFailed(_log, Index.Value, req.Opcode, req.Unique, e);
+            delivered = false;
+        }
         if (!req.ExpectsReply || !delivered)
         {
             if (Interlocked.CompareExchange(ref req.State, SlotBusy, SlotInFlight) != SlotInFlight) return;
