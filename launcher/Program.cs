@@ -1,1 +1,1 @@
-Console.Error.WriteLine("not implemented yet"); return 70;
+return Hypervisor.Launcher.FuseLauncher.Run(args);

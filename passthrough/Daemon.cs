@@ -58,7 +58,7 @@ public static class Daemon
             if (settings.Ring is not null)
             {
                 ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring);
-                log.LogInformation("Serving {Dir} on the shared-memory ring ({Queues} queues)", settings.Share.SharedDir, settings.Ring);
+                log.LogInformation("Serving {Dir} on the shared-memory ring {Ring}", settings.Share.SharedDir, settings.Ring);
             }
 
             if (settings.ReadyFd is { } readyFd) ReadyNotifier.Notify(readyFd, settings.ControlSocket);

@@ -10,6 +10,7 @@ public static class Suites
         ["guest"] = (GuestBench.Help, GuestBench.Run),
         ["ring"] = (RingBenchmark.Help, RingBenchmark.Run),
         ["vhost"] = ("virtqueue round trips through vhost-user: vdev (echo transport) or QEMU's virtiofsd", VhostBench.Run),
+        ["launcher"] = ("start-up latency of a share: fuse_launcher with a script or the passthrough daemon on a ring, and virtiofsd", LauncherBench.Run),
     };
 
     public static int Run(string[] args)

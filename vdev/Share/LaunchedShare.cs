@@ -99,7 +99,9 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         var psi = new ProcessStartInfo(launcherPath)
         {
             RedirectStandardOutput = true,
-            RedirectStandardError = true,
+            // stderr is the vdev's own: the launcher's one-line reasons and (through --log-file /proc/self/fd/2)
+            // the daemon's log for its whole life reach the operator in the vdev's log stream.
+            RedirectStandardError = false,
             UseShellExecute = false,
         };
         foreach (var arg in LauncherArguments(share, rings.Fds.ToString(), control)) psi.ArgumentList.Add(arg);
@@ -123,15 +125,17 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         using (process)
         {
             var stdout = process.StandardOutput.ReadToEndAsync(ct);
-            var stderr = process.StandardError.ReadToEndAsync(ct);
             await process.WaitForExitAsync(ct).ConfigureAwait(false);
             var output = (await stdout.ConfigureAwait(false)).Trim();
-            var errors = (await stderr.ConfigureAwait(false)).Trim();
-            if (errors.Length > 0) LogLauncherOutput(log, share.Tag, errors);
             if (process.ExitCode != 0)
             {
-                var reason = errors.Split('\n').LastOrDefault(l => l.StartsWith("fuse_launcher:", StringComparison.Ordinal)) ?? errors;
-                throw new ShareStartException($"{share.Origin}: the daemon of share '{share.Tag}' did not start (fuse_launcher exit {process.ExitCode}): {reason}");
+                var why = process.ExitCode switch
+                {
+                    2 => "a setting was refused",
+                    3 => "it did not report ready in time",
+                    _ => "it could not start",
+                };
+                throw new ShareStartException($"{share.Origin}: the daemon of share '{share.Tag}' did not start: {why} (fuse_launcher exit {process.ExitCode}; its reason is the line above).");
             }
             try
             {
@@ -214,9 +218,6 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         }
         return !Interop.ProcessSignals.IsAlive(pid);
     }
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "share '{Tag}': fuse_launcher said: {Output}")]
-    private static partial void LogLauncherOutput(ILogger log, string tag, string output);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "share '{Tag}': daemon {Pid} serves, settings confirmed on {Control}")]
     private static partial void LogConfirmed(ILogger log, string tag, int pid, string control);

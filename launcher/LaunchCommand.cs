@@ -1,0 +1,401 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using Hypervisor.Launcher.Interop;
+
+namespace Hypervisor.Launcher;
+
+/// <summary>
+/// fuse_launcher's command line: the share options in the daemon's (virtiofsd's) vocabulary plus the launcher's
+/// own (<c>--passthrough</c>, <c>--timeout</c>, <c>--inherit-fd</c>). Everything is checked here, before
+/// anything is started, and every failure is one sentence naming the option and what to change.
+/// </summary>
+public static class LaunchCommand
+{
+    /// <summary>sun_path holds 108 bytes including the terminating NUL.</summary>
+    public const int MaxSocketPathBytes = 107;
+
+    /// <summary>The virtio-fs config space's tag field is 36 bytes (virtio spec 5.11.4), not NUL-terminated when full.</summary>
+    public const int MaxTagBytes = 36;
+
+    private static readonly Option<string?> SharedDir = new("--shared-dir") { Description = "Host directory to share (or -o source=DIR). Required." };
+    private static readonly Option<string[]> CompatOptions = new("-o") { Description = "virtiofsd-style options: source=DIR, cache=POLICY, xattr|no_xattr, readonly, writeback|no_writeback, allow_direct_io.", Arity = ArgumentArity.ZeroOrMore };
+    private static readonly Option<string?> Tag = new("--tag") { Description = "Mount tag of the share, at most 36 bytes (default hostshare)." };
+    private static readonly Option<string?> Cache = new("--cache") { Description = "Cache policy: never | metadata | auto | always (default: the daemon's, auto)." };
+    private static readonly Option<bool> AllowDirectIo = new("--allow-direct-io") { Description = "Honour the guest's O_DIRECT (default off)." };
+    private static readonly Option<bool> DirectIo = new("--direct-io") { Description = "Direct I/O on every open, switchable at run time (default off)." };
+    private static readonly Option<bool> XAttr = new("--xattr") { Description = "Serve extended attributes (default off)." };
+    private static readonly Option<bool> ReadOnly = new("--readonly") { Description = "Refuse every change with EROFS (default off)." };
+    private static readonly Option<bool> Writeback = new("--writeback") { Description = "Let the guest use writeback caching (default off)." };
+    private static readonly Option<string?> ThreadPoolSize = new("--thread-pool-size") { Description = "Worker threads, 0 (one per CPU) to 1024 (default 0)." };
+    private static readonly Option<string?> FdCacheSize = new("--fd-cache-size") { Description = "Open descriptors kept for known inodes, 16 to 16384 (default 8192)." };
+    private static readonly Option<string?> LogLevel = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info)." };
+    private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client at DIR through /dev/fuse (root)." };
+    private static readonly Option<string?> Ring = new("--ring") { Description = "The shared-memory ring's descriptor string as its creator formatted it (memfd=N,queues=Q,sq0=N,sqf0=N,cq0=N,cqf0=N,…); forwarded untouched, and the fds it names are inherited by the daemon." };
+    private static readonly Option<string?> ControlSocket = new("--control-socket") { Description = "UNIX socket path of the share's gRPC control service (default: none)." };
+    private static readonly Option<string[]> InheritFd = new("--inherit-fd") { Description = "A further descriptor the daemon inherits under the same number; repeatable.", Arity = ArgumentArity.ZeroOrMore };
+    private static readonly Option<string?> Passthrough = new("--passthrough") { Description = "The daemon: an executable or a .dll run with dotnet (default: passthrough next to fuse_launcher)." };
+    private static readonly Option<string?> LogFile = new("--log-file") { Description = "Append the daemon's stdout and stderr to FILE for its whole life (default: captured while it starts, copied to fuse_launcher's stderr, then discarded)." };
+    private static readonly Option<string?> TimeoutOption = new("--timeout") { Description = "Seconds the daemon may take to report ready, 0.1 to 3600 (default 10)." };
+
+    /// <summary>Builds the root command (used for parsing and --help).</summary>
+    public static RootCommand Create() => new("fuse_launcher: validates one share's settings, starts its passthrough daemon in its own session, waits until it serves, prints {\"pid\":…,\"control\":…,\"tag\":…} and exits")
+    {
+        SharedDir, CompatOptions, Tag, Cache, AllowDirectIo, DirectIo, XAttr, ReadOnly, Writeback, ThreadPoolSize, FdCacheSize,
+        LogLevel, Mount, Ring, ControlSocket, InheritFd, Passthrough, LogFile, TimeoutOption,
+    };
+
+    /// <summary>The outcome of reading the command line.</summary>
+    public enum ParseOutcome
+    {
+        /// <summary>Settings are valid; launch.</summary>
+        Launch,
+        /// <summary>Help was asked for and printed; exit 0.</summary>
+        Help,
+        /// <summary>A setting is wrong; <c>error</c> says which and what to change.</summary>
+        Invalid,
+    }
+
+    /// <summary>Parses and checks <paramref name="args"/>; prints help itself when asked.</summary>
+    public static ParseOutcome Parse(string[] args, out LaunchSettings? settings, out string? error)
+    {
+        var parse = Create().Parse(args);
+        if (parse.Action is HelpAction)
+        {
+            parse.Invoke();
+            settings = null;
+            error = null;
+            return ParseOutcome.Help;
+        }
+        return TryBuild(parse, out settings, out error) ? ParseOutcome.Launch : ParseOutcome.Invalid;
+    }
+
+    /// <summary>Parses and checks <paramref name="args"/> without printing anything (help counts as invalid).</summary>
+    public static bool TryParse(string[] args, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
+        => TryBuild(Create().Parse(args), out settings, out error);
+
+    private static bool TryBuild(ParseResult parse, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
+    {
+        settings = null;
+        if (parse.Errors.Count > 0)
+        {
+            error = $"{parse.Errors[0].Message.TrimEnd('.')}; run fuse_launcher --help for the options.";
+            return false;
+        }
+        if (parse.Action is HelpAction)
+        {
+            error = "--help was given; it prints the options and starts nothing.";
+            return false;
+        }
+        var dir = parse.GetValue(SharedDir);
+        var cache = parse.GetValue(Cache);
+        bool xattr = parse.GetValue(XAttr), readOnly = parse.GetValue(ReadOnly), writeback = parse.GetValue(Writeback);
+        bool allowDirectIo = parse.GetValue(AllowDirectIo);
+        foreach (var group in parse.GetValue(CompatOptions) ?? [])
+        {
+            foreach (var item in group.Split(',', StringSplitOptions.RemoveEmptyEntries))
+            {
+                int eq = item.IndexOf('=');
+                string key = eq < 0 ? item : item[..eq];
+                string? value = eq < 0 ? null : item[(eq + 1)..];
+                switch (key)
+                {
+                    case "source" when value is not null: dir = value; break;
+                    case "cache" when value is not null: cache = value; break;
+                    case "xattr": xattr = true; break;
+                    case "no_xattr": xattr = false; break;
+                    case "readonly": readOnly = true; break;
+                    case "writeback": writeback = true; break;
+                    case "no_writeback": writeback = false; break;
+                    case "allow_direct_io": allowDirectIo = true; break;
+                    // virtiofsd options the daemon always behaves as; accepted so virtiofsd command lines work.
+                    case "flock" or "posix_lock" or "no_flock" or "no_posix_lock" or "announce_submounts" or "killpriv_v2" or "no_killpriv_v2" or "sandbox" or "log_level" or "timeout": break;
+                    default:
+                        error = $"-o {item} is not a known option; use source=DIR, cache=POLICY, xattr, no_xattr, readonly, writeback, no_writeback or allow_direct_io.";
+                        return false;
+                }
+            }
+        }
+
+        if (string.IsNullOrEmpty(dir)) { error = "No shared directory was given; pass --shared-dir DIR or -o source=DIR."; return false; }
+        if (!Directory.Exists(dir))
+        {
+            error = File.Exists(dir)
+                ? $"--shared-dir {dir} is not a directory; pass the directory to share."
+                : $"--shared-dir {dir} does not exist; create it or pass an existing directory.";
+            return false;
+        }
+
+        var tag = parse.GetValue(Tag) ?? "hostshare";
+        int tagBytes = Encoding.UTF8.GetByteCount(tag);
+        if (tagBytes == 0 || tagBytes > MaxTagBytes)
+        {
+            error = $"--tag '{tag}' is {tagBytes} bytes long; a virtio-fs tag holds 1 to {MaxTagBytes} bytes, pass a shorter tag.";
+            return false;
+        }
+        if (cache is not null && cache is not ("never" or "none" or "metadata" or "auto" or "always"))
+        {
+            error = $"--cache {cache} is not a cache policy; use never, metadata, auto or always.";
+            return false;
+        }
+        var logLevel = parse.GetValue(LogLevel);
+        if (logLevel is not null && logLevel is not ("error" or "warn" or "warning" or "info" or "debug" or "trace" or "off"))
+        {
+            error = $"--log-level {logLevel} is not a log level; use error, warn, info, debug, trace or off.";
+            return false;
+        }
+        if (!TryParseRange(parse.GetValue(ThreadPoolSize), "--thread-pool-size", 0, 1024, "0 (one thread per CPU) to 1024", out int? threads, out error)) return false;
+        if (!TryParseRange(parse.GetValue(FdCacheSize), "--fd-cache-size", 16, 16384, "16 to 16384 (RLIMIT_NOFILE is 20,000 here)", out int? fdCache, out error)) return false;
+
+        var timeout = TimeSpan.FromSeconds(10);
+        if (parse.GetValue(TimeoutOption) is { } timeoutText)
+        {
+            if (!double.TryParse(timeoutText, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds) || !(seconds >= 0.1 && seconds <= 3600))
+            {
+                error = $"--timeout {timeoutText} is not a number of seconds from 0.1 to 3600; pass e.g. --timeout 10.";
+                return false;
+            }
+            timeout = TimeSpan.FromSeconds(seconds);
+        }
+
+        var mount = parse.GetValue(Mount);
+        var ring = parse.GetValue(Ring);
+        if (mount is null && ring is null)
+        {
+            error = "Nothing to serve; pass --ring SPEC (the vdev's shared-memory ring) or --mount DIR (the host's FUSE client).";
+            return false;
+        }
+
+        var inherited = new SortedSet<int>();
+        if (ring is not null)
+        {
+            if (!RingSpec.TryGetFds(ring, out var ringFds, out var ringError))
+            {
+                error = $"--ring: {ringError}";
+                return false;
+            }
+            foreach (var (fd, role) in ringFds)
+            {
+                if (!CheckInheritable(fd, $"--ring names fd {fd} as {role}", out error)) return false;
+                inherited.Add(fd);
+            }
+        }
+        foreach (var text in parse.GetValue(InheritFd) ?? [])
+        {
+            if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int fd))
+            {
+                error = $"--inherit-fd {text} is not a descriptor number; pass a number such as --inherit-fd 5.";
+                return false;
+            }
+            if (!CheckInheritable(fd, $"--inherit-fd {fd}", out error)) return false;
+            inherited.Add(fd);
+        }
+
+        string? control = parse.GetValue(ControlSocket);
+        if (control is not null)
+        {
+            control = Path.GetFullPath(control);
+            if (!CheckControlSocket(control, out error)) return false;
+        }
+
+        string? logFile = parse.GetValue(LogFile);
+        if (logFile is not null)
+        {
+            logFile = Path.GetFullPath(logFile);
+            if (!CheckLogFile(logFile, out error)) return false;
+        }
+
+        if (!TryResolvePassthrough(parse.GetValue(Passthrough), out var passthrough, out var dotnet, out error)) return false;
+
+        settings = new LaunchSettings
+        {
+            SharedDir = Path.GetFullPath(dir),
+            Tag = tag,
+            Cache = cache,
+            AllowDirectIo = allowDirectIo,
+            DirectIo = parse.GetValue(DirectIo),
+            XAttr = xattr,
+            ReadOnly = readOnly,
+            Writeback = writeback,
+            ThreadPoolSize = threads,
+            FdCacheSize = fdCache,
+            LogLevel = logLevel,
+            MountPoint = mount is null ? null : Path.GetFullPath(mount),
+            Ring = ring,
+            ControlSocket = control,
+            InheritedFds = inherited.ToArray(),
+            LogFile = logFile,
+            Passthrough = passthrough,
+            DotnetHost = dotnet,
+            Timeout = timeout,
+        };
+        error = null;
+        return true;
+    }
+
+    private static bool TryParseRange(string? text, string option, int min, int max, string range, out int? value, [NotNullWhen(false)] out string? error)
+    {
+        value = null;
+        error = null;
+        if (text is null) return true;
+        if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int parsed) || parsed < min || parsed > max)
+        {
+            error = $"{option} {text} is out of range; use {range}.";
+            return false;
+        }
+        value = parsed;
+        return true;
+    }
+
+    private static bool CheckInheritable(int fd, string what, [NotNullWhen(false)] out string? error)
+    {
+        if (fd <= 2)
+        {
+            error = $"{what}, a standard stream; the launcher gives the daemon its own fds 0-2, so pass descriptors 3 and above.";
+            return false;
+        }
+        // Only a descriptor without FD_CLOEXEC can have come through exec from fuse_launcher's caller; one with it
+        // was opened by the runtime inside this process and is not what the caller meant.
+        if (!Libc.IsInherited(fd))
+        {
+            error = $"{what}, which is not open in fuse_launcher; start fuse_launcher with that descriptor inherited (without FD_CLOEXEC) or fix the number.";
+            return false;
+        }
+        error = null;
+        return true;
+    }
+
+    private static bool CheckControlSocket(string path, [NotNullWhen(false)] out string? error)
+    {
+        int bytes = Encoding.UTF8.GetByteCount(path);
+        if (bytes > MaxSocketPathBytes)
+        {
+            error = $"--control-socket {path} is {bytes} bytes long; a UNIX socket path holds at most {MaxSocketPathBytes}, choose a shorter path.";
+            return false;
+        }
+        var directory = Path.GetDirectoryName(path) ?? "/";
+        if (!Directory.Exists(directory))
+        {
+            error = $"--control-socket {path}: the directory {directory} does not exist; create it or choose another path.";
+            return false;
+        }
+        if (Libc.Access(directory, Libc.W_OK | Libc.X_OK) != 0)
+        {
+            error = $"--control-socket {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
+            return false;
+        }
+        var type = Libc.FileType(path);
+        if (type is null) { error = null; return true; }
+        if (type != Libc.S_IFSOCK)
+        {
+            error = $"--control-socket {path} exists and is not a socket; remove it or choose another path.";
+            return false;
+        }
+        // A socket file may be left over from a daemon that died (the daemon replaces a stale one), or belong to
+        // one that still serves: a successful connect tells them apart.
+        try
+        {
+            using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+            error = $"--control-socket {path} is in use by a running server; stop it or choose another path.";
+            return false;
+        }
+        catch (SocketException)
+        {
+            error = null;
+            return true;
+        }
+    }
+
+    private static bool CheckLogFile(string path, [NotNullWhen(false)] out string? error)
+    {
+        error = null;
+        if (Directory.Exists(path))
+        {
+            error = $"--log-file {path} is a directory; pass a file path.";
+            return false;
+        }
+        if (File.Exists(path))
+        {
+            if (Libc.Access(path, Libc.W_OK) == 0) return true;
+            error = $"--log-file {path} is not writable ({Libc.Describe(Libc.LastErrno)}); fix its permissions or choose another file.";
+            return false;
+        }
+        var directory = Path.GetDirectoryName(path) ?? "/";
+        if (!Directory.Exists(directory))
+        {
+            error = $"--log-file {path}: the directory {directory} does not exist; create it or choose another path.";
+            return false;
+        }
+        if (Libc.Access(directory, Libc.W_OK | Libc.X_OK) != 0)
+        {
+            error = $"--log-file {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
+            return false;
+        }
+        return true;
+    }
+
+    private static bool TryResolvePassthrough(string? given, [NotNullWhen(true)] out string? path, out string? dotnet, [NotNullWhen(false)] out string? error)
+    {
+        dotnet = null;
+        path = null;
+        if (given is null)
+        {
+            var apphost = Path.Combine(AppContext.BaseDirectory, "passthrough");
+            var dll = apphost + ".dll";
+            if (File.Exists(apphost)) given = apphost;
+            else if (File.Exists(dll)) given = dll;
+            else
+            {
+                error = $"The passthrough daemon is not next to fuse_launcher ({apphost}); install it there or pass --passthrough PATH.";
+                return false;
+            }
+        }
+        var full = Path.GetFullPath(given);
+        if (!File.Exists(full))
+        {
+            error = Directory.Exists(full)
+                ? $"--passthrough {full} is a directory; pass the daemon's executable or .dll."
+                : $"--passthrough {full} does not exist; pass the daemon's executable or .dll.";
+            return false;
+        }
+        if (full.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+        {
+            dotnet = FindDotnet();
+            if (dotnet is null)
+            {
+                error = $"--passthrough {full} is a .dll but no dotnet host was found (DOTNET_HOST_PATH, DOTNET_ROOT, PATH); install dotnet or pass the apphost.";
+                return false;
+            }
+        }
+        else if (Libc.Access(full, Libc.X_OK) != 0)
+        {
+            error = $"--passthrough {full} is not executable; make it executable (chmod +x) or pass the .dll.";
+            return false;
+        }
+        path = full;
+        error = null;
+        return true;
+    }
+
+    private static string? FindDotnet()
+    {
+        static bool Usable(string? p) => !string.IsNullOrEmpty(p) && File.Exists(p) && Libc.Access(p, Libc.X_OK) == 0;
+
+        var hostPath = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
+        if (Usable(hostPath)) return hostPath;
+        var self = Environment.ProcessPath;
+        if (self is not null && Path.GetFileName(self) == "dotnet" && Usable(self)) return self;
+        var root = Environment.GetEnvironmentVariable("DOTNET_ROOT");
+        if (root is not null && Usable(Path.Combine(root, "dotnet"))) return Path.Combine(root, "dotnet");
+        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var candidate = Path.Combine(dir, "dotnet");
+            if (Usable(candidate)) return Path.GetFullPath(candidate);
+        }
+        return null;
+    }
+}

@@ -1,0 +1,146 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Hypervisor.Protocol.Ring;
+
+namespace Hypervisor.Benchmarks;
+
+/// <summary>
+/// `hv-bench launcher [--runs N] [--queues Q] [--launcher PATH] [--passthrough PATH]`: how long a share takes
+/// from "vdev runs fuse_launcher" to "fuse_launcher printed the daemon's pid", over a shared-memory ring as the
+/// vdev does it (no root). Three rows: fuse_launcher with a shell script that reports ready at once (the
+/// launcher's own cost), fuse_launcher with the real passthrough daemon, and, for comparison, QEMU's C
+/// virtiofsd from exec until its vhost-user socket exists (its equivalent of ready).
+/// </summary>
+internal static class LauncherBench
+{
+    public static int Run(string[] args)
+    {
+        if (!OperatingSystem.IsLinux()) { Console.Error.WriteLine("The launcher suite needs Linux (fuse_launcher uses posix_spawn and pidfds)."); return 2; }
+        int runs = 10, queues = 1;
+        string? launcher = null, passthrough = null;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            switch (args[i])
+            {
+                case "--runs": runs = int.Parse(Next()); break;
+                case "--queues": queues = int.Parse(Next()); break;
+                case "--launcher": launcher = Next(); break;
+                case "--passthrough": passthrough = Next(); break;
+                default: Console.Error.WriteLine($"unknown option {args[i]}; use --runs N, --queues Q, --launcher PATH, --passthrough PATH."); return 2;
+            }
+        }
+        var config = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/')).Parent!.Name;
+        var root = RepoRoot();
+        launcher ??= Path.Combine(root, "launcher", "bin", config, "net10.0", "fuse_launcher");
+        passthrough ??= Path.Combine(root, "passthrough", "bin", config, "net10.0", "passthrough");
+        foreach (var (what, path) in new[] { ("fuse_launcher", launcher), ("passthrough", passthrough) })
+        {
+            if (!File.Exists(path)) { Console.Error.WriteLine($"{what} is not built at {path}; build it ({what} project, -c {config}) or pass its path."); return 2; }
+        }
+
+        var dir = Directory.CreateTempSubdirectory("hv-bench-launcher-").FullName;
+        try
+        {
+            var share = Path.Combine(dir, "share");
+            Directory.CreateDirectory(share);
+            var script = Path.Combine(dir, "ready.sh");
+            File.WriteAllText(script, "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --ready-fd ] && fd=$2; shift; done\neval \"echo ready pid=\\$\\$ control=- >&$fd\"\nexec sleep 60\n");
+            File.SetUnixFileMode(script, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+
+            Console.WriteLine($"start-up latency, {runs} runs each, ring with {queues} queue(s); milliseconds");
+            Console.WriteLine($"{"what",-44} {"median",8} {"min",8} {"max",8}");
+            Report("fuse_launcher + ready script", Measure(runs, () => LaunchOnce(launcher, script, share, queues)));
+            Report("fuse_launcher + passthrough (ring)", Measure(runs, () => LaunchOnce(launcher, passthrough, share, queues)));
+            if (File.Exists("/usr/lib/qemu/virtiofsd"))
+                Report("virtiofsd exec until its socket exists", Measure(runs, () => VirtiofsdOnce(dir, share)));
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static List<double> Measure(int runs, Func<double> once)
+    {
+        once(); // warm the page cache and the runtime's files
+        var times = new List<double>(runs);
+        for (int i = 0; i < runs; i++) times.Add(once());
+        times.Sort();
+        return times;
+    }
+
+    private static void Report(string what, List<double> sorted) =>
+        Console.WriteLine($"{what,-44} {sorted[sorted.Count / 2],8:0.0} {sorted[0],8:0.0} {sorted[^1],8:0.0}");
+
+    private static double LaunchOnce(string launcher, string daemon, string share, int queues)
+    {
+        using var rings = ShmRingSet.Create(queues);
+        var info = new ProcessStartInfo(launcher) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { "--shared-dir", share, "--ring", rings.Fds.ToString(), "--passthrough", daemon, "--log-level", "warn", "--timeout", "60" })
+            info.ArgumentList.Add(a);
+        var clock = Stopwatch.StartNew();
+        rings.SetInheritable(true);
+        Process process;
+        try { process = Process.Start(info)!; }
+        finally { rings.SetInheritable(false); }
+        using (process)
+        {
+            var stdout = process.StandardOutput.ReadToEnd();
+            var stderr = process.StandardError.ReadToEnd();
+            process.WaitForExit();
+            double ms = clock.Elapsed.TotalMilliseconds;
+            if (process.ExitCode != 0) throw new InvalidOperationException($"fuse_launcher failed ({process.ExitCode}): {stderr.Trim()}");
+            using var json = JsonDocument.Parse(stdout);
+            Stop(json.RootElement.GetProperty("pid").GetInt32());
+            return ms;
+        }
+    }
+
+    private static double VirtiofsdOnce(string dir, string share)
+    {
+        var socket = Path.Combine(dir, "virtiofsd.sock");
+        File.Delete(socket);
+        var info = new ProcessStartInfo("/usr/lib/qemu/virtiofsd") { RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { $"--socket-path={socket}", "-o", $"source={share}", "-o", "cache=none", "-o", "sandbox=chroot" })
+            info.ArgumentList.Add(a);
+        var clock = Stopwatch.StartNew();
+        using var process = Process.Start(info)!;
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginErrorReadLine();
+        while (!File.Exists(socket))
+        {
+            if (process.HasExited) throw new InvalidOperationException($"virtiofsd exited with {process.ExitCode} before creating its socket.");
+            Thread.SpinWait(1000);
+        }
+        double ms = clock.Elapsed.TotalMilliseconds;
+        process.Kill();
+        process.WaitForExit();
+        return ms;
+    }
+
+    private static void Stop(int pid)
+    {
+        try { using var p = Process.GetProcessById(pid); p.Kill(); } catch (ArgumentException) { return; }
+        // Not our child (fuse_launcher started it and exited): wait until /proc shows it gone or a zombie.
+        var deadline = Environment.TickCount64 + 10_000;
+        while (Environment.TickCount64 < deadline)
+        {
+            try
+            {
+                var stat = File.ReadAllText($"/proc/{pid}/stat");
+                if (stat[(stat.LastIndexOf(')') + 2)..][0] is 'Z' or 'X') return;
+            }
+            catch (IOException) { return; }
+            Thread.Sleep(5);
+        }
+    }
+
+    private static string RepoRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "Hypervisor.sln"))) return d.FullName;
+        throw new InvalidOperationException("Hypervisor.sln not found above hv-bench.");
+    }
+}

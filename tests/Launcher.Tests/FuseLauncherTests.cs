@@ -1,0 +1,308 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Hypervisor.Launcher.Tests.Interop;
+using Hypervisor.Launcher.Tests.Support;
+
+namespace Hypervisor.Launcher.Tests;
+
+/// <summary>
+/// fuse_launcher run as a process, with small scripts as the daemon where a test needs one that behaves in a
+/// chosen way: how it starts the daemon (session, descriptors, environment), and how it fails.
+/// </summary>
+public class FuseLauncherTests
+{
+    [Fact]
+    public void ReadyDaemon_PrintsOneJsonLine_AndRunsInItsOwnSessionWithExactlyTheNamedFds()
+    {
+        using var share = new TempShare();
+        var script = share.ReadyScript();
+        // Created first so that its number lies below the named ones: closefrom above them cannot be what keeps it out.
+        int leak = TestLibc.InheritableMemfd("launcher-test-not-named");
+        int memfd = TestLibc.InheritableMemfd("launcher-test-ring-memfd");
+        int doorbell = TestLibc.InheritableMemfd("launcher-test-extra");
+        var control = Path.Combine(share.Root, "control.sock");
+        int pid = 0;
+        try
+        {
+            var run = LauncherRun.Start([
+                "--shared-dir", share.Share, "--mount", Path.Combine(share.Root, "mnt"), "--tag", "data",
+                "--ring", $"memfd={memfd},queues=1,sq0={doorbell},sqf0={doorbell},cq0={doorbell},cqf0={doorbell}", "--inherit-fd", doorbell.ToString(),
+                "--control-socket", control, "--passthrough", script]);
+
+            Assert.True(run.ExitCode == 0, run.Stderr);
+            var line = Assert.Single(run.StdoutLines);
+            using var json = JsonDocument.Parse(line);
+            pid = json.RootElement.GetProperty("pid").GetInt32();
+            Assert.Equal(share.ScriptPid(), pid);
+            Assert.Equal(control, json.RootElement.GetProperty("control").GetString());
+            Assert.Equal("data", json.RootElement.GetProperty("tag").GetString());
+            Assert.Equal(new[] { "pid", "control", "tag" }, json.RootElement.EnumerateObject().Select(p => p.Name));
+
+            // It outlived the launcher, leads its own session and process group.
+            Assert.True(ProcFs.IsRunning(pid));
+            Assert.Equal(pid, TestLibc.GetSid(pid));
+            Assert.Equal(pid, TestLibc.GetPgid(pid));
+            Assert.NotEqual(TestLibc.GetSid(Environment.ProcessId), TestLibc.GetSid(pid));
+
+            // Exactly stdin (/dev/null), stdout+stderr (one pipe), and the ring's two descriptors under their numbers;
+            // not the memfd this test host leaked without naming it, and no longer the ready pipe (closed).
+            var fds = ProcFs.Fds(pid);
+            Assert.Equal(new[] { 0, 1, 2, Math.Min(memfd, doorbell), Math.Max(memfd, doorbell) }, fds.Keys.Order());
+            Assert.Equal("/dev/null", fds[0]);
+            Assert.StartsWith("pipe:", fds[1]);
+            Assert.Equal(fds[1], fds[2]);
+            Assert.Contains("launcher-test-ring-memfd", fds[memfd]);
+            Assert.Contains("launcher-test-extra", fds[doorbell]);
+            Assert.DoesNotContain(fds.Values, v => v.Contains("launcher-test-not-named"));
+
+            // Signals are back at their defaults: the .NET launcher ignores SIGPIPE, and exec would pass that on.
+            var ignored = Convert.ToUInt64(File.ReadAllLines($"/proc/{pid}/status").Single(l => l.StartsWith("SigIgn:"))[7..].Trim(), 16);
+            var blocked = Convert.ToUInt64(File.ReadAllLines($"/proc/{pid}/status").Single(l => l.StartsWith("SigBlk:"))[7..].Trim(), 16);
+            // Signals 1-31 only: glibc's posix_spawn leaves its own internal real-time signals (32, 33) ignored.
+            Assert.Equal(0UL, ignored & 0x7FFF_FFFFUL);
+            Assert.Equal(0UL, blocked);
+
+            // The daemon's start-up output is passed on on stderr; stdout carries only the result line.
+            Assert.Contains("script daemon starting", run.Stderr);
+        }
+        finally
+        {
+            TestLibc.Close(memfd);
+            TestLibc.Close(doorbell);
+            TestLibc.Close(leak);
+            if (pid > 0) TestLibc.Kill(pid, TestLibc.SIGKILL);
+        }
+    }
+
+    [Fact]
+    public void ShareOptions_AreForwardedInTheDaemonsVocabulary_WithAbsolutePaths()
+    {
+        using var share = new TempShare();
+        var script = share.ReadyScript();
+        int pid = 0;
+        try
+        {
+            var run = LauncherRun.Start([
+                "-o", "source=share,cache=always,xattr", "--readonly", "--writeback", "--direct-io", "--allow-direct-io",
+                "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug", "--mount", "mnt",
+                "--passthrough", script], workingDirectory: share.Root);
+            Assert.True(run.ExitCode == 0, run.Stderr);
+            pid = share.ScriptPid();
+            var args = File.ReadAllLines(share.ArgsFile);
+            Assert.Equal(
+                new[] { "--shared-dir", share.Share, "--tag", "hostshare", "--cache", "always", "--allow-direct-io", "--direct-io", "--xattr",
+                 "--readonly", "--writeback", "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug",
+                 "--mount", Path.Combine(share.Root, "mnt"), "--ready-fd", "3" },
+                args);
+            // The daemon runs in "/", so relative paths would have meant something else there.
+            Assert.Equal("/", new DirectoryInfo($"/proc/{pid}/cwd").LinkTarget);
+        }
+        finally
+        {
+            if (pid > 0) TestLibc.Kill(pid, TestLibc.SIGKILL);
+        }
+    }
+
+    [Fact]
+    public void TheEnvironmentPassesThrough()
+    {
+        using var share = new TempShare();
+        var script = share.Script("env.sh", $$"""
+            echo "$LAUNCHER_TEST_VALUE" > '{{share.Root}}/env'
+            echo "ready pid=$$ control=$control" >&$ready
+            exec sleep 60
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script],
+            environment: new Dictionary<string, string> { ["LAUNCHER_TEST_VALUE"] = "passed through" });
+        TestLibc.Kill(share.ScriptPid(), TestLibc.SIGKILL);
+        Assert.True(run.ExitCode == 0, run.Stderr);
+        Assert.Equal("passed through", File.ReadAllText(Path.Combine(share.Root, "env")).Trim());
+    }
+
+    [Fact]
+    public void DaemonThatNeverReportsReady_TimesOutWithExit3_AndItAndItsChildrenAreGone()
+    {
+        using var share = new TempShare();
+        var childPid = Path.Combine(share.Root, "child");
+        var script = share.Script("never.sh", $$"""
+            echo "passthrough: still thinking" >&2
+            sleep 60 &
+            echo $! > '{{childPid}}'
+            wait
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--timeout", "1", "--passthrough", script]);
+
+        Assert.Equal(3, run.ExitCode);
+        Assert.Empty(run.Stdout);
+        var line = Assert.Single(run.StderrLines);
+        Assert.StartsWith("fuse_launcher: the daemon did not report ready within 1 s and was stopped", line);
+        Assert.Contains("still thinking", line);
+        Assert.InRange(run.Elapsed, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10));
+        Assert.True(ProcFs.WaitGone(share.ScriptPid(), 2000), "the daemon is still running");
+        Assert.True(ProcFs.WaitGone(int.Parse(File.ReadAllText(childPid).Trim()), 2000), "the daemon's child is still running");
+    }
+
+    [Fact]
+    public void DaemonThatIgnoresSigterm_IsKilledAfterTheGracePeriod()
+    {
+        using var share = new TempShare();
+        var script = share.Script("stubborn.sh", """
+            trap '' TERM
+            while true; do sleep 0.1; done
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--timeout", "0.5", "--passthrough", script]);
+
+        Assert.Equal(3, run.ExitCode);
+        Assert.InRange(run.Elapsed.TotalMilliseconds, 500 + FuseLauncher.StopGraceMs, 500 + FuseLauncher.StopGraceMs + 8000);
+        Assert.True(ProcFs.WaitGone(share.ScriptPid(), 2000), "the daemon is still running");
+    }
+
+    [Fact]
+    public void DaemonThatExitsBeforeReady_GivesExit1_WithItsOwnReason()
+    {
+        using var share = new TempShare();
+        var script = share.Script("dies.sh", """
+            echo "some log line" >&2
+            echo "passthrough: The mount point /nowhere does not exist or is not a directory; create it first." >&2
+            exit 1
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/nowhere", "--passthrough", script]);
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.Empty(run.Stdout);
+        Assert.Equal(
+            "fuse_launcher: the daemon exited with exit code 1 before it was ready: The mount point /nowhere does not exist or is not a directory; create it first.",
+            Assert.Single(run.StderrLines));
+    }
+
+    [Fact]
+    public void DaemonThatClosesTheReadyPipeWithoutTheLine_GivesExit1_AndIsStopped()
+    {
+        using var share = new TempShare();
+        var script = share.Script("mute.sh", """
+            exec {ready}>&-
+            exec sleep 60
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script]);
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.Contains("did not report ready properly on its ready pipe (nothing was written)", Assert.Single(run.StderrLines));
+        Assert.True(ProcFs.WaitGone(share.ScriptPid(), 2000), "the daemon is still running");
+    }
+
+    [Fact]
+    public void DaemonThatReportsAnotherPid_GivesExit1_AndIsStopped()
+    {
+        using var share = new TempShare();
+        var script = share.Script("wrapper.sh", """
+            echo "ready pid=1 control=-" >&$ready
+            exec sleep 60
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script]);
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.Contains("reported pid 1 but fuse_launcher started pid", Assert.Single(run.StderrLines));
+        Assert.True(ProcFs.WaitGone(share.ScriptPid(), 2000), "the daemon is still running");
+    }
+
+    [Fact]
+    public void SigtermToTheLauncherWhileWaiting_StopsTheDaemon()
+    {
+        using var share = new TempShare();
+        var script = share.Script("slow.sh", "exec sleep 60");
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--timeout", "30", "--passthrough", script], launcher =>
+        {
+            var deadline = Environment.TickCount64 + 10_000;
+            while (!File.Exists(share.PidFile) && Environment.TickCount64 < deadline) Thread.Sleep(20);
+            Thread.Sleep(100);
+            TestLibc.Kill(launcher.Id, TestLibc.SIGTERM);
+        });
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.Contains("interrupted by SIGTERM before the daemon was ready", Assert.Single(run.StderrLines));
+        Assert.True(run.Elapsed < TimeSpan.FromSeconds(20));
+        Assert.True(ProcFs.WaitGone(share.ScriptPid(), 2000), "the daemon is still running");
+    }
+
+    [Fact]
+    public void LogFile_KeepsTheDaemonsOutputAfterTheLauncherHasExited()
+    {
+        using var share = new TempShare();
+        var log = Path.Combine(share.Root, "daemon.log");
+        File.WriteAllText(log, "earlier run\n");
+        var script = share.Script("logs.sh", """
+            echo "starting up" >&2
+            echo "ready pid=$$ control=$control" >&$ready
+            exec {ready}>&-
+            sleep 0.3
+            echo "serving for a while" >&2
+            exec sleep 60
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--log-file", log, "--passthrough", script]);
+        try
+        {
+            Assert.True(run.ExitCode == 0, run.Stderr);
+            Assert.Empty(run.Stderr);
+            var deadline = Environment.TickCount64 + 5000;
+            while (!File.ReadAllText(log).Contains("serving for a while") && Environment.TickCount64 < deadline) Thread.Sleep(20);
+            Assert.Equal(["earlier run", "starting up", "serving for a while"], File.ReadAllLines(log));
+        }
+        finally
+        {
+            TestLibc.Kill(share.ScriptPid(), TestLibc.SIGKILL);
+        }
+    }
+
+    [Fact]
+    public void LogFile_StillGivesTheDaemonsReasonOnFailure()
+    {
+        using var share = new TempShare();
+        var log = Path.Combine(share.Root, "daemon.log");
+        File.WriteAllText(log, "passthrough: an old failure that is not this one.\n");
+        var script = share.Script("dies.sh", """
+            echo "passthrough: Cannot open /dev/fuse (No such device); load the fuse module or give the daemon access to the device." >&2
+            exit 1
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--log-file", log, "--passthrough", script]);
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.Equal(
+            "fuse_launcher: the daemon exited with exit code 1 before it was ready: Cannot open /dev/fuse (No such device); load the fuse module or give the daemon access to the device.",
+            Assert.Single(run.StderrLines));
+    }
+
+    [Fact]
+    public void StdoutClosedByTheCaller_StopsTheDaemon_InsteadOfLeavingItUnknown()
+    {
+        using var share = new TempShare();
+        var script = share.Script("late.sh", """
+            sleep 0.5
+            echo "ready pid=$$ control=$control" >&$ready
+            exec sleep 60
+            """);
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { LauncherRun.LauncherDll, "--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script })
+            info.ArgumentList.Add(a);
+        using var launcher = Process.Start(info)!;
+        launcher.StandardOutput.Close();
+        var stderr = launcher.StandardError.ReadToEnd();
+        launcher.WaitForExit();
+
+        Assert.Equal(1, launcher.ExitCode);
+        Assert.Contains("the result line could not be written to stdout", stderr);
+        Assert.True(ProcFs.WaitGone(share.ScriptPid(), 2000), "the daemon is still running");
+    }
+
+    [Fact]
+    public void ExecFailure_GivesExit1()
+    {
+        using var share = new TempShare();
+        var notAProgram = Path.Combine(share.Root, "garbage");
+        File.WriteAllBytes(notAProgram, [0x7f, (byte)'E', (byte)'L', (byte)'F', 0, 0, 0]);
+        File.SetUnixFileMode(notAProgram, UnixFileMode.UserRead | UnixFileMode.UserExecute);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", notAProgram]);
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.StartsWith($"fuse_launcher: Could not start {notAProgram}: ", Assert.Single(run.StderrLines));
+    }
+}

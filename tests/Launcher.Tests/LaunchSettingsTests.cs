@@ -1,0 +1,31 @@
+namespace Hypervisor.Launcher.Tests;
+
+public class LaunchSettingsTests
+{
+    [Theory]
+    [InlineData(new int[0], 3)]
+    [InlineData(new[] { 5, 6 }, 3)]
+    [InlineData(new[] { 3, 4, 6 }, 5)]
+    [InlineData(new[] { 3, 4, 5 }, 6)]
+    public void ReadyFd_IsTheLowestNumberFromThreeNotInherited(int[] inherited, int expected)
+    {
+        var settings = new LaunchSettings { SharedDir = "/s", Passthrough = "/p", InheritedFds = inherited };
+        Assert.Equal(expected, settings.ReadyFdNumber());
+    }
+
+    [Fact]
+    public void DaemonArguments_ForwardOnlyWhatWasGiven_AndRunADllThroughDotnet()
+    {
+        var settings = new LaunchSettings { SharedDir = "/s", Passthrough = "/p/passthrough.dll", DotnetHost = "/usr/bin/dotnet", Ring = "memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9", ControlSocket = "/run/c.sock" };
+        Assert.Equal(
+            new[] { "/usr/bin/dotnet", "/p/passthrough.dll", "--shared-dir", "/s", "--tag", "hostshare", "--ring", "memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9", "--control-socket", "/run/c.sock", "--ready-fd", "3" },
+            settings.DaemonArguments(3));
+    }
+
+    [Fact]
+    public void ResultLine_IsCompactJson_WithNullControlWhenThereIsNone()
+    {
+        Assert.Equal("{\"pid\":42,\"control\":null,\"tag\":\"a\\\"b\"}", FuseLauncher.ResultLine(42, null, "a\"b"));
+        Assert.Equal("{\"pid\":7,\"control\":\"/run/x.sock\",\"tag\":\"t\"}", FuseLauncher.ResultLine(7, "/run/x.sock", "t"));
+    }
+}
