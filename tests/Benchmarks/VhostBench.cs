@@ -63,7 +63,7 @@ internal static class VhostBench
             else if (target == "passthrough")
             {
                 var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
-                var exe = new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"passthrough/bin/{c}/net10.0/passthrough")).FirstOrDefault(File.Exists);
+                var exe = new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"passthrough/bin/{c}/net10.0/passthrough")).Where(File.Exists).OrderByDescending(File.GetLastWriteTimeUtc).FirstOrDefault();
                 if (exe == null) { Console.Error.WriteLine($"Build the daemon first: dotnet build -c Release {root}/passthrough"); return 2; }
                 rings = Hypervisor.Protocol.Ring.ShmRingSet.Create(1 + queues);
                 var psi = new ProcessStartInfo(exe) { RedirectStandardError = true };

@@ -20,6 +20,9 @@ internal static partial class VdevLog
     [LoggerMessage(Level = LogLevel.Warning, Message = "queue {Queue}: {Count} requests still in flight after {Ms} ms when the ring stopped; their replies will be dropped")]
     public static partial void DrainTimeout(ILogger log, int queue, int count, int ms);
 
+    [LoggerMessage(Level = LogLevel.Error, Message = "queue {Queue}: the transport failed on opcode {Opcode} unique {Unique}; answered EIO")]
+    public static partial void SubmitFailed(ILogger log, int queue, uint opcode, ulong unique, Exception e);
+
     [LoggerMessage(Level = LogLevel.Error, Message = "queue {Queue}: worker failed unexpectedly")]
     public static partial void WorkerCrashed(ILogger log, int queue, Exception e);
 

@@ -52,6 +52,7 @@ internal sealed unsafe class Virtqueue
     /// <summary>Next avail-ring index the device will process (SET/GET_VRING_BASE).</summary>
     public ushort LastAvail { get; set; }
     private ushort _usedIdx;
+    private bool _usedIdxKnown;
     public FileDescriptor? Kick, Call, Err;
     public volatile bool Enabled;
     public bool Started => _worker != null;
@@ -70,8 +71,8 @@ internal sealed unsafe class Virtqueue
     {
         if (_worker != null) return;
         if (_slots.Length != Size) _slots = new FuseRequest?[Size];
-        // The used index the driver last saw is in the ring; on a restart it is authoritative. Read it on the
-        // worker once the ring is translated (InitUsedIdx).
+        // The used index the driver last saw is in the ring; on a restart it is authoritative. The worker reads
+        // it once the ring is translated (EnsureView).
         _view = null;
         _broken = false;
         _stopRequested = false;
@@ -80,8 +81,6 @@ internal sealed unsafe class Virtqueue
         _worker = new Thread(Run) { IsBackground = true, Name = $"vq{Index.Value}" };
         _worker.Start();
     }
-
-    private bool _usedIdxKnown;
 
     /// <summary>Wakes the worker to look at the avail ring (after SET_VRING_ENABLE or a memory table change).</summary>
     public void Wake() => Libc.EventFdSignal(_control);
@@ -126,9 +125,8 @@ internal sealed unsafe class Virtqueue
 
     private void RenewCancellation()
     {
-        if (!_cancel.IsCancellationRequested) return;
-        _cancel.Dispose();
-        _cancel = new CancellationTokenSource();
+        // Not disposed: a transport may still hold the old token; a source without timers needs no disposal.
+        if (_cancel.IsCancellationRequested) _cancel = new CancellationTokenSource();
     }
 
     /// <summary>Restarts a paused worker, re-translating the ring addresses.</summary>
@@ -311,7 +309,17 @@ internal sealed unsafe class Virtqueue
         req.Tag = ((ulong)_generation << 32) | ((ulong)Index.Value << 16) | head;
         Interlocked.Increment(ref _inFlight);
         Volatile.Write(ref req.State, SlotInFlight);
-        bool delivered = _device.Transport.Submit(req);
+        bool delivered;
+        try
+        {
+            delivered = _device.Transport.Submit(req);
+        }
+        catch (Exception e)
+        {
+            // The device boundary: a transport bug must not take the queue down. The guest gets EIO.
+            VdevLog.SubmitFailed(_log, Index.Value, req.Opcode, req.Unique, e);
+            delivered = false;
+        }
         if (!req.ExpectsReply || !delivered)
         {
             if (Interlocked.CompareExchange(ref req.State, SlotBusy, SlotInFlight) != SlotInFlight) return;

@@ -75,7 +75,7 @@ internal sealed class TestTransport : IFuseTransport, IFuseTransportFactory
         byte[] body;
         if (opcode == 15 && frame.Length >= 40 + 24)
         {
-            uint size = BinaryPrimitives.ReadUInt32LittleEndian(frame.AsSpan(40 + 16));
+            uint size = Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(frame.AsSpan(40 + 16)), 1u << 20);
             body = new byte[size];
             for (int i = 0; i < body.Length; i++) body[i] = (byte)(i * 13 + 1);
         }
