@@ -35,6 +35,9 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
                     var log = Assert.Single(result.ProcessLogs, kv => kv.Key.StartsWith("vdev[", StringComparison.Ordinal)).Value;
                     Assert.Contains("share 'sharea': daemon", log);
                     Assert.Contains("share 'shareb': daemon", log);
+                    output.WriteLine(log.Contains("[killed by the guest harness", StringComparison.Ordinal)
+                        ? "the vdev was still running 5 s after QEMU exited and was killed"
+                        : "the vdev exited by itself after QEMU disconnected");
                     Assert.Contains("host_path " + a, config);
                     Assert.Contains("host_path " + b, config);
                     leftovers.AddRange(HostProcesses.FindPassthroughDaemons(a));
@@ -120,6 +123,7 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
             Assert.True(errors.Count == 0, string.Join("\n", errors) + "\n" + result.Describe());
             Assert.Single(killed);
             GuestScenarios.AssertAllChecksPassed(result, scenario);
+            Assert.Contains("alive.enoent", result.Passed);
             Assert.True(double.Parse(result.Value("seconds_to_error")!, System.Globalization.CultureInfo.InvariantCulture) < 10,
                 $"the guest saw the first error only after {result.Value("seconds_to_error")} s.\n{result.Describe()}");
             Assert.True(double.Parse(result.Value("read_seconds")!, System.Globalization.CultureInfo.InvariantCulture) < 5,
@@ -128,6 +132,7 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
             var log = Assert.Single(result.ProcessLogs, kv => kv.Key.StartsWith("vdev[", StringComparison.Ordinal)).Value;
             var gone = log.Split('\n').Where(l => l.Contains("the FUSE daemon is gone", StringComparison.Ordinal)).ToList();
             Assert.True(gone.Count == 1, $"the vdev should log exactly one line about the daemon's death; it logged {gone.Count}:\n{log}");
+            output.WriteLine("vdev: " + gone[0].Trim());
             // The host file the guest could not reach is untouched.
             Assert.Equal("never read before the daemon died\n", File.ReadAllText(Path.Combine(dir, "never-read.txt")));
         }

@@ -6,6 +6,12 @@ M=/mnt/s
 hv_check mount hv_mount "$HV_TAG0" $M || exit 1
 hv_expect read.before hello "$(cat $M/hello.txt)"
 up() { cut -d' ' -f1 /proc/uptime; }
+# While the daemon lives, a fresh name is looked up by the daemon and does not exist.
+out=$(timeout -s KILL 15 stat $M/probe-alive 2>&1)
+case "$out" in
+    *"No such file"*) hv_ok alive.enoent ;;
+    *) hv_fail alive.enoent "expected ENOENT while the daemon runs, got: $out" ;;
+esac
 
 hv_val phase 1
 t0=$(up)
