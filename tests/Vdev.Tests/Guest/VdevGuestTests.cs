@@ -151,9 +151,13 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
         {
             File.WriteAllText(Path.Combine(dir, "host.txt"), "from-host\n");
             var scenario = GuestVm.LoadScenario("libvirt.sh");
-            var result = GuestVm.Run(scenario, [new GuestShare("share0", dir, LibvirtStyleVdev())]);
+            string? socket = null;
+            var result = GuestVm.Run(scenario, [new GuestShare("share0", dir, LibvirtStyleVdev(path => socket = path))]);
             output.WriteLine($"libvirt-style vdev: boot {result.BootSeconds:0.00} s, whole run {result.Elapsed.TotalSeconds:0.0} s");
             GuestScenarios.AssertAllChecksPassed(result, scenario);
+            // libvirt passes no tag: the control socket sits next to the socket libvirt bound.
+            var log = result.ProcessLogs["vdev-libvirt[share0]"];
+            Assert.Contains($"settings confirmed on {socket}.ctl", log);
 
             Assert.Equal("from-guest\n", File.ReadAllText(Path.Combine(dir, "dir", "guest.txt")));
             var data = GuestScenarios.Pattern(4, 4242);
@@ -169,6 +173,14 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public void LibvirtStyle_TwoFilesystemsOfOneDomain_EachVdevGetsItsOwnControlSocket()
+    {
+        // libvirt starts one backend per <filesystem>, all with the same options and no tag; two of them must
+        // be able to run side by side (their control sockets must not collide).
+        GuestScenarios.RunTwoShares(LibvirtStyleVdev(), LibvirtStyleVdev(), output.WriteLine);
+    }
+
     /// <summary>
     /// The vdev as libvirt 9.x starts virtiofsd (src/qemu/qemu_virtiofs.c): libvirt creates and binds the
     /// listening socket itself, passes it as <c>--fd=N</c>, and gives the share as one <c>-o</c> list
@@ -176,8 +188,9 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
     /// &lt;binary xattr='on'&gt;). .NET cannot hand a descriptor to a child, so /usr/bin/python3 binds
     /// the socket at the harness's path and execs the vdev in place (same pid, so it is ended by pid).
     /// </summary>
-    private static GuestBackend LibvirtStyleVdev() => new("vdev-libvirt", ctx =>
+    private static GuestBackend LibvirtStyleVdev(Action<string>? socketPath = null) => new("vdev-libvirt", ctx =>
     {
+        socketPath?.Invoke(ctx.SocketPath);
         const string Wrapper = """
             import os, socket, sys
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
