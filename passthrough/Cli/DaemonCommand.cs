@@ -22,7 +22,7 @@ public static class DaemonCommand
     private static readonly Option<bool> XAttr = new("--xattr") { Description = "Serve extended attributes (default off)." };
     private static readonly Option<bool> ReadOnly = new("--readonly") { Description = "Refuse every change with EROFS (default off)." };
     private static readonly Option<bool> Writeback = new("--writeback") { Description = "Let the guest use writeback caching (default off)." };
-    private static readonly Option<int> ThreadPoolSize = new("--thread-pool-size") { Description = "Worker threads (default 0: one per CPU, at least 2)." };
+    private static readonly Option<int> ThreadPoolSize = new("--thread-pool-size") { Description = "Worker threads serving /dev/fuse (default 0: two per CPU, at least 8); the ring is served by one thread per queue." };
     private static readonly Option<int> FdCacheSize = new("--fd-cache-size") { Description = "Open descriptors kept for known inodes (default 8192).", DefaultValueFactory = _ => 8192 };
     private static readonly Option<string> LogLevelOption = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info).", DefaultValueFactory = _ => "info" };
     private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client: mount the share at DIR through /dev/fuse (root)." };

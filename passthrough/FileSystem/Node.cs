@@ -52,6 +52,12 @@ internal sealed class Node
     /// <summary>Per lock-owner descriptors carrying that owner's POSIX locks (OFD locks); guarded by lock(this).</summary>
     public Dictionary<ulong, SafeFd>? LockFds;
 
+    /// <summary>
+    /// The guest pid that last took a lock for each lock owner, so GETLK can name the holder as a local fcntl does
+    /// (OFD locks have no owning process on the host); guarded by lock(this).
+    /// </summary>
+    public Dictionary<ulong, uint>? LockPids;
+
     public bool IsDir => Type == Libc.S_IFDIR;
     public bool IsRegular => Type == Libc.S_IFREG;
     public bool IsSymlink => Type == Libc.S_IFLNK;
@@ -64,6 +70,7 @@ internal sealed class Node
             if (LockFds is null) return;
             foreach (var fd in LockFds.Values) fd.Dispose();
             LockFds = null;
+            LockPids = null;
         }
     }
 }

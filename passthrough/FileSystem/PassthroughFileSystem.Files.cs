@@ -307,6 +307,7 @@ public sealed partial class PassthroughFileSystem
     {
         lock (node)
         {
+            node.LockPids?.Remove(owner);
             if (node.LockFds is null || !node.LockFds.Remove(owner, out var fd)) return;
             fd.Dispose();
         }
@@ -339,6 +340,7 @@ public sealed partial class PassthroughFileSystem
             fd = new SafeFd(raw);
             temporary = true;
         }
+        var request = fl;
         try
         {
             if (Libc.fcntl(fd, Libc.F_OFD_GETLK, ref fl) != 0) return LastErrno();
@@ -352,10 +354,33 @@ public sealed partial class PassthroughFileSystem
         {
             result.Start = (ulong)fl.Start;
             result.End = fl.Len == 0 ? (ulong)long.MaxValue : (ulong)(fl.Start + fl.Len - 1);
-            // OFD locks have no owning process (l_pid -1); 0 tells the guest the holder is not one of its processes.
-            result.Pid = fl.Pid > 0 ? (uint)fl.Pid : 0;
+            // OFD locks have no owning process (l_pid -1): name the guest process of the owner holding the lock, or 0
+            // when the holder is not one of the guest's (a host process).
+            result.Pid = HolderPid(file!.Node, args.Owner, request, fl);
         }
         return result;
+    }
+
+    /// <summary>
+    /// The guest pid of the lock owner (other than <paramref name="requester"/>) that holds <paramref name="conflict"/>:
+    /// asked from that owner's own descriptor, the same request no longer reports the lock (a description never
+    /// conflicts with itself). 0 when no owner of this node holds it.
+    /// </summary>
+    private static uint HolderPid(Node node, ulong requester, Flock request, Flock conflict)
+    {
+        lock (node)
+        {
+            if (node.LockFds is null || node.LockPids is null) return 0;
+            foreach (var (owner, ownerFd) in node.LockFds)
+            {
+                if (owner == requester || !node.LockPids.TryGetValue(owner, out var pid)) continue;
+                var probe = request;
+                if (Libc.fcntl(ownerFd, Libc.F_OFD_GETLK, ref probe) != 0) continue;
+                if (probe.Type == Libc.F_UNLCK || probe.Start != conflict.Start || probe.Len != conflict.Len || probe.Type != conflict.Type)
+                    return pid;
+            }
+            return 0;
+        }
     }
 
     /// <inheritdoc/>
@@ -388,7 +413,13 @@ public sealed partial class PassthroughFileSystem
         if (fd is null) return Errno.Ok; // unlocking what this owner never locked
         try
         {
-            return Libc.fcntl(fd, wait ? Libc.F_OFD_SETLKW : Libc.F_OFD_SETLK, ref fl) == 0 ? Errno.Ok : LastErrno();
+            if (Libc.fcntl(fd, wait ? Libc.F_OFD_SETLKW : Libc.F_OFD_SETLK, ref fl) != 0) return LastErrno();
+            if (fl.Type != Libc.F_UNLCK)
+            {
+                var n = file!.Node;
+                lock (n) (n.LockPids ??= new Dictionary<ulong, uint>())[args.Owner] = args.Lk.Pid;
+            }
+            return Errno.Ok;
         }
         catch (ObjectDisposedException)
         {

@@ -40,7 +40,7 @@ public sealed record ShareOptions
     /// <summary><c>--writeback</c>: negotiate FUSE_WRITEBACK_CACHE; default off.</summary>
     public bool Writeback { get; init; }
 
-    /// <summary><c>--thread-pool-size</c>: worker threads serving requests; default 0 = one per CPU (at least 2).</summary>
+    /// <summary><c>--thread-pool-size</c>: worker threads serving /dev/fuse; default 0 = two per CPU, at least 8.</summary>
     public int ThreadPoolSize { get; init; }
 
     /// <summary>Open file descriptors the daemon keeps for inodes it identifies by file handle; default 8192 (RLIMIT_NOFILE here is 20,000).</summary>

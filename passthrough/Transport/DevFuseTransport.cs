@@ -118,8 +118,9 @@ public sealed partial class DevFuseTransport : IDisposable
     public void Unmount(TimeSpan timeout)
     {
         if (Interlocked.Exchange(ref _unmounted, 1) != 0) return;
-        if (DevFuseInterop.Umount2(_mountPoint, DevFuseInterop.MNT_DETACH) != 0)
-            LogUnmountFailed(_mountPoint, Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError()));
+        // EINVAL: nothing is mounted there any more (an operator unmounted it first), which is the goal.
+        if (DevFuseInterop.Umount2(_mountPoint, DevFuseInterop.MNT_DETACH) != 0 && Marshal.GetLastPInvokeError() is var errno && errno != EINVAL)
+            LogUnmountFailed(_mountPoint, Marshal.GetPInvokeErrorMessage(errno));
         AbortConnection();
         Completion.Wait(timeout);
     }
@@ -144,6 +145,7 @@ public sealed partial class DevFuseTransport : IDisposable
     }
 
     private string? _connection;
+    private const int EINVAL = 22;
 
     /// <summary>The minor device number of the mount at <paramref name="mountPoint"/>, from /proc/self/mountinfo.</summary>
     private static string? FindConnection(string mountPoint)

@@ -9,7 +9,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Hypervisor.Benchmarks;
 
 /// <summary>
-/// `hv-bench fs [--files N] [--ops N]`: the passthrough filesystem called directly (no transport), single thread,
+/// `hv-bench fs-direct [--files N] [--ops N]`: the passthrough filesystem called directly (no transport), single thread,
 /// on a temporary directory under /tmp: LOOKUP+FORGET of N distinct files (and the memory and descriptors left
 /// afterwards), then GETATTR, LOOKUP of a known name and 4 KiB READ/WRITE rates.
 /// </summary>

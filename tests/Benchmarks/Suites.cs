@@ -5,7 +5,8 @@ public static class Suites
 {
     private static readonly Dictionary<string, (string Help, Func<string[], int> Run)> All = new(StringComparer.Ordinal)
     {
-        ["fs"] = ("passthrough filesystem called directly: lookup/forget memory, getattr/read/write rates", FileSystemSuite.Run),
+        ["fs"] = (FsBench.Help, FsBench.Run),
+        ["fs-direct"] = ("passthrough filesystem called directly: lookup/forget memory, getattr/read/write rates", FileSystemSuite.Run),
         ["control"] = ("gRPC control calls over the UNIX socket: latency and throughput [--calls N] [--parallel P]", ControlBench.Run),
         ["guest"] = (GuestBench.Help, GuestBench.Run),
         ["ring"] = (RingBenchmark.Help, RingBenchmark.Run),
