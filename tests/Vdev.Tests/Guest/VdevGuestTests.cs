@@ -110,11 +110,11 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
                     try
                     {
                         var pids = HostProcesses.FindPassthroughDaemons(dir);
-                        if (pids.Count != 1) { errors.Add($"expected one passthrough daemon for {dir}, found [{string.Join(", ", pids)}]"); return; }
+                        if (pids.Count != 1) { lock (errors) errors.Add($"expected one passthrough daemon for {dir}, found [{string.Join(", ", pids)}]"); return; }
                         lock (killed) killed.Add(pids[0]);
-                        if (!HostProcesses.KillAndWait(pids[0], TimeSpan.FromSeconds(10))) errors.Add($"daemon {pids[0]} survived SIGKILL for 10 s");
+                        if (!HostProcesses.KillAndWait(pids[0], TimeSpan.FromSeconds(10))) lock (errors) errors.Add($"daemon {pids[0]} survived SIGKILL for 10 s");
                     }
-                    catch (Exception e) { errors.Add(e.ToString()); }
+                    catch (Exception e) { lock (errors) errors.Add(e.ToString()); }
                 },
             });
             output.WriteLine($"killed daemon {string.Join(",", killed)}; first error after {result.Value("seconds_to_error")} s " +
