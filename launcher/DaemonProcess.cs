@@ -75,7 +75,9 @@ internal sealed class DaemonProcess : IDisposable
             }
             outputRead = null;
             outputWrite = new FdHandle(log);
-            logStart = new FileInfo(settings.LogFile).Length;
+            // The size of what was opened, not of the path: for /proc/self/fd/N (how the vdev passes its stderr)
+            // the path is a symlink whose own size is 64, which FileInfo would report.
+            logStart = Math.Max(0, Libc.Lseek(log, 0, Libc.SEEK_END));
         }
         int readyFd = settings.ReadyFdNumber();
         var argv = settings.DaemonArguments(readyFd);

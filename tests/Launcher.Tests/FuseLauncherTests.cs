@@ -292,6 +292,29 @@ public class FuseLauncherTests
     }
 
     [Fact]
+    public void LogFileGivenAsProcSelfFd_SilentFailure_QuotesNothingFromBeforeTheDaemonStarted()
+    {
+        // /proc/self/fd/N is a symlink of size 64; where the daemon's output begins is the size of the file it
+        // names. Old content longer than that must not be taken for the daemon's reason.
+        using var share = new TempShare();
+        var log = Path.Combine(share.Root, "vdev.log");
+        File.WriteAllText(log, "an earlier line of the vdev's own log that is well over sixty-four bytes long, about something else\n");
+        var script = share.Script("silent.sh", "exit 1\n");
+        var info = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { "-c", "exec 7>>\"$0\"; exec \"$@\"", log,
+            Environment.ProcessPath!.EndsWith("dotnet", StringComparison.Ordinal) ? Environment.ProcessPath : "dotnet",
+            LauncherRun.LauncherDll, "--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/7", "--passthrough", script })
+            info.ArgumentList.Add(a);
+        using var p = Process.Start(info)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), "the launcher did not finish within 60 s");
+        p.WaitForExit();
+        Assert.Equal(1, p.ExitCode);
+        Assert.Equal("fuse_launcher: the daemon exited with exit code 1 before it was ready.", stderr.Result.Trim());
+    }
+
+    [Fact]
     public void LogFileThatIsASocket_TheDaemonWritesToThatSocket()
     {
         // A vdev run by systemd has the journal's stream socket as stderr; /proc/self/fd/2 of a socket cannot
