@@ -88,6 +88,7 @@ public static partial class GuestScenarios
         }
         finally
         {
+            StopLeftoverDaemons(dir);
             Directory.Delete(dir, recursive: true);
         }
     }
@@ -136,9 +137,20 @@ public static partial class GuestScenarios
         }
         finally
         {
+            StopLeftoverDaemons(a);
+            StopLeftoverDaemons(b);
             Directory.Delete(a, recursive: true);
             Directory.Delete(b, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// A vdev that was killed (not stopped) cannot stop its daemons, which are no children of it (fuse_launcher
+    /// exited): whatever daemon still serves <paramref name="dir"/> is ended by pid.
+    /// </summary>
+    private static void StopLeftoverDaemons(string dir)
+    {
+        foreach (var pid in HostProcesses.FindPassthroughDaemons(dir)) HostProcesses.KillAndWait(pid, TimeSpan.FromSeconds(5));
     }
 
     /// <summary>
