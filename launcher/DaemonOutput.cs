@@ -33,13 +33,16 @@ public sealed class DaemonOutput
 
     /// <summary>
     /// Adds what the daemon appended to its <c>--log-file</c> from <paramref name="start"/> on (at most the last
-    /// 64 KiB of it); a file that cannot be read adds nothing.
+    /// 64 KiB of it); a file that cannot be read or is not seekable (a pipe, a socket) adds nothing.
     /// </summary>
     public void AppendFile(string path, long start)
     {
         try
         {
             using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            // A pipe (e.g. /proc/self/fd/2 of a vdev whose stderr is a pipe) has no size and no past: its
+            // reader already got the daemon's output, and reading here would take it away from them.
+            if (!file.CanSeek) return;
             long from = Math.Max(start, file.Length - 65536);
             if (from >= file.Length) return;
             file.Position = from;
@@ -50,6 +53,7 @@ public sealed class DaemonOutput
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
+        catch (NotSupportedException) { }
     }
 
     /// <summary>Ends a last line that had no newline (the pipe reached end of file).</summary>

@@ -62,6 +62,11 @@ internal sealed class DaemonProcess : IDisposable
         else
         {
             int log = Libc.Open(settings.LogFile, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_APPEND | Libc.O_CLOEXEC, 0b110_100_000 /* 0640 */);
+            // A socket cannot be reopened through /proc (ENXIO): a vdev run by systemd has the journal's stream
+            // socket as stderr and passes /proc/self/fd/2. That descriptor is inherited here under the same
+            // number, so the daemon shares it instead.
+            if (log < 0 && Libc.LastErrno == Libc.ENXIO && ProcSelfFd(settings.LogFile) is int inheritedFd)
+                log = Libc.Fcntl(inheritedFd, Libc.F_DUPFD_CLOEXEC, 3);
             if (log < 0)
             {
                 readyRead.Dispose();
@@ -70,7 +75,9 @@ internal sealed class DaemonProcess : IDisposable
             }
             outputRead = null;
             outputWrite = new FdHandle(log);
-            logStart = new FileInfo(settings.LogFile).Length;
+            // The size of what was opened, not of the path: for /proc/self/fd/N (how the vdev passes its stderr)
+            // the path is a symlink whose own size is 64, which FileInfo would report.
+            logStart = Math.Max(0, Libc.Lseek(log, 0, Libc.SEEK_END));
         }
         int readyFd = settings.ReadyFdNumber();
         var argv = settings.DaemonArguments(readyFd);
@@ -227,6 +234,16 @@ internal sealed class DaemonProcess : IDisposable
         PidFd.Dispose();
         Ready.Dispose();
         Output?.Dispose();
+    }
+
+    /// <summary>N when <paramref name="path"/> is <c>/proc/self/fd/N</c> or <c>/dev/fd/N</c>, else null.</summary>
+    private static int? ProcSelfFd(string path)
+    {
+        foreach (var prefix in new[] { "/proc/self/fd/", "/dev/fd/" })
+            if (path.StartsWith(prefix, StringComparison.Ordinal)
+                && int.TryParse(path.AsSpan(prefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fd))
+                return fd;
+        return null;
     }
 }
 

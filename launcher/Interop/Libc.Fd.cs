@@ -6,6 +6,7 @@ internal static partial class Libc
 {
     public const int F_GETFD = 1;
     public const int F_SETFD = 2;
+    public const int F_DUPFD_CLOEXEC = 1030;
     public const int FD_CLOEXEC = 1;
     public const int O_RDONLY = 0;
     public const int O_RDWR = 2;
@@ -17,9 +18,16 @@ internal static partial class Libc
     public const int EBADF = 9;
     public const int ESRCH = 3;
     public const int ECHILD = 10;
+    public const int ENXIO = 6;
 
     [LibraryImport(Lib, EntryPoint = "fcntl", SetLastError = true)]
     public static partial int Fcntl(int fd, int cmd, int arg);
+
+    public const int SEEK_END = 2;
+
+    /// <summary>lseek(2); -1 (ESPIPE) on pipes and sockets.</summary>
+    [LibraryImport(Lib, EntryPoint = "lseek", SetLastError = true)]
+    public static partial long Lseek(int fd, long offset, int whence);
 
     [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);

@@ -272,6 +272,104 @@ public class FuseLauncherTests
     }
 
     [Fact]
+    public void LogFileThatIsAPipe_FailureStillGivesTheExitReason_NotAnException()
+    {
+        // vdev passes --log-file /proc/self/fd/2; when its stderr is a pipe (a supervisor, `| tee`), the
+        // daemon's output goes straight into that pipe and there is nothing to read back.
+        using var share = new TempShare();
+        var script = share.Script("dies.sh", """
+            echo "passthrough: Cannot open /dev/fuse (No such device); load the fuse module or give the daemon access to the device." >&2
+            exit 1
+            """);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/2", "--passthrough", script]);
+
+        Assert.Equal(1, run.ExitCode);
+        Assert.DoesNotContain("Exception", run.Stderr);
+        Assert.Equal(
+            ["passthrough: Cannot open /dev/fuse (No such device); load the fuse module or give the daemon access to the device.",
+             "fuse_launcher: the daemon exited with exit code 1 before it was ready."],
+            run.StderrLines);
+    }
+
+    [Fact]
+    public void LogFileGivenAsProcSelfFd_SilentFailure_QuotesNothingFromBeforeTheDaemonStarted()
+    {
+        // /proc/self/fd/N is a symlink of size 64; where the daemon's output begins is the size of the file it
+        // names. Old content longer than that must not be taken for the daemon's reason.
+        using var share = new TempShare();
+        var log = Path.Combine(share.Root, "vdev.log");
+        File.WriteAllText(log, "an earlier line of the vdev's own log that is well over sixty-four bytes long, about something else\n");
+        var script = share.Script("silent.sh", "exit 1\n");
+        var info = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { "-c", "exec 7>>\"$0\"; exec \"$@\"", log,
+            Environment.ProcessPath!.EndsWith("dotnet", StringComparison.Ordinal) ? Environment.ProcessPath : "dotnet",
+            LauncherRun.LauncherDll, "--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/7", "--passthrough", script })
+            info.ArgumentList.Add(a);
+        using var p = Process.Start(info)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), "the launcher did not finish within 60 s");
+        p.WaitForExit();
+        Assert.Equal(1, p.ExitCode);
+        Assert.Equal("fuse_launcher: the daemon exited with exit code 1 before it was ready.", stderr.Result.Trim());
+    }
+
+    [Fact]
+    public void LogFileThatIsASocket_TheDaemonWritesToThatSocket()
+    {
+        // A vdev run by systemd has the journal's stream socket as stderr; /proc/self/fd/2 of a socket cannot
+        // be opened (ENXIO), so the launcher must hand the daemon the inherited descriptor itself.
+        using var share = new TempShare();
+        var script = share.Script("serves.sh", """
+            echo "ready pid=$$ control=$control" >&$ready
+            exec {ready}>&-
+            echo "serving, logging to the socket" >&2
+            exec sleep 60
+            """);
+        const string Wrapper = """
+            import socket, subprocess, sys
+            a, b = socket.socketpair()
+            p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=b.fileno())
+            b.close()
+            out = p.stdout.read().decode().strip()
+            rc = p.wait()
+            a.settimeout(10)
+            data = b""
+            while b"serving" not in data:
+                try:
+                    d = a.recv(4096)
+                except socket.timeout:
+                    break
+                if not d:
+                    break
+                data += d
+            print("rc=%d" % rc)
+            print("stdout=" + out)
+            print("socket=" + data.decode().replace("\n", "|"))
+            """;
+        var info = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { "-c", Wrapper, Environment.ProcessPath!.EndsWith("dotnet", StringComparison.Ordinal) ? Environment.ProcessPath : "dotnet",
+            LauncherRun.LauncherDll, "--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/2", "--passthrough", script })
+            info.ArgumentList.Add(a);
+        try
+        {
+            using var wrapper = Process.Start(info)!;
+            var stdout = wrapper.StandardOutput.ReadToEndAsync();
+            var stderr = wrapper.StandardError.ReadToEndAsync();
+            Assert.True(wrapper.WaitForExit(TimeSpan.FromSeconds(60)), "the launcher did not finish within 60 s");
+            var lines = stdout.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.True(lines.Length == 3, stdout.Result + stderr.Result);
+            Assert.True(lines[0] == "rc=0", string.Join("\n", lines));
+            Assert.StartsWith("stdout={\"pid\":", lines[1]);
+            Assert.Equal("socket=serving, logging to the socket|", lines[2]);
+        }
+        finally
+        {
+            if (File.Exists(share.PidFile)) TestLibc.Kill(share.ScriptPid(), TestLibc.SIGKILL);
+        }
+    }
+
+    [Fact]
     public void StdoutClosedByTheCaller_StopsTheDaemon_InsteadOfLeavingItUnknown()
     {
         using var share = new TempShare();

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Hypervisor.Vdev.Config;
+using Hypervisor.Vdev.Interop;
 using Hypervisor.Vdev.Device;
 using Hypervisor.Vdev.Share;
 using Hypervisor.Vdev.VhostUser;
@@ -84,7 +85,16 @@ public static partial class VdevCommand
             else
             {
                 device.Validate();
-                shares = [ShareArguments.Parse(shareArgs, device.SocketPath, device.ListenFd, device.Tag, device.RequestQueues, device.MaxQueueSize, warnings.Add)];
+                var share = ShareArguments.Parse(shareArgs, device.SocketPath, device.ListenFd, device.Tag, device.RequestQueues, device.MaxQueueSize, warnings.Add);
+                // libvirt passes only --fd and -o source=…, never a tag, so the default /run/vdev/TAG.ctl would be the
+                // same for every <filesystem> of every domain and the second vdev would fail; the path libvirt bound
+                // the socket to is unique, so the control socket goes next to it, as with --socket-path.
+                if (share.ListenFd is int listenFd && share.ControlSocket is null)
+                {
+                    using var inherited = new FileDescriptor(listenFd, ownsHandle: false);
+                    if (Libc.BoundUnixPath(inherited) is { } bound) share = share with { ControlSocket = bound + ".ctl" };
+                }
+                shares = [share];
             }
         }
         catch (Exception e) when (e is ArgumentException or ConfigException)

@@ -42,7 +42,10 @@ public sealed record ShareConfig
     /// <summary>Daemon worker threads; default 0 (automatic).</summary>
     public int ThreadPoolSize { get; init; }
 
-    /// <summary>gRPC control socket of the share's daemon; default: the vhost-user socket path + ".ctl", or /run/vdev/TAG.ctl.</summary>
+    /// <summary>
+    /// gRPC control socket of the share's daemon; default: the vhost-user socket path + ".ctl" (with <c>--fd</c>,
+    /// the path the inherited socket is bound to + ".ctl"), or /run/vdev/TAG.ctl when there is no path.
+    /// </summary>
     public string? ControlSocket { get; init; }
 
     /// <summary>Paths (relative to the share) the guest may reach; empty = the allowlist is off.</summary>

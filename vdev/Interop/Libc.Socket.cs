@@ -74,6 +74,25 @@ internal static unsafe partial class Libc
     [LibraryImport("libc", SetLastError = true)]
     public static partial int getsockopt(SafeHandle fd, int level, int name, void* value, uint* len);
 
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int getsockname(SafeHandle fd, byte* addr, uint* len);
+
+    /// <summary>
+    /// The filesystem path a UNIX socket is bound to (getsockname), or null when <paramref name="fd"/> is not
+    /// a socket, not AF_UNIX, unbound or bound to an abstract name.
+    /// </summary>
+    public static string? BoundUnixPath(SafeHandle fd)
+    {
+        byte* addr = stackalloc byte[112];
+        uint len = 112;
+        // Safe: the buffer holds a whole sockaddr_un (110 bytes) and len tells the kernel its size; the kernel
+        // writes at most len bytes and returns the address's real length in len.
+        if (getsockname(fd, addr, &len) < 0 || len <= 2 || len > 110 || *(ushort*)addr != AF_UNIX || addr[2] == 0) return null;
+        var path = new ReadOnlySpan<byte>(addr + 2, (int)len - 2);
+        int nul = path.IndexOf((byte)0);
+        return Encoding.UTF8.GetString(nul >= 0 ? path[..nul] : path);
+    }
+
     /// <summary>Fills a sockaddr_un (110 bytes) for <paramref name="path"/>; returns its length or -1 if the path is too long.</summary>
     public static int FillSockaddrUn(Span<byte> addr, string path)
     {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Reflection;
 
 namespace Hypervisor.Vdev.Tests.Guest;
 
@@ -83,8 +84,16 @@ public sealed class GuestBackend
             if (!File.Exists(env)) throw new GuestSetupException($"HV_VDEV points to {env}, which does not exist: build vdev or fix HV_VDEV.");
             return env;
         }
-        string? best = null;
+        // The configuration this test assembly was built with (CI: Release) decides which vdev runs: a
+        // stale Debug build left next to a fresh Release one must not be picked because it is newer.
+        var configuration = typeof(GuestBackend).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration;
         var binDir = Path.Combine(GuestVm.RepositoryRoot, "vdev", "bin");
+        if (!string.IsNullOrEmpty(configuration))
+        {
+            var exact = Path.Combine(binDir, configuration, "net10.0", "vdev");
+            if (File.Exists(exact)) return exact;
+        }
+        string? best = null;
         if (Directory.Exists(binDir))
         {
             foreach (var candidate in Directory.EnumerateFiles(binDir, "vdev", SearchOption.AllDirectories))
@@ -93,7 +102,7 @@ public sealed class GuestBackend
             }
         }
         return best ?? throw new GuestSetupException(
-            $"The vdev backend is not built: run `dotnet build vdev/Vdev.csproj` in {GuestVm.RepositoryRoot} or set HV_VDEV to the vdev executable.");
+            $"The vdev backend is not built: run `dotnet build vdev/Vdev.csproj -c {configuration ?? "Debug"}` in {GuestVm.RepositoryRoot} or set HV_VDEV to the vdev executable.");
     }
 
     public override string ToString() => Name;
@@ -107,6 +116,65 @@ public readonly record struct GuestBackendContext(string SocketPath, string Shar
 
 /// <summary>One virtio-fs device of the guest: its tag, the host directory and the backend serving it.</summary>
 public sealed record GuestShare(string Tag, string HostDirectory, GuestBackend Backend);
+
+/// <summary>
+/// A backend of which ONE process serves several virtio-fs devices (e.g. <c>vdev --config FILE</c> with a
+/// <c>vdev virtio-fs</c> block per device). The harness builds its command line once, with every device's
+/// socket path, and waits for all of those sockets before starting QEMU.
+/// </summary>
+public sealed class GuestMultiBackend(string name, Func<GuestMultiBackendContext, ProcessStartInfo> command)
+{
+    /// <summary>Short name used in reports and as the key prefix of its log in <see cref="GuestResult.ProcessLogs"/>.</summary>
+    public string Name { get; } = name;
+
+    /// <summary>Builds the one command line that serves every device.</summary>
+    public ProcessStartInfo CreateStartInfo(GuestMultiBackendContext context) => command(context);
+
+    /// <summary>
+    /// <c>vdev --config FILE</c> where FILE (written into the boot's temporary directory) holds one
+    /// <c>vdev virtio-fs</c> block per device with its host_path, tag and socket, plus the lines
+    /// <paramref name="extraBlockLines"/> returns for that device (e.g. <c>cache always</c>).
+    /// <paramref name="configWritten"/>, when given, receives the file's path and text (for logs or checks).
+    /// </summary>
+    public static GuestMultiBackend VdevConfig(string? vdevPath = null, Func<int, GuestDevice, IEnumerable<string>>? extraBlockLines = null,
+        Action<string, string>? configWritten = null) =>
+        new("vdev", ctx =>
+        {
+            var exe = vdevPath ?? GuestBackend.ResolveVdev();
+            var text = new System.Text.StringBuilder("# written by the guest harness\nsystem guest\nram 512M\n");
+            for (int i = 0; i < ctx.Devices.Count; i++)
+            {
+                var d = ctx.Devices[i];
+                text.Append("\nvdev virtio-fs\n");
+                text.Append("    host_path ").Append(d.HostDirectory).Append('\n');
+                text.Append("    tag ").Append(d.Tag).Append('\n');
+                text.Append("    socket ").Append(ctx.SocketPaths[i]).Append('\n');
+                if (extraBlockLines is not null)
+                    foreach (var line in extraBlockLines(i, d)) text.Append("    ").Append(line).Append('\n');
+            }
+            var file = Path.Combine(ctx.WorkDirectory, "vm.conf");
+            File.WriteAllText(file, text.ToString());
+            configWritten?.Invoke(file, text.ToString());
+            var psi = new ProcessStartInfo(exe);
+            psi.ArgumentList.Add("--config");
+            psi.ArgumentList.Add(file);
+            return psi;
+        });
+
+    public override string ToString() => Name;
+}
+
+/// <summary>What a <see cref="GuestMultiBackend"/> command needs: where each device's socket must appear.</summary>
+/// <param name="WorkDirectory">The boot's private temporary directory (removed afterwards), e.g. for a configuration file.</param>
+/// <param name="SocketPaths">The vhost-user socket of each device, in the order of <paramref name="Devices"/>.</param>
+/// <param name="Devices">The devices, in the order QEMU gets them (HV_TAG0, HV_TAG1, …).</param>
+public readonly record struct GuestMultiBackendContext(string WorkDirectory, IReadOnlyList<string> SocketPaths, IReadOnlyList<GuestDevice> Devices);
+
+/// <summary>One virtio-fs device of a guest whose backend serves several devices.</summary>
+/// <param name="Tag">The tag the guest mounts.</param>
+/// <param name="HostDirectory">The host directory behind it.</param>
+/// <param name="BackendName">Name reported to the scenario as HV_BACKENDn (set by the harness).</param>
+public sealed record GuestDevice(string Tag, string HostDirectory, string BackendName = "");
 
 /// <summary>The guest could not be started for a reason on the host (missing tool, backend not built, ...).</summary>
 public sealed class GuestSetupException(string message) : Exception(message);

@@ -88,12 +88,29 @@ public static partial class GuestScenarios
         }
         finally
         {
+            StopLeftoverDaemons(dir);
             Directory.Delete(dir, recursive: true);
         }
     }
 
     /// <summary>Two devices/tags in one guest, served by <paramref name="first"/> and <paramref name="second"/>.</summary>
-    public static void RunTwoShares(GuestBackend first, GuestBackend second, Action<string>? log = null)
+    public static void RunTwoShares(GuestBackend first, GuestBackend second, Action<string>? log = null) =>
+        TwoShares((scenario, a, b) => GuestVm.Run(scenario, [new GuestShare("sharea", a, first), new GuestShare("shareb", b, second)]),
+            $"{first.Name}+{second.Name}", log);
+
+    /// <summary>
+    /// The two-shares scenario with both devices served by ONE process of <paramref name="backend"/>
+    /// (e.g. <see cref="GuestMultiBackend.VdevConfig"/>); returns the result for further checks.
+    /// </summary>
+    /// <paramref name="hostChecks"/> runs after the scenario's own checks, with the result and both host
+    /// directories, before those are removed.
+    public static GuestResult RunTwoSharesOneProcess(GuestMultiBackend backend, Action<string>? log = null,
+        Action<GuestResult, string, string>? hostChecks = null) =>
+        TwoShares((scenario, a, b) => GuestVm.Run(scenario, backend, [new GuestDevice("sharea", a), new GuestDevice("shareb", b)]),
+            backend.Name + " (one process)", log, hostChecks);
+
+    private static GuestResult TwoShares(Func<string, string, string, GuestResult> boot, string label, Action<string>? log,
+        Action<GuestResult, string, string>? hostChecks = null)
     {
         var a = Directory.CreateTempSubdirectory("hvg-a-").FullName;
         var b = Directory.CreateTempSubdirectory("hvg-b-").FullName;
@@ -102,8 +119,8 @@ public static partial class GuestScenarios
             File.WriteAllText(Path.Combine(a, "whoami"), "share-a\n");
             File.WriteAllText(Path.Combine(b, "whoami"), "share-b\n");
             var scenario = GuestVm.LoadScenario("two-shares.sh");
-            var result = GuestVm.Run(scenario, [new GuestShare("sharea", a, first), new GuestShare("shareb", b, second)]);
-            log?.Invoke($"{first.Name}+{second.Name}: boot {result.BootSeconds:0.00} s, whole run {result.Elapsed.TotalSeconds:0.0} s");
+            var result = boot(scenario, a, b);
+            log?.Invoke($"{label}: boot {result.BootSeconds:0.00} s, whole run {result.Elapsed.TotalSeconds:0.0} s");
             AssertAllChecksPassed(result, scenario);
 
             var data = Pattern(8, 777);
@@ -115,12 +132,25 @@ public static partial class GuestScenarios
             Assert.False(File.Exists(Path.Combine(a, "only-b")));
             Assert.False(File.Exists(Path.Combine(b, "only-a")));
             Assert.False(File.Exists(Path.Combine(b, "renamed-a")));
+            hostChecks?.Invoke(result, a, b);
+            return result;
         }
         finally
         {
+            StopLeftoverDaemons(a);
+            StopLeftoverDaemons(b);
             Directory.Delete(a, recursive: true);
             Directory.Delete(b, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// A vdev that was killed (not stopped) cannot stop its daemons, which are no children of it (fuse_launcher
+    /// exited): whatever daemon still serves <paramref name="dir"/> is ended by pid.
+    /// </summary>
+    private static void StopLeftoverDaemons(string dir)
+    {
+        foreach (var pid in HostProcesses.FindPassthroughDaemons(dir)) HostProcesses.KillAndWait(pid, TimeSpan.FromSeconds(5));
     }
 
     /// <summary>

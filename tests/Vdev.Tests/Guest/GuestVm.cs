@@ -65,7 +65,48 @@ public static class GuestVm
     /// </summary>
     public static GuestResult Run(string scenario, IReadOnlyList<GuestShare> shares, GuestOptions? options = null)
     {
-        options ??= new GuestOptions();
+        var devices = new List<GuestDevice>(shares.Count);
+        foreach (var share in shares) devices.Add(new GuestDevice(share.Tag, share.HostDirectory, share.Backend.Name));
+        return RunCore(scenario, devices, options ?? new GuestOptions(), (temp, sockets, start) =>
+        {
+            for (int i = 0; i < shares.Count; i++)
+            {
+                var share = shares[i];
+                var psi = share.Backend.CreateStartInfo(new GuestBackendContext(sockets[i], share.HostDirectory, share.Tag));
+                start($"{share.Backend.Name}[{share.Tag}]", psi, [sockets[i]]);
+            }
+        });
+    }
+
+    /// <summary>
+    /// Boots the guest with one virtio-fs device per entry of <paramref name="devices"/>, all served by
+    /// ONE process started from <paramref name="backend"/> (e.g. <c>vdev --config FILE</c> with one block
+    /// per device). The harness waits until that process has created every device's socket, then starts
+    /// QEMU; the process is ended by pid like any other. Same results and exceptions as
+    /// <see cref="Run(string, IReadOnlyList{GuestShare}, GuestOptions?)"/>.
+    /// </summary>
+    public static GuestResult Run(string scenario, GuestMultiBackend backend, IReadOnlyList<GuestDevice> devices, GuestOptions? options = null)
+    {
+        var named = new List<GuestDevice>(devices.Count);
+        foreach (var d in devices) named.Add(d with { BackendName = backend.Name });
+        return RunCore(scenario, named, options ?? new GuestOptions(), (temp, sockets, start) =>
+        {
+            var psi = backend.CreateStartInfo(new GuestMultiBackendContext(temp, sockets, devices));
+            start($"{backend.Name}[{string.Join(',', ListTags(devices))}]", psi, sockets);
+        });
+    }
+
+    private static IEnumerable<string> ListTags(IReadOnlyList<GuestDevice> devices)
+    {
+        foreach (var d in devices) yield return d.Tag;
+    }
+
+    /// <summary>Starts a backend process and waits for the sockets it must create.</summary>
+    private delegate void StartBackend(string name, ProcessStartInfo psi, IReadOnlyList<string> sockets);
+
+    private static GuestResult RunCore(string scenario, IReadOnlyList<GuestDevice> devices, GuestOptions options,
+        Action<string, IReadOnlyList<string>, StartBackend> startBackends)
+    {
         if (!IsRoot())
             throw new GuestSetupException("Guest tests start virtiofsd, which must run as root: run them as root.");
         var (kernel, initramfs) = EnsureInitramfs();
@@ -79,7 +120,7 @@ public static class GuestVm
         try
         {
             var initrd = Path.Combine(temp, "initrd.cpio.gz");
-            WriteInitrd(initramfs, initrd, scenario, shares, options.Environment);
+            WriteInitrd(initramfs, initrd, scenario, devices, options.Environment);
 
             var qemu = new ProcessStartInfo("qemu-system-x86_64");
             foreach (var a in new[]
@@ -94,21 +135,26 @@ public static class GuestVm
                 "-serial", "stdio",
             }) qemu.ArgumentList.Add(a);
 
-            for (int i = 0; i < shares.Count; i++)
+            var sockets = new string[devices.Count];
+            for (int i = 0; i < devices.Count; i++)
             {
-                var share = shares[i];
-                if (!Directory.Exists(share.HostDirectory))
-                    throw new GuestSetupException($"Share '{share.Tag}' points to {share.HostDirectory}, which does not exist: create it first.");
-                var sock = Path.Combine(temp, $"fs{i}.sock");
-                var psi = share.Backend.CreateStartInfo(new GuestBackendContext(sock, share.HostDirectory, share.Tag));
+                if (!Directory.Exists(devices[i].HostDirectory))
+                    throw new GuestSetupException($"Share '{devices[i].Tag}' points to {devices[i].HostDirectory}, which does not exist: create it first.");
+                sockets[i] = Path.Combine(temp, $"fs{i}.sock");
+            }
+            startBackends(temp, sockets, (name, psi, waitFor) =>
+            {
                 var (proc, log) = Start(psi);
-                started.Add(($"{share.Backend.Name}[{share.Tag}]", proc, log));
+                started.Add((name, proc, log));
                 startedPids.Add(proc.Id);
-                WaitForSocket(share, sock, proc, log, options.BackendStartTimeout);
+                foreach (var sock in waitFor) WaitForSocket(name, sock, proc, log, options.BackendStartTimeout);
+            });
+            for (int i = 0; i < devices.Count; i++)
+            {
                 qemu.ArgumentList.Add("-chardev");
-                qemu.ArgumentList.Add($"socket,id=fs{i},path={sock}");
+                qemu.ArgumentList.Add($"socket,id=fs{i},path={sockets[i]}");
                 qemu.ArgumentList.Add("-device");
-                qemu.ArgumentList.Add($"vhost-user-fs-pci,chardev=fs{i},tag={share.Tag},num-request-queues={options.RequestQueues}");
+                qemu.ArgumentList.Add($"vhost-user-fs-pci,chardev=fs{i},tag={devices[i].Tag},num-request-queues={options.RequestQueues}");
             }
 
             qemu.RedirectStandardOutput = true;
@@ -226,16 +272,16 @@ public static class GuestVm
     }
 
     /// <summary>Base image plus a gzip member holding /scenario.sh (the kernel unpacks concatenated archives in order).</summary>
-    private static void WriteInitrd(string baseImage, string path, string scenario, IReadOnlyList<GuestShare> shares,
+    private static void WriteInitrd(string baseImage, string path, string scenario, IReadOnlyList<GuestDevice> devices,
         IReadOnlyDictionary<string, string> env)
     {
         var script = new StringBuilder();
         var tags = new StringBuilder();
-        for (int i = 0; i < shares.Count; i++)
+        for (int i = 0; i < devices.Count; i++)
         {
-            script.Append($"export HV_TAG{i}={ShellQuote(shares[i].Tag)} HV_BACKEND{i}={ShellQuote(shares[i].Backend.Name)}\n");
+            script.Append($"export HV_TAG{i}={ShellQuote(devices[i].Tag)} HV_BACKEND{i}={ShellQuote(devices[i].BackendName)}\n");
             if (i > 0) tags.Append(' ');
-            tags.Append(shares[i].Tag);
+            tags.Append(devices[i].Tag);
         }
         script.Append($"export HV_TAGS={ShellQuote(tags.ToString())}\n");
         foreach (var (k, v) in env) script.Append($"export {k}={ShellQuote(v)}\n");
@@ -272,7 +318,7 @@ public static class GuestVm
         return (p, log);
     }
 
-    private static void WaitForSocket(GuestShare share, string sock, Process proc, StringBuilder log, TimeSpan timeout)
+    private static void WaitForSocket(string name, string sock, Process proc, StringBuilder log, TimeSpan timeout)
     {
         var sw = Stopwatch.StartNew();
         while (sw.Elapsed < timeout)
@@ -284,11 +330,11 @@ public static class GuestVm
                 string text;
                 lock (log) text = log.ToString().Trim();
                 throw new GuestSetupException(
-                    $"Backend {share.Backend.Name} for share '{share.Tag}' exited with code {proc.ExitCode} before creating its vhost-user socket {sock}; its output: {text}");
+                    $"Backend {name} exited with code {proc.ExitCode} before creating its vhost-user socket {sock}; its output: {text}");
             }
         }
         throw new GuestSetupException(
-            $"Backend {share.Backend.Name} for share '{share.Tag}' did not create its vhost-user socket {sock} within {timeout.TotalSeconds:0} s: check its command line.");
+            $"Backend {name} did not create its vhost-user socket {sock} within {timeout.TotalSeconds:0} s: check its command line.");
     }
 
     private static void TryKill(Process p)
