@@ -52,8 +52,8 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     {
         if (!Directory.Exists(share.HostPath))
             throw new ShareStartException(File.Exists(share.HostPath)
-                ? $"{share.Origin}: host_path {share.HostPath} is a file; give a directory to share."
-                : $"{share.Origin}: host_path {share.HostPath} does not exist; create it or fix the path.");
+                ? $"{share.Origin}: the shared directory (host_path, --shared-dir) {share.HostPath} is a file; give a directory to share."
+                : $"{share.Origin}: the shared directory (host_path, --shared-dir) {share.HostPath} does not exist; create it or fix the path.");
         if (!File.Exists(launcherPath))
             throw new ShareStartException($"fuse_launcher was not found at {launcherPath}; install it next to vdev or pass --launcher PATH.");
         var control = Path.GetFullPath(share.EffectiveControlSocket);

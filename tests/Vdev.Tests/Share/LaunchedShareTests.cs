@@ -84,7 +84,7 @@ public sealed class LaunchedShareTests : IDisposable
     {
         var config = new ShareConfig { HostPath = Path.Combine(_dir, "missing"), Tag = "t", ControlSocket = Path.Combine(_dir, "c.sock"), Origin = "vm.conf:3" };
         var e = await Assert.ThrowsAsync<ShareStartException>(() => LaunchedShare.StartAsync(config, Launcher, NullLogger.Instance, CancellationToken.None));
-        Assert.Equal($"vm.conf:3: host_path {config.HostPath} does not exist; create it or fix the path.", e.Message);
+        Assert.Equal($"vm.conf:3: the shared directory (host_path, --shared-dir) {config.HostPath} does not exist; create it or fix the path.", e.Message);
         Assert.False(File.Exists(config.ControlSocket));
     }
 
