@@ -19,6 +19,7 @@ internal static class VhostBench
 {
     public static int Run(string[] args)
     {
+        if (args.Length > 0 && args[0] == "--compare") return VhostCompare.Run(args[1..]);
         string target = "vdev", op = "getattr";
         int size = 4096, queues = 1, depth = 1, seconds = 5, queueSize = 128;
         bool indirect = false;
