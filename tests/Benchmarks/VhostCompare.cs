@@ -9,7 +9,7 @@ namespace Hypervisor.Benchmarks;
 
 /// <summary>
 /// `hv-bench vhost --compare [--runs N] [--seconds S] [--depth D] [--big-mib M] [--dir-entries E] [--readdir-size B]
-/// [--vdev PATH] [--virtiofsd PATH] [--work DIR]`: the real vdev process (vdev → shared-memory ring → passthrough
+/// [--vdev PATH] [--virtiofsd PATH] [--work DIR] [--targets virtiofsd,vdev,vdev-2q] [--rows lookup+getattr,...]`: the real vdev process (vdev → shared-memory ring → passthrough
 /// daemon started by fuse_launcher) against QEMU's C virtiofsd, both driven from the test vhost-user front-end
 /// over their sockets, interleaved run by run, each run on a fresh copy of one source tree. Every row keeps
 /// D requests in flight (pipelined across descriptor chains on one request queue; the vdev-2q target uses two
@@ -35,6 +35,7 @@ internal static class VhostCompare
     {
         public int Runs = 5, Seconds = 3, Depth = 16, BigMib = 256, DirEntries = 10_000, MetaFiles = 1000, ReaddirSize = 4096;
         public string? VdevPath, VirtiofsdPath = "/usr/lib/qemu/virtiofsd", Work;
+        public string[]? Targets, Rows;
     }
 
     public static int Run(string[] args)
@@ -54,6 +55,8 @@ internal static class VhostCompare
                 case "--vdev": o.VdevPath = Next(); break;
                 case "--virtiofsd": o.VirtiofsdPath = Next(); break;
                 case "--work": o.Work = Next(); break;
+                case "--targets": o.Targets = Next().Split(','); break;
+                case "--rows": o.Rows = Next().Split(','); break;
                 default: Console.Error.WriteLine($"unknown option {args[i]} for vhost --compare"); return 2;
             }
         }
@@ -76,6 +79,9 @@ internal static class VhostCompare
             new Target("vdev", true, 1, AllRows),
             new Target("vdev-2q", true, 2, MetaRows),
         };
+        if (o.Targets != null) targets = targets.Where(t => o.Targets.Contains(t.Name)).ToArray();
+        if (o.Rows != null) targets = targets.Select(t => t with { Rows = t.Rows.Where(o.Rows.Contains).ToArray() }).ToArray();
+        if (targets.Length == 0 || targets.All(t => t.Rows.Length == 0)) { Console.Error.WriteLine($"--targets takes virtiofsd,vdev,vdev-2q and --rows some of {string.Join(',', AllRows)}."); return 2; }
         var results = new Dictionary<(string, string), List<(double Rate, double Cpu)>>();
         var loads = new List<string>();
         try
