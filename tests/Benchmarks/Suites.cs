@@ -10,7 +10,7 @@ public static class Suites
         ["control"] = ("gRPC control calls over the UNIX socket: latency and throughput [--calls N] [--parallel P]", ControlBench.Run),
         ["guest"] = (GuestBench.Help, GuestBench.Run),
         ["ring"] = (RingBenchmark.Help, RingBenchmark.Run),
-        ["vhost"] = ("virtqueue round trips through vhost-user: vdev (echo transport) or QEMU's virtiofsd", VhostBench.Run),
+        ["vhost"] = ("virtqueue round trips through vhost-user: vdev (echo transport) or QEMU's virtiofsd; --compare: the vdev process against virtiofsd, 16 in flight, per-row medians and CPU", VhostBench.Run),
         ["launcher"] = ("start-up latency of a share: fuse_launcher with a script or the passthrough daemon on a ring, and virtiofsd", LauncherBench.Run),
     };
 

@@ -14,11 +14,14 @@ namespace Hypervisor.Benchmarks;
 /// transport that answers every frame at once (the cost of vhost-user + virtqueue handling alone); target
 /// passthrough runs the device in-process over the shared-memory ring to the project's passthrough daemon
 /// (the product path); target virtiofsd runs QEMU's C daemon. Both daemons serve a temporary directory.
+/// `hv-bench vhost --compare ...` instead runs <see cref="VhostCompare"/>: the vdev process against virtiofsd
+/// row by row (results and method in VdevBench.md).
 /// </summary>
 internal static class VhostBench
 {
     public static int Run(string[] args)
     {
+        if (args.Length > 0 && args[0] == "--compare") return VhostCompare.Run(args[1..]);
         string target = "vdev", op = "getattr";
         int size = 4096, queues = 1, depth = 1, seconds = 5, queueSize = 128;
         bool indirect = false;

@@ -1,0 +1,691 @@
+using System.Buffers.Binary;
+using System.Buffers.Text;
+using System.Diagnostics;
+using System.Text;
+using Hypervisor.Protocol.Virtio;
+using Hypervisor.Vdev.Tests.Frontend;
+
+namespace Hypervisor.Benchmarks;
+
+/// <summary>
+/// `hv-bench vhost --compare [--runs N] [--seconds S] [--depth D] [--big-mib M] [--dir-entries E] [--readdir-size B]
+/// [--vdev PATH] [--virtiofsd PATH] [--work DIR] [--targets virtiofsd,vdev,vdev-2q] [--rows lookup+getattr,...]`: the real vdev process (vdev → shared-memory ring → passthrough
+/// daemon started by fuse_launcher) against QEMU's C virtiofsd, both driven from the test vhost-user front-end
+/// over their sockets, interleaved run by run, each run on a fresh copy of one source tree. Every row keeps
+/// D requests in flight (pipelined across descriptor chains on one request queue; the vdev-2q target uses two
+/// request queues with D/2 each, metadata rows only). Prints medians, ratios and the CPU seconds of each backend's
+/// process tree per row (user+system from /proc/PID/stat of every process whose command line names the share).
+/// </summary>
+internal static class VhostCompare
+{
+    private const int QueueSize = 32;
+    private const int Mib = 1 << 20;
+
+    private sealed record Target(string Name, bool Vdev, int Queues, string[] Rows);
+
+    private static readonly string[] AllRows = ["lookup+getattr", "create+write4k+release", "readdirplus", "seqread-1m", "randread-4k", "seqwrite-1m"];
+    private static readonly string[] MetaRows = ["lookup+getattr", "create+write4k+release", "readdirplus"];
+    private static readonly Dictionary<string, string> Units = new()
+    {
+        ["lookup+getattr"] = "ops/s", ["create+write4k+release"] = "files/s", ["readdirplus"] = "entries/s",
+        ["seqread-1m"] = "MiB/s", ["randread-4k"] = "IOPS", ["seqwrite-1m"] = "MiB/s",
+    };
+
+    private sealed class Options
+    {
+        public int Runs = 5, Seconds = 3, Depth = 16, BigMib = 256, DirEntries = 10_000, MetaFiles = 1000, ReaddirSize = 4096;
+        public string? VdevPath, VirtiofsdPath = "/usr/lib/qemu/virtiofsd", Work;
+        public string[]? Targets, Rows;
+    }
+
+    public static int Run(string[] args)
+    {
+        var o = new Options();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            switch (args[i])
+            {
+                case "--runs": o.Runs = int.Parse(Next()); break;
+                case "--seconds": o.Seconds = int.Parse(Next()); break;
+                case "--depth": o.Depth = int.Parse(Next()); break;
+                case "--big-mib": o.BigMib = int.Parse(Next()); break;
+                case "--dir-entries": o.DirEntries = int.Parse(Next()); break;
+                case "--readdir-size": o.ReaddirSize = int.Parse(Next()); break;
+                case "--vdev": o.VdevPath = Next(); break;
+                case "--virtiofsd": o.VirtiofsdPath = Next(); break;
+                case "--work": o.Work = Next(); break;
+                case "--targets": o.Targets = Next().Split(','); break;
+                case "--rows": o.Rows = Next().Split(','); break;
+                default: Console.Error.WriteLine($"unknown option {args[i]} for vhost --compare"); return 2;
+            }
+        }
+        if (o.Depth < 2 || o.Depth > QueueSize) { Console.Error.WriteLine($"--depth must be between 2 and {QueueSize}."); return 2; }
+        var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
+        o.VdevPath ??= new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"vdev/bin/{c}/net10.0/vdev")).Where(File.Exists).OrderByDescending(File.GetLastWriteTimeUtc).FirstOrDefault();
+        if (o.VdevPath == null || !File.Exists(o.VdevPath)) { Console.Error.WriteLine($"Build vdev first (dotnet build -c Release {root}/vdev) or pass --vdev PATH."); return 2; }
+        if (!File.Exists(o.VirtiofsdPath)) { Console.Error.WriteLine($"{o.VirtiofsdPath} does not exist; install qemu-system-common or pass --virtiofsd PATH."); return 2; }
+
+        var work = o.Work ?? Directory.CreateTempSubdirectory("hv-bench-compare-").FullName;
+        Directory.CreateDirectory(work);
+        var src = Path.Combine(work, "src");
+        Console.WriteLine($"vhost --compare: vdev={o.VdevPath} virtiofsd={o.VirtiofsdPath} runs={o.Runs} seconds/row={o.Seconds} depth={o.Depth} big={o.BigMib} MiB dir={o.DirEntries} entries readdir buffer={o.ReaddirSize} B work={work}");
+        Console.WriteLine($"load average at start: {File.ReadAllText("/proc/loadavg").Trim()}");
+        BuildSource(src, o);
+
+        var targets = new[]
+        {
+            new Target("virtiofsd", false, 1, AllRows),
+            new Target("vdev", true, 1, AllRows),
+            new Target("vdev-2q", true, 2, MetaRows),
+        };
+        if (o.Targets != null) targets = targets.Where(t => o.Targets.Contains(t.Name)).ToArray();
+        if (o.Rows != null) targets = targets.Select(t => t with { Rows = t.Rows.Where(o.Rows.Contains).ToArray() }).ToArray();
+        if (targets.Length == 0 || targets.All(t => t.Rows.Length == 0)) { Console.Error.WriteLine($"--targets takes virtiofsd,vdev,vdev-2q and --rows some of {string.Join(',', AllRows)}."); return 2; }
+        var results = new Dictionary<(string, string), List<(double Rate, double Cpu)>>();
+        var loads = new List<string>();
+        try
+        {
+            for (int run = 1; run <= o.Runs; run++)
+            {
+                foreach (var t in targets)
+                {
+                    var copy = Path.Combine(work, $"{t.Name}-run{run}");
+                    RunCommand("cp", "-a", src, copy);
+                    try
+                    {
+                        var rows = RunTarget(t, copy, o, run == 1);
+                        foreach (var (row, rate, cpu) in rows)
+                        {
+                            if (!results.TryGetValue((t.Name, row), out var l)) results[(t.Name, row)] = l = [];
+                            l.Add((rate, cpu));
+                            Console.WriteLine($"run {run} {t.Name,-9} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s");
+                        }
+                    }
+                    finally { RunCommand("rm", "-rf", copy); }
+                }
+                loads.Add(File.ReadAllText("/proc/loadavg").Trim());
+                Console.WriteLine($"load average after run {run}: {loads[^1]}");
+            }
+        }
+        finally
+        {
+            if (o.Work == null) RunCommand("rm", "-rf", work);
+        }
+
+        Console.WriteLine();
+        Console.WriteLine($"Medians of {o.Runs} runs, {o.Depth} requests in flight ({o.Depth / 2} per queue for vdev-2q); cpu = user+system seconds of the backend's processes during the row ({o.Seconds} s rows).");
+        Console.WriteLine($"| {"row",-24} | {"unit",-9} | {"virtiofsd",10} | {"cpu s",6} | {"vdev",10} | {"cpu s",6} | {"vdev/vfsd",9} | {"vdev-2q",10} | {"cpu s",6} | {"2q/vfsd",7} |");
+        Console.WriteLine($"|{new string('-', 26)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 9)}|");
+        foreach (var row in AllRows)
+        {
+            var (vr, vc) = Median(results, "virtiofsd", row);
+            var (dr, dc) = Median(results, "vdev", row);
+            var (qr, qc) = Median(results, "vdev-2q", row);
+            string q = double.IsNaN(qr) ? $"| {"-",10} | {"-",6} | {"-",7} |" : $"| {qr,10:F0} | {qc,6:F2} | {qr / vr,7:F2} |";
+            Console.WriteLine($"| {row,-24} | {Units[row],-9} | {vr,10:F0} | {vc,6:F2} | {dr,10:F0} | {dc,6:F2} | {dr / vr,9:F2} {q}");
+        }
+        Console.WriteLine($"load averages after each run: {string.Join("; ", loads)}");
+        return 0;
+    }
+
+    private static (double, double) Median(Dictionary<(string, string), List<(double Rate, double Cpu)>> r, string target, string row)
+    {
+        if (!r.TryGetValue((target, row), out var l) || l.Count == 0) return (double.NaN, double.NaN);
+        var rates = l.Select(x => x.Rate).Order().ToArray();
+        var cpus = l.Select(x => x.Cpu).Order().ToArray();
+        static double M(double[] a) => a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
+        return (M(rates), M(cpus));
+    }
+
+    private static void BuildSource(string src, Options o)
+    {
+        var sw = Stopwatch.StartNew();
+        Directory.CreateDirectory(src);
+        var block = new byte[Mib];
+        new Random(42).NextBytes(block);
+        using (var f = new FileStream(Path.Combine(src, "big"), FileMode.Create, FileAccess.Write))
+            for (int i = 0; i < o.BigMib; i++) f.Write(block);
+        var meta = Directory.CreateDirectory(Path.Combine(src, "meta")).FullName;
+        for (int i = 0; i < o.MetaFiles; i++) File.WriteAllBytes(Path.Combine(meta, $"f{i:D5}"), block.AsSpan(0, 100).ToArray());
+        var dir = Directory.CreateDirectory(Path.Combine(src, "dir")).FullName;
+        for (int i = 0; i < o.DirEntries; i++) File.WriteAllBytes(Path.Combine(dir, $"entry-{i:D6}"), []);
+        Directory.CreateDirectory(Path.Combine(src, "new"));
+        Console.WriteLine($"source tree built in {sw.Elapsed.TotalSeconds:F1} s: big ({o.BigMib} MiB, stays in the host page cache: RAM {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes >> 30} GiB), meta/ ({o.MetaFiles} files), dir/ ({o.DirEntries} entries)");
+    }
+
+    private static void RunCommand(string exe, params string[] args)
+    {
+        var psi = new ProcessStartInfo(exe);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"{exe} {string.Join(' ', args)} failed with exit code {p.ExitCode}");
+    }
+
+    // ---- one backend, one run ----
+
+    private static List<(string Row, double Rate, double Cpu)> RunTarget(Target t, string share, Options o, bool verbose)
+    {
+        var sock = share + ".sock";
+        var psi = new ProcessStartInfo(t.Vdev ? o.VdevPath! : o.VirtiofsdPath!) { RedirectStandardError = true, RedirectStandardOutput = true };
+        string[] argv = t.Vdev
+            ? ["--socket-path", sock, "--shared-dir", share, "--tag", "bench", "--request-queues", t.Queues.ToString(), "--cache", "auto"]
+            : [$"--socket-path={sock}", "-o", $"source={share}", "-o", "cache=auto", "--rlimit-nofile=0"];
+        foreach (var a in argv) psi.ArgumentList.Add(a);
+        var stderr = new StringBuilder();
+        using var backend = Process.Start(psi)!;
+        backend.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (stderr) stderr.AppendLine(e.Data); };
+        backend.OutputDataReceived += (_, e) => { };
+        backend.BeginErrorReadLine();
+        backend.BeginOutputReadLine();
+        var result = new List<(string, double, double)>();
+        int[] pids = [];
+        try
+        {
+            int slot = 4096 + 2 * (Mib + 8192);
+            using var fe = VhostUserFrontend.Connect(sock, TimeSpan.FromSeconds(30));
+            using var ram = new GuestRam((long)(1 + t.Queues) * QueueSize * slot + (16 << 20));
+            fe.Negotiate();
+            fe.SetMemTable(ram);
+            var qs = fe.SetupQueues(ram, 1 + t.Queues, QueueSize, slot);
+            var session = new Session(qs[0]);
+            var setup = new Client(qs[1], session, 1);
+            var init = setup.Call(BuildInit(setup.Buffer, setup.NextUnique()), 4096);
+            uint flags = BinaryPrimitives.ReadUInt32LittleEndian(init[(16 + 12)..]);
+            uint maxWrite = BinaryPrimitives.ReadUInt32LittleEndian(init[(16 + 20)..]);
+            ushort maxPages = (flags & (1u << 22)) != 0 ? BinaryPrimitives.ReadUInt16LittleEndian(init[(16 + 28)..]) : (ushort)32;
+            int io = (int)Math.Min(Mib, Math.Min(maxWrite, (uint)maxPages * 4096));
+            session.IoSize = io;
+            session.BigSize = (long)o.BigMib * Mib;
+            session.ReaddirSize = o.ReaddirSize;
+            session.Meta = setup.Lookup(FuseFrames.RootId, "meta");
+            session.Dir = setup.Lookup(FuseFrames.RootId, "dir");
+            session.New = setup.Lookup(FuseFrames.RootId, "new");
+            session.Big = setup.Lookup(FuseFrames.RootId, "big");
+            session.MetaNames = Enumerable.Range(0, o.MetaFiles).Select(i => Encoding.ASCII.GetBytes($"f{i:D5}\0")).ToArray();
+
+            pids = FindPids(share);
+            if (verbose)
+                Console.WriteLine($"{t.Name}: INIT reply 7.{BinaryPrimitives.ReadUInt32LittleEndian(init[20..])} flags 0x{flags:x} max_write {maxWrite} max_pages {maxPages} -> I/O size {io} B; " +
+                    $"processes counted for cpu: {string.Join(", ", pids.Select(p => $"{Comm(p)}({p})"))}");
+
+            var clients = new Client[t.Queues];
+            for (int q = 0; q < t.Queues; q++) clients[q] = q == 0 ? setup : new Client(qs[q + 1], session, (ulong)(q + 1));
+            for (int q = 0; q < t.Queues; q++)
+            {
+                clients[q].Big = clients[q].Open(session.Big, 0);
+                clients[q].WriteTarget = clients[q].Create(FuseFrames.RootId, $"wbig{q}", 0x241 /* O_WRONLY|O_CREAT|O_TRUNC */);
+            }
+            foreach (var row in t.Rows)
+            {
+                double cpu0 = CpuSeconds(pids);
+                var sw = Stopwatch.StartNew();
+                var deadline = TimeSpan.FromSeconds(o.Seconds);
+                var threads = new Thread[t.Queues];
+                var counts = new double[t.Queues];
+                Exception? failure = null;
+                for (int q = 0; q < t.Queues; q++)
+                {
+                    int qi = q;
+                    var c = clients[q];
+                    threads[q] = new Thread(() =>
+                    {
+                        try { counts[qi] = c.RunRow(row, o.Depth / t.Queues, sw, deadline); }
+                        catch (Exception e) { failure = e; }
+                    });
+                    threads[q].Start();
+                }
+                foreach (var th in threads) th.Join();
+                double elapsed = sw.Elapsed.TotalSeconds;
+                foreach (var c in clients) c.FlushForgets();
+                double cpu = CpuSeconds(pids) - cpu0;
+                if (failure != null) throw new InvalidOperationException($"{t.Name} {row}: {failure.Message}", failure);
+                double rate = counts.Sum() / elapsed;
+                if (row.EndsWith("-1m")) rate /= Mib;
+                result.Add((row, rate, cpu));
+            }
+            fe.Dispose();
+        }
+        catch (Exception) when (Dump(stderr, t.Name)) { throw; }
+        finally
+        {
+            Stop(backend, pids);
+        }
+        return result;
+    }
+
+    private static bool Dump(StringBuilder stderr, string name)
+    {
+        lock (stderr) if (stderr.Length > 0) Console.Error.WriteLine($"{name} stderr:\n{stderr}");
+        return false;
+    }
+
+    private static void Stop(Process backend, int[] pids)
+    {
+        if (!backend.HasExited)
+        {
+            RunCommandQuiet("kill", "-TERM", backend.Id.ToString());
+            if (!backend.WaitForExit(5000)) { backend.Kill(); backend.WaitForExit(); }
+        }
+        // The daemon vdev's launcher started (or virtiofsd's child) may outlive the backend for a moment.
+        var deadline = Environment.TickCount64 + 5000;
+        foreach (var p in pids)
+        {
+            if (p == backend.Id) continue;
+            while (Directory.Exists($"/proc/{p}") && Environment.TickCount64 < deadline) Thread.Sleep(20);
+            if (Directory.Exists($"/proc/{p}")) RunCommandQuiet("kill", "-KILL", p.ToString());
+        }
+    }
+
+    private static void RunCommandQuiet(string exe, params string[] args)
+    {
+        var psi = new ProcessStartInfo(exe) { RedirectStandardError = true };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        p.WaitForExit();
+    }
+
+    /// <summary>Every process whose command line mentions <paramref name="share"/> (the backend, its forked child, the daemon vdev's launcher started).</summary>
+    private static int[] FindPids(string share)
+    {
+        var needle = Encoding.UTF8.GetBytes(share);
+        var pids = new List<int>();
+        int self = Environment.ProcessId;
+        foreach (var d in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(d), out int pid) || pid == self) continue;
+            try
+            {
+                var cmd = File.ReadAllBytes(Path.Combine(d, "cmdline"));
+                if (cmd.AsSpan().IndexOf(needle) >= 0) pids.Add(pid);
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        pids.Sort();
+        return pids.ToArray();
+    }
+
+    private static string Comm(int pid)
+    {
+        try { return File.ReadAllText($"/proc/{pid}/comm").Trim(); } catch (IOException) { return "?"; }
+    }
+
+    /// <summary>Sum of utime+stime (all threads) of <paramref name="pids"/>, in seconds; a process that has gone counts 0.</summary>
+    private static double CpuSeconds(int[] pids)
+    {
+        long ticks = 0;
+        foreach (var p in pids)
+        {
+            string stat;
+            try { stat = File.ReadAllText($"/proc/{p}/stat"); } catch (IOException) { continue; }
+            var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            // Fields after the command: state is field 3, utime field 14, stime field 15.
+            ticks += long.Parse(f[11]) + long.Parse(f[12]);
+        }
+        return ticks / 100.0; // USER_HZ is 100 on Linux.
+    }
+
+    /// <summary>
+    /// FUSE_INIT as a Linux 6.1 guest sends it: 7.36 with the flags the kernel offers to a virtio-fs daemon
+    /// (including MAX_PAGES, so the daemon may allow 1 MiB requests) and INIT_EXT with flags2 zero.
+    /// </summary>
+    private static int BuildInit(Span<byte> b, ulong unique)
+    {
+        const uint flags = (1u << 0) | (1u << 1) | (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 7) | (1u << 8) | (1u << 9)
+            | (1u << 10) | (1u << 11) | (1u << 12) | (1u << 13) | (1u << 14) | (1u << 15) | (1u << 16) | (1u << 17) | (1u << 18)
+            | (1u << 19) | (1u << 20) | (1u << 21) | (1u << 22) | (1u << 23) | (1u << 24) | (1u << 25) | (1u << 27) | (1u << 28)
+            | (1u << 29) | (1u << 30);
+        int len = Header(b, FuseFrames.Init, unique, 0, 64);
+        b.Slice(40, 64).Clear();
+        BinaryPrimitives.WriteUInt32LittleEndian(b[40..], 7);
+        BinaryPrimitives.WriteUInt32LittleEndian(b[44..], 36);
+        BinaryPrimitives.WriteUInt32LittleEndian(b[48..], 128 << 10);
+        BinaryPrimitives.WriteUInt32LittleEndian(b[52..], flags);
+        return len;
+    }
+
+    /// <summary>Writes fuse_in_header for a request of <paramref name="body"/> bytes; returns the frame length.</summary>
+    private static int Header(Span<byte> b, uint opcode, ulong unique, ulong node, int body)
+    {
+        int len = 40 + body;
+        BinaryPrimitives.WriteUInt32LittleEndian(b, (uint)len);
+        BinaryPrimitives.WriteUInt32LittleEndian(b[4..], opcode);
+        BinaryPrimitives.WriteUInt64LittleEndian(b[8..], unique);
+        BinaryPrimitives.WriteUInt64LittleEndian(b[16..], node);
+        b.Slice(24, 16).Clear(); // uid, gid, pid, total_extlen/padding: root
+        return len;
+    }
+
+    /// <summary>State shared by the queues of one backend: the hiprio queue (for BATCH_FORGET) and the tree's nodes.</summary>
+    private sealed class Session(FrontendQueue hiprio)
+    {
+        public readonly FrontendQueue Hiprio = hiprio;
+        public readonly byte[] ForgetFrame = new byte[48 + 16 * 512];
+        public int IoSize, ReaddirSize;
+        public long BigSize;
+        public ulong Meta, Dir, New, Big;
+        public byte[][] MetaNames = [];
+
+        /// <summary>Sends BATCH_FORGET of <paramref name="count"/> (node, 1) pairs on the hiprio queue, as Linux does.</summary>
+        public void Forget(ulong[] nodes, int count)
+        {
+            lock (this)
+            {
+                var f = ForgetFrame.AsSpan();
+                int len = Header(f, FuseFrames.BatchForget, 0, 0, 8 + 16 * count);
+                BinaryPrimitives.WriteUInt32LittleEndian(f[40..], (uint)count);
+                BinaryPrimitives.WriteUInt32LittleEndian(f[44..], 0);
+                for (int i = 0; i < count; i++)
+                {
+                    BinaryPrimitives.WriteUInt64LittleEndian(f[(48 + 16 * i)..], nodes[i]);
+                    BinaryPrimitives.WriteUInt64LittleEndian(f[(56 + 16 * i)..], 1);
+                }
+                // Reclaim the chains the device has finished with; wait if all are still in flight.
+                while (Hiprio.TryTakeUsed(out _, out _)) { }
+                while (Hiprio.InFlight >= Hiprio.Size - 1) { if (!Hiprio.TryTakeUsed(out _, out _)) Thread.Yield(); }
+                Hiprio.Submit(f[..len], 0);
+            }
+        }
+    }
+
+    /// <summary>One request queue driven by one thread: setup calls, then rows with several chains in flight.</summary>
+    private sealed class Client(FrontendQueue q, Session s, ulong tag)
+    {
+        public readonly byte[] Buffer = new byte[64 << 10];
+        private readonly ulong[] _forgets = new ulong[512];
+        private int _forgetCount;
+        private ulong _unique = tag << 48;
+        private readonly int[] _streamOfHead = new int[QueueSize];
+        public (ulong Node, ulong Fh) Big, WriteTarget;
+        private readonly TimeSpan _timeout = TimeSpan.FromSeconds(30);
+
+        public ulong NextUnique() => _unique += 2;
+
+        // Per-stream state (index = stream).
+        private int[] _phase = [];
+        private ulong[] _node = [], _fh = [], _off = [];
+        private long _counter;
+        private ulong _rng = 0x9E3779B97F4A7C15UL ^ tag;
+
+        /// <summary>Places a request of <paramref name="frameLen"/> bytes whose first <paramref name="headerLen"/> bytes are in Buffer (the rest is whatever the slot holds), with a reply buffer of <paramref name="replyCap"/>.</summary>
+        private ushort Submit(int headerLen, int frameLen, int replyCap)
+        {
+            ushort head = q.AllocDesc();
+            q.TrackChain(head);
+            ulong rq = q.RequestGpa(head);
+            Buffer.AsSpan(0, headerLen).CopyTo(q.Ram.At(rq, headerLen));
+            ulong table = q.IndirectGpa(head);
+            q.WriteDescAt(table, rq, (uint)frameLen, VirtqDescFlags.Next, 1);
+            q.WriteDescAt(table + (ulong)VirtqDesc.Size, q.ReplyGpa(head), (uint)replyCap, VirtqDescFlags.Write, 0);
+            q.WriteDesc(head, table, (uint)(2 * VirtqDesc.Size), VirtqDescFlags.Indirect);
+            ushort old = q.NextAvail;
+            q.Publish(head);
+            q.Notify(old);
+            return head;
+        }
+
+        private Span<byte> Reply(ushort head, uint len)
+        {
+            var r = q.Ram.At(q.ReplyGpa(head), (int)len);
+            int err = FuseFrames.ReadOutHeader(r).Error;
+            if (err != 0) throw new InvalidOperationException($"request failed with errno {-err}");
+            return r;
+        }
+
+        public byte[] Call(int len, int replyCap)
+        {
+            ushort head = Submit(len, len, replyCap);
+            var (h, l) = q.WaitUsed(_timeout);
+            if (h != head) throw new InvalidDataException("unexpected completion during setup");
+            return Reply(h, l).ToArray();
+        }
+
+        public ulong Lookup(ulong parent, string name)
+        {
+            var b = Buffer.AsSpan();
+            int n = Encoding.UTF8.GetBytes(name + "\0", b[40..]);
+            int len = Header(b, FuseFrames.Lookup, NextUnique(), parent, n);
+            return FuseFrames.ReadEntry(Call(len, 4096)).NodeId;
+        }
+
+        public (ulong, ulong) Open(ulong node, uint flags)
+        {
+            var b = Buffer.AsSpan();
+            int len = Header(b, FuseFrames.Open, NextUnique(), node, 8);
+            BinaryPrimitives.WriteUInt32LittleEndian(b[40..], flags);
+            BinaryPrimitives.WriteUInt32LittleEndian(b[44..], 0);
+            return (node, FuseFrames.ReadOpenFh(Call(len, 4096)));
+        }
+
+        public (ulong, ulong) Create(ulong parent, string name, uint flags)
+        {
+            var b = Buffer.AsSpan();
+            int n = Encoding.UTF8.GetBytes(name + "\0", b[56..]);
+            int len = CreateHeader(b, parent, flags, n);
+            var r = Call(len, 4096);
+            return (FuseFrames.ReadEntry(r).NodeId, BinaryPrimitives.ReadUInt64LittleEndian(r.AsSpan(16 + 128)));
+        }
+
+        private int CreateHeader(Span<byte> b, ulong parent, uint flags, int nameLen)
+        {
+            int len = Header(b, 35 /* CREATE */, NextUnique(), parent, 16 + nameLen);
+            BinaryPrimitives.WriteUInt32LittleEndian(b[40..], flags);
+            BinaryPrimitives.WriteUInt32LittleEndian(b[44..], 0x81A4); // S_IFREG | 0644
+            BinaryPrimitives.WriteUInt32LittleEndian(b[48..], 0x12);   // umask 022
+            BinaryPrimitives.WriteUInt32LittleEndian(b[52..], 0);
+            return len;
+        }
+
+        /// <summary>fuse_read_in / fuse_write_in (same leading layout); for WRITE the frame length counts the payload of <paramref name="size"/> bytes.</summary>
+        private int ReadHeader(uint opcode, ulong node, ulong fh, ulong offset, uint size)
+        {
+            var b = Buffer.AsSpan();
+            Header(b, opcode, NextUnique(), node, opcode == 16 ? 40 + (int)size : 40);
+            const int len = 80;
+            b.Slice(40, 40).Clear();
+            BinaryPrimitives.WriteUInt64LittleEndian(b[40..], fh);
+            BinaryPrimitives.WriteUInt64LittleEndian(b[48..], offset);
+            BinaryPrimitives.WriteUInt32LittleEndian(b[56..], size);
+            return len;
+        }
+
+        private int ReleaseHeader(uint opcode, ulong node, ulong fh)
+        {
+            var b = Buffer.AsSpan();
+            int len = Header(b, opcode, NextUnique(), node, 24);
+            b.Slice(40, 24).Clear();
+            BinaryPrimitives.WriteUInt64LittleEndian(b[40..], fh);
+            return len;
+        }
+
+        private void AddForget(ulong node)
+        {
+            _forgets[_forgetCount++] = node;
+            if (_forgetCount == _forgets.Length) FlushForgets();
+        }
+
+        public void FlushForgets()
+        {
+            if (_forgetCount > 0) s.Forget(_forgets, _forgetCount);
+            _forgetCount = 0;
+        }
+
+        /// <summary>Runs <paramref name="row"/> with <paramref name="depth"/> chains in flight until <paramref name="deadline"/>; returns the units done (ops, files, entries or bytes).</summary>
+        public double RunRow(string row, int depth, Stopwatch sw, TimeSpan deadline)
+        {
+            _phase = new int[depth]; _node = new ulong[depth]; _fh = new ulong[depth]; _off = new ulong[depth];
+            _counter = 0;
+            double done = 0;
+            int outstanding = 0;
+            for (int st = 0; st < depth; st++) { SubmitNext(row, st); outstanding++; }
+            while (outstanding > 0)
+            {
+                var (head, len) = q.WaitUsed(_timeout);
+                int st = _streamOfHead[head];
+                var r = Reply(head, len);
+                done += Complete(row, st, r);
+                // Finish multi-step operations already started so no file handle is left open; a directory
+                // stream past the deadline skips to RELEASEDIR.
+                bool over = sw.Elapsed >= deadline;
+                if (over && row == "readdirplus" && _phase[st] == 1) _phase[st] = 2;
+                if (!over || _phase[st] != 0) SubmitNext(row, st);
+                else outstanding--;
+            }
+            return done;
+        }
+
+        private void SubmitNext(string row, int st)
+        {
+            int hdr, frame, reply;
+            var b = Buffer.AsSpan();
+            switch (row)
+            {
+                case "lookup+getattr":
+                    if (_phase[st] == 0)
+                    {
+                        var name = s.MetaNames[(int)(_counter++ % s.MetaNames.Length)];
+                        name.CopyTo(b[40..]);
+                        hdr = frame = Header(b, FuseFrames.Lookup, NextUnique(), s.Meta, name.Length);
+                        reply = 16 + 128;
+                    }
+                    else
+                    {
+                        hdr = frame = Header(b, FuseFrames.Getattr, NextUnique(), _node[st], 16);
+                        b.Slice(40, 16).Clear();
+                        reply = 16 + 104;
+                    }
+                    break;
+                case "create+write4k+release":
+                    if (_phase[st] == 0)
+                    {
+                        b[56] = (byte)'c';
+                        b[57] = (byte)('a' + (int)tag);
+                        Utf8Formatter.TryFormat(_counter++, b[58..], out int digits);
+                        b[58 + digits] = 0;
+                        hdr = frame = CreateHeader(b, s.New, 0xC1 /* O_WRONLY|O_CREAT|O_EXCL */, 3 + digits);
+                        reply = 16 + 128 + 16;
+                    }
+                    else if (_phase[st] == 1)
+                    {
+                        hdr = ReadHeader(16 /* WRITE */, _node[st], _fh[st], 0, 4096);
+                        frame = hdr + 4096;
+                        reply = 16 + 8;
+                    }
+                    else
+                    {
+                        hdr = frame = ReleaseHeader(FuseFrames.Release, _node[st], _fh[st]);
+                        reply = 16;
+                    }
+                    break;
+                case "readdirplus":
+                    if (_phase[st] == 0)
+                    {
+                        hdr = frame = Header(b, 27 /* OPENDIR */, NextUnique(), s.Dir, 8);
+                        b.Slice(40, 8).Clear();
+                        reply = 16 + 16;
+                    }
+                    else if (_phase[st] == 1)
+                    {
+                        hdr = frame = ReadHeader(44 /* READDIRPLUS */, s.Dir, _fh[st], _off[st], (uint)s.ReaddirSize);
+                        reply = 16 + s.ReaddirSize;
+                    }
+                    else
+                    {
+                        hdr = frame = ReleaseHeader(29 /* RELEASEDIR */, s.Dir, _fh[st]);
+                        reply = 16;
+                    }
+                    break;
+                case "seqread-1m":
+                    {
+                        ulong off = (ulong)(_counter++ * s.IoSize % s.BigSize);
+                        hdr = frame = ReadHeader(FuseFrames.Read, Big.Node, Big.Fh, off, (uint)s.IoSize);
+                        reply = 16 + s.IoSize;
+                        break;
+                    }
+                case "randread-4k":
+                    {
+                        _rng ^= _rng << 13; _rng ^= _rng >> 7; _rng ^= _rng << 17;
+                        ulong off = (_rng % (ulong)(s.BigSize / 4096)) * 4096;
+                        hdr = frame = ReadHeader(FuseFrames.Read, Big.Node, Big.Fh, off, 4096);
+                        reply = 16 + 4096;
+                        break;
+                    }
+                case "seqwrite-1m":
+                    {
+                        ulong off = (ulong)(_counter++ * s.IoSize % s.BigSize);
+                        hdr = ReadHeader(16 /* WRITE */, WriteTarget.Node, WriteTarget.Fh, off, (uint)s.IoSize);
+                        frame = hdr + s.IoSize;
+                        reply = 16 + 8;
+                        break;
+                    }
+                default: throw new ArgumentException($"unknown row {row}");
+            }
+            ushort head = Submit(hdr, frame, reply);
+            _streamOfHead[head] = st;
+        }
+
+        /// <summary>Consumes a reply and advances the stream; returns the units it completed.</summary>
+        private double Complete(string row, int st, Span<byte> r)
+        {
+            switch (row)
+            {
+                case "lookup+getattr":
+                    if (_phase[st] == 0) { _node[st] = FuseFrames.ReadEntry(r).NodeId; _phase[st] = 1; return 0; }
+                    // Forget only after the last request naming the node, or a batch could drop it while in use.
+                    AddForget(_node[st]);
+                    _phase[st] = 0;
+                    return 1;
+                case "create+write4k+release":
+                    if (_phase[st] == 0)
+                    {
+                        _node[st] = FuseFrames.ReadEntry(r).NodeId;
+                        _fh[st] = BinaryPrimitives.ReadUInt64LittleEndian(r[(16 + 128)..]);
+                        _phase[st] = 1;
+                        return 0;
+                    }
+                    if (_phase[st] == 1)
+                    {
+                        if (BinaryPrimitives.ReadUInt32LittleEndian(r[16..]) != 4096) throw new InvalidDataException("short WRITE");
+                        _phase[st] = 2;
+                        return 0;
+                    }
+                    AddForget(_node[st]);
+                    _phase[st] = 0;
+                    return 1;
+                case "readdirplus":
+                    if (_phase[st] == 0) { _fh[st] = BinaryPrimitives.ReadUInt64LittleEndian(r[16..]); _off[st] = 0; _phase[st] = 1; return 0; }
+                    if (_phase[st] == 2) { _phase[st] = 0; return 0; }
+                    {
+                        int entries = 0, p = 16;
+                        while (p + 152 <= r.Length)
+                        {
+                            ulong node = BinaryPrimitives.ReadUInt64LittleEndian(r[p..]);
+                            ulong off = BinaryPrimitives.ReadUInt64LittleEndian(r[(p + 136)..]);
+                            int namelen = (int)BinaryPrimitives.ReadUInt32LittleEndian(r[(p + 144)..]);
+                            var name = r.Slice(p + 152, namelen);
+                            bool dots = (namelen == 1 && name[0] == '.') || (namelen == 2 && name[0] == '.' && name[1] == '.');
+                            if (!dots)
+                            {
+                                entries++;
+                                if (node != 0) AddForget(node);
+                            }
+                            _off[st] = off;
+                            p += 152 + ((namelen + 7) & ~7);
+                        }
+                        if (p == 16) _phase[st] = 2; // end of directory
+                        return entries;
+                    }
+                case "seqread-1m":
+                    return r.Length - 16;
+                case "randread-4k":
+                    if (r.Length != 16 + 4096) throw new InvalidDataException("short READ");
+                    return 1;
+                case "seqwrite-1m":
+                    return BinaryPrimitives.ReadUInt32LittleEndian(r[16..]);
+            }
+            return 0;
+        }
+    }
+}
