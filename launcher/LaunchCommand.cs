@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using System.CommandLine;
 using System.CommandLine.Help;
 using System.Diagnostics.CodeAnalysis;
@@ -94,31 +95,17 @@ public static class LaunchCommand
         var cache = parse.GetValue(Cache);
         bool xattr = parse.GetValue(XAttr), readOnly = parse.GetValue(ReadOnly), writeback = parse.GetValue(Writeback);
         bool allowDirectIo = parse.GetValue(AllowDirectIo);
+        var compat = new VirtiofsdOptions();
         foreach (var group in parse.GetValue(CompatOptions) ?? [])
         {
-            foreach (var item in group.Split(',', StringSplitOptions.RemoveEmptyEntries))
-            {
-                int eq = item.IndexOf('=');
-                string key = eq < 0 ? item : item[..eq];
-                string? value = eq < 0 ? null : item[(eq + 1)..];
-                switch (key)
-                {
-                    case "source" when value is not null: dir = value; break;
-                    case "cache" when value is not null: cache = value; break;
-                    case "xattr": xattr = true; break;
-                    case "no_xattr": xattr = false; break;
-                    case "readonly": readOnly = true; break;
-                    case "writeback": writeback = true; break;
-                    case "no_writeback": writeback = false; break;
-                    case "allow_direct_io": allowDirectIo = true; break;
-                    // virtiofsd options the daemon always behaves as; accepted so virtiofsd command lines work.
-                    case "flock" or "posix_lock" or "no_flock" or "no_posix_lock" or "announce_submounts" or "killpriv_v2" or "no_killpriv_v2" or "sandbox" or "log_level" or "timeout": break;
-                    default:
-                        error = $"-o {item} is not a known option; use source=DIR, cache=POLICY, xattr, no_xattr, readonly, writeback, no_writeback or allow_direct_io.";
-                        return false;
-                }
-            }
+            if (!compat.TryApply(group, out error)) return false;
         }
+        dir = compat.Source ?? dir;
+        cache = compat.Cache ?? cache;
+        xattr = compat.XAttr ?? xattr;
+        readOnly = compat.ReadOnly ?? readOnly;
+        writeback = compat.Writeback ?? writeback;
+        allowDirectIo = compat.AllowDirectIo ?? allowDirectIo;
 
         if (string.IsNullOrEmpty(dir)) { error = "No shared directory was given; pass --shared-dir DIR or -o source=DIR."; return false; }
         if (!Directory.Exists(dir))

@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using System.CommandLine;
 using Hypervisor.Passthrough.Share;
 using Microsoft.Extensions.Logging;
@@ -60,31 +61,18 @@ public static class DaemonCommand
         var readOnly = parse.GetValue(ReadOnly);
         var writeback = parse.GetValue(Writeback);
         var allowDirectIo = parse.GetValue(AllowDirectIo);
+        var compat = new VirtiofsdOptions();
         foreach (var group in parse.GetValue(CompatOptions) ?? [])
         {
-            foreach (var item in group.Split(',', StringSplitOptions.RemoveEmptyEntries))
-            {
-                var eq = item.IndexOf('=');
-                var key = eq < 0 ? item : item[..eq];
-                var value = eq < 0 ? null : item[(eq + 1)..];
-                switch (key)
-                {
-                    case "source" when value is not null: dir = value; break;
-                    case "cache" when value is not null: cache = value; break;
-                    case "xattr": xattr = true; break;
-                    case "no_xattr": xattr = false; break;
-                    case "readonly": readOnly = true; break;
-                    case "writeback": writeback = true; break;
-                    case "no_writeback": writeback = false; break;
-                    case "allow_direct_io": allowDirectIo = true; break;
-                    // Accepted for compatibility with virtiofsd command lines; this daemon always behaves so.
-                    case "flock" or "posix_lock" or "no_flock" or "no_posix_lock" or "announce_submounts" or "killpriv_v2" or "no_killpriv_v2" or "sandbox" or "log_level" or "timeout": break;
-                    default:
-                        error = $"unknown -o option '{item}'; known: source=DIR, cache=POLICY, xattr, no_xattr, readonly, writeback, no_writeback, allow_direct_io.";
-                        return false;
-                }
-            }
+            if (!compat.TryApply(group, out error)) return false;
         }
+        dir = compat.Source ?? dir;
+        cache = compat.Cache ?? cache;
+        xattr = compat.XAttr ?? xattr;
+        readOnly = compat.ReadOnly ?? readOnly;
+        writeback = compat.Writeback ?? writeback;
+        allowDirectIo = compat.AllowDirectIo ?? allowDirectIo;
+        var logLevelText = compat.LogLevel ?? parse.GetValue(LogLevelOption)!;
 
         if (string.IsNullOrEmpty(dir)) { error = "no shared directory given; pass --shared-dir DIR or -o source=DIR."; return false; }
         if (!Directory.Exists(dir))
@@ -93,7 +81,7 @@ public static class DaemonCommand
             return false;
         }
         if (!TryParseCache(cache, out var policy)) { error = $"unknown cache policy '{cache}'; use never, metadata, auto or always."; return false; }
-        if (!TryParseLogLevel(parse.GetValue(LogLevelOption)!, out var level)) { error = $"unknown log level '{parse.GetValue(LogLevelOption)}'; use error, warn, info, debug, trace or off."; return false; }
+        if (!TryParseLogLevel(logLevelText, out var level)) { error = $"unknown log level '{logLevelText}'; use error, warn, info, debug, trace or off."; return false; }
         var threads = parse.GetValue(ThreadPoolSize);
         if (threads < 0 || threads > 1024) { error = $"--thread-pool-size {threads} is out of range; use 0 (automatic) to 1024."; return false; }
         var fdCache = parse.GetValue(FdCacheSize);

@@ -118,7 +118,7 @@ public class LaunchCommandTests
             ["-o", $"source={share.Share},cache=none,xattr,no_xattr,readonly,flock", "-o", "writeback", "--mount", "relative/mnt", "--passthrough", script, "--timeout", "2.5"],
             out var settings, out var error), error);
         Assert.Equal(share.Share, settings.SharedDir);
-        Assert.Equal("none", settings.Cache);
+        Assert.Equal("never", settings.Cache); // virtiofsd's "none" is this stack's "never"
         Assert.False(settings.XAttr);
         Assert.True(settings.ReadOnly);
         Assert.True(settings.Writeback);

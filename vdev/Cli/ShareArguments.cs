@@ -1,4 +1,5 @@
 using System.Globalization;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Vdev.Config;
 
 namespace Hypervisor.Vdev.Cli;
@@ -37,6 +38,7 @@ public static class ShareArguments
         bool directIo = false, allowDirectIo = false, xattr = false, readOnly = false, writeback = false;
         int threads = 0;
         var allow = new List<string>();
+        var compat = new VirtiofsdOptions();
         for (var i = 0; i < args.Count; i++)
         {
             var a = args[i];
@@ -68,31 +70,7 @@ public static class ShareArguments
                         throw new ArgumentException($"--thread-pool-size takes a whole number from 0 to 1024.");
                     break;
                 case "-o":
-                    foreach (var item in Value().Split(',', StringSplitOptions.RemoveEmptyEntries))
-                    {
-                        var e = item.IndexOf('=');
-                        var key = e < 0 ? item : item[..e];
-                        var v = e < 0 ? null : item[(e + 1)..];
-                        switch (key)
-                        {
-                            case "source" when v is not null: dir = v; break;
-                            case "cache" when v is not null: cache = v; break;
-                            case "log_level" when v is not null: logLevel = v; break;
-                            case "xattr": xattr = true; break;
-                            case "no_xattr": xattr = false; break;
-                            case "readonly": readOnly = true; break;
-                            case "writeback": writeback = true; break;
-                            case "no_writeback": writeback = false; break;
-                            case "allow_direct_io": allowDirectIo = true; break;
-                            case "no_allow_direct_io": allowDirectIo = false; break;
-                            case "flock" or "no_flock" or "posix_lock" or "no_posix_lock" or "readdirplus" or "no_readdirplus"
-                                or "announce_submounts" or "killpriv_v2" or "no_killpriv_v2" or "sandbox" or "timeout" or "max_idle_threads"
-                                or "modcaps" or "xattrmap" or "posix_acl" or "no_posix_acl" or "security_label" or "no_security_label":
-                                warn($"-o {item} has no effect here (locks, READDIRPLUS and privilege handling are always on).");
-                                break;
-                            default: throw new ArgumentException($"Unknown -o option '{item}'; known: source=DIR, cache=POLICY, xattr, no_xattr, readonly, writeback, allow_direct_io, log_level=L.");
-                        }
-                    }
+                    if (!compat.TryApply(Value(), out var error)) throw new ArgumentException(error);
                     break;
                 default:
                     if (Ignored.Contains(name))
@@ -104,6 +82,14 @@ public static class ShareArguments
                     throw new ArgumentException($"Unknown option '{a}'; see vdev --help.");
             }
         }
+        foreach (var item in compat.Ignored) warn($"-o {item} has no effect here (locks, READDIRPLUS and privilege handling are always on).");
+        dir = compat.Source ?? dir;
+        cache = compat.Cache ?? cache;
+        logLevel = compat.LogLevel ?? logLevel;
+        xattr = compat.XAttr ?? xattr;
+        readOnly = compat.ReadOnly ?? readOnly;
+        writeback = compat.Writeback ?? writeback;
+        allowDirectIo = compat.AllowDirectIo ?? allowDirectIo;
         if (dir is null) throw new ArgumentException("No shared directory; give --shared-dir DIR (or -o source=DIR), or --config FILE for several shares.");
         if (cache == "none") cache = "never";
         if (cache is not (null or "never" or "metadata" or "auto" or "always"))
