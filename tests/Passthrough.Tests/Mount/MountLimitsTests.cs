@@ -98,7 +98,7 @@ public sealed class MountLimitsTests
     /// are closed the daemon serves as before.
     /// </summary>
     [Fact]
-    public void DescriptorExhaustionFailsOnlyTheRequestsThatNeedOne()
+    public async Task DescriptorExhaustionFailsOnlyTheRequestsThatNeedOne()
     {
         using var share = MountedShare.Start();
         var file = Path.Combine(share.MountPoint, "f");
@@ -134,8 +134,8 @@ public sealed class MountLimitsTests
                 var child = System.Diagnostics.Process.Start(info)!;
                 children.Add(child);
                 var line = child.StandardOutput.ReadLineAsync();
-                Assert.True(line.Wait(TimeSpan.FromSeconds(90)), "opening 11,000 files through the mount hung");
-                results.Add(JsonDocument.Parse(line.Result!).RootElement.Clone());
+                Assert.True(await Task.WhenAny(line, Task.Delay(TimeSpan.FromSeconds(90))) == line, "opening 11,000 files through the mount hung");
+                results.Add(JsonDocument.Parse((await line)!).RootElement.Clone());
             }
             var opened = results.Sum(r => r.GetProperty("opened").GetInt32());
             Assert.True(results.All(r => r.GetProperty("bad").GetInt32() == 0), "a descriptor that opened read wrong data");
