@@ -3,11 +3,20 @@ using System.Text.Json;
 namespace Hypervisor.Passthrough.Tests.Mount;
 
 /// <summary>
+/// Counts known nodes through the control service, so nothing may drop the host's dentry cache meanwhile (other
+/// mount tests write /proc/sys/vm/drop_caches, which makes the kernel forget this test's nodes too): the class runs
+/// alone.
+/// </summary>
+[CollectionDefinition("Host dentry cache", DisableParallelization = true)]
+public sealed class HostDentryCacheCollection;
+
+/// <summary>
 /// The limits a guest hits in production: the daemon must not hold a descriptor per inode the guest knows, and when
 /// the descriptor limit (RLIMIT_NOFILE, 20,000 here) is reached anyway, only the request that needs one fails and the
-/// daemon keeps serving.
+/// daemon keeps serving. Runs alone: see <see cref="HostDentryCacheCollection"/>.
 /// </summary>
 [Trait("Category", "Root")]
+[Collection("Host dentry cache")]
 public sealed class MountLimitsTests
 {
     private static int OpenDescriptors(int pid) => Directory.GetFiles($"/proc/{pid}/fd").Length;
