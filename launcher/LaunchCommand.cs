@@ -91,21 +91,11 @@ public static class LaunchCommand
             error = "--help was given; it prints the options and starts nothing.";
             return false;
         }
-        var dir = parse.GetValue(SharedDir);
-        var cache = parse.GetValue(Cache);
-        bool xattr = parse.GetValue(XAttr), readOnly = parse.GetValue(ReadOnly), writeback = parse.GetValue(Writeback);
-        bool allowDirectIo = parse.GetValue(AllowDirectIo);
         var compat = new VirtiofsdOptions();
-        foreach (var group in parse.GetValue(CompatOptions) ?? [])
-        {
-            if (!compat.TryApply(group, out error)) return false;
-        }
-        dir = compat.Source ?? dir;
-        cache = compat.Cache ?? cache;
-        xattr = compat.XAttr ?? xattr;
-        readOnly = compat.ReadOnly ?? readOnly;
-        writeback = compat.Writeback ?? writeback;
-        allowDirectIo = compat.AllowDirectIo ?? allowDirectIo;
+        if (!compat.TryApply(parse.GetValue(CompatOptions) ?? [], out error)) return false;
+        var (dir, cache, xattr, readOnly, writeback, allowDirectIo) = compat.Over(new ShareFlags(
+            parse.GetValue(SharedDir), parse.GetValue(Cache), parse.GetValue(XAttr), parse.GetValue(ReadOnly),
+            parse.GetValue(Writeback), parse.GetValue(AllowDirectIo)));
 
         if (string.IsNullOrEmpty(dir)) { error = "No shared directory was given; pass --shared-dir DIR or -o source=DIR."; return false; }
         if (!Directory.Exists(dir))

@@ -55,23 +55,11 @@ public static class DaemonCommand
     public static bool TryBuild(ParseResult parse, out Settings? settings, out string? error)
     {
         settings = null;
-        var dir = parse.GetValue(SharedDir);
-        var cache = parse.GetValue(Cache)!;
-        var xattr = parse.GetValue(XAttr);
-        var readOnly = parse.GetValue(ReadOnly);
-        var writeback = parse.GetValue(Writeback);
-        var allowDirectIo = parse.GetValue(AllowDirectIo);
         var compat = new VirtiofsdOptions();
-        foreach (var group in parse.GetValue(CompatOptions) ?? [])
-        {
-            if (!compat.TryApply(group, out error)) return false;
-        }
-        dir = compat.Source ?? dir;
-        cache = compat.Cache ?? cache;
-        xattr = compat.XAttr ?? xattr;
-        readOnly = compat.ReadOnly ?? readOnly;
-        writeback = compat.Writeback ?? writeback;
-        allowDirectIo = compat.AllowDirectIo ?? allowDirectIo;
+        if (!compat.TryApply(parse.GetValue(CompatOptions) ?? [], out error)) return false;
+        var (dir, cache, xattr, readOnly, writeback, allowDirectIo) = compat.Over(new ShareFlags(
+            parse.GetValue(SharedDir), parse.GetValue(Cache), parse.GetValue(XAttr), parse.GetValue(ReadOnly),
+            parse.GetValue(Writeback), parse.GetValue(AllowDirectIo)));
         var logLevelText = compat.LogLevel ?? parse.GetValue(LogLevelOption)!;
 
         if (string.IsNullOrEmpty(dir)) { error = "no shared directory given; pass --shared-dir DIR or -o source=DIR."; return false; }
@@ -80,7 +68,7 @@ public static class DaemonCommand
             error = File.Exists(dir) ? $"the shared directory {dir} is a file, not a directory." : $"the shared directory {dir} does not exist; create it or fix --shared-dir.";
             return false;
         }
-        if (!TryParseCache(cache, out var policy)) { error = $"unknown cache policy '{cache}'; use never, metadata, auto or always."; return false; }
+        if (!TryParseCache(cache ?? "auto", out var policy)) { error = $"unknown cache policy '{cache}'; use never, metadata, auto or always."; return false; }
         if (!TryParseLogLevel(logLevelText, out var level)) { error = $"unknown log level '{logLevelText}'; use error, warn, info, debug, trace or off."; return false; }
         var threads = parse.GetValue(ThreadPoolSize);
         if (threads < 0 || threads > 1024) { error = $"--thread-pool-size {threads} is out of range; use 0 (automatic) to 1024."; return false; }

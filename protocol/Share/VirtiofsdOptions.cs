@@ -1,4 +1,9 @@
+using System.Diagnostics.CodeAnalysis;
+
 namespace Hypervisor.Protocol.Share;
+
+/// <summary>The share settings that both a command line's own options and virtiofsd's <c>-o</c> items can set.</summary>
+public readonly record struct ShareFlags(string? Source, string? Cache, bool XAttr, bool ReadOnly, bool Writeback, bool AllowDirectIo);
 
 /// <summary>
 /// The settings carried by virtiofsd's <c>-o key[=value],…</c> vocabulary, which the vdev, fuse_launcher and
@@ -36,11 +41,27 @@ public sealed class VirtiofsdOptions
     /// <summary>The keys this class knows, for messages.</summary>
     public const string Known = "source=DIR, cache=POLICY, xattr, no_xattr, readonly, writeback, no_writeback, allow_direct_io, log_level=LEVEL";
 
+    /// <summary>Applies several <c>-o</c> arguments in order; stops at the first item it does not know.</summary>
+    public bool TryApply(IEnumerable<string> groups, [NotNullWhen(false)] out string? error)
+    {
+        foreach (var group in groups)
+        {
+            if (!TryApply(group, out error)) return false;
+        }
+        error = null;
+        return true;
+    }
+
+    /// <summary>The <c>-o</c> items given, laid over <paramref name="given"/> (the command line's own options).</summary>
+    public ShareFlags Over(ShareFlags given) => new(
+        Source ?? given.Source, Cache ?? given.Cache, XAttr ?? given.XAttr, ReadOnly ?? given.ReadOnly,
+        Writeback ?? given.Writeback, AllowDirectIo ?? given.AllowDirectIo);
+
     /// <summary>
     /// Applies one <c>-o</c> argument (comma-separated items; later items win). Returns false with
     /// <paramref name="error"/> naming the first item it does not know.
     /// </summary>
-    public bool TryApply(string group, out string? error)
+    public bool TryApply(string group, [NotNullWhen(false)] out string? error)
     {
         foreach (var item in group.Split(',', StringSplitOptions.RemoveEmptyEntries))
         {

@@ -83,13 +83,8 @@ public static class ShareArguments
             }
         }
         foreach (var item in compat.Ignored) warn($"-o {item} has no effect here (locks, READDIRPLUS and privilege handling are always on).");
-        dir = compat.Source ?? dir;
-        cache = compat.Cache ?? cache;
+        (dir, cache, xattr, readOnly, writeback, allowDirectIo) = compat.Over(new ShareFlags(dir, cache, xattr, readOnly, writeback, allowDirectIo));
         logLevel = compat.LogLevel ?? logLevel;
-        xattr = compat.XAttr ?? xattr;
-        readOnly = compat.ReadOnly ?? readOnly;
-        writeback = compat.Writeback ?? writeback;
-        allowDirectIo = compat.AllowDirectIo ?? allowDirectIo;
         if (dir is null) throw new ArgumentException("No shared directory; give --shared-dir DIR (or -o source=DIR), or --config FILE for several shares.");
         if (cache == "none") cache = "never";
         if (cache is not (null or "never" or "metadata" or "auto" or "always"))
