@@ -44,7 +44,7 @@ public static class VmConfigParser
     /// <summary>Parses configuration text; <paramref name="file"/> names it in messages.</summary>
     public static IReadOnlyList<ShareConfig> Parse(string text, string file)
     {
-        var shares = new List<ShareConfig>();
+        var shares = new List<(ShareConfig Share, int Line)>();
         Builder? current = null;
         var lineNumber = 0;
         foreach (var raw in text.Split('\n'))
@@ -62,7 +62,7 @@ public static class VmConfigParser
 
             if (key == "vdev")
             {
-                if (current is not null) shares.Add(current.Build(file));
+                if (current is not null) shares.Add((current.Build(file), current.Line));
                 current = null;
                 var type = value?.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries).FirstOrDefault();
                 if (type is null) throw new ConfigException(file, lineNumber, "'vdev' needs a device type, e.g. 'vdev virtio-fs'.");
@@ -71,35 +71,36 @@ public static class VmConfigParser
             }
             if (VmOptions.Contains(key))
             {
-                if (current is not null) shares.Add(current.Build(file));
+                if (current is not null) shares.Add((current.Build(file), current.Line));
                 current = null;
                 continue;
             }
             current?.Set(key, value, lineNumber);
         }
-        if (current is not null) shares.Add(current.Build(file));
+        if (current is not null) shares.Add((current.Build(file), current.Line));
         if (shares.Count == 0) throw new ConfigException(file, 0, "no 'vdev virtio-fs' block; declare one per shared directory (see config/README.md).");
         CheckUnique(shares, file);
-        return shares;
+        return shares.ConvertAll(s => s.Share);
     }
 
-    private static void CheckUnique(List<ShareConfig> shares, string file)
+    private static void CheckUnique(List<(ShareConfig Share, int Line)> shares, string file)
     {
         var tags = new Dictionary<string, ShareConfig>(StringComparer.Ordinal);
         var sockets = new Dictionary<string, ShareConfig>(StringComparer.Ordinal);
-        foreach (var share in shares)
+        foreach (var (share, line) in shares)
         {
             if (!tags.TryAdd(share.Tag, share))
-                throw new ConfigException(file, LineOf(share), $"tag '{share.Tag}' is already used by the share at {tags[share.Tag].Origin}; each share needs its own tag.");
+                throw new ConfigException(file, line, $"tag '{share.Tag}' is already used by the share at {tags[share.Tag].Origin}; each share needs its own tag.");
             if (share.SocketPath is not null && !sockets.TryAdd(share.SocketPath, share))
-                throw new ConfigException(file, LineOf(share), $"socket {share.SocketPath} is already used by the share at {sockets[share.SocketPath].Origin}; each share needs its own vhost-user socket.");
+                throw new ConfigException(file, line, $"socket {share.SocketPath} is already used by the share at {sockets[share.SocketPath].Origin}; each share needs its own vhost-user socket.");
         }
     }
 
-    private static int LineOf(ShareConfig share) => int.TryParse(share.Origin[(share.Origin.LastIndexOf(':') + 1)..], out var n) ? n : 0;
-
     private sealed class Builder(string file, int line)
     {
+        /// <summary>The line of the block's 'vdev virtio-fs'.</summary>
+        public int Line => line;
+
         private string? _hostPath, _tag, _socket, _control, _cache, _logLevel;
         private bool _directIo, _allowDirectIo, _readOnly, _xattr, _writeback;
         private int _queues = 1, _queueSize = 1024, _threads;
