@@ -19,6 +19,7 @@ public sealed unsafe class RingConsumer
     private readonly uint _maxFrame;
     private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
     private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
+    private static readonly bool XYield = Environment.GetEnvironmentVariable("HV_X_YIELD") != "0";
     private FdHandle? _cancelFd;
     private long _spinBudget = long.MaxValue; // Stopwatch ticks; see the waiting call
 
@@ -177,7 +178,7 @@ public sealed unsafe class RingConsumer
         {
             // Pause briefly at first; then give the CPU away between looks, because on a busy
             // machine the peer may be waiting for exactly this CPU to produce what we wait for.
-            if (spins >= 16) Thread.Yield(); else Thread.SpinWait(4);
+            if (spins >= 16 && XYield) Thread.Yield(); else Thread.SpinWait(4);
             status = TryPeek(out frame);
             if (status != RingStatus.WouldBlock) return status;
         }
@@ -257,10 +258,18 @@ public sealed unsafe class RingConsumer
     }
 
     /// <summary>Clears the wake-up request and resets the doorbell after the caller's own wait.</summary>
-    public void DisarmWakeup()
+    public void DisarmWakeup() => DisarmWakeup(rang: true);
+
+    /// <summary>
+    /// Clears the wake-up request after the caller's own wait; resets the doorbell only when
+    /// <paramref name="rang"/> (the wait saw it readable), saving a system call when something
+    /// else woke the caller. A doorbell rung after the wait stays set and costs one spurious
+    /// wake-up later.
+    /// </summary>
+    public void DisarmWakeup(bool rang)
     {
         Volatile.Write(ref ConsumerWaiting, 0);
-        ShmInterop.EventFdDrain(_readyBell);
+        if (rang) ShmInterop.EventFdDrain(_readyBell);
     }
 
     private RingStatus MarkBroken()

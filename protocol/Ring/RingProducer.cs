@@ -69,7 +69,7 @@ public sealed unsafe class RingProducer
     /// <summary>
     /// Reserves space for a frame of <paramref name="length"/> bytes without waiting. On
     /// <see cref="RingStatus.Ok"/>, <paramref name="frame"/> is that many bytes of shared memory to
-    /// fill, valid until <see cref="Commit"/> or <see cref="CancelReservation"/>. Reserving again
+    /// fill, valid until <see cref="Commit(int, ulong)"/> or <see cref="CancelReservation"/>. Reserving again
     /// before committing replaces the reservation.
     /// </summary>
     /// <returns>Ok, WouldBlock (not enough free space yet), TooLarge, Closed or Broken.</returns>
@@ -122,6 +122,9 @@ public sealed unsafe class RingProducer
     {
         RingStatus status = TryReserve(length, out frame);
         if (status != RingStatus.WouldBlock) return status;
+        // Frames committed without notifying must reach a sleeping consumer before this side
+        // waits for it to free space, or both would sleep.
+        Flush();
 
         long deadline = Deadline(timeout);
         // Adaptive spinning: spin only as long as recent waits were short enough for spinning to
@@ -178,7 +181,17 @@ public sealed unsafe class RingProducer
     /// one) and the caller's <paramref name="tag"/>, then rings the consumer's doorbell if it is
     /// asleep. The span from the reservation must not be used afterwards.
     /// </summary>
-    public void Commit(int length, ulong tag)
+    public void Commit(int length, ulong tag) => Commit(length, tag, notify: true);
+
+    /// <summary>
+    /// Publishes the reserved frame like <see cref="Commit(int, ulong)"/>; with
+    /// <paramref name="notify"/> false the doorbell is left for a later <see cref="Flush"/>, so a
+    /// batch of frames wakes a sleeping consumer once instead of once per frame (a consumer that
+    /// is awake sees each frame at once either way). A producer that commits without notifying
+    /// must call <see cref="Flush"/> before it goes idle; <see cref="Reserve"/> flushes before it
+    /// waits.
+    /// </summary>
+    public void Commit(int length, ulong tag, bool notify)
     {
         _set.ThrowIfDisposed();
         if (!_reserved) throw new InvalidOperationException("Commit needs a reservation; call TryReserve or Reserve first.");
@@ -191,6 +204,15 @@ public sealed unsafe class RingProducer
         _reserved = false;
         // Release: the header and payload above are visible before the new tail.
         Volatile.Write(ref SharedTail, _tail);
+        if (notify) Flush();
+    }
+
+    /// <summary>
+    /// Rings the consumer's doorbell if it sleeps waiting for a frame: the wake-up for frames
+    /// committed with <c>notify: false</c>. Cheap when the consumer is awake (no system call).
+    /// </summary>
+    public void Flush()
+    {
         // Full fence between publishing the tail and reading the consumer's flag (Dekker pair
         // with the consumer's flag store and re-check); then ring only a consumer that sleeps.
         Interlocked.MemoryBarrier();

@@ -76,7 +76,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         _directionBytes = directionBytes;
         _maxFrameSize = maxFrameSize;
         _totalSize = totalSize;
-        SpinDuration = TimeSpan.FromMicroseconds(20);
+        SpinDuration = TimeSpan.FromMicroseconds(int.Parse(Environment.GetEnvironmentVariable(role == RingRole.Creator ? "HV_X_VSPIN" : "HV_X_SPIN") ?? "20"));
         var bellFds = new int[bells.Length];
         for (int i = 0; i < bells.Length; i++) bellFds[i] = bells[i].Fd;
         _queues = new RingQueue[queueCount];

@@ -46,6 +46,13 @@ public interface IFuseTransport : IDisposable
     /// answers the guest with EIO itself.
     /// </summary>
     bool Submit(FuseRequest request);
+
+    /// <summary>
+    /// The queue's worker has submitted every chain it found available and is about to wait for the next kick.
+    /// A transport may hold back waking its peer for the frames submitted since the last call (one wake-up per
+    /// batch instead of one per frame); it must wake it now. Called on the queue's worker thread.
+    /// </summary>
+    void Flush(QueueIndex queue) { }
 }
 
 /// <summary>How the transport reports back to the device. All members are thread-safe.</summary>
@@ -67,9 +74,55 @@ public interface IFuseCompletionSink
     bool Complete(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second);
 
     /// <summary>
+    /// Same as <see cref="Complete(ulong, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/>, but the guest's interrupt
+    /// for this completion is held back until <see cref="NotifyGuest"/> for the request's queue, so a batch of
+    /// replies raises one interrupt. A transport that uses it must call <see cref="NotifyGuest"/> before it
+    /// waits for more replies.
+    /// </summary>
+    bool CompleteQuietly(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second);
+
+    /// <summary>
+    /// Raises the interrupt held back by <see cref="CompleteQuietly"/> on <paramref name="queue"/>, unless the
+    /// driver suppresses it (used_event with EVENT_IDX, VIRTQ_AVAIL_F_NO_INTERRUPT without).
+    /// </summary>
+    void NotifyGuest(QueueIndex queue);
+
+    /// <summary>
     /// The daemon died or the transport broke for good. The device answers every outstanding request of
     /// every queue with a FUSE error reply (error = -EIO; length 0 where no out header fits), answers every
     /// later request the same way, and logs this once.
     /// </summary>
     void TransportFailed(string reason);
+}
+
+/// <summary>
+/// A transport whose replies each queue's worker thread collects itself, between the chains it submits, instead of
+/// threads of the transport's own: one thread per queue both feeds the daemon and returns its replies to the guest,
+/// so a burst of requests costs the vdev one wake-up rather than one per thread it would cross. The worker calls
+/// <see cref="Poll"/> whenever it wakes, and before it sleeps <see cref="ArmWakeup"/>, then waits on the descriptors
+/// that returns as well as its kick; after the wait, <see cref="DisarmWakeup"/>.
+/// While no worker runs (a stopped ring), replies stay with the transport until one runs again, or until whoever
+/// stops the ring polls for them (draining on GET_VRING_BASE).
+/// </summary>
+public interface IPolledFuseTransport : IFuseTransport
+{
+    /// <summary>
+    /// Delivers every reply already available on <paramref name="queue"/> through the sink, raising one interrupt
+    /// for them, and reports a daemon that is gone through <see cref="IFuseCompletionSink.TransportFailed"/>.
+    /// Never blocks; returns how many replies it delivered. One thread per queue at a time.
+    /// </summary>
+    int Poll(QueueIndex queue);
+
+    /// <summary>
+    /// Asks to be woken at <paramref name="queue"/>'s next reply. Returns false when a reply (or the daemon's
+    /// end) is already there: poll instead of sleeping. Otherwise the caller also waits for
+    /// <paramref name="replyFd"/> and <paramref name="peerExitFd"/> to become readable (either may be -1: none).
+    /// </summary>
+    bool ArmWakeup(QueueIndex queue, out int replyFd, out int peerExitFd);
+
+    /// <summary>
+    /// Ends the wait that <see cref="ArmWakeup"/> prepared; <paramref name="replyRang"/> and
+    /// <paramref name="peerExited"/> say which of its descriptors were readable.
+    /// </summary>
+    void DisarmWakeup(QueueIndex queue, bool replyRang, bool peerExited);
 }

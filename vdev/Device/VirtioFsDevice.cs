@@ -59,11 +59,20 @@ internal sealed class VirtioFsDevice : IFuseCompletionSink, IDisposable
 
     public bool Complete(ulong tag, ReadOnlySpan<byte> reply) => Complete(tag, reply, default);
 
-    public bool Complete(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second)
+    public bool Complete(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second) => Complete(tag, first, second, notify: true);
+
+    public bool CompleteQuietly(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second) => Complete(tag, first, second, notify: false);
+
+    private bool Complete(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, bool notify)
     {
         int q = (int)((tag >> 16) & 0xffff);
         if (q >= Queues.Length) return false;
-        return Queues[q].Complete((ushort)tag, tag, first, second);
+        return Queues[q].Complete((ushort)tag, tag, first, second, notify);
+    }
+
+    public void NotifyGuest(QueueIndex queue)
+    {
+        if (queue.Value < Queues.Length) Queues[queue.Value].NotifyHeldBack();
     }
 
     public void TransportFailed(string reason)

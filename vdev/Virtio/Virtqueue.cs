@@ -53,6 +53,10 @@ internal sealed unsafe class Virtqueue
     public ushort LastAvail { get; set; }
     private ushort _usedIdx;
     private bool _usedIdxKnown;
+    // Used entries published since the last interrupt decision (under _usedLock): an interrupt held back by a
+    // quiet completion covers every entry from _heldBackFrom on.
+    private bool _heldBack;
+    private ushort _heldBackFrom;
     public FileDescriptor? Kick, Call, Err;
     public volatile bool Enabled;
     public bool Started => _worker != null;
@@ -96,10 +100,20 @@ internal sealed unsafe class Virtqueue
         if (drain && Volatile.Read(ref _inFlight) > 0)
         {
             var deadline = Environment.TickCount64 + (long)drainTimeout.TotalMilliseconds;
-            while (Volatile.Read(ref _inFlight) > 0 && Environment.TickCount64 < deadline) Thread.Sleep(1);
+            // With the worker gone, this thread collects the replies of a polled transport.
+            var polled = _device.Transport as IPolledFuseTransport;
+            while (Volatile.Read(ref _inFlight) > 0 && Environment.TickCount64 < deadline)
+            {
+                if (polled?.Poll(Index) > 0) continue;
+                Thread.Sleep(1);
+            }
             if (Volatile.Read(ref _inFlight) > 0) VdevLog.DrainTimeout(_log, Index.Value, Volatile.Read(ref _inFlight), (int)drainTimeout.TotalMilliseconds);
         }
-        lock (_usedLock) _generation++;
+        lock (_usedLock)
+        {
+            _generation++;
+            _heldBack = false;
+        }
         foreach (var r in _slots)
             if (r != null && Interlocked.CompareExchange(ref r.State, SlotBusy, SlotInFlight) == SlotInFlight)
                 ReleaseSlot(r);
@@ -164,12 +178,25 @@ internal sealed unsafe class Virtqueue
             // Entries may already be waiting (restart after SET_VRING_BASE, or kicks sent before the fd).
             if (Enabled) ProcessAvail();
             var kick = Kick!;
+            var polled = _device.Transport as IPolledFuseTransport;
             while (true)
             {
-                int which = Libc.WaitEither(kick, _control);
+                int replyFd = -1, peerExitFd = -1;
+                if (polled != null)
+                {
+                    // Replies first: they free the chains the driver is waiting for.
+                    if (polled.Poll(Index) > 0 || !polled.ArmWakeup(Index, out replyFd, out peerExitFd))
+                    {
+                        if (_stopRequested) return;
+                        if (Enabled && !_broken) ProcessAvail();
+                        continue;
+                    }
+                }
+                int ready = Libc.WaitAny(kick, _control, replyFd, peerExitFd);
+                polled?.DisarmWakeup(Index, replyRang: (ready & 4) != 0, peerExited: (ready & 8) != 0);
                 if (_stopRequested) return;
-                if (which == 0) Libc.EventFdDrain(kick);
-                else Libc.EventFdDrain(_control);
+                if ((ready & 1) != 0) Libc.EventFdDrain(kick);
+                if ((ready & 2) != 0) Libc.EventFdDrain(_control);
                 if (Enabled && !_broken) ProcessAvail();
             }
         }
@@ -225,6 +252,7 @@ internal sealed unsafe class Virtqueue
     private void ProcessAvail()
     {
         var mem = _device.AcquireMemory();
+        _submitted = false;
         try
         {
             if (!EnsureView(mem)) return;
@@ -265,9 +293,12 @@ internal sealed unsafe class Virtqueue
         }
         finally
         {
+            if (_submitted) _device.Transport.Flush(Index);
             mem.Release();
         }
     }
+
+    private bool _submitted;
 
     private void HandleChain(RingView view, ushort head)
     {
@@ -310,6 +341,7 @@ internal sealed unsafe class Virtqueue
         Interlocked.Increment(ref _inFlight);
         Volatile.Write(ref req.State, SlotInFlight);
         bool delivered;
+        _submitted = true;
         try
         {
             delivered = _device.Transport.Submit(req);
@@ -388,7 +420,7 @@ internal sealed unsafe class Virtqueue
     }
 
     /// <summary>Completes an in-flight request the transport answered; false when the tag is stale or unknown.</summary>
-    public bool Complete(ushort head, ulong tag, ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+    public bool Complete(ushort head, ulong tag, ReadOnlySpan<byte> a, ReadOnlySpan<byte> b, bool notify = true)
     {
         var slots = _slots;
         if (head >= slots.Length) return false;
@@ -402,7 +434,7 @@ internal sealed unsafe class Virtqueue
             VdevLog.ReplyTooLarge(_log, Index.Value, a.Length + b.Length, req.Unique, req.WritableLength);
             written = req.WriteError(-Libc.EIO);
         }
-        FinishSlot(req, written);
+        FinishSlot(req, written, notify);
         return true;
     }
 
@@ -420,7 +452,7 @@ internal sealed unsafe class Virtqueue
     }
 
     /// <summary>Frees the slot, then returns the chain: the driver may reuse the head as soon as it sees it used.</summary>
-    private void FinishSlot(FuseRequest req, int written)
+    private void FinishSlot(FuseRequest req, int written, bool notify = true)
     {
         var view = req.View!;
         var gen = req.Generation;
@@ -428,7 +460,7 @@ internal sealed unsafe class Virtqueue
         req.View = null;
         req.Memory = null;
         Volatile.Write(ref req.State, SlotFree);
-        PushUsed(view, gen, head, written);
+        PushUsed(view, gen, head, written, notify);
         Interlocked.Decrement(ref _inFlight);
         view.Table.Release();
     }
@@ -444,12 +476,13 @@ internal sealed unsafe class Virtqueue
     }
 
     /// <summary>
-    /// Puts one used element and notifies the driver unless suppressed (used_event with EVENT_IDX,
-    /// VIRTQ_AVAIL_F_NO_INTERRUPT without). Nothing is written once the ring was stopped after the chain was popped.
+    /// Puts one used element and, when <paramref name="notify"/>, notifies the driver unless suppressed (used_event
+    /// with EVENT_IDX, VIRTQ_AVAIL_F_NO_INTERRUPT without); otherwise the interrupt waits for
+    /// <see cref="NotifyHeldBack"/>. Nothing is written once the ring was stopped after the chain was popped.
     /// </summary>
-    private void PushUsed(RingView view, uint generation, ushort head, int written)
+    private void PushUsed(RingView view, uint generation, ushort head, int written, bool notify = true)
     {
-        bool notify;
+        bool signal;
         lock (_usedLock)
         {
             if (generation != _generation) return;
@@ -462,19 +495,51 @@ internal sealed unsafe class Virtqueue
             _usedIdx = next;
             // Release: the element must be visible before the index that publishes it (virtio 2.7.8.2).
             Volatile.Write(ref *(ushort*)(view.Used + SplitVirtqueue.UsedIdxOffset), next);
-            // Full barrier: the index write must be visible before reading used_event / flags (2.7.10).
-            Interlocked.MemoryBarrier();
-            if (EventIdx)
+            if (!_heldBack)
             {
-                ushort usedEvent = Volatile.Read(ref *(ushort*)(view.Avail + SplitVirtqueue.UsedEventOffset(size)));
-                notify = SplitVirtqueue.NeedEvent(usedEvent, next, old);
+                _heldBack = true;
+                _heldBackFrom = old;
             }
-            else
-            {
-                notify = (Volatile.Read(ref *(ushort*)(view.Avail + SplitVirtqueue.AvailFlagsOffset)) & SplitVirtqueue.AvailFlagNoInterrupt) == 0;
-            }
+            if (!notify) return;
+            signal = NeedsInterrupt(view);
         }
-        if (notify) Signal();
+        if (signal) Signal();
+    }
+
+    /// <summary>Raises the interrupt that quiet completions held back, unless the driver suppresses it.</summary>
+    public void NotifyHeldBack()
+    {
+        bool signal;
+        lock (_usedLock)
+        {
+            // Under the lock a non-null view is still referenced: Stop, Resume and EnsureView clear or replace
+            // it under this lock before they release its table.
+            if (!_heldBack) return;
+            var view = _view;
+            if (view == null)
+            {
+                // Paused mid-batch: an interrupt the driver did not need is harmless, a missing one is not.
+                _heldBack = false;
+                signal = true;
+            }
+            else signal = NeedsInterrupt(view);
+        }
+        if (signal) Signal();
+    }
+
+    /// <summary>Decides the interrupt for the used entries published since the last decision; under _usedLock.</summary>
+    private bool NeedsInterrupt(RingView view)
+    {
+        _heldBack = false;
+        // Full barrier: the index write must be visible before reading used_event / flags (2.7.10).
+        Interlocked.MemoryBarrier();
+        // Safe: the view's avail ring was validated for Size entries and is referenced while the caller holds it.
+        if (EventIdx)
+        {
+            ushort usedEvent = Volatile.Read(ref *(ushort*)(view.Avail + SplitVirtqueue.UsedEventOffset(Size)));
+            return SplitVirtqueue.NeedEvent(usedEvent, _usedIdx, _heldBackFrom);
+        }
+        return (Volatile.Read(ref *(ushort*)(view.Avail + SplitVirtqueue.AvailFlagsOffset)) & SplitVirtqueue.AvailFlagNoInterrupt) == 0;
     }
 
     private void Signal()
