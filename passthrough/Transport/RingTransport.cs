@@ -82,7 +82,6 @@ public sealed partial class RingTransport : IDisposable
                     // Idle: wake the vdev for the replies of this batch, then wait for the next request.
                     unannounced.Flush(queue.Producer);
                     status = queue.Consumer.Peek(out frame, Timeout.InfiniteTimeSpan, _stop.Token);
-                    unannounced.Fresh = true;
                 }
                 if (status == RingStatus.InvalidFrame)
                 {
@@ -136,19 +135,16 @@ public sealed partial class RingTransport : IDisposable
     /// </summary>
     private struct Unannounced
     {
-        private static readonly int MaxReplies = int.Parse(Environment.GetEnvironmentVariable("HV_X_REPLIES") ?? "8");
-        private static readonly int MaxBytes = int.Parse(Environment.GetEnvironmentVariable("HV_X_BYTES") ?? "65536");
+        private const int MaxReplies = 8;
+        private const int MaxBytes = 64 * 1024;
         private int _replies;
         private int _bytes;
-
-        private static readonly bool First = Environment.GetEnvironmentVariable("HV_X_FIRST") == "1";
-        public bool Fresh;
 
         public void Add(RingProducer producer, int length)
         {
             _replies++;
             _bytes += length;
-            if (_replies >= MaxReplies || _bytes >= MaxBytes || (First && Fresh)) { Fresh = false; Flush(producer); }
+            if (_replies >= MaxReplies || _bytes >= MaxBytes) Flush(producer);
         }
 
         public void Flush(RingProducer producer)

@@ -19,7 +19,6 @@ public sealed unsafe class RingConsumer
     private readonly uint _maxFrame;
     private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
     private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
-    private static readonly bool XYield = Environment.GetEnvironmentVariable("HV_X_YIELD") != "0";
     private FdHandle? _cancelFd;
     private long _spinBudget = long.MaxValue; // Stopwatch ticks; see the waiting call
 
@@ -174,11 +173,12 @@ public sealed unsafe class RingConsumer
         long maxSpin = _set.SpinTicks;
         long started = Stopwatch.GetTimestamp();
         long spinUntil = started + Math.Min(_spinBudget, maxSpin);
-        for (int spins = 0; Stopwatch.GetTimestamp() < spinUntil; spins++)
+        long yieldFrom = started + maxSpin / 2;
+        for (long now = started; now < spinUntil; now = Stopwatch.GetTimestamp())
         {
-            // Pause briefly at first; then give the CPU away between looks, because on a busy
+            // Pause for the first half; then give the CPU away between looks, because on a busy
             // machine the peer may be waiting for exactly this CPU to produce what we wait for.
-            if (spins >= 16 && XYield) Thread.Yield(); else Thread.SpinWait(4);
+            if (now >= yieldFrom) Thread.Yield(); else Thread.SpinWait(4);
             status = TryPeek(out frame);
             if (status != RingStatus.WouldBlock) return status;
         }
@@ -243,7 +243,7 @@ public sealed unsafe class RingConsumer
     /// For callers with their own event loop: asks the producer to ring <see cref="DoorbellFd"/>
     /// at its next commit. Returns false (and disarms) if a frame or a final status is already
     /// there; otherwise the caller waits for <see cref="DoorbellFd"/>, then calls
-    /// <see cref="DisarmWakeup"/> and peeks again.
+    /// <see cref="DisarmWakeup(bool)"/> and peeks again.
     /// </summary>
     public bool ArmWakeup()
     {

@@ -133,11 +133,12 @@ public sealed unsafe class RingProducer
         long maxSpin = _set.SpinTicks;
         long started = Stopwatch.GetTimestamp();
         long spinUntil = started + Math.Min(_spinBudget, maxSpin);
-        for (int spins = 0; Stopwatch.GetTimestamp() < spinUntil; spins++)
+        long yieldFrom = started + maxSpin / 2;
+        for (long now = started; now < spinUntil; now = Stopwatch.GetTimestamp())
         {
-            // Pause briefly at first; then give the CPU away between looks, because on a busy
+            // Pause for the first half; then give the CPU away between looks, because on a busy
             // machine the peer may be waiting for exactly this CPU to produce what we wait for.
-            if (spins >= 16) Thread.Yield(); else Thread.SpinWait(4);
+            if (now >= yieldFrom) Thread.Yield(); else Thread.SpinWait(4);
             status = TryReserve(length, out frame);
             if (status != RingStatus.WouldBlock) return status;
         }

@@ -73,7 +73,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         // daemon's dispatchers, which are the ones producing what they wait for, and measured on 2 cores both
         // CPU per request and throughput were better without the spin (tests/Benchmarks/VdevBench.md,
         // "Experiments"). The daemon keeps its own spin, which small reads need.
-        if (Environment.GetEnvironmentVariable("HV_X_VSPIN") is null) rings.SpinDuration = TimeSpan.Zero;
+        rings.SpinDuration = TimeSpan.Zero;
         int pid;
         try
         {
