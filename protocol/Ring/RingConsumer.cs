@@ -242,16 +242,22 @@ public sealed unsafe class RingConsumer
     /// <summary>
     /// For callers with their own event loop: asks the producer to ring <see cref="DoorbellFd"/>
     /// at its next commit. Returns false (and disarms) if a frame or a final status is already
-    /// there; otherwise the caller waits for <see cref="DoorbellFd"/>, then calls
-    /// <see cref="DisarmWakeup(bool)"/> and peeks again.
+    /// there, or the set is closed or disposed; otherwise the caller waits for
+    /// <see cref="DoorbellFd"/>, then calls <see cref="DisarmWakeup(bool)"/> (exactly once) and
+    /// peeks again. Between the two the set counts the caller as a waiter: Dispose leaves the
+    /// memory and doorbells mapped and open rather than pull them from under it.
     /// </summary>
     public bool ArmWakeup()
     {
+        // Registered as a waiter until DisarmWakeup, so that Dispose on another thread does not
+        // unmap the ring or close the doorbell while the caller sleeps on it.
+        if (!_set.EnterWait()) return false;
         Volatile.Write(ref ConsumerWaiting, 1);
         Interlocked.MemoryBarrier();
         if (TryPeek(out _) != RingStatus.WouldBlock)
         {
             Volatile.Write(ref ConsumerWaiting, 0);
+            _set.ExitWait();
             return false;
         }
         return true;
@@ -270,6 +276,7 @@ public sealed unsafe class RingConsumer
     {
         Volatile.Write(ref ConsumerWaiting, 0);
         if (rang) ShmInterop.EventFdDrain(_readyBell);
+        _set.ExitWait();
     }
 
     private RingStatus MarkBroken()

@@ -214,6 +214,7 @@ public sealed unsafe class RingProducer
     /// </summary>
     public void Flush()
     {
+        _set.ThrowIfDisposed();
         // Full fence between publishing the tail and reading the consumer's flag (Dekker pair
         // with the consumer's flag store and re-check); then ring only a consumer that sleeps.
         Interlocked.MemoryBarrier();

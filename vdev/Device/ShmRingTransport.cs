@@ -31,6 +31,8 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
     private readonly ShmRingSet _rings;
     private readonly IFuseCompletionSink _sink;
     private readonly ILogger _log;
+    // Per queue, touched only by that queue's worker: whether its completion ring is armed for a wake-up.
+    private readonly bool[] _armed;
     private int _failed;
 
     private ShmRingTransport(ShmRingSet rings, IFuseCompletionSink sink, ILogger log)
@@ -38,6 +40,7 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
         _rings = rings;
         _sink = sink;
         _log = log;
+        _armed = new bool[rings.QueueCount];
     }
 
     /// <summary>
@@ -129,6 +132,8 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
         }
         catch (ObjectDisposedException)
         {
+            // Whoever owns the ring set disposed it under a running device: nothing more can be delivered.
+            Fail("the shared-memory ring was disposed");
         }
         if (quiet > 0) _sink.NotifyGuest(queue);
         return delivered;
@@ -143,18 +148,22 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
         {
             var consumer = _rings.GetQueue(queue.Value).Consumer;
             if (!consumer.ArmWakeup()) return false;
+            _armed[queue.Value] = true;
             replyFd = consumer.DoorbellFd;
             peerExitFd = _rings.PeerExitFd;
             return true;
         }
         catch (ObjectDisposedException)
         {
+            Fail("the shared-memory ring was disposed");
             return true;
         }
     }
 
     public void DisarmWakeup(QueueIndex queue, bool replyRang, bool peerExited)
     {
+        if (!_armed[queue.Value]) return;
+        _armed[queue.Value] = false;
         try
         {
             _rings.GetQueue(queue.Value).Consumer.DisarmWakeup(replyRang);

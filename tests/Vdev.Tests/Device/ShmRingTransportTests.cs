@@ -102,6 +102,52 @@ public sealed partial class ShmRingTransportTests : IDisposable
     }
 
     [Fact]
+    public async Task ABurstLargerThanBothRingsCompletesEveryRequestWithItsOwnReply()
+    {
+        // Rings that hold only a few 60 KiB frames each way, and 48 such requests in flight at once: the queue's
+        // worker must keep returning replies while it waits for room to submit, or the daemon (blocked on a full
+        // completion ring) and the vdev (blocked on a full submission ring) would wait for each other forever.
+        const int body = 60 << 10, count = 48;
+        using var rings = ShmRingSet.Create(2, maxFrameSize: body + 4096);
+        Assert.True(rings.DirectionBytes < (long)count * body / 4, $"the test needs rings far smaller than the burst ({rings.DirectionBytes} bytes)");
+        var daemon = ShmRingSet.Attach(Duplicate(rings.Fds));
+        using var daemonStop = new CancellationTokenSource();
+        var served = Serve(daemon, daemonStop.Token);
+
+        var log = new ListLogger();
+        using var cts = new CancellationTokenSource();
+        var sock = Path.Combine(_dir, "b.sock");
+        var run = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = 1 }, ShmRingTransport.Factory(rings, log), log, cts.Token);
+        using var ram = new GuestRam(64 << 20);
+        using var fe = VhostUserFrontend.Connect(sock, T);
+        fe.Negotiate();
+        fe.SetMemTable(ram);
+        var qs = fe.SetupQueues(ram, 2, 64, slotBytes: 2 * (body + 64) + 4096);
+
+        var expected = new Dictionary<ushort, byte[]>();
+        for (int i = 0; i < count; i++)
+        {
+            var payload = new byte[body];
+            for (int j = 0; j < payload.Length; j++) payload[j] = (byte)(i * 31 + j);
+            var frame = FuseFrames.Request(4242, (ulong)(1000 + i), 1, payload);
+            expected.Add(qs[1].Submit(frame, 16 + body, indirect: true, replySegments: 3), TestTransport.Answer(frame));
+        }
+        for (int i = 0; i < count; i++)
+        {
+            var (head, len) = qs[1].WaitUsed(T);
+            Assert.True(expected.Remove(head, out var want), $"head {head} completed twice or never submitted");
+            Assert.Equal(want, qs[1].ReplyBytes(head, len));
+        }
+        Assert.Empty(expected);
+
+        daemonStop.Cancel();
+        foreach (var t in served) t.Join();
+        daemon.Dispose();
+        fe.Disconnect();
+        Assert.Equal(0, await run.WaitAsync(T));
+    }
+
+    [Fact]
     public async Task ARingSetWithTooFewQueuesIsAConfigurationError()
     {
         using var rings = ShmRingSet.Create(2);
