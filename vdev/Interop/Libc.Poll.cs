@@ -23,44 +23,9 @@ internal static unsafe partial class Libc
 
     /// <summary>
     /// Waits until <paramref name="fd"/> or <paramref name="stop"/> is readable (or hung up).
-    /// Returns 1 when <paramref name="stop"/> fired (it wins when both are ready), 0 when <paramref name="fd"/> is ready.
+    /// Returns true when <paramref name="fd"/> is ready, false when <paramref name="stop"/> fired (it wins when both are ready).
     /// </summary>
-    public static int WaitEither(SafeHandle fd, SafeHandle stop) => WaitReadable(fd, stop) ? 0 : 1;
-
-    /// <summary>
-    /// Waits until <paramref name="fd"/> or <paramref name="stop"/> is readable (or hung up).
-    /// Returns true when <paramref name="fd"/> is ready, false when <paramref name="stop"/> fired.
-    /// </summary>
-    public static bool WaitReadable(SafeHandle fd, SafeHandle stop)
-    {
-        bool a = false, b = false;
-        fd.DangerousAddRef(ref a);
-        stop.DangerousAddRef(ref b);
-        try
-        {
-            var fds = stackalloc PollFd[2];
-            fds[0] = new PollFd { Fd = (int)fd.DangerousGetHandle(), Events = POLLIN };
-            fds[1] = new PollFd { Fd = (int)stop.DangerousGetHandle(), Events = POLLIN };
-            while (true)
-            {
-                // Safe: `fds` is a 2-element stack array; both fds are kept open by the AddRefs above.
-                int r = poll(fds, 2, -1);
-                if (r < 0)
-                {
-                    int e = Marshal.GetLastPInvokeError();
-                    if (e == EINTR) continue;
-                    throw new SyscallException("poll", e);
-                }
-                if (fds[1].Revents != 0) return false;
-                if (fds[0].Revents != 0) return true;
-            }
-        }
-        finally
-        {
-            if (a) fd.DangerousRelease();
-            if (b) stop.DangerousRelease();
-        }
-    }
+    public static bool WaitReadable(SafeHandle fd, SafeHandle stop) => (WaitAny(fd, stop, -1, -1) & 2) == 0;
 
     /// <summary>
     /// Waits until <paramref name="fd"/>, <paramref name="stop"/>, or one of the raw descriptors

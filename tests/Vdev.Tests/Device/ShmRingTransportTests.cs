@@ -48,6 +48,18 @@ public sealed partial class ShmRingTransportTests : IDisposable
         return threads;
     }
 
+    /// <summary>Runs a device over <paramref name="rings"/> and connects the test front-end with its queues (64 entries) set up.</summary>
+    private (Task<int> Run, VhostUserFrontend Frontend, IReadOnlyList<FrontendQueue> Queues) StartDevice(
+        ShmRingSet rings, int requestQueues, GuestRam ram, ListLogger log, int slotBytes = 64 << 10)
+    {
+        var sock = Path.Combine(_dir, "s.sock");
+        var run = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = requestQueues }, ShmRingTransport.Factory(rings, log), log, default);
+        var fe = VhostUserFrontend.Connect(sock, T);
+        fe.Negotiate();
+        fe.SetMemTable(ram);
+        return (run, fe, fe.SetupQueues(ram, 1 + requestQueues, 64, slotBytes));
+    }
+
     [Fact]
     public async Task RequestsTravelThroughTheRingAndADaemonThatGoesAwayTurnsIntoEio()
     {
@@ -57,14 +69,9 @@ public sealed partial class ShmRingTransportTests : IDisposable
         var served = Serve(daemon, daemonStop.Token);
 
         var log = new ListLogger();
-        using var cts = new CancellationTokenSource();
-        var sock = Path.Combine(_dir, "s.sock");
-        var run = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = 2 }, ShmRingTransport.Factory(rings, log), log, cts.Token);
         using var ram = new GuestRam(64 << 20);
-        using var fe = VhostUserFrontend.Connect(sock, T);
-        fe.Negotiate();
-        fe.SetMemTable(ram);
-        var qs = fe.SetupQueues(ram, 3, 64);
+        var (run, fe, qs) = StartDevice(rings, 2, ram, log);
+        using var frontend = fe;
 
         // Both request queues, direct and indirect, a large READ reply scattered over segments.
         for (int q = 1; q <= 2; q++)
@@ -115,14 +122,9 @@ public sealed partial class ShmRingTransportTests : IDisposable
         var served = Serve(daemon, daemonStop.Token);
 
         var log = new ListLogger();
-        using var cts = new CancellationTokenSource();
-        var sock = Path.Combine(_dir, "b.sock");
-        var run = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = 1 }, ShmRingTransport.Factory(rings, log), log, cts.Token);
         using var ram = new GuestRam(64 << 20);
-        using var fe = VhostUserFrontend.Connect(sock, T);
-        fe.Negotiate();
-        fe.SetMemTable(ram);
-        var qs = fe.SetupQueues(ram, 2, 64, slotBytes: 2 * (body + 64) + 4096);
+        var (run, fe, qs) = StartDevice(rings, 1, ram, log, slotBytes: 2 * (body + 64) + 4096);
+        using var frontend = fe;
 
         var expected = new Dictionary<ushort, byte[]>();
         for (int i = 0; i < count; i++)
