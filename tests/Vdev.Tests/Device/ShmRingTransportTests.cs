@@ -22,8 +22,11 @@ public sealed partial class ShmRingTransportTests : IDisposable
 
     private static RingFds Duplicate(RingFds f) => new(dup(f.MemFd), f.Doorbells.Select(dup).ToArray());
 
-    /// <summary>The stand-in daemon: one thread per queue echoing frames (TestTransport.Answer), FORGET answered empty.</summary>
-    private static Thread[] Serve(ShmRingSet daemon, CancellationToken ct)
+    /// <summary>
+    /// The stand-in daemon: one thread per queue echoing frames (TestTransport.Answer), FORGET answered empty, each
+    /// reply after <paramref name="delayMs"/>.
+    /// </summary>
+    private static Thread[] Serve(ShmRingSet daemon, CancellationToken ct, int delayMs = 0)
     {
         var threads = new Thread[daemon.QueueCount];
         for (int q = 0; q < threads.Length; q++)
@@ -38,6 +41,7 @@ public sealed partial class ShmRingTransportTests : IDisposable
                     queue.Consumer.Release();
                     bool forget = BinaryPrimitives.ReadUInt32LittleEndian(request.AsSpan(4)) == FuseFrames.Forget;
                     var reply = forget ? [] : TestTransport.Answer(request);
+                    if (delayMs > 0) Thread.Sleep(delayMs);
                     if (queue.Producer.Reserve(reply.Length, out var span, Timeout.InfiniteTimeSpan, ct) != RingStatus.Ok) return;
                     reply.CopyTo(span);
                     queue.Producer.Commit(reply.Length, tag);
@@ -141,6 +145,44 @@ public sealed partial class ShmRingTransportTests : IDisposable
             Assert.Equal(want, qs[1].ReplyBytes(head, len));
         }
         Assert.Empty(expected);
+
+        daemonStop.Cancel();
+        foreach (var t in served) t.Join();
+        daemon.Dispose();
+        fe.Disconnect();
+        Assert.Equal(0, await run.WaitAsync(T));
+    }
+
+    [Fact]
+    public async Task StoppingARingWaitsForTheDaemonsRepliesAndReturnsThemToTheGuest()
+    {
+        // GET_VRING_BASE drains: with the queue's worker stopped, the replies still in the daemon's hands must be
+        // collected by the stopping thread and reach the used ring before the front-end gets the ring's base.
+        using var rings = ShmRingSet.Create(2);
+        var daemon = ShmRingSet.Attach(Duplicate(rings.Fds));
+        using var daemonStop = new CancellationTokenSource();
+        var served = Serve(daemon, daemonStop.Token, delayMs: 150);
+
+        var log = new ListLogger();
+        using var ram = new GuestRam(64 << 20);
+        var (run, fe, qs) = StartDevice(rings, 1, ram, log);
+        using var frontend = fe;
+        var expected = new Dictionary<ushort, byte[]>();
+        for (ulong i = 0; i < 3; i++)
+        {
+            var frame = FuseFrames.GetattrRequest(700 + i, 1);
+            expected.Add(qs[1].Submit(frame, 4096), TestTransport.Answer(frame));
+        }
+        Thread.Sleep(50);
+
+        Assert.Equal(3u, fe.GetVringBase(1));
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.True(qs[1].TryTakeUsed(out var head, out var len), $"only {i} of 3 replies were in the used ring when GET_VRING_BASE returned");
+            Assert.True(expected.Remove(head, out var want));
+            Assert.Equal(want, qs[1].ReplyBytes(head, len));
+        }
+        Assert.Equal(0, log.Count("still in flight"));
 
         daemonStop.Cancel();
         foreach (var t in served) t.Join();
