@@ -19,7 +19,7 @@ public sealed unsafe class RingProducer
     private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
     private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
     private FdHandle? _cancelFd;
-    private long _spinBudget = long.MaxValue; // Stopwatch ticks; see the waiting call
+    private AdaptiveSpin _spin = new();
 
     // Private copies: the producer's own position, and the last consumer position it validated.
     private ulong _tail;
@@ -127,18 +127,9 @@ public sealed unsafe class RingProducer
         Flush();
 
         long deadline = Deadline(timeout);
-        // Adaptive spinning: spin only as long as recent waits were short enough for spinning to
-        // pay off; a wait that ended in a long sleep halves the next spin, so a loaded machine or
-        // an idle peer does not burn CPU that the peer may need.
-        long maxSpin = _set.SpinTicks;
-        long started = Stopwatch.GetTimestamp();
-        long spinUntil = started + Math.Min(_spinBudget, maxSpin);
-        long yieldFrom = started + maxSpin / 2;
-        for (long now = started; now < spinUntil; now = Stopwatch.GetTimestamp())
+        _spin.Begin(_set.SpinTicks);
+        while (_spin.Spin())
         {
-            // Pause for the first half; then give the CPU away between looks, because on a busy
-            // machine the peer may be waiting for exactly this CPU to produce what we wait for.
-            if (now >= yieldFrom) Thread.Yield(); else Thread.SpinWait(4);
             status = TryReserve(length, out frame);
             if (status != RingStatus.WouldBlock) return status;
         }
@@ -166,8 +157,7 @@ public sealed unsafe class RingProducer
                 }
             }
             Volatile.Write(ref ProducerWaiting, 0);
-            long waited = Stopwatch.GetTimestamp() - started;
-            _spinBudget = waited <= maxSpin ? maxSpin : Math.Min(_spinBudget, maxSpin) / 2;
+            _spin.Slept();
             return status;
         }
         finally
