@@ -31,8 +31,6 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
     private readonly ShmRingSet _rings;
     private readonly IFuseCompletionSink _sink;
     private readonly ILogger _log;
-    // Per queue, touched only by that queue's worker: whether its completion ring is armed for a wake-up.
-    private readonly bool[] _armed;
     private int _failed;
 
     private ShmRingTransport(ShmRingSet rings, IFuseCompletionSink sink, ILogger log)
@@ -40,7 +38,6 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
         _rings = rings;
         _sink = sink;
         _log = log;
-        _armed = new bool[rings.QueueCount];
     }
 
     /// <summary>
@@ -147,10 +144,11 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
         try
         {
             var consumer = _rings.GetQueue(queue.Value).Consumer;
+            // Everything that can throw comes before arming: an armed ring always hands out its doorbell.
+            int exitFd = _rings.PeerExitFd;
             if (!consumer.ArmWakeup()) return false;
-            _armed[queue.Value] = true;
             replyFd = consumer.DoorbellFd;
-            peerExitFd = _rings.PeerExitFd;
+            peerExitFd = exitFd;
             return true;
         }
         catch (ObjectDisposedException)
@@ -162,8 +160,6 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
 
     public void DisarmWakeup(QueueIndex queue, bool replyRang, bool peerExited)
     {
-        if (!_armed[queue.Value]) return;
-        _armed[queue.Value] = false;
         try
         {
             _rings.GetQueue(queue.Value).Consumer.DisarmWakeup(replyRang);

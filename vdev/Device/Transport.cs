@@ -116,13 +116,14 @@ public interface IPolledFuseTransport : IFuseTransport
     /// <summary>
     /// Asks to be woken at <paramref name="queue"/>'s next reply. Returns false when a reply (or the daemon's
     /// end) is already there: poll instead of sleeping. Otherwise the caller also waits for
-    /// <paramref name="replyFd"/> and <paramref name="peerExitFd"/> to become readable (either may be -1: none).
+    /// <paramref name="replyFd"/> and <paramref name="peerExitFd"/> to become readable; both are -1 when there is
+    /// nothing to wait for (the transport has failed), and then no <see cref="DisarmWakeup"/> follows.
     /// </summary>
     bool ArmWakeup(QueueIndex queue, out int replyFd, out int peerExitFd);
 
     /// <summary>
-    /// Ends the wait that <see cref="ArmWakeup"/> prepared; <paramref name="replyRang"/> and
-    /// <paramref name="peerExited"/> say which of its descriptors were readable.
+    /// Ends the wait that <see cref="ArmWakeup"/> prepared with a <c>replyFd</c> (exactly once per such call);
+    /// <paramref name="replyRang"/> and <paramref name="peerExited"/> say which of its descriptors were readable.
     /// </summary>
     void DisarmWakeup(QueueIndex queue, bool replyRang, bool peerExited);
 }

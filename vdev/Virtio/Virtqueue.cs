@@ -39,6 +39,8 @@ internal sealed unsafe class Virtqueue
     private RingView? _view;
     private uint _generation;
     private int _inFlight;
+    // Whether the current ProcessAvail handed the transport a frame, so that it flushes once at the end (worker only).
+    private bool _submitted;
     private volatile bool _broken;
     private long _rejectedChains;
 
@@ -193,7 +195,7 @@ internal sealed unsafe class Virtqueue
                     }
                 }
                 int ready = Libc.WaitAny(kick, _control, replyFd, peerExitFd);
-                polled?.DisarmWakeup(Index, replyRang: (ready & 4) != 0, peerExited: (ready & 8) != 0);
+                if (replyFd >= 0) polled!.DisarmWakeup(Index, replyRang: (ready & 4) != 0, peerExited: (ready & 8) != 0);
                 if (_stopRequested) return;
                 if ((ready & 1) != 0) Libc.EventFdDrain(kick);
                 if ((ready & 2) != 0) Libc.EventFdDrain(_control);
@@ -297,8 +299,6 @@ internal sealed unsafe class Virtqueue
             mem.Release();
         }
     }
-
-    private bool _submitted;
 
     private void HandleChain(RingView view, ushort head)
     {
