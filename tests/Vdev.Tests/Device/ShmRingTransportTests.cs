@@ -146,11 +146,7 @@ public sealed partial class ShmRingTransportTests : IDisposable
         }
         Assert.Empty(expected);
 
-        daemonStop.Cancel();
-        foreach (var t in served) t.Join();
-        daemon.Dispose();
-        fe.Disconnect();
-        Assert.Equal(0, await run.WaitAsync(T));
+        await StopAsync(daemonStop, served, daemon, fe, run);
     }
 
     [Fact]
@@ -184,6 +180,12 @@ public sealed partial class ShmRingTransportTests : IDisposable
         }
         Assert.Equal(0, log.Count("still in flight"));
 
+        await StopAsync(daemonStop, served, daemon, fe, run);
+    }
+
+    /// <summary>Stops the stand-in daemon, disconnects the front-end and checks that the device exits cleanly.</summary>
+    private static async Task StopAsync(CancellationTokenSource daemonStop, Thread[] served, ShmRingSet daemon, VhostUserFrontend fe, Task<int> run)
+    {
         daemonStop.Cancel();
         foreach (var t in served) t.Join();
         daemon.Dispose();
