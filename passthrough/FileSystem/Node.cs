@@ -12,12 +12,11 @@ internal readonly record struct InodeKey(ulong Dev, ulong Ino);
 /// </summary>
 internal sealed class Node
 {
-    public Node(ulong id, InodeKey key, uint type, byte[]? handle, SafeFd? pinned)
+    public Node(ulong id, InodeKey key, uint type, SafeFd? pinned)
     {
         Id = id;
         Key = key;
         Type = type;
-        Handle = handle;
         Pinned = pinned;
     }
 
@@ -29,11 +28,18 @@ internal sealed class Node
     /// <summary>The S_IFMT bits; an inode never changes type.</summary>
     public readonly uint Type;
 
-    /// <summary>A <c>struct file_handle</c> (header and bytes) for open_by_handle_at, or null.</summary>
-    public readonly byte[]? Handle;
+    /// <summary>
+    /// A <c>struct file_handle</c> (header and bytes) for open_by_handle_at; null until the cache first evicts the
+    /// node's descriptor, which sets it (under the cache lock) before the descriptor goes. Set once.
+    /// </summary>
+    public volatile byte[]? Handle;
 
-    /// <summary>The O_PATH descriptor held when the filesystem has no handles (or the node is the share root).</summary>
-    public readonly SafeFd? Pinned;
+    /// <summary>
+    /// The O_PATH descriptor held for the node's lifetime: from the start when the filesystem has no usable handles
+    /// (or the node is the share root), or set by the cache (under its lock) when it evicts a descriptor whose
+    /// handle cannot be made. Set once.
+    /// </summary>
+    public volatile SafeFd? Pinned;
 
     /// <summary>Lookups the client holds; guarded by the node table stripe lock.</summary>
     public long Lookups;
@@ -101,17 +107,25 @@ internal readonly struct FdLease : IDisposable
 
 /// <summary>
 /// A bounded LRU of O_PATH descriptors of handle-identified nodes. One lock, O(1) per operation (an intrusive list
-/// through the nodes); syscalls (opening) happen outside it, closes of evicted descriptors inside (cheap).
+/// through the nodes); opening happens outside it. Inside it happen the closes of evicted descriptors (cheap) and,
+/// on a node's first eviction, making its handle: a node without a handle must not be left without a descriptor.
 /// </summary>
 internal sealed class FdCache
 {
     private readonly object _lock = new();
     private readonly int _capacity;
+    private readonly Func<SafeFd, byte[]?> _makeHandle;
     private Node? _head;
     private Node? _tail;
     private int _count;
 
-    public FdCache(int capacity) => _capacity = Math.Max(1, capacity);
+    /// <param name="capacity">Descriptors kept at most.</param>
+    /// <param name="makeHandle">The handle of a descriptor's inode, or null when it has none this share can use.</param>
+    public FdCache(int capacity, Func<SafeFd, byte[]?> makeHandle)
+    {
+        _capacity = Math.Max(1, capacity);
+        _makeHandle = makeHandle;
+    }
 
     public int Count => Volatile.Read(ref _count);
 
@@ -244,12 +258,28 @@ internal sealed class FdCache
         while (_count > _capacity && _tail is { } victim) EvictOne(victim);
     }
 
+    /// <summary>
+    /// Gives up the victim's descriptor. A live node without a handle gets one made from the descriptor first; if
+    /// none can be made, the node keeps the descriptor as its pinned one instead.
+    /// </summary>
     private void EvictOne(Node victim)
     {
         Unlink(victim);
         var fd = victim.CachedFd!;
         victim.CachedFd = null;
         _count--;
+        if (!victim.Dropped && victim.Handle is null)
+        {
+            if (_makeHandle(fd) is { } handle)
+            {
+                victim.Handle = handle;
+            }
+            else
+            {
+                victim.Pinned = fd;
+                return;
+            }
+        }
         fd.Dispose();
     }
 

@@ -80,7 +80,10 @@ public sealed partial class PassthroughFileSystem
         }
         if (node is not null)
         {
-            if (node.Handle is null || _fdCache.IsCached(node) || HandleMatches(pathFd, node.Handle))
+            // A node without a handle holds a descriptor (cached or pinned, or its creator's until it is cached), so
+            // its inode is alive and the number is its own; only a node that gave its descriptor up is compared.
+            var handle = node.Handle;
+            if (handle is null || _fdCache.IsCached(node) || HandleMatches(pathFd, handle))
             {
                 KeepDescriptor(node, pathFd);
                 return node;
@@ -97,9 +100,8 @@ public sealed partial class PassthroughFileSystem
         }
 
         var owned = new SafeFd(pathFd);
-        var handle = _useHandles ? MakeHandle(owned) : null;
-        var candidate = new Node((ulong)Interlocked.Increment(ref _nextNodeId), key, st.Mode & Libc.S_IFMT, handle,
-            handle is null ? owned : null);
+        var candidate = new Node((ulong)Interlocked.Increment(ref _nextNodeId), key, st.Mode & Libc.S_IFMT,
+            _useHandles ? null : owned);
         lock (stripe)
         {
             if (stripe.TryGetValue(key, out node))
@@ -120,7 +122,7 @@ public sealed partial class PassthroughFileSystem
             else owned.Dispose();
             return node;
         }
-        if (handle is not null) _fdCache.Adopt(candidate, owned);
+        if (_useHandles) _fdCache.Adopt(candidate, owned);
         return candidate;
     }
 
@@ -144,7 +146,8 @@ public sealed partial class PassthroughFileSystem
     }
 
     /// <summary>The file handle of the inode, or null when the filesystem has none or it lies on another mount
-    /// than the share's root (a handle only decodes against a descriptor of its own filesystem).</summary>
+    /// than the share's root (a handle only decodes against a descriptor of its own filesystem). The fd cache calls
+    /// it when it first evicts a node's descriptor.</summary>
     private byte[]? MakeHandle(SafeFd fd)
     {
         Span<byte> buffer = stackalloc byte[8 + Libc.MAX_HANDLE_SZ];

@@ -89,7 +89,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             throw new ArgumentException($"The fd cache size {_options.FdCacheSize} is too small; set it to at least 1 (default 8192).", nameof(settings));
 
         for (var i = 0; i < Stripes; i++) _inodes[i] = new Dictionary<InodeKey, Node>();
-        _fdCache = new FdCache(_options.FdCacheSize);
+        _fdCache = new FdCache(_options.FdCacheSize, MakeHandle);
 
         var pathBytes = Encoding.UTF8.GetBytes(dir + "\0");
         var fd = Libc.openat(Libc.AT_FDCWD, pathBytes, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
@@ -130,7 +130,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         }
         _switchCredentials = Libc.geteuid() == 0;
 
-        _root = new Node(FuseConstants.RootId, new InodeKey(st.Dev, st.Ino), Libc.S_IFDIR, null, _rootFd);
+        _root = new Node(FuseConstants.RootId, new InodeKey(st.Dev, st.Ino), Libc.S_IFDIR, _rootFd);
         _root.Lookups = long.MaxValue / 2;
         InstallRoot();
         Log.Opened(_logger, _rootPath, _useHandles, _options.FdCacheSize);
@@ -317,7 +317,16 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             return Errno.Ok;
         }
         if (_fdCache.TryLease(node, out lease)) return Errno.Ok;
-        var fd = Libc.open_by_handle_at(_mountFd, node.Handle, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
+        // Not cached: the eviction that took the descriptor gave the node a handle or pinned the descriptor, both
+        // before it let the cache lock go, and TryLease took that lock after it.
+        var handle = node.Handle;
+        if (handle is null)
+        {
+            if (node.Pinned is not null) return Acquire(node, out lease);
+            lease = default;
+            return Errno.ENOENT; // dropped before its descriptor was ever cached
+        }
+        var fd = Libc.open_by_handle_at(_mountFd, handle, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
         if (fd < 0)
         {
             var errno = LastErrno();

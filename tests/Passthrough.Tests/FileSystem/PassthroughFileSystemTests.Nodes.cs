@@ -121,6 +121,34 @@ public sealed partial class PassthroughFileSystemTests
     }
 
     [Fact]
+    public void EvictedNodeOnAnotherMount_KeepsItsDescriptor_AndStillWorks()
+    {
+        using var share = new TestShare(o => o with { FdCacheSize = 1 });
+        if (!share.Fs.UsesFileHandles) return; // every node is pinned from the start: there is no eviction to check
+        var sub = share.HostPath("sub");
+        Directory.CreateDirectory(sub);
+        Assert.Equal(0, Interop.TestLibc.Mount("pt-test", sub, "tmpfs", 0, "size=1m"));
+        try
+        {
+            File.WriteAllText(Path.Combine(sub, "f"), "on tmpfs");
+            var f = new NodeId(share.Lookup(share.Walk("sub"), "f").Nodeid);
+            File.WriteAllText(share.HostPath("other"), "");
+            share.Lookup(NodeId.Root, "other"); // evicts f's descriptor: its handle would not decode against the share
+            Assert.True(share.Fs.CachedDescriptors <= 1, $"{share.Fs.CachedDescriptors} cached");
+            var attr = share.Fs.GetAttr(Root, f, null);
+            Assert.True(attr.IsOk, attr.ToString());
+            Assert.Equal((ulong)"on tmpfs".Length, attr.Value.Attr.Size);
+            var fh = share.OpenFile(f, 0);
+            Assert.Equal("on tmpfs", System.Text.Encoding.UTF8.GetString(share.ReadAll(f, fh)));
+            Assert.Equal(Errno.Ok, share.Fs.Release(Root, f, new ReleaseIn { Fh = fh }));
+        }
+        finally
+        {
+            Interop.TestLibc.Umount2(sub, Interop.TestLibc.MNT_DETACH);
+        }
+    }
+
+    [Fact]
     public void ManyLookupsAndForgets_LeaveNoNodesOrDescriptors()
     {
         using var share = new TestShare();

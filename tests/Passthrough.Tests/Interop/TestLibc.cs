@@ -2,12 +2,15 @@ using System.Runtime.InteropServices;
 
 namespace Hypervisor.Passthrough.Tests.Interop;
 
-/// <summary>The few syscalls the mount tests need that .NET does not expose (unmount, signals by pid).</summary>
+/// <summary>The few syscalls the mount tests need that .NET does not expose (mount, unmount, signals by pid).</summary>
 internal static partial class TestLibc
 {
     public const int MNT_DETACH = 2;
     public const int SIGTERM = 15;
     public const int SIGKILL = 9;
+
+    [LibraryImport("libc", EntryPoint = "mount", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Mount(string source, string target, string type, ulong flags, string? data);
 
     [LibraryImport("libc", EntryPoint = "umount2", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int Umount2(string target, int flags);
