@@ -41,7 +41,11 @@ internal sealed class Node
     /// </summary>
     public volatile SafeFd? Pinned;
 
-    /// <summary>Lookups the client holds; guarded by the node table stripe lock.</summary>
+    /// <summary>
+    /// Lookups the client holds; guarded by the node table stripe lock. A node at zero that is not
+    /// <see cref="Dropped"/> is retired: the client forgot it, but it stays in the inode table while the fd cache
+    /// holds its descriptor, so that a new LOOKUP of the inode needs no open (see <see cref="FdCache"/>).
+    /// </summary>
     public long Lookups;
 
     /// <summary>Set once when the lookup count reaches zero (or the session ends); guarded by the stripe lock.</summary>
@@ -49,6 +53,7 @@ internal sealed class Node
 
     // Fd cache state, guarded by the FdCache lock.
     public SafeFd? CachedFd;
+    public long CachedTicket;
     public Node? Prev;
     public Node? Next;
 
@@ -106,25 +111,48 @@ internal readonly struct FdLease : IDisposable
 }
 
 /// <summary>
-/// A bounded LRU of O_PATH descriptors of handle-identified nodes. One lock, O(1) per operation (an intrusive list
-/// through the nodes); opening happens outside it. Inside it happen the closes of evicted descriptors (cheap) and,
-/// on a node's first eviction, making its handle: a node without a handle must not be left without a descriptor.
+/// A bounded LRU of O_PATH descriptors of handle-identified nodes, live or retired. One lock, O(1) per operation
+/// (an intrusive list through the nodes); opening happens outside it. Inside it happen the closes of evicted
+/// descriptors (cheap) and the owner's eviction callback, which may take a node table stripe lock: the lock order is
+/// cache, then stripe, so no one may enter the cache while holding a stripe lock.
+/// <para>Every insertion draws a ticket. A descriptor cached under a ticket no later than one read before a
+/// <c>fstatat</c> has held its inode since before that call, so an inode number the call saw belongs to that
+/// node's inode (a held inode's number cannot be reused).</para>
 /// </summary>
 internal sealed class FdCache
 {
     private readonly object _lock = new();
     private readonly int _capacity;
-    private readonly Func<SafeFd, byte[]?> _makeHandle;
+    private readonly Func<Node, SafeFd, bool> _evicting;
     private Node? _head;
     private Node? _tail;
     private int _count;
+    private long _tickets;
 
     /// <param name="capacity">Descriptors kept at most.</param>
-    /// <param name="makeHandle">The handle of a descriptor's inode, or null when it has none this share can use.</param>
-    public FdCache(int capacity, Func<SafeFd, byte[]?> makeHandle)
+    /// <param name="evicting">Called under the cache lock when a node's descriptor leaves by eviction (not by
+    /// <see cref="Remove"/>); returns false when the node keeps the descriptor as its pinned one, true to close it.</param>
+    public FdCache(int capacity, Func<Node, SafeFd, bool> evicting)
     {
         _capacity = Math.Max(1, capacity);
-        _makeHandle = makeHandle;
+        _evicting = evicting;
+    }
+
+    /// <summary>The ticket of the latest insertion (read it before the <c>fstatat</c> whose result is to be matched).</summary>
+    public long Ticket => Volatile.Read(ref _tickets);
+
+    /// <summary>
+    /// Runs <paramref name="countLookup"/> under the cache lock if the node's descriptor is cached under a ticket no
+    /// later than <paramref name="ticket"/>, and marks it recently used; false when it is not (or the callback says no).
+    /// </summary>
+    public bool TryCountLookup(Node node, long ticket, Func<Node, bool> countLookup)
+    {
+        lock (_lock)
+        {
+            if (node.CachedFd is null || node.CachedTicket > ticket || !countLookup(node)) return false;
+            MoveToFront(node);
+            return true;
+        }
     }
 
     public int Count => Volatile.Read(ref _count);
@@ -175,10 +203,7 @@ internal sealed class FdCache
             }
             else
             {
-                node.CachedFd = fd;
-                LinkFront(node);
-                _count++;
-                EvictOverflow();
+                Insert(node, fd);
             }
             var added = false;
             fd.DangerousAddRef(ref added);
@@ -195,10 +220,7 @@ internal sealed class FdCache
         {
             if (!node.Dropped && node.CachedFd is null)
             {
-                node.CachedFd = fd;
-                LinkFront(node);
-                _count++;
-                EvictOverflow();
+                Insert(node, fd);
                 return;
             }
         }
@@ -212,10 +234,7 @@ internal sealed class FdCache
         {
             if (!node.Dropped && node.CachedFd is null)
             {
-                node.CachedFd = new SafeFd(fd);
-                LinkFront(node);
-                _count++;
-                EvictOverflow();
+                Insert(node, new SafeFd(fd));
                 return;
             }
             MoveToFront(node);
@@ -253,34 +272,28 @@ internal sealed class FdCache
         }
     }
 
+    private void Insert(Node node, SafeFd fd)
+    {
+        node.CachedFd = fd;
+        node.CachedTicket = Volatile.Read(ref _tickets) + 1;
+        Volatile.Write(ref _tickets, node.CachedTicket);
+        LinkFront(node);
+        _count++;
+        EvictOverflow();
+    }
+
     private void EvictOverflow()
     {
         while (_count > _capacity && _tail is { } victim) EvictOne(victim);
     }
 
-    /// <summary>
-    /// Gives up the victim's descriptor. A live node without a handle gets one made from the descriptor first; if
-    /// none can be made, the node keeps the descriptor as its pinned one instead.
-    /// </summary>
     private void EvictOne(Node victim)
     {
         Unlink(victim);
         var fd = victim.CachedFd!;
         victim.CachedFd = null;
         _count--;
-        if (!victim.Dropped && victim.Handle is null)
-        {
-            if (_makeHandle(fd) is { } handle)
-            {
-                victim.Handle = handle;
-            }
-            else
-            {
-                victim.Pinned = fd;
-                return;
-            }
-        }
-        fd.Dispose();
+        if (_evicting(victim, fd)) fd.Dispose();
     }
 
     private void LinkFront(Node node)

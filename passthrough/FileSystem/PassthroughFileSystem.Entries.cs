@@ -43,6 +43,17 @@ public sealed partial class PassthroughFileSystem
     {
         Span<byte> buffer = stackalloc byte[MaxName + 1];
         var cname = CString(name, buffer);
+        if (_useHandles && !(checkAllowlist && _settings.Allowlist is not null))
+        {
+            // An inode whose descriptor the cache has held since before this fstatat is known by its number alone:
+            // one syscall instead of an open, a stat and a close (see FdCache).
+            var ticket = _fdCache.Ticket;
+            if (Libc.fstatat(dirFd, cname, out var seen, Libc.AT_SYMLINK_NOFOLLOW) != 0) return LastErrno();
+            var key = new InodeKey(seen.Dev, seen.Ino);
+            Node? known;
+            lock (_inodes[Stripe(key)]) _inodes[Stripe(key)].TryGetValue(key, out known);
+            if (known is not null && _fdCache.TryCountLookup(known, ticket, _countKnownLookup)) return MakeEntry(known, seen);
+        }
         var fd = Libc.openat(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
         if (fd < 0)
         {
@@ -76,7 +87,7 @@ public sealed partial class PassthroughFileSystem
         Node? node;
         lock (stripe)
         {
-            if (stripe.TryGetValue(key, out node)) node.Lookups++;
+            if (stripe.TryGetValue(key, out node)) CountLookup(node);
         }
         if (node is not null)
         {
@@ -91,11 +102,19 @@ public sealed partial class PassthroughFileSystem
             // The node's inode was freed (nothing of ours held it open) and its number now belongs to a new inode:
             // the old node stays valid under its id for the lookups the client holds (its handle now gives ESTALE),
             // but it no longer stands for this inode number.
+            bool orphaned;
             lock (stripe)
             {
                 node.Lookups--;
                 if (stripe.TryGetValue(key, out var mapped) && mapped == node) stripe.Remove(key);
+                orphaned = node.Lookups == 0 && !node.Dropped; // a retired node this call revived: nobody knows it
+                if (orphaned)
+                {
+                    node.Dropped = true;
+                    _nodes.TryRemove(node.Id, out _);
+                }
             }
+            if (orphaned) _fdCache.Remove(node);
             node = null;
         }
 
@@ -106,7 +125,7 @@ public sealed partial class PassthroughFileSystem
         {
             if (stripe.TryGetValue(key, out node))
             {
-                node.Lookups++;
+                CountLookup(node);
             }
             else
             {
@@ -124,6 +143,58 @@ public sealed partial class PassthroughFileSystem
         }
         if (_useHandles) _fdCache.Adopt(candidate, owned);
         return candidate;
+    }
+
+    /// <summary>One more lookup of a node in the inode table; a retired node becomes known to the client again.
+    /// The caller holds the node's stripe lock.</summary>
+    private void CountLookup(Node node)
+    {
+        if (node.Lookups == 0) _nodes[node.Id] = node;
+        node.Lookups++;
+    }
+
+    /// <summary>
+    /// <see cref="FdCache.TryCountLookup"/>'s callback (under the cache lock): counts a lookup of a node the
+    /// <c>fstatat</c> fast path found, unless the node left the inode table meanwhile.
+    /// </summary>
+    private bool CountKnownLookup(Node node)
+    {
+        var stripe = _inodes[Stripe(node.Key)];
+        lock (stripe)
+        {
+            if (node.Dropped || !stripe.TryGetValue(node.Key, out var mapped) || mapped != node) return false;
+            CountLookup(node);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// The fd cache's eviction callback (under the cache lock). A retired node goes with its descriptor. A live node
+    /// without a handle gets one made from the descriptor before it is closed; if none can be made (no handles on
+    /// that filesystem, or another mount) the node keeps the descriptor as its pinned one.
+    /// </summary>
+    private bool Evicting(Node victim, SafeFd fd)
+    {
+        if (victim.Dropped) return true;
+        var stripe = _inodes[Stripe(victim.Key)];
+        lock (stripe)
+        {
+            if (victim.Dropped) return true;
+            if (victim.Lookups == 0)
+            {
+                victim.Dropped = true;
+                if (stripe.TryGetValue(victim.Key, out var mapped) && mapped == victim) stripe.Remove(victim.Key);
+                return true;
+            }
+        }
+        if (victim.Handle is not null) return true;
+        if (MakeHandle(fd) is { } handle)
+        {
+            victim.Handle = handle;
+            return true;
+        }
+        victim.Pinned = fd;
+        return false;
     }
 
     /// <summary>
@@ -164,19 +235,44 @@ public sealed partial class PassthroughFileSystem
         if (node.Value == FuseConstants.RootId) return;
         var n = FindNode(node);
         if (n is null) return;
-        lock (_inodes[Stripe(n.Key)])
+        var stripe = _inodes[Stripe(n.Key)];
+        lock (stripe)
         {
-            if (n.Dropped) return;
+            if (n.Dropped || n.Lookups == 0) return;
             n.Lookups = count >= (ulong)n.Lookups ? 0 : n.Lookups - (long)count;
             if (n.Lookups > 0) return;
-            n.Dropped = true;
-            var stripe = _inodes[Stripe(n.Key)];
-            if (stripe.TryGetValue(n.Key, out var mapped) && mapped == n) stripe.Remove(n.Key);
             _nodes.TryRemove(n.Id, out _);
+            if (n.Pinned is not null)
+            {
+                n.Dropped = true;
+                if (stripe.TryGetValue(n.Key, out var mapped) && mapped == n) stripe.Remove(n.Key);
+            }
+        }
+        n.DropLockFds();
+        if (n.Dropped)
+        {
+            _fdCache.Remove(n);
+            n.Pinned?.Dispose();
+            Log.NodeDropped(_logger, n.Id);
+            return;
+        }
+        // Retired: the node stays in the inode table while the cache holds its descriptor (a new LOOKUP of the inode
+        // then needs no open). An inode with no name left goes now, so that its space is freed as on a local
+        // filesystem; so does a node whose descriptor the cache has already given up.
+        if (_fdCache.TryLease(n, out var lease))
+        {
+            using (lease)
+            {
+                if (Libc.fstat(lease.Fd, out var st) == 0 && st.Nlink > 0) return;
+            }
+        }
+        lock (stripe)
+        {
+            if (n.Dropped || n.Lookups > 0) return; // looked up again meanwhile
+            n.Dropped = true;
+            if (stripe.TryGetValue(n.Key, out var mapped) && mapped == n) stripe.Remove(n.Key);
         }
         _fdCache.Remove(n);
-        n.Pinned?.Dispose();
-        n.DropLockFds();
         Log.NodeDropped(_logger, n.Id);
     }
 

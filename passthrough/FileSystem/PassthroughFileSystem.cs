@@ -54,6 +54,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     private readonly Dictionary<InodeKey, Node>[] _inodes = new Dictionary<InodeKey, Node>[Stripes];
     private readonly ConcurrentDictionary<ulong, OpenFile> _files = new();
     private readonly FdCache _fdCache;
+    private readonly Func<Node, bool> _countKnownLookup;
 
     private long _nextNodeId = 1;
     private long _nextFh;
@@ -89,7 +90,8 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             throw new ArgumentException($"The fd cache size {_options.FdCacheSize} is too small; set it to at least 1 (default 8192).", nameof(settings));
 
         for (var i = 0; i < Stripes; i++) _inodes[i] = new Dictionary<InodeKey, Node>();
-        _fdCache = new FdCache(_options.FdCacheSize, MakeHandle);
+        _fdCache = new FdCache(_options.FdCacheSize, Evicting);
+        _countKnownLookup = CountKnownLookup;
 
         var pathBytes = Encoding.UTF8.GetBytes(dir + "\0");
         var fd = Libc.openat(Libc.AT_FDCWD, pathBytes, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
@@ -196,6 +198,15 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             _nodes.TryRemove(node.Id, out _);
             node.Pinned?.Dispose();
             node.DropLockFds();
+        }
+        foreach (var stripe in _inodes)
+        {
+            lock (stripe)
+            {
+                // what is left besides the root is retired nodes, which hold only a cached descriptor
+                foreach (var node in stripe.Values) node.Dropped |= node != _root;
+                stripe.Clear();
+            }
         }
         _fdCache.Clear();
         _root.DropLockFds();

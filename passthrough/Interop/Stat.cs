@@ -75,6 +75,10 @@ internal static partial class Libc
     [LibraryImport(Name, SetLastError = true)]
     internal static partial int fstat(int fd, out Stat st);
 
+    /// <summary><c>fstatat(2)</c>; <paramref name="path"/> must be NUL-terminated.</summary>
+    [LibraryImport(Name, SetLastError = true)]
+    internal static partial int fstatat(SafeFd dirfd, ReadOnlySpan<byte> path, out Stat st, int flags);
+
     [LibraryImport(Name, SetLastError = true)]
     internal static partial int fstatvfs(SafeFd fd, out StatVfs st);
 }

@@ -50,11 +50,52 @@ public sealed partial class PassthroughFileSystemTests
         share.Fs.Forget(new NodeId(first.Nodeid), 1);
         Assert.Equal(Errno.ENOENT, share.Fs.GetAttr(Root, new NodeId(first.Nodeid), null).Error);
         Assert.Equal(1, share.Fs.KnownNodes);
-        Assert.Equal(0, share.Fs.CachedDescriptors);
+        if (!share.Fs.UsesFileHandles) return; // pinned descriptors go at once; nothing is retired
 
-        // A new lookup gets a new id: a forgotten id is never reused for another (or the same) inode.
+        // The forgotten node is retired: its descriptor stays cached, so a new lookup of the same inode needs no
+        // open and gets the same id back (an id never comes back for another inode).
+        Assert.Equal(1, share.Fs.CachedDescriptors);
         var third = share.Lookup(NodeId.Root, "f");
-        Assert.NotEqual(first.Nodeid, third.Nodeid);
+        Assert.Equal(first.Nodeid, third.Nodeid);
+        Assert.Equal(2, share.Fs.KnownNodes);
+        Assert.True(share.Fs.GetAttr(Root, new NodeId(third.Nodeid), null).IsOk);
+
+        // A forgotten inode without a name left goes at once, so that its space is freed as on a local filesystem.
+        File.Delete(share.HostPath("f"));
+        share.Fs.Forget(new NodeId(third.Nodeid), 1);
+        Assert.Equal(0, share.Fs.CachedDescriptors);
+        File.WriteAllText(share.HostPath("f"), "y");
+        Assert.NotEqual(first.Nodeid, share.Lookup(NodeId.Root, "f").Nodeid);
+    }
+
+    [Fact]
+    public void RetiredNodes_AreBoundedByTheCache_AndANameNowOnAnotherInodeGetsANewNode()
+    {
+        using var share = new TestShare(o => o with { FdCacheSize = 8 });
+        if (!share.Fs.UsesFileHandles) return; // pinned descriptors go at once; nothing is retired
+        const int count = 100;
+        var ids = new ulong[count];
+        for (var i = 0; i < count; i++)
+        {
+            File.WriteAllText(share.HostPath($"f{i}"), $"{i}");
+            ids[i] = share.Lookup(NodeId.Root, $"f{i}").Nodeid;
+            share.Fs.Forget(new NodeId(ids[i]), 1);
+        }
+        Assert.True(share.Fs.CachedDescriptors <= 8, $"{share.Fs.CachedDescriptors} cached");
+        Assert.Equal(1, share.Fs.KnownNodes);
+
+        // the newest are still retired (same id), the oldest went with their descriptors (new id)
+        Assert.Equal(ids[count - 1], share.Lookup(NodeId.Root, $"f{count - 1}").Nodeid);
+        Assert.NotEqual(ids[0], share.Lookup(NodeId.Root, "f0").Nodeid);
+
+        // a name replaced on the host names the new inode, not the retired node of the old one
+        var last = count - 2;
+        File.WriteAllText(share.HostPath("replacement"), "new content");
+        File.Move(share.HostPath("replacement"), share.HostPath($"f{last}"), overwrite: true);
+        var entry = share.Lookup(NodeId.Root, $"f{last}");
+        Assert.NotEqual(ids[last], entry.Nodeid);
+        Assert.Equal((ulong)"new content".Length, entry.Attr.Size);
+        Assert.Equal(Host.Ino(share.HostPath($"f{last}")), entry.Attr.Ino);
     }
 
     [Fact]
@@ -151,7 +192,7 @@ public sealed partial class PassthroughFileSystemTests
     [Fact]
     public void ManyLookupsAndForgets_LeaveNoNodesOrDescriptors()
     {
-        using var share = new TestShare();
+        using var share = new TestShare(o => o with { FdCacheSize = 100 });
         const int count = 20_000;
         Directory.CreateDirectory(share.HostPath("d"));
         for (var i = 0; i < count; i++) File.Create(share.HostPath($"d/{i}")).Dispose();
@@ -163,7 +204,7 @@ public sealed partial class PassthroughFileSystemTests
             share.Fs.Forget(new NodeId(e.Value.Nodeid), 1);
         }
         Assert.Equal(2, share.Fs.KnownNodes); // root and d
-        Assert.True(share.Fs.CachedDescriptors <= 1);
+        Assert.True(share.Fs.CachedDescriptors <= 100, $"{share.Fs.CachedDescriptors} cached"); // retired nodes' descriptors stay bounded
     }
 
     [Fact]
