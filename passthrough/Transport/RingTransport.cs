@@ -61,6 +61,8 @@ public sealed partial class RingTransport : IDisposable
         for (var q = 0; q < rings.QueueCount; q++)
         {
             var queue = rings.GetQueue(q);
+            // Queue 0 is virtio-fs's hiprio queue (FORGET, INTERRUPT): no reply waits on it, so it sleeps at once.
+            queue.Consumer.SpinsBeforeSleep = q != 0;
             var thread = new Thread(() => transport.Dispatch(queue)) { IsBackground = true, Name = $"ring-q{q}" };
             transport._dispatchers[q] = thread;
             thread.Start();

@@ -155,6 +155,13 @@ public sealed unsafe class RingConsumer
     }
 
     /// <summary>
+    /// Whether <see cref="Peek"/> busy-polls before it sleeps (default true). A queue whose frames
+    /// gain nothing from a quick pick-up (the virtio-fs hiprio queue: FORGET, INTERRUPT) turns it
+    /// off, so that its thread does not take CPU time from the request queues after each batch.
+    /// </summary>
+    public bool SpinsBeforeSleep { get; set; } = true;
+
+    /// <summary>
     /// Returns the next frame, busy-polling for <see cref="ShmRingSet.SpinDuration"/> and then
     /// sleeping on the doorbell until a frame arrives, the timeout passes, the token is cancelled,
     /// the peer dies or closes. Frames committed before the peer died or closed are still returned
@@ -167,7 +174,7 @@ public sealed unsafe class RingConsumer
         if (status != RingStatus.WouldBlock) return status;
 
         long deadline = RingProducer.Deadline(timeout);
-        _spin.Begin(_set.SpinTicks);
+        _spin.Begin(SpinsBeforeSleep ? _set.SpinTicks : 0);
         while (_spin.Spin())
         {
             status = TryPeek(out frame);

@@ -109,6 +109,31 @@ public unsafe class RingConsumerTests
     }
 
     [Fact]
+    public void Peek_WithoutSpinningSleepsAtOnceWhateverTheSetsSpin()
+    {
+        var (creator, attacher) = Pair(1, maxFrame: 1000, directionBytes: 4096);
+        using (creator) using (attacher)
+        {
+            attacher.SpinDuration = TimeSpan.FromSeconds(4); // a spin this long would outlast the timeout many times
+            var consumer = attacher.GetQueue(0).Consumer;
+            consumer.SpinsBeforeSleep = false;
+            var sw = Stopwatch.StartNew();
+            Assert.Equal(RingStatus.Timeout, consumer.Peek(out _, TimeSpan.FromMilliseconds(100)));
+            Assert.InRange(sw.ElapsedMilliseconds, 90, 3000);
+
+            // a frame committed while it sleeps still wakes it
+            var writer = Worker.Start(() =>
+            {
+                Thread.Sleep(100);
+                Send(creator.GetQueue(0).Producer, 8, 6, 6);
+            });
+            Assert.Equal(RingStatus.Ok, consumer.Peek(out var frame, TimeSpan.FromSeconds(10)));
+            Assert.Equal(6UL, frame.Tag);
+            writer.Join();
+        }
+    }
+
+    [Fact]
     public void Peek_WakesOnTheDoorbellWhenAFrameIsCommittedWhileItSleeps()
     {
         var (creator, attacher) = Pair(1, maxFrame: 1000, directionBytes: 4096);
