@@ -19,6 +19,19 @@ public sealed class PythonGrpcInteropTests
 {
     private const string Python = "/usr/bin/python3";
 
+    /// <summary>
+    /// The control server under test runs inside this test host and shares its thread pool with the runner and
+    /// the python process's pipes. On a 2-CPU machine that pool starts with 2 threads; run alone, the health
+    /// Watch test then saw its second call reach the server 1.2-1.3 s after the first call's reply, with 2-3 work
+    /// items queued on a 3-thread pool, past the call's 0.5 s deadline (3 failures in 4 runs). The daemon process
+    /// itself answers the same calls in milliseconds, so the host is given the threads a daemon has to itself.
+    /// </summary>
+    static PythonGrpcInteropTests()
+    {
+        ThreadPool.GetMinThreads(out int workers, out int io);
+        ThreadPool.SetMinThreads(Math.Max(workers, 16), io);
+    }
+
     // Reads a JSON list of calls on stdin, makes them in order on one channel, prints a JSON list
     // of outcomes: the status code name, details, and the response bytes in hex.
     private const string Script = """
