@@ -37,13 +37,14 @@ public sealed partial class PassthroughFileSystem
     /// <summary>
     /// Resolves one checked component below <paramref name="dirFd"/> without following a symlink and returns its
     /// entry with one more lookup counted. <paramref name="name"/> has no NUL. The new descriptor stays a raw int
-    /// unless the cache keeps it, so a LOOKUP of a known, cached node allocates nothing.
+    /// unless the cache keeps it, so a LOOKUP of a known, cached node allocates nothing. <paramref name="created"/>
+    /// says the name was just made for a new inode (MKNOD, MKDIR, SYMLINK), which no node can know yet.
     /// </summary>
-    private Result<EntryOut> LookupAt(SafeFd dirFd, ReadOnlySpan<byte> name, bool checkAllowlist)
+    private Result<EntryOut> LookupAt(SafeFd dirFd, ReadOnlySpan<byte> name, bool checkAllowlist, bool created = false)
     {
         Span<byte> buffer = stackalloc byte[MaxName + 1];
         var cname = CString(name, buffer);
-        if (_useHandles && !(checkAllowlist && _settings.Allowlist is not null))
+        if (_useHandles && !created && !(checkAllowlist && _settings.Allowlist is not null))
         {
             // An inode whose descriptor the cache has held since before this fstatat is known by its number alone:
             // one syscall instead of an open, a stat and a close (see FdCache).
@@ -428,7 +429,7 @@ public sealed partial class PassthroughFileSystem
                 if (Libc.symlinkat(CString(target, targetBuffer), lease.Fd, CString(name, nameBuffer)) != 0) failure = LastErrno();
             }
             if (failure.IsError) return failure;
-            return LookupAt(lease.Fd, name, checkAllowlist: false);
+            return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);
         }
     }
 
@@ -451,7 +452,7 @@ public sealed partial class PassthroughFileSystem
                 if (Libc.mknodat(lease.Fd, CString(name, nameBuffer), args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev) != 0) failure = LastErrno();
             }
             if (failure.IsError) return failure;
-            return LookupAt(lease.Fd, name, checkAllowlist: false);
+            return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);
         }
     }
 
@@ -472,7 +473,7 @@ public sealed partial class PassthroughFileSystem
                 if (Libc.mkdirat(lease.Fd, CString(name, nameBuffer), args.Mode & 0xFFF) != 0) failure = LastErrno();
             }
             if (failure.IsError) return failure;
-            return LookupAt(lease.Fd, name, checkAllowlist: false);
+            return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);
         }
     }
 
