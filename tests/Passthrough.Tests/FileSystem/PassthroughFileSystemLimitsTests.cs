@@ -85,4 +85,40 @@ public sealed partial class PassthroughFileSystemLimitsTests
         for (var i = 0; i < files; i++) share.Fs.Forget(new NodeId(ids[i]), 1);
         Assert.Equal(1, share.Fs.KnownNodes);
     }
+
+    [Fact]
+    public void ConcurrentLookupsAndForgets_RetiringAndRevivingNodes_AnswerTheRightInode()
+    {
+        // Nobody holds a lookup between rounds, so nodes are retired, revived through the fstatat probe, and evicted
+        // from a cache smaller than the working set, all at once from several threads.
+        using var share = new TestShare(o => o with { FdCacheSize = 4 });
+        const int files = 16, threads = 4, rounds = 3000;
+        var inos = new ulong[files];
+        for (var i = 0; i < files; i++)
+        {
+            File.WriteAllText(share.HostPath($"f{i}"), new string('x', i));
+            inos[i] = Host.Ino(share.HostPath($"f{i}"));
+        }
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        Parallel.For(0, threads, t =>
+        {
+            for (var r = 0; r < rounds; r++)
+            {
+                var i = (r * 5 + t * 3) % files;
+                var e = share.Fs.Lookup(Root, NodeId.Root, N($"f{i}"));
+                if (!e.IsOk || e.Value.Attr.Ino != inos[i] || e.Value.Attr.Size != (ulong)i)
+                {
+                    failures.Enqueue($"LOOKUP f{i}: {e}");
+                    continue;
+                }
+                var id = new NodeId(e.Value.Nodeid);
+                var attr = share.Fs.GetAttr(Root, id, null);
+                if (!attr.IsOk || attr.Value.Attr.Ino != inos[i]) failures.Enqueue($"GETATTR f{i} node {id.Value}: {attr}");
+                share.Fs.Forget(id, 1);
+            }
+        });
+        Assert.True(failures.IsEmpty, string.Join("\n", failures.Take(5)));
+        Assert.Equal(1, share.Fs.KnownNodes);
+        Assert.True(share.Fs.CachedDescriptors <= 4, $"{share.Fs.CachedDescriptors} cached");
+    }
 }
