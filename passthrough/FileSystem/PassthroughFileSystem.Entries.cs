@@ -51,8 +51,9 @@ public sealed partial class PassthroughFileSystem
             var ticket = _fdCache.Ticket;
             if (Libc.fstatat(dirFd, cname, out var seen, Libc.AT_SYMLINK_NOFOLLOW) != 0) return LastErrno();
             var key = new InodeKey(seen.Dev, seen.Ino);
+            var stripe = _inodes[Stripe(key)];
             Node? known;
-            lock (_inodes[Stripe(key)]) _inodes[Stripe(key)].TryGetValue(key, out known);
+            lock (stripe) stripe.TryGetValue(key, out known);
             if (known is not null && _fdCache.TryCountLookup(known, ticket, _countKnownLookup)) return MakeEntry(known, seen);
         }
         var fd = Libc.openat(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
@@ -154,6 +155,13 @@ public sealed partial class PassthroughFileSystem
         node.Lookups++;
     }
 
+    /// <summary>Marks a node dropped and takes it out of the inode table. The caller holds its stripe lock.</summary>
+    private static void Unmap(Dictionary<InodeKey, Node> stripe, Node node)
+    {
+        node.Dropped = true;
+        if (stripe.TryGetValue(node.Key, out var mapped) && mapped == node) stripe.Remove(node.Key);
+    }
+
     /// <summary>
     /// <see cref="FdCache.TryCountLookup"/>'s callback (under the cache lock): counts a lookup of a node the
     /// <c>fstatat</c> fast path found, unless the node left the inode table meanwhile.
@@ -183,8 +191,7 @@ public sealed partial class PassthroughFileSystem
             if (victim.Dropped) return true;
             if (victim.Lookups == 0)
             {
-                victim.Dropped = true;
-                if (stripe.TryGetValue(victim.Key, out var mapped) && mapped == victim) stripe.Remove(victim.Key);
+                Unmap(stripe, victim);
                 return true;
             }
         }
@@ -243,37 +250,29 @@ public sealed partial class PassthroughFileSystem
             n.Lookups = count >= (ulong)n.Lookups ? 0 : n.Lookups - (long)count;
             if (n.Lookups > 0) return;
             _nodes.TryRemove(n.Id, out _);
-            if (n.Pinned is not null)
-            {
-                n.Dropped = true;
-                if (stripe.TryGetValue(n.Key, out var mapped) && mapped == n) stripe.Remove(n.Key);
-            }
+            if (n.Pinned is not null) Unmap(stripe, n);
         }
         n.DropLockFds();
-        if (n.Dropped)
+        if (!n.Dropped)
         {
-            _fdCache.Remove(n);
-            n.Pinned?.Dispose();
-            Log.NodeDropped(_logger, n.Id);
-            return;
-        }
-        // Retired: the node stays in the inode table while the cache holds its descriptor (a new LOOKUP of the inode
-        // then needs no open). An inode with no name left goes now, so that its space is freed as on a local
-        // filesystem; so does a node whose descriptor the cache has already given up.
-        if (_fdCache.TryLease(n, out var lease))
-        {
-            using (lease)
+            // Retired: the node stays in the inode table while the cache holds its descriptor (a new LOOKUP of the
+            // inode then needs no open). An inode with no name left goes now, so that its space is freed as on a
+            // local filesystem; so does a node whose descriptor the cache has already given up.
+            if (_fdCache.TryLease(n, out var lease))
             {
-                if (Libc.fstat(lease.Fd, out var st) == 0 && st.Nlink > 0) return;
+                using (lease)
+                {
+                    if (Libc.fstat(lease.Fd, out var st) == 0 && st.Nlink > 0) return;
+                }
+            }
+            lock (stripe)
+            {
+                if (n.Dropped || n.Lookups > 0) return; // evicted, or looked up again, meanwhile
+                Unmap(stripe, n);
             }
         }
-        lock (stripe)
-        {
-            if (n.Dropped || n.Lookups > 0) return; // looked up again meanwhile
-            n.Dropped = true;
-            if (stripe.TryGetValue(n.Key, out var mapped) && mapped == n) stripe.Remove(n.Key);
-        }
         _fdCache.Remove(n);
+        n.Pinned?.Dispose();
         Log.NodeDropped(_logger, n.Id);
     }
 
