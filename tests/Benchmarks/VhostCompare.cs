@@ -8,12 +8,14 @@ using Hypervisor.Vdev.Tests.Frontend;
 namespace Hypervisor.Benchmarks;
 
 /// <summary>
-/// `hv-bench vhost --compare [--runs N] [--seconds S] [--depth D] [--big-mib M] [--dir-entries E] [--readdir-size B]
-/// [--vdev PATH] [--virtiofsd PATH] [--work DIR] [--targets virtiofsd,vdev,vdev-2q] [--rows lookup+getattr,...]`: the real vdev process (vdev → shared-memory ring → passthrough
+/// `hv-bench vhost --compare [--runs N] [--seconds S] [--warmup S] [--depth D] [--big-mib M] [--dir-entries E] [--readdir-size B]
+/// [--vdev PATH] [--virtiofsd PATH] [--work DIR] [--fs fresh-ext4|work] [--targets virtiofsd,vdev,vdev-2q] [--rows lookup+getattr,...]`: the real vdev process (vdev → shared-memory ring → passthrough
 /// daemon started by fuse_launcher) against QEMU's C virtiofsd, both driven from the test vhost-user front-end
-/// over their sockets, interleaved run by run, each run on a fresh copy of one source tree. Every row keeps
+/// over their sockets, interleaved run by run, each run on a fresh copy of one source tree, by default on a new ext4 filesystem of its own (`--fs fresh-ext4`;
+/// `--fs work` copies into the work directory instead). Every row keeps
 /// D requests in flight (pipelined across descriptor chains on one request queue; the vdev-2q target uses two
-/// request queues with D/2 each, metadata rows only). Prints medians, ratios and the CPU seconds of each backend's
+/// request queues with D/2 each, metadata rows only). Each row is served unmeasured for the warm-up seconds (default 1)
+/// before it is measured, on every backend alike; the warm-up rate is printed with each run. Prints medians, ratios and the CPU seconds of each backend's
 /// process tree per row (user+system from /proc/PID/stat of every process whose command line names the share).
 /// </summary>
 internal static class VhostCompare
@@ -33,8 +35,9 @@ internal static class VhostCompare
 
     private sealed class Options
     {
-        public int Runs = 5, Seconds = 3, Depth = 16, BigMib = 256, DirEntries = 10_000, MetaFiles = 1000, ReaddirSize = 4096;
+        public int Runs = 5, Seconds = 3, Warmup = 1, Depth = 16, BigMib = 256, DirEntries = 10_000, MetaFiles = 1000, ReaddirSize = 4096;
         public string? VdevPath, VirtiofsdPath = "/usr/lib/qemu/virtiofsd", Work;
+        public bool FreshExt4 = true;
         public string[]? Targets, Rows;
     }
 
@@ -48,6 +51,7 @@ internal static class VhostCompare
             {
                 case "--runs": o.Runs = int.Parse(Next()); break;
                 case "--seconds": o.Seconds = int.Parse(Next()); break;
+                case "--warmup": o.Warmup = int.Parse(Next()); break;
                 case "--depth": o.Depth = int.Parse(Next()); break;
                 case "--big-mib": o.BigMib = int.Parse(Next()); break;
                 case "--dir-entries": o.DirEntries = int.Parse(Next()); break;
@@ -55,6 +59,11 @@ internal static class VhostCompare
                 case "--vdev": o.VdevPath = Next(); break;
                 case "--virtiofsd": o.VirtiofsdPath = Next(); break;
                 case "--work": o.Work = Next(); break;
+                case "--fs":
+                    string fs = Next();
+                    if (fs is not ("fresh-ext4" or "work")) { Console.Error.WriteLine("--fs takes fresh-ext4 (a new ext4 per run and backend) or work (a copy in the work directory)."); return 2; }
+                    o.FreshExt4 = fs == "fresh-ext4";
+                    break;
                 case "--targets": o.Targets = Next().Split(','); break;
                 case "--rows": o.Rows = Next().Split(','); break;
                 default: Console.Error.WriteLine($"unknown option {args[i]} for vhost --compare"); return 2;
@@ -91,18 +100,29 @@ internal static class VhostCompare
                 foreach (var t in targets)
                 {
                     var copy = Path.Combine(work, $"{t.Name}-run{run}");
-                    RunCommand("cp", "-a", src, copy);
+                    var image = Path.Combine("/dev/shm", $"{Path.GetFileName(work)}-{t.Name}-run{run}.img");
+                    if (o.FreshExt4) MountFreshExt4(image, copy, o);
+                    RunCommand("cp", "-a", o.FreshExt4 ? src + "/." : src, copy);
                     try
                     {
                         var rows = RunTarget(t, copy, o, run == 1);
-                        foreach (var (row, rate, cpu) in rows)
+                        foreach (var (row, rate, cpu, warm) in rows)
                         {
                             if (!results.TryGetValue((t.Name, row), out var l)) results[(t.Name, row)] = l = [];
                             l.Add((rate, cpu));
-                            Console.WriteLine($"run {run} {t.Name,-9} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s");
+                            Console.WriteLine($"run {run} {t.Name,-9} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s   warm-up {warm,12:F1}");
                         }
                     }
-                    finally { RunCommand("rm", "-rf", copy); }
+                    finally
+                    {
+                        if (o.FreshExt4)
+                        {
+                            RunCommand("umount", copy);
+                            File.Delete(image);
+                            Directory.Delete(copy);
+                        }
+                        else RunCommand("rm", "-rf", copy);
+                    }
                 }
                 loads.Add(File.ReadAllText("/proc/loadavg").Trim());
                 Console.WriteLine($"load average after run {run}: {loads[^1]}");
@@ -114,7 +134,7 @@ internal static class VhostCompare
         }
 
         Console.WriteLine();
-        Console.WriteLine($"Medians of {o.Runs} runs, {o.Depth} requests in flight ({o.Depth / 2} per queue for vdev-2q); cpu = user+system seconds of the backend's processes during the row ({o.Seconds} s rows).");
+        Console.WriteLine($"Medians of {o.Runs} runs, {o.Depth} requests in flight ({o.Depth / 2} per queue for vdev-2q); cpu = user+system seconds of the backend's processes during the row ({o.Seconds} s rows, each after {o.Warmup} s of the same row unmeasured).");
         Console.WriteLine($"| {"row",-24} | {"unit",-9} | {"virtiofsd",10} | {"cpu s",6} | {"vdev",10} | {"cpu s",6} | {"vdev/vfsd",9} | {"vdev-2q",10} | {"cpu s",6} | {"2q/vfsd",7} |");
         Console.WriteLine($"|{new string('-', 26)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 9)}|");
         foreach (var row in AllRows)
@@ -163,9 +183,23 @@ internal static class VhostCompare
         if (p.ExitCode != 0) throw new InvalidOperationException($"{exe} {string.Join(' ', args)} failed with exit code {p.ExitCode}");
     }
 
+    /// <summary>
+    /// A new ext4 filesystem mounted at <paramref name="mountPoint"/>, on a loop device over a sparse image in
+    /// /dev/shm (so no disk is involved): every run and backend starts from the same filesystem state. A copy in
+    /// the work directory instead inherits the host filesystem's history, and ext4's inode allocator then spends
+    /// most of a CREATE row skipping inodes that earlier runs deleted.
+    /// </summary>
+    private static void MountFreshExt4(string image, string mountPoint, Options o)
+    {
+        using (var f = File.Create(image)) f.SetLength(2L * o.BigMib * Mib + (4L << 30));
+        RunCommand("mkfs.ext4", "-q", "-F", image);
+        Directory.CreateDirectory(mountPoint);
+        RunCommand("mount", "-o", "loop", image, mountPoint);
+    }
+
     // ---- one backend, one run ----
 
-    private static List<(string Row, double Rate, double Cpu)> RunTarget(Target t, string share, Options o, bool verbose)
+    private static List<(string Row, double Rate, double Cpu, double WarmupRate)> RunTarget(Target t, string share, Options o, bool verbose)
     {
         var sock = share + ".sock";
         var psi = new ProcessStartInfo(t.Vdev ? o.VdevPath! : o.VirtiofsdPath!) { RedirectStandardError = true, RedirectStandardOutput = true };
@@ -179,7 +213,7 @@ internal static class VhostCompare
         backend.OutputDataReceived += (_, e) => { };
         backend.BeginErrorReadLine();
         backend.BeginOutputReadLine();
-        var result = new List<(string, double, double)>();
+        var result = new List<(string, double, double, double)>();
         int[] pids = [];
         try
         {
@@ -219,31 +253,14 @@ internal static class VhostCompare
             }
             foreach (var row in t.Rows)
             {
+                // Unmeasured: the backend serves the row first, so every side is measured in its steady state
+                // (a .NET backend's code is still being recompiled by the runtime's tiers in its first second).
+                double warm = double.NaN;
+                if (o.Warmup > 0) warm = Rate(row, RunRowOnAll(t.Name, clients, row, o.Depth / t.Queues, TimeSpan.FromSeconds(o.Warmup), out double warmElapsed), warmElapsed);
                 double cpu0 = CpuSeconds(pids);
-                var sw = Stopwatch.StartNew();
-                var deadline = TimeSpan.FromSeconds(o.Seconds);
-                var threads = new Thread[t.Queues];
-                var counts = new double[t.Queues];
-                Exception? failure = null;
-                for (int q = 0; q < t.Queues; q++)
-                {
-                    int qi = q;
-                    var c = clients[q];
-                    threads[q] = new Thread(() =>
-                    {
-                        try { counts[qi] = c.RunRow(row, o.Depth / t.Queues, sw, deadline); }
-                        catch (Exception e) { failure = e; }
-                    });
-                    threads[q].Start();
-                }
-                foreach (var th in threads) th.Join();
-                double elapsed = sw.Elapsed.TotalSeconds;
-                foreach (var c in clients) c.FlushForgets();
+                double done = RunRowOnAll(t.Name, clients, row, o.Depth / t.Queues, TimeSpan.FromSeconds(o.Seconds), out double elapsed);
                 double cpu = CpuSeconds(pids) - cpu0;
-                if (failure != null) throw new InvalidOperationException($"{t.Name} {row}: {failure.Message}", failure);
-                double rate = counts.Sum() / elapsed;
-                if (row.EndsWith("-1m")) rate /= Mib;
-                result.Add((row, rate, cpu));
+                result.Add((row, Rate(row, done, elapsed), cpu, warm));
             }
             fe.Dispose();
         }
@@ -310,6 +327,37 @@ internal static class VhostCompare
     private static string Comm(int pid)
     {
         try { return File.ReadAllText($"/proc/{pid}/comm").Trim(); } catch (IOException) { return "?"; }
+    }
+
+    /// <summary>The row's figure in its unit (MiB/s for the 1 MiB rows, whose units done are bytes).</summary>
+    private static double Rate(string row, double done, double seconds) => done / seconds / (row.EndsWith("-1m") ? Mib : 1);
+
+    /// <summary>
+    /// Runs <paramref name="row"/> on every client at once (one thread per request queue, <paramref name="depth"/>
+    /// chains in flight each) for <paramref name="length"/>; returns the units done and the time they took, with the
+    /// clients' pending FORGETs sent.
+    /// </summary>
+    private static double RunRowOnAll(string target, Client[] clients, string row, int depth, TimeSpan length, out double elapsed)
+    {
+        var sw = Stopwatch.StartNew();
+        var threads = new Thread[clients.Length];
+        var counts = new double[clients.Length];
+        Exception? failure = null;
+        for (int q = 0; q < clients.Length; q++)
+        {
+            int qi = q;
+            threads[q] = new Thread(() =>
+            {
+                try { counts[qi] = clients[qi].RunRow(row, depth, sw, length); }
+                catch (Exception e) { failure = e; }
+            });
+            threads[q].Start();
+        }
+        foreach (var th in threads) th.Join();
+        elapsed = sw.Elapsed.TotalSeconds;
+        foreach (var c in clients) c.FlushForgets();
+        if (failure != null) throw new InvalidOperationException($"{target} {row}: {failure.Message}", failure);
+        return counts.Sum();
     }
 
     /// <summary>Sum of utime+stime (all threads) of <paramref name="pids"/>, in seconds; a process that has gone counts 0.</summary>
@@ -516,7 +564,6 @@ internal static class VhostCompare
         public double RunRow(string row, int depth, Stopwatch sw, TimeSpan deadline)
         {
             _phase = new int[depth]; _node = new ulong[depth]; _fh = new ulong[depth]; _off = new ulong[depth];
-            _counter = 0;
             double done = 0;
             int outstanding = 0;
             for (int st = 0; st < depth; st++) { SubmitNext(row, st); outstanding++; }
