@@ -8,7 +8,8 @@ namespace Hypervisor.Benchmarks;
 /// (QEMU's C virtiofsd as the reference, the project's vdev side by side when it is built) and runs
 /// tests/guest/scenarios/bench.sh inside it: create/stat/unlink rates, `ls -l` of a large directory,
 /// sequential 1 MiB write and read (caches dropped in between), random 4 KiB O_DIRECT reads at a
-/// queue depth. Prints the median of the runs per backend and the vdev/virtiofsd ratio.
+/// queue depth. The backends take turns going first from run to run, and each share is on a new ext4 of its own
+/// (`--fs work`: directories in /tmp). Prints the median of the runs per backend and the vdev/virtiofsd ratio.
 /// </summary>
 public static class GuestBench
 {
@@ -30,7 +31,7 @@ public static class GuestBench
         int runs = 3, files = 2000, lsFiles = 10000, mib = 128, rand = 4000, qd = 16, queues = 1, mem = 768;
         string cache = "auto";
         string? vdevPath = null;
-        bool referenceOnly = false, verbose = false;
+        bool referenceOnly = false, verbose = false, freshExt4 = true;
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"Option {args[i]} needs a value.");
@@ -47,29 +48,37 @@ public static class GuestBench
                 case "--cache": cache = Next(); break;
                 case "--vdev": vdevPath = Next(); break;
                 case "--reference-only": referenceOnly = true; break;
+                case "--fs" when i + 1 < args.Length && args[i + 1] is "fresh-ext4" or "work": freshExt4 = Next() == "fresh-ext4"; break;
                 case "-v" or "--verbose": verbose = true; break;
                 default:
                     Console.Error.WriteLine(
                         "usage: hv-bench guest [--runs 3] [--files 2000] [--ls-files 10000] [--mib 128] [--rand 4000] [--qd 16]\n" +
-                        "                      [--queues 1] [--memory 768] [--cache auto] [--vdev PATH] [--reference-only] [-v]");
+                        "                      [--queues 1] [--memory 768] [--cache auto] [--vdev PATH] [--fs fresh-ext4|work] [--reference-only] [-v]");
                     return 2;
             }
         }
 
         var temp = Directory.CreateTempSubdirectory("hvbench-").FullName;
+        // Each share on a new ext4 of its own unless --fs work: neither inherits the host filesystem's history.
+        var filesystems = new List<FreshExt4>();
+        string ShareDir(string name)
+        {
+            var dir = Path.Combine(temp, name);
+            if (freshExt4) filesystems.Add(new FreshExt4($"{Path.GetFileName(temp)}-{name}", dir, 2L << 30));
+            else Directory.CreateDirectory(dir);
+            return dir;
+        }
         try
         {
             var shares = new List<GuestShare>();
-            Directory.CreateDirectory(Path.Combine(temp, "ref"));
-            shares.Add(new GuestShare("ref", Path.Combine(temp, "ref"), GuestBackend.Virtiofsd(cache)));
+            shares.Add(new GuestShare("ref", ShareDir("ref"), GuestBackend.Virtiofsd(cache)));
             string? note = null;
             if (!referenceOnly)
             {
                 try
                 {
                     var exe = vdevPath ?? GuestBackend.ResolveVdev();
-                    Directory.CreateDirectory(Path.Combine(temp, "vdev"));
-                    shares.Add(new GuestShare("vdev", Path.Combine(temp, "vdev"), GuestBackend.Vdev(exe, cache)));
+                    shares.Add(new GuestShare("vdev", ShareDir("vdev"), GuestBackend.Vdev(exe, cache)));
                 }
                 catch (GuestSetupException ex)
                 {
@@ -77,7 +86,7 @@ public static class GuestBench
                 }
             }
             if (note is not null) Console.WriteLine(note);
-            Console.WriteLine($"guest: TCG, {mem} MiB, {queues} request queue(s), cache={cache}; runs={runs} files={files} ls-files={lsFiles} seq={mib} MiB rand={rand}x4KiB qd={qd}");
+            Console.WriteLine($"guest: TCG, {mem} MiB, {queues} request queue(s), cache={cache}, shares on {(freshExt4 ? "a new ext4 each" : "the host's /tmp")}; runs={runs} files={files} ls-files={lsFiles} seq={mib} MiB rand={rand}x4KiB qd={qd}");
 
             var options = new GuestOptions
             {
@@ -142,6 +151,7 @@ public static class GuestBench
         }
         finally
         {
+            foreach (var fs in filesystems) fs.Dispose();
             Directory.Delete(temp, recursive: true);
         }
     }

@@ -100,9 +100,8 @@ internal static class VhostCompare
                 foreach (var t in targets)
                 {
                     var copy = Path.Combine(work, $"{t.Name}-run{run}");
-                    var image = Path.Combine("/dev/shm", $"{Path.GetFileName(work)}-{t.Name}-run{run}.img");
-                    if (o.FreshExt4) MountFreshExt4(image, copy, o);
-                    RunCommand("cp", "-a", o.FreshExt4 ? src + "/." : src, copy);
+                    using var fresh = o.FreshExt4 ? new FreshExt4($"{Path.GetFileName(work)}-{t.Name}-run{run}", copy, 2L * o.BigMib * Mib + (4L << 30)) : null;
+                    HostCommand.Run("cp", "-a", o.FreshExt4 ? src + "/." : src, copy);
                     try
                     {
                         var rows = RunTarget(t, copy, o, run == 1);
@@ -115,13 +114,7 @@ internal static class VhostCompare
                     }
                     finally
                     {
-                        if (o.FreshExt4)
-                        {
-                            RunCommand("umount", copy);
-                            File.Delete(image);
-                            Directory.Delete(copy);
-                        }
-                        else RunCommand("rm", "-rf", copy);
+                        if (fresh == null) HostCommand.Run("rm", "-rf", copy);
                     }
                 }
                 loads.Add(File.ReadAllText("/proc/loadavg").Trim());
@@ -130,7 +123,7 @@ internal static class VhostCompare
         }
         finally
         {
-            if (o.Work == null) RunCommand("rm", "-rf", work);
+            if (o.Work == null) HostCommand.Run("rm", "-rf", work);
         }
 
         Console.WriteLine();
@@ -172,29 +165,6 @@ internal static class VhostCompare
         for (int i = 0; i < o.DirEntries; i++) File.WriteAllBytes(Path.Combine(dir, $"entry-{i:D6}"), []);
         Directory.CreateDirectory(Path.Combine(src, "new"));
         Console.WriteLine($"source tree built in {sw.Elapsed.TotalSeconds:F1} s: big ({o.BigMib} MiB, stays in the host page cache: RAM {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes >> 30} GiB), meta/ ({o.MetaFiles} files), dir/ ({o.DirEntries} entries)");
-    }
-
-    private static void RunCommand(string exe, params string[] args)
-    {
-        var psi = new ProcessStartInfo(exe);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        p.WaitForExit();
-        if (p.ExitCode != 0) throw new InvalidOperationException($"{exe} {string.Join(' ', args)} failed with exit code {p.ExitCode}");
-    }
-
-    /// <summary>
-    /// A new ext4 filesystem mounted at <paramref name="mountPoint"/>, on a loop device over a sparse image in
-    /// /dev/shm (so no disk is involved): every run and backend starts from the same filesystem state. A copy in
-    /// the work directory instead inherits the host filesystem's history, and ext4's inode allocator then spends
-    /// most of a CREATE row skipping inodes that earlier runs deleted.
-    /// </summary>
-    private static void MountFreshExt4(string image, string mountPoint, Options o)
-    {
-        using (var f = File.Create(image)) f.SetLength(2L * o.BigMib * Mib + (4L << 30));
-        RunCommand("mkfs.ext4", "-q", "-F", image);
-        Directory.CreateDirectory(mountPoint);
-        RunCommand("mount", "-o", "loop", image, mountPoint);
     }
 
     // ---- one backend, one run ----
@@ -282,7 +252,7 @@ internal static class VhostCompare
     {
         if (!backend.HasExited)
         {
-            RunCommandQuiet("kill", "-TERM", backend.Id.ToString());
+            HostCommand.RunQuiet("kill", "-TERM", backend.Id.ToString());
             if (!backend.WaitForExit(5000)) { backend.Kill(); backend.WaitForExit(); }
         }
         // The daemon vdev's launcher started (or virtiofsd's child) may outlive the backend for a moment.
@@ -291,16 +261,8 @@ internal static class VhostCompare
         {
             if (p == backend.Id) continue;
             while (Directory.Exists($"/proc/{p}") && Environment.TickCount64 < deadline) Thread.Sleep(20);
-            if (Directory.Exists($"/proc/{p}")) RunCommandQuiet("kill", "-KILL", p.ToString());
+            if (Directory.Exists($"/proc/{p}")) HostCommand.RunQuiet("kill", "-KILL", p.ToString());
         }
-    }
-
-    private static void RunCommandQuiet(string exe, params string[] args)
-    {
-        var psi = new ProcessStartInfo(exe) { RedirectStandardError = true };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        p.WaitForExit();
     }
 
     /// <summary>Every process whose command line mentions <paramref name="share"/> (the backend, its forked child, the daemon vdev's launcher started).</summary>

@@ -1,6 +1,7 @@
 # Guest-side virtio-fs benchmark over every share in $HV_TAGS (one device per backend),
 # run by `hv-bench guest`. Each run measures every share in turn (so slow drift hits all
-# backends alike) and reports "@@HV val bench.TAG.METRIC VALUE"; the host takes medians.
+# backends alike), in the reverse order on even runs (so going first or second favours
+# none), and reports "@@HV val bench.TAG.METRIC VALUE"; the host takes medians.
 # Parameters (exported by the host): HV_RUNS, HV_FILES, HV_LS_FILES, HV_SEQ_MIB, HV_RAND_COUNT, HV_QD.
 RUNS=${HV_RUNS:-3}; FILES=${HV_FILES:-2000}; LSF=${HV_LS_FILES:-10000}
 MIB=${HV_SEQ_MIB:-128}; RAND=${HV_RAND_COUNT:-4000}; QD=${HV_QD:-16}
@@ -17,8 +18,10 @@ done
 hv_ok setup
 
 run=1
+REVERSED=; for t in $HV_TAGS; do REVERSED="$t $REVERSED"; done
 while [ $run -le $RUNS ]; do
-    for t in $HV_TAGS; do
+    if [ $((run % 2)) = 1 ]; then order=$HV_TAGS; else order=$REVERSED; fi
+    for t in $order; do
         d=/mnt/$t/hvbench
         ns=$(hvtool mkfiles $d/files "$FILES") || { hv_fail "create.$t" "mkfiles failed"; exit 1; }
         emit $t create_per_s "$(rate "$FILES" "$ns")"
