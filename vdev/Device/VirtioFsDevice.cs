@@ -22,6 +22,8 @@ internal sealed class VirtioFsDevice : IFuseCompletionSink, IDisposable
     public int MaxQueueSize { get; }
     /// <summary>Virtio features acknowledged by SET_FEATURES.</summary>
     public ulong Features;
+    /// <summary>How long a worker polls for replies before sleeping while few requests are in flight (<see cref="VhostUser.DeviceOptions.ReplySpin"/>).</summary>
+    public TimeSpan ReplySpin { get; init; }
     public IFuseTransport Transport => _transport ?? throw new InvalidOperationException("transport not attached");
     public bool TransportIsDown => Volatile.Read(ref _transportDown) != 0;
 

@@ -72,7 +72,8 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         // room) sleep on the doorbell at once instead of spinning: these threads share the CPUs with the
         // daemon's dispatchers, which are the ones producing what they wait for, and measured on 2 cores both
         // CPU per request and throughput were better without the spin (tests/Benchmarks/VdevBench.md,
-        // "Experiments"). The daemon keeps its own spin, which small reads need.
+        // "Experiments"). The daemon keeps its own spin, which small reads need. The one exception is in the
+        // virtqueue worker, with at most two requests in flight (DeviceOptions.ReplySpin).
         rings.SpinDuration = TimeSpan.Zero;
         int pid;
         try

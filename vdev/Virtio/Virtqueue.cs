@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Hypervisor.Protocol.Virtio;
 using Hypervisor.Vdev.Device;
@@ -39,6 +40,7 @@ internal sealed unsafe class Virtqueue
     private RingView? _view;
     private uint _generation;
     private int _inFlight;
+    private long _replySpinTicks;
     // Whether the current ProcessAvail handed the transport a frame, so that it flushes once at the end (worker only).
     private bool _submitted;
     private volatile bool _broken;
@@ -175,6 +177,7 @@ internal sealed unsafe class Virtqueue
 
     private void Run()
     {
+        _replySpinTicks = (long)(_device.ReplySpin.TotalSeconds * Stopwatch.Frequency);
         try
         {
             // Entries may already be waiting (restart after SET_VRING_BASE, or kicks sent before the fd).
@@ -187,7 +190,7 @@ internal sealed unsafe class Virtqueue
                 if (polled != null)
                 {
                     // Replies first: they free the chains the driver is waiting for.
-                    if (polled.Poll(Index) > 0 || !polled.ArmWakeup(Index, out replyFd, out peerExitFd))
+                    if (polled.Poll(Index) > 0 || AwaitReplyBriefly(polled) || !polled.ArmWakeup(Index, out replyFd, out peerExitFd))
                     {
                         if (_stopRequested) return;
                         if (Enabled && !_broken) ProcessAvail();
@@ -207,6 +210,30 @@ internal sealed unsafe class Virtqueue
             VdevLog.WorkerCrashed(_log, Index.Value, e);
             _broken = true;
         }
+    }
+
+    /// <summary>Most requests in flight for which the worker polls for a reply before sleeping (<see cref="AwaitReplyBriefly"/>).</summary>
+    public const int ReplySpinMaxInFlight = 2;
+
+    /// <summary>
+    /// With one or two requests in flight, the guest is most likely waiting on them: polls for their replies for up
+    /// to <see cref="VirtioFsDevice.ReplySpin"/>, giving the CPU away between looks (the daemon producing the reply
+    /// may need this very CPU), and returns true as soon as one was delivered. Sleeping instead costs the reply a
+    /// wake-up of this thread. With more in flight it returns false at once: under load the daemon needs the CPU
+    /// more than this thread needs the head start, and the next kick or reply comes soon anyway.
+    /// </summary>
+    private bool AwaitReplyBriefly(IPolledFuseTransport polled)
+    {
+        long spin = _replySpinTicks;
+        int inFlight = Volatile.Read(ref _inFlight);
+        if (spin == 0 || inFlight == 0 || inFlight > ReplySpinMaxInFlight) return false;
+        long until = Stopwatch.GetTimestamp() + spin;
+        do
+        {
+            Thread.Yield();
+            if (polled.Poll(Index) > 0) return true;
+        } while (Stopwatch.GetTimestamp() < until && !_stopRequested);
+        return false;
     }
 
     private void MarkBroken(string reason)

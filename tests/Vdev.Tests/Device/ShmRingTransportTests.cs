@@ -54,10 +54,14 @@ public sealed partial class ShmRingTransportTests : IDisposable
 
     /// <summary>Runs a device over <paramref name="rings"/> and connects the test front-end with its queues (64 entries) set up.</summary>
     private (Task<int> Run, VhostUserFrontend Frontend, IReadOnlyList<FrontendQueue> Queues) StartDevice(
-        ShmRingSet rings, int requestQueues, GuestRam ram, ListLogger log, int slotBytes = 64 << 10)
+        ShmRingSet rings, int requestQueues, GuestRam ram, ListLogger log, int slotBytes = 64 << 10,
+        TimeSpan? replySpin = null, Func<IFuseTransportFactory, IFuseTransportFactory>? wrap = null)
     {
         var sock = Path.Combine(_dir, "s.sock");
-        var run = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = requestQueues }, ShmRingTransport.Factory(rings, log), log, default);
+        var options = new DeviceOptions { SocketPath = sock, RequestQueues = requestQueues };
+        if (replySpin is { } spin) options.ReplySpin = spin;
+        var factory = ShmRingTransport.Factory(rings, log);
+        var run = VhostUserDevice.RunAsync(options, wrap?.Invoke(factory) ?? factory, log, default);
         var fe = VhostUserFrontend.Connect(sock, T);
         fe.Negotiate();
         fe.SetMemTable(ram);
@@ -110,6 +114,73 @@ public sealed partial class ShmRingTransportTests : IDisposable
 
         fe.Disconnect();
         Assert.Equal(0, await run.WaitAsync(T));
+    }
+
+    /// <summary>The ring transport, counting the times the queue's worker went to sleep waiting for a kick or a reply.</summary>
+    private sealed class SleepCounting(IFuseTransportFactory inner) : IFuseTransportFactory
+    {
+        public int Sleeps;
+
+        public IFuseTransport Create(FuseDeviceInfo device, IFuseCompletionSink sink) => new Transport(this, (IPolledFuseTransport)inner.Create(device, sink));
+
+        private sealed class Transport(SleepCounting counter, IPolledFuseTransport inner) : IPolledFuseTransport
+        {
+            public bool Submit(FuseRequest request) => inner.Submit(request);
+            public void Flush(QueueIndex queue) => inner.Flush(queue);
+            public int Poll(QueueIndex queue) => inner.Poll(queue);
+            public void DisarmWakeup(QueueIndex queue, bool replyRang, bool peerExited) => inner.DisarmWakeup(queue, replyRang, peerExited);
+            public void Dispose() => inner.Dispose();
+
+            public bool ArmWakeup(QueueIndex queue, out int replyFd, out int peerExitFd)
+            {
+                bool armed = inner.ArmWakeup(queue, out replyFd, out peerExitFd);
+                if (armed && queue.Value == 1) Interlocked.Increment(ref counter.Sleeps);
+                return armed;
+            }
+        }
+    }
+
+    /// <summary>Sends <paramref name="count"/> requests one at a time; returns how often queue 1's worker slept per request.</summary>
+    private double SleepsPerRequest(TimeSpan replySpin, int count)
+    {
+        using var rings = ShmRingSet.Create(2);
+        using var daemon = ShmRingSet.Attach(Duplicate(rings.Fds));
+        using var daemonStop = new CancellationTokenSource();
+        var served = Serve(daemon, daemonStop.Token);
+        var log = new ListLogger();
+        using var ram = new GuestRam(16 << 20);
+        SleepCounting? counting = null;
+        var (run, fe, qs) = StartDevice(rings, 1, ram, log, replySpin: replySpin, wrap: f => counting = new SleepCounting(f));
+        try
+        {
+            for (ulong i = 0; i < 20; i++) qs[1].Transact(FuseFrames.GetattrRequest(i + 1, 1), 4096, T);
+            int before = Volatile.Read(ref counting!.Sleeps);
+            for (ulong i = 0; i < (ulong)count; i++)
+            {
+                var frame = FuseFrames.GetattrRequest(100 + i, 1);
+                Assert.Equal(TestTransport.Answer(frame), qs[1].Transact(frame, 4096, T));
+            }
+            return (double)(Volatile.Read(ref counting.Sleeps) - before) / count;
+        }
+        finally
+        {
+            fe.Disconnect();
+            fe.Dispose();
+            Assert.Equal(0, run.Wait(T) ? run.Result : -1);
+            daemonStop.Cancel();
+            foreach (var t in served) t.Join();
+        }
+    }
+
+    [Fact]
+    public void AGuestWaitingOnOneRequestAtATime_GetsItsReplyWithoutTheWorkerSleepingForIt()
+    {
+        // Without the reply spin the worker sleeps twice per request: for the reply, then for the next kick. With
+        // it, only for the kick. A spin far longer than the stand-in daemon's answer keeps this independent of load.
+        double without = SleepsPerRequest(TimeSpan.Zero, 200);
+        double with = SleepsPerRequest(TimeSpan.FromMilliseconds(20), 200);
+        Assert.True(without >= 1.75, $"without the spin the worker slept {without:F2} times per request; expected about 2");
+        Assert.True(with <= 1.25, $"with the spin the worker slept {with:F2} times per request; expected about 1");
     }
 
     [Fact]
