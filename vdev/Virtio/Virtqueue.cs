@@ -41,6 +41,7 @@ internal sealed unsafe class Virtqueue
     private uint _generation;
     private int _inFlight;
     private long _replySpinTicks;
+    private bool _lastSubmittedLarge;
     // Whether the current ProcessAvail handed the transport a frame, so that it flushes once at the end (worker only).
     private bool _submitted;
     private volatile bool _broken;
@@ -216,17 +217,24 @@ internal sealed unsafe class Virtqueue
     public const int ReplySpinMaxInFlight = 2;
 
     /// <summary>
-    /// With one or two requests in flight, the guest is most likely waiting on them: polls for their replies for up
-    /// to <see cref="VirtioFsDevice.ReplySpin"/>, giving the CPU away between looks (the daemon producing the reply
-    /// may need this very CPU), and returns true as soon as one was delivered. Sleeping instead costs the reply a
-    /// wake-up of this thread. With more in flight it returns false at once: under load the daemon needs the CPU
-    /// more than this thread needs the head start, and the next kick or reply comes soon anyway.
+    /// Largest request or reply (bytes) whose answer the worker polls for: moving more takes the daemon longer
+    /// than the spin, so the spin would only burn the CPU.
+    /// </summary>
+    public const int ReplySpinMaxBytes = 16 << 10;
+
+    /// <summary>
+    /// With one or two small requests in flight, the guest is most likely waiting on them: polls for their replies
+    /// for up to <see cref="VirtioFsDevice.ReplySpin"/>, giving the CPU away between looks (the daemon producing the
+    /// reply may need this very CPU), and returns true as soon as one was delivered. Sleeping instead costs the
+    /// reply a wake-up of this thread. With more in flight it returns false at once: under load the daemon needs
+    /// the CPU more than this thread needs the head start, and the next kick or reply comes soon anyway. It does
+    /// the same when the last request submitted moves more than <see cref="ReplySpinMaxBytes"/>.
     /// </summary>
     private bool AwaitReplyBriefly(IPolledFuseTransport polled)
     {
         long spin = _replySpinTicks;
         int inFlight = Volatile.Read(ref _inFlight);
-        if (spin == 0 || inFlight == 0 || inFlight > ReplySpinMaxInFlight) return false;
+        if (spin == 0 || inFlight == 0 || inFlight > ReplySpinMaxInFlight || _lastSubmittedLarge) return false;
         long until = Stopwatch.GetTimestamp() + spin;
         do
         {
@@ -366,6 +374,7 @@ internal sealed unsafe class Virtqueue
         req.Cancellation = _cancel.Token;
         req.Tag = ((ulong)_generation << 32) | ((ulong)Index.Value << 16) | head;
         Interlocked.Increment(ref _inFlight);
+        _lastSubmittedLarge = Math.Max(req.ReadableLength, req.WritableLength) > ReplySpinMaxBytes;
         Volatile.Write(ref req.State, SlotInFlight);
         bool delivered;
         _submitted = true;

@@ -140,25 +140,28 @@ public sealed partial class ShmRingTransportTests : IDisposable
         }
     }
 
-    /// <summary>Sends <paramref name="count"/> requests one at a time; returns how often queue 1's worker slept per request.</summary>
-    private double SleepsPerRequest(TimeSpan replySpin, int count)
+    /// <summary>
+    /// Sends <paramref name="count"/> GETATTRs (or READs of <paramref name="readSize"/> bytes) one at a time; returns
+    /// how often queue 1's worker slept per request.
+    /// </summary>
+    private double SleepsPerRequest(TimeSpan replySpin, int count, int readSize = 0)
     {
         using var rings = ShmRingSet.Create(2);
         using var daemon = ShmRingSet.Attach(Duplicate(rings.Fds));
         using var daemonStop = new CancellationTokenSource();
-        var served = Serve(daemon, daemonStop.Token);
+        var served = Serve(daemon, daemonStop.Token, delayMs: 1);
         var log = new ListLogger();
-        using var ram = new GuestRam(16 << 20);
+        using var ram = new GuestRam(64 << 20);
         SleepCounting? counting = null;
-        var (run, fe, qs) = StartDevice(rings, 1, ram, log, replySpin: replySpin, wrap: f => counting = new SleepCounting(f));
+        var (run, fe, qs) = StartDevice(rings, 1, ram, log, slotBytes: 128 << 10, replySpin: replySpin, wrap: f => counting = new SleepCounting(f));
         try
         {
             for (ulong i = 0; i < 20; i++) qs[1].Transact(FuseFrames.GetattrRequest(i + 1, 1), 4096, T);
             int before = Volatile.Read(ref counting!.Sleeps);
             for (ulong i = 0; i < (ulong)count; i++)
             {
-                var frame = FuseFrames.GetattrRequest(100 + i, 1);
-                Assert.Equal(TestTransport.Answer(frame), qs[1].Transact(frame, 4096, T));
+                var frame = readSize == 0 ? FuseFrames.GetattrRequest(100 + i, 1) : FuseFrames.ReadRequest(100 + i, 2, 3, 0, (uint)readSize);
+                Assert.Equal(TestTransport.Answer(frame), qs[1].Transact(frame, 16 + Math.Max(readSize, 4096), T));
             }
             return (double)(Volatile.Read(ref counting.Sleeps) - before) / count;
         }
@@ -173,14 +176,18 @@ public sealed partial class ShmRingTransportTests : IDisposable
     }
 
     [Fact]
-    public void AGuestWaitingOnOneRequestAtATime_GetsItsReplyWithoutTheWorkerSleepingForIt()
+    public void AGuestWaitingOnOneSmallRequestAtATime_GetsItsReplyWithoutTheWorkerSleepingForIt()
     {
-        // Without the reply spin the worker sleeps twice per request: for the reply, then for the next kick. With
-        // it, only for the kick. A spin far longer than the stand-in daemon's answer keeps this independent of load.
+        // The stand-in daemon answers each request after 1 ms. Without the reply spin the worker sleeps twice per
+        // request: for the reply, then for the next kick. With it, only for the kick. A spin far longer than the
+        // daemon takes keeps this independent of the machine's load.
         double without = SleepsPerRequest(TimeSpan.Zero, 200);
         double with = SleepsPerRequest(TimeSpan.FromMilliseconds(20), 200);
         Assert.True(without >= 1.75, $"without the spin the worker slept {without:F2} times per request; expected about 2");
         Assert.True(with <= 1.25, $"with the spin the worker slept {with:F2} times per request; expected about 1");
+        // A large transfer takes the daemon longer than a spin is worth: the worker sleeps for it.
+        double large = SleepsPerRequest(TimeSpan.FromMilliseconds(20), 100, readSize: 32 << 10);
+        Assert.True(large >= 1.75, $"for 32 KiB reads the worker slept {large:F2} times per request; expected about 2");
     }
 
     [Fact]
