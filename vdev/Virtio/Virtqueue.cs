@@ -42,6 +42,7 @@ internal sealed unsafe class Virtqueue
     private int _inFlight;
     private long _replySpinTicks;
     private bool _lastSubmittedLarge;
+    private long _spinCredit, _spinCreditAt;
     // Whether the current ProcessAvail handed the transport a frame, so that it flushes once at the end (worker only).
     private bool _submitted;
     private volatile bool _broken;
@@ -223,25 +224,43 @@ internal sealed unsafe class Virtqueue
     public const int ReplySpinMaxBytes = 16 << 10;
 
     /// <summary>
+    /// The worker spins for replies at most one part in this many of the time that passes (an eighth of a CPU).
+    /// </summary>
+    public const int ReplySpinCpuShare = 8;
+
+    /// <summary>
     /// With one or two small requests in flight, the guest is most likely waiting on them: polls for their replies
     /// for up to <see cref="VirtioFsDevice.ReplySpin"/>, giving the CPU away between looks (the daemon producing the
     /// reply may need this very CPU), and returns true as soon as one was delivered. Sleeping instead costs the
     /// reply a wake-up of this thread. With more in flight it returns false at once: under load the daemon needs
     /// the CPU more than this thread needs the head start, and the next kick or reply comes soon anyway. It does
-    /// the same when the last request submitted moves more than <see cref="ReplySpinMaxBytes"/>.
+    /// the same when the last request submitted moves more than <see cref="ReplySpinMaxBytes"/>, and once it has
+    /// spun for more than its share of the time (<see cref="ReplySpinCpuShare"/>).
     /// </summary>
     private bool AwaitReplyBriefly(IPolledFuseTransport polled)
     {
         long spin = _replySpinTicks;
         int inFlight = Volatile.Read(ref _inFlight);
         if (spin == 0 || inFlight == 0 || inFlight > ReplySpinMaxInFlight || _lastSubmittedLarge) return false;
-        long until = Stopwatch.GetTimestamp() + spin;
+        // Spin time is earned at a fixed share of the time that passes, so that a steady stream of requests that
+        // each find the queue nearly empty cannot turn the worker into a busy loop.
+        long start = Stopwatch.GetTimestamp();
+        _spinCredit = Math.Min(_spinCredit + (start - _spinCreditAt) / ReplySpinCpuShare, 4 * spin);
+        _spinCreditAt = start;
+        if (_spinCredit <= 0) return false;
+        long until = start + Math.Min(spin, _spinCredit);
+        bool delivered = false;
         do
         {
             Thread.Yield();
-            if (polled.Poll(Index) > 0) return true;
+            if (polled.Poll(Index) > 0)
+            {
+                delivered = true;
+                break;
+            }
         } while (Stopwatch.GetTimestamp() < until && !_stopRequested);
-        return false;
+        _spinCredit -= Stopwatch.GetTimestamp() - start;
+        return delivered;
     }
 
     private void MarkBroken(string reason)

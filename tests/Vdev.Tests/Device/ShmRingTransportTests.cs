@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Hypervisor.Protocol.Ring;
@@ -24,9 +25,9 @@ public sealed partial class ShmRingTransportTests : IDisposable
 
     /// <summary>
     /// The stand-in daemon: one thread per queue echoing frames (TestTransport.Answer), FORGET answered empty, each
-    /// reply after <paramref name="delayMs"/>.
+    /// reply after <paramref name="delayMs"/> of sleep and <paramref name="busyMicros"/> of busy work.
     /// </summary>
-    private static Thread[] Serve(ShmRingSet daemon, CancellationToken ct, int delayMs = 0)
+    private static Thread[] Serve(ShmRingSet daemon, CancellationToken ct, int delayMs = 0, int busyMicros = 0)
     {
         var threads = new Thread[daemon.QueueCount];
         for (int q = 0; q < threads.Length; q++)
@@ -42,6 +43,8 @@ public sealed partial class ShmRingTransportTests : IDisposable
                     bool forget = BinaryPrimitives.ReadUInt32LittleEndian(request.AsSpan(4)) == FuseFrames.Forget;
                     var reply = forget ? [] : TestTransport.Answer(request);
                     if (delayMs > 0) Thread.Sleep(delayMs);
+                    for (long until = Stopwatch.GetTimestamp() + busyMicros * Stopwatch.Frequency / 1_000_000; Stopwatch.GetTimestamp() < until;)
+                        Thread.SpinWait(16);
                     if (queue.Producer.Reserve(reply.Length, out var span, Timeout.InfiniteTimeSpan, ct) != RingStatus.Ok) return;
                     reply.CopyTo(span);
                     queue.Producer.Commit(reply.Length, tag);
@@ -144,12 +147,12 @@ public sealed partial class ShmRingTransportTests : IDisposable
     /// Sends <paramref name="count"/> GETATTRs (or READs of <paramref name="readSize"/> bytes) one at a time; returns
     /// how often queue 1's worker slept per request.
     /// </summary>
-    private double SleepsPerRequest(TimeSpan replySpin, int count, int readSize = 0)
+    private double SleepsPerRequest(TimeSpan replySpin, int count, int readSize = 0, int daemonMicros = 100)
     {
         using var rings = ShmRingSet.Create(2);
         using var daemon = ShmRingSet.Attach(Duplicate(rings.Fds));
         using var daemonStop = new CancellationTokenSource();
-        var served = Serve(daemon, daemonStop.Token, delayMs: 1);
+        var served = Serve(daemon, daemonStop.Token, busyMicros: daemonMicros);
         var log = new ListLogger();
         using var ram = new GuestRam(64 << 20);
         SleepCounting? counting = null;
@@ -178,9 +181,9 @@ public sealed partial class ShmRingTransportTests : IDisposable
     [Fact]
     public void AGuestWaitingOnOneSmallRequestAtATime_GetsItsReplyWithoutTheWorkerSleepingForIt()
     {
-        // The stand-in daemon answers each request after 1 ms. Without the reply spin the worker sleeps twice per
-        // request: for the reply, then for the next kick. With it, only for the kick. A spin far longer than the
-        // daemon takes keeps this independent of the machine's load.
+        // The stand-in daemon answers each request after 100 µs of work. Without the reply spin the worker sleeps
+        // twice per request: for the reply, then for the next kick. With it, only for the kick. A spin far longer
+        // than the daemon takes keeps this independent of the machine's load.
         double without = SleepsPerRequest(TimeSpan.Zero, 200);
         double with = SleepsPerRequest(TimeSpan.FromMilliseconds(20), 200);
         Assert.True(without >= 1.75, $"without the spin the worker slept {without:F2} times per request; expected about 2");
@@ -188,6 +191,11 @@ public sealed partial class ShmRingTransportTests : IDisposable
         // A large transfer takes the daemon longer than a spin is worth: the worker sleeps for it.
         double large = SleepsPerRequest(TimeSpan.FromMilliseconds(20), 100, readSize: 32 << 10);
         Assert.True(large >= 1.75, $"for 32 KiB reads the worker slept {large:F2} times per request; expected about 2");
+        // A daemon that takes 2 ms per request would keep a worker that always waits for it spinning nearly all the
+        // time: the worker's spin is capped at an eighth of the time passing (after a start-up credit of four
+        // spins), so over 300 requests it sleeps for most of the replies.
+        double slow = SleepsPerRequest(TimeSpan.FromMilliseconds(20), 300, daemonMicros: 2000);
+        Assert.True(slow >= 1.6, $"with a 2 ms daemon the worker slept {slow:F2} times per request; expected most replies to be slept for");
     }
 
     [Fact]
