@@ -39,6 +39,9 @@ public sealed partial class RingTransport : IDisposable
     /// <summary>Completes when serving ended: the vdev closed the ring (Closed), died (PeerDead), or it broke.</summary>
     public Task<RingStatus> Completion => _ended.Task;
 
+    /// <summary>The share of time a request queue's dispatcher may spin when there are at least as many as CPUs.</summary>
+    public const int CrowdedSpinCpuShare = 4;
+
     /// <summary>Attaches to the ring described by <paramref name="descriptor"/> and starts serving every queue.</summary>
     public static RingTransport Start(FuseEngine engine, ILogger log, string descriptor)
     {
@@ -63,6 +66,9 @@ public sealed partial class RingTransport : IDisposable
             var queue = rings.GetQueue(q);
             // Queue 0 is virtio-fs's hiprio queue (FORGET, INTERRUPT): no reply waits on it, so it sleeps at once.
             queue.Consumer.SpinsBeforeSleep = q != 0;
+            // As many spinning dispatchers as CPUs: each may spin a quarter of the time at most, or a dispatcher that
+            // never sleeps keeps a CPU to itself while the vdev's workers crowd onto the others.
+            if (rings.QueueCount - 1 >= Environment.ProcessorCount) queue.Consumer.SpinCpuShare = CrowdedSpinCpuShare;
             var thread = new Thread(() => transport.Dispatch(queue)) { IsBackground = true, Name = $"ring-q{q}" };
             transport._dispatchers[q] = thread;
             thread.Start();

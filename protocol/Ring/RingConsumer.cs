@@ -162,6 +162,18 @@ public sealed unsafe class RingConsumer
     public bool SpinsBeforeSleep { get; set; } = true;
 
     /// <summary>
+    /// When above 0, <see cref="Peek"/> spends at most one part in this many of the time that passes spinning
+    /// (default 0: no limit). For a consumer that is one of as many spinning threads as there are CPUs: a thread
+    /// that always spins keeps its CPU from ever looking idle, so the threads it waits for get crowded onto the
+    /// other CPUs.
+    /// </summary>
+    public int SpinCpuShare
+    {
+        get => _spin.CpuShare;
+        set => _spin.CpuShare = Math.Max(0, value);
+    }
+
+    /// <summary>
     /// Returns the next frame, busy-polling for <see cref="ShmRingSet.SpinDuration"/> and then
     /// sleeping on the doorbell until a frame arrives, the timeout passes, the token is cancelled,
     /// the peer dies or closes. Frames committed before the peer died or closed are still returned

@@ -133,6 +133,36 @@ public unsafe class RingConsumerTests
         }
     }
 
+    /// <summary>Nanoseconds this thread has run on a CPU (/proc/thread-self/schedstat).</summary>
+    private static long ThreadCpuNs() => long.Parse(File.ReadAllText("/proc/thread-self/schedstat").Split(' ')[0]);
+
+    /// <summary>Runs 20 empty waits of 30 ms with a 20 ms spin; returns this thread's CPU time and the time passed, in ms.</summary>
+    private static (double Cpu, double Elapsed) SpinCost(int cpuShare)
+    {
+        var (creator, attacher) = Pair(1, maxFrame: 1000, directionBytes: 4096);
+        using (creator) using (attacher)
+        {
+            attacher.SpinDuration = TimeSpan.FromMilliseconds(20);
+            var consumer = attacher.GetQueue(0).Consumer;
+            consumer.SpinCpuShare = cpuShare;
+            long cpu0 = ThreadCpuNs();
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < 20; i++) Assert.Equal(RingStatus.Timeout, consumer.Peek(out _, TimeSpan.FromMilliseconds(30)));
+            return ((ThreadCpuNs() - cpu0) / 1e6, sw.Elapsed.TotalMilliseconds);
+        }
+    }
+
+    [Fact]
+    public void Peek_WithACpuShareSpinsNoMoreThanThatShareOfTheTime()
+    {
+        // Unlimited, each wait spins its 20 ms: about 400 ms of CPU over about 600 ms.
+        var (free, _) = SpinCost(0);
+        Assert.True(free >= 150, $"without a share the waits used {free:F0} ms of CPU; a 20 ms spin per wait should use far more");
+        // A quarter: the four spins banked at the start (80 ms) plus a quarter of the time passing.
+        var (limited, elapsed) = SpinCost(4);
+        Assert.True(limited <= 80 + elapsed / 4 + 40, $"with a quarter share the waits used {limited:F0} ms of CPU in {elapsed:F0} ms");
+    }
+
     [Fact]
     public void Peek_WakesOnTheDoorbellWhenAFrameIsCommittedWhileItSleeps()
     {
