@@ -61,14 +61,15 @@ public sealed partial class RingTransport : IDisposable
         }
         var transport = new RingTransport(engine, log, rings);
         transport._running = rings.QueueCount;
+        // As many spinning request dispatchers as CPUs: each may spin a quarter of the time at most, or a dispatcher
+        // that never sleeps keeps a CPU to itself while the vdev's workers crowd onto the others.
+        bool crowded = rings.QueueCount - 1 >= Environment.ProcessorCount;
         for (var q = 0; q < rings.QueueCount; q++)
         {
             var queue = rings.GetQueue(q);
             // Queue 0 is virtio-fs's hiprio queue (FORGET, INTERRUPT): no reply waits on it, so it sleeps at once.
             queue.Consumer.SpinsBeforeSleep = q != 0;
-            // As many spinning dispatchers as CPUs: each may spin a quarter of the time at most, or a dispatcher that
-            // never sleeps keeps a CPU to itself while the vdev's workers crowd onto the others.
-            if (rings.QueueCount - 1 >= Environment.ProcessorCount) queue.Consumer.SpinCpuShare = CrowdedSpinCpuShare;
+            if (crowded) queue.Consumer.SpinCpuShare = CrowdedSpinCpuShare;
             var thread = new Thread(() => transport.Dispatch(queue)) { IsBackground = true, Name = $"ring-q{q}" };
             transport._dispatchers[q] = thread;
             thread.Start();

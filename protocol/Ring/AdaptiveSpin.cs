@@ -26,14 +26,17 @@ internal struct AdaptiveSpin
     {
     }
 
-    // With a CPU share: spin time still to spend, and when it was last topped up / last charged.
-    private long _credit, _creditAt, _charged;
+    private SpinCredit _credit;
 
     /// <summary>
     /// When above 0, the spin takes at most one part in this many of the time that passes (time is earned at that
     /// rate, at most four spins banked); 0 leaves it unlimited.
     /// </summary>
-    public int CpuShare { get; set; }
+    public int CpuShare
+    {
+        readonly get => _credit.Share;
+        set => _credit.Share = value;
+    }
 
     /// <summary>Starts a wait of at most <paramref name="maxTicks"/> of spinning.</summary>
     public void Begin(long maxTicks)
@@ -42,24 +45,14 @@ internal struct AdaptiveSpin
         _started = Stopwatch.GetTimestamp();
         _until = _started + Math.Min(_budget, maxTicks);
         _yieldFrom = _started + maxTicks / 2;
-        if (CpuShare > 0)
-        {
-            _credit = Math.Min(_credit + (_started - _creditAt) / CpuShare, 4 * maxTicks);
-            _creditAt = _charged = _started;
-        }
+        _credit.Earn(_started, 4 * maxTicks);
     }
 
     /// <summary>Pauses or yields once before the caller looks again; false once the spin is used up.</summary>
     public bool Spin()
     {
         long now = Stopwatch.GetTimestamp();
-        if (CpuShare > 0)
-        {
-            _credit -= now - _charged;
-            _charged = now;
-            if (_credit <= 0) return false;
-        }
-        if (now >= _until) return false;
+        if (!_credit.Charge(now) || now >= _until) return false;
         if (now >= _yieldFrom) Thread.Yield(); else Thread.SpinWait(4);
         return true;
     }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using Hypervisor.Protocol.Ring;
 using Hypervisor.Protocol.Virtio;
 using Hypervisor.Vdev.Device;
 using Hypervisor.Vdev.Interop;
@@ -42,7 +43,7 @@ internal sealed unsafe class Virtqueue
     private int _inFlight;
     private long _replySpinTicks;
     private bool _lastSubmittedLarge;
-    private long _spinCredit, _spinCreditAt;
+    private SpinCredit _spinCredit = new() { Share = ReplySpinCpuShare };
     // Whether the current ProcessAvail handed the transport a frame, so that it flushes once at the end (worker only).
     private bool _submitted;
     private volatile bool _broken;
@@ -245,22 +246,17 @@ internal sealed unsafe class Virtqueue
         // Spin time is earned at a fixed share of the time that passes, so that a steady stream of requests that
         // each find the queue nearly empty cannot turn the worker into a busy loop.
         long start = Stopwatch.GetTimestamp();
-        _spinCredit = Math.Min(_spinCredit + (start - _spinCreditAt) / ReplySpinCpuShare, 4 * spin);
-        _spinCreditAt = start;
-        if (_spinCredit <= 0) return false;
-        long until = start + Math.Min(spin, _spinCredit);
-        bool delivered = false;
-        do
+        _spinCredit.Earn(start, 4 * spin);
+        if (!_spinCredit.Charge(start)) return false;
+        long until = start + spin;
+        while (true)
         {
             Thread.Yield();
-            if (polled.Poll(Index) > 0)
-            {
-                delivered = true;
-                break;
-            }
-        } while (Stopwatch.GetTimestamp() < until && !_stopRequested);
-        _spinCredit -= Stopwatch.GetTimestamp() - start;
-        return delivered;
+            bool delivered = polled.Poll(Index) > 0;
+            long now = Stopwatch.GetTimestamp();
+            if (!_spinCredit.Charge(now) || delivered) return delivered;
+            if (now >= until || _stopRequested) return false;
+        }
     }
 
     private void MarkBroken(string reason)
