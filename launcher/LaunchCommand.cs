@@ -32,7 +32,7 @@ public static class LaunchCommand
     private static readonly Option<bool> ReadOnly = new("--readonly") { Description = "Refuse every change with EROFS (default off)." };
     private static readonly Option<bool> Writeback = new("--writeback") { Description = "Let the guest use writeback caching (default off)." };
     private static readonly Option<string?> ThreadPoolSize = new("--thread-pool-size") { Description = "Worker threads, 0 (one per CPU) to 1024 (default 0)." };
-    private static readonly Option<string?> FdCacheSize = new("--fd-cache-size") { Description = "Open descriptors kept for known inodes, 16 to 16384 (default 8192)." };
+    private static readonly Option<string?> FdCacheSize = new("--fd-cache-size") { Description = "O_PATH descriptors kept for known inodes, 16 to 1048576 and under the daemon's RLIMIT_NOFILE (default: derived from that limit)." };
     private static readonly Option<string?> LogLevel = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info)." };
     private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client at DIR through /dev/fuse (root)." };
     private static readonly Option<string?> Ring = new("--ring") { Description = "The shared-memory ring's descriptor string as its creator formatted it (memfd=N,queues=Q,sq0=N,sqf0=N,cq0=N,cqf0=N,…); forwarded untouched, and the fds it names are inherited by the daemon." };
@@ -125,7 +125,7 @@ public static class LaunchCommand
             return false;
         }
         if (!TryParseRange(parse.GetValue(ThreadPoolSize), "--thread-pool-size", 0, 1024, "0 (one thread per CPU) to 1024", out int? threads, out error)) return false;
-        if (!TryParseRange(parse.GetValue(FdCacheSize), "--fd-cache-size", 16, 16384, "16 to 16384 (RLIMIT_NOFILE is 20,000 here)", out int? fdCache, out error)) return false;
+        if (!TryParseRange(parse.GetValue(FdCacheSize), "--fd-cache-size", 16, 1 << 20, "16 to 1048576 (the daemon also checks it against its descriptor limit)", out int? fdCache, out error)) return false;
 
         var timeout = TimeSpan.FromSeconds(10);
         if (parse.GetValue(TimeoutOption) is { } timeoutText)

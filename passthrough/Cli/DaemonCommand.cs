@@ -1,5 +1,6 @@
 using Hypervisor.Protocol.Share;
 using System.CommandLine;
+using Hypervisor.Passthrough.FileSystem;
 using Hypervisor.Passthrough.Share;
 using Microsoft.Extensions.Logging;
 
@@ -24,7 +25,7 @@ public static class DaemonCommand
     private static readonly Option<bool> ReadOnly = new("--readonly") { Description = "Refuse every change with EROFS (default off)." };
     private static readonly Option<bool> Writeback = new("--writeback") { Description = "Let the guest use writeback caching (default off)." };
     private static readonly Option<int> ThreadPoolSize = new("--thread-pool-size") { Description = "Worker threads serving /dev/fuse (default 0: two per CPU, at least 8); the ring is served by one thread per queue." };
-    private static readonly Option<int> FdCacheSize = new("--fd-cache-size") { Description = "Open descriptors kept for known inodes (default 8192).", DefaultValueFactory = _ => 8192 };
+    private static readonly Option<int?> FdCacheSize = new("--fd-cache-size") { Description = "O_PATH descriptors kept for known inodes (default: RLIMIT_NOFILE less a quarter, 256 to 4096 of it, at most 65536)." };
     private static readonly Option<string> LogLevelOption = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info).", DefaultValueFactory = _ => "info" };
     private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client: mount the share at DIR through /dev/fuse (root)." };
     private static readonly Option<string?> Ring = new("--ring") { Description = "Serve a shared-memory ring handed over by fd inheritance (set by fuse_launcher)." };
@@ -73,7 +74,7 @@ public static class DaemonCommand
         var threads = parse.GetValue(ThreadPoolSize);
         if (threads < 0 || threads > 1024) { error = $"--thread-pool-size {threads} is out of range; use 0 (automatic) to 1024."; return false; }
         var fdCache = parse.GetValue(FdCacheSize);
-        if (fdCache < 16 || fdCache > 16384) { error = $"--fd-cache-size {fdCache} is out of range; use 16 to 16384 (RLIMIT_NOFILE is 20,000 here)."; return false; }
+        if (fdCache is { } size && !TryCheckFdCacheSize(size, DescriptorBudget.SoftLimit(), out error)) return false;
         var mount = parse.GetValue(Mount);
         var ring = parse.GetValue(Ring);
         if (mount is null && ring is null) { error = "nothing to serve; pass --mount DIR (host FUSE) or --ring SPEC (from fuse_launcher)."; return false; }
@@ -94,6 +95,21 @@ public static class DaemonCommand
         settings = new Settings(share, level, mount, ring, parse.GetValue(ControlSocket), parse.GetValue(ReadyFd));
         error = null;
         return true;
+    }
+
+    /// <summary>
+    /// An explicit <c>--fd-cache-size</c> must leave room under the descriptor limit for open files; the error says
+    /// both ways out.
+    /// </summary>
+    public static bool TryCheckFdCacheSize(int size, long softLimit, out string? error)
+    {
+        var largest = DescriptorBudget.LargestCacheSize(softLimit);
+        error = size < DescriptorBudget.MinCacheSize
+            ? $"--fd-cache-size {size} is too small; use at least {DescriptorBudget.MinCacheSize}, or leave it out for the automatic size."
+            : size > largest
+                ? $"--fd-cache-size {size} does not fit under RLIMIT_NOFILE ({softLimit}); use at most {largest}, raise the limit (ulimit -n), or leave it out for the automatic size."
+                : null;
+        return error is null;
     }
 
     /// <summary>Parses a <c>--cache</c> value (virtiofsd also accepts "none" for never).</summary>

@@ -7,8 +7,11 @@ internal static partial class Log
     [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Serving {Root} (file handles: {Handles}, fd cache {CacheSize})")]
     public static partial void Opened(ILogger logger, string root, bool handles, int cacheSize);
 
-    [LoggerMessage(EventId = 101, Level = LogLevel.Warning, Message = "Out of file descriptors (errno {Errno}) with {Cached} cached; the request fails and the cache is trimmed")]
-    public static partial void OutOfDescriptors(ILogger logger, int errno, int cached);
+    [LoggerMessage(EventId = 101, Level = LogLevel.Warning, Message = "Out of file descriptors (errno {Errno}) and none cached to give back; the request fails")]
+    public static partial void OutOfDescriptors(ILogger logger, int errno);
+
+    [LoggerMessage(EventId = 104, Level = LogLevel.Debug, Message = "At the descriptor limit (errno {Errno}): closed {Closed} cached descriptors, {Cached} left, and tried again")]
+    public static partial void MadeRoom(ILogger logger, int errno, int closed, int cached);
 
     [LoggerMessage(EventId = 102, Level = LogLevel.Trace, Message = "Node {Node} dropped")]
     public static partial void NodeDropped(ILogger logger, ulong node);

@@ -255,13 +255,15 @@ internal sealed class FdCache
         }
     }
 
-    /// <summary>Closes up to <paramref name="count"/> least recently used descriptors (after EMFILE/ENFILE).</summary>
-    public void Trim(int count)
+    /// <summary>Closes up to <paramref name="count"/> least recently used descriptors (after EMFILE/ENFILE); returns how many left.</summary>
+    public int Trim(int count)
     {
+        var evicted = 0;
         lock (_lock)
         {
-            while (count-- > 0 && _tail is { } victim) EvictOne(victim);
+            for (; evicted < count && _tail is { } victim; evicted++) EvictOne(victim);
         }
+        return evicted;
     }
 
     public void Clear()

@@ -21,12 +21,8 @@ public sealed partial class PassthroughFileSystem
             if (!n!.IsDir) return Errno.ENOTDIR;
             // "." below an O_PATH directory descriptor is that directory: no name from the guest is involved.
             var fd = Libc.openat(lease.Fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
-            if (fd < 0)
-            {
-                var errno = LastErrno();
-                OnDescriptorFailure(errno);
-                return errno;
-            }
+            if (fd < 0 && MadeRoom()) fd = Libc.openat(lease.Fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
+            if (fd < 0) return LastErrno();
             var dir = Register(n, new SafeFd(fd), isDir: true, Libc.O_RDONLY);
             var flags = _settings.Cache == CachePolicy.Always ? OpenOutFlags.CacheDir | OpenOutFlags.KeepCache : OpenOutFlags.None;
             return new OpenOut { Fh = dir.Id, OpenFlags = (uint)flags };

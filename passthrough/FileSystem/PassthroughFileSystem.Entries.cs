@@ -57,12 +57,8 @@ public sealed partial class PassthroughFileSystem
             if (known is not null && _fdCache.TryCountLookup(known, ticket, _countKnownLookup)) return MakeEntry(known, seen);
         }
         var fd = Libc.openat(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
-        if (fd < 0)
-        {
-            var errno = LastErrno();
-            OnDescriptorFailure(errno);
-            return errno;
-        }
+        if (fd < 0 && MadeRoom()) fd = Libc.openat(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+        if (fd < 0) return LastErrno();
         if (Libc.fstat(fd, out var st) != 0)
         {
             var errno = LastErrno();

@@ -65,12 +65,8 @@ public sealed partial class PassthroughFileSystem
             if (err.IsError) return err;
             Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
             var fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(lease.Fd.Value, procBuffer), HostOpenFlags(args.Flags), 0);
-            if (fd < 0)
-            {
-                var errno = LastErrno();
-                OnDescriptorFailure(errno);
-                return errno;
-            }
+            if (fd < 0 && MadeRoom()) fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(lease.Fd.Value, procBuffer), HostOpenFlags(args.Flags), 0);
+            if (fd < 0) return LastErrno();
             var file = new SafeFd(fd);
             if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file);
             var open = Register(n!, file, isDir: false, (int)args.Flags & Libc.O_ACCMODE);
@@ -103,10 +99,13 @@ public sealed partial class PassthroughFileSystem
             {
                 // Always create exclusively so that an existing FIFO or device is never opened by this call; an
                 // existing name (without the guest's O_EXCL) is then opened only after checking it is a regular file.
+                // EMFILE comes before the name is looked at, so nothing was created and the open can be tried again.
                 fd = Libc.openat(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
+                if (fd < 0 && MadeRoom()) fd = Libc.openat(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
                 if (fd < 0 && Libc.Errno() == Errno.EEXIST.Value && !guestExcl)
                 {
                     pathFd = Libc.openat(lease.Fd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+                    if (pathFd < 0 && MadeRoom()) pathFd = Libc.openat(lease.Fd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
                     if (pathFd < 0) return LastErrno();
                     if (Libc.fstat(pathFd, out var est) != 0 || (est.Mode & Libc.S_IFMT) != Libc.S_IFREG)
                     {
@@ -115,6 +114,7 @@ public sealed partial class PassthroughFileSystem
                         return type == Libc.S_IFDIR ? Errno.EISDIR : type == Libc.S_IFLNK ? Errno.ELOOP : Errno.ENXIO;
                     }
                     fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(pathFd, procBuffer), hostFlags, 0);
+                    if (fd < 0 && MadeRoom()) fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(pathFd, procBuffer), hostFlags, 0);
                     if (fd < 0)
                     {
                         failure = LastErrno();
@@ -127,11 +127,7 @@ public sealed partial class PassthroughFileSystem
                     failure = LastErrno();
                 }
             }
-            if (fd < 0)
-            {
-                OnDescriptorFailure(failure);
-                return failure;
-            }
+            if (fd < 0) return failure;
             var file = new SafeFd(fd);
             if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file);
             if (Libc.fstat(file, out var st) != 0)
@@ -144,11 +140,11 @@ public sealed partial class PassthroughFileSystem
             if (pathFd < 0)
             {
                 pathFd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(fd, procBuffer), Libc.O_PATH | Libc.O_CLOEXEC, 0);
+                if (pathFd < 0 && MadeRoom()) pathFd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(fd, procBuffer), Libc.O_PATH | Libc.O_CLOEXEC, 0);
                 if (pathFd < 0)
                 {
                     var errno = LastErrno();
                     file.Dispose();
-                    OnDescriptorFailure(errno);
                     return errno;
                 }
             }
@@ -295,6 +291,7 @@ public sealed partial class PassthroughFileSystem
             Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
             var proc = ProcPath.Format(file.Fd.Value, procBuffer);
             var raw = Libc.openat(Libc.AT_FDCWD, proc, Libc.O_RDWR | Libc.O_CLOEXEC, 0);
+            if (raw < 0 && MadeRoom()) raw = Libc.openat(Libc.AT_FDCWD, proc, Libc.O_RDWR | Libc.O_CLOEXEC, 0);
             if (raw < 0) raw = Libc.openat(Libc.AT_FDCWD, proc, file.AccessMode | Libc.O_CLOEXEC, 0);
             if (raw < 0) return LastErrno();
             fd = new SafeFd(raw);
@@ -336,6 +333,7 @@ public sealed partial class PassthroughFileSystem
         {
             Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
             var raw = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(file!.Fd.Value, procBuffer), file.AccessMode | Libc.O_CLOEXEC, 0);
+            if (raw < 0 && MadeRoom()) raw = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(file.Fd.Value, procBuffer), file.AccessMode | Libc.O_CLOEXEC, 0);
             if (raw < 0) return LastErrno();
             fd = new SafeFd(raw);
             temporary = true;

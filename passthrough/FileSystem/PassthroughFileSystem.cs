@@ -86,11 +86,12 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         var dir = _options.SharedDir;
         if (string.IsNullOrEmpty(dir))
             throw new ArgumentException("The shared directory is empty; set --shared-dir to an existing host directory.", nameof(settings));
-        if (_options.FdCacheSize < 1)
-            throw new ArgumentException($"The fd cache size {_options.FdCacheSize} is too small; set it to at least 1 (default 8192).", nameof(settings));
+        var fdCacheSize = _options.FdCacheSize ?? DescriptorBudget.AutomaticCacheSize(DescriptorBudget.SoftLimit());
+        if (fdCacheSize < 1)
+            throw new ArgumentException($"The fd cache size {fdCacheSize} is too small; set it to at least 1 or leave it automatic.", nameof(settings));
 
         for (var i = 0; i < Stripes; i++) _inodes[i] = new Dictionary<InodeKey, Node>();
-        _fdCache = new FdCache(_options.FdCacheSize, Evicting);
+        _fdCache = new FdCache(fdCacheSize, Evicting);
         _countKnownLookup = CountKnownLookup;
 
         var pathBytes = Encoding.UTF8.GetBytes(dir + "\0");
@@ -135,7 +136,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         _root = new Node(FuseConstants.RootId, new InodeKey(st.Dev, st.Ino), Libc.S_IFDIR, _rootFd);
         _root.Lookups = long.MaxValue / 2;
         InstallRoot();
-        Log.Opened(_logger, _rootPath, _useHandles, _options.FdCacheSize);
+        Log.Opened(_logger, _rootPath, _useHandles, _fdCache.Capacity);
     }
 
     /// <summary>Nodes the guest currently knows (including the root).</summary>
@@ -152,6 +153,9 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
 
     /// <summary>O_PATH descriptors currently held in the bounded cache.</summary>
     public int CachedDescriptors => _fdCache.Count;
+
+    /// <summary>Descriptors the fd cache keeps at most (<c>--fd-cache-size</c>, or the automatic size).</summary>
+    public int FdCacheCapacity => _fdCache.Capacity;
 
     /// <summary>Whether inodes are identified by file handle (false: every node pins an O_PATH descriptor).</summary>
     public bool UsesFileHandles => _useHandles;
@@ -338,12 +342,11 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             return Errno.ENOENT; // dropped before its descriptor was ever cached
         }
         var fd = Libc.open_by_handle_at(_mountFd, handle, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
+        if (fd < 0 && MadeRoom()) fd = Libc.open_by_handle_at(_mountFd, handle, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
         if (fd < 0)
         {
-            var errno = LastErrno();
-            OnDescriptorFailure(errno);
             lease = default;
-            return errno;
+            return LastErrno();
         }
         lease = _fdCache.InsertAndLease(node, new SafeFd(fd));
         return Errno.Ok;
@@ -362,16 +365,20 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     }
 
     /// <summary>
-    /// On EMFILE/ENFILE the failing request reports it; the cache gives back a few descriptors so that the next
-    /// requests have room (the limit is 20,000 here and cannot be raised).
+    /// Called right after an open failed. At the descriptor limit (EMFILE/ENFILE) the cache closes its 64 least
+    /// recently used descriptors (their nodes reopen by handle when next used) and the caller tries the open once
+    /// more: true. Otherwise, or when the cache had none to give, false, with the open's errno left in place for the
+    /// caller to report. So the cache never makes a guest's open fail while it holds descriptors itself.
     /// </summary>
-    private void OnDescriptorFailure(Errno errno)
+    private bool MadeRoom()
     {
-        if (errno == Errno.EMFILE || errno == Errno.ENFILE)
-        {
-            Log.OutOfDescriptors(_logger, errno.Value, _fdCache.Count);
-            _fdCache.Trim(64);
-        }
+        var errno = Libc.Errno();
+        if (errno != Errno.EMFILE.Value && errno != Errno.ENFILE.Value) return false;
+        var closed = _fdCache.Trim(64);
+        if (closed > 0) Log.MadeRoom(_logger, errno, closed, _fdCache.Count);
+        else Log.OutOfDescriptors(_logger, errno);
+        Marshal.SetLastPInvokeError(errno);
+        return closed > 0;
     }
 
     private Errno GetFile(NodeId node, ulong fh, bool dir, out OpenFile? file)

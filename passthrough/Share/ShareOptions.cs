@@ -43,8 +43,12 @@ public sealed record ShareOptions
     /// <summary><c>--thread-pool-size</c>: worker threads serving /dev/fuse; default 0 = two per CPU, at least 8.</summary>
     public int ThreadPoolSize { get; init; }
 
-    /// <summary>Open file descriptors the daemon keeps for inodes it identifies by file handle; default 8192 (RLIMIT_NOFILE here is 20,000).</summary>
-    public int FdCacheSize { get; init; } = 8192;
+    /// <summary>
+    /// <c>--fd-cache-size</c>: O_PATH descriptors the daemon keeps for inodes it identifies by file handle; default
+    /// null = derived from RLIMIT_NOFILE (see <c>DescriptorBudget.AutomaticCacheSize</c>: 15,904 under a limit of
+    /// 20,000, at most 65,536).
+    /// </summary>
+    public int? FdCacheSize { get; init; }
 }
 
 /// <summary>

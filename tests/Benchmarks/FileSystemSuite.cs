@@ -45,7 +45,7 @@ public static class FileSystemSuite
             sw.Stop();
             GC.Collect();
             Report($"lookup+forget of {files} files", files / sw.Elapsed.TotalSeconds, "ops/s");
-            Console.WriteLine($"  nodes while held {peakNodes}, descriptors while held {fdsHeld} (cache bound {new ShareOptions { SharedDir = dir }.FdCacheSize}), RSS while held {rssHeld} KiB");
+            Console.WriteLine($"  nodes while held {peakNodes}, descriptors while held {fdsHeld} (cache bound {fs.FdCacheCapacity}), RSS while held {rssHeld} KiB");
             Console.WriteLine($"  after forgetting: nodes {fs.KnownNodes}, cached descriptors {fs.CachedDescriptors}, RSS {RssKiB()} KiB (before {rssBefore} KiB)");
 
             var data = new NodeId(fs.Lookup(ctx, NodeId.Root, "data"u8).Value.Nodeid);

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Hypervisor.Passthrough.FileSystem;
 using Hypervisor.Protocol.Fuse;
 using static Hypervisor.Passthrough.Tests.FileSystem.TestShare;
 
@@ -16,7 +17,7 @@ public sealed partial class PassthroughFileSystemLimitsTests
     private static partial int dup(int fd);
 
     [Fact]
-    public void OutOfDescriptors_FailsThatRequestWithEMFILE_AndEverythingElseKeepsWorking()
+    public void AtTheDescriptorLimit_TheCacheGivesBackFirst_ThenOnlyTheRequestsNeedingOneFailWithEMFILE()
     {
         using var share = new TestShare();
         File.WriteAllText(share.HostPath("open"), "still readable");
@@ -39,10 +40,19 @@ public sealed partial class PassthroughFileSystemLimitsTests
                 }
                 hogs.Add(fd);
             }
-            // The cache gives some descriptors back on EMFILE, so free nothing else: take those too.
+            // At the limit the cache gives back descriptors it holds and the open is tried again: the guest's
+            // request does not fail while the cache has any.
+            Assert.True(share.Fs.CachedDescriptors > 0);
             var lookup = share.Fs.Lookup(Root, NodeId.Root, N("new"));
-            Assert.Equal(Errno.EMFILE, lookup.Error);
-            for (int fd; (fd = dup(0)) >= 0;) hogs.Add(fd);
+            Assert.True(lookup.IsOk, lookup.ToString());
+            // Drain the cache: each OPEN at the limit makes it give back up to 64 more, which are taken at once.
+            for (var round = 0; share.Fs.CachedDescriptors > 0 && round < 100; round++)
+            {
+                share.Fs.Open(Root, open, new OpenIn());
+                for (int fd; (fd = dup(0)) >= 0;) hogs.Add(fd);
+            }
+            Assert.Equal(0, share.Fs.CachedDescriptors);
+            // With nothing left to give, the requests that need a new descriptor fail with EMFILE.
 
             Assert.Equal(Errno.EMFILE, share.Fs.Lookup(Root, NodeId.Root, N("new")).Error);
             Assert.Equal(Errno.EMFILE, share.Fs.Open(Root, open, new OpenIn()).Error);
@@ -59,6 +69,40 @@ public sealed partial class PassthroughFileSystemLimitsTests
         Assert.True(share.Fs.GetAttr(Root, cached, null).IsOk);
         Assert.True(share.Fs.Open(Root, open, new OpenIn()).IsOk);
     }
+
+    [Fact]
+    public void TheAutomaticCacheSize_FollowsTheDescriptorLimit_SoARelistedLargeDirectoryKeepsItsNodes()
+    {
+        using var share = new TestShare(); // --fd-cache-size left out
+        Assert.Equal(DescriptorBudget.AutomaticCacheSize(DescriptorBudget.SoftLimit()), share.Fs.FdCacheCapacity);
+        if (!share.Fs.UsesFileHandles) return; // pinned descriptors go with their nodes; nothing is retired
+        // As many entries as the cache holds, less slack for the share's own descriptors, and at most 12,000: more
+        // than a fixed 8,192 under a limit of 20,000.
+        var count = Math.Min(share.Fs.FdCacheCapacity - 64, 12_000);
+        for (var i = 0; i < count; i++) File.Create(share.HostPath($"f{i:D5}")).Dispose();
+        var ids = new ulong[count];
+        for (var i = 0; i < count; i++)
+        {
+            ids[i] = share.Lookup(NodeId.Root, $"f{i:D5}").Nodeid;
+            share.Fs.Forget(new NodeId(ids[i]), 1);
+        }
+        // The guest forgot them all (as after dropping its caches) and lists the directory again in the same order:
+        // every entry is still a retired node with its descriptor, so it gets its old id back and nothing is opened.
+        var renewed = 0;
+        for (var i = 0; i < count; i++)
+        {
+            if (share.Lookup(NodeId.Root, $"f{i:D5}").Nodeid != ids[i]) renewed++;
+        }
+        Assert.True(renewed == 0, $"{renewed} of {count} entries lost their node (cache of {share.Fs.FdCacheCapacity})");
+    }
+
+    [Theory]
+    [InlineData(1024, 768)]
+    [InlineData(20_000, 15_904)]
+    [InlineData(524_288, 65_536)]
+    [InlineData(100, 16)]
+    public void TheAutomaticCacheSize_LeavesAQuarterOfTheLimit_Between256And4096Descriptors(long limit, int expected) =>
+        Assert.Equal(expected, DescriptorBudget.AutomaticCacheSize(limit));
 
     [Fact]
     public void ConcurrentLookupsAndForgets_KeepCountsExact()

@@ -22,6 +22,15 @@ public sealed class MountLimitsTests
     private static int OpenDescriptors(int pid) => Directory.GetFiles($"/proc/{pid}/fd").Length;
 
     [Fact]
+    public void AnFdCacheSizeThatDoesNotFitUnderTheDescriptorLimit_IsRefusedWithTheLimitNamed()
+    {
+        // The daemon is a .NET process as this one is, so its soft limit is the same (raised to the hard limit).
+        var limit = Hypervisor.Passthrough.FileSystem.DescriptorBudget.SoftLimit();
+        var error = Assert.Throws<InvalidOperationException>(() => MountedShare.Start("--fd-cache-size", limit.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        Assert.Contains($"--fd-cache-size {limit} does not fit under RLIMIT_NOFILE ({limit}); use at most {limit - 256}", error.Message);
+    }
+
+    [Fact]
     public void KnownInodesDoNotPinDescriptors()
     {
         const int files = 5000;
