@@ -88,6 +88,30 @@ public static class GuestBench
             if (note is not null) Console.WriteLine(note);
             Console.WriteLine($"guest: TCG, {mem} MiB, {queues} request queue(s), cache={cache}, shares on {(freshExt4 ? "a new ext4 each" : "the host's /tmp")}; runs={runs} files={files} ls-files={lsFiles} seq={mib} MiB rand={rand}x4KiB qd={qd}");
 
+            // The CPU each backend's processes use during each row: attributed at each "@@HV val bench.TAG.METRIC" line
+            // to TAG's METRIC, as the time since the previous such line (the row and its set-up).
+            var cpu = new Dictionary<string, BackendCpu>();
+            foreach (var s in shares) cpu[s.Tag] = new BackendCpu(Path.GetFullPath(s.HostDirectory));
+            var cpuPerRow = new Dictionary<string, List<double>>();
+            var lastCpu = new Dictionary<string, double>();
+            void OnLine(string line)
+            {
+                if (verbose) Console.WriteLine(line);
+                const string prefix = "@@HV val bench.";
+                if (!line.StartsWith(prefix, StringComparison.Ordinal)) return;
+                var key = line[prefix.Length..].Split(' ')[0]; // TAG.METRIC
+                var tag = key[..key.IndexOf('.')];
+                if (!cpu.TryGetValue(tag, out var meter)) return;
+                var now = meter.Seconds();
+                var before = lastCpu.GetValueOrDefault(tag, now);
+                lastCpu[tag] = now;
+                foreach (var (other, otherMeter) in cpu)
+                    if (other != tag) lastCpu[other] = otherMeter.Seconds();
+                if (!cpuPerRow.TryGetValue(key, out var list)) cpuPerRow[key] = list = [];
+                list.Add(now - before);
+            }
+            foreach (var (tag, meter) in cpu) lastCpu[tag] = meter.Seconds();
+
             var options = new GuestOptions
             {
                 MemoryMiB = mem,
@@ -102,7 +126,7 @@ public static class GuestBench
                     ["HV_RAND_COUNT"] = rand.ToString(CultureInfo.InvariantCulture),
                     ["HV_QD"] = qd.ToString(CultureInfo.InvariantCulture),
                 },
-                OnConsoleLine = verbose ? Console.WriteLine : null,
+                OnConsoleLine = OnLine,
             };
             GuestResult result;
             try
@@ -142,6 +166,19 @@ public static class GuestBench
                     + $"{string.Join(' ', result.Values($"bench.ref.{key}"))} | {string.Join(' ', result.Values($"bench.vdev.{key}"))}");
             }
             Console.WriteLine($"medians of {runs} run(s); ratio > 1 means vdev is better (for ls -l: faster)");
+            Console.WriteLine();
+            Console.WriteLine($"{"host CPU seconds per row (median)",-34} {"virtiofsd",12} {"vdev",12} {"vdev/ref",9}   (the backend's processes, during the row and its set-up)");
+            foreach (var (key, label, _) in Metrics)
+            {
+                var r = MedianOf(cpuPerRow.GetValueOrDefault($"ref.{key}"));
+                if (!both)
+                {
+                    Console.WriteLine($"{label,-34} {r,12:0.00}");
+                    continue;
+                }
+                var v = MedianOf(cpuPerRow.GetValueOrDefault($"vdev.{key}"));
+                Console.WriteLine($"{label,-34} {r,12:0.00} {v,12:0.00} {v / r,9:0.00}");
+            }
             return 0;
         }
         catch (GuestSetupException ex)
@@ -160,7 +197,12 @@ public static class GuestBench
     {
         var values = new List<double>();
         foreach (var s in result.Values(key)) values.Add(double.Parse(s, CultureInfo.InvariantCulture));
-        if (values.Count == 0) return double.NaN;
+        return MedianOf(values);
+    }
+
+    private static double MedianOf(List<double>? values)
+    {
+        if (values is null || values.Count == 0) return double.NaN;
         values.Sort();
         int n = values.Count;
         return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
