@@ -37,6 +37,7 @@ public static class ShareArguments
         string? dir = null, cache = null, logLevel = null, control = null;
         bool directIo = false, allowDirectIo = false, xattr = false, readOnly = false, writeback = false;
         int threads = 0;
+        int? fdCacheSize = null;
         var allow = new List<string>();
         var compat = new VirtiofsdOptions();
         for (var i = 0; i < args.Count; i++)
@@ -68,6 +69,11 @@ public static class ShareArguments
                 case "--thread-pool-size":
                     if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out threads) || threads > 1024)
                         throw new ArgumentException($"--thread-pool-size takes a whole number from 0 to 1024.");
+                    break;
+                case "--fd-cache-size":
+                    if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out var size) || size < 16 || size > 1 << 20)
+                        throw new ArgumentException("--fd-cache-size takes a whole number from 16 to 1048576 (the daemon also checks it against its descriptor limit).");
+                    fdCacheSize = size;
                     break;
                 case "-o":
                     if (!compat.TryApply(Value(), out var error)) throw new ArgumentException(error);
@@ -107,6 +113,7 @@ public static class ShareArguments
             XAttr = xattr,
             Writeback = writeback,
             ThreadPoolSize = threads,
+            FdCacheSize = fdCacheSize,
             ControlSocket = control,
             Allow = allow,
             LogLevel = logLevel ?? "info",

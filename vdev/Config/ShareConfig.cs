@@ -42,6 +42,10 @@ public sealed record ShareConfig
     /// <summary>Daemon worker threads; default 0 (automatic).</summary>
     public int ThreadPoolSize { get; init; }
 
+    /// <summary>O_PATH descriptors the daemon keeps for known inodes (16 to 1048576); default null: derived by the
+    /// daemon from its RLIMIT_NOFILE.</summary>
+    public int? FdCacheSize { get; init; }
+
     /// <summary>
     /// gRPC control socket of the share's daemon; default: the vhost-user socket path + ".ctl" (with <c>--fd</c>,
     /// the path the inherited socket is bound to + ".ctl"), or /run/vdev/TAG.ctl when there is no path.

@@ -104,6 +104,7 @@ public static class VmConfigParser
         private string? _hostPath, _tag, _socket, _control, _cache, _logLevel;
         private bool _directIo, _allowDirectIo, _readOnly, _xattr, _writeback;
         private int _queues = 1, _queueSize = 1024, _threads;
+        private int? _fdCacheSize;
         private readonly List<string> _allow = [];
 
         public void Set(string key, string? value, int at)
@@ -135,11 +136,12 @@ public static class VmConfigParser
                     if ((_queueSize & (_queueSize - 1)) != 0) throw new ConfigException(file, at, $"queue_size {_queueSize} is not a power of two; expected e.g. 256, 1024.");
                     break;
                 case "thread_pool_size": _threads = Number(key, value, at, 0, 1024); break;
+                case "fd_cache_size": _fdCacheSize = Number(key, value, at, 16, 1 << 20); break;
                 case "allow": _allow.Add(AllowedPath(Required(key, value, at, "a path relative to host_path"), at)); break;
                 // qvm places devices in the guest's address space; a vhost-user VMM does that itself.
                 case "loc" or "intr" or "name": break;
                 default:
-                    throw new ConfigException(file, at, $"unknown virtio-fs option '{key}'; expected host_path, tag, socket, directio, num_req_queues, queue_size, cache, readonly, xattr, writeback, thread_pool_size, control_socket, allow, allow_direct_io or log_level.");
+                    throw new ConfigException(file, at, $"unknown virtio-fs option '{key}'; expected host_path, tag, socket, directio, num_req_queues, queue_size, cache, readonly, xattr, writeback, thread_pool_size, fd_cache_size, control_socket, allow, allow_direct_io or log_level.");
             }
         }
 
@@ -153,7 +155,7 @@ public static class VmConfigParser
             {
                 HostPath = _hostPath, Tag = _tag, SocketPath = _socket, ControlSocket = _control, DirectIo = _directIo,
                 AllowDirectIo = _allowDirectIo, RequestQueues = _queues, QueueSize = _queueSize, Cache = _cache ?? "auto",
-                ReadOnly = _readOnly, XAttr = _xattr, Writeback = _writeback, ThreadPoolSize = _threads, Allow = _allow,
+                ReadOnly = _readOnly, XAttr = _xattr, Writeback = _writeback, ThreadPoolSize = _threads, FdCacheSize = _fdCacheSize, Allow = _allow,
                 LogLevel = _logLevel ?? "info", Origin = $"{f}:{line}",
             };
         }

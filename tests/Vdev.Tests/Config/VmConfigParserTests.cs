@@ -24,6 +24,24 @@ public class VmConfigParserTests
     }
 
     [Fact]
+    public void FdCacheSizeIsLeftToTheDaemonUnlessGiven()
+    {
+        var shares = VmConfigParser.Parse("""
+            vdev virtio-fs
+                host_path /a
+                tag a
+                socket /tmp/a.sock
+            vdev virtio-fs
+                host_path /b
+                tag b
+                socket /tmp/b.sock
+                fd_cache_size 20000
+            """, "vm.conf");
+        Assert.Null(shares[0].FdCacheSize);
+        Assert.Equal(20000, shares[1].FdCacheSize);
+    }
+
+    [Fact]
     public void OtherDevicesAndVmOptionsAreSkipped()
     {
         var shares = VmConfigParser.Parse("""
@@ -47,6 +65,7 @@ public class VmConfigParserTests
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n bogus 1\n", 5, "unknown virtio-fs option 'bogus'")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n num_req_queues 0\n", 5, "from 1 to 16")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n queue_size 1000\n", 5, "power of two")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n fd_cache_size 8\n", 5, "'fd_cache_size' needs a number from 16 to 1048576, not '8'")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n cache sometimes\n", 5, "expected never, metadata, auto or always")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n directio maybe\n", 5, "on/off")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n allow ../etc\n", 5, "inside the share")]

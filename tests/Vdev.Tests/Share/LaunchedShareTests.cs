@@ -98,6 +98,23 @@ public sealed class LaunchedShareTests : IDisposable
         Assert.Contains("a setting was refused (fuse_launcher exit 2", e.Message);
     }
 
+    [Fact]
+    public async Task AnFdCacheSizeThatDoesNotFitUnderTheDaemonsDescriptorLimitIsPassedOnAndRefused()
+    {
+        var host = Directory.CreateDirectory(Path.Combine(_dir, "share3")).FullName;
+        var config = new ShareConfig { HostPath = host, Tag = "t3", ControlSocket = Path.Combine(_dir, "c3.sock"), FdCacheSize = 1 << 20 };
+        Assert.Contains(["--fd-cache-size", "1048576"], LaunchedShare.LauncherArguments(config, "RING", "CTL").Chunk(2).Select(p => p.ToArray()));
+        // The daemon runs under the same descriptor limit as this process (both are .NET: soft raised to hard).
+        var limit = long.Parse(File.ReadAllLines("/proc/self/limits").First(l => l.StartsWith("Max open files", StringComparison.Ordinal))
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries)[3], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(limit - 256 < 1 << 20, $"this test needs RLIMIT_NOFILE below 1048832, not {limit}");
+        var e = await Assert.ThrowsAsync<ShareStartException>(() => LaunchedShare.StartAsync(config, Launcher, NullLogger.Instance, CancellationToken.None));
+        // The daemon's one-line reason goes to the vdev's stderr, the line above this one (its text is checked by
+        // MountLimitsTests in the passthrough tests).
+        Assert.Contains("the daemon of share 't3' did not start: ", e.Message);
+        Assert.False(File.Exists(config.ControlSocket));
+    }
+
     private OpenOut Open(RingQueue queue, ulong node)
     {
         var reply = Call(queue, FuseOpcode.Open, node, Bytes(new OpenIn { Flags = 2 /* O_RDWR */ }));
