@@ -99,7 +99,7 @@ public sealed partial class PassthroughFileSystem
             {
                 // Always create exclusively so that an existing FIFO or device is never opened by this call; an
                 // existing name (without the guest's O_EXCL) is then opened only after checking it is a regular file.
-                // EMFILE comes before the name is looked at, so nothing was created and the open can be tried again.
+                // EMFILE and ENFILE come before the name is looked up, so nothing was created and the open can be tried again.
                 fd = Libc.openat(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
                 if (fd < 0 && MadeRoom()) fd = Libc.openat(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
                 if (fd < 0 && Libc.Errno() == Errno.EEXIST.Value && !guestExcl)
