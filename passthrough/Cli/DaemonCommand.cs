@@ -101,7 +101,7 @@ public static class DaemonCommand
     /// An explicit <c>--fd-cache-size</c> must leave room under the descriptor limit for open files; the error says
     /// both ways out.
     /// </summary>
-    public static bool TryCheckFdCacheSize(int size, long softLimit, out string? error)
+    private static bool TryCheckFdCacheSize(int size, long softLimit, out string? error)
     {
         var largest = DescriptorBudget.LargestCacheSize(softLimit);
         error = size < DescriptorBudget.MinCacheSize

@@ -255,7 +255,7 @@ internal sealed class FdCache
         }
     }
 
-    /// <summary>Closes up to <paramref name="count"/> least recently used descriptors (after EMFILE/ENFILE); returns how many left.</summary>
+    /// <summary>Closes up to <paramref name="count"/> least recently used descriptors (after EMFILE/ENFILE); returns how many it took out.</summary>
     public int Trim(int count)
     {
         var evicted = 0;

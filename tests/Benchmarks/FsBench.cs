@@ -286,11 +286,7 @@ public static class FsBench
         /// <summary>User + system CPU time of the server process so far (all its threads), from /proc/PID/stat.</summary>
         public double CpuSeconds()
         {
-            if (_process is null) return 0;
-            var stat = File.ReadAllText($"/proc/{_process.Id}/stat");
-            // Fields after the parenthesised command name; utime and stime are fields 14 and 15 (1-based).
-            var rest = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return (long.Parse(rest[11], CultureInfo.InvariantCulture) + long.Parse(rest[12], CultureInfo.InvariantCulture)) / 100.0;
+            return _process is null ? 0 : ProcessCpu.Seconds(_process.Id);
         }
 
         public (long PeakKiB, long RssKiB) Memory()

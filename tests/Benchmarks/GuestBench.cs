@@ -88,29 +88,40 @@ public static class GuestBench
             if (note is not null) Console.WriteLine(note);
             Console.WriteLine($"guest: TCG, {mem} MiB, {queues} request queue(s), cache={cache}, shares on {(freshExt4 ? "a new ext4 each" : "the host's /tmp")}; runs={runs} files={files} ls-files={lsFiles} seq={mib} MiB rand={rand}x4KiB qd={qd}");
 
-            // The CPU each backend's processes use during each row: attributed at each "@@HV val bench.TAG.METRIC" line
-            // to TAG's METRIC, as the time since the previous such line (the row and its set-up).
-            var cpu = new Dictionary<string, BackendCpu>();
-            foreach (var s in shares) cpu[s.Tag] = new BackendCpu(Path.GetFullPath(s.HostDirectory));
-            var cpuPerRow = new Dictionary<string, List<double>>();
+            // The CPU each backend's processes use during each row: from the end of the scenario's set-up (every
+            // backend serves by then), attributed at each "@@HV val bench.TAG.METRIC" line to TAG's METRIC as the time
+            // since the previous such line (the row and its own set-up).
+            var pids = new Dictionary<string, int[]>();
             var lastCpu = new Dictionary<string, double>();
+            var cpuPerRow = new Dictionary<string, List<double>>();
             void OnLine(string line)
             {
                 if (verbose) Console.WriteLine(line);
+                if (line.StartsWith("@@HV ok setup", StringComparison.Ordinal))
+                {
+                    foreach (var s in shares)
+                    {
+                        pids[s.Tag] = ProcessCpu.FindPids(Path.GetFullPath(s.HostDirectory));
+                        lastCpu[s.Tag] = ProcessCpu.Seconds(pids[s.Tag]);
+                    }
+                    return;
+                }
                 const string prefix = "@@HV val bench.";
                 if (!line.StartsWith(prefix, StringComparison.Ordinal)) return;
                 var key = line[prefix.Length..].Split(' ')[0]; // TAG.METRIC
                 var tag = key[..key.IndexOf('.')];
-                if (!cpu.TryGetValue(tag, out var meter)) return;
-                var now = meter.Seconds();
-                var before = lastCpu.GetValueOrDefault(tag, now);
-                lastCpu[tag] = now;
-                foreach (var (other, otherMeter) in cpu)
-                    if (other != tag) lastCpu[other] = otherMeter.Seconds();
-                if (!cpuPerRow.TryGetValue(key, out var list)) cpuPerRow[key] = list = [];
-                list.Add(now - before);
+                if (!pids.ContainsKey(tag)) return;
+                foreach (var (t, tagPids) in pids)
+                {
+                    var seconds = ProcessCpu.Seconds(tagPids);
+                    if (t == tag)
+                    {
+                        if (!cpuPerRow.TryGetValue(key, out var list)) cpuPerRow[key] = list = [];
+                        list.Add(seconds - lastCpu[t]);
+                    }
+                    lastCpu[t] = seconds;
+                }
             }
-            foreach (var (tag, meter) in cpu) lastCpu[tag] = meter.Seconds();
 
             var options = new GuestOptions
             {

@@ -209,7 +209,7 @@ internal static class VhostCompare
             session.Big = setup.Lookup(FuseFrames.RootId, "big");
             session.MetaNames = Enumerable.Range(0, o.MetaFiles).Select(i => Encoding.ASCII.GetBytes($"f{i:D5}\0")).ToArray();
 
-            pids = FindPids(share);
+            pids = ProcessCpu.FindPids(share);
             if (verbose)
                 Console.WriteLine($"{t.Name}: INIT reply 7.{BinaryPrimitives.ReadUInt32LittleEndian(init[20..])} flags 0x{flags:x} max_write {maxWrite} max_pages {maxPages} -> I/O size {io} B; " +
                     $"processes counted for cpu: {string.Join(", ", pids.Select(p => $"{Comm(p)}({p})"))}");
@@ -227,9 +227,9 @@ internal static class VhostCompare
                 // (a .NET backend's code is still being recompiled by the runtime's tiers in its first second).
                 double warm = double.NaN;
                 if (o.Warmup > 0) warm = Rate(row, RunRowOnAll(t.Name, clients, row, o.Depth / t.Queues, TimeSpan.FromSeconds(o.Warmup), out double warmElapsed), warmElapsed);
-                double cpu0 = CpuSeconds(pids);
+                double cpu0 = ProcessCpu.Seconds(pids);
                 double done = RunRowOnAll(t.Name, clients, row, o.Depth / t.Queues, TimeSpan.FromSeconds(o.Seconds), out double elapsed);
-                double cpu = CpuSeconds(pids) - cpu0;
+                double cpu = ProcessCpu.Seconds(pids) - cpu0;
                 result.Add((row, Rate(row, done, elapsed), cpu, warm));
             }
             fe.Dispose();
@@ -263,27 +263,6 @@ internal static class VhostCompare
             while (Directory.Exists($"/proc/{p}") && Environment.TickCount64 < deadline) Thread.Sleep(20);
             if (Directory.Exists($"/proc/{p}")) HostCommand.RunQuiet("kill", "-KILL", p.ToString());
         }
-    }
-
-    /// <summary>Every process whose command line mentions <paramref name="share"/> (the backend, its forked child, the daemon vdev's launcher started).</summary>
-    private static int[] FindPids(string share)
-    {
-        var needle = Encoding.UTF8.GetBytes(share);
-        var pids = new List<int>();
-        int self = Environment.ProcessId;
-        foreach (var d in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(d), out int pid) || pid == self) continue;
-            try
-            {
-                var cmd = File.ReadAllBytes(Path.Combine(d, "cmdline"));
-                if (cmd.AsSpan().IndexOf(needle) >= 0) pids.Add(pid);
-            }
-            catch (IOException) { }
-            catch (UnauthorizedAccessException) { }
-        }
-        pids.Sort();
-        return pids.ToArray();
     }
 
     private static string Comm(int pid)
@@ -320,21 +299,6 @@ internal static class VhostCompare
         foreach (var c in clients) c.FlushForgets();
         if (failure != null) throw new InvalidOperationException($"{target} {row}: {failure.Message}", failure);
         return counts.Sum();
-    }
-
-    /// <summary>Sum of utime+stime (all threads) of <paramref name="pids"/>, in seconds; a process that has gone counts 0.</summary>
-    private static double CpuSeconds(int[] pids)
-    {
-        long ticks = 0;
-        foreach (var p in pids)
-        {
-            string stat;
-            try { stat = File.ReadAllText($"/proc/{p}/stat"); } catch (IOException) { continue; }
-            var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            // Fields after the command: state is field 3, utime field 14, stime field 15.
-            ticks += long.Parse(f[11]) + long.Parse(f[12]);
-        }
-        return ticks / 100.0; // USER_HZ is 100 on Linux.
     }
 
     /// <summary>
