@@ -36,6 +36,7 @@ public static class LaunchCommand
     private static readonly Option<string?> LogLevel = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info)." };
     private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client at DIR through /dev/fuse (root)." };
     private static readonly Option<string?> Ring = new("--ring") { Description = "The shared-memory ring's descriptor string as its creator formatted it (memfd=N,queues=Q,sq0=N,sqf0=N,cq0=N,cqf0=N,…); forwarded untouched, and the fds it names are inherited by the daemon." };
+    private static readonly Option<string?> QueueCpusOption = new("--queue-cpus") { Description = "With --ring: the host CPU of each request queue's dispatcher, one per request queue, e.g. 0,1 (default: none pinned)." };
     private static readonly Option<string?> ControlSocket = new("--control-socket") { Description = "UNIX socket path of the share's gRPC control service (default: none)." };
     private static readonly Option<string[]> InheritFd = new("--inherit-fd") { Description = "A further descriptor the daemon inherits under the same number; repeatable.", Arity = ArgumentArity.ZeroOrMore };
     private static readonly Option<string?> Passthrough = new("--passthrough") { Description = "The daemon: an executable or a .dll run with dotnet (default: passthrough next to fuse_launcher)." };
@@ -46,7 +47,7 @@ public static class LaunchCommand
     public static RootCommand Create() => new("fuse_launcher: validates one share's settings, starts its passthrough daemon in its own session, waits until it serves, prints {\"pid\":…,\"control\":…,\"tag\":…} and exits")
     {
         SharedDir, CompatOptions, Tag, Cache, AllowDirectIo, DirectIo, XAttr, ReadOnly, Writeback, ThreadPoolSize, FdCacheSize,
-        LogLevel, Mount, Ring, ControlSocket, InheritFd, Passthrough, LogFile, TimeoutOption,
+        LogLevel, Mount, Ring, QueueCpusOption, ControlSocket, InheritFd, Passthrough, LogFile, TimeoutOption,
     };
 
     /// <summary>The outcome of reading the command line.</summary>
@@ -126,6 +127,14 @@ public static class LaunchCommand
         }
         if (!TryParseRange(parse.GetValue(ThreadPoolSize), "--thread-pool-size", 0, 1024, "0 (one thread per CPU) to 1024", out int? threads, out error)) return false;
         if (!TryParseRange(parse.GetValue(FdCacheSize), "--fd-cache-size", 16, 1 << 20, "16 to 1048576 (the daemon also checks it against its descriptor limit)", out int? fdCache, out error)) return false;
+        QueueCpus? queueCpus = null;
+        if (parse.GetValue(QueueCpusOption) is { } cpuList)
+        {
+            // The count is the daemon's to check: it learns the ring's request queues when it attaches.
+            if (!QueueCpus.TryParse(cpuList, "--queue-cpus", out queueCpus, out error)) return false;
+            if ((error = queueCpus.CheckAllowed("--queue-cpus")) is not null) return false;
+            if (parse.GetValue(Ring) is null) { error = "--queue-cpus places the ring's request queues; it needs --ring."; return false; }
+        }
 
         var timeout = TimeSpan.FromSeconds(10);
         if (parse.GetValue(TimeoutOption) is { } timeoutText)
@@ -199,6 +208,7 @@ public static class LaunchCommand
             Writeback = writeback,
             ThreadPoolSize = threads,
             FdCacheSize = fdCache,
+            QueueCpus = queueCpus,
             LogLevel = logLevel,
             MountPoint = mount is null ? null : Path.GetFullPath(mount),
             Ring = ring,

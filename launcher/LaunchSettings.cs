@@ -1,3 +1,5 @@
+using Hypervisor.Protocol.Share;
+
 namespace Hypervisor.Launcher;
 
 /// <summary>
@@ -33,8 +35,11 @@ public sealed record LaunchSettings
     /// <summary><c>--thread-pool-size</c> (0..1024), or null.</summary>
     public int? ThreadPoolSize { get; init; }
 
-    /// <summary><c>--fd-cache-size</c> (16..16384), or null.</summary>
+    /// <summary><c>--fd-cache-size</c> (16..1048576), or null.</summary>
     public int? FdCacheSize { get; init; }
+
+    /// <summary><c>--queue-cpus</c> (CPUs this process may run on), or null.</summary>
+    public QueueCpus? QueueCpus { get; init; }
 
     /// <summary><c>--log-level</c> (validated), or null.</summary>
     public string? LogLevel { get; init; }
@@ -88,6 +93,7 @@ public sealed record LaunchSettings
         if (LogLevel is not null) { args.Add("--log-level"); args.Add(LogLevel); }
         if (MountPoint is not null) { args.Add("--mount"); args.Add(MountPoint); }
         if (Ring is not null) { args.Add("--ring"); args.Add(Ring); }
+        if (QueueCpus is not null) { args.Add("--queue-cpus"); args.Add(QueueCpus.ToString()); }
         if (ControlSocket is not null) { args.Add("--control-socket"); args.Add(ControlSocket); }
         args.Add("--ready-fd"); args.Add(readyFd.ToString(System.Globalization.CultureInfo.InvariantCulture));
         return args;

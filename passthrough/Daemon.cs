@@ -57,7 +57,7 @@ public static class Daemon
             }
             if (settings.Ring is not null)
             {
-                ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring);
+                ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring, settings.QueueCpus);
                 log.LogInformation("Serving {Dir} on the shared-memory ring {Ring}", settings.Share.SharedDir, settings.Ring);
             }
 

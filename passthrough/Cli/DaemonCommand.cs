@@ -13,7 +13,11 @@ namespace Hypervisor.Passthrough.Cli;
 public static class DaemonCommand
 {
     /// <summary>Parsed, validated settings of one daemon run.</summary>
-    public sealed record Settings(ShareOptions Share, LogLevel LogLevel, string? MountPoint, string? Ring, string? ControlSocket, int? ReadyFd);
+    public sealed record Settings(ShareOptions Share, LogLevel LogLevel, string? MountPoint, string? Ring, string? ControlSocket, int? ReadyFd)
+    {
+        /// <summary><c>--queue-cpus</c>: the CPU of each request queue's ring dispatcher, or null (the scheduler places them).</summary>
+        public QueueCpus? QueueCpus { get; init; }
+    }
 
     private static readonly Option<string?> SharedDir = new("--shared-dir") { Description = "Host directory to share (or -o source=DIR). Required." };
     private static readonly Option<string[]> CompatOptions = new("-o") { Description = "virtiofsd-style options: source=DIR, cache=POLICY, xattr|no_xattr, readonly, writeback|no_writeback, allow_direct_io.", Arity = ArgumentArity.ZeroOrMore };
@@ -29,6 +33,7 @@ public static class DaemonCommand
     private static readonly Option<string> LogLevelOption = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info).", DefaultValueFactory = _ => "info" };
     private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client: mount the share at DIR through /dev/fuse (root)." };
     private static readonly Option<string?> Ring = new("--ring") { Description = "Serve a shared-memory ring handed over by fd inheritance (set by fuse_launcher)." };
+    private static readonly Option<string?> QueueCpusOption = new("--queue-cpus") { Description = "With --ring: the host CPU of each request queue's dispatcher, one per request queue, e.g. 0,1 (default: none pinned)." };
     private static readonly Option<string?> ControlSocket = new("--control-socket") { Description = "UNIX socket path of the gRPC control service." };
     private static readonly Option<int?> ReadyFd = new("--ready-fd") { Description = "Inherited fd on which one 'ready' line is written once serving (set by fuse_launcher)." };
 
@@ -38,7 +43,7 @@ public static class DaemonCommand
         var root = new RootCommand("passthrough: the FUSE daemon of one virtio-fs share")
         {
             SharedDir, CompatOptions, Tag, Cache, AllowDirectIo, DirectIo, XAttr, ReadOnly, Writeback, ThreadPoolSize,
-            FdCacheSize, LogLevelOption, Mount, Ring, ControlSocket, ReadyFd,
+            FdCacheSize, LogLevelOption, Mount, Ring, QueueCpusOption, ControlSocket, ReadyFd,
         };
         root.SetAction(async (parse, ct) =>
         {
@@ -78,6 +83,12 @@ public static class DaemonCommand
         var mount = parse.GetValue(Mount);
         var ring = parse.GetValue(Ring);
         if (mount is null && ring is null) { error = "nothing to serve; pass --mount DIR (host FUSE) or --ring SPEC (from fuse_launcher)."; return false; }
+        QueueCpus? queueCpus = null;
+        if (parse.GetValue(QueueCpusOption) is { } cpuList)
+        {
+            if (ring is null) { error = "--queue-cpus places the ring's request queues; it needs --ring."; return false; }
+            if (!QueueCpus.TryParse(cpuList, "--queue-cpus", out queueCpus, out error)) return false;
+        }
 
         var share = new ShareOptions
         {
@@ -92,7 +103,7 @@ public static class DaemonCommand
             ThreadPoolSize = threads,
             FdCacheSize = fdCache,
         };
-        settings = new Settings(share, level, mount, ring, parse.GetValue(ControlSocket), parse.GetValue(ReadyFd));
+        settings = new Settings(share, level, mount, ring, parse.GetValue(ControlSocket), parse.GetValue(ReadyFd)) { QueueCpus = queueCpus };
         error = null;
         return true;
     }

@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Protocol.Fuse;
 using Hypervisor.Protocol.Ring;
+using Hypervisor.Protocol.Share;
 using Microsoft.Extensions.Logging;
 
 namespace Hypervisor.Passthrough.Transport;
@@ -42,8 +43,12 @@ public sealed partial class RingTransport : IDisposable
     /// <summary>The share of time a request queue's dispatcher may spin when there are at least as many as CPUs.</summary>
     public const int CrowdedSpinCpuShare = 4;
 
-    /// <summary>Attaches to the ring described by <paramref name="descriptor"/> and starts serving every queue.</summary>
-    public static RingTransport Start(FuseEngine engine, ILogger log, string descriptor)
+    /// <summary>
+    /// Attaches to the ring described by <paramref name="descriptor"/> and starts serving every queue; with
+    /// <paramref name="queueCpus"/>, each request queue's dispatcher runs on its CPU alone (the vdev pins the worker
+    /// at the other end of the queue to the same CPU).
+    /// </summary>
+    public static RingTransport Start(FuseEngine engine, ILogger log, string descriptor, QueueCpus? queueCpus = null)
     {
         ShmRingSet rings;
         try
@@ -59,6 +64,11 @@ public sealed partial class RingTransport : IDisposable
             rings.Dispose();
             throw new TransportException($"The shared-memory ring carries frames of at most {rings.MaxFrameSize} bytes; the daemon needs {FuseEngine.MaxReplySize} (1 MiB writes plus headers).");
         }
+        if (queueCpus?.Check(rings.QueueCount - 1, "--queue-cpus") is { } misfit)
+        {
+            rings.Dispose();
+            throw new TransportException(misfit);
+        }
         var transport = new RingTransport(engine, log, rings);
         transport._running = rings.QueueCount;
         // As many spinning request dispatchers as CPUs: each may spin a quarter of the time at most, or a dispatcher
@@ -70,15 +80,19 @@ public sealed partial class RingTransport : IDisposable
             // Queue 0 is virtio-fs's hiprio queue (FORGET, INTERRUPT): no reply waits on it, so it sleeps at once.
             queue.Consumer.SpinsBeforeSleep = q != 0;
             if (crowded) queue.Consumer.SpinCpuShare = CrowdedSpinCpuShare;
-            var thread = new Thread(() => transport.Dispatch(queue)) { IsBackground = true, Name = $"ring-q{q}" };
+            int cpu = q == 0 || queueCpus is null ? -1 : queueCpus.CpuOf(q);
+            var thread = new Thread(() => transport.Dispatch(queue, cpu)) { IsBackground = true, Name = $"ring-q{q}" };
             transport._dispatchers[q] = thread;
             thread.Start();
         }
         return transport;
     }
 
-    private void Dispatch(RingQueue queue)
+    private void Dispatch(RingQueue queue, int cpu)
     {
+        // A CPU that cannot be had (offline, or no longer in the cpuset) leaves the queue served where the scheduler
+        // puts it: slower perhaps, but serving.
+        if (cpu >= 0 && !QueueCpus.TryPinCurrentThread(cpu, out int errno)) LogNotPinned(queue.Index, cpu, errno);
         var final = RingStatus.Closed;
         var unannounced = new Unannounced();
         try
@@ -234,4 +248,7 @@ public sealed partial class RingTransport : IDisposable
 
     [LoggerMessage(Level = LogLevel.Error, Message = "The shared-memory ring of queue {Queue} holds impossible indices or headers; the queue is no longer served")]
     private partial void LogBroken(int queue);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Queue {Queue}'s dispatcher could not be placed on CPU {Cpu} (errno {Errno}); it runs where the scheduler puts it")]
+    private partial void LogNotPinned(int queue, int cpu, int errno);
 }

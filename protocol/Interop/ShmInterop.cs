@@ -3,7 +3,8 @@ using System.Runtime.InteropServices;
 namespace Hypervisor.Protocol.Interop;
 
 /// <summary>
-/// The Linux system calls behind the shared-memory ring: memfd, mmap, eventfd, poll, pidfd, fcntl.
+/// The Linux system calls behind the shared-memory ring: memfd, mmap, eventfd, poll, pidfd, fcntl, and the CPU
+/// affinity of the threads at its two ends.
 /// Each group lives in its own file; this part holds the shared pieces (close, errno helpers).
 /// </summary>
 internal static partial class ShmInterop

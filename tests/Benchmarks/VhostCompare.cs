@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Buffers.Text;
 using System.Diagnostics;
 using System.Text;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Virtio;
 using Hypervisor.Vdev.Tests.Frontend;
 
@@ -38,6 +39,8 @@ internal static class VhostCompare
         public int Runs = 5, Seconds = 3, Warmup = 1, Depth = 16, BigMib = 256, DirEntries = 10_000, MetaFiles = 1000, ReaddirSize = 4096;
         public string? VdevPath, VirtiofsdPath = "/usr/lib/qemu/virtiofsd", Work;
         public bool FreshExt4 = true;
+        /// <summary>--pin: request queue i's frontend thread runs on CPU (i-1) mod CPUs, and a vdev's two ends of it too (--queue-cpus).</summary>
+        public int[]? QueueCpus;
         public string[]? Targets, Rows;
     }
 
@@ -65,6 +68,10 @@ internal static class VhostCompare
                     o.FreshExt4 = fs == "fresh-ext4";
                     break;
                 case "--targets": o.Targets = Next().Split(','); break;
+                case "--pin":
+                    var allowed = QueueCpus.AllowedCpus();
+                    o.QueueCpus = [.. Enumerable.Range(0, 16).Select(i => allowed[i % allowed.Count])];
+                    break;
                 case "--rows": o.Rows = Next().Split(','); break;
                 default: Console.Error.WriteLine($"unknown option {args[i]} for vhost --compare"); return 2;
             }
@@ -127,11 +134,14 @@ internal static class VhostCompare
         }
 
         Console.WriteLine();
+        if (o.QueueCpus is not null)
+            Console.WriteLine($"Pinned (--pin): request queue i's frontend thread on CPU {string.Join(",", o.QueueCpus.Take(2))} for i = 1, 2, and the vdev's worker and the daemon's dispatcher of that queue with it (--queue-cpus); virtiofsd has no such option and runs where the scheduler puts it.");
         Console.WriteLine($"Medians of {o.Runs} runs, {o.Depth} requests in flight ({o.Depth / 2} per queue for vdev-2q); cpu = user+system seconds of the backend's processes during the row ({o.Seconds} s rows, each after {o.Warmup} s of the same row unmeasured).");
         Console.WriteLine($"| {"row",-24} | {"unit",-9} | {"virtiofsd",10} | {"cpu s",6} | {"vdev",10} | {"cpu s",6} | {"vdev/vfsd",9} | {"vdev-2q",10} | {"cpu s",6} | {"2q/vfsd",7} |");
         Console.WriteLine($"|{new string('-', 26)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 9)}|");
         foreach (var row in AllRows)
         {
+            if (!targets.Any(t => t.Rows.Contains(row))) continue;
             var (vr, vc) = Median(results, "virtiofsd", row);
             var (dr, dc) = Median(results, "vdev", row);
             var (qr, qc) = Median(results, "vdev-2q", row);
@@ -174,7 +184,8 @@ internal static class VhostCompare
         var sock = share + ".sock";
         var psi = new ProcessStartInfo(t.Vdev ? o.VdevPath! : o.VirtiofsdPath!) { RedirectStandardError = true, RedirectStandardOutput = true };
         string[] argv = t.Vdev
-            ? ["--socket-path", sock, "--shared-dir", share, "--tag", "bench", "--request-queues", t.Queues.ToString(), "--cache", "auto"]
+            ? ["--socket-path", sock, "--shared-dir", share, "--tag", "bench", "--request-queues", t.Queues.ToString(), "--cache", "auto",
+                .. o.QueueCpus is null ? Array.Empty<string>() : ["--queue-cpus", string.Join(',', o.QueueCpus.Take(t.Queues))]]
             : [$"--socket-path={sock}", "-o", $"source={share}", "-o", "cache=auto", "--rlimit-nofile=0"];
         foreach (var a in argv) psi.ArgumentList.Add(a);
         var stderr = new StringBuilder();
@@ -226,9 +237,9 @@ internal static class VhostCompare
                 // Unmeasured: the backend serves the row first, so every side is measured in its steady state
                 // (a .NET backend's code is still being recompiled by the runtime's tiers in its first second).
                 double warm = double.NaN;
-                if (o.Warmup > 0) warm = Rate(row, RunRowOnAll(t.Name, clients, row, o.Depth / t.Queues, TimeSpan.FromSeconds(o.Warmup), out double warmElapsed), warmElapsed);
+                if (o.Warmup > 0) warm = Rate(row, RunRowOnAll(t.Name, clients, row, o.Depth / t.Queues, TimeSpan.FromSeconds(o.Warmup), o.QueueCpus, out double warmElapsed), warmElapsed);
                 double cpu0 = ProcessCpu.Seconds(pids);
-                double done = RunRowOnAll(t.Name, clients, row, o.Depth / t.Queues, TimeSpan.FromSeconds(o.Seconds), out double elapsed);
+                double done = RunRowOnAll(t.Name, clients, row, o.Depth / t.Queues, TimeSpan.FromSeconds(o.Seconds), o.QueueCpus, out double elapsed);
                 double cpu = ProcessCpu.Seconds(pids) - cpu0;
                 result.Add((row, Rate(row, done, elapsed), cpu, warm));
             }
@@ -276,9 +287,10 @@ internal static class VhostCompare
     /// <summary>
     /// Runs <paramref name="row"/> on every client at once (one thread per request queue, <paramref name="depth"/>
     /// chains in flight each) for <paramref name="length"/>; returns the units done and the time they took, with the
-    /// clients' pending FORGETs sent.
+    /// clients' pending FORGETs sent. With <paramref name="cpus"/>, client q's thread runs on cpus[q] alone, as a
+    /// vCPU pinned by its operator would.
     /// </summary>
-    private static double RunRowOnAll(string target, Client[] clients, string row, int depth, TimeSpan length, out double elapsed)
+    private static double RunRowOnAll(string target, Client[] clients, string row, int depth, TimeSpan length, int[]? cpus, out double elapsed)
     {
         var sw = Stopwatch.StartNew();
         var threads = new Thread[clients.Length];
@@ -289,7 +301,12 @@ internal static class VhostCompare
             int qi = q;
             threads[q] = new Thread(() =>
             {
-                try { counts[qi] = clients[qi].RunRow(row, depth, sw, length); }
+                try
+                {
+                    if (cpus is not null && !QueueCpus.TryPinCurrentThread(cpus[qi], out int errno))
+                        throw new InvalidOperationException($"cannot pin the frontend of queue {qi + 1} to CPU {cpus[qi]} (errno {errno})");
+                    counts[qi] = clients[qi].RunRow(row, depth, sw, length);
+                }
                 catch (Exception e) { failure = e; }
             });
             threads[q].Start();

@@ -38,6 +38,7 @@ public static class ShareArguments
         bool directIo = false, allowDirectIo = false, xattr = false, readOnly = false, writeback = false;
         int threads = 0;
         int? fdCacheSize = null;
+        QueueCpus? queueCpus = null;
         var allow = new List<string>();
         var compat = new VirtiofsdOptions();
         for (var i = 0; i < args.Count; i++)
@@ -74,6 +75,10 @@ public static class ShareArguments
                     if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out var size) || size < 16 || size > 1 << 20)
                         throw new ArgumentException("--fd-cache-size takes a whole number from 16 to 1048576 (the daemon also checks it against its descriptor limit).");
                     fdCacheSize = size;
+                    break;
+                case "--queue-cpus":
+                    if (!QueueCpus.TryParse(Value(), "--queue-cpus", out queueCpus, out var cpuError)) throw new ArgumentException(cpuError);
+                    if (queueCpus.Check(requestQueues, "--queue-cpus") is { } misfit) throw new ArgumentException(misfit);
                     break;
                 case "-o":
                     if (!compat.TryApply(Value(), out var error)) throw new ArgumentException(error);
@@ -114,6 +119,7 @@ public static class ShareArguments
             Writeback = writeback,
             ThreadPoolSize = threads,
             FdCacheSize = fdCacheSize,
+            QueueCpus = queueCpus,
             ControlSocket = control,
             Allow = allow,
             LogLevel = logLevel ?? "info",

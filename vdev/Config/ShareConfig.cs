@@ -24,6 +24,12 @@ public sealed record ShareConfig
     /// <summary>Request queues (QNX <c>num_req_queues</c>); default 1, at most 16.</summary>
     public int RequestQueues { get; init; } = 1;
 
+    /// <summary>
+    /// The host CPU of each request queue (<c>queue_cpus</c>, <c>--queue-cpus</c>): the vdev's worker and the daemon's
+    /// dispatcher of request queue i both run on the i-th; default null: the scheduler places them.
+    /// </summary>
+    public Hypervisor.Protocol.Share.QueueCpus? QueueCpus { get; init; }
+
     /// <summary>Entries per virtqueue (<c>queue_size</c>); default 1024 (a power of two, at most 32768).</summary>
     public int QueueSize { get; init; } = 1024;
 

@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using System.Text;
 
 namespace Hypervisor.Vdev.Config;
@@ -105,6 +106,7 @@ public static class VmConfigParser
         private bool _directIo, _allowDirectIo, _readOnly, _xattr, _writeback;
         private int _queues = 1, _queueSize = 1024, _threads;
         private int? _fdCacheSize;
+        private (QueueCpus Cpus, int Line)? _queueCpus;
         private readonly List<string> _allow = [];
 
         public void Set(string key, string? value, int at)
@@ -137,11 +139,16 @@ public static class VmConfigParser
                     break;
                 case "thread_pool_size": _threads = Number(key, value, at, 0, 1024); break;
                 case "fd_cache_size": _fdCacheSize = Number(key, value, at, 16, 1 << 20); break;
+                case "queue_cpus":
+                    if (!QueueCpus.TryParse(Required(key, value, at, "one host CPU per request queue, e.g. 0,1"), "queue_cpus", out var cpus, out var error))
+                        throw new ConfigException(file, at, error);
+                    _queueCpus = (cpus, at);
+                    break;
                 case "allow": _allow.Add(AllowedPath(Required(key, value, at, "a path relative to host_path"), at)); break;
                 // qvm places devices in the guest's address space; a vhost-user VMM does that itself.
                 case "loc" or "intr" or "name": break;
                 default:
-                    throw new ConfigException(file, at, $"unknown virtio-fs option '{key}'; expected host_path, tag, socket, directio, num_req_queues, queue_size, cache, readonly, xattr, writeback, thread_pool_size, fd_cache_size, control_socket, allow, allow_direct_io or log_level.");
+                    throw new ConfigException(file, at, $"unknown virtio-fs option '{key}'; expected host_path, tag, socket, directio, num_req_queues, queue_size, cache, readonly, xattr, writeback, thread_pool_size, fd_cache_size, queue_cpus, control_socket, allow, allow_direct_io or log_level.");
             }
         }
 
@@ -151,11 +158,13 @@ public static class VmConfigParser
             if (_tag is null) throw new ConfigException(f, line, "this 'vdev virtio-fs' block has no tag; add 'tag NAME' (the guest mounts it with mount -t virtiofs NAME /mnt).");
             if (Encoding.UTF8.GetByteCount(_tag) > 36) throw new ConfigException(f, line, $"tag '{_tag}' is longer than 36 bytes; virtio-fs tags are at most 36 bytes.");
             if (_socket is null) throw new ConfigException(f, line, "this 'vdev virtio-fs' block has no socket; add 'socket /run/vdev/NAME.sock' (the VMM's vhost-user chardev connects to it).");
+            // Checked here, once num_req_queues is known whichever line came first.
+            if (_queueCpus is var (cpus, at) && cpus.Check(_queues, "queue_cpus") is { } misfit) throw new ConfigException(f, at, misfit);
             return new ShareConfig
             {
                 HostPath = _hostPath, Tag = _tag, SocketPath = _socket, ControlSocket = _control, DirectIo = _directIo,
                 AllowDirectIo = _allowDirectIo, RequestQueues = _queues, QueueSize = _queueSize, Cache = _cache ?? "auto",
-                ReadOnly = _readOnly, XAttr = _xattr, Writeback = _writeback, ThreadPoolSize = _threads, FdCacheSize = _fdCacheSize, Allow = _allow,
+                ReadOnly = _readOnly, XAttr = _xattr, Writeback = _writeback, ThreadPoolSize = _threads, FdCacheSize = _fdCacheSize, QueueCpus = _queueCpus?.Cpus, Allow = _allow,
                 LogLevel = _logLevel ?? "info", Origin = $"{f}:{line}",
             };
         }

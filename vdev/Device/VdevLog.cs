@@ -31,4 +31,7 @@ internal static partial class VdevLog
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "queue {Queue}: signalling the call eventfd failed with errno {Errno}")]
     public static partial void CallFailed(ILogger log, int queue, int errno);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "queue {Queue}: the worker could not be placed on CPU {Cpu} (errno {Errno}); it runs where the scheduler puts it")]
+    public static partial void WorkerNotPinned(ILogger log, int queue, int cpu, int errno);
 }

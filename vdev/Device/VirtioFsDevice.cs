@@ -24,6 +24,8 @@ internal sealed class VirtioFsDevice : IFuseCompletionSink, IDisposable
     public ulong Features;
     /// <summary>How long a worker polls for replies before sleeping while few requests are in flight (<see cref="VhostUser.DeviceOptions.ReplySpin"/>).</summary>
     public TimeSpan ReplySpin { get; init; }
+    /// <summary>The CPU of each request queue's worker (<see cref="VhostUser.DeviceOptions.QueueCpus"/>); null: not pinned.</summary>
+    public Hypervisor.Protocol.Share.QueueCpus? QueueCpus { get; init; }
     public IFuseTransport Transport => _transport ?? throw new InvalidOperationException("transport not attached");
     public bool TransportIsDown => Volatile.Read(ref _transportDown) != 0;
 

@@ -165,6 +165,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         yield return "--log-level"; yield return share.LogLevel;
         yield return "--thread-pool-size"; yield return share.ThreadPoolSize.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (share.FdCacheSize is { } fdCacheSize) { yield return "--fd-cache-size"; yield return fdCacheSize.ToString(System.Globalization.CultureInfo.InvariantCulture); }
+        if (share.QueueCpus is { } cpus) { yield return "--queue-cpus"; yield return cpus.ToString(); }
         if (share.DirectIo) yield return "--direct-io";
         if (share.AllowDirectIo) yield return "--allow-direct-io";
         if (share.XAttr) yield return "--xattr";

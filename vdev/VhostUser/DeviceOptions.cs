@@ -38,6 +38,12 @@ public sealed class DeviceOptions
     /// at once.
     /// </summary>
     public TimeSpan ReplySpin { get; set; } = TimeSpan.FromMicroseconds(30);
+    /// <summary>
+    /// The host CPU of each request queue's worker, one per request queue (<c>queue_cpus</c>, <c>--queue-cpus</c>,
+    /// taken with the share's options); the daemon pins its dispatcher for the same queue there too. Default null:
+    /// the scheduler places the workers.
+    /// </summary>
+    public Hypervisor.Protocol.Share.QueueCpus? QueueCpus { get; set; }
     /// <summary><c>--print-capabilities</c>: print the vhost-user JSON capabilities and exit.</summary>
     public bool PrintCapabilities { get; set; }
 

@@ -86,7 +86,7 @@ public static partial class VhostUserDevice
 
     private static int Serve(DeviceOptions o, IFuseTransportFactory factory, VhostUserListener listener, FileDescriptor stop, ILogger log)
     {
-        using var device = new VirtioFsDevice(o.Tag, o.RequestQueues, o.MaxQueueSize, log) { ReplySpin = o.ReplySpin };
+        using var device = new VirtioFsDevice(o.Tag, o.RequestQueues, o.MaxQueueSize, log) { ReplySpin = o.ReplySpin, QueueCpus = o.QueueCpus };
         try
         {
             device.AttachTransport(factory.Create(new FuseDeviceInfo(o.Tag ?? "", o.RequestQueues, o.MaxQueueSize), device));

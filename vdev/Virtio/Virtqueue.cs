@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Hypervisor.Protocol.Ring;
@@ -181,6 +182,10 @@ internal sealed unsafe class Virtqueue
     private void Run()
     {
         _replySpinTicks = (long)(_device.ReplySpin.TotalSeconds * Stopwatch.Frequency);
+        // Beside the daemon's dispatcher for the same queue, which the daemon pins to the same CPU. A CPU that cannot
+        // be had leaves the queue served where the scheduler puts it.
+        if (!Index.IsHiprio && _device.QueueCpus is { } cpus && !QueueCpus.TryPinCurrentThread(cpus.CpuOf(Index.Value), out int errno))
+            VdevLog.WorkerNotPinned(_log, Index.Value, cpus.CpuOf(Index.Value), errno);
         try
         {
             // Entries may already be waiting (restart after SET_VRING_BASE, or kicks sent before the fd).

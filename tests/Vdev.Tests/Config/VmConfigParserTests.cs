@@ -1,3 +1,4 @@
+using Hypervisor.Vdev.Share;
 using Hypervisor.Vdev.Config;
 
 namespace Hypervisor.Vdev.Tests.Config;
@@ -42,6 +43,26 @@ public class VmConfigParserTests
     }
 
     [Fact]
+    public void QueueCpusGiveEachRequestQueueItsCpu_WhicheverLineComesFirst()
+    {
+        var shares = VmConfigParser.Parse("""
+            vdev virtio-fs
+                host_path /a
+                tag a
+                socket /tmp/a.sock
+            vdev virtio-fs
+                host_path /b
+                tag b
+                queue_cpus 0-1
+                socket /tmp/b.sock
+                num_req_queues 2
+            """, "vm.conf");
+        Assert.Null(shares[0].QueueCpus);
+        Assert.Equal([0, 1], shares[1].QueueCpus!.Cpus);
+        Assert.Equal(["--queue-cpus", "0,1"], LaunchedShare.LauncherArguments(shares[1], "RING", "CTL").SkipWhile(a => a != "--queue-cpus").Take(2));
+    }
+
+    [Fact]
     public void OtherDevicesAndVmOptionsAreSkipped()
     {
         var shares = VmConfigParser.Parse("""
@@ -66,6 +87,9 @@ public class VmConfigParserTests
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n num_req_queues 0\n", 5, "from 1 to 16")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n queue_size 1000\n", 5, "power of two")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n fd_cache_size 8\n", 5, "'fd_cache_size' needs a number from 16 to 1048576, not '8'")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n queue_cpus 0,x\n", 5, "queue_cpus '0,x' is not a CPU list")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n queue_cpus 0\n socket /s\n num_req_queues 2\n", 4, "queue_cpus 0 lists 1 CPU for 2 request queues; give one CPU per request queue.")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n queue_cpus 1023\n", 5, "queue_cpus 1023 names CPU 1023, which this process may not run on (allowed: ")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n cache sometimes\n", 5, "expected never, metadata, auto or always")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n directio maybe\n", 5, "on/off")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n allow ../etc\n", 5, "inside the share")]

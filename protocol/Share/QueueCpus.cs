@@ -1,0 +1,126 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text;
+using Hypervisor.Protocol.Interop;
+
+namespace Hypervisor.Protocol.Share;
+
+/// <summary>
+/// The host CPUs that serve a share's request queues (<c>queue_cpus</c> in a VM configuration, <c>--queue-cpus</c> on
+/// the vdev's, fuse_launcher's and the daemon's command lines). Request queue <c>i</c> (1..N) is served on the
+/// <c>i</c>-th CPU of the list by both of its ends: the vdev's worker for that virtqueue and the daemon's dispatcher
+/// for the matching ring queue. The hiprio queue is not pinned. Written like <c>taskset -c</c>: CPU numbers and
+/// ranges, e.g. <c>2,3</c> or <c>0-1</c>.
+/// Why: on a small host, a request handed from one process to the other on the same CPU costs a context switch,
+/// but one handed across CPUs also costs the wake-up of the other CPU, and the scheduler moves the threads around.
+/// An operator who pins the guest's vCPUs pins each queue's two ends next to the vCPU that submits on it.
+/// </summary>
+public sealed class QueueCpus
+{
+    /// <summary>The highest CPU number accepted (the masks passed to the kernel cover 1024 CPUs).</summary>
+    public const int MaxCpu = ShmInterop.CpuMaskBytes * 8 - 1;
+
+    private readonly int[] _cpus;
+
+    private QueueCpus(int[] cpus) => _cpus = cpus;
+
+    /// <summary>The CPUs in request-queue order: entry 0 serves request queue 1.</summary>
+    public IReadOnlyList<int> Cpus => _cpus;
+
+    /// <summary>The CPU that serves request queue <paramref name="requestQueue"/> (1..<see cref="Cpus"/>.Count).</summary>
+    public int CpuOf(int requestQueue) => _cpus[requestQueue - 1];
+
+    /// <summary>The list as the command lines take it, e.g. <c>0,1</c>.</summary>
+    public override string ToString() => string.Join(',', _cpus);
+
+    /// <summary>
+    /// Parses a list of CPU numbers and ranges (<c>0,1</c>, <c>2-3</c>); the error names <paramref name="option"/>
+    /// and says what is expected.
+    /// </summary>
+    public static bool TryParse(string? text, string option, [NotNullWhen(true)] out QueueCpus? cpus, [NotNullWhen(false)] out string? error)
+    {
+        cpus = null;
+        var list = new List<int>();
+        foreach (var item in (text ?? "").Split(','))
+        {
+            var range = item.Trim().Split('-');
+            if (range.Length > 2 || !TryCpu(range[0], out int first) || !TryCpu(range[^1], out int last) || last < first)
+            {
+                error = $"{option} '{text}' is not a CPU list; give one host CPU per request queue, as numbers from 0 to {MaxCpu} or ranges, e.g. 0,1 or 2-3.";
+                return false;
+            }
+            for (int cpu = first; cpu <= last; cpu++) list.Add(cpu);
+        }
+        cpus = new QueueCpus([.. list]);
+        error = null;
+        return true;
+    }
+
+    private static bool TryCpu(string s, out int cpu) =>
+        int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out cpu) && cpu <= MaxCpu;
+
+    /// <summary>
+    /// Checks the list against the share: one CPU per request queue, each one this process may run on. Returns null
+    /// when it fits, else one sentence naming <paramref name="option"/> and what to change.
+    /// </summary>
+    public string? Check(int requestQueues, string option)
+    {
+        if (_cpus.Length != requestQueues)
+            return $"{option} {this} lists {_cpus.Length} CPU{(_cpus.Length == 1 ? "" : "s")} for {requestQueues} request queue{(requestQueues == 1 ? "" : "s")}; give one CPU per request queue.";
+        return CheckAllowed(option);
+    }
+
+    /// <summary>Checks that this process may run on every CPU of the list; null when it may, else what to change.</summary>
+    public string? CheckAllowed(string option)
+    {
+        var allowed = AllowedCpus();
+        foreach (int cpu in _cpus)
+        {
+            if (!allowed.Contains(cpu))
+                return $"{option} {this} names CPU {cpu}, which this process may not run on (allowed: {Ranges(allowed)}); choose among those.";
+        }
+        return null;
+    }
+
+    /// <summary>The CPUs the calling thread may run on (its affinity mask, which cpusets and taskset narrow).</summary>
+    public static unsafe IReadOnlyList<int> AllowedCpus()
+    {
+        byte* mask = stackalloc byte[ShmInterop.CpuMaskBytes];
+        // Safe: the call fills the stack buffer of CpuMaskBytes bytes and no more (glibc zeroes what the kernel left).
+        if (ShmInterop.SchedGetAffinity(0, ShmInterop.CpuMaskBytes, mask) != 0) throw ShmInterop.Failure("sched_getaffinity", Marshal.GetLastPInvokeError());
+        var cpus = new List<int>();
+        for (int cpu = 0; cpu <= MaxCpu; cpu++)
+            if ((mask[cpu >> 3] & (1 << (cpu & 7))) != 0) cpus.Add(cpu);
+        return cpus;
+    }
+
+    /// <summary>
+    /// Moves the calling thread onto <paramref name="cpu"/> alone. Returns false with the errno when the kernel
+    /// refuses (the CPU went offline, or a cpuset no longer includes it); the thread then stays where it was.
+    /// </summary>
+    public static unsafe bool TryPinCurrentThread(int cpu, out int errno)
+    {
+        byte* mask = stackalloc byte[ShmInterop.CpuMaskBytes];
+        new Span<byte>(mask, ShmInterop.CpuMaskBytes).Clear();
+        // Safe: cpu is at most MaxCpu (checked when the list was parsed), so the bit lies inside the buffer.
+        mask[cpu >> 3] = (byte)(1 << (cpu & 7));
+        errno = ShmInterop.SchedSetAffinity(0, ShmInterop.CpuMaskBytes, mask) == 0 ? 0 : Marshal.GetLastPInvokeError();
+        return errno == 0;
+    }
+
+    /// <summary>CPU numbers written as ranges: 0-3,6.</summary>
+    private static string Ranges(IReadOnlyList<int> cpus)
+    {
+        var text = new StringBuilder();
+        for (int i = 0; i < cpus.Count; i++)
+        {
+            int start = cpus[i];
+            while (i + 1 < cpus.Count && cpus[i + 1] == cpus[i] + 1) i++;
+            if (text.Length > 0) text.Append(',');
+            text.Append(start.ToString(CultureInfo.InvariantCulture));
+            if (cpus[i] != start) text.Append('-').Append(cpus[i].ToString(CultureInfo.InvariantCulture));
+        }
+        return text.Length == 0 ? "none" : text.ToString();
+    }
+}
