@@ -25,25 +25,7 @@ public class VmConfigParserTests
     }
 
     [Fact]
-    public void FdCacheSizeIsLeftToTheDaemonUnlessGiven()
-    {
-        var shares = VmConfigParser.Parse("""
-            vdev virtio-fs
-                host_path /a
-                tag a
-                socket /tmp/a.sock
-            vdev virtio-fs
-                host_path /b
-                tag b
-                socket /tmp/b.sock
-                fd_cache_size 20000
-            """, "vm.conf");
-        Assert.Null(shares[0].FdCacheSize);
-        Assert.Equal(20000, shares[1].FdCacheSize);
-    }
-
-    [Fact]
-    public void QueueCpusGiveEachRequestQueueItsCpu_WhicheverLineComesFirst()
+    public void FdCacheSizeAndQueueCpusAreLeftOutUnlessGiven_QueueCpusCheckedWhicheverLineComesFirst()
     {
         var shares = VmConfigParser.Parse("""
             vdev virtio-fs
@@ -55,9 +37,12 @@ public class VmConfigParserTests
                 tag b
                 queue_cpus 0-1
                 socket /tmp/b.sock
+                fd_cache_size 20000
                 num_req_queues 2
             """, "vm.conf");
+        Assert.Null(shares[0].FdCacheSize);
         Assert.Null(shares[0].QueueCpus);
+        Assert.Equal(20000, shares[1].FdCacheSize);
         Assert.Equal([0, 1], shares[1].QueueCpus!.Cpus);
         Assert.Equal(["--queue-cpus", "0,1"], LaunchedShare.LauncherArguments(shares[1], "RING", "CTL").SkipWhile(a => a != "--queue-cpus").Take(2));
     }
