@@ -15,6 +15,8 @@ namespace Hypervisor.Protocol.Share;
 /// Why: on a small host, a request handed from one process to the other on the same CPU costs a context switch,
 /// but one handed across CPUs also costs the wake-up of the other CPU, and the scheduler moves the threads around.
 /// An operator who pins the guest's vCPUs pins each queue's two ends next to the vCPU that submits on it.
+/// A share with more than one request queue gets <see cref="Spread"/> when no list is given, and <c>none</c>
+/// (<see cref="IsNone"/>) leaves every queue where the scheduler puts it.
 /// </summary>
 public sealed class QueueCpus
 {
@@ -36,9 +38,10 @@ public sealed class QueueCpus
 
     /// <summary>
     /// Parses a list of CPU numbers and ranges (<c>0,1</c>, <c>2-3</c>); the error names <paramref name="option"/>
-    /// and says what is expected.
+    /// and says what is expected. With <paramref name="noneAllowed"/> the error also offers <see cref="None"/>, for a
+    /// caller that takes it.
     /// </summary>
-    public static bool TryParse(string? text, string option, [NotNullWhen(true)] out QueueCpus? cpus, [NotNullWhen(false)] out string? error)
+    public static bool TryParse(string? text, string option, [NotNullWhen(true)] out QueueCpus? cpus, [NotNullWhen(false)] out string? error, bool noneAllowed = false)
     {
         cpus = null;
         var list = new List<int>();
@@ -47,7 +50,7 @@ public sealed class QueueCpus
             var range = item.Trim().Split('-');
             if (range.Length > 2 || !TryCpu(range[0], out int first) || !TryCpu(range[^1], out int last) || last < first)
             {
-                error = $"{option} '{text}' is not a CPU list; give one host CPU per request queue, as numbers from 0 to {MaxCpu} or ranges, e.g. 0,1 or 2-3.";
+                error = $"{option} '{text}' is not a CPU list; give one host CPU per request queue, as numbers from 0 to {MaxCpu} or ranges, e.g. 0,1 or 2-3{(noneAllowed ? $", or {None} to leave the queues unpinned" : "")}.";
                 return false;
             }
             for (int cpu = first; cpu <= last; cpu++) list.Add(cpu);
@@ -55,6 +58,30 @@ public sealed class QueueCpus
         cpus = new QueueCpus([.. list]);
         error = null;
         return true;
+    }
+
+    /// <summary>The word that asks for no pinning at all, in place of a list.</summary>
+    public const string None = "none";
+
+    /// <summary>Whether <paramref name="text"/> is <see cref="None"/>.</summary>
+    public static bool IsNone(string? text) => string.Equals(text?.Trim(), None, StringComparison.Ordinal);
+
+    /// <summary>
+    /// The placement a share gets when its configuration gives none: with two or more request queues and two or
+    /// more CPUs to run on, request queue <c>i</c> goes to the <c>i</c>-th CPU this process may run on, round the
+    /// list again when there are more queues than CPUs. Null (nothing pinned) for one request queue, which then
+    /// has both CPUs of a small host for its two ends, or when this process may run on one CPU only.
+    /// Why a default: unpinned, the scheduler often puts a queue's two ends on different CPUs, and every request
+    /// then costs a cross-CPU wake-up each way; two-queue LOOKUP runs measured 130k or 240k ops/s depending on
+    /// that placement, and 200k-245k with each queue's ends together (tests/Benchmarks/VdevBench.md).
+    /// </summary>
+    public static QueueCpus? Spread(int requestQueues)
+    {
+        var allowed = AllowedCpus();
+        if (requestQueues < 2 || allowed.Count < 2) return null;
+        var cpus = new int[requestQueues];
+        for (int i = 0; i < cpus.Length; i++) cpus[i] = allowed[i % allowed.Count];
+        return new QueueCpus(cpus);
     }
 
     private static bool TryCpu(string s, out int cpu) =>

@@ -10,12 +10,13 @@ namespace Hypervisor.Benchmarks;
 
 /// <summary>
 /// `hv-bench vhost --compare [--runs N] [--seconds S] [--warmup S] [--depth D] [--big-mib M] [--dir-entries E] [--readdir-size B]
-/// [--vdev PATH] [--virtiofsd PATH] [--work DIR] [--fs fresh-ext4|work] [--targets virtiofsd,vdev,vdev-2q] [--rows lookup+getattr,...]`: the real vdev process (vdev → shared-memory ring → passthrough
+/// [--vdev PATH] [--virtiofsd PATH] [--work DIR] [--fs fresh-ext4|work] [--targets virtiofsd,vdev,vdev-2q,vdev-2q-unpinned] [--rows lookup+getattr,...]`: the real vdev process (vdev → shared-memory ring → passthrough
 /// daemon started by fuse_launcher) against QEMU's C virtiofsd, both driven from the test vhost-user front-end
 /// over their sockets, interleaved run by run, each run on a fresh copy of one source tree, by default on a new ext4 filesystem of its own (`--fs fresh-ext4`;
 /// `--fs work` copies into the work directory instead). Every row keeps
 /// D requests in flight (pipelined across descriptor chains on one request queue; the vdev-2q target uses two
-/// request queues with D/2 each, metadata rows only). Each row is served unmeasured for the warm-up seconds (default 1)
+/// request queues with D/2 each, metadata rows only, each queue's two ends on one CPU as the vdev places them by
+/// default; vdev-2q-unpinned, asked for by name, the same with `--queue-cpus none`). Each row is served unmeasured for the warm-up seconds (default 1)
 /// before it is measured, on every backend alike; the warm-up rate is printed with each run. Prints medians, ratios and the CPU seconds of each backend's
 /// process tree per row (user+system from /proc/PID/stat of every process whose command line names the share).
 /// </summary>
@@ -24,7 +25,8 @@ internal static class VhostCompare
     private const int QueueSize = 32;
     private const int Mib = 1 << 20;
 
-    private sealed record Target(string Name, bool Vdev, int Queues, string[] Rows);
+    /// <summary>A backend to measure; <paramref name="Unpinned"/>: the vdev with <c>--queue-cpus none</c> (its default pins each request queue's two ends to one CPU when there are two or more).</summary>
+    private sealed record Target(string Name, bool Vdev, int Queues, string[] Rows, bool Unpinned = false);
 
     private static readonly string[] AllRows = ["lookup+getattr", "create+write4k+release", "readdirplus", "seqread-1m", "randread-4k", "seqwrite-1m"];
     private static readonly string[] MetaRows = ["lookup+getattr", "create+write4k+release", "readdirplus"];
@@ -94,10 +96,13 @@ internal static class VhostCompare
             new Target("virtiofsd", false, 1, AllRows),
             new Target("vdev", true, 1, AllRows),
             new Target("vdev-2q", true, 2, MetaRows),
+            new Target("vdev-2q-unpinned", true, 2, MetaRows, Unpinned: true),
         };
+        // The unpinned variant is there to be asked for.
+        if (o.Targets == null) targets = targets.Where(t => !t.Unpinned).ToArray();
         if (o.Targets != null) targets = targets.Where(t => o.Targets.Contains(t.Name)).ToArray();
         if (o.Rows != null) targets = targets.Select(t => t with { Rows = t.Rows.Where(o.Rows.Contains).ToArray() }).ToArray();
-        if (targets.Length == 0 || targets.All(t => t.Rows.Length == 0)) { Console.Error.WriteLine($"--targets takes virtiofsd,vdev,vdev-2q and --rows some of {string.Join(',', AllRows)}."); return 2; }
+        if (targets.Length == 0 || targets.All(t => t.Rows.Length == 0)) { Console.Error.WriteLine($"--targets takes virtiofsd,vdev,vdev-2q,vdev-2q-unpinned and --rows some of {string.Join(',', AllRows)}."); return 2; }
         var results = new Dictionary<(string, string), List<(double Rate, double Cpu)>>();
         var loads = new List<string>();
         try
@@ -116,7 +121,7 @@ internal static class VhostCompare
                         {
                             if (!results.TryGetValue((t.Name, row), out var l)) results[(t.Name, row)] = l = [];
                             l.Add((rate, cpu));
-                            Console.WriteLine($"run {run} {t.Name,-9} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s   warm-up {warm,12:F1}");
+                            Console.WriteLine($"run {run} {t.Name,-16} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s   warm-up {warm,12:F1}");
                         }
                     }
                     finally
@@ -135,18 +140,30 @@ internal static class VhostCompare
 
         Console.WriteLine();
         if (o.QueueCpus is not null)
-            Console.WriteLine($"Pinned (--pin): request queue i's frontend thread on CPU {string.Join(",", o.QueueCpus.Take(2))} for i = 1, 2, and the vdev's worker and the daemon's dispatcher of that queue with it (--queue-cpus); virtiofsd has no such option and runs where the scheduler puts it.");
+            Console.WriteLine($"Pinned (--pin): request queue i's frontend thread on CPU {string.Join(",", o.QueueCpus.Take(2))} for i = 1, 2, and the vdev's worker and the daemon's dispatcher of that queue with it (--queue-cpus; vdev-2q-unpinned excepted); virtiofsd has no such option and runs where the scheduler puts it.");
         Console.WriteLine($"Medians of {o.Runs} runs, {o.Depth} requests in flight ({o.Depth / 2} per queue for vdev-2q); cpu = user+system seconds of the backend's processes during the row ({o.Seconds} s rows, each after {o.Warmup} s of the same row unmeasured).");
-        Console.WriteLine($"| {"row",-24} | {"unit",-9} | {"virtiofsd",10} | {"cpu s",6} | {"vdev",10} | {"cpu s",6} | {"vdev/vfsd",9} | {"vdev-2q",10} | {"cpu s",6} | {"2q/vfsd",7} |");
-        Console.WriteLine($"|{new string('-', 26)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 9)}|");
+        // One column group per vdev target run, each with its ratio to virtiofsd.
+        var vdevs = targets.Where(t => t.Vdev).ToArray();
+        var header = new StringBuilder($"| {"row",-24} | {"unit",-9} | {"virtiofsd",10} | {"cpu s",6} |");
+        var rule = new StringBuilder($"|{new string('-', 26)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|");
+        foreach (var t in vdevs)
+        {
+            header.Append($" {t.Name,16} | {"cpu s",6} | {"/vfsd",6} |");
+            rule.Append($"{new string('-', 18)}|{new string('-', 8)}|{new string('-', 8)}|");
+        }
+        Console.WriteLine(header);
+        Console.WriteLine(rule);
         foreach (var row in AllRows)
         {
             if (!targets.Any(t => t.Rows.Contains(row))) continue;
             var (vr, vc) = Median(results, "virtiofsd", row);
-            var (dr, dc) = Median(results, "vdev", row);
-            var (qr, qc) = Median(results, "vdev-2q", row);
-            string q = double.IsNaN(qr) ? $"| {"-",10} | {"-",6} | {"-",7} |" : $"| {qr,10:F0} | {qc,6:F2} | {qr / vr,7:F2} |";
-            Console.WriteLine($"| {row,-24} | {Units[row],-9} | {vr,10:F0} | {vc,6:F2} | {dr,10:F0} | {dc,6:F2} | {dr / vr,9:F2} {q}");
+            var line = new StringBuilder($"| {row,-24} | {Units[row],-9} | {vr,10:F0} | {vc,6:F2} |");
+            foreach (var t in vdevs)
+            {
+                var (dr, dc) = Median(results, t.Name, row);
+                line.Append(double.IsNaN(dr) ? $" {"-",16} | {"-",6} | {"-",6} |" : $" {dr,16:F0} | {dc,6:F2} | {dr / vr,6:F2} |");
+            }
+            Console.WriteLine(line);
         }
         Console.WriteLine($"load averages after each run: {string.Join("; ", loads)}");
         return 0;
@@ -185,7 +202,7 @@ internal static class VhostCompare
         var psi = new ProcessStartInfo(t.Vdev ? o.VdevPath! : o.VirtiofsdPath!) { RedirectStandardError = true, RedirectStandardOutput = true };
         string[] argv = t.Vdev
             ? ["--socket-path", sock, "--shared-dir", share, "--tag", "bench", "--request-queues", t.Queues.ToString(), "--cache", "auto",
-                .. o.QueueCpus is null ? Array.Empty<string>() : ["--queue-cpus", string.Join(',', o.QueueCpus.Take(t.Queues))]]
+                .. t.Unpinned ? ["--queue-cpus", "none"] : o.QueueCpus is null ? Array.Empty<string>() : ["--queue-cpus", string.Join(',', o.QueueCpus.Take(t.Queues))]]
             : [$"--socket-path={sock}", "-o", $"source={share}", "-o", "cache=auto", "--rlimit-nofile=0"];
         foreach (var a in argv) psi.ArgumentList.Add(a);
         var stderr = new StringBuilder();

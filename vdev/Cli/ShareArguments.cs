@@ -39,6 +39,7 @@ public static class ShareArguments
         int threads = 0;
         int? fdCacheSize = null;
         QueueCpus? queueCpus = null;
+        bool unpinned = false;
         var allow = new List<string>();
         var compat = new VirtiofsdOptions();
         for (var i = 0; i < args.Count; i++)
@@ -77,7 +78,10 @@ public static class ShareArguments
                     fdCacheSize = size;
                     break;
                 case "--queue-cpus":
-                    if (!QueueCpus.TryParse(Value(), "--queue-cpus", out queueCpus, out var cpuError)) throw new ArgumentException(cpuError);
+                    var cpuList = Value();
+                    unpinned = QueueCpus.IsNone(cpuList);
+                    if (unpinned) { queueCpus = null; break; }
+                    if (!QueueCpus.TryParse(cpuList, "--queue-cpus", out queueCpus, out var cpuError, noneAllowed: true)) throw new ArgumentException(cpuError);
                     if (queueCpus.Check(requestQueues, "--queue-cpus") is { } misfit) throw new ArgumentException(misfit);
                     break;
                 case "-o":
@@ -119,7 +123,7 @@ public static class ShareArguments
             Writeback = writeback,
             ThreadPoolSize = threads,
             FdCacheSize = fdCacheSize,
-            QueueCpus = queueCpus,
+            QueueCpus = queueCpus ?? (unpinned ? null : QueueCpus.Spread(requestQueues)),
             ControlSocket = control,
             Allow = allow,
             LogLevel = logLevel ?? "info",

@@ -107,6 +107,7 @@ public static class VmConfigParser
         private int _queues = 1, _queueSize = 1024, _threads;
         private int? _fdCacheSize;
         private (QueueCpus Cpus, int Line)? _queueCpus;
+        private bool _unpinned;
         private readonly List<string> _allow = [];
 
         public void Set(string key, string? value, int at)
@@ -140,7 +141,11 @@ public static class VmConfigParser
                 case "thread_pool_size": _threads = Number(key, value, at, 0, 1024); break;
                 case "fd_cache_size": _fdCacheSize = Number(key, value, at, 16, 1 << 20); break;
                 case "queue_cpus":
-                    if (!QueueCpus.TryParse(Required(key, value, at, "one host CPU per request queue, e.g. 0,1"), "queue_cpus", out var cpus, out var error))
+                    var list = Required(key, value, at, "one host CPU per request queue, e.g. 0,1, or none");
+                    _unpinned = QueueCpus.IsNone(list);
+                    _queueCpus = null;
+                    if (_unpinned) break;
+                    if (!QueueCpus.TryParse(list, "queue_cpus", out var cpus, out var error, noneAllowed: true))
                         throw new ConfigException(file, at, error);
                     _queueCpus = (cpus, at);
                     break;
@@ -164,7 +169,8 @@ public static class VmConfigParser
             {
                 HostPath = _hostPath, Tag = _tag, SocketPath = _socket, ControlSocket = _control, DirectIo = _directIo,
                 AllowDirectIo = _allowDirectIo, RequestQueues = _queues, QueueSize = _queueSize, Cache = _cache ?? "auto",
-                ReadOnly = _readOnly, XAttr = _xattr, Writeback = _writeback, ThreadPoolSize = _threads, FdCacheSize = _fdCacheSize, QueueCpus = _queueCpus?.Cpus, Allow = _allow,
+                ReadOnly = _readOnly, XAttr = _xattr, Writeback = _writeback, ThreadPoolSize = _threads, FdCacheSize = _fdCacheSize,
+                QueueCpus = _queueCpus?.Cpus ?? (_unpinned ? null : QueueCpus.Spread(_queues)), Allow = _allow,
                 LogLevel = _logLevel ?? "info", Origin = $"{f}:{line}",
             };
         }

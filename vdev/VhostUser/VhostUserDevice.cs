@@ -97,7 +97,7 @@ public static partial class VhostUserDevice
             LogConfig(log, e.Message);
             return ExitConfig;
         }
-        LogListening(log, o.SocketPath ?? $"fd {o.ListenFd}", o.RequestQueues);
+        LogListening(log, o.SocketPath ?? $"fd {o.ListenFd}", o.RequestQueues, o.QueueCpus is { } cpus ? $"on CPUs {cpus}" : "unpinned");
         var fds = new List<FileDescriptor>();
         while (true)
         {
@@ -141,8 +141,8 @@ public static partial class VhostUserDevice
     [LoggerMessage(Level = LogLevel.Critical, Message = "the vhost-user control thread failed")]
     private static partial void LogFatal(ILogger log, Exception e);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "waiting for a vhost-user connection on {Where} ({Queues} request queues)")]
-    private static partial void LogListening(ILogger log, string where, int queues);
+    [LoggerMessage(Level = LogLevel.Information, Message = "waiting for a vhost-user connection on {Where} ({Queues} request queues, {Placement})")]
+    private static partial void LogListening(ILogger log, string where, int queues, string placement);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "vhost-user front-end connected")]
     private static partial void LogConnected(ILogger log);

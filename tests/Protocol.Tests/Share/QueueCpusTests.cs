@@ -33,6 +33,31 @@ public class QueueCpusTests
     }
 
     [Fact]
+    public void WithoutAList_TwoOrMoreRequestQueuesGoOnePerAllowedCpuInTurn_OneQueueIsLeftFree()
+    {
+        var allowed = QueueCpus.AllowedCpus();
+        Assert.True(allowed.Count >= 2, "this test needs two CPUs");
+        Assert.Null(QueueCpus.Spread(1));
+        Assert.Equal([allowed[0], allowed[1]], QueueCpus.Spread(2)!.Cpus);
+        // More queues than CPUs: round the list again.
+        var many = QueueCpus.Spread(allowed.Count + 1)!;
+        Assert.Equal([.. allowed, allowed[0]], many.Cpus);
+        Assert.Null(many.Check(allowed.Count + 1, "queue_cpus"));
+    }
+
+    [Fact]
+    public void NoneAsksForNoPinning_AndTheErrorOffersItWhereItIsTaken()
+    {
+        Assert.True(QueueCpus.IsNone("none"));
+        Assert.True(QueueCpus.IsNone(" none "));
+        Assert.False(QueueCpus.IsNone("None"));
+        Assert.False(QueueCpus.IsNone("0"));
+        Assert.False(QueueCpus.IsNone(null));
+        Assert.False(QueueCpus.TryParse("0,x", "--queue-cpus", out _, out var error, noneAllowed: true));
+        Assert.Equal("--queue-cpus '0,x' is not a CPU list; give one host CPU per request queue, as numbers from 0 to 1023 or ranges, e.g. 0,1 or 2-3, or none to leave the queues unpinned.", error);
+    }
+
+    [Fact]
     public void TheListMustGiveOneCpuPerRequestQueue_EachOneThisProcessMayRunOn()
     {
         var allowed = QueueCpus.AllowedCpus();

@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using Hypervisor.Vdev.Share;
 using Hypervisor.Vdev.Config;
 
@@ -45,6 +46,38 @@ public class VmConfigParserTests
         Assert.Equal(20000, shares[1].FdCacheSize);
         Assert.Equal([0, 1], shares[1].QueueCpus!.Cpus);
         Assert.Equal(["--queue-cpus", "0,1"], LaunchedShare.LauncherArguments(shares[1], "RING", "CTL").SkipWhile(a => a != "--queue-cpus").Take(2));
+    }
+
+    [Fact]
+    public void SeveralRequestQueuesGetACpuEachByDefault_NoneLeavesThemUnpinned()
+    {
+        var allowed = QueueCpus.AllowedCpus();
+        Assert.True(allowed.Count >= 2, "this test needs two CPUs");
+        var shares = VmConfigParser.Parse("""
+            vdev virtio-fs
+                host_path /a
+                tag a
+                socket /tmp/a.sock
+                num_req_queues 2
+            vdev virtio-fs
+                host_path /b
+                tag b
+                queue_cpus none
+                socket /tmp/b.sock
+                num_req_queues 2
+            vdev virtio-fs
+                host_path /c
+                tag c
+                socket /tmp/c.sock
+                num_req_queues 2
+                queue_cpus 0
+                queue_cpus none
+            """, "vm.conf");
+        Assert.Equal([allowed[0], allowed[1]], shares[0].QueueCpus!.Cpus);
+        Assert.Equal(["--queue-cpus", $"{allowed[0]},{allowed[1]}"], LaunchedShare.LauncherArguments(shares[0], "RING", "CTL").SkipWhile(a => a != "--queue-cpus").Take(2));
+        Assert.Null(shares[1].QueueCpus);
+        Assert.DoesNotContain("--queue-cpus", LaunchedShare.LauncherArguments(shares[1], "RING", "CTL"));
+        Assert.Null(shares[2].QueueCpus);
     }
 
     [Fact]

@@ -8,7 +8,8 @@ namespace Hypervisor.Vdev.Tests.Share;
 /// <summary>
 /// <c>--queue-cpus</c> end to end: the vdev process, fuse_launcher and the passthrough daemon it starts, and a
 /// vhost-user frontend that starts the queues. Each request queue's two ends (the vdev's worker vqN, the daemon's
-/// dispatcher ring-qN) run on the CPU given for it, read back from /proc as the kernel enforces it.
+/// dispatcher ring-qN) run on the CPU given for it, or one CPU each in turn when none is given, or anywhere with
+/// <c>none</c>; read back from /proc as the kernel enforces it.
 /// </summary>
 public sealed class QueueCpusPlacementTests : IDisposable
 {
@@ -19,13 +20,39 @@ public sealed class QueueCpusPlacementTests : IDisposable
     {
         var allowed = QueueCpus.AllowedCpus();
         Assert.True(allowed.Count >= 2, "this test needs two CPUs to tell a placement from the default");
-        // Reversed, so that neither queue lands on its CPU by counting from 0.
-        int cpu1 = allowed[^1], cpu2 = allowed[0];
+        // Reversed, so that neither queue lands on its CPU by counting from 0 (as the default does).
+        string cpu1 = $"{allowed[^1]}", cpu2 = $"{allowed[0]}", free = AllowedList(Environment.ProcessId, Environment.ProcessId);
+        var seen = Placements(["--request-queues", "2", "--queue-cpus", $"{cpu1},{cpu2}"]);
+        Assert.Equal([cpu1, cpu2, free, cpu1, cpu2, free], seen);
+    }
+
+    [Fact]
+    public void TwoRequestQueuesWithoutAList_EachGoesWithBothItsEndsToACpuOfItsOwn()
+    {
+        var allowed = QueueCpus.AllowedCpus();
+        Assert.True(allowed.Count >= 2, "this test needs two CPUs");
+        string cpu1 = $"{allowed[0]}", cpu2 = $"{allowed[1]}", free = AllowedList(Environment.ProcessId, Environment.ProcessId);
+        Assert.Equal([cpu1, cpu2, free, cpu1, cpu2, free], Placements(["--request-queues", "2"]));
+    }
+
+    [Fact]
+    public void QueueCpusNone_LeavesEveryQueueWhereTheSchedulerPutsIt()
+    {
         string free = AllowedList(Environment.ProcessId, Environment.ProcessId);
+        Assert.Equal([free, free, free, free, free, free], Placements(["--request-queues", "2", "--queue-cpus", "none"]));
+    }
+
+    /// <summary>
+    /// Starts the vdev with two request queues and <paramref name="args"/>, starts its queues from a frontend and
+    /// returns where vq1, vq2, vq0 (the vdev's workers) and ring-q1, ring-q2, ring-q0 (the daemon's dispatchers) may
+    /// run, as /proc lists them.
+    /// </summary>
+    private string[] Placements(string[] args)
+    {
         var share = Directory.CreateDirectory(Path.Combine(_dir, "share")).FullName;
         var socket = Path.Combine(_dir, "vdev.sock");
         var psi = new ProcessStartInfo(GuestBackend.ResolveVdev()) { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { "--socket-path", socket, "--shared-dir", share, "--tag", "cpus", "--request-queues", "2", "--queue-cpus", $"{cpu1},{cpu2}", "--log-level", "warn" })
+        foreach (var a in new[] { "--socket-path", socket, "--shared-dir", share, "--tag", "cpus", "--log-level", "warn" }.Concat(args))
             psi.ArgumentList.Add(a);
         using var vdev = Process.Start(psi)!;
         vdev.BeginErrorReadLine();
@@ -40,12 +67,11 @@ public sealed class QueueCpusPlacementTests : IDisposable
             fe.SetupQueues(ram, 3, 64, 4096);
 
             daemon = DaemonOf(share);
-            Assert.Equal($"{cpu1}", Placement(vdev.Id, "vq1"));
-            Assert.Equal($"{cpu2}", Placement(vdev.Id, "vq2"));
-            Assert.Equal(free, Placement(vdev.Id, "vq0"));
-            Assert.Equal($"{cpu1}", Placement(daemon, "ring-q1"));
-            Assert.Equal($"{cpu2}", Placement(daemon, "ring-q2"));
-            Assert.Equal(free, Placement(daemon, "ring-q0"));
+            return
+            [
+                Placement(vdev.Id, "vq1"), Placement(vdev.Id, "vq2"), Placement(vdev.Id, "vq0"),
+                Placement(daemon, "ring-q1"), Placement(daemon, "ring-q2"), Placement(daemon, "ring-q0"),
+            ];
         }
         finally
         {
