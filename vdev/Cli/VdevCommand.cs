@@ -30,7 +30,8 @@ public static partial class VdevCommand
                vdev ctl --socket CONTROL ...             control a running share (vdev ctl --help)
         share options: --tag T (default: the VMM's tag), --cache never|metadata|auto|always (auto), --direct-io,
                --allow-direct-io, --xattr, --readonly, --writeback, --thread-pool-size N (0: one per CPU),
-               --fd-cache-size N (16-1048576; default from RLIMIT_NOFILE), --queue-cpus LIST (one host CPU per request queue; none),
+               --fd-cache-size N (16-1048576; default from RLIMIT_NOFILE),
+               --queue-cpus LIST|none (one host CPU per request queue; with 2+ queues default one CPU each in turn),
                --log-level error|warn|info|debug|trace|off (info), --control-socket PATH (SOCKET.ctl),
                --allow PATH (repeatable: allowlist), -o source=DIR,cache=P,xattr,..., --request-queues N (1),
                --queue-size N (1024), --keep-listening, --launcher PATH (fuse_launcher next to vdev)
