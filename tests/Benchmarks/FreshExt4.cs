@@ -11,7 +11,9 @@ namespace Hypervisor.Benchmarks;
 internal sealed class FreshExt4 : IDisposable
 {
     private readonly string _image;
+    private readonly object _gate = new();
     private bool _mounted;
+    private IDisposable? _interruption;
 
     public string MountPoint { get; }
 
@@ -24,6 +26,7 @@ internal sealed class FreshExt4 : IDisposable
             using (var f = File.Create(_image)) f.SetLength(bytes);
             HostCommand.Run("mkfs.ext4", "-q", "-F", _image);
             Directory.CreateDirectory(mountPoint);
+            _interruption = Interruption.Register(Dispose);
             HostCommand.Run("mount", "-o", "loop", _image, mountPoint);
             _mounted = true;
         }
@@ -34,12 +37,17 @@ internal sealed class FreshExt4 : IDisposable
         }
     }
 
+    /// <summary>Unmounts (lazily if the filesystem is still busy) and deletes the image; also run on an interruption.</summary>
     public void Dispose()
     {
-        if (_mounted) HostCommand.Run("umount", MountPoint);
-        _mounted = false;
-        File.Delete(_image);
-        if (Directory.Exists(MountPoint)) Directory.Delete(MountPoint);
+        lock (_gate)
+        {
+            if (_mounted && !HostCommand.TryRun("umount", MountPoint)) HostCommand.Run("umount", "-l", MountPoint);
+            _mounted = false;
+            File.Delete(_image);
+            if (Directory.Exists(MountPoint)) Directory.Delete(MountPoint);
+            _interruption?.Dispose();
+        }
     }
 }
 
@@ -52,6 +60,14 @@ internal static class HostCommand
         using var p = Process.Start(Info(exe, args, quiet: false))!;
         p.WaitForExit();
         if (p.ExitCode != 0) throw new InvalidOperationException($"{exe} {string.Join(' ', args)} failed with exit code {p.ExitCode}");
+    }
+
+    /// <summary>Runs <paramref name="exe"/> to completion; false when it exits non-zero (its errors are shown).</summary>
+    public static bool TryRun(string exe, params string[] args)
+    {
+        using var p = Process.Start(Info(exe, args, quiet: false))!;
+        p.WaitForExit();
+        return p.ExitCode == 0;
     }
 
     /// <summary>Runs <paramref name="exe"/> to completion, its errors discarded and its exit status ignored.</summary>

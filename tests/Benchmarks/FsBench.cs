@@ -205,6 +205,7 @@ public static class FsBench
     {
         private Process? _process;
         private string? _mountPoint;
+        private IDisposable? _interruption;
 
         public required string Name { get; init; }
         public required string Dir { get; init; }
@@ -259,6 +260,7 @@ public static class FsBench
             _process.BeginOutputReadLine();
             _process.BeginErrorReadLine();
             _mountPoint = mountPoint;
+            _interruption = Interruption.Register(Dispose);
             var clock = Stopwatch.StartNew();
             while (!(MountType(mountPoint)?.StartsWith(fsTypePrefix, StringComparison.Ordinal) ?? false))
             {
@@ -303,6 +305,7 @@ public static class FsBench
 
         public void Dispose()
         {
+            _interruption?.Dispose();
             if (_mountPoint is not null && MountType(_mountPoint) is not null && BenchLibc.Umount2(_mountPoint, 0) != 0)
                 BenchLibc.Umount2(_mountPoint, 2 /* MNT_DETACH */);
             if (_process is { HasExited: false })

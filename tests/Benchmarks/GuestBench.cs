@@ -59,6 +59,7 @@ public static class GuestBench
         }
 
         var temp = Directory.CreateTempSubdirectory("hvbench-").FullName;
+        using var removeTemp = Interruption.Register(() => { if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true); });
         // Each share on a new ext4 of its own unless --fs work: neither inherits the host filesystem's history.
         var filesystems = new List<FreshExt4>();
         string ShareDir(string name)

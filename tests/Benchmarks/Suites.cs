@@ -22,6 +22,19 @@ public static class Suites
             foreach (var (name, s) in All) Console.Error.WriteLine($"  {name,-10} {s.Help}");
             return 2;
         }
-        return suite.Run(args[1..]);
+        Interruption.Install();
+        try
+        {
+            return suite.Run(args[1..]);
+        }
+        catch (Exception) when (Interruption.Interrupted)
+        {
+            // Its processes were stopped under it; the clean-up reports and sets the exit status.
+            return 1;
+        }
+        finally
+        {
+            Interruption.WaitIfInterrupted();
+        }
     }
 }

@@ -85,6 +85,7 @@ internal static class VhostCompare
         if (!File.Exists(o.VirtiofsdPath)) { Console.Error.WriteLine($"{o.VirtiofsdPath} does not exist; install qemu-system-common or pass --virtiofsd PATH."); return 2; }
 
         var work = o.Work ?? Directory.CreateTempSubdirectory("hv-bench-compare-").FullName;
+        using var removeWork = o.Work == null ? Interruption.Register(() => HostCommand.RunQuiet("rm", "-rf", work)) : null;
         Directory.CreateDirectory(work);
         var src = Path.Combine(work, "src");
         Console.WriteLine($"vhost --compare: vdev={o.VdevPath} virtiofsd={o.VirtiofsdPath} runs={o.Runs} seconds/row={o.Seconds} depth={o.Depth} big={o.BigMib} MiB dir={o.DirEntries} entries readdir buffer={o.ReaddirSize} B work={work}");
