@@ -31,6 +31,7 @@ public static class GuestBench
         int runs = 3, files = 2000, lsFiles = 10000, mib = 128, rand = 4000, qd = 16, queues = 1, mem = 768;
         string cache = "auto";
         string? vdevPath = null;
+        var vdevArgs = new List<string>();
         bool referenceOnly = false, verbose = false, freshExt4 = true;
         for (int i = 0; i < args.Length; i++)
         {
@@ -47,13 +48,14 @@ public static class GuestBench
                 case "--memory": mem = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--cache": cache = Next(); break;
                 case "--vdev": vdevPath = Next(); break;
+                case "--vdev-arg": vdevArgs.Add(Next()); break;
                 case "--reference-only": referenceOnly = true; break;
                 case "--fs" when i + 1 < args.Length && args[i + 1] is "fresh-ext4" or "work": freshExt4 = Next() == "fresh-ext4"; break;
                 case "-v" or "--verbose": verbose = true; break;
                 default:
                     Console.Error.WriteLine(
                         "usage: hv-bench guest [--runs 3] [--files 2000] [--ls-files 10000] [--mib 128] [--rand 4000] [--qd 16]\n" +
-                        "                      [--queues 1] [--memory 768] [--cache auto] [--vdev PATH] [--fs fresh-ext4|work] [--reference-only] [-v]");
+                        "                      [--queues 1] [--memory 768] [--cache auto] [--vdev PATH] [--vdev-arg ARG]... [--fs fresh-ext4|work] [--reference-only] [-v]");
                     return 2;
             }
         }
@@ -79,7 +81,7 @@ public static class GuestBench
                 try
                 {
                     var exe = vdevPath ?? GuestBackend.ResolveVdev();
-                    shares.Add(new GuestShare("vdev", ShareDir("vdev"), GuestBackend.Vdev(exe, cache)));
+                    shares.Add(new GuestShare("vdev", ShareDir("vdev"), GuestBackend.Vdev(exe, cache, [.. vdevArgs])));
                 }
                 catch (GuestSetupException ex)
                 {

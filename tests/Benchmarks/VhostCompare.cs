@@ -10,7 +10,7 @@ namespace Hypervisor.Benchmarks;
 
 /// <summary>
 /// `hv-bench vhost --compare [--runs N] [--seconds S] [--warmup S] [--depth D] [--big-mib M] [--dir-entries E] [--readdir-size B]
-/// [--vdev PATH] [--virtiofsd PATH] [--work DIR] [--fs fresh-ext4|work] [--targets virtiofsd,vdev,vdev-2q,vdev-2q-unpinned] [--rows lookup+getattr,...]`: the real vdev process (vdev → shared-memory ring → passthrough
+/// [--vdev PATH] [--vdev-arg ARG]... [--virtiofsd PATH] [--work DIR] [--fs fresh-ext4|work] [--targets virtiofsd,vdev,vdev-2q,vdev-2q-unpinned] [--rows lookup+getattr,...]`: the real vdev process (vdev → shared-memory ring → passthrough
 /// daemon started by fuse_launcher) against QEMU's C virtiofsd, both driven from the test vhost-user front-end
 /// over their sockets, interleaved run by run, each run on a fresh copy of one source tree, by default on a new ext4 filesystem of its own (`--fs fresh-ext4`;
 /// `--fs work` copies into the work directory instead). Every row keeps
@@ -44,6 +44,8 @@ internal static class VhostCompare
         /// <summary>--pin: request queue i's frontend thread runs on CPU (i-1) mod CPUs, and a vdev's two ends of it too (--queue-cpus).</summary>
         public int[]? QueueCpus;
         public string[]? Targets, Rows;
+        /// <summary>--vdev-arg ARG (repeatable): more options for every vdev target, e.g. --queue-cpus 1.</summary>
+        public List<string> VdevArgs = [];
     }
 
     public static int Run(string[] args)
@@ -62,6 +64,7 @@ internal static class VhostCompare
                 case "--dir-entries": o.DirEntries = int.Parse(Next()); break;
                 case "--readdir-size": o.ReaddirSize = int.Parse(Next()); break;
                 case "--vdev": o.VdevPath = Next(); break;
+                case "--vdev-arg": o.VdevArgs.Add(Next()); break;
                 case "--virtiofsd": o.VirtiofsdPath = Next(); break;
                 case "--work": o.Work = Next(); break;
                 case "--fs":
@@ -203,7 +206,8 @@ internal static class VhostCompare
         var psi = new ProcessStartInfo(t.Vdev ? o.VdevPath! : o.VirtiofsdPath!) { RedirectStandardError = true, RedirectStandardOutput = true };
         string[] argv = t.Vdev
             ? ["--socket-path", sock, "--shared-dir", share, "--tag", "bench", "--request-queues", t.Queues.ToString(), "--cache", "auto",
-                .. t.Unpinned ? ["--queue-cpus", "none"] : o.QueueCpus is null ? Array.Empty<string>() : ["--queue-cpus", string.Join(',', o.QueueCpus.Take(t.Queues))]]
+                .. t.Unpinned ? ["--queue-cpus", "none"] : o.QueueCpus is null ? Array.Empty<string>() : ["--queue-cpus", string.Join(',', o.QueueCpus.Take(t.Queues))],
+                .. o.VdevArgs]
             : [$"--socket-path={sock}", "-o", $"source={share}", "-o", "cache=auto", "--rlimit-nofile=0"];
         foreach (var a in argv) psi.ArgumentList.Add(a);
         var stderr = new StringBuilder();
