@@ -125,8 +125,8 @@ public static class LaunchCommand
             error = $"--log-level {logLevel} is not a log level; use error, warn, info, debug, trace or off.";
             return false;
         }
-        if (!TryParseRange(parse.GetValue(ThreadPoolSize), "--thread-pool-size", 0, 1024, "0 (one thread per CPU) to 1024", out int? threads, out error)) return false;
-        if (!TryParseRange(parse.GetValue(FdCacheSize), "--fd-cache-size", 16, 1 << 20, "16 to 1048576 (the daemon also checks it against its descriptor limit)", out int? fdCache, out error)) return false;
+        if (!TryParseRange(parse.GetValue(ThreadPoolSize), "--thread-pool-size", 0, ShareLimits.MaxThreadPoolSize, $"0 (one thread per CPU) to {ShareLimits.MaxThreadPoolSize}", out int? threads, out error)) return false;
+        if (!TryParseRange(parse.GetValue(FdCacheSize), "--fd-cache-size", ShareLimits.MinFdCacheSize, ShareLimits.MaxFdCacheSize, $"{ShareLimits.MinFdCacheSize} to {ShareLimits.MaxFdCacheSize} (the daemon also checks it against its descriptor limit)", out int? fdCache, out error)) return false;
         QueueCpus? queueCpus = null;
         if (parse.GetValue(QueueCpusOption) is { } cpuList)
         {

@@ -77,7 +77,7 @@ public static class DaemonCommand
         if (!TryParseCache(cache ?? "auto", out var policy)) { error = $"unknown cache policy '{cache}'; use never, metadata, auto or always."; return false; }
         if (!TryParseLogLevel(logLevelText, out var level)) { error = $"unknown log level '{logLevelText}'; use error, warn, info, debug, trace or off."; return false; }
         var threads = parse.GetValue(ThreadPoolSize);
-        if (threads < 0 || threads > 1024) { error = $"--thread-pool-size {threads} is out of range; use 0 (automatic) to 1024."; return false; }
+        if (threads < 0 || threads > ShareLimits.MaxThreadPoolSize) { error = $"--thread-pool-size {threads} is out of range; use 0 (automatic) to {ShareLimits.MaxThreadPoolSize}."; return false; }
         var fdCache = parse.GetValue(FdCacheSize);
         if (fdCache is { } size && !TryCheckFdCacheSize(size, DescriptorBudget.SoftLimit(), out error)) return false;
         var mount = parse.GetValue(Mount);

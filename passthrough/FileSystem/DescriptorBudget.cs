@@ -1,4 +1,5 @@
 using Hypervisor.Passthrough.Interop;
+using Hypervisor.Protocol.Share;
 
 namespace Hypervisor.Passthrough.FileSystem;
 
@@ -12,14 +13,14 @@ namespace Hypervisor.Passthrough.FileSystem;
 internal static class DescriptorBudget
 {
     /// <summary>The smallest cache the daemon accepts.</summary>
-    public const int MinCacheSize = 16;
+    public const int MinCacheSize = ShareLimits.MinFdCacheSize;
 
     /// <summary>The largest automatic size: each cached descriptor pins a host inode and dentry (about 1 KiB of
     /// kernel memory) after the guest has forgotten it.</summary>
     public const int MaxAutomaticCacheSize = 65536;
 
     /// <summary>The largest size <c>--fd-cache-size</c> accepts at all (the limit decides below that).</summary>
-    public const int MaxCacheSize = 1 << 20;
+    public const int MaxCacheSize = ShareLimits.MaxFdCacheSize;
 
     /// <summary>Descriptors kept free of the cache at most, for open files and the daemon's own use.</summary>
     public const int MaxReserve = 4096;

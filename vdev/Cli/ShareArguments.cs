@@ -69,12 +69,12 @@ public static class ShareArguments
                 case "--writeback": writeback = true; break;
                 case "--allow": allow.Add(Value()); break;
                 case "--thread-pool-size":
-                    if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out threads) || threads > 1024)
-                        throw new ArgumentException($"--thread-pool-size takes a whole number from 0 to 1024.");
+                    if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out threads) || threads > ShareLimits.MaxThreadPoolSize)
+                        throw new ArgumentException($"--thread-pool-size takes a whole number from 0 to {ShareLimits.MaxThreadPoolSize}.");
                     break;
                 case "--fd-cache-size":
-                    if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out var size) || size < 16 || size > 1 << 20)
-                        throw new ArgumentException("--fd-cache-size takes a whole number from 16 to 1048576 (the daemon also checks it against its descriptor limit).");
+                    if (!int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out var size) || size < ShareLimits.MinFdCacheSize || size > ShareLimits.MaxFdCacheSize)
+                        throw new ArgumentException($"--fd-cache-size takes a whole number from {ShareLimits.MinFdCacheSize} to {ShareLimits.MaxFdCacheSize} (the daemon also checks it against its descriptor limit).");
                     fdCacheSize = size;
                     break;
                 case "--queue-cpus":

@@ -138,8 +138,8 @@ public static class VmConfigParser
                     _queueSize = Number(key, value, at, 2, 32768);
                     if ((_queueSize & (_queueSize - 1)) != 0) throw new ConfigException(file, at, $"queue_size {_queueSize} is not a power of two; expected e.g. 256, 1024.");
                     break;
-                case "thread_pool_size": _threads = Number(key, value, at, 0, 1024); break;
-                case "fd_cache_size": _fdCacheSize = Number(key, value, at, 16, 1 << 20); break;
+                case "thread_pool_size": _threads = Number(key, value, at, 0, ShareLimits.MaxThreadPoolSize); break;
+                case "fd_cache_size": _fdCacheSize = Number(key, value, at, ShareLimits.MinFdCacheSize, ShareLimits.MaxFdCacheSize); break;
                 case "queue_cpus":
                     var list = Required(key, value, at, "one host CPU per request queue, e.g. 0,1, or none");
                     _unpinned = QueueCpus.IsNone(list);
