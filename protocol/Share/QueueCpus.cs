@@ -68,19 +68,21 @@ public sealed class QueueCpus
 
     /// <summary>
     /// The placement a share gets when its configuration gives none: with two or more request queues and two or
-    /// more CPUs to run on, request queue <c>i</c> goes to the <c>i</c>-th CPU this process may run on, round the
+    /// more CPUs to run on, request queue <c>i</c> goes to the <c>i</c>-th CPU this process may run on, counted from
+    /// the <paramref name="first"/>-th (several shares of one VM configuration take the CPUs in turn), round the
     /// list again when there are more queues than CPUs. Null (nothing pinned) for one request queue, which then
     /// has both CPUs of a small host for its two ends, or when this process may run on one CPU only.
     /// Why a default: unpinned, the scheduler often puts a queue's two ends on different CPUs, and every request
     /// then costs a cross-CPU wake-up each way; two-queue LOOKUP runs measured 130k or 240k ops/s depending on
     /// that placement, and 200k-245k with each queue's ends together (tests/Benchmarks/VdevBench.md).
     /// </summary>
-    public static QueueCpus? Spread(int requestQueues)
+    public static QueueCpus? Spread(int requestQueues, int first = 0)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(first);
         var allowed = AllowedCpus();
         if (requestQueues < 2 || allowed.Count < 2) return null;
         var cpus = new int[requestQueues];
-        for (int i = 0; i < cpus.Length; i++) cpus[i] = allowed[i % allowed.Count];
+        for (int i = 0; i < cpus.Length; i++) cpus[i] = allowed[(first + i) % allowed.Count];
         return new QueueCpus(cpus);
     }
 

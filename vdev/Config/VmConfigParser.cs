@@ -47,6 +47,8 @@ public static class VmConfigParser
     {
         var shares = new List<(ShareConfig Share, int Line)>();
         Builder? current = null;
+        // Shares placed by default take the allowed CPUs in turn, each starting where the previous one stopped.
+        int nextCpu = 0;
         var lineNumber = 0;
         foreach (var raw in text.Split('\n'))
         {
@@ -63,7 +65,7 @@ public static class VmConfigParser
 
             if (key == "vdev")
             {
-                if (current is not null) shares.Add((current.Build(file), current.Line));
+                if (current is not null) shares.Add((current.Build(file, ref nextCpu), current.Line));
                 current = null;
                 var type = value?.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries).FirstOrDefault();
                 if (type is null) throw new ConfigException(file, lineNumber, "'vdev' needs a device type, e.g. 'vdev virtio-fs'.");
@@ -72,13 +74,13 @@ public static class VmConfigParser
             }
             if (VmOptions.Contains(key))
             {
-                if (current is not null) shares.Add((current.Build(file), current.Line));
+                if (current is not null) shares.Add((current.Build(file, ref nextCpu), current.Line));
                 current = null;
                 continue;
             }
             current?.Set(key, value, lineNumber);
         }
-        if (current is not null) shares.Add((current.Build(file), current.Line));
+        if (current is not null) shares.Add((current.Build(file, ref nextCpu), current.Line));
         if (shares.Count == 0) throw new ConfigException(file, 0, "no 'vdev virtio-fs' block; declare one per shared directory (see config/README.md).");
         CheckUnique(shares, file);
         return shares.ConvertAll(s => s.Share);
@@ -157,7 +159,11 @@ public static class VmConfigParser
             }
         }
 
-        public ShareConfig Build(string f)
+        /// <summary>
+        /// The share of this block. Without <c>queue_cpus</c>, two or more request queues are placed from the
+        /// <paramref name="nextCpu"/>-th allowed CPU on, which then moves past them.
+        /// </summary>
+        public ShareConfig Build(string f, ref int nextCpu)
         {
             if (_hostPath is null) throw new ConfigException(f, line, "this 'vdev virtio-fs' block has no host_path; add 'host_path /dir/to/share'.");
             if (_tag is null) throw new ConfigException(f, line, "this 'vdev virtio-fs' block has no tag; add 'tag NAME' (the guest mounts it with mount -t virtiofs NAME /mnt).");
@@ -165,12 +171,14 @@ public static class VmConfigParser
             if (_socket is null) throw new ConfigException(f, line, "this 'vdev virtio-fs' block has no socket; add 'socket /run/vdev/NAME.sock' (the VMM's vhost-user chardev connects to it).");
             // Checked here, once num_req_queues is known whichever line came first.
             if (_queueCpus is var (cpus, at) && cpus.Check(_queues, "queue_cpus") is { } misfit) throw new ConfigException(f, at, misfit);
+            var placed = _queueCpus?.Cpus ?? (_unpinned ? null : QueueCpus.Spread(_queues, nextCpu));
+            if (_queueCpus is null && placed is not null) nextCpu += _queues;
             return new ShareConfig
             {
                 HostPath = _hostPath, Tag = _tag, SocketPath = _socket, ControlSocket = _control, DirectIo = _directIo,
                 AllowDirectIo = _allowDirectIo, RequestQueues = _queues, QueueSize = _queueSize, Cache = _cache ?? "auto",
                 ReadOnly = _readOnly, XAttr = _xattr, Writeback = _writeback, ThreadPoolSize = _threads, FdCacheSize = _fdCacheSize,
-                QueueCpus = _queueCpus?.Cpus ?? (_unpinned ? null : QueueCpus.Spread(_queues)), Allow = _allow,
+                QueueCpus = placed, Allow = _allow,
                 LogLevel = _logLevel ?? "info", Origin = $"{f}:{line}",
             };
         }

@@ -43,6 +43,9 @@ public class QueueCpusTests
         var many = QueueCpus.Spread(allowed.Count + 1)!;
         Assert.Equal([.. allowed, allowed[0]], many.Cpus);
         Assert.Null(many.Check(allowed.Count + 1, "queue_cpus"));
+        // Counted from a later CPU, for the next share of a VM configuration.
+        Assert.Equal([allowed[1], allowed[2 % allowed.Count]], QueueCpus.Spread(2, first: 1)!.Cpus);
+        Assert.Equal([allowed[0], allowed[1]], QueueCpus.Spread(2, first: allowed.Count)!.Cpus);
     }
 
     [Fact]

@@ -81,6 +81,40 @@ public class VmConfigParserTests
     }
 
     [Fact]
+    public void SharesPlacedByDefault_TakeTheCpusInTurn_OthersDoNotMoveTheTurn()
+    {
+        var allowed = QueueCpus.AllowedCpus();
+        Assert.True(allowed.Count >= 2, "this test needs two CPUs");
+        int[] From(int first, int count) => [.. Enumerable.Range(first, count).Select(i => allowed[i % allowed.Count])];
+        var shares = VmConfigParser.Parse("""
+            vdev virtio-fs
+                host_path /a
+                tag a
+                socket /tmp/a.sock
+                num_req_queues 3
+            vdev virtio-fs
+                host_path /b
+                tag b
+                socket /tmp/b.sock
+            vdev virtio-fs
+                host_path /c
+                tag c
+                socket /tmp/c.sock
+                num_req_queues 2
+                queue_cpus none
+            vdev virtio-fs
+                host_path /d
+                tag d
+                socket /tmp/d.sock
+                num_req_queues 3
+            """, "vm.conf");
+        Assert.Equal(From(0, 3), shares[0].QueueCpus!.Cpus);
+        Assert.Null(shares[1].QueueCpus);
+        Assert.Null(shares[2].QueueCpus);
+        Assert.Equal(From(3, 3), shares[3].QueueCpus!.Cpus);
+    }
+
+    [Fact]
     public void OtherDevicesAndVmOptionsAreSkipped()
     {
         var shares = VmConfigParser.Parse("""
