@@ -45,7 +45,9 @@ public static class Daemon
         {
             if (settings.ControlSocket is not null)
             {
-                var shareControl = new DaemonShareControl(share, engine.Counters, () => Usage(fs), () => stop.Cancel());
+                // The ring starts after the control service; until then its queues are not reported.
+                var shareControl = new DaemonShareControl(share, engine.Counters, () => Usage(fs), () => stop.Cancel(),
+                    () => ring?.RequestQueueCpus ?? []);
                 control = await ControlServer.StartAsync(settings.ControlSocket, shareControl,
                     loggerFactory, stop.Token).ConfigureAwait(false);
                 log.LogInformation("Control service on {Socket}", settings.ControlSocket);

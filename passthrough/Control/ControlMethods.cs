@@ -169,6 +169,7 @@ internal sealed class ControlMethods
         opcodes.Sort(static (a, b) => a.Opcode.CompareTo(b.Opcode));
         foreach (OpcodeCounterSnapshot c in opcodes)
             message.Opcodes.Add(new OpcodeCounters { Opcode = c.Opcode, Name = c.Name, Requests = c.Requests, Errors = c.Errors });
+        message.QueueCpus.AddRange(s.QueueCpus);
         return message;
     }
 }

@@ -32,6 +32,7 @@ public sealed class DaemonShareControl : IShareControl
     private readonly FuseCounters _counters;
     private readonly Func<ShareUsage> _usage;
     private readonly Action _requestShutdown;
+    private readonly Func<IReadOnlyList<int>>? _queueCpus;
     private readonly long _started = Stopwatch.GetTimestamp();
     private readonly object _allowlistLock = new();
     private readonly SortedSet<string> _allowed = new(StringComparer.Ordinal);
@@ -42,8 +43,12 @@ public sealed class DaemonShareControl : IShareControl
     /// <param name="usage">Reads the filesystem's current usage (called once per GetStatus).</param>
     /// <param name="requestShutdown">Starts the daemon's graceful stop. It is invoked on a thread-pool
     /// thread, never on the thread answering the Shutdown call, so it may wait for the control server to stop.</param>
-    public DaemonShareControl(ShareSettings settings, FuseCounters counters, Func<ShareUsage> usage, Action requestShutdown)
+    /// <param name="queueCpus">Reads where the ring's request queues are served (<see cref="ShareStatusSnapshot.QueueCpus"/>);
+    /// null, or an empty list, when the share is not on a ring.</param>
+    public DaemonShareControl(ShareSettings settings, FuseCounters counters, Func<ShareUsage> usage, Action requestShutdown,
+        Func<IReadOnlyList<int>>? queueCpus = null)
     {
+        _queueCpus = queueCpus;
         _settings = settings;
         _counters = counters;
         _usage = usage;
@@ -81,7 +86,7 @@ public sealed class DaemonShareControl : IShareControl
             usage.KnownNodes,
             usage.BytesRead,
             usage.BytesWritten,
-            Allowlist());
+            Allowlist()) { QueueCpus = _queueCpus?.Invoke() ?? [] };
         return ValueTask.FromResult(status);
     }
 

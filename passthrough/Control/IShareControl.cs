@@ -91,4 +91,11 @@ public sealed record ShareStatusSnapshot(
     ulong KnownNodes,
     ulong BytesRead,
     ulong BytesWritten,
-    AllowlistSnapshot Allowlist);
+    AllowlistSnapshot Allowlist)
+{
+    /// <summary>
+    /// The CPU each request queue's ring dispatcher is pinned to, request queue 1 first; -1 where it is not pinned.
+    /// Empty when the share is not served on a ring.
+    /// </summary>
+    public IReadOnlyList<int> QueueCpus { get; init; } = [];
+}

@@ -26,6 +26,7 @@ public sealed partial class RingTransport : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource<RingStatus> _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _running;
+    private readonly int[] _requestQueueCpus;
 
     private RingTransport(FuseEngine engine, ILogger log, ShmRingSet rings)
     {
@@ -33,9 +34,14 @@ public sealed partial class RingTransport : IDisposable
         _log = log;
         _rings = rings;
         _dispatchers = new Thread[rings.QueueCount];
+        _requestQueueCpus = new int[rings.QueueCount - 1];
+        Array.Fill(_requestQueueCpus, -1);
         _completionLocks = new object[rings.QueueCount];
         for (var i = 0; i < _completionLocks.Length; i++) _completionLocks[i] = new object();
     }
+
+    /// <summary>The CPU each request queue's dispatcher pinned itself to, request queue 1 first; -1 where it is not pinned.</summary>
+    public IReadOnlyList<int> RequestQueueCpus => _requestQueueCpus;
 
     /// <summary>Completes when serving ended: the vdev closed the ring (Closed), died (PeerDead), or it broke.</summary>
     public Task<RingStatus> Completion => _ended.Task;
@@ -92,7 +98,11 @@ public sealed partial class RingTransport : IDisposable
     {
         // A CPU that cannot be had (offline, or no longer in the cpuset) leaves the queue served where the scheduler
         // puts it: slower perhaps, but serving.
-        if (cpu >= 0 && !QueueCpus.TryPinCurrentThread(cpu, out int errno)) LogNotPinned(queue.Index, cpu, errno);
+        if (cpu >= 0)
+        {
+            if (QueueCpus.TryPinCurrentThread(cpu, out int errno)) Volatile.Write(ref _requestQueueCpus[queue.Index - 1], cpu);
+            else LogNotPinned(queue.Index, cpu, errno);
+        }
         var final = RingStatus.Closed;
         var unannounced = new Unannounced();
         try

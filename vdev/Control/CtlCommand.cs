@@ -349,7 +349,7 @@ public static class CtlCommand
             foreach (OpcodeCounters c in s.Opcodes)
                 opcodes.Add(new OpcodeJson(c.Opcode, c.Name, c.Requests, c.Errors));
             Write(stdout, new StatusJson(s.SharedDir, s.Tag, ToJson(s.Options), uptime.TotalSeconds, s.OpenFileHandles, s.KnownNodes,
-                s.BytesRead, s.BytesWritten, ToJson(s.Allowlist), opcodes), CtlJsonContext.Default.StatusJson);
+                s.BytesRead, s.BytesWritten, ToJson(s.Allowlist), opcodes, [.. s.QueueCpus]), CtlJsonContext.Default.StatusJson);
             return;
         }
         var inv = CultureInfo.InvariantCulture;
@@ -360,6 +360,8 @@ public static class CtlCommand
         stdout.WriteLine(string.Create(inv, $"Known nodes    {s.KnownNodes}"));
         stdout.WriteLine($"Bytes read     {FormatBytes(s.BytesRead)}");
         stdout.WriteLine($"Bytes written  {FormatBytes(s.BytesWritten)}");
+        if (s.QueueCpus.Count > 0)
+            stdout.WriteLine("Queue CPUs     " + string.Join(", ", s.QueueCpus.Select((cpu, i) => string.Create(inv, $"q{i + 1} {(cpu < 0 ? "unpinned" : $"on {cpu}")}"))));
         stdout.WriteLine(DescribeAllowlist(s.Allowlist));
         if (s.Allowlist is not null)
         {

@@ -21,7 +21,8 @@ internal sealed record StatusJson(
     ulong BytesRead,
     ulong BytesWritten,
     AllowlistJson Allowlist,
-    IReadOnlyList<OpcodeJson> Opcodes);
+    IReadOnlyList<OpcodeJson> Opcodes,
+    IReadOnlyList<int> QueueCpus);
 
 internal sealed record HealthJson(string Status);
 

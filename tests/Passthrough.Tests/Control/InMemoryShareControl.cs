@@ -29,6 +29,7 @@ public sealed class InMemoryShareControl : IShareControl
     ];
     public ulong OpenFileHandles { get; set; } = 3;
     public ulong KnownNodes { get; set; } = 42;
+    public IReadOnlyList<int> QueueCpus { get; set; } = [1, -1];
     public ulong BytesRead { get; set; } = 1_048_576;
     public ulong BytesWritten { get; set; } = 4096;
 
@@ -74,7 +75,7 @@ public sealed class InMemoryShareControl : IShareControl
         lock (_lock)
         {
             return new ShareStatusSnapshot(SharedDirectory, Tag, _options, Uptime, Opcodes.ToArray(),
-                OpenFileHandles, KnownNodes, BytesRead, BytesWritten, AllowlistLocked());
+                OpenFileHandles, KnownNodes, BytesRead, BytesWritten, AllowlistLocked()) { QueueCpus = QueueCpus };
         }
     }
 

@@ -26,6 +26,7 @@ public sealed class CtlCommandTests
         Assert.Contains("Uptime         01:02:03", output);
         Assert.Contains("direct-io off, cache auto, read-write, xattr on, writeback off", output);
         Assert.Contains("Known nodes    42", output);
+        Assert.Contains("Queue CPUs     q1 on 1, q2 unpinned", output);
         Assert.Contains("Bytes read     1048576 (1.0 MiB)", output);
         Assert.Contains("Allowlist disabled (entries kept, not enforced), 1 entry:", output);
         Assert.Contains("  docs/x", output);
@@ -47,6 +48,7 @@ public sealed class CtlCommandTests
         Assert.Equal("auto", root.GetProperty("options").GetProperty("cache").GetString());
         Assert.False(root.GetProperty("options").GetProperty("direct_io").GetBoolean());
         Assert.Equal(42ul, root.GetProperty("known_nodes").GetUInt64());
+        Assert.Equal([1, -1], root.GetProperty("queue_cpus").EnumerateArray().Select(e => e.GetInt32()));
         Assert.Equal(1_048_576ul, root.GetProperty("bytes_read").GetUInt64());
         Assert.False(root.GetProperty("allowlist").GetProperty("enabled").GetBoolean());
         JsonElement lookup = root.GetProperty("opcodes")[0];

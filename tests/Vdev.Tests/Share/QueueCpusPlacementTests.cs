@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Text.Json;
+using Hypervisor.Vdev.Control;
 using Hypervisor.Protocol.Share;
 using Hypervisor.Vdev.Tests.Frontend;
 using Hypervisor.Vdev.Tests.Guest;
@@ -67,11 +69,17 @@ public sealed class QueueCpusPlacementTests : IDisposable
             fe.SetupQueues(ram, 3, 64, 4096);
 
             daemon = DaemonOf(share);
-            return
+            string[] seen =
             [
                 Placement(vdev.Id, "vq1"), Placement(vdev.Id, "vq2"), Placement(vdev.Id, "vq0"),
                 Placement(daemon, "ring-q1"), Placement(daemon, "ring-q2"), Placement(daemon, "ring-q0"),
             ];
+            // The share's status reports the same placement of the dispatchers (-1: not pinned) to an operator.
+            var stdout = new StringWriter();
+            Assert.Equal(0, CtlCommand.Run(["--socket", socket + ".ctl", "--json", "status"], stdout, new StringWriter()));
+            var reported = JsonDocument.Parse(stdout.ToString()).RootElement.GetProperty("queue_cpus").EnumerateArray().Select(e => e.GetInt32());
+            Assert.Equal(seen[3..5].Select(list => list.Contains(',') || list.Contains('-') ? -1 : int.Parse(list)), reported);
+            return seen;
         }
         finally
         {
