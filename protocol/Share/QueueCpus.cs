@@ -73,8 +73,8 @@ public sealed class QueueCpus
     /// list again when there are more queues than CPUs. Null (nothing pinned) for one request queue, which then
     /// has both CPUs of a small host for its two ends, or when this process may run on one CPU only.
     /// Why a default: unpinned, the scheduler often puts a queue's two ends on different CPUs, and every request
-    /// then costs a cross-CPU wake-up each way; two-queue LOOKUP runs measured 130k or 240k ops/s depending on
-    /// that placement, and 200k-245k with each queue's ends together (tests/Benchmarks/VdevBench.md).
+    /// then costs a cross-CPU wake-up each way; two-queue LOOKUP runs measured 115k-242k ops/s depending on
+    /// that placement, and 194k-245k with each queue's ends together (tests/Benchmarks/VdevBench.md).
     /// </summary>
     public static QueueCpus? Spread(int requestQueues, int first = 0)
     {
