@@ -15,7 +15,6 @@ internal static class Interruption
     private static readonly List<(int Id, Action CleanUp)> CleanUps = [];
     private static int _nextId, _signalled;
     private static PosixSignalRegistration? _int, _term;
-    private static readonly ManualResetEventSlim Never = new();
 
     /// <summary>Whether a signal has started the clean-up.</summary>
     public static bool Interrupted => Volatile.Read(ref _signalled) != 0;
@@ -26,7 +25,7 @@ internal static class Interruption
     /// </summary>
     public static void WaitIfInterrupted()
     {
-        if (Interrupted) Never.Wait();
+        if (Interrupted) Thread.Sleep(Timeout.Infinite);
     }
 
     /// <summary>Starts watching for SIGINT and SIGTERM.</summary>
@@ -131,14 +130,13 @@ internal static class Interruption
         return found;
     }
 
-    /// <summary>State and parent pid from /proc/PID/stat (the fields after the command name's closing parenthesis).</summary>
+    /// <summary>State and parent pid from /proc/PID/stat; null once the process is gone.</summary>
     private static (char State, int Parent)? ReadStat(int pid)
     {
         try
         {
-            var stat = File.ReadAllText($"/proc/{pid}/stat");
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return (fields[0][0], int.Parse(fields[1]));
+            var fields = ProcessCpu.StatFields(pid);
+            return (fields[0][0], int.Parse(fields[1], System.Globalization.CultureInfo.InvariantCulture));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
         {

@@ -14,11 +14,20 @@ internal static class ProcessCpu
     /// <summary>User + system seconds of <paramref name="pid"/> so far; <see cref="IOException"/> once it is gone.</summary>
     public static double Seconds(int pid)
     {
-        var stat = File.ReadAllText($"/proc/{pid}/stat");
-        // The command name (field 2) may hold spaces; after its closing parenthesis come field 3 (state) on, so
-        // utime and stime (fields 14 and 15) are at 11 and 12.
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        // utime and stime are fields 14 and 15.
+        var fields = StatFields(pid);
         return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) * TickSeconds;
+    }
+
+    /// <summary>
+    /// The fields of /proc/PID/stat from field 3 (state) on: index 0 is the state, 1 the parent's pid, 11 and 12 utime
+    /// and stime. The command name (field 2) may hold spaces, so the split starts after its closing parenthesis.
+    /// <see cref="IOException"/> once the process is gone.
+    /// </summary>
+    public static string[] StatFields(int pid)
+    {
+        var stat = File.ReadAllText($"/proc/{pid}/stat");
+        return stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
     }
 
     /// <summary>The sum of <see cref="Seconds(int)"/> over <paramref name="pids"/>; a process that has gone counts 0.</summary>
