@@ -9,7 +9,10 @@ namespace Hypervisor.Benchmarks;
 /// tests/guest/scenarios/bench.sh inside it: create/stat/unlink rates, `ls -l` of a large directory,
 /// sequential 1 MiB write and read (caches dropped in between), random 4 KiB O_DIRECT reads at a
 /// queue depth. The backends take turns going first from run to run, and each share is on a new ext4 of its own
-/// (`--fs work`: directories in /tmp). Prints the median of the runs per backend and the vdev/virtiofsd ratio.
+/// (`--fs work`: directories in /tmp). Each backend's rows run on the vCPU that takes its device's request
+/// interrupts (`--guest-cpu irq`, the default), on another vCPU (`other`) or wherever the guest's scheduler puts
+/// them (`any`, which gives the two backends different mixes of both cases). Prints the median of the runs per
+/// backend and the vdev/virtiofsd ratio.
 /// </summary>
 public static class GuestBench
 {
@@ -29,7 +32,7 @@ public static class GuestBench
     public static int Run(string[] args)
     {
         int runs = 3, files = 2000, lsFiles = 10000, mib = 128, rand = 4000, qd = 16, queues = 1, mem = 768;
-        string cache = "auto";
+        string cache = "auto", guestCpu = "irq";
         string? vdevPath = null;
         var vdevArgs = new List<string>();
         bool referenceOnly = false, verbose = false, freshExt4 = true;
@@ -47,6 +50,7 @@ public static class GuestBench
                 case "--queues": queues = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--memory": mem = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--cache": cache = Next(); break;
+                case "--guest-cpu" when i + 1 < args.Length && args[i + 1] is "irq" or "other" or "any": guestCpu = Next(); break;
                 case "--vdev": vdevPath = Next(); break;
                 case "--vdev-arg": vdevArgs.Add(Next()); break;
                 case "--reference-only": referenceOnly = true; break;
@@ -55,7 +59,8 @@ public static class GuestBench
                 default:
                     Console.Error.WriteLine(
                         "usage: hv-bench guest [--runs 3] [--files 2000] [--ls-files 10000] [--mib 128] [--rand 4000] [--qd 16]\n" +
-                        "                      [--queues 1] [--memory 768] [--cache auto] [--vdev PATH] [--vdev-arg ARG]... [--fs fresh-ext4|work] [--reference-only] [-v]");
+                        "                      [--queues 1] [--memory 768] [--cache auto] [--vdev PATH] [--vdev-arg ARG]... [--fs fresh-ext4|work]\n" +
+                        "                      [--guest-cpu irq|other|any] [--reference-only] [-v]");
                     return 2;
             }
         }
@@ -139,6 +144,7 @@ public static class GuestBench
                     ["HV_SEQ_MIB"] = mib.ToString(CultureInfo.InvariantCulture),
                     ["HV_RAND_COUNT"] = rand.ToString(CultureInfo.InvariantCulture),
                     ["HV_QD"] = qd.ToString(CultureInfo.InvariantCulture),
+                    ["HV_GUEST_CPU"] = guestCpu,
                 },
                 OnConsoleLine = OnLine,
             };
@@ -160,6 +166,13 @@ public static class GuestBench
                 return 1;
             }
             Console.WriteLine($"boot {result.BootSeconds:0.00} s (guest uptime at scenario start), whole boot {result.Elapsed.TotalSeconds:0.0} s");
+            Console.WriteLine(guestCpu switch
+            {
+                "irq" => "each backend's rows run on the vCPU that takes its device's request interrupts",
+                "other" => "each backend's rows run on a vCPU other than the one that takes its device's request interrupts",
+                _ => "the rows run wherever the guest's scheduler puts them",
+            } + ": " + string.Join(", ", shares.Select(s =>
+                $"{s.Tag} interrupts on vCPU {string.Join('/', result.Values($"bench.{s.Tag}.irq_cpu"))}, rows on {string.Join('/', result.Values($"bench.{s.Tag}.runs_on"))}")));
 
             bool both = shares.Count == 2;
             Console.WriteLine(both

@@ -81,7 +81,7 @@ internal static class VhostCompare
                 default: Console.Error.WriteLine($"unknown option {args[i]} for vhost --compare"); return 2;
             }
         }
-        if (o.Depth < 2 || o.Depth > QueueSize) { Console.Error.WriteLine($"--depth must be between 2 and {QueueSize}."); return 2; }
+        if (o.Depth < 1 || o.Depth > QueueSize) { Console.Error.WriteLine($"--depth must be between 1 and {QueueSize}."); return 2; }
         var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
         o.VdevPath ??= new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"vdev/bin/{c}/net10.0/vdev")).Where(File.Exists).OrderByDescending(File.GetLastWriteTimeUtc).FirstOrDefault();
         if (o.VdevPath == null || !File.Exists(o.VdevPath)) { Console.Error.WriteLine($"Build vdev first (dotnet build -c Release {root}/vdev) or pass --vdev PATH."); return 2; }
@@ -145,7 +145,7 @@ internal static class VhostCompare
         Console.WriteLine();
         if (o.QueueCpus is not null)
             Console.WriteLine($"Pinned (--pin): request queue i's frontend thread on CPU {string.Join(",", o.QueueCpus.Take(2))} for i = 1, 2, and the vdev's worker and the daemon's dispatcher of that queue with it (--queue-cpus; vdev-2q-unpinned excepted); virtiofsd has no such option and runs where the scheduler puts it.");
-        Console.WriteLine($"Medians of {o.Runs} runs, {o.Depth} requests in flight ({o.Depth / 2} per queue for vdev-2q); cpu = user+system seconds of the backend's processes during the row ({o.Seconds} s rows, each after {o.Warmup} s of the same row unmeasured).");
+        Console.WriteLine($"Medians of {o.Runs} runs, {o.Depth} requests in flight ({PerQueueDepth(o.Depth, 2)} per queue for vdev-2q); cpu = user+system seconds of the backend's processes during the row ({o.Seconds} s rows, each after {o.Warmup} s of the same row unmeasured).");
         // One column group per vdev target run, each with its ratio to virtiofsd.
         var vdevs = targets.Where(t => t.Vdev).ToArray();
         var header = new StringBuilder($"| {"row",-24} | {"unit",-9} | {"virtiofsd",10} | {"cpu s",6} |");
@@ -259,9 +259,9 @@ internal static class VhostCompare
                 // Unmeasured: the backend serves the row first, so every side is measured in its steady state
                 // (a .NET backend's code is still being recompiled by the runtime's tiers in its first second).
                 double warm = double.NaN;
-                if (o.Warmup > 0) warm = Rate(row, RunRowOnAll(t.Name, clients, row, o.Depth / t.Queues, TimeSpan.FromSeconds(o.Warmup), o.QueueCpus, out double warmElapsed), warmElapsed);
+                if (o.Warmup > 0) warm = Rate(row, RunRowOnAll(t.Name, clients, row, PerQueueDepth(o.Depth, t.Queues), TimeSpan.FromSeconds(o.Warmup), o.QueueCpus, out double warmElapsed), warmElapsed);
                 double cpu0 = ProcessCpu.Seconds(pids);
-                double done = RunRowOnAll(t.Name, clients, row, o.Depth / t.Queues, TimeSpan.FromSeconds(o.Seconds), o.QueueCpus, out double elapsed);
+                double done = RunRowOnAll(t.Name, clients, row, PerQueueDepth(o.Depth, t.Queues), TimeSpan.FromSeconds(o.Seconds), o.QueueCpus, out double elapsed);
                 double cpu = ProcessCpu.Seconds(pids) - cpu0;
                 result.Add((row, Rate(row, done, elapsed), cpu, warm));
             }
@@ -304,6 +304,9 @@ internal static class VhostCompare
     }
 
     /// <summary>The row's figure in its unit (MiB/s for the 1 MiB rows, whose units done are bytes).</summary>
+    /// <summary>Requests in flight on each of <paramref name="queues"/> request queues: the depth shared out, at least one each.</summary>
+    private static int PerQueueDepth(int depth, int queues) => Math.Max(1, depth / queues);
+
     private static double Rate(string row, double done, double seconds) => done / seconds / (row.EndsWith("-1m") ? Mib : 1);
 
     /// <summary>

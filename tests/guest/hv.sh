@@ -33,3 +33,18 @@ hv_mount() {
 
 # hv_drop_caches: make the next reads go to the device, not the guest page cache.
 hv_drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# hv_irq_cpu DIR: the vCPU that takes the request interrupts of the virtio-fs device DIR is on: the one whose
+# count of virtio request interrupts grows most while DIR is listed with cold caches. Empty when none grows.
+hv_irq_counts() {
+    awk '/virtio[0-9]+-requests/ { sub(/:$/, "", $1); for (i = 2; i <= NCPU + 1; i++) printf "%s:%d=%s ", $1, i - 2, $i }' \
+        NCPU="$(nproc)" /proc/interrupts
+}
+hv_irq_cpu() {
+    before=$(hv_irq_counts)
+    hv_drop_caches; ls -lR "$1" >/dev/null 2>&1
+    after=$(hv_irq_counts)
+    echo "$before @ $after" | awk '{ for (i = 1; i <= NF; i++) { if ($i == "@") { a = 1; continue }
+        split($i, kv, "="); d[kv[1]] += a ? kv[2] : -kv[2] } }
+        END { best = 0; for (k in d) if (d[k] > best) { best = d[k]; key = k } if (best) { split(key, p, ":"); print p[2] } }'
+}
