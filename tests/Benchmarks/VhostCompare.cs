@@ -303,10 +303,10 @@ internal static class VhostCompare
         try { return File.ReadAllText($"/proc/{pid}/comm").Trim(); } catch (IOException) { return "?"; }
     }
 
-    /// <summary>The row's figure in its unit (MiB/s for the 1 MiB rows, whose units done are bytes).</summary>
     /// <summary>Requests in flight on each of <paramref name="queues"/> request queues: the depth shared out, at least one each.</summary>
     private static int PerQueueDepth(int depth, int queues) => Math.Max(1, depth / queues);
 
+    /// <summary>The row's figure in its unit (MiB/s for the 1 MiB rows, whose units done are bytes).</summary>
     private static double Rate(string row, double done, double seconds) => done / seconds / (row.EndsWith("-1m") ? Mib : 1);
 
     /// <summary>
