@@ -56,7 +56,6 @@ def main(path):
             elif cycle and cycle['call'] is not None and cycle['interrupt'] is None and waker == QEMU and m['wpid'] == cycle['vcpu']:
                 cycle['interrupt'] = t
     for (name, label), values in sorted(parts.items()):
-        values.sort()
         q = statistics.quantiles(values, n=4)
         print(f'{name:10} {label:10} n={len(values):7}  p25 {q[0]:7.1f}  median {q[1]:7.1f}  p75 {q[2]:7.1f} us')
     for key, count in sorted(handoffs.items()):
