@@ -113,6 +113,9 @@ public sealed partial class ShmRingTransportTests : IDisposable
         daemon.Dispose();
         var after = qs[2].Transact(FuseFrames.GetattrRequest(500, 1), 4096, T);
         Assert.Equal((16u, -5, 500ul), FuseFrames.ReadOutHeader(after));
+        // The thread that noticed the daemon go marks the transport down before it logs, so a worker can answer EIO
+        // first: wait for the line, then check it came once.
+        SpinWait.SpinUntil(() => log.Count("FUSE daemon is gone") > 0, T);
         Assert.Equal(1, log.Count("FUSE daemon is gone"));
 
         fe.Disconnect();
