@@ -19,36 +19,24 @@ public static class LaunchCommand
     /// <summary>sun_path holds 108 bytes including the terminating NUL.</summary>
     public const int MaxSocketPathBytes = 107;
 
-    /// <summary>The virtio-fs config space's tag field is 36 bytes (virtio spec 5.11.4), not NUL-terminated when full.</summary>
-    public const int MaxTagBytes = 36;
-
-    private static readonly Option<string?> SharedDir = new("--shared-dir") { Description = "Host directory to share (or -o source=DIR). Required." };
-    private static readonly Option<string[]> CompatOptions = new("-o") { Description = "virtiofsd-style options: source=DIR, cache=POLICY, xattr|no_xattr, readonly, writeback|no_writeback, allow_direct_io.", Arity = ArgumentArity.ZeroOrMore };
-    private static readonly Option<string?> Tag = new("--tag") { Description = "Mount tag of the share, at most 36 bytes (default hostshare)." };
-    private static readonly Option<string?> Cache = new("--cache") { Description = "Cache policy: never | metadata | auto | always (default: the daemon's, auto)." };
-    private static readonly Option<bool> AllowDirectIo = new("--allow-direct-io") { Description = "Honour the guest's O_DIRECT (default off)." };
-    private static readonly Option<bool> DirectIo = new("--direct-io") { Description = "Direct I/O on every open, switchable at run time (default off)." };
-    private static readonly Option<bool> XAttr = new("--xattr") { Description = "Serve extended attributes (default off)." };
-    private static readonly Option<bool> ReadOnly = new("--readonly") { Description = "Refuse every change with EROFS (default off)." };
-    private static readonly Option<bool> Writeback = new("--writeback") { Description = "Let the guest use writeback caching (default off)." };
-    private static readonly Option<string?> ThreadPoolSize = new("--thread-pool-size") { Description = "Worker threads, 0 (one per CPU) to 1024 (default 0)." };
-    private static readonly Option<string?> FdCacheSize = new("--fd-cache-size") { Description = "O_PATH descriptors kept for known inodes, 16 to 1048576 and under the daemon's RLIMIT_NOFILE (default: derived from that limit)." };
-    private static readonly Option<string?> LogLevel = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info)." };
     private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client at DIR through /dev/fuse (root)." };
     private static readonly Option<string?> Ring = new("--ring") { Description = "The shared-memory ring's descriptor string as its creator formatted it (memfd=N,queues=Q,sq0=N,sqf0=N,cq0=N,cqf0=N,…); forwarded untouched, and the fds it names are inherited by the daemon." };
-    private static readonly Option<string?> QueueCpusOption = new("--queue-cpus") { Description = "With --ring: the host CPU of each request queue's dispatcher, one per request queue, e.g. 0,1 (default: none pinned)." };
-    private static readonly Option<string?> ControlSocket = new("--control-socket") { Description = "UNIX socket path of the share's gRPC control service (default: none)." };
     private static readonly Option<string[]> InheritFd = new("--inherit-fd") { Description = "A further descriptor the daemon inherits under the same number; repeatable.", Arity = ArgumentArity.ZeroOrMore };
     private static readonly Option<string?> Passthrough = new("--passthrough") { Description = "The daemon: an executable or a .dll run with dotnet (default: passthrough next to fuse_launcher)." };
     private static readonly Option<string?> LogFile = new("--log-file") { Description = "Append the daemon's stdout and stderr to FILE for its whole life (default: captured while it starts, copied to fuse_launcher's stderr, then discarded)." };
     private static readonly Option<string?> TimeoutOption = new("--timeout") { Description = "Seconds the daemon may take to report ready, 0.1 to 3600 (default 10)." };
 
-    /// <summary>Builds the root command (used for parsing and --help).</summary>
-    public static RootCommand Create() => new("fuse_launcher: validates one share's settings, starts its passthrough daemon in its own session, waits until it serves, prints {\"pid\":…,\"control\":…,\"tag\":…} and exits")
+    /// <summary>The root command (used for parsing and --help) and the share options on it.</summary>
+    public static (RootCommand Root, ShareCommandLine Share) Create()
     {
-        SharedDir, CompatOptions, Tag, Cache, AllowDirectIo, DirectIo, XAttr, ReadOnly, Writeback, ThreadPoolSize, FdCacheSize,
-        LogLevel, Mount, Ring, QueueCpusOption, ControlSocket, InheritFd, Passthrough, LogFile, TimeoutOption,
-    };
+        var share = new ShareCommandLine(withDevice: false);
+        var root = new RootCommand("fuse_launcher: validates one share's settings, starts its passthrough daemon in its own session, waits until it serves, prints {\"pid\":…,\"control\":…,\"tag\":…} and exits")
+        {
+            Mount, Ring, InheritFd, Passthrough, LogFile, TimeoutOption,
+        };
+        share.AddTo(root);
+        return (root, share);
+    }
 
     /// <summary>The outcome of reading the command line.</summary>
     public enum ParseOutcome
@@ -64,7 +52,8 @@ public static class LaunchCommand
     /// <summary>Parses and checks <paramref name="args"/>; prints help itself when asked.</summary>
     public static ParseOutcome Parse(string[] args, out LaunchSettings? settings, out string? error)
     {
-        var parse = Create().Parse(args);
+        var (root, share) = Create();
+        var parse = root.Parse(args);
         if (parse.Action is HelpAction)
         {
             parse.Invoke();
@@ -72,14 +61,17 @@ public static class LaunchCommand
             error = null;
             return ParseOutcome.Help;
         }
-        return TryBuild(parse, out settings, out error) ? ParseOutcome.Launch : ParseOutcome.Invalid;
+        return TryBuild(parse, share, out settings, out error) ? ParseOutcome.Launch : ParseOutcome.Invalid;
     }
 
     /// <summary>Parses and checks <paramref name="args"/> without printing anything (help counts as invalid).</summary>
     public static bool TryParse(string[] args, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
-        => TryBuild(Create().Parse(args), out settings, out error);
+    {
+        var (root, share) = Create();
+        return TryBuild(root.Parse(args), share, out settings, out error);
+    }
 
-    private static bool TryBuild(ParseResult parse, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
+    private static bool TryBuild(ParseResult parse, ShareCommandLine shareOptions, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
     {
         settings = null;
         if (parse.Errors.Count > 0)
@@ -92,13 +84,11 @@ public static class LaunchCommand
             error = "--help was given; it prints the options and starts nothing.";
             return false;
         }
-        var compat = new VirtiofsdOptions();
-        if (!compat.TryApply(parse.GetValue(CompatOptions) ?? [], out error)) return false;
-        var (dir, cache, xattr, readOnly, writeback, allowDirectIo) = compat.Over(new ShareFlags(
-            parse.GetValue(SharedDir), parse.GetValue(Cache), parse.GetValue(XAttr), parse.GetValue(ReadOnly),
-            parse.GetValue(Writeback), parse.GetValue(AllowDirectIo)));
-
-        if (string.IsNullOrEmpty(dir)) { error = "No shared directory was given; pass --shared-dir DIR or -o source=DIR."; return false; }
+        var share = ShareVocabulary.Defaults();
+        // -o items that change nothing are the caller's to warn about; the daemon accepts them too.
+        if (!shareOptions.TryRead(parse, share, new List<string>(), out error)) return false;
+        var dir = share.SharedDir;
+        if (dir.Length == 0) { error = "No shared directory was given; pass --shared-dir DIR or -o source=DIR."; return false; }
         if (!Directory.Exists(dir))
         {
             error = File.Exists(dir)
@@ -106,32 +96,10 @@ public static class LaunchCommand
                 : $"--shared-dir {dir} does not exist; create it or pass an existing directory.";
             return false;
         }
-
-        var tag = parse.GetValue(Tag) ?? "hostshare";
-        int tagBytes = Encoding.UTF8.GetByteCount(tag);
-        if (tagBytes == 0 || tagBytes > MaxTagBytes)
-        {
-            error = $"--tag '{tag}' is {tagBytes} bytes long; a virtio-fs tag holds 1 to {MaxTagBytes} bytes, pass a shorter tag.";
-            return false;
-        }
-        if (cache is not null && cache is not ("never" or "none" or "metadata" or "auto" or "always"))
-        {
-            error = $"--cache {cache} is not a cache policy; use never, metadata, auto or always.";
-            return false;
-        }
-        var logLevel = parse.GetValue(LogLevel);
-        if (logLevel is not null && logLevel is not ("error" or "warn" or "warning" or "info" or "debug" or "trace" or "off"))
-        {
-            error = $"--log-level {logLevel} is not a log level; use error, warn, info, debug, trace or off.";
-            return false;
-        }
-        if (!TryParseRange(parse.GetValue(ThreadPoolSize), "--thread-pool-size", 0, ShareLimits.MaxThreadPoolSize, $"0 (one thread per CPU) to {ShareLimits.MaxThreadPoolSize}", out int? threads, out error)) return false;
-        if (!TryParseRange(parse.GetValue(FdCacheSize), "--fd-cache-size", ShareLimits.MinFdCacheSize, ShareLimits.MaxFdCacheSize, $"{ShareLimits.MinFdCacheSize} to {ShareLimits.MaxFdCacheSize} (the daemon also checks it against its descriptor limit)", out int? fdCache, out error)) return false;
-        QueueCpus? queueCpus = null;
-        if (parse.GetValue(QueueCpusOption) is { } cpuList)
+        share.SharedDir = Path.GetFullPath(dir);
+        if (share.PinnedCpus() is { } queueCpus)
         {
             // The count is the daemon's to check: it learns the ring's request queues when it attaches.
-            if (!QueueCpus.TryParse(cpuList, "--queue-cpus", out queueCpus, out error)) return false;
             if ((error = queueCpus.CheckAllowed("--queue-cpus")) is not null) return false;
             if (parse.GetValue(Ring) is null) { error = "--queue-cpus places the ring's request queues; it needs --ring."; return false; }
         }
@@ -180,11 +148,10 @@ public static class LaunchCommand
             inherited.Add(fd);
         }
 
-        string? control = parse.GetValue(ControlSocket);
-        if (control is not null)
+        if (share.ControlSocket.Length > 0)
         {
-            control = Path.GetFullPath(control);
-            if (!CheckControlSocket(control, out error)) return false;
+            share.ControlSocket = Path.GetFullPath(share.ControlSocket);
+            if (!CheckControlSocket(share.ControlSocket, out error)) return false;
         }
 
         string? logFile = parse.GetValue(LogFile);
@@ -198,21 +165,9 @@ public static class LaunchCommand
 
         settings = new LaunchSettings
         {
-            SharedDir = Path.GetFullPath(dir),
-            Tag = tag,
-            Cache = cache,
-            AllowDirectIo = allowDirectIo,
-            DirectIo = parse.GetValue(DirectIo),
-            XAttr = xattr,
-            ReadOnly = readOnly,
-            Writeback = writeback,
-            ThreadPoolSize = threads,
-            FdCacheSize = fdCache,
-            QueueCpus = queueCpus,
-            LogLevel = logLevel,
+            Share = share,
             MountPoint = mount is null ? null : Path.GetFullPath(mount),
             Ring = ring,
-            ControlSocket = control,
             InheritedFds = inherited.ToArray(),
             LogFile = logFile,
             Passthrough = passthrough,
@@ -220,20 +175,6 @@ public static class LaunchCommand
             Timeout = timeout,
         };
         error = null;
-        return true;
-    }
-
-    private static bool TryParseRange(string? text, string option, int min, int max, string range, out int? value, [NotNullWhen(false)] out string? error)
-    {
-        value = null;
-        error = null;
-        if (text is null) return true;
-        if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int parsed) || parsed < min || parsed > max)
-        {
-            error = $"{option} {text} is out of range; use {range}.";
-            return false;
-        }
-        value = parsed;
         return true;
     }
 

@@ -20,7 +20,7 @@ public static class Daemon
             .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
         var log = loggerFactory.CreateLogger("passthrough");
 
-        var share = new ShareSettings(settings.Share);
+        var share = new LiveSettings(settings.Share);
         IFileSystem fs;
         try
         {
@@ -32,7 +32,7 @@ public static class Daemon
             return 1;
         }
         var engine = new FuseEngine(fs, loggerFactory.CreateLogger("passthrough.fuse"));
-        var threads = settings.Share.ThreadPoolSize > 0 ? settings.Share.ThreadPoolSize : Math.Max(8, 2 * Environment.ProcessorCount);
+        var threads = settings.Share.ThreadPoolSize > 0 ? (int)settings.Share.ThreadPoolSize : Math.Max(8, 2 * Environment.ProcessorCount);
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });

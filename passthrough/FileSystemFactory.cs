@@ -10,5 +10,5 @@ internal static class FileSystemFactory
 {
     /// <summary>The passthrough filesystem over the share's directory; throws IOException / UnauthorizedAccessException /
     /// ArgumentException with a one-sentence reason when the directory cannot be served.</summary>
-    public static IFileSystem Create(ShareSettings settings, ILogger logger) => new PassthroughFileSystem(settings, logger);
+    public static IFileSystem Create(LiveSettings settings, ILogger logger) => new PassthroughFileSystem(settings, logger);
 }

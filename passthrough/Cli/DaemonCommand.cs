@@ -1,7 +1,7 @@
 using Hypervisor.Protocol.Share;
 using System.CommandLine;
 using Hypervisor.Passthrough.FileSystem;
-using Hypervisor.Passthrough.Share;
+using System.Diagnostics.CodeAnalysis;
 using Microsoft.Extensions.Logging;
 
 namespace Hypervisor.Passthrough.Cli;
@@ -12,98 +12,74 @@ namespace Hypervisor.Passthrough.Cli;
 /// </summary>
 public static class DaemonCommand
 {
-    /// <summary>Parsed, validated settings of one daemon run.</summary>
-    public sealed record Settings(ShareOptions Share, LogLevel LogLevel, string? MountPoint, string? Ring, string? ControlSocket, int? ReadyFd)
+    /// <summary>Parsed, validated settings of one daemon run: the share's, and where to serve it.</summary>
+    public sealed record Settings(ShareSettings Share, string? MountPoint, string? Ring, int? ReadyFd)
     {
+        /// <summary>The log level of the share's settings.</summary>
+        public LogLevel LogLevel => Share.LogLevel.ToLogLevel();
+
+        /// <summary><c>--control-socket</c>, or null when there is no control service.</summary>
+        public string? ControlSocket => Share.ControlSocket.Length > 0 ? Share.ControlSocket : null;
+
         /// <summary><c>--queue-cpus</c>: the CPU of each request queue's ring dispatcher, or null (the scheduler places them).</summary>
-        public QueueCpus? QueueCpus { get; init; }
+        public QueueCpus? QueueCpus => Share.PinnedCpus();
     }
 
-    private static readonly Option<string?> SharedDir = new("--shared-dir") { Description = "Host directory to share (or -o source=DIR). Required." };
-    private static readonly Option<string[]> CompatOptions = new("-o") { Description = "virtiofsd-style options: source=DIR, cache=POLICY, xattr|no_xattr, readonly, writeback|no_writeback, allow_direct_io.", Arity = ArgumentArity.ZeroOrMore };
-    private static readonly Option<string> Tag = new("--tag") { Description = "Mount tag of the share (default hostshare).", DefaultValueFactory = _ => "hostshare" };
-    private static readonly Option<string> Cache = new("--cache") { Description = "Cache policy: never | metadata | auto | always (default auto).", DefaultValueFactory = _ => "auto" };
-    private static readonly Option<bool> AllowDirectIo = new("--allow-direct-io") { Description = "Honour the guest's O_DIRECT with FOPEN_DIRECT_IO (default off)." };
-    private static readonly Option<bool> DirectIo = new("--direct-io") { Description = "Direct I/O on every open, switchable at run time over the control socket (default off)." };
-    private static readonly Option<bool> XAttr = new("--xattr") { Description = "Serve extended attributes (default off)." };
-    private static readonly Option<bool> ReadOnly = new("--readonly") { Description = "Refuse every change with EROFS (default off)." };
-    private static readonly Option<bool> Writeback = new("--writeback") { Description = "Let the guest use writeback caching (default off)." };
-    private static readonly Option<int> ThreadPoolSize = new("--thread-pool-size") { Description = "Worker threads serving /dev/fuse (default 0: two per CPU, at least 8); the ring is served by one thread per queue." };
-    private static readonly Option<int?> FdCacheSize = new("--fd-cache-size") { Description = "O_PATH descriptors kept for known inodes (default: RLIMIT_NOFILE less a quarter, 256 to 4096 of it, at most 65536)." };
-    private static readonly Option<string> LogLevelOption = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info).", DefaultValueFactory = _ => "info" };
     private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client: mount the share at DIR through /dev/fuse (root)." };
     private static readonly Option<string?> Ring = new("--ring") { Description = "Serve a shared-memory ring handed over by fd inheritance (set by fuse_launcher)." };
-    private static readonly Option<string?> QueueCpusOption = new("--queue-cpus") { Description = "With --ring: the host CPU of each request queue's dispatcher, one per request queue, e.g. 0,1 (default: none pinned)." };
-    private static readonly Option<string?> ControlSocket = new("--control-socket") { Description = "UNIX socket path of the gRPC control service." };
     private static readonly Option<int?> ReadyFd = new("--ready-fd") { Description = "Inherited fd on which one 'ready' line is written once serving (set by fuse_launcher)." };
 
     /// <summary>Builds the command; <paramref name="run"/> receives validated settings and returns the exit code.</summary>
     public static RootCommand Create(Func<Settings, CancellationToken, Task<int>> run)
     {
-        var root = new RootCommand("passthrough: the FUSE daemon of one virtio-fs share")
-        {
-            SharedDir, CompatOptions, Tag, Cache, AllowDirectIo, DirectIo, XAttr, ReadOnly, Writeback, ThreadPoolSize,
-            FdCacheSize, LogLevelOption, Mount, Ring, QueueCpusOption, ControlSocket, ReadyFd,
-        };
+        var (root, share) = Build();
         root.SetAction(async (parse, ct) =>
         {
-            if (!TryBuild(parse, out var settings, out var error))
+            if (!TryBuild(parse, share, out var settings, out var error))
             {
                 Console.Error.WriteLine($"passthrough: {error}");
                 return 2;
             }
-            return await run(settings!, ct);
+            return await run(settings, ct);
         });
         return root;
     }
 
+    /// <summary>Parses and checks <paramref name="args"/> without running anything.</summary>
+    public static bool TryParse(string[] args, [NotNullWhen(true)] out Settings? settings, [NotNullWhen(false)] out string? error)
+    {
+        var (root, share) = Build();
+        return TryBuild(root.Parse(args), share, out settings, out error);
+    }
+
+    private static (RootCommand Root, ShareCommandLine Share) Build()
+    {
+        var share = new ShareCommandLine(withDevice: false);
+        var root = new RootCommand("passthrough: the FUSE daemon of one virtio-fs share") { Mount, Ring, ReadyFd };
+        share.AddTo(root);
+        return (root, share);
+    }
+
     /// <summary>Checks every option and combines them; <paramref name="error"/> is one sentence saying what to change.</summary>
-    public static bool TryBuild(ParseResult parse, out Settings? settings, out string? error)
+    public static bool TryBuild(ParseResult parse, ShareCommandLine shareOptions, [NotNullWhen(true)] out Settings? settings, [NotNullWhen(false)] out string? error)
     {
         settings = null;
-        var compat = new VirtiofsdOptions();
-        if (!compat.TryApply(parse.GetValue(CompatOptions) ?? [], out error)) return false;
-        var (dir, cache, xattr, readOnly, writeback, allowDirectIo) = compat.Over(new ShareFlags(
-            parse.GetValue(SharedDir), parse.GetValue(Cache), parse.GetValue(XAttr), parse.GetValue(ReadOnly),
-            parse.GetValue(Writeback), parse.GetValue(AllowDirectIo)));
-        var logLevelText = compat.LogLevel ?? parse.GetValue(LogLevelOption)!;
-
-        if (string.IsNullOrEmpty(dir)) { error = "no shared directory given; pass --shared-dir DIR or -o source=DIR."; return false; }
+        var share = ShareVocabulary.Defaults();
+        if (!shareOptions.TryRead(parse, share, new List<string>(), out error)) return false;
+        var dir = share.SharedDir;
+        if (dir.Length == 0) { error = "no shared directory given; pass --shared-dir DIR or -o source=DIR."; return false; }
         if (!Directory.Exists(dir))
         {
             error = File.Exists(dir) ? $"the shared directory {dir} is a file, not a directory." : $"the shared directory {dir} does not exist; create it or fix --shared-dir.";
             return false;
         }
-        if (!TryParseCache(cache ?? "auto", out var policy)) { error = $"unknown cache policy '{cache}'; use never, metadata, auto or always."; return false; }
-        if (!TryParseLogLevel(logLevelText, out var level)) { error = $"unknown log level '{logLevelText}'; use error, warn, info, debug, trace or off."; return false; }
-        var threads = parse.GetValue(ThreadPoolSize);
-        if (threads < 0 || threads > ShareLimits.MaxThreadPoolSize) { error = $"--thread-pool-size {threads} is out of range; use 0 (automatic) to {ShareLimits.MaxThreadPoolSize}."; return false; }
-        var fdCache = parse.GetValue(FdCacheSize);
-        if (fdCache is { } size && !TryCheckFdCacheSize(size, DescriptorBudget.SoftLimit(), out error)) return false;
+        share.SharedDir = Path.GetFullPath(dir);
+        if (share.HasFdCacheSize && !TryCheckFdCacheSize((int)share.FdCacheSize, DescriptorBudget.SoftLimit(), out error)) return false;
         var mount = parse.GetValue(Mount);
         var ring = parse.GetValue(Ring);
         if (mount is null && ring is null) { error = "nothing to serve; pass --mount DIR (host FUSE) or --ring SPEC (from fuse_launcher)."; return false; }
-        QueueCpus? queueCpus = null;
-        if (parse.GetValue(QueueCpusOption) is { } cpuList)
-        {
-            if (ring is null) { error = "--queue-cpus places the ring's request queues; it needs --ring."; return false; }
-            if (!QueueCpus.TryParse(cpuList, "--queue-cpus", out queueCpus, out error)) return false;
-        }
-
-        var share = new ShareOptions
-        {
-            SharedDir = Path.GetFullPath(dir),
-            Tag = parse.GetValue(Tag)!,
-            Cache = policy,
-            AllowDirectIo = allowDirectIo,
-            DirectIo = parse.GetValue(DirectIo),
-            XAttr = xattr,
-            ReadOnly = readOnly,
-            Writeback = writeback,
-            ThreadPoolSize = threads,
-            FdCacheSize = fdCache,
-        };
-        settings = new Settings(share, level, mount, ring, parse.GetValue(ControlSocket), parse.GetValue(ReadyFd)) { QueueCpus = queueCpus };
+        if (share.PinnedCpus() is not null && ring is null) { error = "--queue-cpus places the ring's request queues; it needs --ring."; return false; }
+        settings = new Settings(share, mount, ring, parse.GetValue(ReadyFd));
         error = null;
         return true;
     }
@@ -112,7 +88,7 @@ public static class DaemonCommand
     /// An explicit <c>--fd-cache-size</c> must leave room under the descriptor limit for open files; the error says
     /// both ways out.
     /// </summary>
-    private static bool TryCheckFdCacheSize(int size, long softLimit, out string? error)
+    private static bool TryCheckFdCacheSize(int size, long softLimit, [NotNullWhen(false)] out string? error)
     {
         var largest = DescriptorBudget.LargestCacheSize(softLimit);
         error = size < DescriptorBudget.MinCacheSize
@@ -121,33 +97,5 @@ public static class DaemonCommand
                 ? $"--fd-cache-size {size} does not fit under RLIMIT_NOFILE ({softLimit}); use at most {largest}, raise the limit (ulimit -n), or leave it out for the automatic size."
                 : null;
         return error is null;
-    }
-
-    /// <summary>Parses a <c>--cache</c> value (virtiofsd also accepts "none" for never).</summary>
-    public static bool TryParseCache(string value, out CachePolicy policy)
-    {
-        switch (value)
-        {
-            case "never" or "none": policy = CachePolicy.Never; return true;
-            case "metadata": policy = CachePolicy.Metadata; return true;
-            case "auto": policy = CachePolicy.Auto; return true;
-            case "always": policy = CachePolicy.Always; return true;
-            default: policy = default; return false;
-        }
-    }
-
-    /// <summary>Parses a <c>--log-level</c> value.</summary>
-    public static bool TryParseLogLevel(string value, out LogLevel level)
-    {
-        switch (value)
-        {
-            case "error": level = LogLevel.Error; return true;
-            case "warn" or "warning": level = LogLevel.Warning; return true;
-            case "info": level = LogLevel.Information; return true;
-            case "debug": level = LogLevel.Debug; return true;
-            case "trace": level = LogLevel.Trace; return true;
-            case "off": level = LogLevel.None; return true;
-            default: level = default; return false;
-        }
     }
 }

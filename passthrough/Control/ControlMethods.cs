@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Hypervisor.Protocol.Control;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Control.Health;
 using Hypervisor.Protocol.Grpc;
 

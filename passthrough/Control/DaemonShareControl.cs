@@ -3,7 +3,7 @@ using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Fuse;
 using Hypervisor.Protocol.Grpc;
-using ProtoCachePolicy = Hypervisor.Protocol.Control.CachePolicy;
+using Hypervisor.Protocol.Share;
 
 namespace Hypervisor.Passthrough.Control;
 
@@ -16,11 +16,11 @@ public readonly record struct ShareUsage(ulong OpenFileHandles, ulong KnownNodes
 
 /// <summary>
 /// The daemon's side of the control service: applies settings to the share's live
-/// <see cref="ShareSettings"/> (read lock-free by the filesystem on every request) and reports
+/// <see cref="LiveSettings"/> (read lock-free by the filesystem on every request) and reports
 /// the engine's counters and the filesystem's usage.
 /// </summary>
 /// <remarks>
-/// The allowlist's entries are kept here, enabled or not; <see cref="ShareSettings.Allowlist"/>
+/// The allowlist's entries are kept here, enabled or not; <see cref="LiveSettings.Allowlist"/>
 /// holds them only while it is enabled (null means "everything visible"), so disabling and
 /// enabling again restores the same list.
 /// </remarks>
@@ -28,7 +28,7 @@ public sealed class DaemonShareControl : IShareControl
 {
     private static readonly string[] OpcodeNames = BuildOpcodeNames();
 
-    private readonly ShareSettings _settings;
+    private readonly LiveSettings _settings;
     private readonly FuseCounters _counters;
     private readonly Func<ShareUsage> _usage;
     private readonly Action _requestShutdown;
@@ -45,7 +45,7 @@ public sealed class DaemonShareControl : IShareControl
     /// thread, never on the thread answering the Shutdown call, so it may wait for the control server to stop.</param>
     /// <param name="queueCpus">Reads where the ring's request queues are served (<see cref="ShareStatusSnapshot.QueueCpus"/>);
     /// null, or an empty list, when the share is not on a ring.</param>
-    public DaemonShareControl(ShareSettings settings, FuseCounters counters, Func<ShareUsage> usage, Action requestShutdown,
+    public DaemonShareControl(LiveSettings settings, FuseCounters counters, Func<ShareUsage> usage, Action requestShutdown,
         Func<IReadOnlyList<int>>? queueCpus = null)
     {
         _queueCpus = queueCpus;
@@ -75,7 +75,7 @@ public sealed class DaemonShareControl : IShareControl
             opcodes.Add(new OpcodeCounterSnapshot(0, "UNKNOWN", (ulong)unknown, (ulong)_counters.Errors(0)));
 
         ShareUsage usage = _usage();
-        ShareOptions start = _settings.Options;
+        ShareSettings start = _settings.Options;
         var status = new ShareStatusSnapshot(
             start.SharedDir,
             start.Tag,
@@ -98,16 +98,11 @@ public sealed class DaemonShareControl : IShareControl
     }
 
     /// <inheritdoc/>
-    public ValueTask<ShareOptionsSnapshot> SetCachePolicyAsync(ProtoCachePolicy policy, CancellationToken cancellationToken)
+    public ValueTask<ShareOptionsSnapshot> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken)
     {
-        _settings.Cache = policy switch
-        {
-            ProtoCachePolicy.Never => CachePolicy.Never,
-            ProtoCachePolicy.Metadata => CachePolicy.Metadata,
-            ProtoCachePolicy.Auto => CachePolicy.Auto,
-            ProtoCachePolicy.Always => CachePolicy.Always,
-            _ => throw new GrpcException(GrpcStatusCode.InvalidArgument, $"Cache policy {(int)policy} is not one of never, metadata, auto, always."),
-        };
+        if (policy is not (CachePolicy.Never or CachePolicy.Metadata or CachePolicy.Auto or CachePolicy.Always))
+            throw new GrpcException(GrpcStatusCode.InvalidArgument, $"Cache policy {(int)policy} is not one of never, metadata, auto, always.");
+        _settings.Cache = policy;
         return ValueTask.FromResult(Options());
     }
 
@@ -159,15 +154,8 @@ public sealed class DaemonShareControl : IShareControl
 
     private ShareOptionsSnapshot Options()
     {
-        ShareOptions start = _settings.Options;
-        ProtoCachePolicy cache = _settings.Cache switch
-        {
-            CachePolicy.Never => ProtoCachePolicy.Never,
-            CachePolicy.Metadata => ProtoCachePolicy.Metadata,
-            CachePolicy.Always => ProtoCachePolicy.Always,
-            _ => ProtoCachePolicy.Auto,
-        };
-        return new ShareOptionsSnapshot(_settings.DirectIo, cache, start.ReadOnly, start.XAttr, start.Writeback);
+        ShareSettings start = _settings.Options;
+        return new ShareOptionsSnapshot(_settings.DirectIo, _settings.Cache, start.Readonly, start.Xattr, start.Writeback);
     }
 
     private AllowlistSnapshot Allowlist()

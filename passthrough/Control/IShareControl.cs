@@ -1,4 +1,5 @@
 using Hypervisor.Protocol.Control;
+using Hypervisor.Protocol.Share;
 
 namespace Hypervisor.Passthrough.Control;
 

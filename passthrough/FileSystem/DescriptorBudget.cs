@@ -13,14 +13,14 @@ namespace Hypervisor.Passthrough.FileSystem;
 internal static class DescriptorBudget
 {
     /// <summary>The smallest cache the daemon accepts.</summary>
-    public const int MinCacheSize = ShareLimits.MinFdCacheSize;
+    public const int MinCacheSize = ShareVocabulary.MinFdCacheSize;
 
     /// <summary>The largest automatic size: each cached descriptor pins a host inode and dentry (about 1 KiB of
     /// kernel memory) after the guest has forgotten it.</summary>
     public const int MaxAutomaticCacheSize = 65536;
 
     /// <summary>The largest size <c>--fd-cache-size</c> accepts at all (the limit decides below that).</summary>
-    public const int MaxCacheSize = ShareLimits.MaxFdCacheSize;
+    public const int MaxCacheSize = ShareVocabulary.MaxFdCacheSize;
 
     /// <summary>Descriptors kept free of the cache at most, for open files and the daemon's own use.</summary>
     public const int MaxReserve = 4096;

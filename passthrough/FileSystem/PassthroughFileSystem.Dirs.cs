@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Interop;
 using Hypervisor.Passthrough.Share;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Fuse;
 
 namespace Hypervisor.Passthrough.FileSystem;

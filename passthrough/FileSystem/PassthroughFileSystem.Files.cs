@@ -1,6 +1,7 @@
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Interop;
 using Hypervisor.Passthrough.Share;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Fuse;
 
 namespace Hypervisor.Passthrough.FileSystem;

@@ -69,7 +69,7 @@ public sealed partial class PassthroughFileSystem
     /// <inheritdoc/>
     public Result<int> GetXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name, Span<byte> destination)
     {
-        if (!_options.XAttr) return Errno.ENOSYS;
+        if (!_options.Xattr) return Errno.ENOSYS;
         var check = CheckXattrName(name);
         if (check.IsError) return check;
         var err = Acquire(node, out _, out var lease);
@@ -86,7 +86,7 @@ public sealed partial class PassthroughFileSystem
     /// <inheritdoc/>
     public Result<int> ListXAttr(in FuseContext ctx, NodeId node, Span<byte> destination)
     {
-        if (!_options.XAttr) return Errno.ENOSYS;
+        if (!_options.Xattr) return Errno.ENOSYS;
         var err = Acquire(node, out _, out var lease);
         if (err.IsError) return err;
         using (lease)
@@ -100,7 +100,7 @@ public sealed partial class PassthroughFileSystem
     /// <inheritdoc/>
     public Errno SetXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, in SetXAttrIn args)
     {
-        if (!_options.XAttr) return Errno.ENOSYS;
+        if (!_options.Xattr) return Errno.ENOSYS;
         if (ReadOnly) return Errno.EROFS;
         var check = CheckXattrName(name);
         if (check.IsError) return check;
@@ -121,7 +121,7 @@ public sealed partial class PassthroughFileSystem
     /// <inheritdoc/>
     public Errno RemoveXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name)
     {
-        if (!_options.XAttr) return Errno.ENOSYS;
+        if (!_options.Xattr) return Errno.ENOSYS;
         if (ReadOnly) return Errno.EROFS;
         var check = CheckXattrName(name);
         if (check.IsError) return check;

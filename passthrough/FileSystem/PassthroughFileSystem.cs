@@ -4,6 +4,7 @@ using System.Text;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Interop;
 using Hypervisor.Passthrough.Share;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Fuse;
 using Microsoft.Extensions.Logging;
 
@@ -38,8 +39,8 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     private const int MaxName = 255;
     private const int PathMax = 4096;
 
-    private readonly ShareSettings _settings;
-    private readonly ShareOptions _options;
+    private readonly LiveSettings _settings;
+    private readonly ShareSettings _options;
     private readonly ILogger _logger;
 
     private readonly SafeFd _rootFd;
@@ -68,7 +69,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     /// <see cref="UnauthorizedAccessException"/> with a sentence saying what to change when it is missing, not a
     /// directory or not accessible.
     /// </summary>
-    public PassthroughFileSystem(ShareSettings settings, ILogger logger) : this(settings, logger, allowFileHandles: true)
+    public PassthroughFileSystem(LiveSettings settings, ILogger logger) : this(settings, logger, allowFileHandles: true)
     {
     }
 
@@ -76,7 +77,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     /// With <paramref name="allowFileHandles"/> false every node pins an O_PATH descriptor, as on a filesystem
     /// without handles or for a daemon without CAP_DAC_READ_SEARCH (tests use it to cover that mode as root).
     /// </summary>
-    internal PassthroughFileSystem(ShareSettings settings, ILogger logger, bool allowFileHandles)
+    internal PassthroughFileSystem(LiveSettings settings, ILogger logger, bool allowFileHandles)
     {
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(logger);
@@ -86,7 +87,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         var dir = _options.SharedDir;
         if (string.IsNullOrEmpty(dir))
             throw new ArgumentException("The shared directory is empty; set --shared-dir to an existing host directory.", nameof(settings));
-        var fdCacheSize = _options.FdCacheSize ?? DescriptorBudget.AutomaticCacheSize(DescriptorBudget.SoftLimit());
+        var fdCacheSize = _options.HasFdCacheSize ? (int)_options.FdCacheSize : DescriptorBudget.AutomaticCacheSize(DescriptorBudget.SoftLimit());
         if (fdCacheSize < 1)
             throw new ArgumentException($"The fd cache size {fdCacheSize} is too small; set it to at least 1 or leave it automatic.", nameof(settings));
 
@@ -176,7 +177,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             | InitFlags.BigWrites | InitFlags.DoReadDirPlus | InitFlags.ReadDirPlusAuto | InitFlags.ParallelDirOps
             | InitFlags.MaxPages | InitFlags.HandleKillPrivV2 | InitFlags.ExportSupport | InitFlags.CacheSymlinks
             | InitFlags.AsyncDio;
-        if (_options.XAttr) wanted |= InitFlags.SetXAttrExt;
+        if (_options.Xattr) wanted |= InitFlags.SetXAttrExt;
         if (_options.Writeback) wanted |= InitFlags.WritebackCache;
         if (_settings.Cache == CachePolicy.Auto) wanted |= InitFlags.AutoInvalData;
         _negotiated = wanted & offered;
@@ -232,7 +233,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
 
     private static Errno LastErrno() => new(Libc.Errno());
 
-    private bool ReadOnly => _options.ReadOnly;
+    private bool ReadOnly => _options.Readonly;
 
     /// <summary>Entry and attribute validity by cache policy: never 0, auto 1 s, metadata/always one day.</summary>
     private ulong Timeout => _settings.Cache switch

@@ -37,27 +37,36 @@ public sealed class QueueCpus
     public override string ToString() => string.Join(',', _cpus);
 
     /// <summary>
-    /// Parses a list of CPU numbers and ranges (<c>0,1</c>, <c>2-3</c>); the error names <paramref name="option"/>
-    /// and says what is expected. With <paramref name="noneAllowed"/> the error also offers <see cref="None"/>, for a
-    /// caller that takes it.
+    /// Parses a list of CPU numbers and ranges (<c>0,1</c>, <c>2-3</c>), each at most <see cref="MaxCpu"/>.
     /// </summary>
-    public static bool TryParse(string? text, string option, [NotNullWhen(true)] out QueueCpus? cpus, [NotNullWhen(false)] out string? error, bool noneAllowed = false)
+    public static bool TryParse(string? text, [NotNullWhen(true)] out QueueCpus? cpus)
     {
         cpus = null;
         var list = new List<int>();
         foreach (var item in (text ?? "").Split(','))
         {
             var range = item.Trim().Split('-');
-            if (range.Length > 2 || !TryCpu(range[0], out int first) || !TryCpu(range[^1], out int last) || last < first)
-            {
-                error = $"{option} '{text}' is not a CPU list; give one host CPU per request queue, as numbers from 0 to {MaxCpu} or ranges, e.g. 0,1 or 2-3{(noneAllowed ? $", or {None} to leave the queues unpinned" : "")}.";
-                return false;
-            }
+            if (range.Length > 2 || !TryCpu(range[0], out int first) || !TryCpu(range[^1], out int last) || last < first) return false;
             for (int cpu = first; cpu <= last; cpu++) list.Add(cpu);
         }
         cpus = new QueueCpus([.. list]);
-        error = null;
         return true;
+    }
+
+    /// <summary>The list as the settings model carries it.</summary>
+    public CpuList ToList()
+    {
+        var list = new CpuList();
+        foreach (var cpu in _cpus) list.Cpus.Add((uint)cpu);
+        return list;
+    }
+
+    /// <summary>The list the settings model carries; every CPU was checked against <see cref="MaxCpu"/> when it was parsed.</summary>
+    public static QueueCpus FromList(CpuList list)
+    {
+        var cpus = new int[list.Cpus.Count];
+        for (int i = 0; i < cpus.Length; i++) cpus[i] = (int)Math.Min(list.Cpus[i], (uint)MaxCpu);
+        return new QueueCpus(cpus);
     }
 
     /// <summary>The word that asks for no pinning at all, in place of a list.</summary>
@@ -73,8 +82,7 @@ public sealed class QueueCpus
     /// list again when there are more queues than CPUs. Null (nothing pinned) for one request queue, which then
     /// has both CPUs of a small host for its two ends, or when this process may run on one CPU only.
     /// Why a default: unpinned, the scheduler often puts a queue's two ends on different CPUs, and every request
-    /// then costs a cross-CPU wake-up each way; two-queue LOOKUP runs measured 115k-242k ops/s depending on
-    /// that placement, and 194k-245k with each queue's ends together (tests/Benchmarks/VdevBench.md).
+    /// then costs a cross-CPU wake-up each way (the measurements are in tests/Benchmarks/VdevBench.md).
     /// </summary>
     public static QueueCpus? Spread(int requestQueues, int first = 0)
     {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Hypervisor.Passthrough.Control;
 using Hypervisor.Protocol.Control;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Vdev.Control;
 
 namespace Hypervisor.Benchmarks;

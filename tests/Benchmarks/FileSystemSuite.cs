@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using System.Diagnostics;
 using System.Text;
 using Hypervisor.Passthrough.Engine;
@@ -25,7 +26,7 @@ public static class FileSystemSuite
         {
             for (var i = 0; i < files; i++) File.Create(Path.Combine(dir, "many", i.ToString())).Dispose();
             File.WriteAllBytes(Path.Combine(dir, "data"), new byte[1 << 20]);
-            using var fs = new PassthroughFileSystem(new ShareSettings(new ShareOptions { SharedDir = dir }), NullLogger.Instance);
+            using var fs = new PassthroughFileSystem(new LiveSettings(new ShareSettings { SharedDir = dir }), NullLogger.Instance);
             fs.Init((InitFlags)ulong.MaxValue);
             var ctx = new FuseContext(new RequestId(1), 0, 0, 1);
 

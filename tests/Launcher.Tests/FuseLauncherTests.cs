@@ -90,7 +90,7 @@ public class FuseLauncherTests
             pid = share.ScriptPid();
             var args = File.ReadAllLines(share.ArgsFile);
             Assert.Equal(
-                new[] { "--shared-dir", share.Share, "--tag", "hostshare", "--cache", "always", "--allow-direct-io", "--direct-io", "--xattr",
+                new[] { "--shared-dir", share.Share, "--cache", "always", "--direct-io", "--allow-direct-io", "--xattr",
                  "--readonly", "--writeback", "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug",
                  "--mount", Path.Combine(share.Root, "mnt"), "--ready-fd", "3" },
                 args);

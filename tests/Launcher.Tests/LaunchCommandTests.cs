@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using System.Net.Sockets;
 using Hypervisor.Launcher.Tests.Interop;
 using Hypervisor.Launcher.Tests.Support;
@@ -17,20 +18,20 @@ public class LaunchCommandTests
         { "--shared-dir ROOT/missing --mount /mnt --passthrough SCRIPT", "--shared-dir ROOT/missing does not exist; create it or pass an existing directory." },
         { "--shared-dir FILE --mount /mnt --passthrough SCRIPT", "--shared-dir FILE is not a directory; pass the directory to share." },
         { "-o source=ROOT/missing --mount /mnt --passthrough SCRIPT", "--shared-dir ROOT/missing does not exist" },
-        { "-o source=SHARE,bogus --mount /mnt --passthrough SCRIPT", "-o bogus is not a known option; use source=DIR" },
-        { "--shared-dir SHARE --cache sometimes --mount /mnt --passthrough SCRIPT", "--cache sometimes is not a cache policy; use never, metadata, auto or always." },
-        { "-o source=SHARE,cache=sometimes --mount /mnt --passthrough SCRIPT", "--cache sometimes is not a cache policy" },
-        { "--shared-dir SHARE --log-level loud --mount /mnt --passthrough SCRIPT", "--log-level loud is not a log level; use error, warn, info, debug, trace or off." },
-        { "--shared-dir SHARE --thread-pool-size 5000 --mount /mnt --passthrough SCRIPT", "--thread-pool-size 5000 is out of range; use 0 (one thread per CPU) to 1024." },
-        { "--shared-dir SHARE --thread-pool-size many --mount /mnt --passthrough SCRIPT", "--thread-pool-size many is out of range" },
-        { "--shared-dir SHARE --fd-cache-size 8 --mount /mnt --passthrough SCRIPT", "--fd-cache-size 8 is out of range; use 16 to 1048576" },
-        { "--shared-dir SHARE --fd-cache-size 2000000 --mount /mnt --passthrough SCRIPT", "--fd-cache-size 2000000 is out of range" },
+        { "-o source=SHARE,bogus --mount /mnt --passthrough SCRIPT", "-o bogus is not a known option; use source=VALUE, cache=VALUE" },
+        { "--shared-dir SHARE --cache sometimes --mount /mnt --passthrough SCRIPT", "--cache 'sometimes' is not a cache policy; use never, metadata, auto or always." },
+        { "-o source=SHARE,cache=sometimes --mount /mnt --passthrough SCRIPT", "-o cache=sometimes is not a cache policy" },
+        { "--shared-dir SHARE --log-level loud --mount /mnt --passthrough SCRIPT", "--log-level 'loud' is not a log level; use error, warn, info, debug, trace or off." },
+        { "--shared-dir SHARE --thread-pool-size 5000 --mount /mnt --passthrough SCRIPT", "--thread-pool-size '5000' is not a whole number from 0 to 1024." },
+        { "--shared-dir SHARE --thread-pool-size many --mount /mnt --passthrough SCRIPT", "--thread-pool-size 'many' is not a whole number" },
+        { "--shared-dir SHARE --fd-cache-size 8 --mount /mnt --passthrough SCRIPT", "--fd-cache-size '8' is not a whole number from 16 to 1048576" },
+        { "--shared-dir SHARE --fd-cache-size 2000000 --mount /mnt --passthrough SCRIPT", "--fd-cache-size '2000000' is not a whole number" },
         { "--shared-dir SHARE --queue-cpus 0 --mount /mnt --passthrough SCRIPT", "--queue-cpus places the ring's request queues; it needs --ring." },
         { "--shared-dir SHARE --queue-cpus 0-x --mount /mnt --passthrough SCRIPT", "--queue-cpus '0-x' is not a CPU list; give one host CPU per request queue" },
         { "--shared-dir SHARE --queue-cpus 1023 --mount /mnt --passthrough SCRIPT", "--queue-cpus 1023 names CPU 1023, which this process may not run on (allowed: " },
         { "--shared-dir SHARE --timeout 0 --mount /mnt --passthrough SCRIPT", "--timeout 0 is not a number of seconds from 0.1 to 3600; pass e.g. --timeout 10." },
         { "--shared-dir SHARE --timeout soon --mount /mnt --passthrough SCRIPT", "--timeout soon is not a number of seconds" },
-        { "--shared-dir SHARE --tag 0123456789012345678901234567890123456 --mount /mnt --passthrough SCRIPT", "--tag '0123456789012345678901234567890123456' is 37 bytes long; a virtio-fs tag holds 1 to 36 bytes, pass a shorter tag." },
+        { "--shared-dir SHARE --tag 0123456789012345678901234567890123456 --mount /mnt --passthrough SCRIPT", "--tag '0123456789012345678901234567890123456' is 37 bytes long; a virtio-fs tag holds 1 to 36 bytes." },
         { "--shared-dir SHARE --passthrough SCRIPT", "Nothing to serve; pass --ring SPEC" },
         { "--shared-dir SHARE --mount /mnt --control-socket ROOT/nodir/c.sock --passthrough SCRIPT", "--control-socket ROOT/nodir/c.sock: the directory ROOT/nodir does not exist; create it or choose another path." },
         { "--shared-dir SHARE --mount /mnt --control-socket ROOT/LONG --passthrough SCRIPT", "bytes long; a UNIX socket path holds at most 107, choose a shorter path." },
@@ -120,15 +121,15 @@ public class LaunchCommandTests
         Assert.True(LaunchCommand.TryParse(
             ["-o", $"source={share.Share},cache=none,xattr,no_xattr,readonly,flock", "-o", "writeback", "--mount", "relative/mnt", "--passthrough", script, "--timeout", "2.5"],
             out var settings, out var error), error);
-        Assert.Equal(share.Share, settings.SharedDir);
-        Assert.Equal("never", settings.Cache); // virtiofsd's "none" is this stack's "never"
-        Assert.False(settings.XAttr);
-        Assert.True(settings.ReadOnly);
-        Assert.True(settings.Writeback);
+        Assert.Equal(share.Share, settings.Share.SharedDir);
+        Assert.Equal(CachePolicy.Never, settings.Share.Cache); // virtiofsd's "none" is this stack's "never"
+        Assert.False(settings.Share.Xattr);
+        Assert.True(settings.Share.Readonly);
+        Assert.True(settings.Share.Writeback);
         Assert.Equal(Path.GetFullPath("relative/mnt"), settings.MountPoint);
         Assert.Equal(TimeSpan.FromSeconds(2.5), settings.Timeout);
         Assert.Null(settings.DotnetHost);
-        Assert.Null(settings.ThreadPoolSize);
+        Assert.Equal(0u, settings.Share.ThreadPoolSize);
         Assert.Empty(settings.InheritedFds);
     }
 

@@ -1,3 +1,5 @@
+using Hypervisor.Protocol.Share;
+
 namespace Hypervisor.Launcher.Tests;
 
 public class LaunchSettingsTests
@@ -9,16 +11,19 @@ public class LaunchSettingsTests
     [InlineData(new[] { 3, 4, 5 }, 6)]
     public void ReadyFd_IsTheLowestNumberFromThreeNotInherited(int[] inherited, int expected)
     {
-        var settings = new LaunchSettings { SharedDir = "/s", Passthrough = "/p", InheritedFds = inherited };
+        var settings = new LaunchSettings { Share = new ShareSettings { SharedDir = "/s" }, Passthrough = "/p", InheritedFds = inherited };
         Assert.Equal(expected, settings.ReadyFdNumber());
     }
 
     [Fact]
     public void DaemonArguments_ForwardOnlyWhatWasGiven_AndRunADllThroughDotnet()
     {
-        var settings = new LaunchSettings { SharedDir = "/s", Passthrough = "/p/passthrough.dll", DotnetHost = "/usr/bin/dotnet", Ring = "memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9", ControlSocket = "/run/c.sock" };
+        var share = ShareVocabulary.Defaults();
+        share.SharedDir = "/s";
+        share.ControlSocket = "/run/c.sock";
+        var settings = new LaunchSettings { Share = share, Passthrough = "/p/passthrough.dll", DotnetHost = "/usr/bin/dotnet", Ring = "memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9" };
         Assert.Equal(
-            new[] { "/usr/bin/dotnet", "/p/passthrough.dll", "--shared-dir", "/s", "--tag", "hostshare", "--ring", "memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9", "--control-socket", "/run/c.sock", "--ready-fd", "3" },
+            new[] { "/usr/bin/dotnet", "/p/passthrough.dll", "--shared-dir", "/s", "--control-socket", "/run/c.sock", "--ring", "memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9", "--ready-fd", "3" },
             settings.DaemonArguments(3));
     }
 

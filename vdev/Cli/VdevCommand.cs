@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Runtime.InteropServices;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Vdev.Config;
 using Hypervisor.Vdev.Interop;
 using Hypervisor.Vdev.Device;
@@ -22,125 +24,163 @@ public static partial class VdevCommand
     /// <summary>Exit status: a share's daemon could not be started.</summary>
     public const int ExitStart = 1;
 
-    public const string Usage = """
-        usage: vdev --config FILE                        serve every 'vdev virtio-fs' share of a VM configuration file
-               vdev --socket-path PATH --shared-dir DIR [options]   one share, virtiofsd's vocabulary
-               vdev --fd N --shared-dir DIR [options]    one share on a listening socket handed over (libvirt)
-               vdev --print-capabilities                 the vhost-user JSON capabilities
-               vdev ctl --socket CONTROL ...             control a running share (vdev ctl --help)
-        share options: --tag T (default: the VMM's tag), --cache never|metadata|auto|always (auto), --direct-io,
-               --allow-direct-io, --xattr, --readonly, --writeback, --thread-pool-size N (0: one per CPU),
-               --fd-cache-size N (16-1048576; default from RLIMIT_NOFILE),
-               --queue-cpus LIST|none (one host CPU per request queue; with 2+ queues default one CPU each in turn),
-               --log-level error|warn|info|debug|trace|off (info), --control-socket PATH (SOCKET.ctl),
-               --allow PATH (repeatable: allowlist), -o source=DIR,cache=P,xattr,..., --request-queues N (1),
-               --queue-size N (1024), --keep-listening, --launcher PATH (fuse_launcher next to vdev)
-        """;
+    /// <summary>virtiofsd options that change nothing here; each one given is named in a warning.</summary>
+    private static readonly string[] IgnoredFlags =
+    [
+        "--foreground", "--syslog", "--announce-submounts", "--killpriv-v2", "--no-killpriv-v2", "--security-label",
+        "--posix-acl", "--allow-mmap", "--preserve-noatime", "--migration-verify-handles", "--migration-confirm-paths",
+    ];
+
+    /// <summary>virtiofsd options with a value that change nothing here.</summary>
+    private static readonly string[] IgnoredWithValue =
+    [
+        "--sandbox", "--seccomp", "--rlimit-nofile", "--modcaps", "--inode-file-handles", "--migration-mode",
+        "--migration-on-error", "--uid-map", "--gid-map", "--translate-uid", "--translate-gid", "--xattrmap",
+    ];
+
+    /// <summary>The vdev's command line: the share vocabulary with the device options, and the vdev's own.</summary>
+    internal sealed class CommandLine
+    {
+        public readonly ShareCommandLine Share = new(withDevice: true);
+        public readonly Option<string?> Config = new("--config") { Description = "A VM configuration file: serve every 'vdev virtio-fs' block it declares." };
+        public readonly Option<string?> Launcher = new("--launcher") { Description = "fuse_launcher to start the daemons with (default: the one next to vdev)." };
+        public readonly Option<bool> PrintCapabilities = new("--print-capabilities") { Description = "Print the vhost-user JSON capabilities and exit." };
+        public readonly Option<bool> KeepListening = new("--keep-listening") { Description = "After the VMM disconnects, wait for the next one (default: exit, as virtiofsd)." };
+        public readonly List<Option> Ignored = [];
+        public readonly RootCommand Root = new("vdev: virtio-fs devices for a VMM over vhost-user, one passthrough daemon per shared directory. " +
+            "Run 'vdev ctl --help' for the operator commands.");
+
+        public CommandLine()
+        {
+            Share.AddTo(Root);
+            Root.Options.Add(Config);
+            Root.Options.Add(Launcher);
+            Root.Options.Add(PrintCapabilities);
+            Root.Options.Add(KeepListening);
+            foreach (var name in IgnoredFlags) Ignored.Add(new Option<bool>(name) { Description = "Accepted for virtiofsd compatibility; no effect.", Hidden = true });
+            foreach (var name in IgnoredWithValue) Ignored.Add(new Option<string>(name) { Description = "Accepted for virtiofsd compatibility; no effect.", Hidden = true });
+            Ignored.Add(new Option<bool>("-f") { Hidden = true });
+            foreach (var option in Ignored) Root.Options.Add(option);
+        }
+    }
+
+    /// <summary>What the command line asks for.</summary>
+    internal sealed record Request(IReadOnlyList<DeclaredShare> Shares, bool FromConfig, bool OfferTag, bool KeepListening, string? Launcher, IReadOnlyList<string> Warnings);
+
+    /// <summary>
+    /// Reads the command line into the shares to serve. Returns null with <paramref name="exit"/> set when there is
+    /// nothing to serve (help, capabilities, or a mistake, which is written to stderr).
+    /// </summary>
+    internal static Request? Read(string[] args, TextWriter stderr, out int exit)
+    {
+        var cli = new CommandLine();
+        var parse = cli.Root.Parse(args);
+        exit = 0;
+        if (parse.Action is System.CommandLine.Help.HelpAction)
+        {
+            parse.Invoke();
+            return null;
+        }
+        if (parse.Errors.Count > 0) return Fail(stderr, $"{parse.Errors[0].Message.TrimEnd('.')}; see vdev --help.", out exit);
+        if (parse.GetValue(cli.PrintCapabilities))
+        {
+            VhostUserDevice.PrintCapabilities(Console.Out);
+            return null;
+        }
+        var warnings = new List<string>();
+        foreach (var option in cli.Ignored)
+        {
+            if (ShareCommandLine.Given(parse, option)) warnings.Add($"{option.Name} has no effect here.");
+        }
+        var keepListening = parse.GetValue(cli.KeepListening);
+        var launcher = parse.GetValue(cli.Launcher);
+        try
+        {
+            if (parse.GetValue(cli.Config) is { } configFile)
+            {
+                if (cli.Share.AnyGiven(parse))
+                    return Fail(stderr, "--config declares every share; do not combine it with --socket-path, --fd or share options.", out exit);
+                return new Request(VmConfigParser.ParseFile(configFile), true, true, keepListening, launcher, warnings);
+            }
+        }
+        catch (ConfigException e)
+        {
+            return Fail(stderr, e.Message, out exit);
+        }
+
+        var settings = ShareVocabulary.Defaults();
+        settings.Tag = "";
+        var ignored = new List<string>();
+        if (!cli.Share.TryRead(parse, settings, ignored, out var error)) return Fail(stderr, error, out exit);
+        foreach (var item in ignored) warnings.Add($"-o {item} has no effect here.");
+        // Without --tag the VMM supplies the tag (QEMU's tag= property): the config space is not offered.
+        var offerTag = settings.Tag.Length > 0;
+        if (!offerTag) settings.Tag = ShareVocabulary.DefaultTag;
+        if (settings.SocketPath.Length == 0 && !settings.HasListenFd) return Fail(stderr, "Give --socket-path PATH or --fd N so the VMM can connect.", out exit);
+        if (settings.SocketPath.Length > 0 && settings.HasListenFd) return Fail(stderr, "Give either --socket-path or --fd, not both.", out exit);
+        if (settings.SharedDir.Length == 0) return Fail(stderr, "No shared directory; give --shared-dir DIR (or -o source=DIR), or --config FILE for several shares.", out exit);
+        if (settings.PinnedCpus() is { } cpus && cpus.Check((int)settings.RequestQueues, "--queue-cpus") is { } misfit) return Fail(stderr, misfit, out exit);
+        if (settings.QueueCpus is null && QueueCpus.Spread((int)settings.RequestQueues) is { } placed) settings.QueueCpus = placed.ToList();
+        // libvirt passes only --fd and -o source=…, never a tag, so the default /run/vdev/TAG.ctl would be the
+        // same for every <filesystem> of every domain and the second vdev would fail; the path libvirt bound
+        // the socket to is unique, so the control socket goes next to it, as with --socket-path.
+        if (settings.HasListenFd && settings.ControlSocket.Length == 0)
+        {
+            using var inherited = new FileDescriptor(settings.ListenFd, ownsHandle: false);
+            if (Libc.BoundUnixPath(inherited) is { } bound) settings.ControlSocket = bound + ".ctl";
+        }
+        return new Request([new DeclaredShare(settings, "command line")], false, offerTag, keepListening, launcher, warnings);
+    }
+
+    private static Request? Fail(TextWriter stderr, string message, out int exit)
+    {
+        stderr.WriteLine($"vdev: {message}");
+        exit = ExitConfig;
+        return null;
+    }
 
     /// <summary>Runs the vdev with <paramref name="args"/>; returns the exit status.</summary>
     public static async Task<int> RunAsync(string[] args)
     {
-        if (args.Contains("--help") || args.Contains("-h"))
-        {
-            Console.Out.WriteLine(Usage);
-            return 0;
-        }
-
-        string? configFile = null, launcher = null;
-        var rest = new List<string>();
-        for (var i = 0; i < args.Length; i++)
-        {
-            if (args[i] == "--config" && i + 1 < args.Length) configFile = args[++i];
-            else if (args[i].StartsWith("--config=", StringComparison.Ordinal)) configFile = args[i]["--config=".Length..];
-            else if (args[i] == "--launcher" && i + 1 < args.Length) launcher = args[++i];
-            else if (args[i].StartsWith("--launcher=", StringComparison.Ordinal)) launcher = args[i]["--launcher=".Length..];
-            else rest.Add(args[i]);
-        }
-
-        DeviceOptions device;
-        List<string> shareArgs;
-        try
-        {
-            device = DeviceOptions.Parse(rest, out shareArgs);
-        }
-        catch (ArgumentException e)
-        {
-            Console.Error.WriteLine($"vdev: {e.Message}");
-            return ExitConfig;
-        }
-        if (device.PrintCapabilities)
-        {
-            VhostUserDevice.PrintCapabilities(Console.Out);
-            return 0;
-        }
-
-        var warnings = new List<string>();
-        IReadOnlyList<ShareConfig> shares;
-        try
-        {
-            if (configFile is not null)
-            {
-                if (shareArgs.Count > 0 || device.SocketPath is not null || device.ListenFd is not null)
-                    throw new ArgumentException("--config declares every share; do not combine it with --socket-path, --fd or share options.");
-                shares = VmConfigParser.ParseFile(configFile);
-            }
-            else
-            {
-                device.Validate();
-                var share = ShareArguments.Parse(shareArgs, device.SocketPath, device.ListenFd, device.Tag, device.RequestQueues, device.MaxQueueSize, warnings.Add);
-                // libvirt passes only --fd and -o source=…, never a tag, so the default /run/vdev/TAG.ctl would be the
-                // same for every <filesystem> of every domain and the second vdev would fail; the path libvirt bound
-                // the socket to is unique, so the control socket goes next to it, as with --socket-path.
-                if (share.ListenFd is int listenFd && share.ControlSocket is null)
-                {
-                    using var inherited = new FileDescriptor(listenFd, ownsHandle: false);
-                    if (Libc.BoundUnixPath(inherited) is { } bound) share = share with { ControlSocket = bound + ".ctl" };
-                }
-                shares = [share];
-            }
-        }
-        catch (Exception e) when (e is ArgumentException or ConfigException)
-        {
-            Console.Error.WriteLine($"vdev: {e.Message}");
-            return ExitConfig;
-        }
-
-        var level = shares.Select(s => s.LogLevel).Select(ToLevel).Min();
+        if (Read(args, Console.Error, out var exit) is not { } request) return exit;
+        var shares = request.Shares;
+        var level = shares.Select(s => s.Settings.LogLevel.ToLogLevel()).Min();
         using var loggerFactory = LoggerFactory.Create(b => b
             .SetMinimumLevel(level)
             .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
             .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
         var log = loggerFactory.CreateLogger("vdev");
-        foreach (var w in warnings) LogWarning(log, w);
+        foreach (var w in request.Warnings) LogWarning(log, w);
 
         using var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
 
-        launcher ??= Path.Combine(AppContext.BaseDirectory, "fuse_launcher");
+        var launcher = request.Launcher ?? Path.Combine(AppContext.BaseDirectory, "fuse_launcher");
         var launched = new List<LaunchedShare>();
         try
         {
             // Every daemon serves and has confirmed its settings before any VMM is accepted.
             foreach (var share in shares)
             {
-                launched.Add(await LaunchedShare.StartAsync(share, launcher, loggerFactory.CreateLogger($"vdev.{share.Tag}"), stop.Token).ConfigureAwait(false));
+                launched.Add(await LaunchedShare.StartAsync(share, launcher, loggerFactory.CreateLogger($"vdev.{share.Settings.Tag}"), stop.Token).ConfigureAwait(false));
             }
 
             var devices = new List<Task<int>>();
             foreach (var share in launched)
             {
+                var settings = share.Settings;
                 var options = new DeviceOptions
                 {
-                    SocketPath = share.Config.SocketPath,
-                    ListenFd = share.Config.ListenFd,
-                    Tag = configFile is not null ? share.Config.Tag : device.Tag,
-                    RequestQueues = share.Config.RequestQueues,
-                    MaxQueueSize = share.Config.QueueSize,
-                    QueueCpus = share.Config.QueueCpus,
-                    KeepListening = device.KeepListening,
+                    SocketPath = settings.SocketPath.Length > 0 ? settings.SocketPath : null,
+                    ListenFd = settings.HasListenFd ? settings.ListenFd : null,
+                    Tag = request.OfferTag ? settings.Tag : null,
+                    RequestQueues = (int)settings.RequestQueues,
+                    MaxQueueSize = (int)settings.QueueSize,
+                    QueueCpus = settings.PinnedCpus(),
+                    KeepListening = request.KeepListening,
                 };
-                var deviceLog = loggerFactory.CreateLogger($"vdev.{share.Config.Tag}");
+                var deviceLog = loggerFactory.CreateLogger($"vdev.{settings.Tag}");
                 devices.Add(VhostUserDevice.RunAsync(options, ShmRingTransport.Factory(share.Rings, deviceLog), deviceLog, stop.Token));
             }
             var results = await Task.WhenAll(devices).ConfigureAwait(false);
@@ -161,16 +201,6 @@ public static partial class VdevCommand
         }
     }
 
-    private static LogLevel ToLevel(string level) => level switch
-    {
-        "error" => LogLevel.Error,
-        "warn" => LogLevel.Warning,
-        "debug" => LogLevel.Debug,
-        "trace" => LogLevel.Trace,
-        "off" => LogLevel.None,
-        _ => LogLevel.Information,
-    };
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{Message}")]
-    private static partial void LogWarning(ILogger log, string message);
+    [LoggerMessage(EventId = 1, Level = LogLevel.Warning, Message = "Command line: {Warning}")]
+    private static partial void LogWarning(ILogger log, string warning);
 }

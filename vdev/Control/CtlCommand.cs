@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Hypervisor.Protocol.Control;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Control.Health;
 using Hypervisor.Protocol.Grpc;
 
@@ -230,23 +231,9 @@ public static class CtlCommand
         return error is null;
     }
 
-    private static CachePolicy? ParsePolicy(string word) => word switch
-    {
-        "never" => CachePolicy.Never,
-        "metadata" => CachePolicy.Metadata,
-        "auto" => CachePolicy.Auto,
-        "always" => CachePolicy.Always,
-        _ => null,
-    };
+    private static CachePolicy? ParsePolicy(string word) => ShareVocabulary.TryParseCache(word, out var policy) ? policy : null;
 
-    private static string PolicyName(CachePolicy policy) => policy switch
-    {
-        CachePolicy.Never => "never",
-        CachePolicy.Metadata => "metadata",
-        CachePolicy.Auto => "auto",
-        CachePolicy.Always => "always",
-        _ => "unspecified",
-    };
+    private static string PolicyName(CachePolicy policy) => policy == CachePolicy.Unspecified ? "unspecified" : ShareVocabulary.Name(policy);
 
     private static async Task<int> ExecuteAsync(ShareControlClient client, Invocation inv, TextWriter stdout, CancellationToken ct)
     {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Hypervisor.Protocol.Ring;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Vdev.Config;
 using Hypervisor.Vdev.Control;
 using Microsoft.Extensions.Logging;
@@ -18,7 +19,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
 {
     private readonly ILogger _log;
 
-    private LaunchedShare(ShareConfig config, ShmRingSet rings, int pid, string control, ShareControlClient client, ILogger log)
+    private LaunchedShare(DeclaredShare config, ShmRingSet rings, int pid, string control, ShareControlClient client, ILogger log)
     {
         Config = config;
         Rings = rings;
@@ -28,8 +29,11 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         _log = log;
     }
 
+    /// <summary>The share as declared.</summary>
+    public DeclaredShare Config { get; }
+
     /// <summary>The share's settings.</summary>
-    public ShareConfig Config { get; }
+    public ShareSettings Settings => Config.Settings;
 
     /// <summary>The ring set: queue 0 carries the hiprio virtqueue, queue i request queue i.</summary>
     public ShmRingSet Rings { get; }
@@ -48,15 +52,17 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     /// confirms over gRPC that the daemon serves the right directory with the right settings and applies the
     /// allowlist. Leaves nothing behind on failure.
     /// </summary>
-    public static async Task<LaunchedShare> StartAsync(ShareConfig share, string launcherPath, ILogger log, CancellationToken ct)
+    public static async Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, CancellationToken ct)
     {
-        if (!Directory.Exists(share.HostPath))
-            throw new ShareStartException(File.Exists(share.HostPath)
-                ? $"{share.Origin}: the shared directory (host_path, --shared-dir) {share.HostPath} is a file; give a directory to share."
-                : $"{share.Origin}: the shared directory (host_path, --shared-dir) {share.HostPath} does not exist; create it or fix the path.");
+        var share = declared.Settings;
+        var origin = declared.Origin;
+        if (!Directory.Exists(share.SharedDir))
+            throw new ShareStartException(File.Exists(share.SharedDir)
+                ? $"{origin}: the shared directory (host_path, --shared-dir) {share.SharedDir} is a file; give a directory to share."
+                : $"{origin}: the shared directory (host_path, --shared-dir) {share.SharedDir} does not exist; create it or fix the path.");
         if (!File.Exists(launcherPath))
             throw new ShareStartException($"fuse_launcher was not found at {launcherPath}; install it next to vdev or pass --launcher PATH.");
-        var control = Path.GetFullPath(share.EffectiveControlSocket);
+        var control = Path.GetFullPath(share.EffectiveControlSocket());
         var controlDir = Path.GetDirectoryName(control)!;
         try
         {
@@ -67,7 +73,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
             throw new ShareStartException($"Cannot create {controlDir} for the control socket of share '{share.Tag}' ({e.Message}); set control_socket to a writable place.");
         }
 
-        var rings = ShmRingSet.Create(1 + share.RequestQueues, RingLayout.DefaultMaxFrameSize, 8L << 20);
+        var rings = ShmRingSet.Create(1 + (int)share.RequestQueues, RingLayout.DefaultMaxFrameSize, 8L << 20);
         // The vdev's waits on this set (a completion thread waiting for replies, a virtqueue worker waiting for
         // room) sleep on the doorbell at once instead of spinning: these threads share the CPUs with the
         // daemon's dispatchers, which are the ones producing what they wait for, and measured on 2 cores both
@@ -78,7 +84,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         int pid;
         try
         {
-            pid = await RunLauncherAsync(share, launcherPath, rings, control, log, ct).ConfigureAwait(false);
+            pid = await RunLauncherAsync(share, origin, launcherPath, rings, control, log, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -88,7 +94,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         rings.SetPeerProcess(pid);
 
         var client = new ShareControlClient(control, TimeSpan.FromSeconds(5));
-        var launched = new LaunchedShare(share, rings, pid, control, client, log);
+        var launched = new LaunchedShare(declared, rings, pid, control, client, log);
         try
         {
             await launched.ConfirmAsync(ct).ConfigureAwait(false);
@@ -101,7 +107,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         return launched;
     }
 
-    private static async Task<int> RunLauncherAsync(ShareConfig share, string launcherPath, ShmRingSet rings, string control, ILogger log, CancellationToken ct)
+    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, string control, ILogger log, CancellationToken ct)
     {
         var psi = new ProcessStartInfo(launcherPath)
         {
@@ -142,7 +148,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
                     3 => "it did not report ready in time",
                     _ => "it could not start",
                 };
-                throw new ShareStartException($"{share.Origin}: the daemon of share '{share.Tag}' did not start: {why} (fuse_launcher exit {process.ExitCode}; its reason is the line above).");
+                throw new ShareStartException($"{origin}: the daemon of share '{share.Tag}' did not start: {why} (fuse_launcher exit {process.ExitCode}; its reason is the line above).");
             }
             try
             {
@@ -156,41 +162,31 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         }
     }
 
-    /// <summary>The launcher's command line for <paramref name="share"/> (the daemon's vocabulary plus the ring and control socket).</summary>
-    public static IEnumerable<string> LauncherArguments(ShareConfig share, string ringSpec, string control)
+    /// <summary>
+    /// The launcher's command line for <paramref name="share"/>: the share's settings in the common vocabulary (the
+    /// directory made absolute, the allowlist included), the ring and the control socket.
+    /// </summary>
+    public static List<string> LauncherArguments(ShareSettings share, string ringSpec, string control)
     {
-        yield return "--shared-dir"; yield return Path.GetFullPath(share.HostPath);
-        yield return "--tag"; yield return share.Tag;
-        yield return "--cache"; yield return share.Cache;
-        yield return "--log-level"; yield return share.LogLevel;
-        yield return "--thread-pool-size"; yield return share.ThreadPoolSize.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        if (share.FdCacheSize is { } fdCacheSize) { yield return "--fd-cache-size"; yield return fdCacheSize.ToString(System.Globalization.CultureInfo.InvariantCulture); }
-        if (share.QueueCpus is { } cpus) { yield return "--queue-cpus"; yield return cpus.ToString(); }
-        if (share.DirectIo) yield return "--direct-io";
-        if (share.AllowDirectIo) yield return "--allow-direct-io";
-        if (share.XAttr) yield return "--xattr";
-        if (share.ReadOnly) yield return "--readonly";
-        if (share.Writeback) yield return "--writeback";
-        yield return "--ring"; yield return ringSpec;
-        yield return "--control-socket"; yield return control;
+        var absolute = share.Clone();
+        absolute.SharedDir = Path.GetFullPath(share.SharedDir);
+        absolute.ControlSocket = control;
+        var args = ShareVocabulary.ToArguments(absolute);
+        args.AddRange(["--ring", ringSpec]);
         // The daemon's log joins the vdev's own stderr for its whole life (like virtiofsd's single log stream).
-        yield return "--log-file"; yield return "/proc/self/fd/2";
+        args.AddRange(["--log-file", "/proc/self/fd/2"]);
+        return args;
     }
 
     private async Task ConfirmAsync(CancellationToken ct)
     {
         var status = await Client.GetStatusAsync(cancellationToken: ct).ConfigureAwait(false);
-        var expected = Path.GetFullPath(Config.HostPath);
+        var expected = Path.GetFullPath(Settings.SharedDir);
         if (status.SharedDir != expected)
             throw new ShareStartException($"The daemon on {ControlSocket} serves {status.SharedDir}, not {expected}; another process owns that control socket.");
-        if (status.Options.DirectIo != Config.DirectIo)
-            throw new ShareStartException($"The daemon of share '{Config.Tag}' reports direct I/O {(status.Options.DirectIo ? "on" : "off")} but the configuration asks for {(Config.DirectIo ? "on" : "off")}.");
-        if (Config.Allow.Count > 0)
-        {
-            foreach (var path in Config.Allow) await Client.AddAllowedPathAsync(path, cancellationToken: ct).ConfigureAwait(false);
-            await Client.SetAllowlistEnabledAsync(true, cancellationToken: ct).ConfigureAwait(false);
-        }
-        LogConfirmed(_log, Config.Tag, DaemonPid, ControlSocket);
+        if (status.Options.DirectIo != Settings.DirectIo)
+            throw new ShareStartException($"The daemon of share '{Settings.Tag}' reports direct I/O {(status.Options.DirectIo ? "on" : "off")} but the configuration asks for {(Settings.DirectIo ? "on" : "off")}.");
+        LogConfirmed(_log, Settings.Tag, DaemonPid, ControlSocket);
     }
 
     /// <summary>Asks the daemon to shut down over gRPC, then by SIGTERM/SIGKILL to its pid if it lingers; closes the ring.</summary>
@@ -207,7 +203,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         Rings.Close();
         if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(5)).ConfigureAwait(false))
         {
-            LogKilling(_log, Config.Tag, DaemonPid);
+            LogKilling(_log, Settings.Tag, DaemonPid);
             Interop.ProcessSignals.Kill(DaemonPid, Interop.ProcessSignals.SIGTERM);
             if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(3)).ConfigureAwait(false))
                 Interop.ProcessSignals.Kill(DaemonPid, Interop.ProcessSignals.SIGKILL);
@@ -228,9 +224,9 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         return !Interop.ProcessSignals.IsAlive(pid);
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "share '{Tag}': daemon {Pid} serves, settings confirmed on {Control}")]
+    [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "share '{Tag}': daemon {Pid} serves, settings confirmed on {Control}")]
     private static partial void LogConfirmed(ILogger log, string tag, int pid, string control);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "share '{Tag}': daemon {Pid} did not stop when asked; sending signals")]
+    [LoggerMessage(EventId = 11, Level = LogLevel.Warning, Message = "share '{Tag}': daemon {Pid} did not stop when asked; sending signals")]
     private static partial void LogKilling(ILogger log, string tag, int pid);
 }

@@ -1,10 +1,8 @@
-using System.Globalization;
-
 namespace Hypervisor.Vdev.VhostUser;
 
 /// <summary>
-/// Options of one vhost-user virtio-fs device, in virtiofsd's vocabulary where it has one.
-/// <see cref="Parse"/> takes the options it knows and leaves the rest to the caller.
+/// Options of one vhost-user virtio-fs device, taken from the share's settings (the
+/// <see cref="Hypervisor.Protocol.Share.OptionScope.Device"/> options of its vocabulary) by the vdev.
 /// </summary>
 public sealed class DeviceOptions
 {
@@ -48,62 +46,13 @@ public sealed class DeviceOptions
     public bool PrintCapabilities { get; set; }
 
     /// <summary>
-    /// Parses the options above (both <c>--name value</c> and <c>--name=value</c>) out of <paramref name="args"/>;
-    /// everything else is returned in <paramref name="rest"/> in order.
+    /// Checks what the settings' parser cannot: that there is exactly one way for the VMM to connect. Throws
+    /// <see cref="ArgumentException"/> with one sentence saying what to change.
     /// </summary>
-    /// <exception cref="ArgumentException">An option value is invalid; the message says what to change.</exception>
-    public static DeviceOptions Parse(IReadOnlyList<string> args, out List<string> rest)
-    {
-        var o = new DeviceOptions();
-        rest = [];
-        for (int i = 0; i < args.Count; i++)
-        {
-            string a = args[i];
-            string name = a, value = "";
-            int eq = a.IndexOf('=');
-            bool inline = a.StartsWith("--", StringComparison.Ordinal) && eq > 0;
-            if (inline) { name = a[..eq]; value = a[(eq + 1)..]; }
-            string Value()
-            {
-                if (inline) return value;
-                if (i + 1 >= args.Count) throw new ArgumentException($"Option {name} needs a value; write {name}=VALUE.");
-                return args[++i];
-            }
-            switch (name)
-            {
-                case "--socket-path": o.SocketPath = Value(); break;
-                case "--fd": o.ListenFd = Int(name, Value(), 0, int.MaxValue); break;
-                case "--tag": o.Tag = Value(); break;
-                case "--request-queues": o.RequestQueues = Int(name, Value(), 1, 254); break;
-                case "--queue-size": o.MaxQueueSize = Int(name, Value(), 1, MaxQueueSizeLimit); break;
-                case "--keep-listening": o.KeepListening = true; break;
-                case "--print-capabilities": o.PrintCapabilities = true; break;
-                default: rest.Add(a); break;
-            }
-        }
-        return o;
-    }
-
-    /// <summary>Checks the combination; throws <see cref="ArgumentException"/> with one sentence saying what to change.</summary>
     public void Validate()
     {
         if (SocketPath == null && ListenFd == null) throw new ArgumentException("Give --socket-path PATH or --fd N so the VMM can connect.");
         if (SocketPath != null && ListenFd != null) throw new ArgumentException("Give either --socket-path or --fd, not both.");
         if (SocketPath is "") throw new ArgumentException("--socket-path is empty; give the path where the VMM will connect.");
-        if (RequestQueues < 1 || RequestQueues > 254) throw new ArgumentException($"--request-queues must be between 1 and 254, not {RequestQueues}.");
-        if (MaxQueueSize < 1 || MaxQueueSize > MaxQueueSizeLimit || (MaxQueueSize & (MaxQueueSize - 1)) != 0)
-            throw new ArgumentException($"--queue-size must be a power of two between 1 and {MaxQueueSizeLimit}, not {MaxQueueSize}.");
-        if (Tag != null)
-        {
-            int n = System.Text.Encoding.UTF8.GetByteCount(Tag);
-            if (n == 0 || n > 36 || Tag.Contains('\0')) throw new ArgumentException($"--tag must be 1 to 36 bytes of UTF-8, and '{Tag}' is {n} bytes.");
-        }
-    }
-
-    private static int Int(string name, string s, int min, int max)
-    {
-        if (!int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int v) || v < min || v > max)
-            throw new ArgumentException($"{name} takes a whole number between {min} and {max}, not '{s}'.");
-        return v;
     }
 }

@@ -22,8 +22,7 @@ public sealed partial class DaemonQueueCpusTests : IDisposable
 
     private (DaemonCommand.Settings? Settings, string? Error) Build(params string[] args)
     {
-        var parse = DaemonCommand.Create((_, _) => Task.FromResult(0)).Parse(["--shared-dir", _share, .. args]);
-        DaemonCommand.TryBuild(parse, out var settings, out var error);
+        DaemonCommand.TryParse(["--shared-dir", _share, .. args], out var settings, out var error);
         return (settings, error);
     }
 
@@ -31,8 +30,9 @@ public sealed partial class DaemonQueueCpusTests : IDisposable
     public void QueueCpusNeedsTheRing_AndACpuList()
     {
         Assert.Equal("--queue-cpus places the ring's request queues; it needs --ring.", Build("--mount", "/mnt", "--queue-cpus", "0").Error);
-        Assert.Equal("--queue-cpus 'none' is not a CPU list; give one host CPU per request queue, as numbers from 0 to 1023 or ranges, e.g. 0,1 or 2-3.",
-            Build("--ring", "memfd=3", "--queue-cpus", "none").Error);
+        Assert.Equal("--queue-cpus 'x' is not a CPU list; give one host CPU per request queue, as numbers from 0 to 1023 or ranges, e.g. 0,1 or 2-3, or none.",
+            Build("--ring", "memfd=3", "--queue-cpus", "x").Error);
+        Assert.Null(Build("--ring", "memfd=3", "--queue-cpus", "none").Settings!.QueueCpus);
         var (settings, error) = Build("--ring", "memfd=3", "--queue-cpus", "1,0");
         Assert.Null(error);
         Assert.Equal([1, 0], settings!.QueueCpus!.Cpus);
@@ -46,7 +46,7 @@ public sealed partial class DaemonQueueCpusTests : IDisposable
         using var rings = ShmRingSet.Create(2); // hiprio and one request queue
         // The daemon's side gets its own descriptors, as it would by inheritance: attaching and giving up closes them.
         var fds = new RingFds(dup(rings.Fds.MemFd), [.. rings.Fds.Doorbells.Select(dup)]);
-        Assert.True(QueueCpus.TryParse($"{allowed[0]},{allowed[0]}", "--queue-cpus", out var two, out _));
+        Assert.True(QueueCpus.TryParse($"{allowed[0]},{allowed[0]}", out var two));
         var refused = Assert.Throws<TransportException>(() =>
             RingTransport.Start(new FuseEngine(new NullFileSystem()), NullLogger.Instance, fds.ToString(), two));
         Assert.Equal($"--queue-cpus {allowed[0]},{allowed[0]} lists 2 CPUs for 1 request queue; give one CPU per request queue.", refused.Message);

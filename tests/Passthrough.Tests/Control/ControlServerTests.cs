@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Google.Protobuf;
 using Hypervisor.Passthrough.Control;
 using Hypervisor.Protocol.Control;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Control.Health;
 using Hypervisor.Protocol.Grpc;
 

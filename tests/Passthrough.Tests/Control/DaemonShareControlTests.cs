@@ -2,26 +2,27 @@ using Hypervisor.Passthrough.Control;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Grpc;
-using ProtoCachePolicy = Hypervisor.Protocol.Control.CachePolicy;
+using Hypervisor.Protocol.Share;
+using ProtoCachePolicy = Hypervisor.Protocol.Share.CachePolicy;
 
 namespace Hypervisor.Passthrough.Tests.Control;
 
 /// <summary>
-/// <see cref="DaemonShareControl"/> against the real <see cref="ShareSettings"/> the filesystem
+/// <see cref="DaemonShareControl"/> against the real <see cref="LiveSettings"/> the filesystem
 /// reads on every request and the engine's real <see cref="FuseCounters"/>.
 /// </summary>
 public sealed class DaemonShareControlTests
 {
-    private static ShareSettings NewSettings(Allowlist? allowlist = null) =>
-        new(new ShareOptions { SharedDir = "/srv/data", Tag = "data", XAttr = true, ReadOnly = true }) { Allowlist = allowlist };
+    private static LiveSettings NewSettings(Allowlist? allowlist = null) =>
+        new(new ShareSettings { SharedDir = "/srv/data", Tag = "data", Xattr = true, Readonly = true }) { Allowlist = allowlist };
 
-    private static DaemonShareControl NewControl(ShareSettings settings, FuseCounters? counters = null, Action? shutdown = null) =>
+    private static DaemonShareControl NewControl(LiveSettings settings, FuseCounters? counters = null, Action? shutdown = null) =>
         new(settings, counters ?? new FuseCounters(), () => new ShareUsage(2, 17, 4096, 512), shutdown ?? (() => { }));
 
     [Fact]
     public async Task Setters_ChangeTheLiveSettings()
     {
-        ShareSettings settings = NewSettings();
+        LiveSettings settings = NewSettings();
         DaemonShareControl control = NewControl(settings);
 
         ShareOptionsSnapshot options = await control.SetDirectIoAsync(true, default);
@@ -46,7 +47,7 @@ public sealed class DaemonShareControlTests
     [Fact]
     public async Task Allowlist_IsPublishedOnlyWhileEnabledAndSurvivesDisable()
     {
-        ShareSettings settings = NewSettings();
+        LiveSettings settings = NewSettings();
         DaemonShareControl control = NewControl(settings);
 
         await control.AddAllowedPathAsync("docs/reports", default);

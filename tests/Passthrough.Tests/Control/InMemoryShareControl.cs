@@ -1,5 +1,6 @@
 using Hypervisor.Passthrough.Control;
 using Hypervisor.Protocol.Control;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Grpc;
 
 namespace Hypervisor.Passthrough.Tests.Control;

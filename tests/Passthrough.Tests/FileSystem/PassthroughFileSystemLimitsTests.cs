@@ -107,7 +107,7 @@ public sealed partial class PassthroughFileSystemLimitsTests
     [Fact]
     public void ConcurrentLookupsAndForgets_KeepCountsExact()
     {
-        using var share = new TestShare(o => o with { FdCacheSize = 4 });
+        using var share = new TestShare(o => o.FdCacheSize = 4);
         const int files = 16, threads = 4, rounds = 2000;
         for (var i = 0; i < files; i++) File.WriteAllText(share.HostPath($"f{i}"), "x");
         var ids = new ulong[files];
@@ -135,7 +135,7 @@ public sealed partial class PassthroughFileSystemLimitsTests
     {
         // Nobody holds a lookup between rounds, so nodes are retired, revived through the fstatat probe, and evicted
         // from a cache smaller than the working set, all at once from several threads.
-        using var share = new TestShare(o => o with { FdCacheSize = 4 });
+        using var share = new TestShare(o => o.FdCacheSize = 4);
         const int files = 16, threads = 4, rounds = 3000;
         var inos = new ulong[files];
         for (var i = 0; i < files; i++)

@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using Hypervisor.Passthrough.FileSystem;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Fuse;
@@ -13,7 +14,7 @@ public sealed partial class PassthroughFileSystemTests
     {
         var missing = "/tmp/pt-fs-missing-" + Guid.NewGuid().ToString("N");
         var ex = Assert.Throws<DirectoryNotFoundException>(() =>
-            new PassthroughFileSystem(new ShareSettings(new ShareOptions { SharedDir = missing }), NullLogger.Instance));
+            new PassthroughFileSystem(new LiveSettings(new ShareSettings { SharedDir = missing }), NullLogger.Instance));
         Assert.Contains(missing, ex.Message);
         Assert.Contains("--shared-dir", ex.Message);
     }
@@ -25,7 +26,7 @@ public sealed partial class PassthroughFileSystemTests
         try
         {
             var ex = Assert.Throws<IOException>(() =>
-                new PassthroughFileSystem(new ShareSettings(new ShareOptions { SharedDir = file }), NullLogger.Instance));
+                new PassthroughFileSystem(new LiveSettings(new ShareSettings { SharedDir = file }), NullLogger.Instance));
             Assert.Contains("not a directory", ex.Message);
         }
         finally
@@ -71,7 +72,7 @@ public sealed partial class PassthroughFileSystemTests
     [Fact]
     public void RetiredNodes_AreBoundedByTheCache_AndANameNowOnAnotherInodeGetsANewNode()
     {
-        using var share = new TestShare(o => o with { FdCacheSize = 8 });
+        using var share = new TestShare(o => o.FdCacheSize = 8);
         if (!share.Fs.UsesFileHandles) return; // pinned descriptors go at once; nothing is retired
         const int count = 100;
         var ids = new ulong[count];
@@ -138,7 +139,7 @@ public sealed partial class PassthroughFileSystemTests
     [Fact]
     public void FdCache_IsBounded_AndEverythingStillWorks()
     {
-        using var share = new TestShare(o => o with { FdCacheSize = 8 });
+        using var share = new TestShare(o => o.FdCacheSize = 8);
         Assert.True(share.Fs.UsesFileHandles || !Host.IsRoot);
         const int count = 200;
         for (var i = 0; i < count; i++) File.WriteAllText(share.HostPath($"f{i}"), $"content {i}");
@@ -164,7 +165,7 @@ public sealed partial class PassthroughFileSystemTests
     [Fact]
     public void EvictedNodeOnAnotherMount_KeepsItsDescriptor_AndStillWorks()
     {
-        using var share = new TestShare(o => o with { FdCacheSize = 1 });
+        using var share = new TestShare(o => o.FdCacheSize = 1);
         if (!share.Fs.UsesFileHandles) return; // every node is pinned from the start: there is no eviction to check
         var sub = share.HostPath("sub");
         Directory.CreateDirectory(sub);
@@ -192,7 +193,7 @@ public sealed partial class PassthroughFileSystemTests
     [Fact]
     public void ManyLookupsAndForgets_LeaveNoNodesOrDescriptors()
     {
-        using var share = new TestShare(o => o with { FdCacheSize = 100 });
+        using var share = new TestShare(o => o.FdCacheSize = 100);
         const int count = 20_000;
         Directory.CreateDirectory(share.HostPath("d"));
         for (var i = 0; i < count; i++) File.Create(share.HostPath($"d/{i}")).Dispose();
@@ -253,7 +254,7 @@ public sealed partial class PassthroughFileSystemTests
     [Fact]
     public void ReusedInodeNumber_GetsANewNode_NotTheStaleOne()
     {
-        using var share = new TestShare(o => o with { FdCacheSize = 1 });
+        using var share = new TestShare(o => o.FdCacheSize = 1);
         if (!share.Fs.UsesFileHandles) return; // pinned descriptors keep inodes alive: numbers cannot be reused
         File.WriteAllText(share.HostPath("old"), "old");
         var old = share.Lookup(NodeId.Root, "old");

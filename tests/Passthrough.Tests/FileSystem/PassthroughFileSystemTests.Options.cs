@@ -1,4 +1,5 @@
 using Hypervisor.Passthrough.Share;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Fuse;
 using static Hypervisor.Passthrough.Tests.FileSystem.TestShare;
 
@@ -9,7 +10,7 @@ public sealed partial class PassthroughFileSystemTests
     [Fact]
     public void XAttrs_WhenEnabled_SetGetListRemove_WithSizeQueries()
     {
-        using var share = new TestShare(o => o with { XAttr = true });
+        using var share = new TestShare(o => o.Xattr = true);
         File.WriteAllText(share.HostPath("f"), "");
         var node = share.Walk("f");
         Assert.True((share.Fs.Negotiated & InitFlags.SetXAttrExt) != 0);
@@ -53,7 +54,7 @@ public sealed partial class PassthroughFileSystemTests
     [Fact]
     public void ReadOnlyShare_RefusesEveryChange_AndStillReads()
     {
-        using var share = new TestShare(o => o with { ReadOnly = true, XAttr = true });
+        using var share = new TestShare(o => { o.Readonly = true; o.Xattr = true; });
         File.WriteAllText(share.HostPath("f"), "data");
         Directory.CreateDirectory(share.HostPath("d"));
         var f = share.Walk("f");
@@ -89,7 +90,7 @@ public sealed partial class PassthroughFileSystemTests
     [InlineData(CachePolicy.Always, 86400ul, false, true)]
     public void CachePolicy_SetsTimeoutsAndOpenFlags(CachePolicy policy, ulong timeout, bool directIo, bool keepCache)
     {
-        using var share = new TestShare(o => o with { Cache = policy });
+        using var share = new TestShare(o => o.Cache = policy);
         File.WriteAllText(share.HostPath("f"), "");
         var e = share.Lookup(NodeId.Root, "f");
         Assert.Equal(timeout, e.EntryValid);
@@ -118,7 +119,7 @@ public sealed partial class PassthroughFileSystemTests
         share.Settings.DirectIo = false;
         Assert.Equal(0u, share.Fs.Open(Root, f, new OpenIn()).Value.OpenFlags & (uint)OpenOutFlags.DirectIo);
 
-        using var allowing = new TestShare(o => o with { AllowDirectIo = true });
+        using var allowing = new TestShare(o => o.AllowDirectIo = true);
         File.WriteAllText(allowing.HostPath("f"), "");
         var g = allowing.Walk("f");
         Assert.NotEqual(0u, allowing.Fs.Open(Root, g, new OpenIn { Flags = O_DIRECT }).Value.OpenFlags & (uint)OpenOutFlags.DirectIo);
@@ -170,7 +171,7 @@ public sealed partial class PassthroughFileSystemTests
         Assert.Equal(InitFlags.None, all & (InitFlags.DontMask | InitFlags.WritebackCache | InitFlags.SetXAttrExt | InitFlags.PosixAcl));
         Assert.Equal(InitFlags.AsyncRead, share.Fs.Init(InitFlags.AsyncRead | InitFlags.WritebackCache | InitFlags.DontMask));
 
-        using var writeback = new TestShare(o => o with { Writeback = true });
+        using var writeback = new TestShare(o => o.Writeback = true);
         Assert.NotEqual(InitFlags.None, writeback.Fs.Init((InitFlags)ulong.MaxValue) & InitFlags.WritebackCache);
         // with the writeback cache a write-only open is read-write on the host (the kernel reads partial pages)
         File.WriteAllText(writeback.HostPath("f"), "abc");

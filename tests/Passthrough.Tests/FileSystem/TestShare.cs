@@ -3,6 +3,7 @@ using System.Text;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.FileSystem;
 using Hypervisor.Passthrough.Share;
+using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Fuse;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -11,19 +12,20 @@ namespace Hypervisor.Passthrough.Tests.FileSystem;
 /// <summary>A temporary host directory under /tmp served by a <see cref="PassthroughFileSystem"/>.</summary>
 internal sealed class TestShare : IDisposable
 {
-    public TestShare(Func<ShareOptions, ShareOptions>? configure = null, bool fileHandles = true)
+    public TestShare(Action<ShareSettings>? configure = null, bool fileHandles = true)
     {
         Dir = Path.Combine("/tmp", "pt-fs-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(Dir);
-        var options = new ShareOptions { SharedDir = Dir };
-        if (configure is not null) options = configure(options);
-        Settings = new ShareSettings(options);
+        var options = ShareVocabulary.Defaults();
+        options.SharedDir = Dir;
+        configure?.Invoke(options);
+        Settings = new LiveSettings(options);
         Fs = new PassthroughFileSystem(Settings, NullLogger.Instance, fileHandles);
         Fs.Init((InitFlags)ulong.MaxValue);
     }
 
     public string Dir { get; }
-    public ShareSettings Settings { get; }
+    public LiveSettings Settings { get; }
     public PassthroughFileSystem Fs { get; }
 
     public static FuseContext Root => new(new RequestId(1), 0, 0, 1);

@@ -13,16 +13,16 @@ public class VmConfigParserTests
     {
         var shares = VmConfigParser.ParseFile(ExampleFile);
         Assert.Equal(2, shares.Count);
-        Assert.Equal("hostshare", shares[0].Tag);
-        Assert.Equal("/srv/vm/shared", shares[0].HostPath);
-        Assert.Equal("/run/vdev/hostshare.sock", shares[0].SocketPath);
-        Assert.False(shares[0].DirectIo);
-        Assert.Equal("media", shares[1].Tag);
-        Assert.True(shares[1].DirectIo);
-        Assert.True(shares[1].ReadOnly);
-        Assert.Equal(2, shares[1].RequestQueues);
-        Assert.Equal(["photos"], shares[1].Allow);
-        Assert.Equal("/run/vdev/media.sock.ctl", shares[1].EffectiveControlSocket);
+        Assert.Equal("hostshare", shares[0].Settings.Tag);
+        Assert.Equal("/srv/vm/shared", shares[0].Settings.SharedDir);
+        Assert.Equal("/run/vdev/hostshare.sock", shares[0].Settings.SocketPath);
+        Assert.False(shares[0].Settings.DirectIo);
+        Assert.Equal("media", shares[1].Settings.Tag);
+        Assert.True(shares[1].Settings.DirectIo);
+        Assert.True(shares[1].Settings.Readonly);
+        Assert.Equal(2u, shares[1].Settings.RequestQueues);
+        Assert.Equal(["photos"], shares[1].Settings.Allow);
+        Assert.Equal("/run/vdev/media.sock.ctl", shares[1].Settings.EffectiveControlSocket());
     }
 
     [Fact]
@@ -41,11 +41,11 @@ public class VmConfigParserTests
                 fd_cache_size 20000
                 num_req_queues 2
             """, "vm.conf");
-        Assert.Null(shares[0].FdCacheSize);
-        Assert.Null(shares[0].QueueCpus);
-        Assert.Equal(20000, shares[1].FdCacheSize);
-        Assert.Equal([0, 1], shares[1].QueueCpus!.Cpus);
-        Assert.Equal(["--queue-cpus", "0,1"], LaunchedShare.LauncherArguments(shares[1], "RING", "CTL").SkipWhile(a => a != "--queue-cpus").Take(2));
+        Assert.False(shares[0].Settings.HasFdCacheSize);
+        Assert.Null(shares[0].Settings.PinnedCpus());
+        Assert.Equal(20000u, shares[1].Settings.FdCacheSize);
+        Assert.Equal([0, 1], shares[1].Settings.PinnedCpus()!.Cpus);
+        Assert.Equal(["--queue-cpus", "0,1"], LaunchedShare.LauncherArguments(shares[1].Settings, "RING", "CTL").SkipWhile(a => a != "--queue-cpus").Take(2));
     }
 
     [Fact]
@@ -73,11 +73,11 @@ public class VmConfigParserTests
                 queue_cpus 0
                 queue_cpus none
             """, "vm.conf");
-        Assert.Equal([allowed[0], allowed[1]], shares[0].QueueCpus!.Cpus);
-        Assert.Equal(["--queue-cpus", $"{allowed[0]},{allowed[1]}"], LaunchedShare.LauncherArguments(shares[0], "RING", "CTL").SkipWhile(a => a != "--queue-cpus").Take(2));
-        Assert.Null(shares[1].QueueCpus);
-        Assert.DoesNotContain("--queue-cpus", LaunchedShare.LauncherArguments(shares[1], "RING", "CTL"));
-        Assert.Null(shares[2].QueueCpus);
+        Assert.Equal([allowed[0], allowed[1]], shares[0].Settings.PinnedCpus()!.Cpus);
+        Assert.Equal(["--queue-cpus", $"{allowed[0]},{allowed[1]}"], LaunchedShare.LauncherArguments(shares[0].Settings, "RING", "CTL").SkipWhile(a => a != "--queue-cpus").Take(2));
+        Assert.Null(shares[1].Settings.PinnedCpus());
+        Assert.DoesNotContain("--queue-cpus", LaunchedShare.LauncherArguments(shares[1].Settings, "RING", "CTL"));
+        Assert.Null(shares[2].Settings.PinnedCpus());
     }
 
     [Fact]
@@ -108,10 +108,10 @@ public class VmConfigParserTests
                 socket /tmp/d.sock
                 num_req_queues 3
             """, "vm.conf");
-        Assert.Equal(From(0, 3), shares[0].QueueCpus!.Cpus);
-        Assert.Null(shares[1].QueueCpus);
-        Assert.Null(shares[2].QueueCpus);
-        Assert.Equal(From(3, 3), shares[3].QueueCpus!.Cpus);
+        Assert.Equal(From(0, 3), shares[0].Settings.PinnedCpus()!.Cpus);
+        Assert.Null(shares[1].Settings.PinnedCpus());
+        Assert.Null(shares[2].Settings.PinnedCpus());
+        Assert.Equal(From(3, 3), shares[3].Settings.PinnedCpus()!.Cpus);
     }
 
     [Fact]
@@ -136,16 +136,16 @@ public class VmConfigParserTests
     [InlineData("vdev virtio-fs\n host_path /a\n socket /s\n", 1, "no tag")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n", 1, "no socket")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n bogus 1\n", 5, "unknown virtio-fs option 'bogus'")]
-    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n num_req_queues 0\n", 5, "from 1 to 16")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n num_req_queues 0\n", 5, "num_req_queues '0' is not a whole number from 1 to 16.")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n queue_size 1000\n", 5, "power of two")]
-    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n fd_cache_size 8\n", 5, "'fd_cache_size' needs a number from 16 to 1048576, not '8'")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n fd_cache_size 8\n", 5, "fd_cache_size '8' is not a whole number from 16 to 1048576.")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n queue_cpus 0,x\n", 5, "queue_cpus '0,x' is not a CPU list")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n queue_cpus 0\n socket /s\n num_req_queues 2\n", 4, "queue_cpus 0 lists 1 CPU for 2 request queues; give one CPU per request queue.")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n queue_cpus 1023\n", 5, "queue_cpus 1023 names CPU 1023, which this process may not run on (allowed: ")]
-    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n cache sometimes\n", 5, "expected never, metadata, auto or always")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n cache sometimes\n", 5, "cache 'sometimes' is not a cache policy; use never, metadata, auto or always.")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n directio maybe\n", 5, "on/off")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n allow ../etc\n", 5, "inside the share")]
-    [InlineData("vdev virtio-fs\n host_path /a\n tag 0123456789012345678901234567890123456\n socket /s\n", 1, "36 bytes")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag 0123456789012345678901234567890123456\n socket /s\n", 3, "36 bytes")]
     [InlineData("ram 1G\n", 0, "no 'vdev virtio-fs' block")]
     [InlineData("vdev\n", 1, "needs a device type")]
     public void MistakesNameFileLineAndWhatIsExpected(string text, int line, string expected)

@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using System.Text.Json;
 using Hypervisor.Protocol.Control;
 using Hypervisor.Vdev.Control;

@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using System.Diagnostics;
 using System.Text.Json;
 using Google.Protobuf;

@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using System.Diagnostics;
 using Hypervisor.Passthrough.Tests.Control;
 using Hypervisor.Protocol.Control;

@@ -1,3 +1,4 @@
+using Hypervisor.Protocol.Share;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -30,11 +31,20 @@ public sealed class LaunchedShareTests : IDisposable
         }
     }
 
+    private static DeclaredShare Declare(string host, string tag, string control, string origin = "command line")
+    {
+        var settings = ShareVocabulary.Defaults();
+        settings.SharedDir = host;
+        settings.Tag = tag;
+        settings.ControlSocket = control;
+        return new DeclaredShare(settings, origin);
+    }
+
     [Fact]
     public async Task FramesThroughTheRingReachTheShareAndDirectIoTogglesOverGrpc()
     {
         var host = Directory.CreateDirectory(Path.Combine(_dir, "share")).FullName;
-        var config = new ShareConfig { HostPath = host, Tag = "ringtest", ControlSocket = Path.Combine(_dir, "ctl.sock") };
+        var config = Declare(host, "ringtest", Path.Combine(_dir, "ctl.sock"));
         await using var share = await LaunchedShare.StartAsync(config, Launcher, NullLogger.Instance, CancellationToken.None);
         Assert.True(share.DaemonPid > 0);
         var queue = share.Rings.GetQueue(1);
@@ -82,10 +92,10 @@ public sealed class LaunchedShareTests : IDisposable
     [Fact]
     public async Task AMissingHostPathIsAClearErrorAndStartsNothing()
     {
-        var config = new ShareConfig { HostPath = Path.Combine(_dir, "missing"), Tag = "t", ControlSocket = Path.Combine(_dir, "c.sock"), Origin = "vm.conf:3" };
+        var config = Declare(Path.Combine(_dir, "missing"), "t", Path.Combine(_dir, "c.sock"), "vm.conf:3");
         var e = await Assert.ThrowsAsync<ShareStartException>(() => LaunchedShare.StartAsync(config, Launcher, NullLogger.Instance, CancellationToken.None));
-        Assert.Equal($"vm.conf:3: the shared directory (host_path, --shared-dir) {config.HostPath} does not exist; create it or fix the path.", e.Message);
-        Assert.False(File.Exists(config.ControlSocket));
+        Assert.Equal($"vm.conf:3: the shared directory (host_path, --shared-dir) {config.Settings.SharedDir} does not exist; create it or fix the path.", e.Message);
+        Assert.False(File.Exists(config.Settings.ControlSocket));
     }
 
     [Fact]
@@ -93,7 +103,7 @@ public sealed class LaunchedShareTests : IDisposable
     {
         var host = Directory.CreateDirectory(Path.Combine(_dir, "share2")).FullName;
         // A control socket path longer than sun_path allows is refused by fuse_launcher (exit 2) before anything starts.
-        var config = new ShareConfig { HostPath = host, Tag = "t2", ControlSocket = Path.Combine(_dir, new string('x', 120)) };
+        var config = Declare(host, "t2", Path.Combine(_dir, new string('x', 120)));
         var e = await Assert.ThrowsAsync<ShareStartException>(() => LaunchedShare.StartAsync(config, Launcher, NullLogger.Instance, CancellationToken.None));
         Assert.Contains("a setting was refused (fuse_launcher exit 2", e.Message);
     }
@@ -102,8 +112,9 @@ public sealed class LaunchedShareTests : IDisposable
     public async Task AnFdCacheSizeThatDoesNotFitUnderTheDaemonsDescriptorLimitIsPassedOnAndRefused()
     {
         var host = Directory.CreateDirectory(Path.Combine(_dir, "share3")).FullName;
-        var config = new ShareConfig { HostPath = host, Tag = "t3", ControlSocket = Path.Combine(_dir, "c3.sock"), FdCacheSize = 1 << 20 };
-        Assert.Contains(["--fd-cache-size", "1048576"], LaunchedShare.LauncherArguments(config, "RING", "CTL").Chunk(2).Select(p => p.ToArray()));
+        var config = Declare(host, "t3", Path.Combine(_dir, "c3.sock"));
+        config.Settings.FdCacheSize = 1 << 20;
+        Assert.Contains(["--fd-cache-size", "1048576"], LaunchedShare.LauncherArguments(config.Settings, "RING", "CTL").Chunk(2).Select(p => p.ToArray()));
         // The daemon runs under the same descriptor limit as this process (both are .NET: soft raised to hard).
         var limit = long.Parse(File.ReadAllLines("/proc/self/limits").First(l => l.StartsWith("Max open files", StringComparison.Ordinal))
             .Split(' ', StringSplitOptions.RemoveEmptyEntries)[3], System.Globalization.CultureInfo.InvariantCulture);
@@ -112,7 +123,7 @@ public sealed class LaunchedShareTests : IDisposable
         // The daemon's one-line reason goes to the vdev's stderr, the line above this one (its text is checked by
         // MountLimitsTests in the passthrough tests).
         Assert.Contains("the daemon of share 't3' did not start: ", e.Message);
-        Assert.False(File.Exists(config.ControlSocket));
+        Assert.False(File.Exists(config.Settings.ControlSocket));
     }
 
     private OpenOut Open(RingQueue queue, ulong node)

@@ -265,19 +265,8 @@ public sealed class VhostUserBackendTests
     }
 
     [Fact]
-    public void OptionsParseTheVirtiofsdStyleAndLeaveTheRest()
+    public void CapabilitiesAreTheVhostUserJsonOfAnFsBackend()
     {
-        var o = DeviceOptions.Parse(["--socket-path=/tmp/x.sock", "--tag", "fs1", "--request-queues=4", "--queue-size", "256", "--shared-dir", "/srv", "--print-capabilities"], out var rest);
-        Assert.Equal("/tmp/x.sock", o.SocketPath);
-        Assert.Equal("fs1", o.Tag);
-        Assert.Equal(4, o.RequestQueues);
-        Assert.Equal(256, o.MaxQueueSize);
-        Assert.True(o.PrintCapabilities);
-        Assert.Equal(["--shared-dir", "/srv"], rest);
-        var e = Assert.Throws<ArgumentException>(() => DeviceOptions.Parse(["--request-queues=0"], out _));
-        Assert.Contains("--request-queues", e.Message);
-        o = DeviceOptions.Parse(["--socket-path=/tmp/x", "--queue-size=100"], out _);
-        Assert.Contains("power of two", Assert.Throws<ArgumentException>(o.Validate).Message);
         var sw = new StringWriter();
         VhostUserDevice.PrintCapabilities(sw);
         using var doc = System.Text.Json.JsonDocument.Parse(sw.ToString());

@@ -1,0 +1,370 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+using System.Text;
+using Hypervisor.Protocol.Control;
+using MsLogLevel = Microsoft.Extensions.Logging.LogLevel;
+
+namespace Hypervisor.Protocol.Share;
+
+/// <summary>Which command lines take a <see cref="ShareOption"/>.</summary>
+public enum OptionScope
+{
+    /// <summary>Every process: the vdev, fuse_launcher and the daemon (what the daemon serves and how).</summary>
+    Share,
+
+    /// <summary>The vdev only: the vhost-user device of the share.</summary>
+    Device,
+}
+
+/// <summary>
+/// One field of <see cref="ShareSettings"/> in every vocabulary that sets it: its command-line name (virtiofsd's
+/// where virtiofsd has one), its key in a VM configuration file, its virtiofsd <c>-o</c> key, how a value is read
+/// into the model, and how the model is written back as command-line arguments.
+/// </summary>
+public sealed record ShareOption
+{
+    private readonly Func<ShareSettings, string, string?> _read;
+    private readonly Func<ShareSettings, IEnumerable<string>> _write;
+
+    internal ShareOption(string name, string configKey, string description, Func<ShareSettings, string, string?> read,
+        Func<ShareSettings, IEnumerable<string>> write, bool isFlag = false, OptionScope scope = OptionScope.Share)
+    {
+        Name = name;
+        ConfigKeys = configKey.Split('|');
+        Description = description;
+        _read = read;
+        _write = write;
+        IsFlag = isFlag;
+        Scope = scope;
+    }
+
+    /// <summary>The command-line name, e.g. <c>--cache</c>.</summary>
+    public string Name { get; }
+
+    /// <summary>A flag's command-line name that turns it off, e.g. <c>--no-xattr</c>; null when there is none.</summary>
+    public string? Negation { get; init; }
+
+    /// <summary>The VM configuration keys, the preferred (QNX) one first, e.g. <c>host_path</c> and <c>shared_dir</c>.</summary>
+    public IReadOnlyList<string> ConfigKeys { get; }
+
+    /// <summary>The virtiofsd <c>-o</c> key (<c>cache</c> for <c>-o cache=auto</c>; <c>xattr</c> for <c>-o xattr</c> and <c>-o no_xattr</c>); null when <c>-o</c> has none.</summary>
+    public string? CompatKey { get; init; }
+
+    /// <summary>Help text, ending with the default.</summary>
+    public string Description { get; }
+
+    /// <summary>A switch without a value on the command line (on/off in a VM configuration file).</summary>
+    public bool IsFlag { get; }
+
+    /// <summary>The option may be given several times, each adding one value.</summary>
+    public bool Repeatable { get; init; }
+
+    /// <summary>Which command lines take it.</summary>
+    public OptionScope Scope { get; }
+
+    /// <summary>
+    /// Reads <paramref name="value"/> (<c>true</c>/<c>false</c> for a flag) into <paramref name="settings"/>;
+    /// returns null, or what is wrong with the value as the end of a sentence that starts with the option and the
+    /// value, e.g. "is not a cache policy; use never, metadata, auto or always."
+    /// </summary>
+    public string? Read(ShareSettings settings, string value) => _read(settings, value);
+
+    /// <summary>The values to pass on for <paramref name="settings"/>: none when it has the default, one <c>true</c> for a set flag.</summary>
+    public IEnumerable<string> Write(ShareSettings settings) => _write(settings);
+}
+
+/// <summary>
+/// The one definition of a share's settings in every vocabulary that sets them: the table of
+/// <see cref="ShareOption"/>s, the parser of each word (cache policy, log level, numbers, CPU lists, on/off),
+/// virtiofsd's <c>-o</c> items, the defaults, and the arguments that carry a <see cref="ShareSettings"/> from one
+/// process to the next. Adding a setting is a field in settings.proto and one entry in <see cref="Options"/>.
+/// </summary>
+public static class ShareVocabulary
+{
+    /// <summary>The most worker threads <c>--thread-pool-size</c> accepts (0: automatic).</summary>
+    public const int MaxThreadPoolSize = 1024;
+
+    /// <summary>The smallest fd cache <c>--fd-cache-size</c> accepts.</summary>
+    public const int MinFdCacheSize = 16;
+
+    /// <summary>The largest fd cache accepted at all; below it, the daemon's descriptor limit decides.</summary>
+    public const int MaxFdCacheSize = 1 << 20;
+
+    /// <summary>The most request queues a share offers besides hiprio.</summary>
+    public const int MaxRequestQueues = 16;
+
+    /// <summary>The largest split virtqueue (virtio 1.2, 2.7).</summary>
+    public const int MaxQueueSize = 32768;
+
+    /// <summary>The virtio-fs config space's tag field is 36 bytes (virtio spec 5.11.4), not NUL-terminated when full.</summary>
+    public const int MaxTagBytes = 36;
+
+    /// <summary>The default mount tag.</summary>
+    public const string DefaultTag = "hostshare";
+
+    /// <summary>virtiofsd <c>-o</c> items accepted for compatibility that change nothing here.</summary>
+    private static readonly HashSet<string> CompatIgnored = new(StringComparer.Ordinal)
+    {
+        "flock", "no_flock", "posix_lock", "no_posix_lock", "readdirplus", "no_readdirplus", "announce_submounts",
+        "killpriv_v2", "no_killpriv_v2", "sandbox", "timeout", "max_idle_threads", "modcaps", "xattrmap", "posix_acl",
+        "no_posix_acl", "security_label", "no_security_label",
+    };
+
+    /// <summary>Every setting, in the order help lists them and arguments are written.</summary>
+    public static IReadOnlyList<ShareOption> Options { get; } =
+    [
+        Text("--shared-dir", "host_path|shared_dir", "Host directory to share (or -o source=DIR). Required.",
+            s => s.SharedDir, (s, v) => s.SharedDir = v) with { CompatKey = "source" },
+        new("--tag", "tag", $"Mount tag the guest uses, 1 to {MaxTagBytes} bytes (default {DefaultTag}).", ReadTag,
+            s => One(s.Tag != DefaultTag, s.Tag)),
+        new("--cache", "cache", "Cache policy: never | metadata | auto | always (default auto).",
+            (s, v) => TryParseCache(v, out var c) ? Set(() => s.Cache = c) : "is not a cache policy; use never, metadata, auto or always.",
+            s => One(s.Cache is not (CachePolicy.Auto or CachePolicy.Unspecified), Name(s.Cache))) { CompatKey = "cache" },
+        Flag("--direct-io", "directio|direct_io", "FOPEN_DIRECT_IO on every open, switchable at run time (default off).",
+            s => s.DirectIo, (s, v) => s.DirectIo = v),
+        Flag("--allow-direct-io", "allow_direct_io", "Honour the guest's O_DIRECT (default off: it is dropped).",
+            s => s.AllowDirectIo, (s, v) => s.AllowDirectIo = v) with { CompatKey = "allow_direct_io" },
+        Flag("--xattr", "xattr", "Serve extended attributes (default off).", s => s.Xattr, (s, v) => s.Xattr = v)
+            with { CompatKey = "xattr", Negation = "--no-xattr" },
+        Flag("--readonly", "readonly", "Refuse every change with EROFS (default off).", s => s.Readonly, (s, v) => s.Readonly = v)
+            with { CompatKey = "readonly" },
+        Flag("--writeback", "writeback", "Let the guest cache writes (FUSE_WRITEBACK_CACHE; default off).",
+            s => s.Writeback, (s, v) => s.Writeback = v) with { CompatKey = "writeback" },
+        Number("--thread-pool-size", "thread_pool_size", $"Threads serving requests, 0 (sized from the CPUs) to {MaxThreadPoolSize} (default 0).",
+            0, MaxThreadPoolSize, s => s.ThreadPoolSize == 0 ? null : (uint?)s.ThreadPoolSize, (s, n) => s.ThreadPoolSize = n),
+        Number("--fd-cache-size", "fd_cache_size", $"O_PATH descriptors kept for known inodes, {MinFdCacheSize} to {MaxFdCacheSize} and under the daemon's RLIMIT_NOFILE (default: derived from that limit).",
+            MinFdCacheSize, MaxFdCacheSize, s => s.HasFdCacheSize ? s.FdCacheSize : (uint?)null, (s, n) => s.FdCacheSize = n),
+        new("--log-level", "log_level", "error | warn | info | debug | trace | off (default info).",
+            (s, v) => TryParseVerbosity(v, out var l) ? Set(() => s.LogLevel = l) : "is not a log level; use error, warn, info, debug, trace or off.",
+            s => One(s.LogLevel is not (Verbosity.Info or Verbosity.Unspecified), Name(s.LogLevel))) { CompatKey = "log_level" },
+        new("--allow", "allow", "A path (relative to the share) the guest may reach; repeat for several; none: the whole share.",
+            (s, v) => AllowlistPath.TryNormalize(v, out var path, out var why) ? Set(() => s.Allow.Add(path)) : $"is not an allowlist path: {why}",
+            s => s.Allow) { Repeatable = true },
+        Text("--control-socket", "control_socket", "UNIX socket of the share's gRPC control service (default: the vhost-user socket + .ctl).",
+            s => s.ControlSocket, (s, v) => s.ControlSocket = v),
+        new("--queue-cpus", "queue_cpus", "Host CPU of each request queue, e.g. 0,1, or none (default: with 2+ queues, one CPU each in turn).",
+            ReadQueueCpus, s => One(s.QueueCpus is { Cpus.Count: > 0 }, s.QueueCpus is null ? "" : string.Join(',', s.QueueCpus.Cpus))),
+
+        Text("--socket-path", "socket|socket_path", "vhost-user socket to listen on, for the VMM to connect to.",
+            s => s.SocketPath, (s, v) => s.SocketPath = v, OptionScope.Device),
+        new("--fd", "fd", "An inherited listening vhost-user socket (libvirt).",
+            (s, v) => int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var fd) ? Set(() => s.ListenFd = fd) : "is not a descriptor number.",
+            s => One(s.HasListenFd, s.ListenFd.ToString(CultureInfo.InvariantCulture)), scope: OptionScope.Device),
+        Number("--request-queues", "num_req_queues|request_queues", $"Request queues besides hiprio, 1 to {MaxRequestQueues} (default 1).",
+            1, MaxRequestQueues, s => s.RequestQueues is 0 or 1 ? null : (uint?)s.RequestQueues, (s, n) => s.RequestQueues = n, OptionScope.Device),
+        new("--queue-size", "queue_size", $"Largest virtqueue size accepted, a power of two up to {MaxQueueSize} (default 1024).",
+            (s, v) => uint.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n is >= 1 and <= MaxQueueSize && (n & (n - 1)) == 0
+                ? Set(() => s.QueueSize = n) : $"is not a power of two from 1 to {MaxQueueSize}; use e.g. 256 or 1024.",
+            s => One(s.QueueSize is not (0 or 1024), s.QueueSize.ToString(CultureInfo.InvariantCulture)), scope: OptionScope.Device),
+    ];
+
+    /// <summary>Settings with every default filled in (what a share gets when nothing is said).</summary>
+    public static ShareSettings Defaults() => new()
+    {
+        Tag = DefaultTag,
+        Cache = CachePolicy.Auto,
+        LogLevel = Verbosity.Info,
+        RequestQueues = 1,
+        QueueSize = 1024,
+    };
+
+    /// <summary>The option whose VM configuration key is <paramref name="key"/>, or null.</summary>
+    public static ShareOption? ByConfigKey(string key)
+    {
+        foreach (var option in Options)
+        {
+            foreach (var k in option.ConfigKeys) if (k == key) return option;
+        }
+        return null;
+    }
+
+    /// <summary>Every VM configuration key, preferred spellings, for messages.</summary>
+    public static string ConfigKeys => string.Join(", ", Options.Select(o => o.ConfigKeys[0]).Where(k => k != "fd"));
+
+    /// <summary>The <c>-o</c> keys known here, for messages.</summary>
+    public static string CompatKeys => string.Join(", ", Options.Where(o => o.CompatKey is not null)
+        .Select(o => o.IsFlag ? $"{o.CompatKey}, no_{o.CompatKey}" : $"{o.CompatKey}=VALUE"));
+
+    /// <summary>
+    /// Applies one virtiofsd <c>-o</c> argument (comma-separated items, later ones win) to <paramref name="settings"/>.
+    /// Items that change nothing here are added to <paramref name="ignored"/>; the first unknown or bad item stops
+    /// with <paramref name="error"/>.
+    /// </summary>
+    public static bool TryApplyCompat(ShareSettings settings, string group, ICollection<string> ignored, [NotNullWhen(false)] out string? error)
+    {
+        foreach (var item in group.Split(',', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var eq = item.IndexOf('=');
+            var key = eq < 0 ? item : item[..eq];
+            var value = eq < 0 ? null : item[(eq + 1)..];
+            if (CompatIgnored.Contains(key)) { ignored.Add(item); continue; }
+            var (option, on) = FindCompat(key);
+            string? problem;
+            if (option is null) problem = $"is not a known option; use {CompatKeys}.";
+            else if (option.IsFlag) problem = value is null ? option.Read(settings, on ? "true" : "false") : "takes no value.";
+            else problem = string.IsNullOrEmpty(value) ? "needs a value, as in -o key=VALUE." : option.Read(settings, value);
+            if (problem is not null)
+            {
+                error = $"-o {item} {problem}";
+                return false;
+            }
+        }
+        error = null;
+        return true;
+    }
+
+    private static (ShareOption? Option, bool On) FindCompat(string key)
+    {
+        foreach (var option in Options)
+        {
+            if (option.CompatKey is null) continue;
+            if (option.CompatKey == key) return (option, true);
+            if (option.IsFlag && key.StartsWith("no_", StringComparison.Ordinal) && option.CompatKey == key[3..]) return (option, false);
+        }
+        return (null, false);
+    }
+
+    /// <summary>
+    /// The arguments that give the next process <paramref name="settings"/>: every <see cref="OptionScope.Share"/>
+    /// setting that differs from <see cref="Defaults"/>, in the vocabulary of the command lines that read them back.
+    /// </summary>
+    public static List<string> ToArguments(ShareSettings settings)
+    {
+        var args = new List<string>();
+        foreach (var option in Options)
+        {
+            if (option.Scope != OptionScope.Share) continue;
+            foreach (var value in option.Write(settings))
+            {
+                args.Add(option.Name);
+                if (!option.IsFlag) args.Add(value);
+            }
+        }
+        return args;
+    }
+
+    /// <summary>Parses a cache policy (virtiofsd's <c>none</c> is <c>never</c>).</summary>
+    public static bool TryParseCache(string? text, out CachePolicy policy)
+    {
+        policy = text switch
+        {
+            "never" or "none" => CachePolicy.Never,
+            "metadata" => CachePolicy.Metadata,
+            "auto" => CachePolicy.Auto,
+            "always" => CachePolicy.Always,
+            _ => CachePolicy.Unspecified,
+        };
+        return policy != CachePolicy.Unspecified;
+    }
+
+    /// <summary>The word for a cache policy, as the command lines take it.</summary>
+    public static string Name(CachePolicy policy) => policy switch
+    {
+        CachePolicy.Never => "never",
+        CachePolicy.Metadata => "metadata",
+        CachePolicy.Always => "always",
+        _ => "auto",
+    };
+
+    /// <summary>Parses a log level (virtiofsd's <c>err</c> and .NET's <c>warning</c> are accepted too).</summary>
+    public static bool TryParseVerbosity(string? text, out Verbosity level)
+    {
+        level = text switch
+        {
+            "off" => Verbosity.Off,
+            "error" or "err" => Verbosity.Error,
+            "warn" or "warning" => Verbosity.Warn,
+            "info" => Verbosity.Info,
+            "debug" => Verbosity.Debug,
+            "trace" => Verbosity.Trace,
+            _ => Verbosity.Unspecified,
+        };
+        return level != Verbosity.Unspecified;
+    }
+
+    /// <summary>The word for a log level, as the command lines take it.</summary>
+    public static string Name(Verbosity level) => level switch
+    {
+        Verbosity.Off => "off",
+        Verbosity.Error => "error",
+        Verbosity.Warn => "warn",
+        Verbosity.Debug => "debug",
+        Verbosity.Trace => "trace",
+        _ => "info",
+    };
+
+    /// <summary>The logging level of <paramref name="level"/> (unspecified is info).</summary>
+    public static MsLogLevel ToLogLevel(this Verbosity level) => level switch
+    {
+        Verbosity.Off => MsLogLevel.None,
+        Verbosity.Error => MsLogLevel.Error,
+        Verbosity.Warn => MsLogLevel.Warning,
+        Verbosity.Debug => MsLogLevel.Debug,
+        Verbosity.Trace => MsLogLevel.Trace,
+        _ => MsLogLevel.Information,
+    };
+
+    /// <summary>Parses an on/off value of a VM configuration file (no value means on).</summary>
+    public static bool TryParseSwitch(string? text, out bool on)
+    {
+        switch (text)
+        {
+            case null or "on" or "yes" or "true" or "1": on = true; return true;
+            case "off" or "no" or "false" or "0": on = false; return true;
+            default: on = false; return false;
+        }
+    }
+
+    /// <summary>The effective control socket of a share: as given, else next to its vhost-user socket, else /run/vdev/TAG.ctl.</summary>
+    public static string EffectiveControlSocket(this ShareSettings settings) =>
+        settings.ControlSocket.Length > 0 ? settings.ControlSocket
+        : settings.SocketPath.Length > 0 ? settings.SocketPath + ".ctl"
+        : Path.Combine("/run/vdev", settings.Tag + ".ctl");
+
+    /// <summary>The CPU list of the share, or null when its request queues are not pinned.</summary>
+    public static QueueCpus? PinnedCpus(this ShareSettings settings) =>
+        settings.QueueCpus is { Cpus.Count: > 0 } list ? QueueCpus.FromList(list) : null;
+
+    private static string? ReadTag(ShareSettings s, string v)
+    {
+        var bytes = Encoding.UTF8.GetByteCount(v);
+        if (bytes == 0 || bytes > MaxTagBytes || v.Contains('\0')) return $"is {bytes} bytes long; a virtio-fs tag holds 1 to {MaxTagBytes} bytes.";
+        s.Tag = v;
+        return null;
+    }
+
+    private static string? ReadQueueCpus(ShareSettings s, string v)
+    {
+        if (QueueCpus.IsNone(v))
+        {
+            s.QueueCpus = new CpuList();
+            return null;
+        }
+        if (!QueueCpus.TryParse(v, out var cpus)) return $"is not a CPU list; give one host CPU per request queue, as numbers from 0 to {QueueCpus.MaxCpu} or ranges, e.g. 0,1 or 2-3, or {QueueCpus.None}.";
+        s.QueueCpus = cpus.ToList();
+        return null;
+    }
+
+    private static ShareOption Text(string name, string keys, string description, Func<ShareSettings, string> get, Action<ShareSettings, string> set,
+        OptionScope scope = OptionScope.Share) =>
+        new(name, keys, description, (s, v) => v.Length == 0 ? "is empty; give a path." : Set(() => set(s, v)),
+            s => One(get(s).Length > 0, get(s)), scope: scope);
+
+    private static ShareOption Flag(string name, string keys, string description, Func<ShareSettings, bool> get, Action<ShareSettings, bool> set) =>
+        new(name, keys, description, (s, v) => Set(() => set(s, v == "true")), s => One(get(s), "true"), isFlag: true);
+
+    private static ShareOption Number(string name, string keys, string description, uint min, uint max, Func<ShareSettings, uint?> get,
+        Action<ShareSettings, uint> set, OptionScope scope = OptionScope.Share) =>
+        new(name, keys, description,
+            (s, v) => uint.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= min && n <= max
+                ? Set(() => set(s, n)) : $"is not a whole number from {min} to {max}.",
+            s => get(s) is { } n ? [n.ToString(CultureInfo.InvariantCulture)] : [], scope: scope);
+
+    private static string? Set(Action apply)
+    {
+        apply();
+        return null;
+    }
+
+    private static IEnumerable<string> One(bool given, string value) => given ? [value] : [];
+}

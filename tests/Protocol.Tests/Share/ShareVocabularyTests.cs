@@ -1,0 +1,100 @@
+using System.CommandLine;
+using Hypervisor.Protocol.Share;
+
+namespace Hypervisor.Protocol.Tests.Share;
+
+/// <summary>
+/// The one settings model in each vocabulary: a setting read from a command line, written as arguments for the next
+/// process and read there again arrives unchanged, and every word has one meaning wherever it is written.
+/// </summary>
+public class ShareVocabularyTests
+{
+    private static ShareSettings Read(bool device, params string[] args)
+    {
+        var cli = new ShareCommandLine(device);
+        var root = new RootCommand();
+        cli.AddTo(root);
+        var settings = ShareVocabulary.Defaults();
+        Assert.True(cli.TryRead(root.Parse(args), settings, new List<string>(), out var error), error);
+        return settings;
+    }
+
+    [Fact]
+    public void EverySettingSurvivesTheTripFromOneProcessToTheNext()
+    {
+        var given = Read(false, "--shared-dir", "/srv/a", "--tag", "t1", "--cache", "always", "--direct-io", "--allow-direct-io",
+            "--xattr", "--readonly", "--writeback", "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug",
+            "--allow", "x", "--allow", "y/z", "--control-socket", "/run/c.sock", "--queue-cpus", "1,0");
+        var passed = ShareVocabulary.ToArguments(given);
+        Assert.Equal(given, Read(false, [.. passed]));
+        // Each share option is written; none is lost on the way.
+        foreach (var option in ShareVocabulary.Options.Where(o => o.Scope == OptionScope.Share))
+            Assert.Contains(option.Name, passed);
+    }
+
+    [Fact]
+    public void DefaultsAreNotWritten()
+    {
+        var settings = ShareVocabulary.Defaults();
+        settings.SharedDir = "/s";
+        Assert.Equal(["--shared-dir", "/s"], ShareVocabulary.ToArguments(settings));
+    }
+
+    [Fact]
+    public void OItemsAreLaidOverTheOptions_LaterItemsWin()
+    {
+        var settings = Read(false, "--xattr", "--cache", "auto", "-o", "no_xattr,cache=none,source=/a", "-o", "writeback,no_writeback,readonly");
+        Assert.False(settings.Xattr);
+        Assert.Equal(CachePolicy.Never, settings.Cache);
+        Assert.Equal("/a", settings.SharedDir);
+        Assert.False(settings.Writeback);
+        Assert.True(settings.Readonly);
+    }
+
+    [Theory]
+    [InlineData("warning", Verbosity.Warn)]
+    [InlineData("warn", Verbosity.Warn)]
+    [InlineData("err", Verbosity.Error)]
+    [InlineData("off", Verbosity.Off)]
+    public void ALogLevelMeansTheSameOnTheCommandLine_InOItems_AndInAConfigurationFile(string word, Verbosity expected)
+    {
+        Assert.Equal(expected, Read(false, "--log-level", word).LogLevel);
+        Assert.Equal(expected, Read(false, "-o", "log_level=" + word).LogLevel);
+        var fromFile = ShareVocabulary.Defaults();
+        Assert.Null(ShareVocabulary.ByConfigKey("log_level")!.Read(fromFile, word));
+        Assert.Equal(expected, fromFile.LogLevel);
+    }
+
+    [Fact]
+    public void DeviceOptionsAreTheVdevsOnly()
+    {
+        var cli = new ShareCommandLine(withDevice: false);
+        var root = new RootCommand();
+        cli.AddTo(root);
+        Assert.NotEmpty(root.Parse(["--socket-path", "/s"]).Errors);
+        Assert.Equal("/s", Read(true, "--socket-path", "/s").SocketPath);
+    }
+
+    [Fact]
+    public void OItemsWithoutMeaningHereAreReported_UnknownOnesRefused()
+    {
+        var ignored = new List<string>();
+        var settings = ShareVocabulary.Defaults();
+        Assert.True(ShareVocabulary.TryApplyCompat(settings, "flock,xattr", ignored, out _));
+        Assert.Equal(["flock"], ignored);
+        Assert.False(ShareVocabulary.TryApplyCompat(settings, "xattr=1", ignored, out var error));
+        Assert.Equal("-o xattr=1 takes no value.", error);
+        Assert.False(ShareVocabulary.TryApplyCompat(settings, "cache=", ignored, out error));
+        Assert.Equal("-o cache= needs a value, as in -o key=VALUE.", error);
+    }
+
+    [Fact]
+    public void EveryConfigurationKeyAndCommandLineNameIsUnique()
+    {
+        var names = ShareVocabulary.Options.Select(o => o.Name).ToList();
+        Assert.Equal(names.Count, names.Distinct().Count());
+        var keys = ShareVocabulary.Options.SelectMany(o => o.ConfigKeys).ToList();
+        Assert.Equal(keys.Count, keys.Distinct().Count());
+        foreach (var option in ShareVocabulary.Options) Assert.Same(option, ShareVocabulary.ByConfigKey(option.ConfigKeys[0]));
+    }
+}

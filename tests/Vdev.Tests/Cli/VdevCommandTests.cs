@@ -1,0 +1,88 @@
+using Hypervisor.Protocol.Share;
+using Hypervisor.Vdev.Cli;
+
+namespace Hypervisor.Vdev.Tests.Cli;
+
+/// <summary>The vdev's single-share command line in virtiofsd's vocabulary, as libvirt and scripts write it.</summary>
+public sealed class VdevCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("vdev-cli-").FullName;
+
+    private (VdevCommand.Request? Request, string Stderr, int Exit) Read(params string[] args)
+    {
+        var stderr = new StringWriter();
+        var request = VdevCommand.Read(args, stderr, out var exit);
+        return (request, stderr.ToString().Trim(), exit);
+    }
+
+    [Fact]
+    public void VirtiofsdSpellings_EqualsSignsAndOItems_AreRead()
+    {
+        var (request, stderr, _) = Read("--socket-path=/tmp/x.sock", "--tag", "fs1", "--request-queues=2", "--queue-size", "256",
+            "-o", $"source={_dir},cache=none,xattr", "-o", "log_level=warning", "--thread-pool-size=4", "--allow", "a//b/", "--queue-cpus", "none");
+        Assert.True(request is not null, stderr);
+        var share = Assert.Single(request.Shares).Settings;
+        Assert.Equal("/tmp/x.sock", share.SocketPath);
+        Assert.Equal("fs1", share.Tag);
+        Assert.True(request.OfferTag);
+        Assert.Equal(2u, share.RequestQueues);
+        Assert.Equal(256u, share.QueueSize);
+        Assert.Equal(_dir, share.SharedDir);
+        Assert.Equal(CachePolicy.Never, share.Cache);
+        Assert.True(share.Xattr);
+        Assert.Equal(Verbosity.Warn, share.LogLevel);
+        Assert.Equal(4u, share.ThreadPoolSize);
+        Assert.Equal(["a/b"], share.Allow);
+        Assert.Null(share.PinnedCpus());
+        Assert.Equal("/tmp/x.sock.ctl", share.EffectiveControlSocket());
+    }
+
+    [Fact]
+    public void WithoutATag_TheVmmsTagIsUsed_AndTheControlSocketIsNamedAfterTheSocket()
+    {
+        var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir);
+        Assert.True(request is not null, stderr);
+        Assert.False(request.OfferTag);
+        Assert.Equal(ShareVocabulary.DefaultTag, request.Shares[0].Settings.Tag);
+    }
+
+    [Fact]
+    public void VirtiofsdOptionsWithoutMeaningHere_AreNamedInWarnings()
+    {
+        var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "--sandbox", "chroot", "-o", "flock");
+        Assert.True(request is not null, stderr);
+        Assert.Equal(["--sandbox has no effect here.", "-o flock has no effect here."], request.Warnings);
+    }
+
+    [Theory]
+    [InlineData(new[] { "--shared-dir", "/x" }, "vdev: Give --socket-path PATH or --fd N so the VMM can connect.")]
+    [InlineData(new[] { "--socket-path", "/s", "--fd", "3", "--shared-dir", "/x" }, "vdev: Give either --socket-path or --fd, not both.")]
+    [InlineData(new[] { "--socket-path", "/s" }, "vdev: No shared directory; give --shared-dir DIR (or -o source=DIR), or --config FILE for several shares.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--request-queues=0" }, "vdev: --request-queues '0' is not a whole number from 1 to 16.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--queue-size=100" }, "vdev: --queue-size '100' is not a power of two from 1 to 32768; use e.g. 256 or 1024.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--cache", "sometimes" }, "vdev: --cache 'sometimes' is not a cache policy; use never, metadata, auto or always.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--log-level", "loud" }, "vdev: --log-level 'loud' is not a log level; use error, warn, info, debug, trace or off.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "-o", "bogus" }, "vdev: -o bogus is not a known option; use source=VALUE, cache=VALUE, allow_direct_io, no_allow_direct_io, xattr, no_xattr, readonly, no_readonly, writeback, no_writeback, log_level=VALUE.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--tag", "0123456789012345678901234567890123456" }, "vdev: --tag '0123456789012345678901234567890123456' is 37 bytes long; a virtio-fs tag holds 1 to 36 bytes.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--request-queues", "2", "--queue-cpus", "0" }, "vdev: --queue-cpus 0 lists 1 CPU for 2 request queues; give one CPU per request queue.")]
+    [InlineData(new[] { "--config", "/c", "--shared-dir", "/x" }, "vdev: --config declares every share; do not combine it with --socket-path, --fd or share options.")]
+    public void Mistakes_AreOneSentenceAndExit2(string[] args, string expected)
+    {
+        var (request, stderr, exit) = Read(args);
+        Assert.Null(request);
+        Assert.Equal(2, exit);
+        Assert.Equal(expected, stderr);
+    }
+
+    [Fact]
+    public void AnUnknownOption_IsRefusedWithExit2()
+    {
+        var (request, stderr, exit) = Read("--socket-path", "/s", "--shared-dir", _dir, "--no-such-option");
+        Assert.Null(request);
+        Assert.Equal(2, exit);
+        Assert.Contains("--no-such-option", stderr);
+        Assert.EndsWith("see vdev --help.", stderr);
+    }
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+}
