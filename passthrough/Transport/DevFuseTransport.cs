@@ -171,13 +171,13 @@ public sealed partial class DevFuseTransport : IDisposable
         DevFuseInterop.Close(_fd);
     }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Reading /dev/fuse failed: {Reason}")]
+    [LoggerMessage(EventId = 300, Level = LogLevel.Error, Message = "Reading /dev/fuse failed: {Reason}")]
     private partial void LogReadFailed(string reason);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Writing a reply to /dev/fuse failed: {Reason}")]
+    [LoggerMessage(EventId = 301, Level = LogLevel.Warning, Message = "Writing a reply to /dev/fuse failed: {Reason}")]
     private partial void LogWriteFailed(string reason);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Unmounting {MountPoint} failed: {Reason}")]
+    [LoggerMessage(EventId = 302, Level = LogLevel.Warning, Message = "Unmounting {MountPoint} failed: {Reason}")]
     private partial void LogUnmountFailed(string mountPoint, string reason);
 }
 

@@ -256,9 +256,9 @@ public sealed partial class RingTransport : IDisposable
         _stop.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "The shared-memory ring of queue {Queue} holds impossible indices or headers; the queue is no longer served")]
+    [LoggerMessage(EventId = 320, Level = LogLevel.Error, Message = "The shared-memory ring of queue {Queue} holds impossible indices or headers; the queue is no longer served")]
     private partial void LogBroken(int queue);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Queue {Queue}'s dispatcher could not be placed on CPU {Cpu} (errno {Errno}); it runs where the scheduler puts it")]
+    [LoggerMessage(EventId = 321, Level = LogLevel.Warning, Message = "Queue {Queue}'s dispatcher could not be placed on CPU {Cpu} (errno {Errno}); it runs where the scheduler puts it")]
     private partial void LogNotPinned(int queue, int cpu, int errno);
 }

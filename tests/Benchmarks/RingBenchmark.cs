@@ -23,6 +23,28 @@ public static class RingBenchmark
     private const ulong EndOfStream = ulong.MaxValue;
     private static TimeSpan? s_spin;
 
+    /// <summary>
+    /// What a consumer's spin costs while nothing arrives: 20 empty waits of 30 ms with a 20 ms spin each, unlimited and
+    /// held to a quarter of the time (RingConsumer.SpinCpuShare); the CPU time of the waiting thread against the time passed.
+    /// </summary>
+    private static void SpinShare()
+    {
+        foreach (int share in new[] { 0, 4 })
+        {
+            using var rings = ShmRingSet.Create(1, 1000, 4096);
+            rings.SpinDuration = TimeSpan.FromMilliseconds(20);
+            var consumer = rings.GetQueue(0).Consumer;
+            consumer.SpinCpuShare = share;
+            long cpu0 = ThreadCpuNs();
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < 20; i++) consumer.Peek(out _, TimeSpan.FromMilliseconds(30));
+            double cpu = (ThreadCpuNs() - cpu0) / 1e6;
+            Console.WriteLine($"  idle waits, spin share {(share == 0 ? "unlimited" : "1/" + share)}: {cpu:F0} ms CPU in {sw.Elapsed.TotalMilliseconds:F0} ms");
+        }
+
+        static long ThreadCpuNs() => long.Parse(File.ReadAllText("/proc/thread-self/schedstat").Split(' ')[0], CultureInfo.InvariantCulture);
+    }
+
     public static int Run(string[] args)
     {
         if (args.Length == 3 && args[0] == "--ring-peer") return RingPeer(args[1], TimeSpan.FromMicroseconds(double.Parse(args[2], CultureInfo.InvariantCulture)));
@@ -44,6 +66,7 @@ public static class RingBenchmark
         }
 
         Console.WriteLine($"ring benchmark: {runs} runs of {seconds.ToString(CultureInfo.InvariantCulture)} s each, medians; {Environment.ProcessorCount} CPUs");
+        SpinShare();
         double memcpy = Median(runs, () => Memcpy(seconds));
         Console.WriteLine($"  memcpy 1 MiB blocks: {memcpy:N0} MB/s");
 

@@ -174,7 +174,7 @@ internal static class VhostBench
             return this;
         }
 
-        public bool Submit(FuseRequest request)
+        public bool Submit(VirtqueueRequest request)
         {
             if (!request.ExpectsReply) return true;
             var buf = _buffers[request.Queue.Value];

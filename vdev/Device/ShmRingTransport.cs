@@ -57,7 +57,7 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
         }
     }
 
-    public bool Submit(FuseRequest request)
+    public bool Submit(VirtqueueRequest request)
     {
         if (Volatile.Read(ref _failed) != 0) return false;
         var queue = _rings.GetQueue(request.Queue.Value);
@@ -190,6 +190,6 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
     {
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "queue {Queue}: a request frame of {Length} bytes exceeds the ring's {Max}-byte frames; answered EIO")]
+    [LoggerMessage(EventId = 50, Level = LogLevel.Warning, Message = "queue {Queue}: a request frame of {Length} bytes exceeds the ring's {Max}-byte frames; answered EIO")]
     private static partial void LogTooLarge(ILogger log, int queue, int length, int max);
 }

@@ -35,17 +35,17 @@ public interface IFuseTransport : IDisposable
 {
     /// <summary>
     /// Hands one FUSE request frame to the daemon. The frame is the concatenation of
-    /// <see cref="FuseRequest.Readable"/>; copy it (for example straight into the ring's shared memory)
+    /// <see cref="VirtqueueRequest.Readable"/>; copy it (for example straight into the ring's shared memory)
     /// before returning: the request object and its readable segments may be reused afterwards.
-    /// When <see cref="FuseRequest.ExpectsReply"/> is true, the transport must later call
-    /// <see cref="IFuseCompletionSink.Complete(ulong, ReadOnlySpan{byte})"/> with <see cref="FuseRequest.Tag"/>
+    /// When <see cref="VirtqueueRequest.ExpectsReply"/> is true, the transport must later call
+    /// <see cref="IFuseCompletionSink.Complete(ulong, ReadOnlySpan{byte})"/> with <see cref="VirtqueueRequest.Tag"/>
     /// exactly once, from any thread; when false (FORGET, BATCH_FORGET, INTERRUPT) it must not, and the
     /// device returns the chain to the guest as soon as this method returns.
     /// May block the calling queue (backpressure when the ring is full), but must return promptly once the
-    /// daemon is dead or <see cref="FuseRequest.Cancellation"/> fires (the ring is stopping). Returns false when the frame could not be delivered (daemon gone); the device then
+    /// daemon is dead or <see cref="VirtqueueRequest.Cancellation"/> fires (the ring is stopping). Returns false when the frame could not be delivered (daemon gone); the device then
     /// answers the guest with EIO itself.
     /// </summary>
-    bool Submit(FuseRequest request);
+    bool Submit(VirtqueueRequest request);
 
     /// <summary>
     /// The queue's worker has submitted every chain it found available and is about to wait for the next kick.

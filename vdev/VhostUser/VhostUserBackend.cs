@@ -367,12 +367,12 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
                     throw new RequestFailed($"memory regions at guest 0x{r[i].GuestPhysAddr:x} and 0x{r[j].GuestPhysAddr:x} overlap");
     }
 
-    [LoggerMessage(Level = LogLevel.Trace, Message = "vhost-user {Request}: {Size} payload bytes, {Fds} fds, need reply {NeedReply}")]
+    [LoggerMessage(EventId = 60, Level = LogLevel.Trace, Message = "vhost-user {Request}: {Size} payload bytes, {Fds} fds, need reply {NeedReply}")]
     private static partial void LogMessage(ILogger log, VhostUserRequest request, uint size, int fds, bool needReply);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "vhost-user {Request} failed: {Reason}")]
+    [LoggerMessage(EventId = 61, Level = LogLevel.Warning, Message = "vhost-user {Request} failed: {Reason}")]
     private static partial void LogRequestFailed(ILogger log, VhostUserRequest request, string reason);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "vhost-user request {Code} ({Name}) is not supported by this backend and was ignored ({Fds} fds closed)")]
+    [LoggerMessage(EventId = 62, Level = LogLevel.Warning, Message = "vhost-user request {Code} ({Name}) is not supported by this backend and was ignored ({Fds} fds closed)")]
     private static partial void LogUnsupported(ILogger log, uint code, string name, int fds);
 }

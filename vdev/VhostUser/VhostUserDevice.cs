@@ -135,21 +135,21 @@ public static partial class VhostUserDevice
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "{Message}")]
-    private static partial void LogConfig(ILogger log, string message);
+    [LoggerMessage(EventId = 70, Level = LogLevel.Error, Message = "Cannot serve: {Reason}")]
+    private static partial void LogConfig(ILogger log, string reason);
 
-    [LoggerMessage(Level = LogLevel.Critical, Message = "the vhost-user control thread failed")]
+    [LoggerMessage(EventId = 71, Level = LogLevel.Critical, Message = "the vhost-user control thread failed")]
     private static partial void LogFatal(ILogger log, Exception e);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "waiting for a vhost-user connection on {Where} ({Queues} request queues, {Placement})")]
+    [LoggerMessage(EventId = 72, Level = LogLevel.Information, Message = "waiting for a vhost-user connection on {Where} ({Queues} request queues, {Placement})")]
     private static partial void LogListening(ILogger log, string where, int queues, string placement);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "vhost-user front-end connected")]
+    [LoggerMessage(EventId = 73, Level = LogLevel.Information, Message = "vhost-user front-end connected")]
     private static partial void LogConnected(ILogger log);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "vhost-user front-end disconnected; device state dropped")]
+    [LoggerMessage(EventId = 74, Level = LogLevel.Information, Message = "vhost-user front-end disconnected; device state dropped")]
     private static partial void LogDisconnected(ILogger log);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "dropping the vhost-user connection: {Reason}")]
+    [LoggerMessage(EventId = 75, Level = LogLevel.Error, Message = "dropping the vhost-user connection: {Reason}")]
     private static partial void LogDropped(ILogger log, string reason);
 }

@@ -38,7 +38,7 @@ internal sealed unsafe class Virtqueue
     private volatile bool _stopRequested;
     private CancellationTokenSource _cancel = new();
     private Thread? _worker;
-    private FuseRequest?[] _slots = [];
+    private VirtqueueRequest?[] _slots = [];
     private RingView? _view;
     private uint _generation;
     private int _inFlight;
@@ -82,7 +82,7 @@ internal sealed unsafe class Virtqueue
     public void Start()
     {
         if (_worker != null) return;
-        if (_slots.Length != Size) _slots = new FuseRequest?[Size];
+        if (_slots.Length != Size) _slots = new VirtqueueRequest?[Size];
         // The used index the driver last saw is in the ring; on a restart it is authoritative. The worker reads
         // it once the ring is translated (EnsureView).
         _view = null;
@@ -362,7 +362,7 @@ internal sealed unsafe class Virtqueue
             MarkBroken($"avail ring names head descriptor {head}, outside a queue of {Size}");
             return;
         }
-        var req = _slots[head] ??= new FuseRequest();
+        var req = _slots[head] ??= new VirtqueueRequest();
         if (Volatile.Read(ref req.State) != SlotFree)
         {
             MarkBroken($"the driver made head descriptor {head} available again while it is still in flight");
@@ -420,7 +420,7 @@ internal sealed unsafe class Virtqueue
     /// Walks the chain at <paramref name="head"/> into <paramref name="req"/>'s segments; returns null when it
     /// obeys every rule of virtio 2.7.5 / 2.7.5.3, else the rule it broke.
     /// </summary>
-    private string? WalkChain(RingView view, ushort head, FuseRequest req)
+    private string? WalkChain(RingView view, ushort head, VirtqueueRequest req)
     {
         var mem = view.Table;
         byte* table = view.Desc;
@@ -508,7 +508,7 @@ internal sealed unsafe class Virtqueue
     }
 
     /// <summary>Frees the slot, then returns the chain: the driver may reuse the head as soon as it sees it used.</summary>
-    private void FinishSlot(FuseRequest req, int written, bool notify = true)
+    private void FinishSlot(VirtqueueRequest req, int written, bool notify = true)
     {
         var view = req.View!;
         var gen = req.Generation;
@@ -521,7 +521,7 @@ internal sealed unsafe class Virtqueue
         view.Table.Release();
     }
 
-    private void ReleaseSlot(FuseRequest req)
+    private void ReleaseSlot(VirtqueueRequest req)
     {
         var table = req.Memory;
         req.View = null;

@@ -133,34 +133,22 @@ public unsafe class RingConsumerTests
         }
     }
 
-    /// <summary>Nanoseconds this thread has run on a CPU (/proc/thread-self/schedstat).</summary>
-    private static long ThreadCpuNs() => long.Parse(File.ReadAllText("/proc/thread-self/schedstat").Split(' ')[0]);
-
-    /// <summary>Runs 20 empty waits of 30 ms with a 20 ms spin; returns this thread's CPU time and the time passed, in ms.</summary>
-    private static (double Cpu, double Elapsed) SpinCost(int cpuShare)
-    {
-        var (creator, attacher) = Pair(1, maxFrame: 1000, directionBytes: 4096);
-        using (creator) using (attacher)
-        {
-            attacher.SpinDuration = TimeSpan.FromMilliseconds(20);
-            var consumer = attacher.GetQueue(0).Consumer;
-            consumer.SpinCpuShare = cpuShare;
-            long cpu0 = ThreadCpuNs();
-            var sw = Stopwatch.StartNew();
-            for (int i = 0; i < 20; i++) Assert.Equal(RingStatus.Timeout, consumer.Peek(out _, TimeSpan.FromMilliseconds(30)));
-            return ((ThreadCpuNs() - cpu0) / 1e6, sw.Elapsed.TotalMilliseconds);
-        }
-    }
-
     [Fact]
-    public void Peek_WithACpuShareSpinsNoMoreThanThatShareOfTheTime()
+    public void SpinCredit_EarnsOnePartInItsShareOfTheTimePassing_AndStopsTheSpinWhenItIsSpent()
     {
-        // Unlimited, each wait spins its 20 ms: about 400 ms of CPU over about 600 ms.
-        var (free, _) = SpinCost(0);
-        Assert.True(free >= 150, $"without a share the waits used {free:F0} ms of CPU; a 20 ms spin per wait should use far more");
-        // A quarter: the four spins banked at the start (80 ms) plus a quarter of the time passing.
-        var (limited, elapsed) = SpinCost(4);
-        Assert.True(limited <= 80 + elapsed / 4 + 40, $"with a quarter share the waits used {limited:F0} ms of CPU in {elapsed:F0} ms");
+        var credit = new SpinCredit { Share = 4 };
+        credit.Earn(now: 4000, cap: 10_000);
+        // 4000 ticks passed since the start: 1000 earned, charged as the spin goes on.
+        Assert.True(credit.Charge(4600));
+        Assert.False(credit.Charge(5000));
+        // Banked credit is capped however long the thread was away.
+        credit.Earn(now: 1_000_000, cap: 300);
+        Assert.True(credit.Charge(1_000_299));
+        Assert.False(credit.Charge(1_000_300));
+        // Without a share the spin is never stopped by the credit.
+        var unlimited = new SpinCredit();
+        unlimited.Earn(0, 0);
+        Assert.True(unlimited.Charge(long.MaxValue));
     }
 
     [Fact]

@@ -131,7 +131,7 @@ public sealed partial class ShmRingTransportTests : IDisposable
 
         private sealed class Transport(SleepCounting counter, IPolledFuseTransport inner) : IPolledFuseTransport
         {
-            public bool Submit(FuseRequest request) => inner.Submit(request);
+            public bool Submit(VirtqueueRequest request) => inner.Submit(request);
             public void Flush(QueueIndex queue) => inner.Flush(queue);
             public int Poll(QueueIndex queue) => inner.Poll(queue);
             public void DisarmWakeup(QueueIndex queue, bool replyRang, bool peerExited) => inner.DisarmWakeup(queue, replyRang, peerExited);

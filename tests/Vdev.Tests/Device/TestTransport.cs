@@ -20,7 +20,7 @@ internal sealed class TestTransport : IFuseTransport, IFuseTransportFactory
     /// <summary>When set, Submit returns false (daemon gone).</summary>
     public volatile bool Dead;
     /// <summary>Called inside Submit (on the queue's worker thread) before answering.</summary>
-    public Action<FuseRequest>? OnSubmit;
+    public Action<VirtqueueRequest>? OnSubmit;
     /// <summary>Overrides the reply for a request.</summary>
     public Func<byte[], byte[]>? MakeReply;
     public int Disposed;
@@ -35,7 +35,7 @@ internal sealed class TestTransport : IFuseTransport, IFuseTransportFactory
     /// <summary>When set, Submit blocks like a full ring until the request's cancellation fires, then fails.</summary>
     public volatile bool BlockUntilCancelled;
 
-    public bool Submit(FuseRequest request)
+    public bool Submit(VirtqueueRequest request)
     {
         if (Dead) return false;
         if (BlockUntilCancelled)

@@ -50,7 +50,7 @@ internal sealed class VirtiofsdProxyTransport : IFuseTransportFactory, IFuseTran
         return this;
     }
 
-    public bool Submit(FuseRequest request)
+    public bool Submit(VirtqueueRequest request)
     {
         var frame = new byte[request.ReadableLength];
         request.CopyFrameTo(frame);

@@ -1,4 +1,6 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using Hypervisor.Protocol.Fuse;
 using Hypervisor.Vdev.Virtio;
 
 namespace Hypervisor.Vdev.Device;
@@ -7,16 +9,12 @@ namespace Hypervisor.Vdev.Device;
 /// One request chain popped from a virtqueue, as handed to <see cref="IFuseTransport.Submit"/>. Objects are
 /// pooled per queue slot and reused once the chain is completed; do not keep a reference past completion.
 /// </summary>
-public sealed class FuseRequest
+public sealed class VirtqueueRequest
 {
-    /// <summary>Size of C <c>struct fuse_in_header</c>: len, opcode, unique, nodeid, uid, gid, pid, total_extlen+padding.</summary>
-    public const int InHeaderSize = 40;
-    /// <summary>Size of C <c>struct fuse_out_header</c>: len, error, unique.</summary>
-    public const int OutHeaderSize = 16;
-
-    internal const uint OpForget = 2;
-    internal const uint OpInterrupt = 36;
-    internal const uint OpBatchForget = 42;
+    /// <summary>Size of C <c>struct fuse_in_header</c>.</summary>
+    public static readonly int InHeaderSize = Unsafe.SizeOf<InHeader>();
+    /// <summary>Size of C <c>struct fuse_out_header</c>.</summary>
+    public static readonly int OutHeaderSize = Unsafe.SizeOf<OutHeader>();
 
     internal GuestBuffer[] ReadableSegments = new GuestBuffer[4];
     internal GuestBuffer[] WritableSegments = new GuestBuffer[4];
@@ -95,7 +93,7 @@ public sealed class FuseRequest
         }
         Opcode = BinaryPrimitives.ReadUInt32LittleEndian(_header.AsSpan(4));
         Unique = BinaryPrimitives.ReadUInt64LittleEndian(_header.AsSpan(8));
-        ExpectsReply = Opcode is not (OpForget or OpBatchForget or OpInterrupt);
+        ExpectsReply = (FuseOpcode)Opcode is not (FuseOpcode.Forget or FuseOpcode.BatchForget or FuseOpcode.Interrupt);
         return true;
     }
 
@@ -150,7 +148,7 @@ public sealed class FuseRequest
     {
         if (WritableLength < OutHeaderSize) return 0;
         Span<byte> h = stackalloc byte[OutHeaderSize];
-        BinaryPrimitives.WriteUInt32LittleEndian(h, OutHeaderSize);
+        BinaryPrimitives.WriteUInt32LittleEndian(h, (uint)OutHeaderSize);
         BinaryPrimitives.WriteInt32LittleEndian(h[4..], negErrno);
         BinaryPrimitives.WriteUInt64LittleEndian(h[8..], Unique);
         return Scatter(h, default);
