@@ -151,6 +151,11 @@ public static partial class VdevCommand
             .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
         var log = loggerFactory.CreateLogger("vdev");
         foreach (var w in request.Warnings) LogWarning(log, w);
+        foreach (var share in shares)
+        {
+            if (share.Settings.ThreadPoolSize > 0)
+                LogWarning(log, $"{share.Origin}: thread_pool_size (--thread-pool-size) has no effect on a vdev share yet: the daemon serves each request queue with one thread.");
+        }
 
         using var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
