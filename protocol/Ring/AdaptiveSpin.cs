@@ -8,10 +8,9 @@ namespace Hypervisor.Protocol.Ring;
 /// CPU for the second (on a busy machine the peer may be waiting for exactly this CPU to produce
 /// what we wait for). It is adaptive: a wait that ended in a long sleep halves the next spin, so a
 /// loaded machine or an idle peer does not burn CPU that the peer may need; a short wait restores it.
-/// "Short" allows for a wake-up: a wait up to 8 times the spin counts as short. With a limit of one
-/// spin, waking from a sleep on a busy 2-vCPU VM often took longer than the spin itself, so the
-/// budget could fall to nothing under a steady load and stay there (LOOKUP rates then split into two
-/// modes, 77k and 140k ops/s, from run to run).
+/// "Short" allows for a wake-up: a wait up to 8 times the spin counts as short, because waking from a
+/// sleep on a busy machine can take longer than the spin itself, and a stricter limit lets the budget fall
+/// to nothing under a steady load and stay there.
 /// One per waiting end, used by one thread at a time.
 /// </summary>
 internal struct AdaptiveSpin

@@ -76,10 +76,9 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         var rings = ShmRingSet.Create(1 + (int)share.RequestQueues, RingLayout.DefaultMaxFrameSize, 8L << 20);
         // The vdev's waits on this set (a completion thread waiting for replies, a virtqueue worker waiting for
         // room) sleep on the doorbell at once instead of spinning: these threads share the CPUs with the
-        // daemon's dispatchers, which are the ones producing what they wait for, and measured on 2 cores both
-        // CPU per request and throughput were better without the spin (tests/Benchmarks/VdevBench.md,
-        // "Experiments"). The daemon keeps its own spin, which small reads need. The one exception is in the
-        // virtqueue worker, with at most two requests in flight (DeviceOptions.ReplySpin).
+        // daemon's dispatchers, which are the ones producing what they wait for (tests/Benchmarks/VdevBench.md
+        // has the measurements). The one exception is in the virtqueue worker, with at most two requests in
+        // flight (DeviceOptions.ReplySpin).
         rings.SpinDuration = TimeSpan.Zero;
         int pid;
         try
