@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using Hypervisor.Vdev.Config;
-using Hypervisor.Vdev.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Vdev.Device;
 using Hypervisor.Vdev.Share;
 using Hypervisor.Vdev.VhostUser;
@@ -93,7 +93,7 @@ public static partial class VdevCommand
                 // the socket to is unique, so the control socket goes next to it, as with --socket-path.
                 if (share.ListenFd is int listenFd && share.ControlSocket is null)
                 {
-                    using var inherited = new FileDescriptor(listenFd, ownsHandle: false);
+                    using var inherited = new SafeFd(listenFd, ownsHandle: false);
                     if (Libc.BoundUnixPath(inherited) is { } bound) share = share with { ControlSocket = bound + ".ctl" };
                 }
                 shares = [share];

@@ -1,5 +1,5 @@
 using System.Net.Sockets;
-using Hypervisor.Vdev.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Vdev.Tests.Interop;
 
