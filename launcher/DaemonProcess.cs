@@ -96,16 +96,13 @@ internal sealed class DaemonProcess : IDisposable
         int pid;
         try
         {
-            unsafe
-            {
-                // Safe: each block is allocated zeroed with more room than glibc's type needs (see the size constants)
-                // and freed in the finally below, after posix_spawn has returned and nothing refers to it any more.
-                actions = (nint)NativeMemory.AllocZeroed(Libc.FileActionsSize);
-                attr = (nint)NativeMemory.AllocZeroed(Libc.SpawnAttrSize);
-                sigMask = (nint)NativeMemory.AllocZeroed(Libc.SigSetSize);
-                sigDefault = (nint)NativeMemory.AllocZeroed(Libc.SigSetSize);
-                argvBlock = (nint)NativeMemory.AllocZeroed((nuint)((argv.Count + 1) * sizeof(nint)));
-            }
+            // Zeroed, with more room than glibc's types need (see the size constants); freed in the finally below, after
+            // posix_spawn has returned and nothing refers to them any more.
+            actions = Libc.AllocSpawnBlock(Libc.FileActionsSize);
+            attr = Libc.AllocSpawnBlock(Libc.SpawnAttrSize);
+            sigMask = Libc.AllocSpawnBlock(Libc.SigSetSize);
+            sigDefault = Libc.AllocSpawnBlock(Libc.SigSetSize);
+            argvBlock = Libc.AllocSpawnBlock((nuint)((argv.Count + 1) * IntPtr.Size));
             Check(Libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init");
             actionsReady = true;
             Check(Libc.posix_spawnattr_init(attr), "posix_spawnattr_init");
@@ -154,15 +151,11 @@ internal sealed class DaemonProcess : IDisposable
                 stderr.WriteLine($"fuse_launcher: warning: posix_spawn_file_actions_destroy failed: {Libc.Describe(actionsError)}.");
             if (attrReady && Libc.posix_spawnattr_destroy(attr) is int attrError and not 0)
                 stderr.WriteLine($"fuse_launcher: warning: posix_spawnattr_destroy failed: {Libc.Describe(attrError)}.");
-            unsafe
-            {
-                // Safe: these blocks were allocated above (or are zero, which NativeMemory.Free accepts).
-                NativeMemory.Free((void*)actions);
-                NativeMemory.Free((void*)attr);
-                NativeMemory.Free((void*)sigMask);
-                NativeMemory.Free((void*)sigDefault);
-                NativeMemory.Free((void*)argvBlock);
-            }
+            Libc.FreeSpawnBlock(actions);
+            Libc.FreeSpawnBlock(attr);
+            Libc.FreeSpawnBlock(sigMask);
+            Libc.FreeSpawnBlock(sigDefault);
+            Libc.FreeSpawnBlock(argvBlock);
             // The write ends now live in the daemon only, so end of file on the read ends means the daemon closed them.
             readyWrite.Dispose();
             outputWrite.Dispose();

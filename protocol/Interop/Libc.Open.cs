@@ -17,6 +17,7 @@ internal static partial class Libc
     internal const int O_NONBLOCK = 0x800;
     internal const int O_DSYNC = 0x1000;
     internal const int O_DIRECT = 0x4000;
+    /// <summary>The kernel's value, as a guest's FUSE open flags carry it (glibc defines 0 on 64-bit, where every open is large).</summary>
     internal const int O_LARGEFILE = 0x8000;
     internal const int O_DIRECTORY = 0x10000;
     internal const int O_NOFOLLOW = 0x20000;

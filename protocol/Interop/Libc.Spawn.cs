@@ -66,6 +66,20 @@ internal static partial class Libc
     [LibraryImport(Name, SetLastError = true)]
     internal static partial int sigfillset(nint set);
 
+    /// <summary>A zeroed block of native memory for an opaque posix_spawn type or an argv array; freed with <see cref="FreeSpawnBlock"/>.</summary>
+    internal static unsafe nint AllocSpawnBlock(nuint bytes)
+    {
+        // Safe: only allocates; the block is handed out as an address that only the C library dereferences.
+        return (nint)NativeMemory.AllocZeroed(bytes);
+    }
+
+    /// <summary>Frees a block of <see cref="AllocSpawnBlock"/>, once nothing refers to it; 0 is accepted and ignored.</summary>
+    internal static unsafe void FreeSpawnBlock(nint block)
+    {
+        // Safe: block is 0 or came from AllocSpawnBlock, and the caller frees it once, after posix_spawn returned.
+        NativeMemory.Free((void*)block);
+    }
+
     /// <summary>The C library's <c>environ</c> array, so that a child gets exactly this process's environment.</summary>
     internal static nint Environ()
     {
