@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using Hypervisor.Launcher.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Launcher;
 
@@ -19,7 +19,7 @@ namespace Hypervisor.Launcher;
 /// </remarks>
 internal sealed class DaemonProcess : IDisposable
 {
-    private DaemonProcess(int pid, FdHandle pidFd, FdHandle ready, FdHandle? output, long logStart)
+    private DaemonProcess(int pid, SafeFd pidFd, SafeFd ready, SafeFd? output, long logStart)
     {
         Pid = pid;
         PidFd = pidFd;
@@ -32,13 +32,13 @@ internal sealed class DaemonProcess : IDisposable
     public int Pid { get; }
 
     /// <summary>Polls readable once the daemon has exited.</summary>
-    public FdHandle PidFd { get; }
+    public SafeFd PidFd { get; }
 
     /// <summary>The read end of the ready pipe (non-blocking).</summary>
-    public FdHandle Ready { get; }
+    public SafeFd Ready { get; }
 
     /// <summary>The read end of the daemon's stdout/stderr (non-blocking); null when they go to <c>--log-file</c>.</summary>
-    public FdHandle? Output { get; }
+    public SafeFd? Output { get; }
 
     /// <summary>The size of the <c>--log-file</c> before the daemon started: where its output begins.</summary>
     public long LogStart { get; }
@@ -49,24 +49,28 @@ internal sealed class DaemonProcess : IDisposable
     /// <summary>Its wait status once reaped.</summary>
     public int WaitStatus { get; private set; }
 
-    /// <summary>Starts the daemon for <paramref name="settings"/>; throws <see cref="SpawnException"/> when exec fails.</summary>
-    public static DaemonProcess Start(LaunchSettings settings)
+    /// <summary>
+    /// Starts the daemon for <paramref name="settings"/>; throws <see cref="SpawnException"/> when exec fails. A problem
+    /// that does not stop the start (releasing the spawn attributes) is reported as a warning line on
+    /// <paramref name="stderr"/>.
+    /// </summary>
+    public static DaemonProcess Start(LaunchSettings settings, TextWriter stderr)
     {
-        var (readyRead, readyWrite) = Libc.CreatePipe(nonBlockingRead: true);
-        FdHandle? outputRead, outputWrite;
+        var (readyRead, readyWrite) = Descriptors.CreatePipe(nonBlockingRead: true);
+        SafeFd? outputRead, outputWrite;
         long logStart = 0;
         if (settings.LogFile is null)
         {
-            (outputRead, outputWrite) = Libc.CreatePipe(nonBlockingRead: true);
+            (outputRead, outputWrite) = Descriptors.CreatePipe(nonBlockingRead: true);
         }
         else
         {
-            int log = Libc.Open(settings.LogFile, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_APPEND | Libc.O_CLOEXEC, 0b110_100_000 /* 0640 */);
+            int log = Libc.open(settings.LogFile, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_APPEND | Libc.O_CLOEXEC, 0b110_100_000 /* 0640 */);
             // A socket cannot be reopened through /proc (ENXIO): a vdev run by systemd has the journal's stream
             // socket as stderr and passes /proc/self/fd/2. That descriptor is inherited here under the same
             // number, so the daemon shares it instead.
             if (log < 0 && Libc.LastErrno == Libc.ENXIO && ProcSelfFd(settings.LogFile) is int inheritedFd)
-                log = Libc.Fcntl(inheritedFd, Libc.F_DUPFD_CLOEXEC, 3);
+                log = Libc.fcntl(inheritedFd, Libc.F_DUPFD_CLOEXEC, 3);
             if (log < 0)
             {
                 readyRead.Dispose();
@@ -74,14 +78,14 @@ internal sealed class DaemonProcess : IDisposable
                 throw new SpawnException($"Cannot open --log-file {settings.LogFile}: {Libc.Describe(Libc.LastErrno)}; choose a file fuse_launcher can write.");
             }
             outputRead = null;
-            outputWrite = new FdHandle(log);
+            outputWrite = new SafeFd(log);
             // The size of what was opened, not of the path: for /proc/self/fd/N (how the vdev passes its stderr)
             // the path is a symlink whose own size is 64, which FileInfo would report.
-            logStart = Math.Max(0, Libc.Lseek(log, 0, Libc.SEEK_END));
+            logStart = Math.Max(0, Libc.lseek(log, 0, Libc.SEEK_END));
         }
         int readyFd = settings.ReadyFdNumber();
         var argv = settings.DaemonArguments(readyFd);
-        Libc.CloseOnExecExcept(settings.InheritedFds);
+        Descriptors.CloseOnExecExcept(settings.InheritedFds);
 
         int highest = readyFd;
         foreach (var fd in settings.InheritedFds) highest = Math.Max(highest, fd);
@@ -92,37 +96,34 @@ internal sealed class DaemonProcess : IDisposable
         int pid;
         try
         {
-            unsafe
-            {
-                // Safe: each block is allocated zeroed with more room than glibc's type needs (see the size constants)
-                // and freed in the finally below, after posix_spawn has returned and nothing refers to it any more.
-                actions = (nint)NativeMemory.AllocZeroed(Libc.FileActionsSize);
-                attr = (nint)NativeMemory.AllocZeroed(Libc.SpawnAttrSize);
-                sigMask = (nint)NativeMemory.AllocZeroed(Libc.SigSetSize);
-                sigDefault = (nint)NativeMemory.AllocZeroed(Libc.SigSetSize);
-                argvBlock = (nint)NativeMemory.AllocZeroed((nuint)((argv.Count + 1) * sizeof(nint)));
-            }
-            Check(Libc.FileActionsInit(actions), "posix_spawn_file_actions_init");
+            // Zeroed, with more room than glibc's types need (see the size constants); freed in the finally below, after
+            // posix_spawn has returned and nothing refers to them any more.
+            actions = Libc.AllocSpawnBlock(Libc.FileActionsSize);
+            attr = Libc.AllocSpawnBlock(Libc.SpawnAttrSize);
+            sigMask = Libc.AllocSpawnBlock(Libc.SigSetSize);
+            sigDefault = Libc.AllocSpawnBlock(Libc.SigSetSize);
+            argvBlock = Libc.AllocSpawnBlock((nuint)((argv.Count + 1) * IntPtr.Size));
+            Check(Libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init");
             actionsReady = true;
-            Check(Libc.SpawnAttrInit(attr), "posix_spawnattr_init");
+            Check(Libc.posix_spawnattr_init(attr), "posix_spawnattr_init");
             attrReady = true;
 
             // Order matters: the standard streams first, then the ready pipe (whose number may be that of one of the
             // launcher's pipe ends, already copied by then), then the inherited descriptors, then closefrom.
-            Check(Libc.FileActionsAddOpen(actions, 0, "/dev/null", Libc.O_RDONLY, 0), "addopen /dev/null");
-            Check(Libc.FileActionsAddDup2(actions, outputWrite.Fd, 1), "adddup2 stdout");
-            Check(Libc.FileActionsAddDup2(actions, outputWrite.Fd, 2), "adddup2 stderr");
-            Check(Libc.FileActionsAddDup2(actions, readyWrite.Fd, readyFd), "adddup2 ready");
+            Check(Libc.posix_spawn_file_actions_addopen(actions, 0, "/dev/null", Libc.O_RDONLY, 0), "addopen /dev/null");
+            Check(Libc.posix_spawn_file_actions_adddup2(actions, outputWrite.Value, 1), "adddup2 stdout");
+            Check(Libc.posix_spawn_file_actions_adddup2(actions, outputWrite.Value, 2), "adddup2 stderr");
+            Check(Libc.posix_spawn_file_actions_adddup2(actions, readyWrite.Value, readyFd), "adddup2 ready");
             foreach (var fd in settings.InheritedFds)
-                Check(Libc.FileActionsAddDup2(actions, fd, fd), $"adddup2 {fd}");
-            Check(Libc.FileActionsAddCloseFrom(actions, highest + 1), "addclosefrom");
-            Check(Libc.FileActionsAddChdir(actions, "/"), "addchdir");
+                Check(Libc.posix_spawn_file_actions_adddup2(actions, fd, fd), $"adddup2 {fd}");
+            Check(Libc.posix_spawn_file_actions_addclosefrom_np(actions, highest + 1), "addclosefrom");
+            Check(Libc.posix_spawn_file_actions_addchdir_np(actions, "/"), "addchdir");
 
-            Libc.SigEmptySet(sigMask);
-            Libc.SigFillSet(sigDefault);
-            Check(Libc.SpawnAttrSetSigMask(attr, sigMask), "posix_spawnattr_setsigmask");
-            Check(Libc.SpawnAttrSetSigDefault(attr, sigDefault), "posix_spawnattr_setsigdefault");
-            Check(Libc.SpawnAttrSetFlags(attr, Libc.POSIX_SPAWN_SETSID | Libc.POSIX_SPAWN_SETSIGMASK | Libc.POSIX_SPAWN_SETSIGDEF), "posix_spawnattr_setflags");
+            Libc.sigemptyset(sigMask);
+            Libc.sigfillset(sigDefault);
+            Check(Libc.posix_spawnattr_setsigmask(attr, sigMask), "posix_spawnattr_setsigmask");
+            Check(Libc.posix_spawnattr_setsigdefault(attr, sigDefault), "posix_spawnattr_setsigdefault");
+            Check(Libc.posix_spawnattr_setflags(attr, Libc.POSIX_SPAWN_SETSID | Libc.POSIX_SPAWN_SETSIGMASK | Libc.POSIX_SPAWN_SETSIGDEF), "posix_spawnattr_setflags");
 
             for (int i = 0; i < argv.Count; i++)
             {
@@ -131,7 +132,7 @@ internal sealed class DaemonProcess : IDisposable
                 Marshal.WriteIntPtr(argvBlock, i * IntPtr.Size, s);
             }
 
-            int error = Libc.PosixSpawn(out pid, strings[0], actions, attr, argvBlock, Libc.Environ());
+            int error = Libc.posix_spawn(out pid, strings[0], actions, attr, argvBlock, Libc.Environ());
             if (error != 0)
                 throw new SpawnException($"Could not start {argv[0]}: {Libc.Describe(error)}; check --passthrough.");
         }
@@ -144,34 +145,34 @@ internal sealed class DaemonProcess : IDisposable
         finally
         {
             foreach (var s in strings) Marshal.ZeroFreeCoTaskMemUTF8(s);
-            if (actionsReady) Libc.FileActionsDestroy(actions);
-            if (attrReady) Libc.SpawnAttrDestroy(attr);
-            unsafe
-            {
-                // Safe: these blocks were allocated above (or are zero, which NativeMemory.Free accepts).
-                NativeMemory.Free((void*)actions);
-                NativeMemory.Free((void*)attr);
-                NativeMemory.Free((void*)sigMask);
-                NativeMemory.Free((void*)sigDefault);
-                NativeMemory.Free((void*)argvBlock);
-            }
+            // glibc's destroy functions only free what init allocated; a failure leaks that memory and nothing else, so
+            // the start goes on and the failure is reported.
+            if (actionsReady && Libc.posix_spawn_file_actions_destroy(actions) is int actionsError and not 0)
+                stderr.WriteLine($"fuse_launcher: warning: posix_spawn_file_actions_destroy failed: {Libc.Describe(actionsError)}.");
+            if (attrReady && Libc.posix_spawnattr_destroy(attr) is int attrError and not 0)
+                stderr.WriteLine($"fuse_launcher: warning: posix_spawnattr_destroy failed: {Libc.Describe(attrError)}.");
+            Libc.FreeSpawnBlock(actions);
+            Libc.FreeSpawnBlock(attr);
+            Libc.FreeSpawnBlock(sigMask);
+            Libc.FreeSpawnBlock(sigDefault);
+            Libc.FreeSpawnBlock(argvBlock);
             // The write ends now live in the daemon only, so end of file on the read ends means the daemon closed them.
             readyWrite.Dispose();
             outputWrite.Dispose();
         }
 
-        int pidFd = Libc.PidFdOpen(pid, 0);
+        int pidFd = Libc.pidfd_open(pid, 0);
         if (pidFd < 0)
         {
             int errno = Libc.LastErrno;
             // Without a pidfd there is no reliable exit signal; stop the daemon rather than leave it unwatched.
-            Libc.Kill(-pid, Libc.SIGKILL);
-            Libc.WaitPid(pid, out _, 0);
+            Libc.kill(-pid, Libc.SIGKILL);
+            Libc.waitpid(pid, out _, 0);
             readyRead.Dispose();
             outputRead?.Dispose();
             throw new SpawnException($"pidfd_open({pid}) failed: {Libc.Describe(errno)}; fuse_launcher needs Linux 5.3 or later.");
         }
-        return new DaemonProcess(pid, new FdHandle(pidFd), readyRead, outputRead, logStart);
+        return new DaemonProcess(pid, new SafeFd(pidFd), readyRead, outputRead, logStart);
 
         static void Check(int result, string what)
         {
@@ -187,13 +188,13 @@ internal sealed class DaemonProcess : IDisposable
     {
         if (Reaped) return true;
         long deadline = timeoutMs < 0 ? long.MaxValue : Environment.TickCount64 + timeoutMs;
-        Span<Libc.PollFd> fds = stackalloc Libc.PollFd[1];
+        Span<PollFd> fds = stackalloc PollFd[1];
         while (true)
         {
             long left = deadline - Environment.TickCount64;
             if (left < 0) left = 0;
-            fds[0] = new Libc.PollFd { Fd = PidFd.Fd, Events = Libc.POLLIN };
-            int n = Libc.Poll(fds, timeoutMs < 0 ? -1 : (int)Math.Min(left, int.MaxValue));
+            fds[0] = new PollFd { Fd = PidFd.Value, Events = Libc.POLLIN };
+            int n = Libc.poll(fds, 1, timeoutMs < 0 ? -1 : (int)Math.Min(left, int.MaxValue));
             if (n > 0) return true;
             if (n == 0) return false;
             if (Libc.LastErrno != Libc.EINTR) throw new IOException($"poll on the daemon's pidfd failed: {Libc.Describe(Libc.LastErrno)}.");
@@ -209,9 +210,9 @@ internal sealed class DaemonProcess : IDisposable
     public void Stop(int graceMs)
     {
         if (Reaped) return;
-        Libc.Kill(-Pid, Libc.SIGTERM);
+        Libc.kill(-Pid, Libc.SIGTERM);
         WaitForExit(graceMs);
-        Libc.Kill(-Pid, Libc.SIGKILL);
+        Libc.kill(-Pid, Libc.SIGKILL);
         WaitForExit(-1);
         Reap();
     }
@@ -221,7 +222,7 @@ internal sealed class DaemonProcess : IDisposable
     {
         if (Reaped) return;
         int status;
-        while (Libc.WaitPid(Pid, out status, 0) < 0)
+        while (Libc.waitpid(Pid, out status, 0) < 0)
         {
             if (Libc.LastErrno != Libc.EINTR) { status = 0; break; }
         }

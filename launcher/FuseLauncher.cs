@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
-using Hypervisor.Launcher.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Launcher;
 
@@ -42,14 +42,14 @@ public static class FuseLauncher
 
     private static string? WriteToStdoutFd(string line)
     {
-        int errno = Libc.WriteAll(1, Encoding.UTF8.GetBytes(line + "\n"));
+        int errno = Descriptors.WriteAll(1, Encoding.UTF8.GetBytes(line + "\n"));
         return errno == 0 ? null : Libc.Describe(errno);
     }
 
     /// <summary><paramref name="emitResult"/> delivers the result line and returns null, or why it could not.</summary>
     private static int Run(string[] args, Func<string, string?> emitResult, TextWriter stderr)
     {
-        Libc.EnsureStandardStreams();
+        Descriptors.EnsureStandardStreams();
         switch (LaunchCommand.Parse(args, out var settings, out var error))
         {
             case LaunchCommand.ParseOutcome.Help:
@@ -64,7 +64,7 @@ public static class FuseLauncher
     private static int Launch(LaunchSettings settings, Func<string, string?> emitResult, TextWriter stderr)
     {
         // A SIGTERM/SIGINT/SIGHUP while waiting means whoever started us gives up: stop the daemon and fail.
-        var (wakeRead, wakeWrite) = Libc.CreatePipe(nonBlockingRead: true);
+        var (wakeRead, wakeWrite) = Descriptors.CreatePipe(nonBlockingRead: true);
         using var wr = wakeRead;
         using var ww = wakeWrite;
         string? interruptedBy = null;
@@ -72,7 +72,7 @@ public static class FuseLauncher
         {
             c.Cancel = true;
             interruptedBy ??= name;
-            Libc.WriteSome(wakeWrite, "!"u8);
+            Libc.write(wakeWrite, "!"u8, 1);
         });
         using var term = Register(PosixSignal.SIGTERM, "SIGTERM");
         using var interrupt = Register(PosixSignal.SIGINT, "SIGINT");
@@ -81,7 +81,7 @@ public static class FuseLauncher
         DaemonProcess daemon;
         try
         {
-            daemon = DaemonProcess.Start(settings);
+            daemon = DaemonProcess.Start(settings, stderr);
         }
         catch (Exception e) when (e is SpawnException or IOException)
         {
@@ -105,7 +105,7 @@ public static class FuseLauncher
         }
     }
 
-    private static int Supervise(LaunchSettings settings, DaemonProcess daemon, FdHandle wakeRead, Func<string?> interruptedBy,
+    private static int Supervise(LaunchSettings settings, DaemonProcess daemon, SafeFd wakeRead, Func<string?> interruptedBy,
         Func<string, string?> emitResult, TextWriter stderr)
     {
         var output = new DaemonOutput();

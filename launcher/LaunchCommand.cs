@@ -5,7 +5,7 @@ using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
-using Hypervisor.Launcher.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Launcher;
 
@@ -187,7 +187,7 @@ public static class LaunchCommand
         }
         // Only a descriptor without FD_CLOEXEC can have come through exec from fuse_launcher's caller; one with it
         // was opened by the runtime inside this process and is not what the caller meant.
-        if (!Libc.IsInherited(fd))
+        if (!Descriptors.IsInherited(fd))
         {
             error = $"{what}, which is not open in fuse_launcher; start fuse_launcher with that descriptor inherited (without FD_CLOEXEC) or fix the number.";
             return false;
@@ -210,13 +210,13 @@ public static class LaunchCommand
             error = $"--control-socket {path}: the directory {directory} does not exist; create it or choose another path.";
             return false;
         }
-        if (Libc.Access(directory, Libc.W_OK | Libc.X_OK) != 0)
+        if (Libc.access(directory, Libc.W_OK | Libc.X_OK) != 0)
         {
             error = $"--control-socket {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
             return false;
         }
-        var type = Libc.FileType(path);
-        if (type is null) { error = null; return true; }
+        // Nothing there (or nothing statx can examine): the daemon creates the socket.
+        if (Libc.FileType(path, out uint type, out _) != 0) { error = null; return true; }
         if (type != Libc.S_IFSOCK)
         {
             error = $"--control-socket {path} exists and is not a socket; remove it or choose another path.";
@@ -248,7 +248,7 @@ public static class LaunchCommand
         }
         if (File.Exists(path))
         {
-            if (Libc.Access(path, Libc.W_OK) == 0) return true;
+            if (Libc.access(path, Libc.W_OK) == 0) return true;
             error = $"--log-file {path} is not writable ({Libc.Describe(Libc.LastErrno)}); fix its permissions or choose another file.";
             return false;
         }
@@ -258,7 +258,7 @@ public static class LaunchCommand
             error = $"--log-file {path}: the directory {directory} does not exist; create it or choose another path.";
             return false;
         }
-        if (Libc.Access(directory, Libc.W_OK | Libc.X_OK) != 0)
+        if (Libc.access(directory, Libc.W_OK | Libc.X_OK) != 0)
         {
             error = $"--log-file {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
             return false;
@@ -299,7 +299,7 @@ public static class LaunchCommand
                 return false;
             }
         }
-        else if (Libc.Access(full, Libc.X_OK) != 0)
+        else if (Libc.access(full, Libc.X_OK) != 0)
         {
             error = $"--passthrough {full} is not executable; make it executable (chmod +x) or pass the .dll.";
             return false;
@@ -311,7 +311,7 @@ public static class LaunchCommand
 
     private static string? FindDotnet()
     {
-        static bool Usable(string? p) => !string.IsNullOrEmpty(p) && File.Exists(p) && Libc.Access(p, Libc.X_OK) == 0;
+        static bool Usable(string? p) => !string.IsNullOrEmpty(p) && File.Exists(p) && Libc.access(p, Libc.X_OK) == 0;
 
         var hostPath = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
         if (Usable(hostPath)) return hostPath;

@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text;
-using Hypervisor.Launcher.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Launcher;
 
@@ -8,7 +8,7 @@ namespace Hypervisor.Launcher;
 /// Watches a starting daemon until the first of: its ready line, its exit (pidfd), its ready pipe closing
 /// without the line, a signal to the launcher (wake pipe), or the timeout; meanwhile collects its output.
 /// </summary>
-internal sealed class StartupWatch(DaemonProcess daemon, DaemonOutput output, FdHandle wake)
+internal sealed class StartupWatch(DaemonProcess daemon, DaemonOutput output, SafeFd wake)
 {
     /// <summary>How the wait ended.</summary>
     public enum Outcome { Ready, Exited, ClosedWithoutReady, TimedOut, Interrupted }
@@ -32,18 +32,18 @@ internal sealed class StartupWatch(DaemonProcess daemon, DaemonOutput output, Fd
     public Outcome Wait(TimeSpan timeout)
     {
         long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
-        Span<Libc.PollFd> fds = stackalloc Libc.PollFd[4];
+        Span<PollFd> fds = stackalloc PollFd[4];
         bool readyOpen = true;
         Span<byte> buffer = stackalloc byte[4096];
         while (true)
         {
             long left = deadline - Environment.TickCount64;
             if (left <= 0) return Outcome.TimedOut;
-            fds[0] = new Libc.PollFd { Fd = readyOpen ? daemon.Ready.Fd : -1, Events = Libc.POLLIN };
-            fds[1] = new Libc.PollFd { Fd = _outputOpen ? daemon.Output!.Fd : -1, Events = Libc.POLLIN };
-            fds[2] = new Libc.PollFd { Fd = daemon.PidFd.Fd, Events = Libc.POLLIN };
-            fds[3] = new Libc.PollFd { Fd = wake.Fd, Events = Libc.POLLIN };
-            int n = Libc.Poll(fds, (int)Math.Min(left, int.MaxValue));
+            fds[0] = new PollFd { Fd = readyOpen ? daemon.Ready.Value : -1, Events = Libc.POLLIN };
+            fds[1] = new PollFd { Fd = _outputOpen ? daemon.Output!.Value : -1, Events = Libc.POLLIN };
+            fds[2] = new PollFd { Fd = daemon.PidFd.Value, Events = Libc.POLLIN };
+            fds[3] = new PollFd { Fd = wake.Value, Events = Libc.POLLIN };
+            int n = Libc.poll(fds, (nuint)fds.Length, (int)Math.Min(left, int.MaxValue));
             if (n < 0)
             {
                 if (Libc.LastErrno == Libc.EINTR) continue;
@@ -51,18 +51,18 @@ internal sealed class StartupWatch(DaemonProcess daemon, DaemonOutput output, Fd
             }
             if (n == 0) return Outcome.TimedOut;
 
-            if (fds[1].REvents != 0) DrainOutput();
-            if (fds[3].REvents != 0) return Outcome.Interrupted;
+            if (fds[1].Revents != 0) DrainOutput();
+            if (fds[3].Revents != 0) return Outcome.Interrupted;
 
             Outcome? readyOutcome = null;
-            if (fds[0].REvents != 0)
+            if (fds[0].Revents != 0)
             {
                 bool eof = ReadReady(buffer);
                 readyOutcome = ParseReady(eof);
                 if (eof) readyOpen = false;
             }
             // An exit wins over a ready line in the same round: a daemon that has exited does not serve.
-            if (fds[2].REvents != 0)
+            if (fds[2].Revents != 0)
             {
                 DrainOutput();
                 return Outcome.Exited;
@@ -76,7 +76,7 @@ internal sealed class StartupWatch(DaemonProcess daemon, DaemonOutput output, Fd
     {
         while (true)
         {
-            int r = Libc.ReadSome(daemon.Ready, buffer);
+            int r = (int)Libc.read(daemon.Ready, buffer, (nuint)buffer.Length);
             if (r > 0)
             {
                 if (_ready.Count < MaxReadyLine) _ready.AddRange(buffer[..Math.Min(r, MaxReadyLine - _ready.Count)]);
@@ -129,7 +129,7 @@ internal sealed class StartupWatch(DaemonProcess daemon, DaemonOutput output, Fd
         Span<byte> buffer = stackalloc byte[4096];
         while (true)
         {
-            int r = Libc.ReadSome(daemon.Output!, buffer);
+            int r = (int)Libc.read(daemon.Output!, buffer, (nuint)buffer.Length);
             if (r > 0) { output.Append(buffer[..r]); continue; }
             if (r == 0) { _outputOpen = false; output.Complete(); return; }
             int errno = Libc.LastErrno;

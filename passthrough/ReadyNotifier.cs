@@ -1,5 +1,5 @@
 using System.Text;
-using Microsoft.Win32.SafeHandles;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Passthrough;
 
@@ -14,12 +14,21 @@ public static class ReadyNotifier
     public static void Notify(int fd, string? controlSocket)
     {
         var line = Encoding.UTF8.GetBytes($"ready pid={Environment.ProcessId} control={controlSocket ?? "-"}\n");
-        // The fd is a pipe: not seekable, so no RandomAccess (which needs offsets); an unbuffered FileStream
-        // writes sequentially and retries short writes. Disposing it closes the fd, which is the launcher's
-        // end-of-file signal.
-        using var handle = new SafeFileHandle(fd, ownsHandle: true);
+        // Disposing the handle closes the fd, which is the launcher's end-of-file signal.
+        using var handle = new SafeFd(fd);
         if (handle.IsInvalid) throw new IOException($"The ready fd {fd} is not valid; pass the descriptor the launcher gave.");
-        using var stream = new FileStream(handle, FileAccess.Write, bufferSize: 0);
-        stream.Write(line);
+        ReadOnlySpan<byte> rest = line;
+        while (!rest.IsEmpty)
+        {
+            // The fd is a pipe: a write may be short, and EPIPE (the runtime ignores SIGPIPE) means the launcher is gone.
+            nint written = Libc.write(handle, rest, (nuint)rest.Length);
+            if (written < 0)
+            {
+                int errno = Libc.LastErrno;
+                if (errno == Libc.EINTR) continue;
+                throw new IOException($"Writing the ready line to fd {fd} failed: {Libc.Describe(errno)}.");
+            }
+            rest = rest[(int)written..];
+        }
     }
 }

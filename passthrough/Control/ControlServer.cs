@@ -1,5 +1,5 @@
 using System.Net.Sockets;
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
@@ -10,7 +10,6 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Win32.SafeHandles;
 
 namespace Hypervisor.Passthrough.Control;
 
@@ -88,10 +87,10 @@ public sealed partial class ControlServer : IAsyncDisposable
             throw new ArgumentOutOfRangeException(nameof(options), "MaxReceiveMessageSize must not be negative.");
 
         // Kestrel takes ownership of the fd it is given and closes it when it stops.
-        SafeFileHandle kestrelFd = ControlSocket.BindAndListen(socketPath, backlog: 64, out ulong inode);
+        SafeFd kestrelFd = ControlSocket.BindAndListen(socketPath, backlog: 64, out ulong inode);
 
         var state = new ControlServerState();
-        uint ownUid = ControlSocketSyscalls.GetEffectiveUid();
+        uint ownUid = Libc.geteuid();
         WebApplication? app = null;
         try
         {
@@ -157,7 +156,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     private static Task CheckPeer(ConnectionContext connection, ConnectionDelegate next, uint ownUid, ILogger logger)
     {
         Socket? socket = connection.Features.Get<IConnectionSocketFeature>()?.Socket;
-        if (socket is null || !ControlSocketSyscalls.TryGetPeerCredentials(socket, out int pid, out uint uid, out _))
+        if (socket is null || !ControlSocket.TryGetPeerCredentials(socket, out int pid, out uint uid, out _))
         {
             LogPeerUnknown(logger);
             return Task.CompletedTask;

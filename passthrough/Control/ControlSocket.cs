@@ -1,8 +1,7 @@
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text;
-using Microsoft.Win32.SafeHandles;
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Passthrough.Control;
 
@@ -16,15 +15,13 @@ public sealed class ControlSocketException(string message, Exception? inner = nu
 /// </summary>
 internal static class ControlSocket
 {
-    // sockaddr_un.sun_path is 108 bytes including the terminating NUL.
-    private const int MaxPathBytes = 107;
-    private const int EPERM = 1, EACCES = 13, EADDRINUSE = 98, EROFS = 30;
+    private const int MaxPathBytes = SockaddrUn.MaxPathBytes;
 
     /// <summary>
     /// Binds, restricts and listens; returns the listening fd (close-on-exec) and the inode of
     /// the socket file, by which <see cref="UnlinkIfOurs"/> recognises it later.
     /// </summary>
-    public static SafeFileHandle BindAndListen(string socketPath, int backlog, out ulong inode)
+    public static SafeFd BindAndListen(string socketPath, int backlog, out ulong inode)
     {
         if (!OperatingSystem.IsLinux())
             throw new PlatformNotSupportedException("The control socket needs Linux (SO_PEERCRED, statx).");
@@ -39,26 +36,31 @@ internal static class ControlSocket
 
         RemoveIfStale(socketPath);
 
-        SafeFileHandle socket = ControlSocketSyscalls.CreateUnixStreamSocket(out int errno)
-            ?? throw new ControlSocketException($"No socket can be created for the control service ({Marshal.GetPInvokeErrorMessage(errno)}); raise the process's file descriptor limit.");
+        int fd = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            throw new ControlSocketException($"No socket can be created for the control service ({Marshal.GetPInvokeErrorMessage(Libc.LastErrno)}); raise the process's file descriptor limit.");
+        var socket = new SafeFd(fd);
         bool bound = false;
         try
         {
-            errno = ControlSocketSyscalls.Bind(socket, socketPath);
+            // System.Net.Sockets.Socket is not used for this socket: disposing a Socket that bound a path unlinks the
+            // path, and the listening fd is handed to Kestrel, which outlives it.
+            uint length = (uint)SockaddrUn.Create(socketPath, out var address);
+            int errno = Libc.bind(socket, address, length) == 0 ? 0 : Libc.LastErrno;
             if (errno != 0)
             {
                 throw errno switch
                 {
-                    EADDRINUSE => new ControlSocketException($"The control socket \"{socketPath}\" was created by another process while starting; stop it or choose another path."),
-                    EACCES or EROFS or EPERM => new ControlSocketException($"The control socket \"{socketPath}\" cannot be created because {directory} is not writable; choose a writable directory."),
+                    Libc.EADDRINUSE => new ControlSocketException($"The control socket \"{socketPath}\" was created by another process while starting; stop it or choose another path."),
+                    Libc.EACCES or Libc.EROFS or Libc.EPERM => new ControlSocketException($"The control socket \"{socketPath}\" cannot be created because {directory} is not writable; choose a writable directory."),
                     _ => new ControlSocketException($"The control socket \"{socketPath}\" cannot be created ({Marshal.GetPInvokeErrorMessage(errno)}); choose another path."),
                 };
             }
             bound = true;
             // Before listen(2) nobody can connect, so restricting the mode here leaves no window.
             File.SetUnixFileMode(socketPath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            ControlSocketSyscalls.TryGetFileType(socketPath, out _, out inode);
-            errno = ControlSocketSyscalls.Listen(socket, backlog);
+            TryGetFileType(socketPath, out _, out inode);
+            errno = Libc.listen(socket, backlog) == 0 ? 0 : Libc.LastErrno;
             if (errno != 0)
                 throw new ControlSocketException($"The control socket \"{socketPath}\" cannot listen ({Marshal.GetPInvokeErrorMessage(errno)}); choose another path.");
             return socket;
@@ -82,16 +84,16 @@ internal static class ControlSocket
         uint type;
         try
         {
-            if (!ControlSocketSyscalls.TryGetFileType(socketPath, out type, out _))
+            if (!TryGetFileType(socketPath, out type, out _))
                 return;
         }
         catch (IOException e)
         {
             throw new ControlSocketException($"The control socket path \"{socketPath}\" cannot be examined ({e.Message}); choose another path.", e);
         }
-        if (type == ControlSocketSyscalls.S_IFDIR)
+        if (type == Libc.S_IFDIR)
             throw new ControlSocketException($"The control socket path \"{socketPath}\" is a directory; choose a file path.");
-        if (type != ControlSocketSyscalls.S_IFSOCK)
+        if (type != Libc.S_IFSOCK)
             throw new ControlSocketException($"The control socket path \"{socketPath}\" exists and is not a socket; remove it or choose another path.");
 
         using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -117,13 +119,42 @@ internal static class ControlSocket
     {
         try
         {
-            if (ControlSocketSyscalls.TryGetFileType(socketPath, out uint type, out ulong current)
-                && type == ControlSocketSyscalls.S_IFSOCK && current == inode)
+            if (TryGetFileType(socketPath, out uint type, out ulong current)
+                && type == Libc.S_IFSOCK && current == inode)
                 TryUnlink(socketPath);
         }
         catch (IOException)
         {
         }
+    }
+
+    /// <summary>
+    /// The file type bits (S_IFMT) and inode of <paramref name="path"/> itself, a final symlink not followed; false
+    /// if it does not exist.
+    /// </summary>
+    /// <exception cref="IOException">statx failed for another reason than ENOENT.</exception>
+    private static bool TryGetFileType(string path, out uint fileType, out ulong inode)
+    {
+        int errno = Libc.FileType(path, out fileType, out inode);
+        if (errno == Libc.ENOENT) return false;
+        if (errno != 0) throw new IOException($"statx of \"{path}\" failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).");
+        return true;
+    }
+
+    /// <summary>
+    /// The credentials (pid, uid, gid) the kernel recorded for the peer of a connected UNIX socket when it connected
+    /// (SO_PEERCRED). False, with uid and gid -1, if they cannot be read, which only happens once the socket is closed.
+    /// </summary>
+    public static bool TryGetPeerCredentials(Socket socket, out int pid, out uint uid, out uint gid)
+    {
+        if (!Libc.TryGetPeerCredentials(socket, out var credentials))
+        {
+            pid = 0;
+            uid = gid = uint.MaxValue;
+            return false;
+        }
+        (pid, uid, gid) = (credentials.Pid, credentials.Uid, credentials.Gid);
+        return true;
     }
 
     private static void TryUnlink(string socketPath)

@@ -1,4 +1,5 @@
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
+using Microsoft.Extensions.Logging;
 
 namespace Hypervisor.Passthrough.FileSystem;
 
@@ -8,6 +9,11 @@ namespace Hypervisor.Passthrough.FileSystem;
 /// filesystem capabilities, so permission checks, setgid-directory inheritance and CAP_MKNOD behave as for that
 /// user on a local filesystem.
 /// </summary>
+/// <remarks>
+/// setfsuid(2) and setfsgid(2) report no failure, so the restore is checked by reading the ids back. A restore that did
+/// not take leaves this thread with the guest user's fsuid/fsgid, which later requests that do not switch (those of the
+/// guest's root) would then run with: it is logged as an error, as virtiofsd does.
+/// </remarks>
 internal readonly struct Credentials : IDisposable
 {
     [ThreadStatic] private static bool t_privateUmask;
@@ -15,29 +21,33 @@ internal readonly struct Credentials : IDisposable
     private readonly bool _active;
     private readonly uint _oldUid;
     private readonly uint _oldGid;
+    private readonly ILogger? _logger;
 
-    private Credentials(uint oldUid, uint oldGid)
+    private Credentials(uint oldUid, uint oldGid, ILogger logger)
     {
         _active = true;
         _oldUid = oldUid;
         _oldGid = oldGid;
+        _logger = logger;
     }
 
     /// <summary>Switches when the daemon can (it is root) and the caller differs from the daemon.</summary>
-    public static Credentials Enter(bool enabled, uint uid, uint gid)
+    public static Credentials Enter(bool enabled, uint uid, uint gid, ILogger logger)
     {
         EnsurePrivateUmask();
         if (!enabled) return default;
         var oldGid = (uint)Libc.setfsgid(gid);
         var oldUid = (uint)Libc.setfsuid(uid);
-        return new Credentials(oldUid, oldGid);
+        return new Credentials(oldUid, oldGid, logger);
     }
 
     public void Dispose()
     {
         if (!_active) return;
-        Libc.setfsuid(_oldUid);
-        Libc.setfsgid(_oldGid);
+        bool uidRestored = Libc.SetFsUid(_oldUid);
+        bool gidRestored = Libc.SetFsGid(_oldGid);
+        if (!uidRestored || !gidRestored)
+            Log.CredentialsNotRestored(_logger!, _oldUid, _oldGid, (uint)Libc.setfsuid(uint.MaxValue), (uint)Libc.setfsgid(uint.MaxValue));
     }
 
     /// <summary>

@@ -1,4 +1,4 @@
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Share;
 
 namespace Hypervisor.Passthrough.FileSystem;

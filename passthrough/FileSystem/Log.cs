@@ -18,4 +18,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 103, Level = LogLevel.Debug, Message = "Allowlist hides an entry below node {Node}")]
     public static partial void Hidden(ILogger logger, ulong node);
+
+    [LoggerMessage(EventId = 105, Level = LogLevel.Error, Message = "A worker thread's filesystem ids could not be restored to fsuid {Uid} fsgid {Gid} after a request (they are fsuid {NowUid} fsgid {NowGid}); files that later requests on this thread create may get the wrong owner")]
+    public static partial void CredentialsNotRestored(ILogger logger, uint uid, uint gid, uint nowUid, uint nowGid);
 }

@@ -1,4 +1,4 @@
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Passthrough.FileSystem;
 

@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
 using Hypervisor.Passthrough.Engine;
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Fuse;

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using Hypervisor.Passthrough.Engine;
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Fuse;
 
 namespace Hypervisor.Passthrough.FileSystem;
@@ -401,7 +401,7 @@ public sealed partial class PassthroughFileSystem
     /// <summary>Switches to the caller's fsuid/fsgid for a creating call. Capture the call's errno inside the
     /// scope: restoring the credentials is itself a call and the saved errno does not survive it.</summary>
     private Credentials AsCaller(in FuseContext ctx) =>
-        Credentials.Enter(_switchCredentials && (ctx.Uid != 0 || ctx.Gid != 0), ctx.Uid, ctx.Gid);
+        Credentials.Enter(_switchCredentials && (ctx.Uid != 0 || ctx.Gid != 0), ctx.Uid, ctx.Gid, _logger);
 
     /// <inheritdoc/>
     public Result<EntryOut> Symlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target)

@@ -1,5 +1,5 @@
 using Hypervisor.Passthrough.Engine;
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Fuse;
@@ -103,7 +103,7 @@ public sealed partial class PassthroughFileSystem
                 // EMFILE and ENFILE come before the name is looked up, so nothing was created and the open can be tried again.
                 fd = Libc.openat(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
                 if (fd < 0 && MadeRoom()) fd = Libc.openat(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
-                if (fd < 0 && Libc.Errno() == Errno.EEXIST.Value && !guestExcl)
+                if (fd < 0 && Libc.LastErrno == Errno.EEXIST.Value && !guestExcl)
                 {
                     pathFd = Libc.openat(lease.Fd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
                     if (pathFd < 0 && MadeRoom()) pathFd = Libc.openat(lease.Fd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);

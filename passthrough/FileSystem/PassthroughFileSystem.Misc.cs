@@ -1,5 +1,5 @@
 using Hypervisor.Passthrough.Engine;
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Fuse;
 
 namespace Hypervisor.Passthrough.FileSystem;

@@ -2,7 +2,7 @@ using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using System.Text;
 using Hypervisor.Passthrough.Engine;
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Share;
 using Hypervisor.Protocol.Fuse;
@@ -99,7 +99,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         var fd = Libc.openat(Libc.AT_FDCWD, pathBytes, Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
         if (fd < 0)
         {
-            var errno = Libc.Errno();
+            var errno = Libc.LastErrno;
             throw errno switch
             {
                 2 => new DirectoryNotFoundException($"The shared directory '{dir}' does not exist; create it or set --shared-dir to an existing directory."),
@@ -112,7 +112,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         var mount = Libc.openat(_rootFd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
         if (mount < 0)
         {
-            var errno = Libc.Errno();
+            var errno = Libc.LastErrno;
             _rootFd.Dispose();
             throw new UnauthorizedAccessException($"The shared directory '{dir}' cannot be read ({new Errno(errno)}); give the daemon read access to it.");
         }
@@ -231,7 +231,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
 
     private static int Stripe(InodeKey key) => (int)((key.Ino ^ (key.Ino >> 17) ^ key.Dev) & (Stripes - 1));
 
-    private static Errno LastErrno() => new(Libc.Errno());
+    private static Errno LastErrno() => new(Libc.LastErrno);
 
     private bool ReadOnly => _options.Readonly;
 
@@ -373,7 +373,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     /// </summary>
     private bool MadeRoom()
     {
-        var errno = Libc.Errno();
+        var errno = Libc.LastErrno;
         if (errno != Errno.EMFILE.Value && errno != Errno.ENFILE.Value) return false;
         var closed = _fdCache.Trim(64);
         if (closed > 0) Log.MadeRoom(_logger, errno, closed, _fdCache.Count);

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using Hypervisor.Passthrough.Engine;
-using Hypervisor.Passthrough.Interop;
+using Hypervisor.Interop;
 using Microsoft.Extensions.Logging;
 
 namespace Hypervisor.Passthrough.Transport;
@@ -15,11 +15,11 @@ public sealed partial class DevFuseTransport : IDisposable
     private readonly FuseEngine _engine;
     private readonly ILogger _log;
     private readonly string _mountPoint;
-    private readonly int _fd;
+    private readonly SafeFd _fd;
     private readonly Thread[] _workers;
     private int _unmounted;
 
-    private DevFuseTransport(FuseEngine engine, ILogger log, string mountPoint, int fd, int threads)
+    private DevFuseTransport(FuseEngine engine, ILogger log, string mountPoint, SafeFd fd, int threads)
     {
         _engine = engine;
         _log = log;
@@ -40,21 +40,22 @@ public sealed partial class DevFuseTransport : IDisposable
     /// </summary>
     public static DevFuseTransport Mount(FuseEngine engine, ILogger log, string sharedDir, string mountPoint, int threads)
     {
-        if (DevFuseInterop.GetEuid() != 0)
+        if (Libc.geteuid() != 0)
             throw new TransportException("Mounting through /dev/fuse needs root (CAP_SYS_ADMIN); run passthrough --mount as root.");
         if (!Directory.Exists(mountPoint))
             throw new TransportException($"The mount point {mountPoint} does not exist or is not a directory; create it first.");
-        var fd = DevFuseInterop.Open("/dev/fuse", DevFuseInterop.O_RDWR | DevFuseInterop.O_CLOEXEC);
+        var fd = Libc.open("/dev/fuse", Libc.O_RDWR | Libc.O_CLOEXEC, 0);
         if (fd < 0)
-            throw new TransportException($"Cannot open /dev/fuse ({Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}); load the fuse module or give the daemon access to the device.");
+            throw new TransportException($"Cannot open /dev/fuse ({Marshal.GetPInvokeErrorMessage(Libc.LastErrno)}); load the fuse module or give the daemon access to the device.");
         var data = $"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions,max_read={FuseEngine.MaxWrite}";
-        if (DevFuseInterop.Mount(sharedDir, mountPoint, "fuse.passthrough", 0, data) != 0)
+        var device = new SafeFd(fd);
+        if (Libc.mount(sharedDir, mountPoint, "fuse.passthrough", 0, data) != 0)
         {
-            var errno = Marshal.GetLastPInvokeError();
-            DevFuseInterop.Close(fd);
+            var errno = Libc.LastErrno;
+            device.Dispose();
             throw new TransportException($"Cannot mount at {mountPoint}: {Marshal.GetPInvokeErrorMessage(errno)}.");
         }
-        var transport = new DevFuseTransport(engine, log, Path.GetFullPath(mountPoint).TrimEnd('/'), fd, Math.Max(1, threads));
+        var transport = new DevFuseTransport(engine, log, Path.GetFullPath(mountPoint).TrimEnd('/'), device, Math.Max(1, threads));
         transport._connection = FindConnection(transport._mountPoint);
         transport.Start();
         return transport;
@@ -70,7 +71,7 @@ public sealed partial class DevFuseTransport : IDisposable
         }
     }
 
-    private unsafe void Serve()
+    private void Serve()
     {
         // One request and one reply buffer per worker, pinned for the worker's lifetime: no allocation per request.
         var request = GC.AllocateUninitializedArray<byte>(FuseEngine.MaxRequestSize + 4096, pinned: true);
@@ -79,29 +80,26 @@ public sealed partial class DevFuseTransport : IDisposable
         {
             while (true)
             {
-                nint n;
-                // Safe: the array is pinned (allocated on the pinned heap) and the length passed is its own.
-                fixed (byte* p = request) n = DevFuseInterop.Read(_fd, p, (nuint)request.Length);
+                nint n = Libc.read(_fd, request, (nuint)request.Length);
                 if (n < 0)
                 {
-                    var errno = Marshal.GetLastPInvokeError();
+                    var errno = Libc.LastErrno;
                     // ENOENT: the request was interrupted before it was read; EINTR/EAGAIN: try again.
-                    if (errno is DevFuseInterop.EINTR or DevFuseInterop.ENOENT or DevFuseInterop.EAGAIN) continue;
-                    if (errno != DevFuseInterop.ENODEV) LogReadFailed(Marshal.GetPInvokeErrorMessage(errno));
+                    if (errno is Libc.EINTR or Libc.ENOENT or Libc.EAGAIN) continue;
+                    if (errno != Libc.ENODEV) LogReadFailed(Marshal.GetPInvokeErrorMessage(errno));
                     return;
                 }
                 if (n == 0) return;
                 var length = _engine.Handle(request.AsSpan(0, (int)n), reply);
                 if (length == 0) continue;
-                nint written;
-                // Safe: as above; length never exceeds the reply array (the engine writes into it).
-                fixed (byte* p = reply) written = DevFuseInterop.Write(_fd, p, (nuint)length);
+                // length never exceeds the reply array: the engine wrote the reply into it.
+                nint written = Libc.write(_fd, reply, (nuint)length);
                 if (written < 0)
                 {
-                    var errno = Marshal.GetLastPInvokeError();
+                    var errno = Libc.LastErrno;
                     // ENOENT: the kernel no longer waits for this reply (interrupted); anything else is logged.
-                    if (errno == DevFuseInterop.ENODEV) return;
-                    if (errno != DevFuseInterop.ENOENT) LogWriteFailed(Marshal.GetPInvokeErrorMessage(errno));
+                    if (errno == Libc.ENODEV) return;
+                    if (errno != Libc.ENOENT) LogWriteFailed(Marshal.GetPInvokeErrorMessage(errno));
                 }
             }
         }
@@ -119,7 +117,7 @@ public sealed partial class DevFuseTransport : IDisposable
     {
         if (Interlocked.Exchange(ref _unmounted, 1) != 0) return;
         // EINVAL: nothing is mounted there any more (an operator unmounted it first), which is the goal.
-        if (DevFuseInterop.Umount2(_mountPoint, DevFuseInterop.MNT_DETACH) != 0 && Marshal.GetLastPInvokeError() is var errno && errno != EINVAL)
+        if (Libc.umount2(_mountPoint, Libc.MNT_DETACH) != 0 && Libc.LastErrno is var errno && errno != Libc.EINVAL)
             LogUnmountFailed(_mountPoint, Marshal.GetPInvokeErrorMessage(errno));
         AbortConnection();
         Completion.Wait(timeout);
@@ -145,7 +143,6 @@ public sealed partial class DevFuseTransport : IDisposable
     }
 
     private string? _connection;
-    private const int EINVAL = 22;
 
     /// <summary>The minor device number of the mount at <paramref name="mountPoint"/>, from /proc/self/mountinfo.</summary>
     private static string? FindConnection(string mountPoint)
@@ -168,7 +165,7 @@ public sealed partial class DevFuseTransport : IDisposable
     public void Dispose()
     {
         Unmount(TimeSpan.FromSeconds(2));
-        DevFuseInterop.Close(_fd);
+        _fd.Dispose();
     }
 
     [LoggerMessage(EventId = 300, Level = LogLevel.Error, Message = "Reading /dev/fuse failed: {Reason}")]

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using Hypervisor.Protocol.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Protocol.Ring;
 
@@ -19,7 +19,7 @@ public sealed unsafe class RingConsumer
     private readonly uint _maxFrame;
     private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
     private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
-    private FdHandle? _cancelFd;
+    private SafeFd? _cancelFd;
     private AdaptiveSpin _spin = new();
 
     // Private copies: the consumer's own position, and the last producer position it validated.
@@ -206,7 +206,7 @@ public sealed unsafe class RingConsumer
                 status = TryPeek(out frame);
                 if (status != RingStatus.WouldBlock) break;
                 status = _set.Sleep(_readyBell, ref _cancelFd, deadline, cancellationToken);
-                ShmInterop.EventFdDrain(_readyBell);
+                Libc.EventFdDrain(_readyBell);
                 if (status != RingStatus.Ok)
                 {
                     RingStatus last = TryPeek(out frame);
@@ -245,7 +245,7 @@ public sealed unsafe class RingConsumer
         // with the producer's flag store and re-check); then ring only a producer that sleeps.
         Interlocked.MemoryBarrier();
         if (Volatile.Read(ref ProducerWaiting) != 0 && Interlocked.Exchange(ref ProducerWaiting, 0) != 0)
-            ShmInterop.EventFdSignal(_freedBell);
+            Libc.EventFdSignal(_freedBell);
     }
 
     /// <summary>
@@ -284,7 +284,7 @@ public sealed unsafe class RingConsumer
     public void DisarmWakeup(bool rang)
     {
         Volatile.Write(ref ConsumerWaiting, 0);
-        if (rang) ShmInterop.EventFdDrain(_readyBell);
+        if (rang) Libc.EventFdDrain(_readyBell);
         _set.ExitWait();
     }
 

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using Hypervisor.Protocol.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Protocol.Ring;
 
@@ -18,7 +18,7 @@ public sealed unsafe class RingProducer
     private readonly int _maxFrame;
     private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
     private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
-    private FdHandle? _cancelFd;
+    private SafeFd? _cancelFd;
     private AdaptiveSpin _spin = new();
 
     // Private copies: the producer's own position, and the last consumer position it validated.
@@ -147,7 +147,7 @@ public sealed unsafe class RingProducer
                 status = TryReserve(length, out frame);
                 if (status != RingStatus.WouldBlock) break;
                 status = _set.Sleep(_freedBell, ref _cancelFd, deadline, cancellationToken);
-                ShmInterop.EventFdDrain(_freedBell);
+                Libc.EventFdDrain(_freedBell);
                 if (status != RingStatus.Ok)
                 {
                     // The consumer may have freed space at the last moment; prefer success.
@@ -209,7 +209,7 @@ public sealed unsafe class RingProducer
         // with the consumer's flag store and re-check); then ring only a consumer that sleeps.
         Interlocked.MemoryBarrier();
         if (Volatile.Read(ref ConsumerWaiting) != 0 && Interlocked.Exchange(ref ConsumerWaiting, 0) != 0)
-            ShmInterop.EventFdSignal(_readyBell);
+            Libc.EventFdSignal(_readyBell);
     }
 
     /// <summary>Drops the open reservation, if any; nothing becomes visible to the consumer.</summary>
@@ -238,7 +238,7 @@ public sealed unsafe class RingProducer
     public void DisarmWakeup()
     {
         Volatile.Write(ref ProducerWaiting, 0);
-        ShmInterop.EventFdDrain(_freedBell);
+        Libc.EventFdDrain(_freedBell);
     }
 
     private RingStatus MarkBroken()

@@ -1,8 +1,7 @@
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
-using Hypervisor.Protocol.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Protocol.Ring;
 
@@ -23,15 +22,15 @@ namespace Hypervisor.Protocol.Ring;
 /// </remarks>
 public sealed unsafe class ShmRingSet : IDisposable
 {
-    private readonly FdHandle _memfd;
-    private readonly FdHandle[] _bells; // four per queue, in RingFds.Doorbells order
+    private readonly SafeFd _memfd;
+    private readonly SafeFd[] _bells; // four per queue, in RingFds.Doorbells order
     private readonly RingQueue[] _queues;
     private readonly int _queueCount;
     private readonly long _directionBytes;
     private readonly int _maxFrameSize;
     private readonly long _totalSize;
     private byte* _base;
-    private FdHandle? _peerPidFd;
+    private SafeFd? _peerPidFd;
     private int _peerPid;
     private volatile bool _peerGone;
     private volatile bool _closed;
@@ -66,7 +65,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         set => Volatile.Write(ref _spinTicks, value <= TimeSpan.Zero ? 0 : (long)(value.TotalSeconds * Stopwatch.Frequency));
     }
 
-    private ShmRingSet(RingRole role, FdHandle memfd, FdHandle[] bells, byte* mapping,
+    private ShmRingSet(RingRole role, SafeFd memfd, SafeFd[] bells, byte* mapping,
                        int queueCount, long directionBytes, int maxFrameSize, long totalSize)
     {
         Role = role;
@@ -79,7 +78,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         _totalSize = totalSize;
         SpinDuration = TimeSpan.FromMicroseconds(50);
         var bellFds = new int[bells.Length];
-        for (int i = 0; i < bells.Length; i++) bellFds[i] = bells[i].Fd;
+        for (int i = 0; i < bells.Length; i++) bellFds[i] = bells[i].Value;
         _queues = new RingQueue[queueCount];
         for (int q = 0; q < queueCount; q++)
         {
@@ -90,14 +89,14 @@ public sealed unsafe class ShmRingSet : IDisposable
             var consumer = new RingConsumer(this, q, Control(q, consume), Data(q, consume), Bell(q, consume, false), Bell(q, consume, true));
             _queues[q] = new RingQueue(q, producer, consumer);
         }
-        Fds = new RingFds(memfd.Fd, bellFds);
+        Fds = new RingFds(memfd.Value, bellFds);
     }
 
     private byte* Control(int q, int direction) => _base + RingLayout.ControlOffset(q, direction);
 
     private byte* Data(int q, int direction) => _base + RingLayout.DataOffset(_queueCount, _directionBytes, q, direction);
 
-    private int Bell(int q, int direction, bool freed) => _bells[q * 4 + direction * 2 + (freed ? 1 : 0)].Fd;
+    private int Bell(int q, int direction, bool freed) => _bells[q * 4 + direction * 2 + (freed ? 1 : 0)].Value;
 
     /// <summary>
     /// Creates a ring set (the vdev side): a sealed memfd holding <paramref name="queueCount"/>
@@ -122,20 +121,20 @@ public sealed unsafe class ShmRingSet : IDisposable
             throw new ArgumentOutOfRangeException(nameof(directionBytes), $"Ring capacity must be a power of two of at least {min} bytes (two largest frames) and at most 16 GiB; pass 0 for the default (got {directionBytes}).");
 
         long total = RingLayout.TotalSize(queueCount, directionBytes);
-        int fd = ShmInterop.MemfdCreate("hv-ring", ShmInterop.MFD_CLOEXEC | ShmInterop.MFD_ALLOW_SEALING);
-        if (fd < 0) throw ShmInterop.Failure("memfd_create", Marshal.GetLastPInvokeError());
-        var memfd = new FdHandle(fd);
-        var bells = new FdHandle[queueCount * 4];
+        int fd = Libc.memfd_create("hv-ring", Libc.MFD_CLOEXEC | Libc.MFD_ALLOW_SEALING);
+        if (fd < 0) throw SyscallException.Last("memfd_create");
+        var memfd = new SafeFd(fd);
+        var bells = new SafeFd[queueCount * 4];
         byte* mapping = null;
         try
         {
-            if (ShmInterop.Ftruncate(fd, total) != 0) throw ShmInterop.Failure("ftruncate of the ring memfd", Marshal.GetLastPInvokeError());
+            if (Libc.ftruncate(memfd, total) != 0) throw SyscallException.Last("ftruncate of the ring memfd");
             // Sealed so that the peer can neither shrink the file (turning our accesses into SIGBUS)
             // nor grow it, nor remove the seals.
-            if (ShmInterop.Fcntl(fd, ShmInterop.F_ADD_SEALS, ShmInterop.F_SEAL_SHRINK | ShmInterop.F_SEAL_GROW | ShmInterop.F_SEAL_SEAL) != 0)
-                throw ShmInterop.Failure("sealing the ring memfd", Marshal.GetLastPInvokeError());
+            if (Libc.fcntl(fd, Libc.F_ADD_SEALS, Libc.F_SEAL_SHRINK | Libc.F_SEAL_GROW | Libc.F_SEAL_SEAL) != 0)
+                throw SyscallException.Last("sealing the ring memfd");
             mapping = Map(fd, total);
-            for (int i = 0; i < bells.Length; i++) bells[i] = NewEventFd();
+            for (int i = 0; i < bells.Length; i++) bells[i] = Libc.EventFd(Libc.EFD_NONBLOCK);
             // Safe: the mapping is total bytes long and every header offset is below HeaderSize.
             // The memfd starts zeroed, so indices, flags and pids need no initialisation.
             *(uint*)(mapping + RingLayout.OffVersion) = RingLayout.Version;
@@ -153,7 +152,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         }
         catch
         {
-            if (mapping != null) ShmInterop.Munmap((IntPtr)mapping, (nuint)total);
+            if (mapping != null) Libc.munmap((nint)mapping, (nuint)total);
             foreach (var h in bells) h?.Dispose();
             memfd.Dispose();
             throw;
@@ -177,11 +176,11 @@ public sealed unsafe class ShmRingSet : IDisposable
         CheckInherited(fds.MemFd, "memfd");
         for (int i = 0; i < fds.Doorbells.Count; i++)
             CheckInherited(fds.Doorbells[i], "doorbell " + BellName(i));
-        int seals = ShmInterop.Fcntl(fds.MemFd, ShmInterop.F_GET_SEALS, 0);
-        if (seals < 0 || (seals & ShmInterop.F_SEAL_SHRINK) == 0)
+        int seals = Libc.fcntl(fds.MemFd, Libc.F_GET_SEALS, 0);
+        if (seals < 0 || (seals & Libc.F_SEAL_SHRINK) == 0)
             throw new InvalidDataException($"fd {fds.MemFd} is not a memfd sealed against shrinking; pass the memfd that ShmRingSet.Create made.");
-        long size = ShmInterop.Lseek(fds.MemFd, 0, ShmInterop.SEEK_END);
-        if (size < 0) throw ShmInterop.Failure("lseek on the ring memfd", Marshal.GetLastPInvokeError());
+        long size = Libc.lseek(fds.MemFd, 0, Libc.SEEK_END);
+        if (size < 0) throw SyscallException.Last("lseek on the ring memfd");
         if (size < RingLayout.HeaderSize)
             throw new InvalidDataException($"The ring memfd (fd {fds.MemFd}) is only {size} bytes, smaller than a ring header; pass the memfd that ShmRingSet.Create made.");
 
@@ -218,9 +217,9 @@ public sealed unsafe class ShmRingSet : IDisposable
             if (attacherPid != 0)
                 throw new InvalidDataException($"The ring set in fd {fds.MemFd} was already attached by pid {attacherPid}; a ring set serves one daemon, so create a new one for a restarted daemon.");
 
-            var memfd = new FdHandle(fds.MemFd);
-            var bells = new FdHandle[fds.Doorbells.Count];
-            for (int i = 0; i < bells.Length; i++) bells[i] = new FdHandle(fds.Doorbells[i]);
+            var memfd = new SafeFd(fds.MemFd);
+            var bells = new SafeFd[fds.Doorbells.Count];
+            for (int i = 0; i < bells.Length; i++) bells[i] = new SafeFd(fds.Doorbells[i]);
             var set = new ShmRingSet(RingRole.Attacher, memfd, bells, mapping, n, (long)directionBytes, (int)maxFrame, size);
             set.SetInheritable(false);
             set._peerPid = creatorPid;
@@ -230,7 +229,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         }
         catch
         {
-            ShmInterop.Munmap((IntPtr)mapping, (nuint)size);
+            Libc.munmap((nint)mapping, (nuint)size);
             throw;
         }
     }
@@ -239,22 +238,15 @@ public sealed unsafe class ShmRingSet : IDisposable
 
     private static void CheckInherited(int fd, string name)
     {
-        if (fd < 0 || ShmInterop.Fcntl(fd, ShmInterop.F_GETFD, 0) < 0)
+        if (fd < 0 || Libc.fcntl(fd, Libc.F_GETFD, 0) < 0)
             throw new IOException($"Ring descriptor {name}={fd} is not open in this process; the spawning process must let it be inherited (clear close-on-exec, e.g. ShmRingSet.SetInheritable(true)) before starting this one.");
     }
 
     private static byte* Map(int fd, long size)
     {
-        IntPtr p = ShmInterop.Mmap(IntPtr.Zero, (nuint)size, ShmInterop.PROT_READ | ShmInterop.PROT_WRITE, ShmInterop.MAP_SHARED, fd, 0);
-        if (p == ShmInterop.MAP_FAILED) throw ShmInterop.Failure("mmap of the ring memfd", Marshal.GetLastPInvokeError());
+        nint p = Libc.mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
+        if (p == Libc.MAP_FAILED) throw SyscallException.Last("mmap of the ring memfd");
         return (byte*)p;
-    }
-
-    private static FdHandle NewEventFd()
-    {
-        int fd = ShmInterop.EventFd(0, ShmInterop.EFD_CLOEXEC | ShmInterop.EFD_NONBLOCK);
-        if (fd < 0) throw ShmInterop.Failure("eventfd", Marshal.GetLastPInvokeError());
-        return new FdHandle(fd);
     }
 
     /// <summary>The queue with the given index (0-based).</summary>
@@ -273,14 +265,14 @@ public sealed unsafe class ShmRingSet : IDisposable
     public void SetInheritable(bool inheritable)
     {
         ThrowIfDisposed();
-        SetCloexec(_memfd.Fd, !inheritable);
-        foreach (var bell in _bells) SetCloexec(bell.Fd, !inheritable);
+        SetCloexec(_memfd.Value, !inheritable);
+        foreach (var bell in _bells) SetCloexec(bell.Value, !inheritable);
     }
 
     private static void SetCloexec(int fd, bool cloexec)
     {
-        if (ShmInterop.Fcntl(fd, ShmInterop.F_SETFD, cloexec ? ShmInterop.FD_CLOEXEC : 0) != 0)
-            throw ShmInterop.Failure("fcntl(F_SETFD) on a ring descriptor", Marshal.GetLastPInvokeError());
+        if (Libc.fcntl(fd, Libc.F_SETFD, cloexec ? Libc.FD_CLOEXEC : 0) != 0)
+            throw SyscallException.Last("fcntl(F_SETFD) on a ring descriptor");
     }
 
     /// <summary>
@@ -324,7 +316,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         {
             ThrowIfDisposed();
             var pidfd = EnsurePeerWatch();
-            return pidfd is null ? -1 : pidfd.Fd;
+            return pidfd is null ? -1 : pidfd.Value;
         }
     }
 
@@ -350,7 +342,7 @@ public sealed unsafe class ShmRingSet : IDisposable
     public bool IsClosed => _closed;
 
     /// <summary>Opens the peer's pidfd once its pid is known; returns it, or null if no peer is known yet.</summary>
-    private FdHandle? EnsurePeerWatch()
+    private SafeFd? EnsurePeerWatch()
     {
         var existing = Volatile.Read(ref _peerPidFd);
         if (existing is not null || _peerGone) return existing;
@@ -359,25 +351,24 @@ public sealed unsafe class ShmRingSet : IDisposable
             if (_peerPidFd is not null || _peerGone) return _peerPidFd;
             int pid = PeerPid;
             if (pid <= 0) return null;
-            int fd = ShmInterop.PidFdOpen(pid);
+            int fd = Libc.pidfd_open(pid, 0);
             if (fd < 0)
             {
-                int errno = Marshal.GetLastPInvokeError();
-                if (errno == ShmInterop.ESRCH) { _peerGone = true; return null; }
-                throw ShmInterop.Failure($"pidfd_open of the ring peer (pid {pid})", errno);
+                int errno = Libc.LastErrno;
+                if (errno == Libc.ESRCH) { _peerGone = true; return null; }
+                throw new SyscallException($"pidfd_open of the ring peer (pid {pid})", errno);
             }
             _peerPid = pid;
-            var handle = new FdHandle(fd);
+            var handle = new SafeFd(fd);
             Volatile.Write(ref _peerPidFd, handle);
             return handle;
         }
     }
 
-    private static bool PollPidFd(FdHandle pidfd, int timeoutMs)
+    private static bool PollPidFd(SafeFd pidfd, int timeoutMs)
     {
-        ShmInterop.PollFd p = new() { Fd = pidfd.Fd, Events = ShmInterop.POLLIN };
-        // Safe: one pollfd on the stack, passed with count 1.
-        return ShmInterop.Poll(&p, 1, timeoutMs) > 0 && (p.Revents & ShmInterop.POLLIN) != 0;
+        PollFd p = new() { Fd = pidfd.Value, Events = Libc.POLLIN };
+        return Libc.poll(new Span<PollFd>(ref p), 1, timeoutMs) > 0 && (p.Revents & Libc.POLLIN) != 0;
     }
 
     internal long SpinTicks => Volatile.Read(ref _spinTicks);
@@ -403,7 +394,7 @@ public sealed unsafe class ShmRingSet : IDisposable
     /// Sleeps on a doorbell until it rings, the peer dies, the token is cancelled or the deadline
     /// passes. Returns Ok when woken (the caller re-checks its ring), else the reason.
     /// </summary>
-    internal RingStatus Sleep(int doorbellFd, ref FdHandle? cancelFd, long deadlineMs, CancellationToken ct)
+    internal RingStatus Sleep(int doorbellFd, ref SafeFd? cancelFd, long deadlineMs, CancellationToken ct)
     {
         if (ct.IsCancellationRequested) return RingStatus.Canceled;
         if (_closed) return RingStatus.Closed;
@@ -419,32 +410,31 @@ public sealed unsafe class ShmRingSet : IDisposable
         // Until the peer's pid is known, wake up regularly to look for it in the header.
         if (pidfd is null && (timeout < 0 || timeout > 50)) timeout = 50;
 
-        ShmInterop.PollFd* fds = stackalloc ShmInterop.PollFd[3];
+        Span<PollFd> fds = stackalloc PollFd[3];
         int count = 0;
-        fds[count++] = new ShmInterop.PollFd { Fd = doorbellFd, Events = ShmInterop.POLLIN };
+        fds[count++] = new PollFd { Fd = doorbellFd, Events = Libc.POLLIN };
         int pidIndex = -1, cancelIndex = -1;
-        if (pidfd is not null) { pidIndex = count; fds[count++] = new ShmInterop.PollFd { Fd = pidfd.Fd, Events = ShmInterop.POLLIN }; }
+        if (pidfd is not null) { pidIndex = count; fds[count++] = new PollFd { Fd = pidfd.Value, Events = Libc.POLLIN }; }
         CancellationTokenRegistration registration = default;
         if (ct.CanBeCanceled)
         {
             // The private cancellation bell is zero here: it is only ever rung by a cancelled
             // token's callback, and is reset below after any wait whose token was cancelled.
-            cancelFd ??= NewEventFd();
+            cancelFd ??= Libc.EventFd(Libc.EFD_NONBLOCK);
             cancelIndex = count;
-            fds[count++] = new ShmInterop.PollFd { Fd = cancelFd.Fd, Events = ShmInterop.POLLIN };
-            registration = ct.UnsafeRegister(static s => ShmInterop.EventFdSignal(((FdHandle)s!).Fd), cancelFd);
+            fds[count++] = new PollFd { Fd = cancelFd.Value, Events = Libc.POLLIN };
+            registration = ct.UnsafeRegister(static s => Libc.EventFdSignal(((SafeFd)s!).Value), cancelFd);
         }
         try
         {
-            // Safe: fds points at `count` (at most 3) initialised pollfds on this stack frame.
-            int n = ShmInterop.Poll(fds, (nuint)count, timeout);
+            int n = Libc.poll(fds, (nuint)count, timeout);
             if (n < 0)
             {
-                int errno = Marshal.GetLastPInvokeError();
-                if (errno == ShmInterop.EINTR) return RingStatus.Ok;
-                throw ShmInterop.Failure("poll on a ring doorbell", errno);
+                int errno = Libc.LastErrno;
+                if (errno == Libc.EINTR) return RingStatus.Ok;
+                throw new SyscallException("poll on a ring doorbell", errno);
             }
-            if (pidIndex >= 0 && (fds[pidIndex].Revents & ShmInterop.POLLIN) != 0)
+            if (pidIndex >= 0 && (fds[pidIndex].Revents & Libc.POLLIN) != 0)
             {
                 _peerGone = true;
                 return RingStatus.PeerDead;
@@ -457,7 +447,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         {
             // After Dispose the callback has either run or never will.
             registration.Dispose();
-            if (cancelIndex >= 0 && ct.IsCancellationRequested) ShmInterop.EventFdDrain(cancelFd!.Fd);
+            if (cancelIndex >= 0 && ct.IsCancellationRequested) Libc.EventFdDrain(cancelFd!.Value);
         }
     }
 
@@ -475,7 +465,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         _closed = true;
         Volatile.Write(ref *(uint*)(_base + (Role == RingRole.Creator ? RingLayout.OffCreatorClosed : RingLayout.OffAttacherClosed)), 1);
         Interlocked.MemoryBarrier();
-        foreach (var bell in _bells) ShmInterop.EventFdSignal(bell.Fd);
+        foreach (var bell in _bells) Libc.EventFdSignal(bell.Value);
     }
 
     /// <summary>
@@ -494,7 +484,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         // A thread still blocked in a waiting call keeps the mapping and the descriptors it polls:
         // leaking them is better than pulling memory or reusable fd numbers from under it.
         if (Volatile.Read(ref _waiters) != 0) return;
-        ShmInterop.Munmap((IntPtr)_base, (nuint)_totalSize);
+        Libc.munmap((nint)_base, (nuint)_totalSize);
         _memfd.Dispose();
         foreach (var h in _bells) h.Dispose();
         _peerPidFd?.Dispose();

@@ -1,8 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Text;
-using Hypervisor.Protocol.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Protocol.Share;
 
@@ -21,7 +20,7 @@ namespace Hypervisor.Protocol.Share;
 public sealed class QueueCpus
 {
     /// <summary>The highest CPU number accepted (the masks passed to the kernel cover 1024 CPUs).</summary>
-    public const int MaxCpu = ShmInterop.CpuMaskBytes * 8 - 1;
+    public const int MaxCpu = Libc.CpuMaskBytes * 8 - 1;
 
     private readonly int[] _cpus;
 
@@ -121,11 +120,11 @@ public sealed class QueueCpus
     }
 
     /// <summary>The CPUs the calling thread may run on (its affinity mask, which cpusets and taskset narrow).</summary>
-    public static unsafe IReadOnlyList<int> AllowedCpus()
+    public static IReadOnlyList<int> AllowedCpus()
     {
-        byte* mask = stackalloc byte[ShmInterop.CpuMaskBytes];
-        // Safe: the call fills the stack buffer of CpuMaskBytes bytes and no more (glibc zeroes what the kernel left).
-        if (ShmInterop.SchedGetAffinity(0, ShmInterop.CpuMaskBytes, mask) != 0) throw ShmInterop.Failure("sched_getaffinity", Marshal.GetLastPInvokeError());
+        Span<byte> mask = stackalloc byte[Libc.CpuMaskBytes];
+        // glibc zeroes the part of the mask beyond the kernel's.
+        if (Libc.sched_getaffinity(0, Libc.CpuMaskBytes, mask) != 0) throw SyscallException.Last("sched_getaffinity");
         var cpus = new List<int>();
         for (int cpu = 0; cpu <= MaxCpu; cpu++)
             if ((mask[cpu >> 3] & (1 << (cpu & 7))) != 0) cpus.Add(cpu);
@@ -136,13 +135,13 @@ public sealed class QueueCpus
     /// Moves the calling thread onto <paramref name="cpu"/> alone. Returns false with the errno when the kernel
     /// refuses (the CPU went offline, or a cpuset no longer includes it); the thread then stays where it was.
     /// </summary>
-    public static unsafe bool TryPinCurrentThread(int cpu, out int errno)
+    public static bool TryPinCurrentThread(int cpu, out int errno)
     {
-        byte* mask = stackalloc byte[ShmInterop.CpuMaskBytes];
-        new Span<byte>(mask, ShmInterop.CpuMaskBytes).Clear();
-        // Safe: cpu is at most MaxCpu (checked when the list was parsed), so the bit lies inside the buffer.
+        Span<byte> mask = stackalloc byte[Libc.CpuMaskBytes];
+        mask.Clear();
+        // cpu is at most MaxCpu (checked when the list was parsed), so the bit lies inside the mask.
         mask[cpu >> 3] = (byte)(1 << (cpu & 7));
-        errno = ShmInterop.SchedSetAffinity(0, ShmInterop.CpuMaskBytes, mask) == 0 ? 0 : Marshal.GetLastPInvokeError();
+        errno = Libc.sched_setaffinity(0, Libc.CpuMaskBytes, mask) == 0 ? 0 : Libc.LastErrno;
         return errno == 0;
     }
 

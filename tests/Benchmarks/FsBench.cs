@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
-using Hypervisor.Benchmarks.Interop;
+using System.Text;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Benchmarks;
 
@@ -306,14 +307,14 @@ public static class FsBench
         public void Dispose()
         {
             _interruption?.Dispose();
-            if (_mountPoint is not null && MountType(_mountPoint) is not null && BenchLibc.Umount2(_mountPoint, 0) != 0)
-                BenchLibc.Umount2(_mountPoint, 2 /* MNT_DETACH */);
+            if (_mountPoint is not null && MountType(_mountPoint) is not null && Libc.umount2(_mountPoint, 0) != 0)
+                Libc.umount2(_mountPoint, Libc.MNT_DETACH);
             if (_process is { HasExited: false })
             {
-                BenchLibc.Kill(_process.Id, 15);
+                Libc.kill(_process.Id, Libc.SIGTERM);
                 if (!_process.WaitForExit(5000))
                 {
-                    BenchLibc.Kill(_process.Id, 9);
+                    Libc.kill(_process.Id, Libc.SIGKILL);
                     _process.WaitForExit(5000);
                 }
             }
@@ -326,7 +327,7 @@ public static class FsBench
     private static void DropCaches(string what = "3")
     {
         // Dirty pages are not dropped, so write them out first; "3" = page cache + dentries and inodes.
-        BenchLibc.Sync();
+        Libc.sync();
         File.WriteAllText("/proc/sys/vm/drop_caches", what);
     }
 
@@ -341,11 +342,37 @@ public static class FsBench
         }
     }
 
+    // The workloads use the plain POSIX calls: .NET's FileStream adds calls of its own (fstat, advisory flock for
+    // FileShare), which would put requests on a FUSE mount that `cp` or `ls` never send.
+
     private static void CreateEmpty(string path)
     {
-        var fd = BenchLibc.Open(path, BenchLibc.O_WRONLY | BenchLibc.O_CREAT | BenchLibc.O_CLOEXEC, 0x1a4);
-        if (fd < 0) throw new IOException($"create {path}: {BenchLibc.LastError()}");
-        BenchLibc.Close(fd);
+        var fd = Libc.open(path, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_CLOEXEC, 0x1a4);
+        if (fd < 0) throw new IOException($"create {path}: {LastError()}");
+        Libc.close(fd);
+    }
+
+    private static string LastError() => System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(Libc.LastErrno);
+
+    /// <summary>The *at calls' directory for paths as the path calls take them: relative to the working directory.</summary>
+    private static readonly SafeFd WorkingDirectory = new(Libc.open(".", Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0));
+
+    /// <summary>lstat(2) of <paramref name="path"/>, as fstatat(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW).</summary>
+    private static int LStat(string path)
+    {
+        Span<byte> z = stackalloc byte[Encoding.UTF8.GetMaxByteCount(path.Length) + 1];
+        int n = Encoding.UTF8.GetBytes(path, z);
+        z[n] = 0;
+        return Libc.fstatat(Libc.AT_FDCWD, z[..(n + 1)], out _, Libc.AT_SYMLINK_NOFOLLOW);
+    }
+
+    /// <summary>unlink(2) of <paramref name="path"/>, as unlinkat(AT_FDCWD, path, 0).</summary>
+    private static int Unlink(string path)
+    {
+        Span<byte> z = stackalloc byte[Encoding.UTF8.GetMaxByteCount(path.Length) + 1];
+        int n = Encoding.UTF8.GetBytes(path, z);
+        z[n] = 0;
+        return Libc.unlinkat(WorkingDirectory, z[..(n + 1)], 0);
     }
 
     /// <summary>One workload: the median rate per target and the CPU time its FUSE server spent over all runs.</summary>
@@ -376,93 +403,83 @@ public static class FsBench
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
-    private static unsafe double CreateStatUnlink(string dir, int files)
+    private static double CreateStatUnlink(string dir, int files)
     {
         var d = Path.Combine(dir, "csu");
         Directory.CreateDirectory(d);
         var names = new string[files];
         for (var i = 0; i < files; i++) names[i] = Path.Combine(d, $"f{i:D6}");
-        var st = stackalloc byte[256];
         var clock = Stopwatch.StartNew();
         foreach (var name in names) CreateEmpty(name);
         foreach (var name in names)
-            if (BenchLibc.FStatAt(BenchLibc.AT_FDCWD, name, st, BenchLibc.AT_SYMLINK_NOFOLLOW) != 0) throw new IOException($"stat {name}: {BenchLibc.LastError()}");
+            if (LStat(name) != 0) throw new IOException($"stat {name}: {LastError()}");
         foreach (var name in names)
-            if (BenchLibc.Unlink(name) != 0) throw new IOException($"unlink {name}: {BenchLibc.LastError()}");
+            if (Unlink(name) != 0) throw new IOException($"unlink {name}: {LastError()}");
         return files / clock.Elapsed.TotalSeconds;
     }
 
-    private static unsafe double SequentialWrite(string dir, int sizeMiB)
+    private static double SequentialWrite(string dir, int sizeMiB)
     {
         var path = Path.Combine(dir, "seq");
         var block = GC.AllocateUninitializedArray<byte>(1 << 20, pinned: true);
         Random.Shared.NextBytes(block);
         DropCaches();
         var clock = Stopwatch.StartNew();
-        var fd = BenchLibc.Open(path, BenchLibc.O_WRONLY | BenchLibc.O_CREAT | BenchLibc.O_TRUNC | BenchLibc.O_CLOEXEC, 0x1a4);
-        if (fd < 0) throw new IOException($"open {path}: {BenchLibc.LastError()}");
-        fixed (byte* p = block)
-        {
-            for (var i = 0; i < sizeMiB; i++)
-                if (BenchLibc.Write(fd, p, (nuint)block.Length) != block.Length) throw new IOException($"write {path}: {BenchLibc.LastError()}");
-        }
-        BenchLibc.Close(fd);
+        var fd = Libc.open(path, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_TRUNC | Libc.O_CLOEXEC, 0x1a4);
+        if (fd < 0) throw new IOException($"open {path}: {LastError()}");
+        for (var i = 0; i < sizeMiB; i++)
+            if (Libc.write(fd, block, (nuint)block.Length) != block.Length) throw new IOException($"write {path}: {LastError()}");
+        Libc.close(fd);
         return sizeMiB / clock.Elapsed.TotalSeconds;
     }
 
-    private static unsafe double SequentialRead(string dir)
+    private static double SequentialRead(string dir)
     {
         var path = Path.Combine(dir, "seq");
         var block = GC.AllocateUninitializedArray<byte>(1 << 20, pinned: true);
         DropCaches();
         var clock = Stopwatch.StartNew();
-        var fd = BenchLibc.Open(path, BenchLibc.O_RDONLY | BenchLibc.O_CLOEXEC, 0);
-        if (fd < 0) throw new IOException($"open {path}: {BenchLibc.LastError()}");
+        var fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
+        if (fd < 0) throw new IOException($"open {path}: {LastError()}");
         long total = 0;
-        fixed (byte* p = block)
-        {
-            nint n;
-            while ((n = BenchLibc.Read(fd, p, (nuint)block.Length)) > 0) total += n;
-            if (n < 0) throw new IOException($"read {path}: {BenchLibc.LastError()}");
-        }
-        BenchLibc.Close(fd);
+        nint n;
+        while ((n = Libc.read(fd, block, (nuint)block.Length)) > 0) total += n;
+        if (n < 0) throw new IOException($"read {path}: {LastError()}");
+        Libc.close(fd);
         return total / (double)(1 << 20) / clock.Elapsed.TotalSeconds;
     }
 
-    private static unsafe double RandomRead(string dir, int sizeMiB, double seconds)
+    private static double RandomRead(string dir, int sizeMiB, double seconds)
     {
         var path = Path.Combine(dir, "seq");
         var blocks = (long)sizeMiB * 256;
         var buffer = GC.AllocateUninitializedArray<byte>(4096, pinned: true);
         var random = new Random(42);
         DropCaches();
-        var fd = BenchLibc.Open(path, BenchLibc.O_RDONLY | BenchLibc.O_CLOEXEC, 0);
-        if (fd < 0) throw new IOException($"open {path}: {BenchLibc.LastError()}");
+        var fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
+        if (fd < 0) throw new IOException($"open {path}: {LastError()}");
+        using var file = new SafeFd(fd);
         long reads = 0;
         var clock = Stopwatch.StartNew();
-        fixed (byte* p = buffer)
+        while (clock.Elapsed.TotalSeconds < seconds)
         {
-            while (clock.Elapsed.TotalSeconds < seconds)
-            {
-                for (var i = 0; i < 64; i++, reads++)
-                    if (BenchLibc.PRead(fd, p, 4096, random.NextInt64(blocks) * 4096) != 4096) throw new IOException($"pread {path}: {BenchLibc.LastError()}");
-            }
+            for (var i = 0; i < 64; i++, reads++)
+                if (Libc.pread(file, buffer, 4096, random.NextInt64(blocks) * 4096) != 4096) throw new IOException($"pread {path}: {LastError()}");
         }
         var elapsed = clock.Elapsed.TotalSeconds;
-        BenchLibc.Close(fd);
+        file.Dispose();
         return reads / elapsed;
     }
 
-    private static unsafe double Listing(string dir, int expected)
+    private static double Listing(string dir, int expected)
     {
         var list = Path.Combine(dir, "list");
-        var st = stackalloc byte[256];
         DropCaches();
         var clock = Stopwatch.StartNew();
         var count = 0;
         foreach (var entry in Directory.EnumerateFileSystemEntries(list))
         {
-            if (BenchLibc.FStatAt(BenchLibc.AT_FDCWD, entry, st, BenchLibc.AT_SYMLINK_NOFOLLOW) != 0) throw new IOException($"lstat {entry}: {BenchLibc.LastError()}");
+            if (LStat(entry) != 0) throw new IOException($"lstat {entry}: {LastError()}");
             count++;
         }
         var elapsed = clock.Elapsed.TotalSeconds;
@@ -520,13 +537,12 @@ public static class FsBench
         }
     }
 
-    private static unsafe void LookUpAll(string dir, int files)
+    private static void LookUpAll(string dir, int files)
     {
-        var st = stackalloc byte[256];
         for (var i = 0; i < files; i++)
         {
             var name = Path.Combine(dir, $"m{i:D6}");
-            if (BenchLibc.FStatAt(BenchLibc.AT_FDCWD, name, st, BenchLibc.AT_SYMLINK_NOFOLLOW) != 0) throw new IOException($"lstat {name}: {BenchLibc.LastError()}");
+            if (LStat(name) != 0) throw new IOException($"lstat {name}: {LastError()}");
         }
     }
 }

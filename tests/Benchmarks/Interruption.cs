@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using Hypervisor.Benchmarks.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Benchmarks;
 
@@ -97,10 +97,10 @@ internal static class Interruption
     private static int StopDescendants()
     {
         var pids = Descendants(Environment.ProcessId);
-        foreach (int pid in pids) BenchLibc.Kill(pid, 15);
+        foreach (int pid in pids) Libc.kill(pid, Libc.SIGTERM);
         var deadline = DateTime.UtcNow.AddSeconds(5);
         while (DateTime.UtcNow < deadline && pids.Any(Alive)) Thread.Sleep(50);
-        foreach (int pid in pids.Where(Alive)) BenchLibc.Kill(pid, 9);
+        foreach (int pid in pids.Where(Alive)) Libc.kill(pid, Libc.SIGKILL);
         return pids.Count;
     }
 

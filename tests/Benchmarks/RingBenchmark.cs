@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
-using Hypervisor.Benchmarks.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Ring;
 
 namespace Hypervisor.Benchmarks;
@@ -319,13 +319,13 @@ public static class RingBenchmark
             var theirs = new int[Queues];
             for (int q = 0; q < Queues; q++)
             {
-                (_fds[q], theirs[q]) = SocketPairInterop.Create();
-                SocketPairInterop.Fcntl(theirs[q], SocketPairInterop.F_SETFD, 0);
+                (_fds[q], theirs[q]) = SocketPair.Create();
+                Libc.fcntl(theirs[q], Libc.F_SETFD, 0);
                 peerFds[q] = theirs[q].ToString(CultureInfo.InvariantCulture);
                 _sendBuffers[q] = new byte[16 + 4096];
             }
             _peer = SpawnSelf(["--socket-peer", .. peerFds]);
-            foreach (int fd in theirs) SocketPairInterop.Close(fd);
+            foreach (int fd in theirs) Libc.close(fd);
         }
 
         public void Send(int queue, ReadOnlySpan<byte> payload, ulong tag)
@@ -339,11 +339,11 @@ public static class RingBenchmark
             {
                 // Small frames go out in one write, as a socket transport would do.
                 payload.CopyTo(buffer[16..]);
-                ok = SocketPairInterop.WriteAll(fd, buffer[..(16 + payload.Length)]);
+                ok = SocketPair.WriteAll(fd, buffer[..(16 + payload.Length)]);
             }
             else
             {
-                ok = SocketPairInterop.WriteAll(fd, buffer[..16]) && SocketPairInterop.WriteAll(fd, payload);
+                ok = SocketPair.WriteAll(fd, buffer[..16]) && SocketPair.WriteAll(fd, payload);
             }
             if (!ok) throw new InvalidOperationException("socket peer went away");
         }
@@ -351,13 +351,13 @@ public static class RingBenchmark
         public ulong Receive(int queue)
         {
             Span<byte> reply = stackalloc byte[16 + Reply];
-            if (!SocketPairInterop.ReadExactly(_fds[queue], reply)) throw new InvalidOperationException("socket peer went away");
+            if (!SocketPair.ReadExactly(_fds[queue], reply)) throw new InvalidOperationException("socket peer went away");
             return BitConverter.ToUInt64(reply[8..]);
         }
 
         public void Dispose()
         {
-            foreach (int fd in _fds) SocketPairInterop.Close(fd);
+            foreach (int fd in _fds) Libc.close(fd);
             _peer.WaitForExit(10_000);
         }
     }
@@ -375,15 +375,15 @@ public static class RingBenchmark
                 Span<byte> reply = stackalloc byte[16 + Reply];
                 for (;;)
                 {
-                    if (!SocketPairInterop.ReadExactly(fd, header)) return;
+                    if (!SocketPair.ReadExactly(fd, header)) return;
                     long length = BitConverter.ToInt64(header);
-                    if ((ulong)length > (ulong)sink.Length || !SocketPairInterop.ReadExactly(fd, sink.AsSpan(0, (int)length))) return;
+                    if ((ulong)length > (ulong)sink.Length || !SocketPair.ReadExactly(fd, sink.AsSpan(0, (int)length))) return;
                     ulong tag = BitConverter.ToUInt64(header[8..]);
                     BitConverter.TryWriteBytes(reply, (long)Reply);
                     BitConverter.TryWriteBytes(reply[8..], tag);
                     BitConverter.TryWriteBytes(reply[16..], length);
                     BitConverter.TryWriteBytes(reply[24..], tag);
-                    if (!SocketPairInterop.WriteAll(fd, reply)) return;
+                    if (!SocketPair.WriteAll(fd, reply)) return;
                 }
             });
             threads[q].Start();

@@ -1,6 +1,6 @@
 using System.Net.Sockets;
 using System.Text.Json;
-using Hypervisor.Launcher.Tests.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Ring;
 using Hypervisor.Launcher.Tests.Support;
 
@@ -17,8 +17,8 @@ public class FuseLauncherPassthroughTests
         File.WriteAllText(Path.Combine(share.Share, "hello.txt"), "from the host");
         var mount = Path.Combine(share.Root, "mnt");
         Directory.CreateDirectory(mount);
-        int leak = TestLibc.InheritableMemfd("launcher-test-real-not-named");
-        int extra = TestLibc.InheritableMemfd("launcher-test-real-extra");
+        int leak = InheritableFds.Memfd("launcher-test-real-not-named");
+        int extra = InheritableFds.Memfd("launcher-test-real-extra");
         var control = Path.Combine(share.Root, "c.sock");
         int pid = 0;
         try
@@ -37,8 +37,8 @@ public class FuseLauncherPassthroughTests
                 probe.Connect(new UnixDomainSocketEndPoint(control));
 
             Assert.True(ProcFs.IsRunning(pid));
-            Assert.Equal(pid, TestLibc.GetSid(pid));
-            Assert.Equal(pid, TestLibc.GetPgid(pid));
+            Assert.Equal(pid, Libc.getsid(pid));
+            Assert.Equal(pid, Libc.getpgid(pid));
 
             // The daemon opens many descriptors of its own; of the launcher's world it has exactly stdin
             // (/dev/null), stdout/stderr (the start-up pipe) and the named descriptor, under its number.
@@ -55,16 +55,16 @@ public class FuseLauncherPassthroughTests
             Assert.Equal("through FUSE", File.ReadAllText(Path.Combine(share.Share, "from-guest.txt")));
 
             // Stopping it by pid unmounts.
-            TestLibc.Kill(pid, TestLibc.SIGTERM);
+            Libc.kill(pid, Libc.SIGTERM);
             Assert.True(ProcFs.WaitGone(pid, 10_000), "the daemon did not exit on SIGTERM");
             Assert.DoesNotContain(File.ReadAllLines("/proc/mounts"), l => l.Split(' ')[1] == mount);
         }
         finally
         {
-            TestLibc.Close(extra);
-            TestLibc.Close(leak);
-            if (pid > 0 && ProcFs.IsRunning(pid)) TestLibc.Kill(pid, TestLibc.SIGKILL);
-            if (File.ReadAllLines("/proc/mounts").Any(l => l.Split(' ')[1] == mount)) TestLibc.Umount2(mount, TestLibc.MNT_DETACH);
+            Libc.close(extra);
+            Libc.close(leak);
+            if (pid > 0 && ProcFs.IsRunning(pid)) Libc.kill(pid, Libc.SIGKILL);
+            if (File.ReadAllLines("/proc/mounts").Any(l => l.Split(' ')[1] == mount)) Libc.umount2(mount, Libc.MNT_DETACH);
         }
     }
 
@@ -91,7 +91,7 @@ public class FuseLauncherPassthroughTests
             Assert.True(run.ExitCode == 0, run.Stderr);
             using var json = JsonDocument.Parse(Assert.Single(run.StdoutLines));
             pid = json.RootElement.GetProperty("pid").GetInt32();
-            Assert.Equal(pid, TestLibc.GetSid(pid));
+            Assert.Equal(pid, Libc.getsid(pid));
 
             var fds = ProcFs.Fds(pid);
             Assert.StartsWith("/memfd:", fds[rings.Fds.MemFd]);
@@ -99,12 +99,12 @@ public class FuseLauncherPassthroughTests
             // The daemon attached to the ring (it records its pid in the ring's header) before it said ready.
             Assert.Equal(pid, rings.PeerPid);
 
-            TestLibc.Kill(pid, TestLibc.SIGTERM);
+            Libc.kill(pid, Libc.SIGTERM);
             Assert.True(ProcFs.WaitGone(pid, 10_000), "the daemon did not exit on SIGTERM");
         }
         finally
         {
-            if (pid > 0 && ProcFs.IsRunning(pid)) TestLibc.Kill(pid, TestLibc.SIGKILL);
+            if (pid > 0 && ProcFs.IsRunning(pid)) Libc.kill(pid, Libc.SIGKILL);
         }
     }
 
@@ -120,7 +120,7 @@ public class FuseLauncherPassthroughTests
         var line = Assert.Single(run.StderrLines);
         Assert.StartsWith("fuse_launcher: the daemon exited with exit code 1 before it was ready: ", line);
         // The daemon's own sentence: as root it is the missing mount point, otherwise the missing privilege.
-        Assert.Contains(TestLibc.GetEuid() == 0 ? $"The mount point {missing} does not exist" : "needs root", line);
+        Assert.Contains(Libc.geteuid() == 0 ? $"The mount point {missing} does not exist" : "needs root", line);
         Assert.Empty(ProcFs.FindByCommandLine("passthrough", share.Share));
     }
 
@@ -134,7 +134,7 @@ public class FuseLauncherPassthroughTests
 
         // It ran (its own reason comes back), so the .dll was started through the dotnet host.
         Assert.Equal(1, run.ExitCode);
-        Assert.Contains(TestLibc.GetEuid() == 0 ? "does not exist" : "needs root", Assert.Single(run.StderrLines));
+        Assert.Contains(Libc.geteuid() == 0 ? "does not exist" : "needs root", Assert.Single(run.StderrLines));
         Assert.Empty(ProcFs.FindByCommandLine("passthrough", share.Share));
     }
 }

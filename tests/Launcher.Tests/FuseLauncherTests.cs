@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
-using Hypervisor.Launcher.Tests.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Launcher.Tests.Support;
 
 namespace Hypervisor.Launcher.Tests;
@@ -17,9 +17,9 @@ public class FuseLauncherTests
         using var share = new TempShare();
         var script = share.ReadyScript();
         // Created first so that its number lies below the named ones: closefrom above them cannot be what keeps it out.
-        int leak = TestLibc.InheritableMemfd("launcher-test-not-named");
-        int memfd = TestLibc.InheritableMemfd("launcher-test-ring-memfd");
-        int doorbell = TestLibc.InheritableMemfd("launcher-test-extra");
+        int leak = InheritableFds.Memfd("launcher-test-not-named");
+        int memfd = InheritableFds.Memfd("launcher-test-ring-memfd");
+        int doorbell = InheritableFds.Memfd("launcher-test-extra");
         var control = Path.Combine(share.Root, "control.sock");
         int pid = 0;
         try
@@ -40,9 +40,9 @@ public class FuseLauncherTests
 
             // It outlived the launcher, leads its own session and process group.
             Assert.True(ProcFs.IsRunning(pid));
-            Assert.Equal(pid, TestLibc.GetSid(pid));
-            Assert.Equal(pid, TestLibc.GetPgid(pid));
-            Assert.NotEqual(TestLibc.GetSid(Environment.ProcessId), TestLibc.GetSid(pid));
+            Assert.Equal(pid, Libc.getsid(pid));
+            Assert.Equal(pid, Libc.getpgid(pid));
+            Assert.NotEqual(Libc.getsid(Environment.ProcessId), Libc.getsid(pid));
 
             // Exactly stdin (/dev/null), stdout+stderr (one pipe), and the ring's two descriptors under their numbers;
             // not the memfd this test host leaked without naming it, and no longer the ready pipe (closed).
@@ -67,10 +67,10 @@ public class FuseLauncherTests
         }
         finally
         {
-            TestLibc.Close(memfd);
-            TestLibc.Close(doorbell);
-            TestLibc.Close(leak);
-            if (pid > 0) TestLibc.Kill(pid, TestLibc.SIGKILL);
+            Libc.close(memfd);
+            Libc.close(doorbell);
+            Libc.close(leak);
+            if (pid > 0) Libc.kill(pid, Libc.SIGKILL);
         }
     }
 
@@ -99,7 +99,7 @@ public class FuseLauncherTests
         }
         finally
         {
-            if (pid > 0) TestLibc.Kill(pid, TestLibc.SIGKILL);
+            if (pid > 0) Libc.kill(pid, Libc.SIGKILL);
         }
     }
 
@@ -114,7 +114,7 @@ public class FuseLauncherTests
             """);
         var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script],
             environment: new Dictionary<string, string> { ["LAUNCHER_TEST_VALUE"] = "passed through" });
-        TestLibc.Kill(share.ScriptPid(), TestLibc.SIGKILL);
+        Libc.kill(share.ScriptPid(), Libc.SIGKILL);
         Assert.True(run.ExitCode == 0, run.Stderr);
         Assert.Equal("passed through", File.ReadAllText(Path.Combine(share.Root, "env")).Trim());
     }
@@ -215,7 +215,7 @@ public class FuseLauncherTests
             var deadline = Environment.TickCount64 + 10_000;
             while (!File.Exists(share.PidFile) && Environment.TickCount64 < deadline) Thread.Sleep(20);
             Thread.Sleep(100);
-            TestLibc.Kill(launcher.Id, TestLibc.SIGTERM);
+            Libc.kill(launcher.Id, Libc.SIGTERM);
         });
 
         Assert.Equal(1, run.ExitCode);
@@ -249,7 +249,7 @@ public class FuseLauncherTests
         }
         finally
         {
-            TestLibc.Kill(share.ScriptPid(), TestLibc.SIGKILL);
+            Libc.kill(share.ScriptPid(), Libc.SIGKILL);
         }
     }
 
@@ -365,7 +365,7 @@ public class FuseLauncherTests
         }
         finally
         {
-            if (File.Exists(share.PidFile)) TestLibc.Kill(share.ScriptPid(), TestLibc.SIGKILL);
+            if (File.Exists(share.PidFile)) Libc.kill(share.ScriptPid(), Libc.SIGKILL);
         }
     }
 

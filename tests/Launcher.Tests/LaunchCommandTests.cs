@@ -1,6 +1,6 @@
 using Hypervisor.Protocol.Share;
 using System.Net.Sockets;
-using Hypervisor.Launcher.Tests.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Launcher.Tests.Support;
 
 namespace Hypervisor.Launcher.Tests;
@@ -97,7 +97,7 @@ public class LaunchCommandTests
         using (var gone = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
             gone.Bind(new UnixDomainSocketEndPoint(path));
         var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--control-socket", path, "--passthrough", share.ReadyScript()]);
-        TestLibc.Kill(share.ScriptPid(), TestLibc.SIGKILL);
+        Libc.kill(share.ScriptPid(), Libc.SIGKILL);
 
         Assert.True(run.ExitCode == 0, run.Stderr);
     }

@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Runtime.InteropServices;
 using Hypervisor.Protocol.Share;
 using Hypervisor.Vdev.Config;
-using Hypervisor.Vdev.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Vdev.Device;
 using Hypervisor.Vdev.Share;
 using Hypervisor.Vdev.VhostUser;
@@ -126,7 +126,7 @@ public static partial class VdevCommand
         // the socket to is unique, so the control socket goes next to it, as with --socket-path.
         if (settings.HasListenFd && settings.ControlSocket.Length == 0)
         {
-            using var inherited = new FileDescriptor(settings.ListenFd, ownsHandle: false);
+            using var inherited = new SafeFd(settings.ListenFd, ownsHandle: false);
             if (Libc.BoundUnixPath(inherited) is { } bound) settings.ControlSocket = bound + ".ctl";
         }
         return new Request([new DeclaredShare(settings, "command line")], false, offerTag, keepListening, launcher, warnings);

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Ring;
 using Hypervisor.Protocol.Share;
 using Hypervisor.Vdev.Config;
@@ -203,9 +204,9 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(5)).ConfigureAwait(false))
         {
             LogKilling(_log, Settings.Tag, DaemonPid);
-            Interop.ProcessSignals.Kill(DaemonPid, Interop.ProcessSignals.SIGTERM);
+            ProcessSignals.Kill(DaemonPid, Libc.SIGTERM);
             if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(3)).ConfigureAwait(false))
-                Interop.ProcessSignals.Kill(DaemonPid, Interop.ProcessSignals.SIGKILL);
+                ProcessSignals.Kill(DaemonPid, Libc.SIGKILL);
         }
         Rings.Dispose();
     }
@@ -217,10 +218,10 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
         while (Stopwatch.GetTimestamp() < deadline)
         {
-            if (!Interop.ProcessSignals.IsAlive(pid)) return true;
+            if (!ProcessSignals.IsAlive(pid)) return true;
             await Task.Delay(50).ConfigureAwait(false);
         }
-        return !Interop.ProcessSignals.IsAlive(pid);
+        return !ProcessSignals.IsAlive(pid);
     }
 
     [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "share '{Tag}': daemon {Pid} serves, settings confirmed on {Control}")]

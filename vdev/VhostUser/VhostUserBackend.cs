@@ -1,7 +1,7 @@
 using Hypervisor.Protocol.VhostUser;
 using Hypervisor.Protocol.Virtio;
 using Hypervisor.Vdev.Device;
-using Hypervisor.Vdev.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Vdev.Virtio;
 using Microsoft.Extensions.Logging;
 
@@ -38,7 +38,7 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
     private sealed class RequestFailed(string message) : Exception(message);
 
     /// <summary>Handles one message; fds in <paramref name="fds"/> that the message does not take over are closed here.</summary>
-    public void Handle(VhostUserChannel channel, VhostUserHeader h, ReadOnlySpan<byte> payload, List<FileDescriptor> fds)
+    public void Handle(VhostUserChannel channel, VhostUserHeader h, ReadOnlySpan<byte> payload, List<SafeFd> fds)
     {
         if (log.IsEnabled(LogLevel.Trace)) LogMessage(log, h.Request, h.Size, fds.Count, h.NeedsReply);
         try
@@ -68,7 +68,7 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
     private static bool HasExplicitReply(VhostUserRequest r) => r is VhostUserRequest.GetFeatures or VhostUserRequest.GetProtocolFeatures
         or VhostUserRequest.GetQueueNum or VhostUserRequest.GetVringBase or VhostUserRequest.GetConfig or VhostUserRequest.GetMaxMemSlots;
 
-    private bool Dispatch(VhostUserChannel ch, VhostUserHeader h, ReadOnlySpan<byte> p, List<FileDescriptor> fds)
+    private bool Dispatch(VhostUserChannel ch, VhostUserHeader h, ReadOnlySpan<byte> p, List<SafeFd> fds)
     {
         var r = h.Request;
         Span<byte> reply = stackalloc byte[VhostUserConfigHeader.WireSize + VhostUserConfigHeader.MaxConfigSize];
@@ -283,7 +283,7 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
         return device.Queues[index];
     }
 
-    private static void NoFds(VhostUserRequest r, List<FileDescriptor> fds)
+    private static void NoFds(VhostUserRequest r, List<SafeFd> fds)
     {
         if (fds.Count != 0) throw FdCount(r, fds.Count, "none");
     }
@@ -292,7 +292,7 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
         => new(VhostUserError.BadFdCount, r, $"{got} file descriptors arrived, expected {expected}");
 
     /// <summary>Takes the single fd of a vring fd message, or none when the no-fd flag is set.</summary>
-    private static FileDescriptor? TakeVringFd(VhostUserRequest r, bool hasFd, List<FileDescriptor> fds)
+    private static SafeFd? TakeVringFd(VhostUserRequest r, bool hasFd, List<SafeFd> fds)
     {
         if (fds.Count != (hasFd ? 1 : 0)) throw FdCount(r, fds.Count, hasFd ? "1" : "none (the no-fd flag is set)");
         if (!hasFd) return null;
@@ -301,7 +301,7 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
         return fd;
     }
 
-    private void SetMemTable(VhostUserMemoryRegion[] regions, List<FileDescriptor> fds)
+    private void SetMemTable(VhostUserMemoryRegion[] regions, List<SafeFd> fds)
     {
         if (fds.Count != regions.Length) throw FdCount(VhostUserRequest.SetMemTable, fds.Count, $"{regions.Length}, one per region");
         CheckNoOverlap(regions, regions.Length);
@@ -319,7 +319,7 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
         device.ReplaceMemory(new GuestMemoryTable(mapped));
     }
 
-    private void AddMemReg(VhostUserMemoryRegion region, List<FileDescriptor> fds)
+    private void AddMemReg(VhostUserMemoryRegion region, List<SafeFd> fds)
     {
         if (fds.Count != 1) throw FdCount(VhostUserRequest.AddMemReg, fds.Count, "1");
         var current = device.CurrentMemory;

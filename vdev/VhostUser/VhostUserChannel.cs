@@ -1,6 +1,5 @@
-using System.Runtime.InteropServices;
 using Hypervisor.Protocol.VhostUser;
-using Hypervisor.Vdev.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Vdev.VhostUser;
 
@@ -11,19 +10,19 @@ internal enum ReceiveStatus { Message, Closed, Stopped }
 /// One accepted vhost-user connection: reads whole messages with the fds sent alongside (SCM_RIGHTS) and
 /// writes replies. Single-threaded: only the control thread uses it.
 /// </summary>
-internal sealed unsafe class VhostUserChannel(FileDescriptor socket, FileDescriptor stop) : IDisposable
+internal sealed class VhostUserChannel(SafeFd socket, SafeFd stop) : IDisposable
 {
     private readonly byte[] _payload = new byte[VhostUserHeader.MaxPayloadSize];
     private readonly byte[] _send = new byte[VhostUserHeader.WireSize + VhostUserHeader.MaxPayloadSize];
 
-    public FileDescriptor Socket => socket;
+    public SafeFd Socket => socket;
 
     /// <summary>
     /// Receives one message. Fds that arrive with it are appended to <paramref name="fds"/> (owned by the caller).
     /// Returns <see cref="ReceiveStatus.Closed"/> on a clean end of stream between messages.
     /// </summary>
     /// <exception cref="VhostUserProtocolException">Malformed header, truncated message, or truncated fds.</exception>
-    public ReceiveStatus Receive(List<FileDescriptor> fds, out VhostUserHeader header, out ReadOnlySpan<byte> payload)
+    public ReceiveStatus Receive(List<SafeFd> fds, out VhostUserHeader header, out ReadOnlySpan<byte> payload)
     {
         header = default;
         payload = default;
@@ -57,44 +56,24 @@ internal sealed unsafe class VhostUserChannel(FileDescriptor socket, FileDescrip
         return ReceiveStatus.Message;
     }
 
-    private int RecvWithFds(Span<byte> buffer, List<FileDescriptor> fds)
+    private int RecvWithFds(Span<byte> buffer, List<SafeFd> fds)
     {
-        const int maxFds = VhostUserPayload.MaxMemTableRegions;
-        int controlLen = Libc.CmsgSpace(maxFds * sizeof(int));
-        byte* control = stackalloc byte[controlLen];
-        new Span<byte>(control, controlLen).Clear();
-        fixed (byte* p = buffer)
+        Span<int> received = stackalloc int[VhostUserPayload.MaxMemTableRegions];
+        nint n;
+        int count, flags;
+        while ((n = Libc.ReceiveWithFds(socket, buffer, received, 0, out count, out flags)) < 0)
         {
-            Libc.IoVec iov = new() { Base = p, Len = (nuint)buffer.Length };
-            Libc.MsgHdr msg = new() { Iov = &iov, IovLen = 1, Control = control, ControlLen = (nuint)controlLen };
-            nint n;
-            // Safe: msg, iov and control live on this stack frame for the duration of the call; the kernel
-            // writes at most buffer.Length bytes to p and controlLen bytes to control.
-            while ((n = Libc.recvmsg(socket, &msg, Libc.MSG_CMSG_CLOEXEC)) < 0)
-            {
-                int e = Marshal.GetLastPInvokeError();
-                if (e == Libc.EINTR) continue;
-                if (e == 104 /* ECONNRESET */) return 0;
-                throw new SyscallException("recvmsg on the vhost-user socket", e);
-            }
-            // Collect fds before judging truncation so that every fd the kernel installed gets closed.
-            for (byte* c = control; c + Libc.CmsgHdrSize <= control + msg.ControlLen;)
-            {
-                var h = (Libc.CmsgHdr*)c;
-                if (h->Len < Libc.CmsgHdrSize) break;
-                if (h->Level == Libc.SOL_SOCKET && h->Type == Libc.SCM_RIGHTS)
-                {
-                    int count = (int)((h->Len - Libc.CmsgHdrSize) / sizeof(int));
-                    int* data = (int*)(c + Libc.CmsgHdrSize);
-                    for (int i = 0; i < count; i++) fds.Add(new FileDescriptor(data[i]));
-                }
-                c += (int)((h->Len + 7) & ~(nuint)7);
-            }
-            if ((msg.Flags & Libc.MSG_CTRUNC) != 0)
-                throw new VhostUserProtocolException(VhostUserError.BadFdCount, VhostUserRequest.None,
-                    $"more than {maxFds} file descriptors were sent with one message");
-            return (int)n;
+            int e = Libc.LastErrno;
+            if (e == Libc.EINTR) continue;
+            if (e == Libc.ECONNRESET) return 0;
+            throw new SyscallException("recvmsg on the vhost-user socket", e);
         }
+        // Take every fd the kernel installed before judging truncation, so that each gets closed.
+        for (int i = 0; i < count; i++) fds.Add(new SafeFd(received[i]));
+        if ((flags & Libc.MSG_CTRUNC) != 0)
+            throw new VhostUserProtocolException(VhostUserError.BadFdCount, VhostUserRequest.None,
+                $"more than {received.Length} file descriptors were sent with one message");
+        return (int)n;
     }
 
     /// <summary>Sends a reply: the header for <paramref name="request"/> with REPLY set, then <paramref name="payload"/>.</summary>
@@ -104,22 +83,16 @@ internal sealed unsafe class VhostUserChannel(FileDescriptor socket, FileDescrip
         payload.CopyTo(_send.AsSpan(VhostUserHeader.WireSize));
         int total = VhostUserHeader.WireSize + payload.Length;
         int sent = 0;
-        fixed (byte* p = _send)
+        while (sent < total)
         {
-            while (sent < total)
+            nint n = Libc.SendWithFds(socket, _send.AsSpan(sent, total - sent), [], Libc.MSG_NOSIGNAL);
+            if (n < 0)
             {
-                Libc.IoVec iov = new() { Base = p + sent, Len = (nuint)(total - sent) };
-                Libc.MsgHdr msg = new() { Iov = &iov, IovLen = 1 };
-                // Safe: iov points into the pinned _send buffer within `total` bytes.
-                nint n = Libc.sendmsg(socket, &msg, Libc.MSG_NOSIGNAL);
-                if (n < 0)
-                {
-                    int e = Marshal.GetLastPInvokeError();
-                    if (e == Libc.EINTR) continue;
-                    throw new SyscallException("sendmsg on the vhost-user socket", e);
-                }
-                sent += (int)n;
+                int e = Libc.LastErrno;
+                if (e == Libc.EINTR) continue;
+                throw new SyscallException("sendmsg on the vhost-user socket", e);
             }
+            sent += (int)n;
         }
     }
 

@@ -1,6 +1,6 @@
 using Hypervisor.Protocol.VhostUser;
 using Hypervisor.Vdev.Device;
-using Hypervisor.Vdev.Interop;
+using Hypervisor.Interop;
 using Microsoft.Extensions.Logging;
 
 namespace Hypervisor.Vdev.VhostUser;
@@ -57,7 +57,7 @@ public static partial class VhostUserDevice
             return Task.FromResult(ExitConfig);
         }
         var stop = Libc.EventFd(0);
-        var reg = ct.Register(static s => Libc.EventFdSignal((FileDescriptor)s!), stop);
+        var reg = ct.Register(static s => Libc.EventFdSignal((SafeFd)s!), stop);
         var done = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
         var thread = new Thread(() =>
         {
@@ -84,7 +84,7 @@ public static partial class VhostUserDevice
         return done.Task;
     }
 
-    private static int Serve(DeviceOptions o, IFuseTransportFactory factory, VhostUserListener listener, FileDescriptor stop, ILogger log)
+    private static int Serve(DeviceOptions o, IFuseTransportFactory factory, VhostUserListener listener, SafeFd stop, ILogger log)
     {
         using var device = new VirtioFsDevice(o.Tag, o.RequestQueues, o.MaxQueueSize, log) { ReplySpin = o.ReplySpin, QueueCpus = o.QueueCpus };
         try
@@ -98,7 +98,7 @@ public static partial class VhostUserDevice
             return ExitConfig;
         }
         LogListening(log, o.SocketPath ?? $"fd {o.ListenFd}", o.RequestQueues, o.QueueCpus is { } cpus ? $"on CPUs {cpus}" : "unpinned");
-        var fds = new List<FileDescriptor>();
+        var fds = new List<SafeFd>();
         while (true)
         {
             var conn = listener.Accept(stop);

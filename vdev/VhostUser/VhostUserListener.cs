@@ -1,5 +1,4 @@
-using System.Runtime.InteropServices;
-using Hypervisor.Vdev.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Vdev.VhostUser;
 
@@ -7,12 +6,12 @@ namespace Hypervisor.Vdev.VhostUser;
 /// The listening UNIX socket: created at <c>--socket-path</c> (and removed again on dispose) or inherited
 /// as <c>--fd</c> (already bound and listening, as libvirt hands it over).
 /// </summary>
-internal sealed unsafe class VhostUserListener : IDisposable
+internal sealed class VhostUserListener : IDisposable
 {
-    private readonly FileDescriptor _fd;
+    private readonly SafeFd _fd;
     private readonly string? _path;
 
-    private VhostUserListener(FileDescriptor fd, string? path)
+    private VhostUserListener(SafeFd fd, string? path)
     {
         _fd = fd;
         _path = path;
@@ -22,28 +21,23 @@ internal sealed unsafe class VhostUserListener : IDisposable
     public static VhostUserListener Bind(string path)
     {
         RemoveStaleSocket(path);
-        Span<byte> addr = stackalloc byte[110];
-        int len = Libc.FillSockaddrUn(addr, path);
-        if (len < 0) throw new ListenerException($"The socket path '{path}' is longer than the 107 bytes a UNIX socket address holds; use a shorter --socket-path.");
+        int len = SockaddrUn.Create(path, out var addr);
+        if (len < 0) throw new ListenerException($"The socket path '{path}' is longer than the {SockaddrUn.MaxPathBytes} bytes a UNIX socket address holds; use a shorter --socket-path.");
         var dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir != null && !Directory.Exists(dir)) throw new ListenerException($"The directory of --socket-path '{path}' does not exist; create '{dir}' or choose another path.");
         int raw = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
         if (raw < 0) throw SyscallException.Last("socket");
-        var fd = new FileDescriptor(raw);
-        fixed (byte* a = addr)
+        var fd = new SafeFd(raw);
+        if (Libc.bind(fd, addr, (uint)len) < 0)
         {
-            // Safe: `a` points at the 110-byte sockaddr_un filled above; bind reads `len` bytes of it.
-            if (Libc.bind(fd, a, (uint)len) < 0)
+            int e = Libc.LastErrno;
+            fd.Dispose();
+            throw e switch
             {
-                int e = Marshal.GetLastPInvokeError();
-                fd.Dispose();
-                throw e switch
-                {
-                    98 => new ListenerException($"The socket path '{path}' is already in use (another backend, or a stale socket); stop that process or remove the file."),
-                    13 => new ListenerException($"Permission denied creating the socket '{path}'; choose a --socket-path in a directory this user may write."),
-                    _ => new SyscallException($"bind to '{path}'", e),
-                };
-            }
+                Libc.EADDRINUSE => new ListenerException($"The socket path '{path}' is already in use (another backend, or a stale socket); stop that process or remove the file."),
+                Libc.EACCES => new ListenerException($"Permission denied creating the socket '{path}'; choose a --socket-path in a directory this user may write."),
+                _ => new SyscallException($"bind to '{path}'", e),
+            };
         }
         if (Libc.listen(fd, 1) < 0)
         {
@@ -61,7 +55,7 @@ internal sealed unsafe class VhostUserListener : IDisposable
     /// </summary>
     private static void RemoveStaleSocket(string path)
     {
-        if (!Libc.IsSocket(path)) return;
+        if (Libc.FileType(path, out uint type, out _) != 0 || type != Libc.S_IFSOCK) return;
         try
         {
             using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
@@ -80,13 +74,11 @@ internal sealed unsafe class VhostUserListener : IDisposable
     /// <summary>Adopts an inherited listening socket; throws <see cref="ListenerException"/> when it is not one.</summary>
     public static VhostUserListener Adopt(int fdNumber)
     {
-        var fd = new FileDescriptor(fdNumber);
-        int v = 0;
+        var fd = new SafeFd(fdNumber);
         uint l = sizeof(int);
-        // Safe: v and l are locals of the sizes getsockopt writes.
-        if (Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_ACCEPTCONN, &v, &l) < 0)
+        if (Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_ACCEPTCONN, out int v, ref l) < 0)
         {
-            int e = Marshal.GetLastPInvokeError();
+            int e = Libc.LastErrno;
             fd.SetHandleAsInvalid();
             throw new ListenerException(e == Libc.ENOTSOCK
                 ? $"--fd {fdNumber} is not a socket; pass the number of the listening UNIX socket the VMM manager handed over."
@@ -101,15 +93,15 @@ internal sealed unsafe class VhostUserListener : IDisposable
     }
 
     /// <summary>Waits for one connection; null when <paramref name="stop"/> fired first.</summary>
-    public FileDescriptor? Accept(FileDescriptor stop)
+    public SafeFd? Accept(SafeFd stop)
     {
         while (true)
         {
             if (!Libc.WaitReadable(_fd, stop)) return null;
-            int c = Libc.accept4(_fd, null, null, Libc.SOCK_CLOEXEC);
-            if (c >= 0) return new FileDescriptor(c);
-            int e = Marshal.GetLastPInvokeError();
-            if (e is Libc.EINTR or Libc.EAGAIN or 103 /* ECONNABORTED */) continue;
+            int c = Libc.accept4(_fd, Libc.SOCK_CLOEXEC);
+            if (c >= 0) return new SafeFd(c);
+            int e = Libc.LastErrno;
+            if (e is Libc.EINTR or Libc.EAGAIN or Libc.ECONNABORTED) continue;
             throw new SyscallException("accept4", e);
         }
     }

@@ -1,5 +1,5 @@
 using Hypervisor.Protocol.VhostUser;
-using Hypervisor.Vdev.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Vdev.Virtio;
 
@@ -30,7 +30,7 @@ internal sealed unsafe class MappedRegion
     /// Maps <paramref name="fd"/> from offset 0 through mmap_offset + size, as libvhost-user does: the
     /// offset need not be aligned to the backing's (possibly huge) page size, mapping from 0 always is.
     /// </summary>
-    public static MappedRegion Map(VhostUserMemoryRegion d, FileDescriptor fd)
+    public static MappedRegion Map(VhostUserMemoryRegion d, SafeFd fd)
     {
         ulong length = d.MmapOffset + d.MemorySize;
         if (length > (ulong)nint.MaxValue)

@@ -4,7 +4,7 @@ using System.Runtime.CompilerServices;
 using Hypervisor.Protocol.Ring;
 using Hypervisor.Protocol.Virtio;
 using Hypervisor.Vdev.Device;
-using Hypervisor.Vdev.Interop;
+using Hypervisor.Interop;
 using Microsoft.Extensions.Logging;
 
 namespace Hypervisor.Vdev.Virtio;
@@ -34,7 +34,7 @@ internal sealed unsafe class Virtqueue
     private readonly VirtioFsDevice _device;
     private readonly ILogger _log;
     private readonly object _usedLock = new();
-    private readonly FileDescriptor _control = Libc.EventFd(Libc.EFD_NONBLOCK);
+    private readonly SafeFd _control = Libc.EventFd(Libc.EFD_NONBLOCK);
     private volatile bool _stopRequested;
     private CancellationTokenSource _cancel = new();
     private Thread? _worker;
@@ -65,7 +65,7 @@ internal sealed unsafe class Virtqueue
     // quiet completion covers every entry from _heldBackFrom on.
     private bool _heldBack;
     private ushort _heldBackFrom;
-    public FileDescriptor? Kick, Call, Err;
+    public SafeFd? Kick, Call, Err;
     public volatile bool Enabled;
     public bool Started => _worker != null;
     public bool Broken => _broken;

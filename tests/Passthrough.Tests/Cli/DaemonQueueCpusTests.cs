@@ -1,4 +1,4 @@
-using System.Runtime.InteropServices;
+using Hypervisor.Interop;
 using Hypervisor.Passthrough.Cli;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Transport;
@@ -13,11 +13,8 @@ namespace Hypervisor.Passthrough.Tests.Cli;
 /// <c>--ring</c>), and the count against the ring it attaches to. The vdev and fuse_launcher check before the daemon
 /// starts; these are the daemon's checks for anyone who starts it by hand.
 /// </summary>
-public sealed partial class DaemonQueueCpusTests : IDisposable
+public sealed class DaemonQueueCpusTests : IDisposable
 {
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int dup(int fd);
-
     private readonly string _share = Directory.CreateTempSubdirectory("daemon-cpus-").FullName;
 
     private (DaemonCommand.Settings? Settings, string? Error) Build(params string[] args)
@@ -45,7 +42,7 @@ public sealed partial class DaemonQueueCpusTests : IDisposable
         var allowed = QueueCpus.AllowedCpus();
         using var rings = ShmRingSet.Create(2); // hiprio and one request queue
         // The daemon's side gets its own descriptors, as it would by inheritance: attaching and giving up closes them.
-        var fds = new RingFds(dup(rings.Fds.MemFd), [.. rings.Fds.Doorbells.Select(dup)]);
+        var fds = new RingFds(Libc.dup(rings.Fds.MemFd), [.. rings.Fds.Doorbells.Select(fd => Libc.dup(fd))]);
         Assert.True(QueueCpus.TryParse($"{allowed[0]},{allowed[0]}", out var two));
         var refused = Assert.Throws<TransportException>(() =>
             RingTransport.Start(new FuseEngine(new NullFileSystem()), NullLogger.Instance, fds.ToString(), two));

@@ -1,9 +1,9 @@
 using Hypervisor.Protocol.Share;
 using System.Runtime.InteropServices;
-using Hypervisor.Passthrough.Tests.Interop;
 using System.Text;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
+using Hypervisor.Passthrough.Tests.FileSystem;
 using Hypervisor.Protocol.Fuse;
 using Microsoft.Extensions.Logging.Abstractions;
 using static Hypervisor.Passthrough.Tests.FuseFrames;
@@ -218,7 +218,7 @@ public sealed class HostileRequestTests : IDisposable
     public async Task OpeningAFifoFailsWithoutBlocking()
     {
         var fifo = Path.Combine(_share, "fifo");
-        Assert.Equal(0, TestLibc.Mkfifo(fifo, 0x1b6));
+        Assert.Equal(0, Host.mkfifo(fifo, 0x1b6));
         var node = _client.LookupId(1, "fifo");
         foreach (var flags in new[] { 0, 1, 2 })
         {
@@ -233,7 +233,7 @@ public sealed class HostileRequestTests : IDisposable
     public void OpeningADeviceFails()
     {
         var dev = Path.Combine(_share, "null");
-        Assert.Equal(0, TestLibc.Mknod(dev, 0x2000 | 0x1b6, (1u << 8) | 3)); // char 1:3, /dev/null
+        Assert.Equal(0, Host.mknod(dev, 0x2000 | 0x1b6, (1u << 8) | 3)); // char 1:3, /dev/null
         var node = _client.LookupId(1, "null");
         AssertFails(_client.Open(node, 2), "OPEN of a character device");
         // A device node the client creates itself (root may, as on virtiofsd) is just as unopenable through the daemon.

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Hypervisor.Interop;
 using Hypervisor.Passthrough.FileSystem;
 using Hypervisor.Protocol.Fuse;
 using static Hypervisor.Passthrough.Tests.FileSystem.TestShare;
@@ -11,11 +12,8 @@ public sealed class DescriptorExhaustionCollection;
 
 /// <summary>How <see cref="Hypervisor.Passthrough.FileSystem.PassthroughFileSystem"/> behaves at the descriptor limit and under concurrency.</summary>
 [Collection("Descriptor exhaustion")]
-public sealed partial class PassthroughFileSystemLimitsTests
+public sealed class PassthroughFileSystemLimitsTests
 {
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int dup(int fd);
-
     [Fact]
     public void AtTheDescriptorLimit_TheCacheGivesBackFirst_ThenOnlyTheRequestsNeedingOneFailWithEMFILE()
     {
@@ -32,7 +30,7 @@ public sealed partial class PassthroughFileSystemLimitsTests
         {
             while (true)
             {
-                var fd = dup(0);
+                var fd = Libc.dup(0);
                 if (fd < 0)
                 {
                     Assert.Equal(Errno.EMFILE.Value, Marshal.GetLastPInvokeError());
@@ -49,7 +47,7 @@ public sealed partial class PassthroughFileSystemLimitsTests
             for (var round = 0; share.Fs.CachedDescriptors > 0 && round < 100; round++)
             {
                 share.Fs.Open(Root, open, new OpenIn());
-                for (int fd; (fd = dup(0)) >= 0;) hogs.Add(fd);
+                for (int fd; (fd = Libc.dup(0)) >= 0;) hogs.Add(fd);
             }
             Assert.Equal(0, share.Fs.CachedDescriptors);
             // With nothing left to give, the requests that need a new descriptor fail with EMFILE.

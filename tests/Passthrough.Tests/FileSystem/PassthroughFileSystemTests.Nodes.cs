@@ -1,4 +1,5 @@
 using Hypervisor.Protocol.Share;
+using Hypervisor.Interop;
 using Hypervisor.Passthrough.FileSystem;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Fuse;
@@ -169,7 +170,7 @@ public sealed partial class PassthroughFileSystemTests
         if (!share.Fs.UsesFileHandles) return; // every node is pinned from the start: there is no eviction to check
         var sub = share.HostPath("sub");
         Directory.CreateDirectory(sub);
-        Assert.Equal(0, Interop.TestLibc.Mount("pt-test", sub, "tmpfs", 0, "size=1m"));
+        Assert.Equal(0, Libc.mount("pt-test", sub, "tmpfs", 0, "size=1m"));
         try
         {
             File.WriteAllText(Path.Combine(sub, "f"), "on tmpfs");
@@ -186,7 +187,7 @@ public sealed partial class PassthroughFileSystemTests
         }
         finally
         {
-            Interop.TestLibc.Umount2(sub, Interop.TestLibc.MNT_DETACH);
+            Libc.umount2(sub, Libc.MNT_DETACH);
         }
     }
 

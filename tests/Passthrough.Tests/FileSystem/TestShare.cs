@@ -1,5 +1,5 @@
-using System.Runtime.InteropServices;
 using System.Text;
+using Hypervisor.Interop;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.FileSystem;
 using Hypervisor.Passthrough.Share;
@@ -82,70 +82,62 @@ internal sealed class TestShare : IDisposable
     }
 }
 
-/// <summary>Syscalls the tests use to prepare the host directory and to compare errnos with a local one.</summary>
-internal static partial class Host
+/// <summary>
+/// Path calls the tests use to prepare the host directory and to compare errnos with a local one, made with the
+/// daemon's own *at calls: relative to the working directory (as the path calls are), or to nothing for an absolute path.
+/// </summary>
+internal static class Host
 {
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int mkfifo(string path, uint mode);
+    private static readonly SafeFd WorkingDirectory = new(Libc.open(".", Libc.O_PATH | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0));
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int chown(string path, uint uid, uint gid);
+    /// <summary>The path NUL-terminated, as the *at calls take it.</summary>
+    private static byte[] Z(string path) => Encoding.UTF8.GetBytes(path + "\0");
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int chmod(string path, uint mode);
+    public static int mkfifo(string path, uint mode) => Libc.mknodat(WorkingDirectory, Z(path), Libc.S_IFIFO | mode, 0);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int rmdir(string path);
+    public static int mknod(string path, uint mode, ulong dev) => Libc.mknodat(WorkingDirectory, Z(path), mode, dev);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int unlink(string path);
+    public static int chown(string path, uint uid, uint gid) => Libc.fchownat(WorkingDirectory, Z(path), uid, gid, 0);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int mkdir(string path, uint mode);
+    public static int chmod(string path, uint mode) => Libc.fchmodat(Libc.AT_FDCWD, Z(path), mode, 0);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int rename(string from, string to);
+    public static int rmdir(string path) => Libc.unlinkat(WorkingDirectory, Z(path), Libc.AT_REMOVEDIR);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int link(string from, string to);
+    public static int unlink(string path) => Libc.unlinkat(WorkingDirectory, Z(path), 0);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int open(string path, int flags, uint mode);
+    public static int mkdir(string path, uint mode) => Libc.mkdirat(WorkingDirectory, Z(path), mode);
 
-    [LibraryImport("libc", SetLastError = true)]
-    public static partial int close(int fd);
+    public static int rename(string from, string to) => Libc.renameat2(WorkingDirectory, Z(from), WorkingDirectory, Z(to), 0);
 
-    [LibraryImport("libc")]
-    public static partial uint geteuid();
+    public static int link(string from, string to) => Libc.linkat(Libc.AT_FDCWD, Z(from), WorkingDirectory, Z(to), 0);
 
-    public static int Errno() => Marshal.GetLastPInvokeError();
+    public static int open(string path, int flags, uint mode) => Libc.open(path, flags, mode);
 
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static unsafe partial int lstat(string path, Hypervisor.Passthrough.Interop.Stat* st);
+    public static int close(int fd) => Libc.close(fd);
+
+    public static nint getxattr(string path, string name, Span<byte> value) => Libc.getxattr(Z(path), Z(name), value, (nuint)value.Length);
+
+    public static int setxattr(string path, string name, ReadOnlySpan<byte> value, int flags) => Libc.setxattr(Z(path), Z(name), value, (nuint)value.Length, flags);
+
+    public static nint listxattr(string path, Span<byte> list) => Libc.listxattr(Z(path), list, (nuint)list.Length);
+
+    public static int removexattr(string path, string name) => Libc.removexattr(Z(path), Z(name));
+
+    public static int Errno() => Libc.LastErrno;
 
     /// <summary>mode (with type bits), uid, gid of a host path, not following a symlink.</summary>
     public static (uint Mode, uint Uid, uint Gid) Stat(string path)
     {
-        Hypervisor.Passthrough.Interop.Stat st;
-        unsafe
-        {
-            // st is a local of the blittable struct stat; lstat writes at most sizeof(struct stat) into it.
-            Assert.Equal(0, lstat(path, &st));
-        }
+        Assert.Equal(0, Libc.fstatat(Libc.AT_FDCWD, Z(path), out var st, Libc.AT_SYMLINK_NOFOLLOW));
         return (st.Mode, st.Uid, st.Gid);
     }
 
     /// <summary>The inode number of a host path.</summary>
     public static ulong Ino(string path)
     {
-        Hypervisor.Passthrough.Interop.Stat st;
-        unsafe
-        {
-            // st is a local of the blittable struct stat; lstat writes at most sizeof(struct stat) into it.
-            Assert.Equal(0, lstat(path, &st));
-        }
+        Assert.Equal(0, Libc.fstatat(Libc.AT_FDCWD, Z(path), out var st, Libc.AT_SYMLINK_NOFOLLOW));
         return st.Ino;
     }
 
-    public static bool IsRoot => geteuid() == 0;
+    public static bool IsRoot => Libc.geteuid() == 0;
 }

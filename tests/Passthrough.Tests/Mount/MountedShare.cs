@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text;
-using Hypervisor.Passthrough.Tests.Interop;
+using Hypervisor.Interop;
 
 namespace Hypervisor.Passthrough.Tests.Mount;
 
@@ -60,7 +60,7 @@ public sealed class MountedShare : IDisposable
 
     private static MountedShare Start(bool control, string[] extraArgs)
     {
-        if (TestLibc.GetEuid() != 0)
+        if (Libc.geteuid() != 0)
             throw new InvalidOperationException("The mount tests need root (they mount through /dev/fuse); run them as root or filter out Category=Root.");
         var root = Directory.CreateTempSubdirectory("pt-mount-").FullName;
         // 0755 so that tests running as another uid can reach the source, the mount and the local twin.
@@ -165,7 +165,7 @@ public sealed class MountedShare : IDisposable
                 // A lazily detached mount may linger briefly; never recurse into a live mount.
                 for (var i = 0; i < 50 && MountFsType(MountPoint) is not null; i++)
                 {
-                    TestLibc.Umount2(MountPoint, TestLibc.MNT_DETACH);
+                    Libc.umount2(MountPoint, Libc.MNT_DETACH);
                     Thread.Sleep(20);
                 }
                 if (MountFsType(MountPoint) is null) RemoveTree(Root);
@@ -195,17 +195,17 @@ public sealed class MountedShare : IDisposable
     public void Unmount()
     {
         if (MountFsType(MountPoint) is null) return;
-        if (TestLibc.Umount2(MountPoint, 0) != 0)
-            TestLibc.Umount2(MountPoint, TestLibc.MNT_DETACH);
+        if (Libc.umount2(MountPoint, 0) != 0)
+            Libc.umount2(MountPoint, Libc.MNT_DETACH);
     }
 
     private void StopDaemon()
     {
         if (_daemon.HasExited) return;
         // Only this pid: the daemon this fixture started.
-        TestLibc.Kill(_daemon.Id, TestLibc.SIGTERM);
+        Libc.kill(_daemon.Id, Libc.SIGTERM);
         if (_daemon.WaitForExit(5000)) return;
-        TestLibc.Kill(_daemon.Id, TestLibc.SIGKILL);
+        Libc.kill(_daemon.Id, Libc.SIGKILL);
         _daemon.WaitForExit(5000);
     }
 

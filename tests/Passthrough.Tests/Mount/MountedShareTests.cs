@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using Hypervisor.Passthrough.Tests.Interop;
+using Hypervisor.Interop;
+using Hypervisor.Passthrough.Tests.FileSystem;
 
 namespace Hypervisor.Passthrough.Tests.Mount;
 
@@ -46,7 +47,7 @@ public sealed class MountedShareTests
     public void SigtermUnmountsAndExits()
     {
         using var share = MountedShare.Start();
-        Assert.Equal(0, TestLibc.Kill(share.Pid, TestLibc.SIGTERM));
+        Assert.Equal(0, Libc.kill(share.Pid, Libc.SIGTERM));
         Assert.Equal(0, share.WaitForExit(TimeSpan.FromSeconds(10)));
         Assert.Null(MountedShare.MountFsType(share.MountPoint));
     }
@@ -64,19 +65,19 @@ public sealed class MountedShareTests
         File.WriteAllText(onMount, "x");
         var value = "v"u8.ToArray();
         var buffer = new byte[256];
-        Assert.Equal(0, TestXattr.Set(onHost, "user.host", value, 1, 0));
+        Assert.Equal(0, Host.setxattr(onHost, "user.host", value, 0));
         for (var round = 0; round < 2; round++)
         {
-            Assert.Equal(-1, TestXattr.Set(onMount, "user.a", value, 1, 0));
-            Assert.Equal(TestXattr.EOPNOTSUPP, Marshal.GetLastPInvokeError());
-            Assert.Equal(-1, TestXattr.Get(onMount, "user.host", buffer, (nuint)buffer.Length));
-            Assert.Equal(TestXattr.EOPNOTSUPP, Marshal.GetLastPInvokeError());
-            Assert.Equal(-1, TestXattr.List(onMount, buffer, (nuint)buffer.Length));
-            Assert.Equal(TestXattr.EOPNOTSUPP, Marshal.GetLastPInvokeError());
-            Assert.Equal(-1, TestXattr.Remove(onMount, "user.host"));
-            Assert.Equal(TestXattr.EOPNOTSUPP, Marshal.GetLastPInvokeError());
+            Assert.Equal(-1, Host.setxattr(onMount, "user.a", value, 0));
+            Assert.Equal(Libc.EOPNOTSUPP, Marshal.GetLastPInvokeError());
+            Assert.Equal(-1, Host.getxattr(onMount, "user.host", buffer));
+            Assert.Equal(Libc.EOPNOTSUPP, Marshal.GetLastPInvokeError());
+            Assert.Equal(-1, Host.listxattr(onMount, buffer));
+            Assert.Equal(Libc.EOPNOTSUPP, Marshal.GetLastPInvokeError());
+            Assert.Equal(-1, Host.removexattr(onMount, "user.host"));
+            Assert.Equal(Libc.EOPNOTSUPP, Marshal.GetLastPInvokeError());
         }
-        Assert.Equal(1, TestXattr.Get(onHost, "user.host", buffer, (nuint)buffer.Length));
+        Assert.Equal(1, Host.getxattr(onHost, "user.host", buffer));
     }
 
     [Fact]

@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Hypervisor.Protocol.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Ring;
 
 namespace Hypervisor.Protocol.Tests.Ring;
@@ -29,7 +29,7 @@ internal static class RingTestSupport
 
     public static int Dup(int fd)
     {
-        int copy = ShmInterop.Fcntl(fd, ShmInterop.F_DUPFD_CLOEXEC, 3);
+        int copy = Libc.fcntl(fd, Libc.F_DUPFD_CLOEXEC, 3);
         Assert.True(copy >= 0, "dup of a ring descriptor failed");
         return copy;
     }

@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Hypervisor.Protocol.Interop;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Ring;
 using static Hypervisor.Protocol.Tests.Ring.RingTestSupport;
 
@@ -29,12 +29,12 @@ public unsafe class ShmRingSetTests
         Assert.Equal(RingPeerState.NotAttached, set.PeerState);
         Assert.Equal(2, set.Fds.QueueCount);
         // Close-on-exec by default, so unrelated children never inherit the ring.
-        Assert.Equal(ShmInterop.FD_CLOEXEC, ShmInterop.Fcntl(set.Fds.MemFd, ShmInterop.F_GETFD, 0));
+        Assert.Equal(Libc.FD_CLOEXEC, Libc.fcntl(set.Fds.MemFd, Libc.F_GETFD, 0));
         set.SetInheritable(true);
-        foreach (int fd in set.Fds.Doorbells.Append(set.Fds.MemFd)) Assert.Equal(0, ShmInterop.Fcntl(fd, ShmInterop.F_GETFD, 0));
+        foreach (int fd in set.Fds.Doorbells.Append(set.Fds.MemFd)) Assert.Equal(0, Libc.fcntl(fd, Libc.F_GETFD, 0));
         Assert.Equal(8, set.Fds.Doorbells.Count);
         set.SetInheritable(false);
-        foreach (int fd in set.Fds.Doorbells) Assert.Equal(ShmInterop.FD_CLOEXEC, ShmInterop.Fcntl(fd, ShmInterop.F_GETFD, 0));
+        foreach (int fd in set.Fds.Doorbells) Assert.Equal(Libc.FD_CLOEXEC, Libc.fcntl(fd, Libc.F_GETFD, 0));
     }
 
     [Fact]
@@ -84,15 +84,15 @@ public unsafe class ShmRingSetTests
         Assert.True(creator.PeerExitFd >= 0);
         Assert.True(attacher.PeerExitFd >= 0);
         // This process is its own peer here and alive: the pidfd is not readable.
-        ShmInterop.PollFd p = new() { Fd = creator.PeerExitFd, Events = ShmInterop.POLLIN };
-        Assert.Equal(0, ShmInterop.Poll(&p, 1, 0));
+        PollFd p = new() { Fd = creator.PeerExitFd, Events = Libc.POLLIN };
+        Assert.Equal(0, Libc.poll(new Span<PollFd>(ref p), 1, 0));
     }
 
     [Fact]
     public void Attach_RejectsAnUnsealedFile()
     {
-        int fd = ShmInterop.MemfdCreate("not-a-ring", ShmInterop.MFD_CLOEXEC);
-        Assert.True(ShmInterop.Ftruncate(fd, 1 << 20) == 0);
+        int fd = Libc.memfd_create("not-a-ring", Libc.MFD_CLOEXEC);
+        Assert.True(Libc.ftruncate(fd, 1 << 20) == 0);
         try
         {
             var e = Assert.Throws<InvalidDataException>(() => ShmRingSet.Attach(new RingFds(fd, new[] { 0, 1, 2, 0 })));
@@ -100,7 +100,7 @@ public unsafe class ShmRingSetTests
         }
         finally
         {
-            ShmInterop.Close(fd);
+            Libc.close(fd);
         }
     }
 
@@ -279,18 +279,18 @@ public unsafe class ShmRingSetTests
         {
             var remote = RingFds.Parse(child.StandardOutput.ReadLine() ?? "");
             // Take the child's descriptors as if they had been inherited (root may pidfd_getfd).
-            int pidfd = ShmInterop.PidFdOpen(child.Id);
+            int pidfd = Libc.pidfd_open(child.Id, 0);
             Assert.True(pidfd >= 0);
             int Take(int fd)
             {
-                int local = ShmInterop.PidFdGetFd(pidfd, fd);
+                int local = Libc.pidfd_getfd(pidfd, fd, 0);
                 Assert.True(local >= 0, $"pidfd_getfd failed: errno {System.Runtime.InteropServices.Marshal.GetLastPInvokeError()}");
                 return local;
             }
             var bells = new int[remote.Doorbells.Count];
             for (int i = 0; i < bells.Length; i++) bells[i] = Take(remote.Doorbells[i]);
             using var attacher = ShmRingSet.Attach(new RingFds(Take(remote.MemFd), bells));
-            ShmInterop.Close(pidfd);
+            Libc.close(pidfd);
             Assert.Equal(child.Id, attacher.PeerPid);
             Assert.Equal(RingPeerState.Alive, attacher.PeerState);
 
@@ -322,8 +322,8 @@ public unsafe class ShmRingSetTests
                 Assert.True(consumer.ArmWakeup());
                 var writer = Worker.Start(() => Send(producer, 8, (ulong)round, 1));
                 // Sleep on the raw descriptor, as an epoll loop would.
-                ShmInterop.PollFd p = new() { Fd = consumer.DoorbellFd, Events = ShmInterop.POLLIN };
-                Assert.Equal(1, ShmInterop.Poll(&p, 1, 10_000));
+                PollFd p = new() { Fd = consumer.DoorbellFd, Events = Libc.POLLIN };
+                Assert.Equal(1, Libc.poll(new Span<PollFd>(ref p), 1, 10_000));
                 consumer.DisarmWakeup();
                 writer.Join();
                 Assert.Equal(RingStatus.Ok, consumer.TryPeek(out var frame));
@@ -340,8 +340,8 @@ public unsafe class ShmRingSetTests
             Assert.True(sq.ArmWakeup(1000));
             Assert.Equal(RingStatus.Ok, attacher.GetQueue(0).Consumer.TryPeek(out _));
             attacher.GetQueue(0).Consumer.Release();
-            ShmInterop.PollFd q = new() { Fd = sq.DoorbellFd, Events = ShmInterop.POLLIN };
-            Assert.Equal(1, ShmInterop.Poll(&q, 1, 10_000));
+            PollFd q = new() { Fd = sq.DoorbellFd, Events = Libc.POLLIN };
+            Assert.Equal(1, Libc.poll(new Span<PollFd>(ref q), 1, 10_000));
             sq.DisarmWakeup();
             Assert.Equal(RingStatus.Ok, sq.TryReserve(1000, out _));
         }

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Ring;
 using Hypervisor.Vdev.Device;
 using Hypervisor.Vdev.Tests.Frontend;
@@ -13,15 +13,12 @@ namespace Hypervisor.Vdev.Tests.Device;
 /// (with duplicated descriptors, as an inheriting child would hold them) and answers like the passthrough
 /// daemon's ring transport does: one completion per submission, empty for FORGET.
 /// </summary>
-public sealed partial class ShmRingTransportTests : IDisposable
+public sealed class ShmRingTransportTests : IDisposable
 {
     private static readonly TimeSpan T = TimeSpan.FromSeconds(10);
     private readonly string _dir = Directory.CreateTempSubdirectory("vdev-ring-").FullName;
 
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int dup(int fd);
-
-    private static RingFds Duplicate(RingFds f) => new(dup(f.MemFd), f.Doorbells.Select(dup).ToArray());
+    private static RingFds Duplicate(RingFds f) => new(Libc.dup(f.MemFd), f.Doorbells.Select(fd => Libc.dup(fd)).ToArray());
 
     /// <summary>
     /// The stand-in daemon: one thread per queue echoing frames (TestTransport.Answer), FORGET answered empty, each

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Virtio;
 
 namespace Hypervisor.Vdev.Tests.Frontend;
@@ -60,8 +61,8 @@ public sealed unsafe class FrontendQueue : IDisposable
         _slotBase = ram.Alloc((long)slotBytes * size, 4096);
         _chains = new List<ushort>[size];
         for (int i = size - 1; i >= 0; i--) _free.Push((ushort)i);
-        KickFd = FrontendLibc.NewEventFd();
-        CallFd = FrontendLibc.NewEventFd();
+        KickFd = FrontendFds.NewEventFd();
+        CallFd = FrontendFds.NewEventFd();
     }
 
     // ---- raw ring access (for tests that break the rules on purpose) ----
@@ -107,7 +108,7 @@ public sealed unsafe class FrontendQueue : IDisposable
     /// <summary>Kicks unconditionally.</summary>
     public void KickAlways()
     {
-        FrontendLibc.SignalEventFd(KickFd);
+        FrontendFds.SignalEventFd(KickFd);
         KicksSent++;
     }
 
@@ -126,7 +127,7 @@ public sealed unsafe class FrontendQueue : IDisposable
     }
 
     /// <summary>Reads and resets the call eventfd: how many interrupts the device sent since the last read.</summary>
-    public ulong TakeCalls() => FrontendLibc.ReadEventFd(CallFd);
+    public ulong TakeCalls() => FrontendFds.ReadEventFd(CallFd);
 
     // ---- chains ----
 
@@ -236,7 +237,7 @@ public sealed unsafe class FrontendQueue : IDisposable
             if (TryTakeUsed(out var h, out var l)) return (h, l);
             long left = deadline - Environment.TickCount64;
             if (left <= 0) throw new TimeoutException($"queue {Index}: no used element within {timeout.TotalMilliseconds} ms");
-            if (FrontendLibc.WaitReadable(CallFd, (int)Math.Min(left, 50))) FrontendLibc.ReadEventFd(CallFd);
+            if (FrontendFds.WaitReadable(CallFd, (int)Math.Min(left, 50))) FrontendFds.ReadEventFd(CallFd);
         }
     }
 
@@ -254,7 +255,7 @@ public sealed unsafe class FrontendQueue : IDisposable
 
     public void Dispose()
     {
-        FrontendLibc.close(KickFd);
-        FrontendLibc.close(CallFd);
+        Libc.close(KickFd);
+        Libc.close(CallFd);
     }
 }

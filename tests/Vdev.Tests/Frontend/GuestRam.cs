@@ -1,3 +1,5 @@
+using Hypervisor.Interop;
+
 namespace Hypervisor.Vdev.Tests.Frontend;
 
 /// <summary>
@@ -26,11 +28,11 @@ public sealed unsafe class GuestRam : IDisposable
     public GuestRam(long size, ulong guestBase = 0x1000_0000, string name = "guest-ram")
     {
         Name = name;
-        Fd = FrontendLibc.memfd_create(name, FrontendLibc.MFD_CLOEXEC);
-        if (Fd < 0) throw FrontendLibc.Error("memfd_create");
-        if (FrontendLibc.ftruncate(Fd, size) < 0) throw FrontendLibc.Error("ftruncate");
-        nint p = FrontendLibc.mmap(0, (nuint)size, FrontendLibc.PROT_READ | FrontendLibc.PROT_WRITE, FrontendLibc.MAP_SHARED, Fd, 0);
-        if (p == -1) throw FrontendLibc.Error("mmap");
+        Fd = Libc.memfd_create(name, Libc.MFD_CLOEXEC);
+        if (Fd < 0) throw FrontendFds.Error("memfd_create");
+        if (Libc.ftruncate(Fd, size) < 0) throw FrontendFds.Error("ftruncate");
+        nint p = Libc.mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, Fd, 0);
+        if (p == Libc.MAP_FAILED) throw FrontendFds.Error("mmap");
         _host = (byte*)p;
         Size = size;
         GuestBase = guestBase;
@@ -59,7 +61,7 @@ public sealed unsafe class GuestRam : IDisposable
 
     public void Dispose()
     {
-        FrontendLibc.munmap((nint)_host, (nuint)Size);
-        FrontendLibc.close(Fd);
+        Libc.munmap((nint)_host, (nuint)Size);
+        Libc.close(Fd);
     }
 }

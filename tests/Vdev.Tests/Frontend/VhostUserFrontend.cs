@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using System.Text;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.VhostUser;
 using Hypervisor.Protocol.Virtio;
 
@@ -19,9 +19,9 @@ namespace Hypervisor.Vdev.Tests.Frontend;
 /// byte[] reply = queues[1].Transact(frame, replyCapacity: 4096, TimeSpan.FromSeconds(5));
 /// </code>
 /// </summary>
-public sealed unsafe class VhostUserFrontend : IDisposable
+public sealed class VhostUserFrontend : IDisposable
 {
-    private int _socket;
+    private readonly SafeFd _socket;
     private readonly List<FrontendQueue> _queues = [];
 
     /// <summary>Features the back-end offered (GET_FEATURES).</summary>
@@ -35,26 +35,21 @@ public sealed unsafe class VhostUserFrontend : IDisposable
     /// <summary>Default wait for a reply.</summary>
     public TimeSpan ReplyTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
-    private VhostUserFrontend(int socket) => _socket = socket;
+    private VhostUserFrontend(SafeFd socket) => _socket = socket;
 
     /// <summary>Connects to <paramref name="socketPath"/>, retrying until the socket accepts or <paramref name="timeout"/> passes.</summary>
     public static VhostUserFrontend Connect(string socketPath, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
-        Span<byte> addr = stackalloc byte[110];
-        addr.Clear();
-        addr[0] = FrontendLibc.AF_UNIX;
-        int n = Encoding.UTF8.GetBytes(socketPath, addr[2..]);
+        int length = SockaddrUn.Create(socketPath, out var addr);
+        if (length < 0) throw new ArgumentException($"{socketPath} is too long for a UNIX socket address", nameof(socketPath));
         while (true)
         {
-            int s = FrontendLibc.socket(FrontendLibc.AF_UNIX, FrontendLibc.SOCK_STREAM | FrontendLibc.SOCK_CLOEXEC, 0);
-            if (s < 0) throw FrontendLibc.Error("socket");
-            fixed (byte* a = addr)
-            {
-                // Safe: a points at the local sockaddr_un.
-                if (FrontendLibc.connect(s, a, (uint)(2 + n + 1)) == 0) return new VhostUserFrontend(s);
-            }
-            FrontendLibc.close(s);
+            int s = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
+            if (s < 0) throw FrontendFds.Error("socket");
+            var socket = new SafeFd(s);
+            if (Libc.connect(socket, addr, (uint)length) == 0) return new VhostUserFrontend(socket);
+            socket.Dispose();
             if (DateTime.UtcNow > deadline) throw new TimeoutException($"no vhost-user back-end accepted on {socketPath}");
             Thread.Sleep(20);
         }
@@ -78,34 +73,18 @@ public sealed unsafe class VhostUserFrontend : IDisposable
     /// <summary>Sends arbitrary bytes with <paramref name="fds"/> attached (for malformed-message tests).</summary>
     public void SendRaw(ReadOnlySpan<byte> bytes, ReadOnlySpan<int> fds = default)
     {
-        int ctlLen = fds.IsEmpty ? 0 : 16 + ((fds.Length * 4 + 7) & ~7);
-        byte* ctl = stackalloc byte[Math.Max(ctlLen, 1)];
-        if (ctlLen > 0)
+        // The fds go with the first sendmsg; an empty message is still sent once, to carry them.
+        int sent = 0;
+        while (true)
         {
-            new Span<byte>(ctl, ctlLen).Clear();
-            *(nuint*)ctl = (nuint)(16 + fds.Length * 4);
-            *(int*)(ctl + 8) = FrontendLibc.SOL_SOCKET;
-            *(int*)(ctl + 12) = FrontendLibc.SCM_RIGHTS;
-            for (int i = 0; i < fds.Length; i++) ((int*)(ctl + 16))[i] = fds[i];
-        }
-        fixed (byte* p = bytes)
-        {
-            int sent = 0;
-            while (sent < bytes.Length || (sent == 0 && bytes.Length == 0))
+            nint r = Libc.SendWithFds(_socket, bytes[sent..], sent == 0 ? fds : default, Libc.MSG_NOSIGNAL);
+            if (r < 0)
             {
-                FrontendLibc.IoVec iov = new() { Base = p + sent, Len = (nuint)(bytes.Length - sent) };
-                FrontendLibc.MsgHdr msg = new() { Iov = &iov, IovLen = 1 };
-                if (sent == 0 && ctlLen > 0) { msg.Control = ctl; msg.ControlLen = (nuint)ctlLen; }
-                // Safe: iov points into the pinned bytes; ctl is a stack buffer of ctlLen bytes.
-                nint r = FrontendLibc.sendmsg(_socket, &msg, FrontendLibc.MSG_NOSIGNAL);
-                if (r < 0)
-                {
-                    if (Marshal.GetLastPInvokeError() == FrontendLibc.EINTR) continue;
-                    throw FrontendLibc.Error("sendmsg");
-                }
-                sent += (int)r;
-                if (bytes.Length == 0) break;
+                if (Marshal.GetLastPInvokeError() == Libc.EINTR) continue;
+                throw FrontendFds.Error("sendmsg");
             }
+            sent += (int)r;
+            if (sent >= bytes.Length) return;
         }
     }
 
@@ -126,10 +105,9 @@ public sealed unsafe class VhostUserFrontend : IDisposable
     /// <summary>True when the back-end closed the connection within <paramref name="timeout"/>.</summary>
     public bool WaitClosed(TimeSpan timeout)
     {
-        if (!FrontendLibc.WaitReadable(_socket, (int)timeout.TotalMilliseconds)) return false;
-        byte b;
-        // Safe: b is a one-byte local.
-        return FrontendLibc.recv(_socket, &b, 1, 0x2 /* MSG_PEEK */) == 0;
+        if (!FrontendFds.WaitReadable(_socket.Value, (int)timeout.TotalMilliseconds)) return false;
+        Span<byte> b = stackalloc byte[1];
+        return Libc.recv(_socket, b, 1, Libc.MSG_PEEK) == 0;
     }
 
     private void ReadExactly(Span<byte> dest, TimeSpan timeout)
@@ -139,20 +117,16 @@ public sealed unsafe class VhostUserFrontend : IDisposable
         while (got < dest.Length)
         {
             int left = (int)Math.Max(0, deadline - Environment.TickCount64);
-            if (!FrontendLibc.WaitReadable(_socket, left)) throw new TimeoutException("the back-end did not reply in time");
-            fixed (byte* p = dest)
+            if (!FrontendFds.WaitReadable(_socket.Value, left)) throw new TimeoutException("the back-end did not reply in time");
+            nint r = Libc.recv(_socket, dest[got..], (nuint)(dest.Length - got), 0);
+            if (r == 0) throw new EndOfStreamException("the back-end closed the connection");
+            if (r < 0)
             {
-                // Safe: p + got .. dest.Length is inside the pinned span.
-                nint r = FrontendLibc.recv(_socket, p + got, (nuint)(dest.Length - got), 0);
-                if (r == 0) throw new EndOfStreamException("the back-end closed the connection");
-                if (r < 0)
-                {
-                    if (Marshal.GetLastPInvokeError() == FrontendLibc.EINTR) continue;
-                    if (Marshal.GetLastPInvokeError() == 104) throw new EndOfStreamException("the back-end reset the connection");
-                    throw FrontendLibc.Error("recv");
-                }
-                got += (int)r;
+                if (Marshal.GetLastPInvokeError() == Libc.EINTR) continue;
+                if (Marshal.GetLastPInvokeError() == Libc.ECONNRESET) throw new EndOfStreamException("the back-end reset the connection");
+                throw FrontendFds.Error("recv");
             }
+            got += (int)r;
         }
     }
 
@@ -301,7 +275,7 @@ public sealed unsafe class VhostUserFrontend : IDisposable
     /// <summary>Closes the connection (as a VMM that exits or crashes does).</summary>
     public void Disconnect()
     {
-        if (_socket >= 0) { FrontendLibc.close(_socket); _socket = -1; }
+        _socket.Dispose();
     }
 
     public void Dispose()

@@ -1,5 +1,5 @@
+using Hypervisor.Interop;
 using Hypervisor.Protocol.VhostUser;
-using Hypervisor.Vdev.Interop;
 using Hypervisor.Vdev.Tests.Frontend;
 using Hypervisor.Vdev.Virtio;
 
@@ -12,7 +12,7 @@ public sealed unsafe class GuestMemoryTableTests
     {
         using var ram = new GuestRam(1 << 16);
         const ulong gpa = 0xffff_ffff_fff0_0000, va = 0x7000_0000_0000;
-        var region = MappedRegion.Map(new VhostUserMemoryRegion(gpa, 1 << 16, va, 0), new FileDescriptor(ram.Fd, ownsHandle: false));
+        var region = MappedRegion.Map(new VhostUserMemoryRegion(gpa, 1 << 16, va, 0), new SafeFd(ram.Fd, ownsHandle: false));
         var table = new GuestMemoryTable([region]);
         try
         {

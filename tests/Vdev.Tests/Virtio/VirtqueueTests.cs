@@ -247,7 +247,7 @@ public sealed class VirtqueueTests : IDisposable
         Thread.Sleep(50);
         Assert.Equal(0ul, Q.TakeCalls());
         Q.Submit(FuseFrames.GetattrRequest(4, 1), 4096);
-        Assert.True(FrontendLibc.WaitReadable(Q.CallFd, 5000), "no interrupt when used_event was crossed");
+        Assert.True(FrontendFds.WaitReadable(Q.CallFd, 5000), "no interrupt when used_event was crossed");
         Assert.Equal(1ul, Q.TakeCalls());
     }
 
@@ -291,7 +291,7 @@ public sealed class VirtqueueTests : IDisposable
         Assert.Equal(0ul, Q.TakeCalls());
         Q.SetAvailFlags(0);
         Q.Submit(FuseFrames.GetattrRequest(2, 1), 4096);
-        Assert.True(FrontendLibc.WaitReadable(Q.CallFd, 5000));
+        Assert.True(FrontendFds.WaitReadable(Q.CallFd, 5000));
         Assert.Equal(2, Q.UsedIdx);
         // NO_NOTIFY is clear while the device is idle, so the driver kicks.
         Assert.Equal(0, Q.UsedFlags & SplitVirtqueue.UsedFlagNoNotify);

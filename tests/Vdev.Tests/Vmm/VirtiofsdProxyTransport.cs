@@ -69,9 +69,9 @@ internal sealed class VirtiofsdProxyTransport : IFuseTransportFactory, IFuseTran
         var done = new List<(ulong Tag, byte[] Reply)>();
         while (!_stop)
         {
-            FrontendLibc.WaitReadable(_queues[1].CallFd, 20);
-            FrontendLibc.ReadEventFd(_queues[1].CallFd);
-            FrontendLibc.ReadEventFd(_queues[0].CallFd);
+            FrontendFds.WaitReadable(_queues[1].CallFd, 20);
+            FrontendFds.ReadEventFd(_queues[1].CallFd);
+            FrontendFds.ReadEventFd(_queues[0].CallFd);
             for (int i = 0; i < 2; i++)
             {
                 var q = _queues[i];

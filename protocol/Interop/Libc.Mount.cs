@@ -1,0 +1,14 @@
+using System.Runtime.InteropServices;
+
+namespace Hypervisor.Interop;
+
+internal static partial class Libc
+{
+    internal const int MNT_DETACH = 2;
+
+    [LibraryImport(Name, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mount(string source, string target, string fileSystemType, ulong flags, string? data);
+
+    [LibraryImport(Name, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int umount2(string target, int flags);
+}
