@@ -17,6 +17,12 @@ public static class DaemonCommand
     {
         /// <summary><c>--queue-cpus</c>: the CPU of each request queue's ring dispatcher, or null (the scheduler places them).</summary>
         public QueueCpus? QueueCpus { get; init; }
+
+        /// <summary><c>--allow-dev</c>: with --mount, device nodes on the mount can be opened (default off: nodev).</summary>
+        public bool AllowDevices { get; init; }
+
+        /// <summary><c>--allow-suid</c>: with --mount, set-user-ID and set-group-ID bits take effect on exec (default off: nosuid).</summary>
+        public bool AllowSetuid { get; init; }
     }
 
     private static readonly Option<string?> SharedDir = new("--shared-dir") { Description = "Host directory to share (or -o source=DIR). Required." };
@@ -32,6 +38,8 @@ public static class DaemonCommand
     private static readonly Option<int?> FdCacheSize = new("--fd-cache-size") { Description = "O_PATH descriptors kept for known inodes (default: RLIMIT_NOFILE less a quarter, 256 to 4096 of it, at most 65536)." };
     private static readonly Option<string> LogLevelOption = new("--log-level") { Description = "error | warn | info | debug | trace | off (default info).", DefaultValueFactory = _ => "info" };
     private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client: mount the share at DIR through /dev/fuse (root)." };
+    private static readonly Option<bool> AllowDev = new("--allow-dev") { Description = "With --mount: let device nodes on the mount be opened (default off: the mount is nodev, as libfuse mounts)." };
+    private static readonly Option<bool> AllowSuid = new("--allow-suid") { Description = "With --mount: honour set-user-ID and set-group-ID bits on exec (default off: the mount is nosuid, as libfuse mounts)." };
     private static readonly Option<string?> Ring = new("--ring") { Description = "Serve a shared-memory ring handed over by fd inheritance (set by fuse_launcher)." };
     private static readonly Option<string?> QueueCpusOption = new("--queue-cpus") { Description = "With --ring: the host CPU of each request queue's dispatcher, one per request queue, e.g. 0,1 (default: none pinned)." };
     private static readonly Option<string?> ControlSocket = new("--control-socket") { Description = "UNIX socket path of the gRPC control service." };
@@ -43,7 +51,7 @@ public static class DaemonCommand
         var root = new RootCommand("passthrough: the FUSE daemon of one virtio-fs share")
         {
             SharedDir, CompatOptions, Tag, Cache, AllowDirectIo, DirectIo, XAttr, ReadOnly, Writeback, ThreadPoolSize,
-            FdCacheSize, LogLevelOption, Mount, Ring, QueueCpusOption, ControlSocket, ReadyFd,
+            FdCacheSize, LogLevelOption, Mount, AllowDev, AllowSuid, Ring, QueueCpusOption, ControlSocket, ReadyFd,
         };
         root.SetAction(async (parse, ct) =>
         {
@@ -83,6 +91,13 @@ public static class DaemonCommand
         var mount = parse.GetValue(Mount);
         var ring = parse.GetValue(Ring);
         if (mount is null && ring is null) { error = "nothing to serve; pass --mount DIR (host FUSE) or --ring SPEC (from fuse_launcher)."; return false; }
+        var allowDev = parse.GetValue(AllowDev);
+        var allowSuid = parse.GetValue(AllowSuid);
+        if ((allowDev || allowSuid) && mount is null)
+        {
+            error = $"{(allowDev ? "--allow-dev" : "--allow-suid")} is an option of the /dev/fuse mount; it needs --mount DIR (a guest's own mount options decide this for the ring).";
+            return false;
+        }
         QueueCpus? queueCpus = null;
         if (parse.GetValue(QueueCpusOption) is { } cpuList)
         {
@@ -103,7 +118,7 @@ public static class DaemonCommand
             ThreadPoolSize = threads,
             FdCacheSize = fdCache,
         };
-        settings = new Settings(share, level, mount, ring, parse.GetValue(ControlSocket), parse.GetValue(ReadyFd)) { QueueCpus = queueCpus };
+        settings = new Settings(share, level, mount, ring, parse.GetValue(ControlSocket), parse.GetValue(ReadyFd)) { QueueCpus = queueCpus, AllowDevices = allowDev, AllowSetuid = allowSuid };
         error = null;
         return true;
     }
