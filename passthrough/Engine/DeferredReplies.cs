@@ -15,4 +15,11 @@ public interface IDeferredReplySink
 {
     /// <summary>Sends <paramref name="reply"/> (a complete fuse_out_header frame) for the request at <paramref name="route"/>.</summary>
     void SendDeferred(ReplyRoute route, ReadOnlySpan<byte> reply);
+
+    /// <summary>
+    /// Whether the client behind this transport sends INTERRUPT when a waiting caller gets a signal (the host
+    /// kernel on /dev/fuse does). Where it does not, a waiter that was killed cannot be told from one that still
+    /// waits, so the engine bounds how long a request waits for a lock held by another of the client's owners.
+    /// </summary>
+    bool SendsInterrupts => true;
 }

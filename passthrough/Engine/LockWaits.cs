@@ -18,11 +18,28 @@ namespace Hypervisor.Passthrough.Engine;
 /// without it two guest processes that each hold what the other asks for wait forever, because Linux's virtio-fs
 /// driver never sends INTERRUPT, not even for a fatal signal.
 /// </para>
+/// <para>
+/// That driver's silence also means a guest process killed while it waits stays in the guest kernel until the
+/// daemon answers. When the lock it waits for is held by another guest process that waits for the killed one in
+/// some other way (a parent that kills its child and then waits for it to exit while holding the lock, as
+/// stress-ng's lockf stressor does), nothing would ever answer. So where the transport's client sends no INTERRUPT,
+/// a request that has been kept waiting by other guest owners for <see cref="GuestWaitLimit"/> is answered EDEADLK
+/// (the error F_SETLKW gives for a wait that cannot end well): a killed waiter then leaves, a live one gets an error
+/// it must already handle. A wait behind a host process's lock is not bounded: the host releases it whatever the
+/// guest does.
+/// </para>
 /// </summary>
 internal sealed partial class LockWaits : IDisposable
 {
     /// <summary>The longest pause between two tries of a request blocked by a lock no guest owner holds.</summary>
     public static readonly TimeSpan MaxPause = TimeSpan.FromMilliseconds(20);
+
+    /// <summary>
+    /// How long a request whose client sends no INTERRUPT may be kept waiting by locks of the client's own owners;
+    /// longer than the waits that contention between live processes causes, short enough that a killed waiter's
+    /// parent is not stuck for long.
+    /// </summary>
+    public static readonly TimeSpan GuestWaitLimit = TimeSpan.FromSeconds(10);
 
     /// <summary>How far a chain of waiting owners is followed, as the kernel bounds its own deadlock search.</summary>
     private const int MaxChain = 10;
@@ -64,6 +81,8 @@ internal sealed partial class LockWaits : IDisposable
         public long NextTry;
         public bool Trying;
         public bool Interrupted;
+        /// <summary>Since when another guest owner keeps this request waiting (0: not now); tracked only where the client sends no INTERRUPT.</summary>
+        public long GuestBlockedSince;
     }
 
     private static bool IsPosix(in LkIn lk) => (lk.LkFlags & FuseConstants.LkFlock) == 0;
@@ -221,11 +240,12 @@ internal sealed partial class LockWaits : IDisposable
                     result = Errno.EIO;
                 }
                 var blocked = IsBlocked(result);
+                var overdue = blocked && IsOverdue(wait);
                 lock (_gate)
                 {
                     wait.Trying = false;
                     if (!_waits.ContainsKey(wait.Ctx.Unique.Value)) continue; // answered by CancelAll
-                    if (blocked && !wait.Interrupted)
+                    if (blocked && !wait.Interrupted && !overdue)
                     {
                         wait.Pause = Math.Min(wait.Pause * 2, MaxPause.Ticks * Stopwatch.Frequency / TimeSpan.TicksPerSecond);
                         wait.NextTry = Stopwatch.GetTimestamp() + wait.Pause;
@@ -234,12 +254,29 @@ internal sealed partial class LockWaits : IDisposable
                     _waits.Remove(wait.Ctx.Unique.Value);
                     _count = _waits.Count;
                 }
-                if (blocked) result = Errno.EINTR;
+                if (blocked) result = wait.Interrupted ? Errno.EINTR : Errno.EDEADLK;
                 if (_log.IsEnabled(LogLevel.Debug)) LogAnswered(wait.Ctx.Unique.Value, result.ToString());
                 Send(wait, result, _reply);
             }
             _due.Clear();
         }
+    }
+
+    /// <summary>Whether <paramref name="wait"/> has been kept waiting by other guest owners for longer than <see cref="GuestWaitLimit"/>.</summary>
+    private bool IsOverdue(Wait wait)
+    {
+        if (wait.Sink.SendsInterrupts || !IsPosix(wait.Lk)) return false;
+        Span<ulong> blockers = stackalloc ulong[1];
+        if (_fs.GetLockBlockers(wait.Ctx, wait.Node, wait.Lk, blockers) == 0)
+        {
+            wait.GuestBlockedSince = 0;
+            return false;
+        }
+        var now = Stopwatch.GetTimestamp();
+        if (wait.GuestBlockedSince == 0) wait.GuestBlockedSince = now;
+        if (Stopwatch.GetElapsedTime(wait.GuestBlockedSince, now) < GuestWaitLimit) return false;
+        if (_log.IsEnabled(LogLevel.Debug)) LogOverdue(wait.Ctx.Unique.Value, wait.Lk.Owner);
+        return true;
     }
 
     private static bool IsBlocked(Errno result) => result == Errno.EAGAIN || result == Errno.EACCES;
@@ -314,6 +351,9 @@ internal sealed partial class LockWaits : IDisposable
 
     [LoggerMessage(EventId = 213, Level = LogLevel.Debug, Message = "SETLKW unique {Unique} answered {Result} after waiting")]
     private partial void LogAnswered(ulong unique, string result);
+
+    [LoggerMessage(EventId = 215, Level = LogLevel.Debug, Message = "SETLKW unique {Unique} (owner {Owner:x}) kept waiting by guest owners for too long, with no INTERRUPT to tell a killed waiter: answered EDEADLK")]
+    private partial void LogOverdue(ulong unique, ulong owner);
 
     [LoggerMessage(EventId = 214, Level = LogLevel.Error, Message = "Retrying SETLKW unique {Unique} failed unexpectedly; replied EIO")]
     private partial void LogRetryFailed(Exception exception, ulong unique);

@@ -227,6 +227,9 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         }
     }
 
+    /// <summary>Linux's virtio-fs driver never sends INTERRUPT, not even for a fatal signal (its hiprio queue carries FORGETs only).</summary>
+    bool IDeferredReplySink.SendsInterrupts => false;
+
     /// <inheritdoc/>
     void IDeferredReplySink.SendDeferred(ReplyRoute route, ReadOnlySpan<byte> reply)
     {
