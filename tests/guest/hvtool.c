@@ -32,6 +32,11 @@
  *                                file UNTIL exists
  *   getlk FILE START LEN r|w     fcntl F_GETLK; prints "unlocked" or "TYPE START LEN PID" of the lock
  *                                in the way (TYPE r or w)
+ *   fsop NAME OP ARG...          one call, printed as "NAME ok" or "NAME ERRNO" (ENOENT, EACCES, EEXIST,
+ *                                ENOTSUP, or the number): open PATH r|rc|ac|xc|wc (read; read+creat;
+ *                                append+creat; creat+excl; write+creat), mkdir PATH, symlink TARGET PATH,
+ *                                link OLD NEW, mkfifo PATH, unlink PATH, rmdir PATH, rename OLD NEW,
+ *                                exchange OLD NEW, noreplace OLD NEW, setxattr PATH, chmod PATH, tmpfile DIR
  *   deadlock FILE                two processes: the parent locks byte 0 and the child byte 1; the parent
  *                                then waits for byte 1, and a second later the child waits for byte 0;
  *                                prints "parent=E child=E" with each F_SETLKW's result (0 or errno)
@@ -290,6 +295,42 @@ static int cmd_deadlock(const char *file)
     return 0;
 }
 
+static int cmd_fsop(int argc, char **argv)
+{
+    const char *name = argv[2], *op = argv[3], *a = argv[4], *b = argc > 5 ? argv[5] : "";
+    long r = -1;
+    errno = 0;
+    if (!strcmp(op, "open")) {
+        int flags = !strcmp(b, "r") ? O_RDONLY : !strcmp(b, "rc") ? O_RDONLY | O_CREAT
+                  : !strcmp(b, "ac") ? O_WRONLY | O_APPEND | O_CREAT : !strcmp(b, "xc") ? O_WRONLY | O_CREAT | O_EXCL
+                  : O_WRONLY | O_CREAT;
+        int fd = open(a, flags, 0644);
+        r = fd < 0 ? -1 : close(fd);
+    }
+    else if (!strcmp(op, "mkdir")) r = mkdir(a, 0755);
+    else if (!strcmp(op, "symlink")) r = symlink(a, b);
+    else if (!strcmp(op, "link")) r = link(a, b);
+    else if (!strcmp(op, "mkfifo")) r = mkfifo(a, 0644);
+    else if (!strcmp(op, "unlink")) r = unlink(a);
+    else if (!strcmp(op, "rmdir")) r = rmdir(a);
+    else if (!strcmp(op, "rename")) r = rename(a, b);
+    else if (!strcmp(op, "exchange")) r = syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 2u);
+    else if (!strcmp(op, "noreplace")) r = syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 1u);
+    else if (!strcmp(op, "setxattr")) r = syscall(SYS_setxattr, a, "user.x", "1", (size_t)1, 0);
+    else if (!strcmp(op, "chmod")) r = chmod(a, 0600);
+    else if (!strcmp(op, "tmpfile")) {
+        int fd = open(a, O_WRONLY | O_TMPFILE, 0644);
+        r = fd < 0 ? -1 : close(fd);
+    }
+    else return usage();
+    if (r == 0) { printf("%s ok\n", name); return 0; }
+    int e = errno;
+    const char *en = e == ENOENT ? "ENOENT" : e == EACCES ? "EACCES" : e == EEXIST ? "EEXIST" : e == EOPNOTSUPP ? "ENOTSUP" : NULL;
+    if (en) printf("%s %s\n", name, en);
+    else printf("%s %d\n", name, e);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) return usage();
@@ -345,6 +386,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(c, "lock") && (argc == 7 || argc == 8)) return cmd_lock(argv, argc);
     if (!strcmp(c, "getlk") && argc == 6) return cmd_getlk(argv);
+    if (!strcmp(c, "fsop") && (argc == 5 || argc == 6)) return cmd_fsop(argc, argv);
     if (!strcmp(c, "deadlock") && argc == 3) return cmd_deadlock(argv[2]);
     if (!strcmp(c, "pattern") && argc == 5) return cmd_pattern(argv[2], atol(argv[3]), strtoull(argv[4], NULL, 0));
     return usage();
