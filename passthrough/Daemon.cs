@@ -54,7 +54,8 @@ public static class Daemon
             }
             if (settings.MountPoint is not null)
             {
-                mount = DevFuseTransport.Mount(engine, loggerFactory.CreateLogger("passthrough.devfuse"), settings.Share.SharedDir, settings.MountPoint, threads);
+                mount = DevFuseTransport.Mount(engine, loggerFactory.CreateLogger("passthrough.devfuse"), settings.Share.SharedDir, settings.MountPoint, threads,
+                    settings.AllowDevices, settings.AllowSetuid);
                 log.LogInformation("Serving {Dir} at {MountPoint} through /dev/fuse with {Threads} threads", settings.Share.SharedDir, settings.MountPoint, threads);
             }
             if (settings.Ring is not null)

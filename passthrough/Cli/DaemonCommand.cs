@@ -23,9 +23,17 @@ public static class DaemonCommand
 
         /// <summary><c>--queue-cpus</c>: the CPU of each request queue's ring dispatcher, or null (the scheduler places them).</summary>
         public QueueCpus? QueueCpus => Share.PinnedCpus();
+
+        /// <summary><c>--allow-dev</c>: with --mount, device nodes on the mount can be opened (default off: nodev).</summary>
+        public bool AllowDevices { get; init; }
+
+        /// <summary><c>--allow-suid</c>: with --mount, set-user-ID and set-group-ID bits take effect on exec (default off: nosuid).</summary>
+        public bool AllowSetuid { get; init; }
     }
 
     private static readonly Option<string?> Mount = new("--mount") { Description = "Serve the host kernel's FUSE client: mount the share at DIR through /dev/fuse (root)." };
+    private static readonly Option<bool> AllowDev = new("--allow-dev") { Description = "With --mount: let device nodes on the mount be opened (default off: the mount is nodev, as libfuse mounts)." };
+    private static readonly Option<bool> AllowSuid = new("--allow-suid") { Description = "With --mount: honour set-user-ID and set-group-ID bits on exec (default off: the mount is nosuid, as libfuse mounts)." };
     private static readonly Option<string?> Ring = new("--ring") { Description = "Serve a shared-memory ring handed over by fd inheritance (set by fuse_launcher)." };
     private static readonly Option<int?> ReadyFd = new("--ready-fd") { Description = "Inherited fd on which one 'ready' line is written once serving (set by fuse_launcher)." };
 
@@ -55,7 +63,7 @@ public static class DaemonCommand
     private static (RootCommand Root, ShareCommandLine Share) Build()
     {
         var share = new ShareCommandLine(withDevice: false);
-        var root = new RootCommand("passthrough: the FUSE daemon of one virtio-fs share") { Mount, Ring, ReadyFd };
+        var root = new RootCommand("passthrough: the FUSE daemon of one virtio-fs share") { Mount, AllowDev, AllowSuid, Ring, ReadyFd };
         share.AddTo(root);
         return (root, share);
     }
@@ -78,8 +86,15 @@ public static class DaemonCommand
         var mount = parse.GetValue(Mount);
         var ring = parse.GetValue(Ring);
         if (mount is null && ring is null) { error = "nothing to serve; pass --mount DIR (host FUSE) or --ring SPEC (from fuse_launcher)."; return false; }
+        var allowDev = parse.GetValue(AllowDev);
+        var allowSuid = parse.GetValue(AllowSuid);
+        if ((allowDev || allowSuid) && mount is null)
+        {
+            error = $"{(allowDev ? "--allow-dev" : "--allow-suid")} is an option of the /dev/fuse mount; it needs --mount DIR (a guest's own mount options decide this for the ring).";
+            return false;
+        }
         if (share.PinnedCpus() is not null && ring is null) { error = "--queue-cpus places the ring's request queues; it needs --ring."; return false; }
-        settings = new Settings(share, mount, ring, parse.GetValue(ReadyFd));
+        settings = new Settings(share, mount, ring, parse.GetValue(ReadyFd)) { AllowDevices = allowDev, AllowSetuid = allowSuid };
         error = null;
         return true;
     }

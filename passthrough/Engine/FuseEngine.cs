@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using Hypervisor.Protocol.Fuse;
 using Microsoft.Extensions.Logging;
@@ -27,7 +26,7 @@ public sealed partial class FuseEngine
 
     private readonly IFileSystem _fs;
     private readonly ILogger _log;
-    private readonly ConcurrentDictionary<ulong, StrongBox<bool>> _blockingLocks = new();
+    private readonly LockWaits _lockWaits;
     private volatile Session? _session;
 
     /// <summary>Serves <paramref name="fs"/>.</summary>
@@ -35,7 +34,17 @@ public sealed partial class FuseEngine
     {
         _fs = fs;
         _log = logger ?? NullLogger.Instance;
+        _lockWaits = new LockWaits(fs, _log);
     }
+
+    /// <summary>
+    /// What <see cref="Handle(ReadOnlySpan{byte}, Span{byte}, IDeferredReplySink?, ReplyRoute)"/> returns for a request
+    /// whose reply comes later through the transport's <see cref="IDeferredReplySink"/> (a SETLKW that waits).
+    /// </summary>
+    public const int Deferred = -1;
+
+    /// <summary>SETLKW requests waiting for their lock now (none of them holds a thread).</summary>
+    public int WaitingLocks => _lockWaits.Count;
 
     /// <summary>Request and error counts per opcode.</summary>
     public FuseCounters Counters { get; } = new();
@@ -55,8 +64,17 @@ public sealed partial class FuseEngine
     /// Handles one request frame and writes its reply into <paramref name="reply"/> (at least
     /// <see cref="MaxReplySize"/> bytes, or the request's reply is truncated to fit). Returns the reply length,
     /// or 0 when the request gets no reply (FORGET, BATCH_FORGET, INTERRUPT, or a frame too broken to answer).
+    /// A SETLKW that has to wait blocks the calling thread until it is granted, interrupted or refused; transports
+    /// use the overload with an <see cref="IDeferredReplySink"/>, which never blocks.
     /// </summary>
-    public int Handle(ReadOnlySpan<byte> frame, Span<byte> reply)
+    public int Handle(ReadOnlySpan<byte> frame, Span<byte> reply) => Handle(frame, reply, null, default);
+
+    /// <summary>
+    /// As <see cref="Handle(ReadOnlySpan{byte}, Span{byte})"/>, except that with a <paramref name="sink"/> a SETLKW
+    /// that has to wait returns <see cref="Deferred"/> at once; its reply is sent later through the sink with
+    /// <paramref name="route"/>, from another thread.
+    /// </summary>
+    public int Handle(ReadOnlySpan<byte> frame, Span<byte> reply, IDeferredReplySink? sink, ReplyRoute route)
     {
         if (!FuseRequest.TryParse(frame, out var request, out var error))
         {
@@ -68,7 +86,7 @@ public sealed partial class FuseEngine
         int length;
         try
         {
-            length = Dispatch(request, reply);
+            length = Dispatch(request, reply, sink, route);
         }
         catch (Exception e)
         {
@@ -76,6 +94,11 @@ public sealed partial class FuseEngine
             length = FuseReply.Error(reply, request.Unique, Errno.EIO);
         }
 
+        if (length == Deferred)
+        {
+            Counters.Count(request.Header.Opcode, false);
+            return length;
+        }
         var failed = length >= FuseReply.HeaderSize && System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(reply[4..]) != 0;
         Counters.Count(request.Header.Opcode, failed);
         if (_log.IsEnabled(LogLevel.Trace))
@@ -86,7 +109,7 @@ public sealed partial class FuseEngine
         return length;
     }
 
-    private int Dispatch(in FuseRequest request, Span<byte> reply)
+    private int Dispatch(in FuseRequest request, Span<byte> reply, IDeferredReplySink? sink, ReplyRoute route)
     {
         var unique = request.Unique;
         var opcode = request.Opcode;
@@ -108,6 +131,7 @@ public sealed partial class FuseEngine
         switch (opcode)
         {
             case FuseOpcode.Destroy:
+                _lockWaits.CancelAll();
                 _fs.Destroy();
                 _session = null;
                 Destroyed = true;
@@ -123,9 +147,9 @@ public sealed partial class FuseEngine
                 return 0;
 
             case FuseOpcode.Interrupt:
-                // Only a blocking lock wait can be cut short; any other request completes normally, which FUSE allows.
-                if (args.TryRead(out InterruptIn interrupt) && _blockingLocks.TryGetValue(interrupt.Unique, out var flag))
-                    Volatile.Write(ref flag.Value, true);
+                // Only a lock wait can be cut short; any other request completes normally, which FUSE allows.
+                if (args.TryRead(out InterruptIn interrupt)) _lockWaits.Interrupt(interrupt.Unique);
+                else Malformed(FrameErrorKind.BodyTooShort, request);
                 return 0;
 
             case FuseOpcode.Lookup:
@@ -247,7 +271,10 @@ public sealed partial class FuseEngine
             case FuseOpcode.ReleaseDir:
             {
                 if (!args.TryRead(out ReleaseIn release)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
-                return Status(reply, unique, opcode == FuseOpcode.Release ? _fs.Release(ctx, node, release) : _fs.ReleaseDir(ctx, node, release));
+                if (opcode == FuseOpcode.ReleaseDir) return Status(reply, unique, _fs.ReleaseDir(ctx, node, release));
+                var released = _fs.Release(ctx, node, release);
+                _lockWaits.Kick();
+                return Status(reply, unique, released);
             }
 
             case FuseOpcode.FSync:
@@ -259,7 +286,9 @@ public sealed partial class FuseEngine
 
             case FuseOpcode.Flush:
                 if (!args.TryRead(out FlushIn flush)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
-                return Status(reply, unique, _fs.Flush(ctx, node, flush));
+                var flushed = _fs.Flush(ctx, node, flush);
+                _lockWaits.Kick();
+                return Status(reply, unique, flushed);
 
             case FuseOpcode.SetXAttr:
             {
@@ -306,7 +335,16 @@ public sealed partial class FuseEngine
             case FuseOpcode.SetLkW:
             {
                 if (!args.TryRead(out LkIn lk)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
-                return Status(reply, unique, opcode == FuseOpcode.SetLk ? _fs.SetLk(ctx, node, lk, wait: false) : WaitForLock(ctx, node, lk));
+                if (opcode == FuseOpcode.SetLk)
+                {
+                    var result = _fs.SetLk(ctx, node, lk, wait: false);
+                    _lockWaits.Kick();
+                    return Status(reply, unique, result);
+                }
+                if (sink is not null)
+                    return _lockWaits.TryAnswerNow(ctx, node, lk, sink, route, out var granted) ? Status(reply, unique, granted) : Deferred;
+                var blocking = new BlockingSink();
+                return _lockWaits.TryAnswerNow(ctx, node, lk, blocking, route, out var now) ? Status(reply, unique, now) : blocking.Wait(reply);
             }
 
             case FuseOpcode.Access:
@@ -376,7 +414,11 @@ public sealed partial class FuseEngine
         }
 
         // A second INIT starts a new session: every node and handle of the old one is forgotten.
-        if (_session is not null) _fs.Destroy();
+        if (_session is not null)
+        {
+            _lockWaits.CancelAll();
+            _fs.Destroy();
+        }
 
         var offered = (InitFlags)init.Flags;
         if ((offered & InitFlags.InitExt) != 0) offered |= (InitFlags)((ulong)init.Flags2 << 32);
@@ -424,33 +466,6 @@ public sealed partial class FuseEngine
         }
     }
 
-    /// <summary>
-    /// SETLKW without parking a worker thread in the kernel: retries the non-blocking lock with a growing pause
-    /// until it is granted, fails with another error, or the client interrupts the request (EINTR, as a local
-    /// blocking fcntl would).
-    /// </summary>
-    private Errno WaitForLock(in FuseContext ctx, NodeId node, in LkIn lk)
-    {
-        var interrupted = new StrongBox<bool>(false);
-        _blockingLocks[ctx.Unique.Value] = interrupted;
-        try
-        {
-            var pause = 1;
-            while (true)
-            {
-                var result = _fs.SetLk(ctx, node, lk, wait: false);
-                if (result != Errno.EAGAIN && result != Errno.EACCES) return result;
-                if (Volatile.Read(ref interrupted.Value)) return Errno.EINTR;
-                Thread.Sleep(pause);
-                pause = Math.Min(pause * 2, 50);
-            }
-        }
-        finally
-        {
-            _blockingLocks.TryRemove(ctx.Unique.Value, out _);
-        }
-    }
-
     private int Malformed(FrameErrorKind kind, in FuseRequest request, Span<byte> reply)
     {
         Malformed(kind, request);
@@ -475,4 +490,25 @@ public sealed partial class FuseEngine
 
     private static int Status(Span<byte> reply, RequestId unique, Errno error) =>
         error.IsError ? FuseReply.Error(reply, unique, error) : FuseReply.Finish(reply, unique, 0);
+
+    /// <summary>The sink of the blocking <see cref="Handle(ReadOnlySpan{byte}, Span{byte})"/>: holds the one deferred reply.</summary>
+    private sealed class BlockingSink : IDeferredReplySink
+    {
+        private readonly ManualResetEventSlim _done = new();
+        private byte[]? _reply;
+
+        public void SendDeferred(ReplyRoute route, ReadOnlySpan<byte> reply)
+        {
+            _reply = reply.ToArray();
+            _done.Set();
+        }
+
+        public int Wait(Span<byte> reply)
+        {
+            _done.Wait();
+            _done.Dispose();
+            _reply!.CopyTo(reply);
+            return _reply!.Length;
+        }
+    }
 }

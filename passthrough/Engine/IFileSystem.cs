@@ -119,6 +119,14 @@ public interface IFileSystem
     /// <summary>SETLK / SETLKW (<paramref name="wait"/>), POSIX locks or flock when <c>args.LkFlags</c> has FUSE_LK_FLOCK.</summary>
     Errno SetLk(in FuseContext ctx, NodeId node, in LkIn args, bool wait) => Errno.ENOSYS;
 
+    /// <summary>
+    /// For deadlock detection of SETLKW: writes into <paramref name="owners"/> the lock owners of this session (other
+    /// than <c>args.Owner</c>) whose POSIX locks on <paramref name="node"/> keep <paramref name="args"/> from being
+    /// granted, and returns how many it wrote. 0 when none is known (a host process holds the lock, or the filesystem
+    /// cannot tell), which never reports a deadlock.
+    /// </summary>
+    int GetLockBlockers(in FuseContext ctx, NodeId node, in LkIn args, Span<ulong> owners) => 0;
+
     /// <summary>ACCESS.</summary>
     Errno Access(in FuseContext ctx, NodeId node, uint mask) => Errno.ENOSYS;
 

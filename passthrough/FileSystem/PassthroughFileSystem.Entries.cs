@@ -333,7 +333,7 @@ public sealed partial class PassthroughFileSystem
                 if (args.Size > long.MaxValue) return Errno.EINVAL;
                 var r = file is not null ? Libc.ftruncate(file.Fd, (long)args.Size) : Libc.truncate(proc, (long)args.Size);
                 if (r != 0) return LastErrno();
-                if ((valid & SetAttrValid.KillSuidGid) != 0) KillSuidGid(lease.Fd);
+                if ((valid & SetAttrValid.KillSuidGid) != 0) KillSuidGid(lease.Fd, ctx.Gid);
             }
 
             if ((valid & (SetAttrValid.ATime | SetAttrValid.MTime)) != 0)
@@ -416,6 +416,8 @@ public sealed partial class PassthroughFileSystem
         if (err.IsError) return err;
         using (lease)
         {
+            var reach = CheckChild(lease.Fd, name, ChildUse.Create);
+            if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
             Span<byte> targetBuffer = stackalloc byte[PathMax];
             var failure = Errno.Ok;
@@ -440,6 +442,8 @@ public sealed partial class PassthroughFileSystem
         if (err.IsError) return err;
         using (lease)
         {
+            var reach = CheckChild(lease.Fd, name, ChildUse.Create);
+            if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
             var failure = Errno.Ok;
             using (AsCaller(ctx))
@@ -461,6 +465,8 @@ public sealed partial class PassthroughFileSystem
         if (err.IsError) return err;
         using (lease)
         {
+            var reach = CheckChild(lease.Fd, name, ChildUse.Create);
+            if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
             var failure = Errno.Ok;
             using (AsCaller(ctx))
@@ -484,6 +490,8 @@ public sealed partial class PassthroughFileSystem
         if (err.IsError) return err;
         using (lease)
         {
+            var reach = CheckChild(lease.Fd, name, ChildUse.Existing);
+            if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
             return Libc.unlinkat(lease.Fd, CString(name, nameBuffer), 0) == 0 ? Errno.Ok : LastErrno();
         }
@@ -502,6 +510,8 @@ public sealed partial class PassthroughFileSystem
         if (err.IsError) return err;
         using (lease)
         {
+            var reach = CheckChild(lease.Fd, name, ChildUse.Existing);
+            if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
             return Libc.unlinkat(lease.Fd, CString(name, nameBuffer), Libc.AT_REMOVEDIR) == 0 ? Errno.Ok : LastErrno();
         }
@@ -528,6 +538,10 @@ public sealed partial class PassthroughFileSystem
             if (err.IsError) return err;
             using (newLease)
             {
+                var reach = CheckChild(oldLease.Fd, name, ChildUse.Existing);
+                if (reach.IsError) return reach;
+                reach = CheckChild(newLease.Fd, newName, (flags & FuseConstants.RenameExchange) != 0 ? ChildUse.Exchange : ChildUse.Replace);
+                if (reach.IsError) return reach;
                 Span<byte> oldBuffer = stackalloc byte[MaxName + 1];
                 Span<byte> newBuffer = stackalloc byte[MaxName + 1];
                 var r = Libc.renameat2(oldLease.Fd, CString(name, oldBuffer), newLease.Fd, CString(newName, newBuffer), flags);
@@ -552,6 +566,8 @@ public sealed partial class PassthroughFileSystem
             if (err.IsError) return err;
             using (dirLease)
             {
+                var reach = CheckChild(dirLease.Fd, newName, ChildUse.Create);
+                if (reach.IsError) return reach;
                 Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
                 Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
                 // Linking the magic link of the O_PATH descriptor links the inode itself (AT_EMPTY_PATH would

@@ -69,7 +69,7 @@ public sealed partial class PassthroughFileSystem
             if (fd < 0 && MadeRoom()) fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(lease.Fd.Value, procBuffer), HostOpenFlags(args.Flags), 0);
             if (fd < 0) return LastErrno();
             var file = new SafeFd(fd);
-            if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file);
+            if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file, ctx.Gid);
             var open = Register(n!, file, isDir: false, (int)args.Flags & Libc.O_ACCMODE);
             return new OpenOut { Fh = open.Id, OpenFlags = OpenReplyFlags(args.Flags) };
         }
@@ -89,6 +89,8 @@ public sealed partial class PassthroughFileSystem
         if (err.IsError) return err;
         using (lease)
         {
+            var reach = CheckChild(lease.Fd, name, ChildUse.Create);
+            if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
             Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
             var cname = CString(name, nameBuffer);
@@ -130,7 +132,7 @@ public sealed partial class PassthroughFileSystem
             }
             if (fd < 0) return failure;
             var file = new SafeFd(fd);
-            if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file);
+            if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file, ctx.Gid);
             if (Libc.fstat(file, out var st) != 0)
             {
                 var errno = LastErrno();
@@ -180,7 +182,7 @@ public sealed partial class PassthroughFileSystem
         if (n < 0) return LastErrno();
         // HANDLE_KILLPRIV_V2: the client asks the server to drop set-user-ID/set-group-ID after a write by an
         // unprivileged caller; the daemon writes as root, so it clears them itself.
-        if ((args.WriteFlags & FuseConstants.WriteKillSuidGid) != 0) KillSuidGid(file.Fd);
+        if ((args.WriteFlags & FuseConstants.WriteKillSuidGid) != 0) KillSuidGid(file.Fd, ctx.Gid);
         Interlocked.Add(ref _bytesWritten, n);
         return (uint)n;
     }
@@ -377,6 +379,39 @@ public sealed partial class PassthroughFileSystem
                 if (Libc.fcntl(ownerFd, Libc.F_OFD_GETLK, ref probe) != 0) continue;
                 if (probe.Type == Libc.F_UNLCK || probe.Start != conflict.Start || probe.Len != conflict.Len || probe.Type != conflict.Type)
                     return pid;
+            }
+            return 0;
+        }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// The blocker is the owner of the first conflicting lock the requester's own descriptor reports (the one
+    /// the kernel would make it wait for): from that owner's descriptor the same lock is no longer reported, since a
+    /// description never conflicts with itself. A lock of a host process, or two owners holding the very same range,
+    /// leave it unknown.
+    /// </remarks>
+    public int GetLockBlockers(in FuseContext ctx, NodeId node, in LkIn args, Span<ulong> owners)
+    {
+        if (owners.IsEmpty || (args.LkFlags & FuseConstants.LkFlock) != 0) return 0;
+        if (GetFile(node, args.Fh, dir: false, out var file).IsError) return 0;
+        if (ToFlock(args.Lk, out var request).IsError || request.Type == Libc.F_UNLCK) return 0;
+        var n = file!.Node;
+        lock (n)
+        {
+            if (n.LockFds is null || !n.LockFds.TryGetValue(args.Owner, out var mine)) return 0;
+            var conflict = request;
+            if (Libc.fcntl(mine, Libc.F_OFD_GETLK, ref conflict) != 0 || conflict.Type == Libc.F_UNLCK) return 0;
+            foreach (var (owner, ownerFd) in n.LockFds)
+            {
+                if (owner == args.Owner) continue;
+                var probe = request;
+                if (Libc.fcntl(ownerFd, Libc.F_OFD_GETLK, ref probe) != 0) continue;
+                if (probe.Type == Libc.F_UNLCK || probe.Start != conflict.Start || probe.Len != conflict.Len || probe.Type != conflict.Type)
+                {
+                    owners[0] = owner;
+                    return 1;
+                }
             }
             return 0;
         }

@@ -353,7 +353,10 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         return Errno.Ok;
     }
 
-    /// <summary>Looks the node up and borrows its descriptor; unknown ids are ENOENT, never another file.</summary>
+    /// <summary>
+    /// Looks the node up and borrows its descriptor; unknown ids are ENOENT, never another file, and so is a node the
+    /// allowlist hides now (it is checked at every use, so a change of the allowlist reaches names looked up before).
+    /// </summary>
     private Errno Acquire(NodeId id, out Node? node, out FdLease lease)
     {
         node = FindNode(id);
@@ -362,7 +365,15 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             lease = default;
             return Errno.ENOENT;
         }
-        return Acquire(node, out lease);
+        var err = Acquire(node, out lease);
+        if (err.IsError || node == _root || _settings.Allowlist is null) return err;
+        err = CheckReach(lease.Fd);
+        if (err.IsError)
+        {
+            lease.Dispose();
+            lease = default;
+        }
+        return err;
     }
 
     /// <summary>
@@ -456,13 +467,19 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         return rel is not null && allow.Permits(rel);
     }
 
-    /// <summary>Clears set-user-ID, and set-group-ID when group-executable, as the kernel does for an unprivileged writer.</summary>
-    private static void KillSuidGid(SafeFd fd)
+    /// <summary>
+    /// The kernel's rule for a write or truncation by a caller without CAP_FSETID (it sends the KILL_SUIDGID flags for
+    /// every such caller and leaves the decision to the server): set-user-ID always goes; set-group-ID goes when the
+    /// file is group-executable or the caller is not in the file's group (setattr_should_drop_sgid, as a plain
+    /// directory on the host does it). Only the caller's primary group is known, so a member through a
+    /// supplementary group loses the bit too.
+    /// </summary>
+    private static void KillSuidGid(SafeFd fd, uint callerGid)
     {
         if (Libc.fstat(fd, out var st) != 0 || (st.Mode & Libc.S_IFMT) != Libc.S_IFREG) return;
         var mode = st.Mode & 0xFFF;
         var cleared = mode & ~Libc.S_ISUID;
-        if ((mode & Libc.S_IXGRP) != 0) cleared &= ~Libc.S_ISGID;
+        if ((mode & Libc.S_IXGRP) != 0 || st.Gid != callerGid) cleared &= ~Libc.S_ISGID;
         if (cleared != mode)
         {
             Span<byte> proc = stackalloc byte[ProcPath.Size];

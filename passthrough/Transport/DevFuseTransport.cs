@@ -8,9 +8,11 @@ namespace Hypervisor.Passthrough.Transport;
 /// <summary>
 /// Serves the host kernel's own FUSE client: mounts the share at a directory through /dev/fuse and runs the engine
 /// on the requests the kernel sends. The mount behaves like a virtiofs mount in a guest: every user may use it
-/// (allow_other) and the kernel checks permissions (default_permissions).
+/// (allow_other) and the kernel checks permissions (default_permissions). It is nodev and nosuid unless asked
+/// otherwise, as libfuse mounts: the share's files belong to whoever may write the host directory, and a device node
+/// or set-user-ID program made there must not reach the host's devices or gain privileges on the host.
 /// </summary>
-public sealed partial class DevFuseTransport : IDisposable
+public sealed partial class DevFuseTransport : IDisposable, IDeferredReplySink
 {
     private readonly FuseEngine _engine;
     private readonly ILogger _log;
@@ -37,8 +39,10 @@ public sealed partial class DevFuseTransport : IDisposable
     /// <summary>
     /// Mounts at <paramref name="mountPoint"/> and starts <paramref name="threads"/> workers. Fails with a
     /// <see cref="TransportException"/> whose message says what to change (not root, missing mount point, ...).
+    /// The mount is nodev and nosuid unless <paramref name="allowDevices"/> or <paramref name="allowSetuid"/>.
     /// </summary>
-    public static DevFuseTransport Mount(FuseEngine engine, ILogger log, string sharedDir, string mountPoint, int threads)
+    public static DevFuseTransport Mount(FuseEngine engine, ILogger log, string sharedDir, string mountPoint, int threads,
+        bool allowDevices = false, bool allowSetuid = false)
     {
         if (Libc.geteuid() != 0)
             throw new TransportException("Mounting through /dev/fuse needs root (CAP_SYS_ADMIN); run passthrough --mount as root.");
@@ -49,7 +53,8 @@ public sealed partial class DevFuseTransport : IDisposable
             throw new TransportException($"Cannot open /dev/fuse ({Marshal.GetPInvokeErrorMessage(Libc.LastErrno)}); load the fuse module or give the daemon access to the device.");
         var data = $"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions,max_read={FuseEngine.MaxWrite}";
         var device = new SafeFd(fd);
-        if (Libc.mount(sharedDir, mountPoint, "fuse.passthrough", 0, data) != 0)
+        var flags = (allowDevices ? 0 : Libc.MS_NODEV) | (allowSetuid ? 0 : Libc.MS_NOSUID);
+        if (Libc.mount(sharedDir, mountPoint, "fuse.passthrough", flags, data) != 0)
         {
             var errno = Libc.LastErrno;
             device.Dispose();
@@ -90,17 +95,9 @@ public sealed partial class DevFuseTransport : IDisposable
                     return;
                 }
                 if (n == 0) return;
-                var length = _engine.Handle(request.AsSpan(0, (int)n), reply);
-                if (length == 0) continue;
-                // length never exceeds the reply array: the engine wrote the reply into it.
-                nint written = Libc.write(_fd, reply, (nuint)length);
-                if (written < 0)
-                {
-                    var errno = Libc.LastErrno;
-                    // ENOENT: the kernel no longer waits for this reply (interrupted); anything else is logged.
-                    if (errno == Libc.ENODEV) return;
-                    if (errno != Libc.ENOENT) LogWriteFailed(Marshal.GetPInvokeErrorMessage(errno));
-                }
+                var length = _engine.Handle(request.AsSpan(0, (int)n), reply, this, default);
+                if (length <= 0) continue; // no reply, or one that comes later (a SETLKW that waits)
+                if (!WriteReply(reply.AsSpan(0, length))) return;
             }
         }
         finally
@@ -108,6 +105,25 @@ public sealed partial class DevFuseTransport : IDisposable
             if (Interlocked.Decrement(ref _running) == 0) _completion.TrySetResult();
         }
     }
+
+    /// <summary>Writes one reply; false when the connection is gone.</summary>
+    private bool WriteReply(ReadOnlySpan<byte> reply)
+    {
+        if (Libc.write(_fd, reply, (nuint)reply.Length) >= 0) return true;
+        var errno = Libc.LastErrno;
+        // ENOENT: the kernel no longer waits for this reply (interrupted); anything else is logged.
+        if (errno == Libc.ENODEV) return false;
+        if (errno != Libc.ENOENT) LogWriteFailed(Marshal.GetPInvokeErrorMessage(errno));
+        return true;
+    }
+
+    /// <inheritdoc/>
+    void IDeferredReplySink.SendDeferred(ReplyRoute route, ReadOnlySpan<byte> reply)
+    {
+        if (Volatile.Read(ref _closed) == 0) WriteReply(reply);
+    }
+
+    private int _closed;
 
     /// <summary>
     /// Unmounts (lazily, so a busy mount point does not keep the daemon alive) and aborts the connection so every
@@ -165,6 +181,8 @@ public sealed partial class DevFuseTransport : IDisposable
     public void Dispose()
     {
         Unmount(TimeSpan.FromSeconds(2));
+        // A reply the lock waiter sends after this must not reach the closed descriptor.
+        Interlocked.Exchange(ref _closed, 1);
         _fd.Dispose();
     }
 

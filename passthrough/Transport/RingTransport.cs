@@ -11,12 +11,13 @@ namespace Hypervisor.Passthrough.Transport;
 /// <summary>
 /// Serves the shared-memory ring the vdev created: one dispatcher thread per request queue peeks request frames
 /// and runs the engine on them with the reply written straight into the completion ring. Requests that may block
-/// for long (lock waits, syncs) are copied out and run on the thread pool so they never hold up the queue: a
-/// guest waiting for a lock must not keep the unlock behind it from being served.
+/// on the disk for long (syncs) are copied out and run on the thread pool so they never hold up the queue. A SETLKW
+/// that has to wait is answered later by the engine's lock waiter (<see cref="IDeferredReplySink"/>): a guest waiting
+/// for a lock must not keep the unlock behind it from being served, nor hold a thread.
 /// Contract with the vdev: every submission gets exactly one completion with the submission's tag; an empty
 /// completion means the request has no reply (FORGET) or could not be answered (a frame too broken to address).
 /// </summary>
-public sealed partial class RingTransport : IDisposable
+public sealed partial class RingTransport : IDisposable, IDeferredReplySink
 {
     private readonly FuseEngine _engine;
     private readonly ILogger _log;
@@ -26,6 +27,7 @@ public sealed partial class RingTransport : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource<RingStatus> _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _running;
+    private bool _unmapped;
     private readonly int[] _requestQueueCpus;
 
     private RingTransport(FuseEngine engine, ILogger log, ShmRingSet rings)
@@ -195,7 +197,12 @@ public sealed partial class RingTransport : IDisposable
         {
             var status = queue.Producer.Reserve(FuseEngine.MaxReplySize, out var reply, Timeout.InfiniteTimeSpan, _stop.Token);
             if (status != RingStatus.Ok) return Stopped(queue, status);
-            var length = _engine.Handle(frame.Data, reply);
+            var length = _engine.Handle(frame.Data, reply, this, new ReplyRoute(queue.Index, frame.Tag));
+            if (length == FuseEngine.Deferred)
+            {
+                queue.Producer.CancelReservation();
+                return true;
+            }
             queue.Producer.Commit(length, frame.Tag, notify: false);
             unannounced.Add(queue.Producer, length);
             return true;
@@ -220,10 +227,22 @@ public sealed partial class RingTransport : IDisposable
         }
     }
 
+    /// <summary>Linux's virtio-fs driver never sends INTERRUPT, not even for a fatal signal (its hiprio queue carries FORGETs only).</summary>
+    bool IDeferredReplySink.SendsInterrupts => false;
+
+    /// <inheritdoc/>
+    void IDeferredReplySink.SendDeferred(ReplyRoute route, ReadOnlySpan<byte> reply)
+    {
+        if (route.Queue <= 0 || route.Queue >= _completionLocks.Length) return;
+        Complete(_rings.GetQueue(route.Queue), route.Tag, reply);
+    }
+
     private bool Complete(RingQueue queue, ulong tag, ReadOnlySpan<byte> reply)
     {
         lock (_completionLocks[queue.Index])
         {
+            // A late reply (a lock granted, a sync finished) after Dispose must not touch the unmapped ring.
+            if (_unmapped) return false;
             var status = queue.Producer.Reserve(reply.Length, out var span, Timeout.InfiniteTimeSpan, _stop.Token);
             if (status != RingStatus.Ok) return Stopped(queue, status);
             reply.CopyTo(span);
@@ -239,12 +258,12 @@ public sealed partial class RingTransport : IDisposable
         return false;
     }
 
-    /// <summary>Requests that can wait on other requests or on the disk for long: SETLKW, FSYNC, FSYNCDIR, SYNCFS.</summary>
+    /// <summary>Requests that can wait on the disk for long: FSYNC, FSYNCDIR, SYNCFS.</summary>
     private static bool MayBlock(ReadOnlySpan<byte> frame)
     {
         if (frame.Length < 8) return false;
         var opcode = (FuseOpcode)BinaryPrimitives.ReadUInt32LittleEndian(frame[4..]);
-        return opcode is FuseOpcode.SetLkW or FuseOpcode.FSync or FuseOpcode.FSyncDir or FuseOpcode.SyncFs;
+        return opcode is FuseOpcode.FSync or FuseOpcode.FSyncDir or FuseOpcode.SyncFs;
     }
 
     /// <summary>Stops the dispatchers, closes the ring in an orderly way (the vdev sees Closed) and unmaps it.</summary>
@@ -252,6 +271,10 @@ public sealed partial class RingTransport : IDisposable
     {
         _stop.Cancel();
         foreach (var thread in _dispatchers) thread?.Join(TimeSpan.FromSeconds(2));
+        foreach (var gate in _completionLocks)
+        {
+            lock (gate) _unmapped = true;
+        }
         _rings.Dispose();
         _stop.Dispose();
     }

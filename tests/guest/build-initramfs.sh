@@ -4,6 +4,7 @@
 #   build-initramfs.sh OUT.cpio.gz [SCENARIO.sh]
 #
 # Contents: busybox-static (with its applets linked), hvtool (hvtool.c, gcc -static),
+# stress-ng with the shared libraries ldd names (when /usr/bin/stress-ng is installed),
 # the virtio/FUSE modules of the guest kernel, /init and /lib/hv.sh. If SCENARIO.sh is
 # given it is baked in as /scenario.sh; otherwise the test harness appends it at boot time
 # as a second (concatenated) cpio member, which the kernel unpacks over the first.
@@ -37,6 +38,16 @@ for a in $(/bin/busybox --list); do
     [ "$a" = busybox ] || ln -s busybox "$stage/bin/$a"
 done
 gcc -static -O2 -pthread -Wall -o "$stage/bin/hvtool" "$here/hvtool.c"
+
+# stress-ng is dynamically linked: it goes in with every library ldd resolves, at the same paths, and the
+# dynamic loader. Without it the lock scenario reports stress-ng as missing instead of the image failing.
+if [ -x /usr/bin/stress-ng ]; then
+    cp /usr/bin/stress-ng "$stage/bin/stress-ng"
+    for lib in $(ldd /usr/bin/stress-ng | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+        mkdir -p "$stage$(dirname "$lib")"
+        cp -L "$lib" "$stage$lib"
+    done
+fi
 
 # Loaded by /init in this order (dependencies first); .ko.xz/.ko.zst are decompressed here
 # because busybox insmod loads plain ELF objects only.

@@ -48,3 +48,18 @@ hv_irq_cpu() {
         split($i, kv, "="); d[kv[1]] += a ? kv[2] : -kv[2] } }
         END { best = 0; for (k in d) if (d[k] > best) { best = d[k]; key = k } if (best) { split(key, p, ":"); print p[2] } }'
 }
+
+# hv_phase N MAILBOX: tells the host "phase N" and waits (up to 60 s) until it has written "goN" into the
+# MAILBOX file on a share. The mailbox is read with O_DIRECT, which always reaches the daemon, so it is never
+# stale; the host keeps its size constant, since such a read stops at the guest's cached size.
+hv_phase() {
+    hv_val phase "$1"
+    hv_n=0
+    while [ $hv_n -lt 600 ]; do
+        [ "$(dd if="$2" bs=4096 count=1 iflag=direct 2>/dev/null | tr -d ' \n')" = "go$1" ] && return 0
+        usleep 100000
+        hv_n=$((hv_n + 1))
+    done
+    hv_fail "phase.$1" "the host did not write go$1 to $2 within 60 s"
+    return 1
+}

@@ -25,6 +25,21 @@
  *   seek FILE data|hole OFFSET   lseek(SEEK_DATA/SEEK_HOLE); prints the offset or "-errno"
  *   copyrange SRC DST            copy_file_range(2) of the whole of SRC into DST (created);
  *                                prints "bytes" or "-errno"
+ *   lock FILE START LEN r|w|u set|wait [UNTIL]
+ *                                fcntl F_SETLK (set) or F_SETLKW (wait) of a POSIX byte-range lock
+ *                                (LEN 0: to the end); prints "0" or the errno number as soon as the call
+ *                                returns; with UNTIL, then keeps the file (and the lock) open until the
+ *                                file UNTIL exists
+ *   getlk FILE START LEN r|w     fcntl F_GETLK; prints "unlocked" or "TYPE START LEN PID" of the lock
+ *                                in the way (TYPE r or w)
+ *   fsop NAME OP ARG...          one call, printed as "NAME ok" or "NAME ERRNO" (ENOENT, EACCES, EEXIST,
+ *                                ENOTSUP, or the number): open PATH r|rc|ac|xc|wc (read; read+creat;
+ *                                append+creat; creat+excl; write+creat), mkdir PATH, symlink TARGET PATH,
+ *                                link OLD NEW, mkfifo PATH, unlink PATH, rmdir PATH, rename OLD NEW,
+ *                                exchange OLD NEW, noreplace OLD NEW, setxattr PATH, chmod PATH, tmpfile DIR
+ *   deadlock FILE                two processes: the parent locks byte 0 and the child byte 1; the parent
+ *                                then waits for byte 1, and a second later the child waits for byte 0;
+ *                                prints "parent=E child=E" with each F_SETLKW's result (0 or errno)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -212,6 +227,110 @@ static int cmd_pattern(const char *file, long mib, uint64_t seed)
     return 0;
 }
 
+static int lock_at(int fd, int cmd, short type, long long start, long long len)
+{
+    struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len };
+    return fcntl(fd, cmd, &fl) == 0 ? 0 : errno;
+}
+
+static short lock_type(const char *t)
+{
+    return !strcmp(t, "r") ? F_RDLCK : !strcmp(t, "w") ? F_WRLCK : F_UNLCK;
+}
+
+static int cmd_lock(char **argv, int argc)
+{
+    int fd = open(argv[2], O_RDWR);
+    if (fd < 0) die("open", argv[2]);
+    int r = lock_at(fd, !strcmp(argv[6], "wait") ? F_SETLKW : F_SETLK, lock_type(argv[5]), atoll(argv[3]), atoll(argv[4]));
+    printf("%d\n", r);
+    fflush(stdout);
+    if (argc == 8) {
+        struct stat st;
+        while (stat(argv[7], &st) != 0) usleep(20000);
+    }
+    close(fd);
+    return 0;
+}
+
+static int cmd_getlk(char **argv)
+{
+    int fd = open(argv[2], O_RDWR);
+    if (fd < 0) die("open", argv[2]);
+    struct flock fl = { .l_type = lock_type(argv[5]), .l_whence = SEEK_SET, .l_start = atoll(argv[3]), .l_len = atoll(argv[4]) };
+    if (fcntl(fd, F_GETLK, &fl) != 0) die("fcntl F_GETLK", argv[2]);
+    if (fl.l_type == F_UNLCK) printf("unlocked\n");
+    else printf("%s %lld %lld %d\n", fl.l_type == F_RDLCK ? "r" : "w", (long long)fl.l_start, (long long)fl.l_len, (int)fl.l_pid);
+    close(fd);
+    return 0;
+}
+
+static int cmd_deadlock(const char *file)
+{
+    int up[2], down[2], result[2];
+    if (pipe(up) || pipe(down) || pipe(result)) die("pipe", NULL);
+    char c = 0;
+    pid_t pid = fork();
+    if (pid < 0) die("fork", NULL);
+    if (pid == 0) {
+        int fd = open(file, O_RDWR);
+        if (fd < 0) die("open", file);
+        int r = lock_at(fd, F_SETLK, F_WRLCK, 1, 1);
+        if (write(up[1], &c, 1) != 1 || read(down[0], &c, 1) != 1) _exit(1);
+        sleep(1); /* the parent's wait for byte 1 is in place by then */
+        r = r ? r : lock_at(fd, F_SETLKW, F_WRLCK, 0, 1);
+        if (write(result[1], &r, sizeof r) != sizeof r) _exit(1);
+        _exit(0); /* closing releases the child's locks, which lets a waiting parent go on */
+    }
+    int fd = open(file, O_RDWR);
+    if (fd < 0) die("open", file);
+    int mine = lock_at(fd, F_SETLK, F_WRLCK, 0, 1);
+    if (read(up[0], &c, 1) != 1 || write(down[1], &c, 1) != 1) die("pipe", NULL);
+    int parent = mine ? mine : lock_at(fd, F_SETLKW, F_WRLCK, 1, 1);
+    int child = -1;
+    if (read(result[0], &child, sizeof child) != sizeof child) child = -1;
+    waitpid(pid, NULL, 0);
+    close(fd);
+    printf("parent=%d child=%d\n", parent, child);
+    return 0;
+}
+
+static int cmd_fsop(int argc, char **argv)
+{
+    const char *name = argv[2], *op = argv[3], *a = argv[4], *b = argc > 5 ? argv[5] : "";
+    long r = -1;
+    errno = 0;
+    if (!strcmp(op, "open")) {
+        int flags = !strcmp(b, "r") ? O_RDONLY : !strcmp(b, "rc") ? O_RDONLY | O_CREAT
+                  : !strcmp(b, "ac") ? O_WRONLY | O_APPEND | O_CREAT : !strcmp(b, "xc") ? O_WRONLY | O_CREAT | O_EXCL
+                  : O_WRONLY | O_CREAT;
+        int fd = open(a, flags, 0644);
+        r = fd < 0 ? -1 : close(fd);
+    }
+    else if (!strcmp(op, "mkdir")) r = mkdir(a, 0755);
+    else if (!strcmp(op, "symlink")) r = symlink(a, b);
+    else if (!strcmp(op, "link")) r = link(a, b);
+    else if (!strcmp(op, "mkfifo")) r = mkfifo(a, 0644);
+    else if (!strcmp(op, "unlink")) r = unlink(a);
+    else if (!strcmp(op, "rmdir")) r = rmdir(a);
+    else if (!strcmp(op, "rename")) r = rename(a, b);
+    else if (!strcmp(op, "exchange")) r = syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 2u);
+    else if (!strcmp(op, "noreplace")) r = syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 1u);
+    else if (!strcmp(op, "setxattr")) r = syscall(SYS_setxattr, a, "user.x", "1", (size_t)1, 0);
+    else if (!strcmp(op, "chmod")) r = chmod(a, 0600);
+    else if (!strcmp(op, "tmpfile")) {
+        int fd = open(a, O_WRONLY | O_TMPFILE, 0644);
+        r = fd < 0 ? -1 : close(fd);
+    }
+    else return usage();
+    if (r == 0) { printf("%s ok\n", name); return 0; }
+    int e = errno;
+    const char *en = e == ENOENT ? "ENOENT" : e == EACCES ? "EACCES" : e == EEXIST ? "EEXIST" : e == EOPNOTSUPP ? "ENOTSUP" : NULL;
+    if (en) printf("%s %s\n", name, en);
+    else printf("%s %d\n", name, e);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) return usage();
@@ -265,6 +384,10 @@ int main(int argc, char **argv)
         printf("%lld\n", total);
         return 0;
     }
+    if (!strcmp(c, "lock") && (argc == 7 || argc == 8)) return cmd_lock(argv, argc);
+    if (!strcmp(c, "getlk") && argc == 6) return cmd_getlk(argv);
+    if (!strcmp(c, "fsop") && (argc == 5 || argc == 6)) return cmd_fsop(argc, argv);
+    if (!strcmp(c, "deadlock") && argc == 3) return cmd_deadlock(argv[2]);
     if (!strcmp(c, "pattern") && argc == 5) return cmd_pattern(argv[2], atol(argv[3]), strtoull(argv[4], NULL, 0));
     return usage();
 }

@@ -37,6 +37,12 @@ internal sealed class ControlClient : IDisposable
 
     public ShareStatus GetStatus() => Call("GetStatus", new GetStatusRequest(), ShareStatus.Parser);
 
+    public Allowlist AddAllowedPath(string path) => Call("AddAllowedPath", new AllowedPathRequest { Path = path }, Allowlist.Parser);
+
+    public Allowlist RemoveAllowedPath(string path) => Call("RemoveAllowedPath", new AllowedPathRequest { Path = path }, Allowlist.Parser);
+
+    public Allowlist SetAllowlistEnabled(bool enabled) => Call("SetAllowlistEnabled", new SetAllowlistEnabledRequest { Enabled = enabled }, Allowlist.Parser);
+
     private TResponse Call<TResponse>(string method, IMessage request, MessageParser<TResponse> parser) where TResponse : IMessage<TResponse>
     {
         var payload = request.ToByteArray();

@@ -3,7 +3,8 @@ using System.Text.Json;
 namespace Hypervisor.Passthrough.Tests.Mount;
 
 /// <summary>
-/// One mounted share (default options plus <c>--xattr</c>) for a whole differential test class: the script runs once
+/// One mounted share (default options plus <c>--xattr</c> and <c>--allow-dev</c>, since the plain directory it is
+/// compared with is not nodev; MountPrivilegeTests covers the nodev default) for a whole differential test class: the script runs once
 /// per uid on the mount and once on the local twin, lazily, and each case is then compared by its own test. Every case
 /// works in its own subdirectory, so the cases do not depend on each other or on the order the tests run in.
 /// </summary>
@@ -19,7 +20,7 @@ public class DifferentialShare : IDisposable
     /// <summary>A share started with <paramref name="daemonArgs"/>.</summary>
     protected DifferentialShare(params string[] daemonArgs)
     {
-        _share = new(() => MountedShare.Start(daemonArgs));
+        _share = new(() => MountedShare.Start([.. daemonArgs, "--allow-dev"]));
         foreach (var uid in new[] { 0, 1000 })
         {
             _runs[uid] = new(() =>

@@ -111,7 +111,11 @@ public sealed class MountedShare : IDisposable
             while (!IsMounted(share.MountPoint))
             {
                 if (daemon.HasExited)
+                {
+                    // The parameterless wait also waits for the redirected output to reach its end, so the log is whole.
+                    daemon.WaitForExit();
                     throw new InvalidOperationException($"passthrough exited with {daemon.ExitCode} before mounting:\n{share.DaemonLog}");
+                }
                 if (deadline.Elapsed > TimeSpan.FromSeconds(30))
                     throw new TimeoutException($"passthrough did not mount {share.MountPoint} within 30 s:\n{share.DaemonLog}");
                 Thread.Sleep(20);
