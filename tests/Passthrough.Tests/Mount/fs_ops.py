@@ -19,6 +19,7 @@ import stat
 import struct
 import sys
 import time
+import time
 
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
@@ -739,6 +740,15 @@ def case_flock(d, log):
         log.call("flock SH NB conflicting", fcntl.flock, fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         os.write(done_w, b"1")
         os.waitpid(child, 0)
+        # The child's last close releases its lock, but on FUSE that RELEASE travels asynchronously after the exit:
+        # give it up to 2 s to arrive before the attempt that is logged.
+        for _ in range(200):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
         log.call("flock EX NB after release", fcntl.flock, fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fd2 = os.open(f, os.O_RDONLY)
         log.call("flock second open file", fcntl.flock, fd2, fcntl.LOCK_SH | fcntl.LOCK_NB)
