@@ -19,7 +19,6 @@ import stat
 import struct
 import sys
 import time
-import time
 
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
