@@ -10,7 +10,7 @@ namespace Hypervisor.Passthrough.Engine;
 /// buffer. It does not know where frames come from (/dev/fuse, the shared-memory ring, a test); it is called
 /// from several threads at once.
 /// </summary>
-public sealed partial class FuseEngine
+public sealed partial class FuseEngine : IDisposable
 {
     /// <summary>The largest WRITE payload (and READ size) negotiated: 1 MiB.</summary>
     public const int MaxWrite = 1 << 20;
@@ -42,6 +42,9 @@ public sealed partial class FuseEngine
     /// whose reply comes later through the transport's <see cref="IDeferredReplySink"/> (a SETLKW that waits).
     /// </summary>
     public const int Deferred = -1;
+
+    /// <summary>Stops the lock waiter; SETLKW requests still waiting are not answered (their transport is gone).</summary>
+    public void Dispose() => _lockWaits.Dispose();
 
     /// <summary>SETLKW requests waiting for their lock now (none of them holds a thread).</summary>
     public int WaitingLocks => _lockWaits.Count;
@@ -343,8 +346,8 @@ public sealed partial class FuseEngine
                 }
                 if (sink is not null)
                     return _lockWaits.TryAnswerNow(ctx, node, lk, sink, route, out var granted) ? Status(reply, unique, granted) : Deferred;
-                var blocking = new BlockingSink();
-                return _lockWaits.TryAnswerNow(ctx, node, lk, blocking, route, out var now) ? Status(reply, unique, now) : blocking.Wait(reply);
+                using (var blocking = new BlockingSink())
+                    return _lockWaits.TryAnswerNow(ctx, node, lk, blocking, route, out var now) ? Status(reply, unique, now) : blocking.Wait(reply);
             }
 
             case FuseOpcode.Access:
@@ -492,7 +495,7 @@ public sealed partial class FuseEngine
         error.IsError ? FuseReply.Error(reply, unique, error) : FuseReply.Finish(reply, unique, 0);
 
     /// <summary>The sink of the blocking <see cref="Handle(ReadOnlySpan{byte}, Span{byte})"/>: holds the one deferred reply.</summary>
-    private sealed class BlockingSink : IDeferredReplySink
+    private sealed class BlockingSink : IDeferredReplySink, IDisposable
     {
         private readonly ManualResetEventSlim _done = new();
         private byte[]? _reply;
@@ -506,9 +509,10 @@ public sealed partial class FuseEngine
         public int Wait(Span<byte> reply)
         {
             _done.Wait();
-            _done.Dispose();
             _reply!.CopyTo(reply);
             return _reply!.Length;
         }
+
+        public void Dispose() => _done.Dispose();
     }
 }

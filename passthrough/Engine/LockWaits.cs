@@ -255,7 +255,7 @@ internal sealed partial class LockWaits : IDisposable
                     _count = _waits.Count;
                 }
                 if (blocked) result = wait.Interrupted ? Errno.EINTR : Errno.EDEADLK;
-                if (_log.IsEnabled(LogLevel.Debug)) LogAnswered(wait.Ctx.Unique.Value, result.ToString());
+                LogAnswered(wait.Ctx.Unique.Value, result);
                 Send(wait, result, _reply);
             }
             _due.Clear();
@@ -281,7 +281,7 @@ internal sealed partial class LockWaits : IDisposable
 
     private static bool IsBlocked(Errno result) => result == Errno.EAGAIN || result == Errno.EACCES;
 
-    private void Send(Wait wait, Errno result, byte[] buffer)
+    private static void Send(Wait wait, Errno result, byte[] buffer)
     {
         var length = result.IsError
             ? FuseReply.Error(buffer, wait.Ctx.Unique, result)
@@ -350,7 +350,7 @@ internal sealed partial class LockWaits : IDisposable
     private partial void LogDeadlock(ulong unique, ulong owner);
 
     [LoggerMessage(EventId = 213, Level = LogLevel.Debug, Message = "SETLKW unique {Unique} answered {Result} after waiting")]
-    private partial void LogAnswered(ulong unique, string result);
+    private partial void LogAnswered(ulong unique, Errno result);
 
     [LoggerMessage(EventId = 215, Level = LogLevel.Debug, Message = "SETLKW unique {Unique} (owner {Owner:x}) kept waiting by guest owners for too long, with no INTERRUPT to tell a killed waiter: answered EDEADLK")]
     private partial void LogOverdue(ulong unique, ulong owner);

@@ -59,6 +59,6 @@ internal readonly struct Credentials : IDisposable
     {
         if (t_privateUmask) return;
         t_privateUmask = true;
-        if (Libc.unshare(Libc.CLONE_FS) == 0) Libc.umask(0);
+        if (Libc.unshare(Libc.CLONE_FS) == 0) _ = Libc.umask(0); // umask(2) returns the previous mask and cannot fail
     }
 }

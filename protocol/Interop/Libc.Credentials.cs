@@ -28,14 +28,14 @@ internal static partial class Libc
     /// </summary>
     internal static bool SetFsUid(uint fsuid)
     {
-        setfsuid(fsuid);
+        _ = setfsuid(fsuid); // the previous fsuid, whether or not the change took: the second call tells
         return (uint)setfsuid(uint.MaxValue) == fsuid;
     }
 
     /// <summary>Sets the thread's fsgid and reports whether it now is <paramref name="fsgid"/>, as <see cref="SetFsUid"/> does.</summary>
     internal static bool SetFsGid(uint fsgid)
     {
-        setfsgid(fsgid);
+        _ = setfsgid(fsgid); // the previous fsgid, whether or not the change took: the second call tells
         return (uint)setfsgid(uint.MaxValue) == fsgid;
     }
 }

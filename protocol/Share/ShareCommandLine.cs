@@ -69,16 +69,16 @@ public sealed class ShareCommandLine
         {
             if (Given(parse, option))
             {
-                IEnumerable<string?> values = option switch
+                IEnumerable<string> values = option switch
                 {
                     Option<bool> flag => [parse.GetValue(flag) ? "true" : "false"],
                     Option<string[]> many => parse.GetValue(many) ?? [],
-                    Option<string> one => [parse.GetValue(one)],
+                    Option<string> one => [parse.GetValue(one) ?? ""],
                     _ => [],
                 };
                 foreach (var value in values)
                 {
-                    if (spec.Read(settings, value ?? "") is { } problem)
+                    if (spec.Read(settings, value) is { } problem)
                     {
                         error = spec.IsFlag ? $"{spec.Name} {problem}" : $"{spec.Name} '{value}' {problem}";
                         return false;

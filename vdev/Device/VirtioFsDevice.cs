@@ -103,5 +103,6 @@ internal sealed class VirtioFsDevice : IFuseCompletionSink, IDisposable
     {
         Reset();
         _transport?.Dispose();
+        foreach (var q in Queues) q.Dispose();
     }
 }

@@ -97,7 +97,8 @@ public static partial class VhostUserDevice
             LogConfig(log, e.Message);
             return ExitConfig;
         }
-        LogListening(log, o.SocketPath ?? $"fd {o.ListenFd}", o.RequestQueues, o.QueueCpus is { } cpus ? $"on CPUs {cpus}" : "unpinned");
+        if (log.IsEnabled(LogLevel.Information))
+            LogListening(log, o.SocketPath ?? $"fd {o.ListenFd}", o.RequestQueues, o.QueueCpus is { } cpus ? $"on CPUs {cpus}" : "unpinned");
         var fds = new List<SafeFd>();
         while (true)
         {

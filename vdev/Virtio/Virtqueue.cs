@@ -25,7 +25,7 @@ internal sealed unsafe class RingView(GuestMemoryTable table, byte* desc, byte* 
 /// A chain that breaks a rule is returned with length 0; a ring whose indices or addresses are corrupt
 /// is marked broken and left alone until the front-end stops and restarts it.
 /// </summary>
-internal sealed unsafe class Virtqueue
+internal sealed unsafe class Virtqueue : IDisposable
 {
     private const int SlotFree = 0, SlotInFlight = 1, SlotBusy = 2;
     /// <summary>Largest indirect table accepted: descriptor indices are 16-bit.</summary>
@@ -162,6 +162,13 @@ internal sealed unsafe class Virtqueue
         RenewCancellation();
         _worker = new Thread(Run) { IsBackground = true, Name = $"vq{Index.Value}" };
         _worker.Start();
+    }
+
+    /// <summary>Releases the queue's descriptors and its cancellation source; the ring must be stopped and reset.</summary>
+    public void Dispose()
+    {
+        _control.Dispose();
+        _cancel.Dispose();
     }
 
     /// <summary>Returns the queue to its initial state (RESET_DEVICE, disconnect); the ring must be stopped.</summary>
