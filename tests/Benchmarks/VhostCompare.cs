@@ -229,9 +229,9 @@ internal static class VhostCompare
             var session = new Session(qs[0]);
             var setup = new Client(qs[1], session, 1);
             var init = setup.Call(BuildInit(setup.Buffer, setup.NextUnique()), 4096);
-            uint flags = BinaryPrimitives.ReadUInt32LittleEndian(init[(16 + 12)..]);
-            uint maxWrite = BinaryPrimitives.ReadUInt32LittleEndian(init[(16 + 20)..]);
-            ushort maxPages = (flags & (1u << 22)) != 0 ? BinaryPrimitives.ReadUInt16LittleEndian(init[(16 + 28)..]) : (ushort)32;
+            uint flags = BinaryPrimitives.ReadUInt32LittleEndian(init.AsSpan(16 + 12));
+            uint maxWrite = BinaryPrimitives.ReadUInt32LittleEndian(init.AsSpan(16 + 20));
+            ushort maxPages = (flags & (1u << 22)) != 0 ? BinaryPrimitives.ReadUInt16LittleEndian(init.AsSpan(16 + 28)) : (ushort)32;
             int io = (int)Math.Min(Mib, Math.Min(maxWrite, (uint)maxPages * 4096));
             session.IoSize = io;
             session.BigSize = (long)o.BigMib * Mib;
@@ -244,7 +244,7 @@ internal static class VhostCompare
 
             pids = ProcessCpu.FindPids(share);
             if (verbose)
-                Console.WriteLine($"{t.Name}: INIT reply 7.{BinaryPrimitives.ReadUInt32LittleEndian(init[20..])} flags 0x{flags:x} max_write {maxWrite} max_pages {maxPages} -> I/O size {io} B; " +
+                Console.WriteLine($"{t.Name}: INIT reply 7.{BinaryPrimitives.ReadUInt32LittleEndian(init.AsSpan(20))} flags 0x{flags:x} max_write {maxWrite} max_pages {maxPages} -> I/O size {io} B; " +
                     $"processes counted for cpu: {string.Join(", ", pids.Select(p => $"{Comm(p)}({p})"))}");
 
             var clients = new Client[t.Queues];

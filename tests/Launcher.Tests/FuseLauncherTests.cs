@@ -292,7 +292,7 @@ public class FuseLauncherTests
     }
 
     [Fact]
-    public void LogFileGivenAsProcSelfFd_SilentFailure_QuotesNothingFromBeforeTheDaemonStarted()
+    public async Task LogFileGivenAsProcSelfFd_SilentFailure_QuotesNothingFromBeforeTheDaemonStarted()
     {
         // /proc/self/fd/N is a symlink of size 64; where the daemon's output begins is the size of the file it
         // names. Old content longer than that must not be taken for the daemon's reason.
@@ -311,11 +311,11 @@ public class FuseLauncherTests
         Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), "the launcher did not finish within 60 s");
         p.WaitForExit();
         Assert.Equal(1, p.ExitCode);
-        Assert.Equal("fuse_launcher: the daemon exited with exit code 1 before it was ready.", stderr.Result.Trim());
+        Assert.Equal("fuse_launcher: the daemon exited with exit code 1 before it was ready.", (await stderr).Trim());
     }
 
     [Fact]
-    public void LogFileThatIsASocket_TheDaemonWritesToThatSocket()
+    public async Task LogFileThatIsASocket_TheDaemonWritesToThatSocket()
     {
         // A vdev run by systemd has the journal's stream socket as stderr; /proc/self/fd/2 of a socket cannot
         // be opened (ENXIO), so the launcher must hand the daemon the inherited descriptor itself.
@@ -357,8 +357,9 @@ public class FuseLauncherTests
             var stdout = wrapper.StandardOutput.ReadToEndAsync();
             var stderr = wrapper.StandardError.ReadToEndAsync();
             Assert.True(wrapper.WaitForExit(TimeSpan.FromSeconds(60)), "the launcher did not finish within 60 s");
-            var lines = stdout.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-            Assert.True(lines.Length == 3, stdout.Result + stderr.Result);
+            var output = await stdout;
+            var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.True(lines.Length == 3, output + await stderr);
             Assert.True(lines[0] == "rc=0", string.Join("\n", lines));
             Assert.StartsWith("stdout={\"pid\":", lines[1]);
             Assert.Equal("socket=serving, logging to the socket|", lines[2]);

@@ -19,7 +19,7 @@ public sealed class DaemonQueueCpusTests : IDisposable
 
     private (DaemonCommand.Settings? Settings, string? Error) Build(params string[] args)
     {
-        DaemonCommand.TryParse(["--shared-dir", _share, .. args], out var settings, out var error);
+        _ = DaemonCommand.TryParse(["--shared-dir", _share, .. args], out var settings, out var error);
         return (settings, error);
     }
 

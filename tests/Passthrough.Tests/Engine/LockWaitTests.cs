@@ -36,17 +36,23 @@ public sealed class LockWaitTests
         }
     }
 
-    private sealed class Sink : IDeferredReplySink
+    private sealed class Sink : IDeferredReplySink, IDisposable
     {
-        public readonly BlockingCollection<(ReplyRoute Route, OutHeader Header)> Replies = new();
+        private readonly BlockingCollection<(ReplyRoute Route, OutHeader Header)> _replies = new();
 
-        public void SendDeferred(ReplyRoute route, ReadOnlySpan<byte> reply) => Replies.Add((route, Header(reply)));
+        public int Count => _replies.Count;
+
+        public void SendDeferred(ReplyRoute route, ReadOnlySpan<byte> reply) => _replies.Add((route, Header(reply)));
 
         public (ReplyRoute Route, OutHeader Header) Next()
         {
-            Assert.True(Replies.TryTake(out var reply, TimeSpan.FromSeconds(30)), "no deferred reply came");
+            Assert.True(_replies.TryTake(out var reply, TimeSpan.FromSeconds(30)), "no deferred reply came");
             return reply;
         }
+
+        public bool TryNext(TimeSpan wait) => _replies.TryTake(out _, wait);
+
+        public void Dispose() => _replies.Dispose();
     }
 
     private readonly byte[] _reply = new byte[FuseEngine.MaxReplySize];
@@ -69,14 +75,14 @@ public sealed class LockWaitTests
     public void AWaitIsDeferred_AndAnsweredWhenTheHolderUnlocks()
     {
         var fs = new OwnerLocks();
-        var engine = Started(fs);
-        var sink = new Sink();
+        using var engine = Started(fs);
+        using var sink = new Sink();
         Assert.True(Handle(engine, Lock(FuseOpcode.SetLk, 10, 5, owner: 1, type: 1), sink) > 0);
         Assert.Equal(0, Header(_reply).Error);
 
         Assert.Equal(FuseEngine.Deferred, Handle(engine, Lock(FuseOpcode.SetLkW, 12, 5, owner: 2, type: 1), sink, tag: 77));
         Assert.Equal(1, engine.WaitingLocks);
-        Assert.Empty(sink.Replies);
+        Assert.Equal(0, sink.Count);
 
         Handle(engine, Lock(FuseOpcode.SetLk, 14, 5, owner: 1, type: 2), sink);
         var (route, header) = sink.Next();
@@ -91,8 +97,8 @@ public sealed class LockWaitTests
     public void AnInterrupt_AnswersTheWaitEintrAtOnce_AndTheWaitNeverTakesTheLock()
     {
         var fs = new OwnerLocks();
-        var engine = Started(fs);
-        var sink = new Sink();
+        using var engine = Started(fs);
+        using var sink = new Sink();
         Handle(engine, Lock(FuseOpcode.SetLk, 10, 5, owner: 1, type: 1), sink);
         Assert.Equal(FuseEngine.Deferred, Handle(engine, Lock(FuseOpcode.SetLkW, 12, 5, owner: 2, type: 1), sink));
 
@@ -104,7 +110,7 @@ public sealed class LockWaitTests
 
         // The holder lets go: nobody waits any more, so the lock stays free.
         Handle(engine, Lock(FuseOpcode.SetLk, 14, 5, owner: 1, type: 2), sink);
-        Assert.False(sink.Replies.TryTake(out _, TimeSpan.FromMilliseconds(200)));
+        Assert.False(sink.TryNext(TimeSpan.FromMilliseconds(200)));
         Assert.False(fs.Holders.ContainsKey(5));
     }
 
@@ -112,8 +118,8 @@ public sealed class LockWaitTests
     public void AnInterruptThatOvertakesItsRequest_IsAppliedWhenTheRequestWouldWait()
     {
         var fs = new OwnerLocks();
-        var engine = Started(fs);
-        var sink = new Sink();
+        using var engine = Started(fs);
+        using var sink = new Sink();
         Handle(engine, Lock(FuseOpcode.SetLk, 10, 5, owner: 1, type: 1), sink);
         Assert.Equal(0, Handle(engine, Interrupt(12), sink));
         Assert.True(Handle(engine, Lock(FuseOpcode.SetLkW, 12, 5, owner: 2, type: 1), sink) > 0);
@@ -125,8 +131,8 @@ public sealed class LockWaitTests
     public void AWaitThatClosesACycleOfOwners_IsAnsweredEdeadlk()
     {
         var fs = new OwnerLocks();
-        var engine = Started(fs);
-        var sink = new Sink();
+        using var engine = Started(fs);
+        using var sink = new Sink();
         Handle(engine, Lock(FuseOpcode.SetLk, 10, 5, owner: 1, type: 1), sink); // owner 1 holds node 5
         Handle(engine, Lock(FuseOpcode.SetLk, 12, 6, owner: 2, type: 1), sink); // owner 2 holds node 6
         Assert.Equal(FuseEngine.Deferred, Handle(engine, Lock(FuseOpcode.SetLkW, 14, 6, owner: 1, type: 1), sink));
@@ -142,10 +148,10 @@ public sealed class LockWaitTests
     }
 
     [Fact]
-    public void WithoutASink_SetlkwBlocksTheCaller_UntilTheLockIsFree()
+    public async Task WithoutASink_SetlkwBlocksTheCaller_UntilTheLockIsFree()
     {
         var fs = new OwnerLocks();
-        var engine = Started(fs);
+        using var engine = Started(fs);
         var reply = new byte[FuseEngine.MaxReplySize];
         Assert.True(engine.Handle(Lock(FuseOpcode.SetLk, 10, 5, owner: 1, type: 1), reply) > 0);
         var waiter = Task.Run(() =>
@@ -154,11 +160,11 @@ public sealed class LockWaitTests
             var length = engine.Handle(Lock(FuseOpcode.SetLkW, 12, 5, owner: 2, type: 1), own);
             return (length, Header(own));
         });
-        Assert.False(waiter.Wait(200));
+        Assert.NotSame(waiter, await Task.WhenAny(waiter, Task.Delay(200)));
         engine.Handle(Lock(FuseOpcode.SetLk, 14, 5, owner: 1, type: 2), reply);
-        Assert.True(waiter.Wait(TimeSpan.FromSeconds(30)));
-        Assert.Equal(16, waiter.Result.length);
-        Assert.Equal(12ul, waiter.Result.Item2.Unique);
-        Assert.Equal(0, waiter.Result.Item2.Error);
+        var (length, header) = await waiter.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(16, length);
+        Assert.Equal(12ul, header.Unique);
+        Assert.Equal(0, header.Error);
     }
 }

@@ -118,7 +118,7 @@ for mode in (0o6767, 0o6777, 0o6757):
     }
 
     [Fact]
-    public void AllowDev_WithoutMount_IsRefusedWithOneSentence()
+    public async Task AllowDev_WithoutMount_IsRefusedWithOneSentence()
     {
         var (file, prefix) = DaemonExecutable.Locate();
         var dir = Directory.CreateTempSubdirectory("pt-allowdev-").FullName;
@@ -131,7 +131,7 @@ for mode in (0o6767, 0o6777, 0o6757):
             var stderr = p.StandardError.ReadToEndAsync();
             Assert.True(p.WaitForExit(30_000), "passthrough did not exit");
             Assert.Equal(2, p.ExitCode);
-            Assert.Contains("--allow-dev is an option of the /dev/fuse mount", stderr.Result);
+            Assert.Contains("--allow-dev is an option of the /dev/fuse mount", await stderr);
         }
         finally
         {

@@ -8,7 +8,7 @@ public sealed class VdevCommandTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("vdev-cli-").FullName;
 
-    private (VdevCommand.Request? Request, string Stderr, int Exit) Read(params string[] args)
+    private static (VdevCommand.Request? Request, string Stderr, int Exit) Read(params string[] args)
     {
         var stderr = new StringWriter();
         var request = VdevCommand.Read(args, stderr, out var exit);

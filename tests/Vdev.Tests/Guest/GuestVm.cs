@@ -104,7 +104,7 @@ public static class GuestVm
     /// <summary>Starts a backend process and waits for the sockets it must create.</summary>
     private delegate void StartBackend(string name, ProcessStartInfo psi, IReadOnlyList<string> sockets);
 
-    private static GuestResult RunCore(string scenario, IReadOnlyList<GuestDevice> devices, GuestOptions options,
+    private static GuestResult RunCore(string scenario, List<GuestDevice> devices, GuestOptions options,
         Action<string, IReadOnlyList<string>, StartBackend> startBackends)
     {
         if (!IsRoot())
