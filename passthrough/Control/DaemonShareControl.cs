@@ -1,8 +1,8 @@
 using System.Diagnostics;
+using Grpc.Core;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Fuse;
-using Hypervisor.Protocol.Grpc;
 using ProtoCachePolicy = Hypervisor.Protocol.Control.CachePolicy;
 
 namespace Hypervisor.Passthrough.Control;
@@ -106,7 +106,7 @@ public sealed class DaemonShareControl : IShareControl
             ProtoCachePolicy.Metadata => CachePolicy.Metadata,
             ProtoCachePolicy.Auto => CachePolicy.Auto,
             ProtoCachePolicy.Always => CachePolicy.Always,
-            _ => throw new GrpcException(GrpcStatusCode.InvalidArgument, $"Cache policy {(int)policy} is not one of never, metadata, auto, always."),
+            _ => throw new RpcException(new Status(StatusCode.InvalidArgument, $"Cache policy {(int)policy} is not one of never, metadata, auto, always.")),
         };
         return ValueTask.FromResult(Options());
     }
@@ -128,7 +128,7 @@ public sealed class DaemonShareControl : IShareControl
         lock (_allowlistLock)
         {
             if (!_allowed.Remove(normalizedPath))
-                throw new GrpcException(GrpcStatusCode.NotFound, $"\"{normalizedPath}\" is not in the allowlist; list it with ListAllowedPaths.");
+                throw new RpcException(new Status(StatusCode.NotFound, $"\"{normalizedPath}\" is not in the allowlist; list it with ListAllowedPaths."));
             PublishLocked();
             return ValueTask.FromResult(AllowlistLocked());
         }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Grpc.Health.V1;
 using Hypervisor.Passthrough.Control;
 using Hypervisor.Protocol.Control;
 using Hypervisor.Vdev.Control;
@@ -6,8 +7,8 @@ using Hypervisor.Vdev.Control;
 namespace Hypervisor.Benchmarks;
 
 /// <summary>
-/// `hv-bench control`: cost of one control call end to end (client framing, HTTP/2 over the UNIX
-/// socket, Kestrel, server framing) with a share that answers from memory, so that what is
+/// `hv-bench control`: cost of one control call end to end (Grpc.Net.Client, HTTP/2 over the UNIX
+/// socket, Kestrel, Grpc.AspNetCore) with a share that answers from memory, so that what is
 /// measured is the control transport and not the daemon.
 /// </summary>
 public static class ControlBench
@@ -39,11 +40,13 @@ public static class ControlBench
             await using ControlServer server = await ControlServer.StartAsync(Path.Combine(directory, "c.sock"), new MemoryShare());
             using var client = new ShareControlClient(server.SocketPath, TimeSpan.FromSeconds(10));
 
+            var getStatus = new GetStatusRequest();
+            var check = new HealthCheckRequest();
             for (int i = 0; i < 500; i++)
-                await client.GetStatusAsync();
+                await client.Control.GetStatusAsync(getStatus);
 
-            Report("GetStatus, sequential", await MeasureSequentialAsync(calls, () => client.GetStatusAsync()));
-            Report("Health/Check, sequential", await MeasureSequentialAsync(calls, () => client.CheckHealthAsync()));
+            Report("GetStatus, sequential", await MeasureSequentialAsync(calls, async () => await client.Control.GetStatusAsync(getStatus)));
+            Report("Health/Check, sequential", await MeasureSequentialAsync(calls, async () => await client.Health.CheckAsync(check)));
 
             var wall = Stopwatch.StartNew();
             var tasks = new Task[parallel];
@@ -53,7 +56,7 @@ public static class ControlBench
                 tasks[t] = Task.Run(async () =>
                 {
                     for (int i = 0; i < perTask; i++)
-                        await client.GetStatusAsync();
+                        await client.Control.GetStatusAsync(getStatus);
                 });
             }
             await Task.WhenAll(tasks);

@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Grpc.Core;
+using Hypervisor.Protocol.Control;
 using Hypervisor.Protocol.Ring;
 using Hypervisor.Vdev.Config;
 using Hypervisor.Vdev.Control;
@@ -179,7 +181,25 @@ public sealed partial class LaunchedShare : IAsyncDisposable
 
     private async Task ConfirmAsync(CancellationToken ct)
     {
-        var status = await Client.GetStatusAsync(cancellationToken: ct).ConfigureAwait(false);
+        try
+        {
+            await ConfirmSettingsAsync(ct).ConfigureAwait(false);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("The vdev is stopping.", e, ct);
+        }
+        catch (RpcException e)
+        {
+            var detail = e.Status.Detail.TrimEnd('.');
+            throw new ShareStartException($"The daemon of share '{Config.Tag}' reported ready but its control service on {ControlSocket} failed: {ShareControlClient.StatusName(e.StatusCode)}: {detail}.");
+        }
+        LogConfirmed(_log, Config.Tag, DaemonPid, ControlSocket);
+    }
+
+    private async Task ConfirmSettingsAsync(CancellationToken ct)
+    {
+        var status = await Client.Control.GetStatusAsync(new GetStatusRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
         var expected = Path.GetFullPath(Config.HostPath);
         if (status.SharedDir != expected)
             throw new ShareStartException($"The daemon on {ControlSocket} serves {status.SharedDir}, not {expected}; another process owns that control socket.");
@@ -187,10 +207,10 @@ public sealed partial class LaunchedShare : IAsyncDisposable
             throw new ShareStartException($"The daemon of share '{Config.Tag}' reports direct I/O {(status.Options.DirectIo ? "on" : "off")} but the configuration asks for {(Config.DirectIo ? "on" : "off")}.");
         if (Config.Allow.Count > 0)
         {
-            foreach (var path in Config.Allow) await Client.AddAllowedPathAsync(path, cancellationToken: ct).ConfigureAwait(false);
-            await Client.SetAllowlistEnabledAsync(true, cancellationToken: ct).ConfigureAwait(false);
+            foreach (var path in Config.Allow)
+                await Client.Control.AddAllowedPathAsync(new AllowedPathRequest { Path = path }, cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
+            await Client.Control.SetAllowlistEnabledAsync(new SetAllowlistEnabledRequest { Enabled = true }, cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
         }
-        LogConfirmed(_log, Config.Tag, DaemonPid, ControlSocket);
     }
 
     /// <summary>Asks the daemon to shut down over gRPC, then by SIGTERM/SIGKILL to its pid if it lingers; closes the ring.</summary>
@@ -198,9 +218,9 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     {
         try
         {
-            await Client.ShutdownAsync(deadline: TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+            await Client.Control.ShutdownAsync(new ShutdownRequest(), deadline: DateTime.UtcNow.AddSeconds(2)).ResponseAsync.ConfigureAwait(false);
         }
-        catch (Exception e) when (e is Hypervisor.Protocol.Grpc.GrpcException or HttpRequestException or IOException or OperationCanceledException)
+        catch (RpcException)
         {
         }
         Client.Dispose();

@@ -1,10 +1,10 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Health.V1;
 using Hypervisor.Passthrough.Tests.Control;
 using Hypervisor.Protocol.Control;
-using Hypervisor.Protocol.Control.Health;
-using Hypervisor.Protocol.Grpc;
 using Hypervisor.Vdev.Control;
 
 namespace Hypervisor.Vdev.Tests.Control;
@@ -12,8 +12,8 @@ namespace Hypervisor.Vdev.Tests.Control;
 /// <summary>
 /// Interoperability of the control service with a standard gRPC client: Debian's python3-grpcio
 /// (the C-core implementation) calls the running service over <c>unix:PATH</c> with a generic
-/// unary stub, sending and receiving raw protobuf bytes that the C# generated types produce and
-/// parse, and must get the same answers as <see cref="ShareControlClient"/>.
+/// stub, sending and receiving raw protobuf bytes that the C# generated types produce and parse,
+/// and must get the same answers as <see cref="ShareControlClient"/> (Grpc.Net.Client).
 /// </summary>
 public sealed class PythonGrpcInteropTests
 {
@@ -129,7 +129,7 @@ public sealed class PythonGrpcInteropTests
 
         // Successful calls: identical messages.
         Assert.Equal("OK", py[0].Code);
-        Assert.Equal(await client.CheckHealthAsync(), HealthCheckResponse.Parser.ParseFrom(py[0].Response).Status);
+        Assert.Equal((await client.Health.CheckAsync(new HealthCheckRequest())).Status, HealthCheckResponse.Parser.ParseFrom(py[0].Response).Status);
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, HealthCheckResponse.Parser.ParseFrom(py[0].Response).Status);
 
         Assert.Equal("OK", py[1].Code);
@@ -141,17 +141,19 @@ public sealed class PythonGrpcInteropTests
         Assert.Equal(CachePolicy.Always, ShareOptions.Parser.ParseFrom(py[3].Response).CachePolicy);
         Assert.Equal(["x/y"], Allowlist.Parser.ParseFrom(py[4].Response).Entries);
         Assert.True(Allowlist.Parser.ParseFrom(py[5].Response).Enabled);
-        Assert.Equal(await client.ListAllowedPathsAsync(), Allowlist.Parser.ParseFrom(py[6].Response));
-        ShareStatus csStatus = await client.GetStatusAsync();
+        Assert.Equal(await client.Control.ListAllowedPathsAsync(new ListAllowedPathsRequest()), Allowlist.Parser.ParseFrom(py[6].Response));
+        ShareStatus csStatus = await client.Control.GetStatusAsync(new GetStatusRequest());
         Assert.Equal(csStatus.Options, ShareOptions.Parser.ParseFrom(py[3].Response));
         Assert.True(server.Share.Options.DirectIo);
 
         // Failed calls: the same status code and message as the C# client sees.
-        await AssertSameError(py[7], () => client.AddAllowedPathAsync("/abs"), GrpcStatusCode.InvalidArgument);
-        await AssertSameError(py[8], () => client.RemoveAllowedPathAsync("not/there"), GrpcStatusCode.NotFound);
-        await AssertSameError(py[9], () => client.CallUnaryAsync("hypervisor.control.v1.ShareControl", "NoSuchMethod",
-            new GetStatusRequest(), ShareStatus.Parser), GrpcStatusCode.Unimplemented);
-        await AssertSameError(py[10], () => client.CheckHealthAsync("unknown.Service"), GrpcStatusCode.NotFound);
+        await AssertSameError(py[7], async () => await client.Control.AddAllowedPathAsync(new AllowedPathRequest { Path = "/abs" }), StatusCode.InvalidArgument);
+        await AssertSameError(py[8], async () => await client.Control.RemoveAllowedPathAsync(new AllowedPathRequest { Path = "not/there" }), StatusCode.NotFound);
+        var noSuchMethod = new Method<GetStatusRequest, ShareStatus>(MethodType.Unary, "hypervisor.control.v1.ShareControl", "NoSuchMethod",
+            Marshallers.Create<GetStatusRequest>(m => m.ToByteArray(), GetStatusRequest.Parser.ParseFrom),
+            Marshallers.Create<ShareStatus>(m => m.ToByteArray(), ShareStatus.Parser.ParseFrom));
+        await AssertSameError(py[9], async () => await client.CallInvoker.AsyncUnaryCall(noSuchMethod, null, default, new GetStatusRequest()), StatusCode.Unimplemented);
+        await AssertSameError(py[10], async () => await client.Health.CheckAsync(new HealthCheckRequest { Service = "unknown.Service" }), StatusCode.NotFound);
     }
 
     [Fact]
@@ -184,11 +186,11 @@ public sealed class PythonGrpcInteropTests
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.ServiceUnknown, HealthCheckResponse.Parser.ParseFrom(Assert.Single(py[1].Stream)).Status);
     }
 
-    private static async Task AssertSameError(PyOutcome python, Func<Task> csharpCall, GrpcStatusCode expected)
+    private static async Task AssertSameError(PyOutcome python, Func<Task> csharpCall, StatusCode expected)
     {
-        var e = await Assert.ThrowsAsync<GrpcException>(csharpCall);
+        var e = await Assert.ThrowsAsync<RpcException>(csharpCall);
         Assert.Equal(expected, e.StatusCode);
-        Assert.Equal(expected.ToWireName(), python.Code);
-        Assert.Equal(e.Detail, python.Details);
+        Assert.Equal(ShareControlClient.StatusName(expected), python.Code);
+        Assert.Equal(e.Status.Detail, python.Details);
     }
 }
