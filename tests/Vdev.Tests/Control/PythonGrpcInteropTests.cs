@@ -3,6 +3,7 @@ using System.Text.Json;
 using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Health.V1;
+using Grpc.Reflection.V1;
 using Hypervisor.Passthrough.Tests.Control;
 using Hypervisor.Protocol.Control;
 using Hypervisor.Vdev.Control;
@@ -42,12 +43,18 @@ public sealed class PythonGrpcInteropTests
             for call in calls:
                 request = bytes.fromhex(call["request"])
                 timeout = call.get("timeout") or 10
-                if call.get("stream"):
-                    # Server streaming: collect every message until the call ends.
-                    stub = channel.unary_stream(call["method"], request_serializer=None, response_deserializer=None)
+                if call.get("stream") or call.get("bidi"):
+                    # Server streaming (or a bidirectional stream given this one request): collect every
+                    # message until the call ends.
+                    if call.get("bidi"):
+                        stub = channel.stream_stream(call["method"], request_serializer=None, response_deserializer=None)
+                        responses = lambda: stub(iter([request]), timeout=timeout)
+                    else:
+                        stub = channel.unary_stream(call["method"], request_serializer=None, response_deserializer=None)
+                        responses = lambda: stub(request, timeout=timeout)
                     messages = []
                     try:
-                        for message in stub(request, timeout=timeout):
+                        for message in responses():
                             messages.append(message.hex())
                         out.append({"code": "OK", "details": "", "response": "", "stream": messages})
                     except grpc.RpcError as e:
@@ -62,7 +69,7 @@ public sealed class PythonGrpcInteropTests
         print(json.dumps(out))
         """;
 
-    private sealed record PyCall(string Method, IMessage Request, double? Timeout = null, bool Stream = false);
+    private sealed record PyCall(string Method, IMessage Request, double? Timeout = null, bool Stream = false, bool Bidi = false);
 
     private sealed record PyOutcome(string Code, string Details, byte[] Response, List<byte[]> Stream);
 
@@ -89,6 +96,7 @@ public sealed class PythonGrpcInteropTests
             ["request"] = Convert.ToHexString(c.Request.ToByteArray()),
             ["timeout"] = c.Timeout,
             ["stream"] = c.Stream,
+            ["bidi"] = c.Bidi,
         }).ToList();
         await process.StandardInput.WriteAsync(JsonSerializer.Serialize(payload));
         process.StandardInput.Close();
@@ -184,6 +192,23 @@ public sealed class PythonGrpcInteropTests
         Assert.Equal("DEADLINE_EXCEEDED", py[0].Code);
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, HealthCheckResponse.Parser.ParseFrom(Assert.Single(py[0].Stream)).Status);
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.ServiceUnknown, HealthCheckResponse.Parser.ParseFrom(Assert.Single(py[1].Stream)).Status);
+    }
+
+    [Fact]
+    public async Task PythonClient_ListsTheServicesThroughServerReflection()
+    {
+        await using var server = await ControlTestServer.StartAsync();
+        List<PyOutcome> py = await CallFromPythonAsync(server.SocketPath,
+            new PyCall("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", new ServerReflectionRequest { ListServices = "" }, Bidi: true),
+            new PyCall("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                new Grpc.Reflection.V1Alpha.ServerReflectionRequest { ListServices = "" }, Bidi: true));
+        Assert.Equal("OK", py[0].Code);
+        ServerReflectionResponse v1 = ServerReflectionResponse.Parser.ParseFrom(Assert.Single(py[0].Stream));
+        Assert.Contains("hypervisor.control.v1.ShareControl", v1.ListServicesResponse.Service.Select(s => s.Name));
+        Assert.Contains("grpc.health.v1.Health", v1.ListServicesResponse.Service.Select(s => s.Name));
+        Assert.Equal("OK", py[1].Code);
+        var v1Alpha = Grpc.Reflection.V1Alpha.ServerReflectionResponse.Parser.ParseFrom(Assert.Single(py[1].Stream));
+        Assert.Contains("hypervisor.control.v1.ShareControl", v1Alpha.ListServicesResponse.Service.Select(s => s.Name));
     }
 
     private static async Task AssertSameError(PyOutcome python, Func<Task> csharpCall, StatusCode expected)
