@@ -93,11 +93,25 @@ public sealed class ShareControlClient : IDisposable
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(SocketPath), ct).ConfigureAwait(false);
             return new NetworkStream(socket, ownsSocket: true);
         }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new ConnectFailedException(e);
+        }
         catch
         {
             socket.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// connect(2) on the socket failed: a socket error from here is about the path, one from later
+    /// (a reset or a broken pipe) is the server closing a connection it had accepted.
+    /// </summary>
+    private sealed class ConnectFailedException(SocketException inner) : IOException(inner.Message, inner)
+    {
+        public SocketError SocketErrorCode => inner.SocketErrorCode;
     }
 
     /// <summary>The status to report instead of <paramref name="e"/>'s, or null when the server's status stands.</summary>
@@ -121,19 +135,19 @@ public sealed class ShareControlClient : IDisposable
     {
         for (Exception? inner = e; inner is not null; inner = inner.InnerException)
         {
-            if (inner is SocketException se)
+            if (inner is ConnectFailedException connect)
             {
                 if (!Path.Exists(SocketPath))
                     return new Status(StatusCode.Unavailable,
                         $"The control socket {SocketPath} does not exist; check --socket and that the share's daemon is running.", e);
-                return se.SocketErrorCode switch
+                return connect.SocketErrorCode switch
                 {
                     SocketError.ConnectionRefused => new Status(StatusCode.Unavailable,
                         $"Nothing is listening on the control socket {SocketPath}; check that the share's daemon is running.", e),
                     SocketError.AccessDenied => new Status(StatusCode.PermissionDenied,
                         $"This user may not open the control socket {SocketPath}; run the command as the daemon's user or as root.", e),
                     _ => new Status(StatusCode.Unavailable,
-                        $"The control socket {SocketPath} cannot be reached ({se.Message}); check --socket and that the share's daemon is running.", e),
+                        $"The control socket {SocketPath} cannot be reached ({connect.Message}); check --socket and that the share's daemon is running.", e),
                 };
             }
         }
