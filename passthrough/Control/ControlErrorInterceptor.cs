@@ -9,18 +9,38 @@ namespace Hypervisor.Passthrough.Control;
 /// goes to the caller as it is; a call whose token was cancelled (deadline passed, caller gone) is
 /// CANCELLED, which nobody sees when the deadline already answered; anything else is a bug or a
 /// daemon failure, logged once here and answered INTERNAL with its message, and the server keeps
-/// serving.
+/// serving. It also has unary replies written in one go (message and trailers together).
 /// </summary>
 internal sealed partial class ControlErrorInterceptor(ILoggerFactory loggerFactory) : Interceptor
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger(ControlServer.LogCategory);
 
-    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
+    /// <summary>A unary reply's message is not flushed on its own: it leaves with the trailers.</summary>
+    private static readonly WriteOptions NoFlush = new(WriteFlags.BufferHint);
+
+    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
         UnaryServerMethod<TRequest, TResponse> continuation)
+    {
+        // Grpc.AspNetCore flushes a unary reply's message by itself unless told otherwise, and the
+        // trailers then follow in a second write: the client wakes up twice per call.
+        context.WriteOptions = NoFlush;
+        Task<TResponse> call;
+        try
+        {
+            call = continuation(request, context);
+        }
+        catch (Exception e) when (Translate(e, context) is { } status)
+        {
+            throw new RpcException(status);
+        }
+        return call.IsCompletedSuccessfully ? call : Completed(call, context);
+    }
+
+    private async Task<TResponse> Completed<TResponse>(Task<TResponse> call, ServerCallContext context)
     {
         try
         {
-            return await continuation(request, context).ConfigureAwait(false);
+            return await call.ConfigureAwait(false);
         }
         catch (Exception e) when (Translate(e, context) is { } status)
         {
