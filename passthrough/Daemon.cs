@@ -1,10 +1,12 @@
-using System.Runtime.InteropServices;
 using Hypervisor.Passthrough.Cli;
 using Hypervisor.Passthrough.Control;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Passthrough.Transport;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
 
 namespace Hypervisor.Passthrough;
 
@@ -12,12 +14,38 @@ namespace Hypervisor.Passthrough;
 public static class Daemon
 {
     /// <summary>Runs the daemon with validated settings; returns the process exit code.</summary>
+    /// <remarks>
+    /// The process is a generic host: its builder configures the logging (stderr, the level of
+    /// <c>--log-level</c>) and its lifetime turns SIGTERM, SIGINT and SIGQUIT into a graceful stop,
+    /// as does a Shutdown call on the control socket.
+    /// </remarks>
     public static async Task<int> RunAsync(DaemonCommand.Settings settings, CancellationToken ct)
     {
-        using var loggerFactory = LoggerFactory.Create(b => b
-            .SetMinimumLevel(settings.LogLevel)
-            .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
-            .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
+        HostApplicationBuilder builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings
+        {
+            ApplicationName = "passthrough",
+            EnvironmentName = Environments.Production,
+        });
+        builder.Logging.SetMinimumLevel(settings.LogLevel);
+        builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
+        builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
+        using IHost host = builder.Build();
+        await host.StartAsync(ct).ConfigureAwait(false);
+        try
+        {
+            return await ServeAsync(settings, host.Services.GetRequiredService<ILoggerFactory>(),
+                host.Services.GetRequiredService<IHostApplicationLifetime>(), ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            await host.StopAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task<int> ServeAsync(DaemonCommand.Settings settings, ILoggerFactory loggerFactory,
+        IHostApplicationLifetime lifetime, CancellationToken ct)
+    {
         var log = loggerFactory.CreateLogger("passthrough");
 
         var share = new LiveSettings(settings.Share);
@@ -34,9 +62,7 @@ public static class Daemon
         var engine = new FuseEngine(fs, loggerFactory.CreateLogger("passthrough.fuse"));
         var threads = settings.Share.ThreadPoolSize > 0 ? (int)settings.Share.ThreadPoolSize : Math.Max(8, 2 * Environment.ProcessorCount);
 
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
 
         DevFuseTransport? mount = null;
         RingTransport? ring = null;
@@ -46,7 +72,7 @@ public static class Daemon
             if (settings.ControlSocket is not null)
             {
                 // The ring starts after the control service; until then its queues are not reported.
-                var shareControl = new DaemonShareControl(share, engine.Counters, () => Usage(fs), () => stop.Cancel(),
+                var shareControl = new DaemonShareControl(share, engine.Counters, () => Usage(fs), lifetime.StopApplication,
                     () => ring?.RequestQueueCpus ?? []);
                 control = await ControlServer.StartAsync(settings.ControlSocket, shareControl,
                     loggerFactory, stop.Token).ConfigureAwait(false);

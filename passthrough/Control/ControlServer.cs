@@ -17,15 +17,16 @@ namespace Hypervisor.Passthrough.Control;
 public sealed record ControlServerOptions
 {
     /// <summary>Largest request message accepted (default 4 MiB, as gRPC's reference servers); larger ones get RESOURCE_EXHAUSTED.</summary>
-    public int MaxReceiveMessageSize { get; init; } = Hypervisor.Protocol.Grpc.GrpcProtocol.DefaultMaxReceiveMessageSize;
+    public int MaxReceiveMessageSize { get; init; } = 4 * 1024 * 1024;
 
     /// <summary>How long <see cref="ControlServer.DisposeAsync"/> lets calls in flight finish (default 5 s).</summary>
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>
-/// The gRPC control service of one share: Kestrel with HTTP/2 only (prior knowledge, no TLS) on a
-/// UNIX socket, serving <c>hypervisor.control.v1.ShareControl</c> and <c>grpc.health.v1.Health</c>.
+/// The gRPC control service of one share: Grpc.AspNetCore on Kestrel with HTTP/2 only (prior
+/// knowledge, no TLS) on a UNIX socket, serving <c>hypervisor.control.v1.ShareControl</c>, the
+/// standard <c>grpc.health.v1.Health</c> and server reflection (v1 and v1alpha).
 /// </summary>
 /// <remarks>
 /// Access control is twofold: the socket file is mode 0600 (owner only), and every connection is
@@ -89,7 +90,6 @@ public sealed partial class ControlServer : IAsyncDisposable
         // Kestrel takes ownership of the fd it is given and closes it when it stops.
         SafeFd kestrelFd = ControlSocket.BindAndListen(socketPath, backlog: 64, out ulong inode);
 
-        var state = new ControlServerState();
         uint ownUid = Libc.geteuid();
         WebApplication? app = null;
         try
@@ -127,14 +127,25 @@ public sealed partial class ControlServer : IAsyncDisposable
             // start-up banners; signals belong to the daemon, which stops this server itself.
             builder.Services.Replace(ServiceDescriptor.Singleton<IHostLifetime, PassiveHostLifetime>());
 
+            builder.Services.AddGrpc(grpc =>
+            {
+                grpc.MaxReceiveMessageSize = options.MaxReceiveMessageSize;
+                grpc.EnableDetailedErrors = false;
+                grpc.Interceptors.Add<ControlErrorInterceptor>();
+            });
+            builder.Services.AddGrpcReflection();
+            builder.Services.AddSingleton<IShareControl>(share);
+            builder.Services.AddSingleton<ControlHealthService>();
+            builder.Services.AddSingleton<ControlServerState>();
+            builder.Services.AddSingleton<ShareControlService>();
+            builder.Services.AddSingleton<ControlErrorInterceptor>();
+
             app = builder.Build();
-            ILoggerFactory factory = app.Services.GetRequiredService<ILoggerFactory>();
-            ILogger logger = factory.CreateLogger("Hypervisor.Passthrough.Control");
-            connectionLogger = logger;
-            IHostApplicationLifetime lifetime = app.Services.GetRequiredService<IHostApplicationLifetime>();
-            var handler = new GrpcHttpHandler(new ControlMethods(share, state), state, options.MaxReceiveMessageSize,
-                lifetime.ApplicationStopping, logger);
-            app.Run(handler.HandleAsync);
+            connectionLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(LogCategory);
+            app.MapGrpcService<ShareControlService>();
+            app.MapGrpcService<ControlHealthService>();
+            app.MapGrpcReflectionService();
+            ControlServerState state = app.Services.GetRequiredService<ControlServerState>();
 
             // Kestrel owns the fd from here on, even if starting fails part-way: it may already
             // have wrapped it in its own socket, and leaking a descriptor on that path is safer
@@ -202,9 +213,12 @@ public sealed partial class ControlServer : IAsyncDisposable
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Control connection refused: peer pid {Pid} has uid {PeerUid}, only uid {OwnUid} and root may control this share")]
+    /// <summary>The log category of the control service's own lines (connections refused, calls that failed).</summary>
+    internal const string LogCategory = "Hypervisor.Passthrough.Control";
+
+    [LoggerMessage(EventId = 200, Level = LogLevel.Warning, Message = "Control connection refused: peer pid {Pid} has uid {PeerUid}, only uid {OwnUid} and root may control this share")]
     private static partial void LogPeerRefused(ILogger logger, int pid, uint peerUid, uint ownUid);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Control connection refused: the peer's credentials cannot be read")]
+    [LoggerMessage(EventId = 201, Level = LogLevel.Warning, Message = "Control connection refused: the peer's credentials cannot be read")]
     private static partial void LogPeerUnknown(ILogger logger);
 }

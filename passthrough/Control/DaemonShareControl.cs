@@ -1,8 +1,8 @@
 using System.Diagnostics;
+using Grpc.Core;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Fuse;
-using Hypervisor.Protocol.Grpc;
 using Hypervisor.Protocol.Share;
 
 namespace Hypervisor.Passthrough.Control;
@@ -101,7 +101,7 @@ public sealed class DaemonShareControl : IShareControl
     public ValueTask<ShareOptionsSnapshot> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken)
     {
         if (policy is not (CachePolicy.Never or CachePolicy.Metadata or CachePolicy.Auto or CachePolicy.Always))
-            throw new GrpcException(GrpcStatusCode.InvalidArgument, $"Cache policy {(int)policy} is not one of never, metadata, auto, always.");
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"Cache policy {(int)policy} is not one of never, metadata, auto, always."));
         _settings.Cache = policy;
         return ValueTask.FromResult(Options());
     }
@@ -123,7 +123,7 @@ public sealed class DaemonShareControl : IShareControl
         lock (_allowlistLock)
         {
             if (!_allowed.Remove(normalizedPath))
-                throw new GrpcException(GrpcStatusCode.NotFound, $"\"{normalizedPath}\" is not in the allowlist; list it with ListAllowedPaths.");
+                throw new RpcException(new Status(StatusCode.NotFound, $"\"{normalizedPath}\" is not in the allowlist; list it with ListAllowedPaths."));
             PublishLocked();
             return ValueTask.FromResult(AllowlistLocked());
         }

@@ -14,10 +14,9 @@ namespace Hypervisor.Passthrough.Control;
 /// path running at the same time.</item>
 /// <item>Arguments are already validated: allowlist paths are normalised
 /// (<see cref="AllowlistPath.TryNormalize"/>), cache policies are one of the four defined values.</item>
-/// <item>To fail a call with a specific status, throw
-/// <see cref="Hypervisor.Protocol.Grpc.GrpcException"/> (e.g. NOT_FOUND when removing a path
-/// that is not listed, FAILED_PRECONDITION when a setting cannot change now). Any other exception
-/// is logged and reported as INTERNAL.</item>
+/// <item>To fail a call with a specific status, throw <see cref="Grpc.Core.RpcException"/>
+/// (e.g. NOT_FOUND when removing a path that is not listed, FAILED_PRECONDITION when a setting
+/// cannot change now). Any other exception is logged and reported as INTERNAL.</item>
 /// <item>The token is cancelled when the caller's deadline passes or the caller goes away; the
 /// caller receives DEADLINE_EXCEEDED at its deadline whether or not the operation observes it.</item>
 /// </list>
@@ -36,7 +35,7 @@ public interface IShareControl
     /// <summary>Adds a normalised path to the allowlist (adding a listed path again is not an error).</summary>
     ValueTask<AllowlistSnapshot> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken);
 
-    /// <summary>Removes a normalised path; throws a NOT_FOUND <see cref="Hypervisor.Protocol.Grpc.GrpcException"/> if it is not listed.</summary>
+    /// <summary>Removes a normalised path; throws a NOT_FOUND <see cref="Grpc.Core.RpcException"/> if it is not listed.</summary>
     ValueTask<AllowlistSnapshot> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken);
 
     /// <summary>The allowlist as it is.</summary>

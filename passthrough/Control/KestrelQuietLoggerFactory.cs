@@ -3,17 +3,22 @@ using Microsoft.Extensions.Logging;
 namespace Hypervisor.Passthrough.Control;
 
 /// <summary>
-/// Hands the daemon's logger factory to the control server's host with the framework's own
-/// categories (Kestrel, hosting: "Microsoft.*") limited to warnings and errors, whatever level the
-/// daemon logs at: connection and request chatter is noise in a daemon's log.
+/// Hands the daemon's logger factory to the control server's host with the frameworks' own
+/// categories (Kestrel, hosting: "Microsoft.*"; Grpc.AspNetCore: "Grpc.*") limited to warnings and
+/// errors, whatever level the daemon logs at: connection and request chatter, and a line for every
+/// call that ended with an error status, are noise in a daemon's log.
 /// </summary>
 internal sealed class KestrelQuietLoggerFactory(ILoggerFactory inner) : ILoggerFactory
 {
     public ILogger CreateLogger(string categoryName)
     {
         ILogger logger = inner.CreateLogger(categoryName);
-        return categoryName.StartsWith("Microsoft.", StringComparison.Ordinal) ? new WarningsOnly(logger) : logger;
+        return IsFramework(categoryName) ? new WarningsOnly(logger) : logger;
     }
+
+    /// <summary>Whether <paramref name="categoryName"/> is one of ASP.NET Core's or gRPC's own.</summary>
+    public static bool IsFramework(string categoryName)
+        => categoryName.StartsWith("Microsoft.", StringComparison.Ordinal) || categoryName.StartsWith("Grpc.", StringComparison.Ordinal);
 
     // The daemon owns the providers; the host must not add or dispose them.
     public void AddProvider(ILoggerProvider provider)

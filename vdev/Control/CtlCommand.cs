@@ -1,10 +1,10 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
+using Grpc.Core;
+using Grpc.Health.V1;
 using Hypervisor.Protocol.Control;
 using Hypervisor.Protocol.Share;
-using Hypervisor.Protocol.Control.Health;
-using Hypervisor.Protocol.Grpc;
 
 namespace Hypervisor.Vdev.Control;
 
@@ -87,29 +87,29 @@ public static class CtlCommand
         {
             return await ExecuteAsync(client, invocation, stdout, cancellationToken).ConfigureAwait(false);
         }
-        catch (GrpcException e)
+        catch (RpcException e)
         {
             if (invocation.Json)
-                Write(stdout, new ErrorEnvelopeJson(new ErrorJson(e.StatusCode.ToWireName(), (int)e.StatusCode, e.Detail)), CtlJsonContext.Default.ErrorEnvelopeJson);
+                Write(stdout, new ErrorEnvelopeJson(new ErrorJson(ShareControlClient.StatusName(e.StatusCode), (int)e.StatusCode, e.Status.Detail)), CtlJsonContext.Default.ErrorEnvelopeJson);
             stderr.WriteLine("vdev ctl: " + Sentence(e));
-            return e.StatusCode is GrpcStatusCode.Unavailable or GrpcStatusCode.PermissionDenied or GrpcStatusCode.DeadlineExceeded
+            return e.StatusCode is StatusCode.Unavailable or StatusCode.PermissionDenied or StatusCode.DeadlineExceeded
                 ? ExitUnavailable
                 : ExitFailed;
         }
     }
 
-    private static string Sentence(GrpcException e)
+    private static string Sentence(RpcException e)
     {
-        string detail = e.Detail.Length == 0 ? "no detail given." : e.Detail;
+        string detail = e.Status.Detail.Length == 0 ? "no detail given." : e.Status.Detail;
         if (!detail.EndsWith('.'))
             detail += ".";
         return e.StatusCode switch
         {
-            GrpcStatusCode.Unavailable or GrpcStatusCode.PermissionDenied => detail,
-            GrpcStatusCode.DeadlineExceeded => detail.StartsWith("The deadline", StringComparison.Ordinal)
+            StatusCode.Unavailable or StatusCode.PermissionDenied => detail,
+            StatusCode.DeadlineExceeded => detail.StartsWith("The deadline", StringComparison.Ordinal)
                 ? detail[..^1] + "; raise --timeout or check the daemon."
                 : detail,
-            _ => $"{e.StatusCode.ToWireName()}: {detail}",
+            _ => $"{ShareControlClient.StatusName(e.StatusCode)}: {detail}",
         };
     }
 
@@ -241,27 +241,27 @@ public static class CtlCommand
         switch (inv.Command)
         {
             case "status":
-                PrintStatus(stdout, inv.Json, await client.GetStatusAsync(cancellationToken: ct).ConfigureAwait(false));
+                PrintStatus(stdout, inv.Json, await client.Control.GetStatusAsync(new GetStatusRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false));
                 return ExitOk;
             case "direct-io":
-                PrintOptions(stdout, inv.Json, await client.SetDirectIoAsync(a[0] == "on", cancellationToken: ct).ConfigureAwait(false));
+                PrintOptions(stdout, inv.Json, await client.Control.SetDirectIoAsync(new SetDirectIoRequest { Enabled = a[0] == "on" }, cancellationToken: ct).ResponseAsync.ConfigureAwait(false));
                 return ExitOk;
             case "cache":
-                PrintOptions(stdout, inv.Json, await client.SetCachePolicyAsync(ParsePolicy(a[0])!.Value, cancellationToken: ct).ConfigureAwait(false));
+                PrintOptions(stdout, inv.Json, await client.Control.SetCachePolicyAsync(new SetCachePolicyRequest { Policy = ParsePolicy(a[0])!.Value }, cancellationToken: ct).ResponseAsync.ConfigureAwait(false));
                 return ExitOk;
             case "allow":
                 Allowlist list = a[0] switch
                 {
-                    "list" => await client.ListAllowedPathsAsync(cancellationToken: ct).ConfigureAwait(false),
-                    "add" => await client.AddAllowedPathAsync(a[1], cancellationToken: ct).ConfigureAwait(false),
-                    "remove" => await client.RemoveAllowedPathAsync(a[1], cancellationToken: ct).ConfigureAwait(false),
-                    "enable" => await client.SetAllowlistEnabledAsync(true, cancellationToken: ct).ConfigureAwait(false),
-                    _ => await client.SetAllowlistEnabledAsync(false, cancellationToken: ct).ConfigureAwait(false),
+                    "list" => await client.Control.ListAllowedPathsAsync(new ListAllowedPathsRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false),
+                    "add" => await client.Control.AddAllowedPathAsync(new AllowedPathRequest { Path = a[1] }, cancellationToken: ct).ResponseAsync.ConfigureAwait(false),
+                    "remove" => await client.Control.RemoveAllowedPathAsync(new AllowedPathRequest { Path = a[1] }, cancellationToken: ct).ResponseAsync.ConfigureAwait(false),
+                    "enable" => await client.Control.SetAllowlistEnabledAsync(new SetAllowlistEnabledRequest { Enabled = true }, cancellationToken: ct).ResponseAsync.ConfigureAwait(false),
+                    _ => await client.Control.SetAllowlistEnabledAsync(new SetAllowlistEnabledRequest { Enabled = false }, cancellationToken: ct).ResponseAsync.ConfigureAwait(false),
                 };
                 PrintAllowlist(stdout, inv.Json, list);
                 return ExitOk;
             case "health":
-                HealthCheckResponse.Types.ServingStatus health = await client.CheckHealthAsync(cancellationToken: ct).ConfigureAwait(false);
+                HealthCheckResponse.Types.ServingStatus health = (await client.Health.CheckAsync(new HealthCheckRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false)).Status;
                 string name = health switch
                 {
                     HealthCheckResponse.Types.ServingStatus.Serving => "SERVING",
@@ -275,7 +275,7 @@ public static class CtlCommand
                     stdout.WriteLine(name);
                 return health == HealthCheckResponse.Types.ServingStatus.Serving ? ExitOk : ExitFailed;
             default: // "shutdown"
-                await client.ShutdownAsync(cancellationToken: ct).ConfigureAwait(false);
+                await client.Control.ShutdownAsync(new ShutdownRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
                 if (inv.Json)
                     Write(stdout, new ShutdownJson(true), CtlJsonContext.Default.ShutdownJson);
                 else

@@ -1,34 +1,29 @@
-using System.Net;
-using System.Net.Http.Headers;
+using System.Globalization;
 using System.Net.Sockets;
-using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
 using Hypervisor.Protocol.Control;
 using Hypervisor.Protocol.Share;
-using Hypervisor.Protocol.Control.Health;
-using Hypervisor.Protocol.Grpc;
 
 namespace Hypervisor.Vdev.Control;
 
 /// <summary>
-/// Client of one share's control service: gRPC over HTTP/2 (prior knowledge, no TLS) on the
-/// share's UNIX socket, with HttpClient doing HTTP/2 and this class doing the gRPC framing,
-/// deadlines and status handling of grpc/grpc doc/PROTOCOL-HTTP2.md.
+/// A gRPC channel to one share's control socket (Grpc.Net.Client over HTTP/2 on the UNIX socket) and
+/// the generated clients of the share's service and of the standard health service.
 /// </summary>
 /// <remarks>
-/// Every failed call throws <see cref="GrpcException"/>: the server's status, DEADLINE_EXCEEDED
-/// when the deadline passes (sent to the server as <c>grpc-timeout</c> and enforced locally as
-/// well), UNAVAILABLE when the socket is missing, nobody listens or the server closes the
-/// connection, PERMISSION_DENIED when the socket file is not accessible to this user.
-/// Cancelling the caller's token throws <see cref="OperationCanceledException"/>.
-/// Thread-safe; calls share one HTTP/2 connection.
+/// Every failed call throws <see cref="RpcException"/>. A status the server sent arrives as it was
+/// sent. Failures of the transport are turned into one sentence that names the socket and what to
+/// check: UNAVAILABLE when the socket is missing, nobody listens or the server closes the
+/// connection (it accepts only its own user and root), PERMISSION_DENIED when this user may not
+/// open the socket file, DEADLINE_EXCEEDED with the deadline that passed. Calls that give no
+/// deadline get <see cref="DefaultDeadline"/>. Thread-safe; calls share one HTTP/2 connection.
 /// </remarks>
 public sealed class ShareControlClient : IDisposable
 {
-    private const string ShareControlService = "hypervisor.control.v1.ShareControl";
-    private const string HealthService = "grpc.health.v1.Health";
-    private static readonly MediaTypeHeaderValue GrpcMediaType = new(GrpcProtocol.ContentType);
-
-    private readonly HttpClient _http;
+    private readonly GrpcChannel _channel;
 
     /// <summary>Creates a client for the control socket at <paramref name="socketPath"/>; nothing is connected until the first call.</summary>
     /// <param name="socketPath">The share's control socket.</param>
@@ -44,10 +39,13 @@ public sealed class ShareControlClient : IDisposable
             EnableMultipleHttp2Connections = false,
             PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1),
             UseProxy = false,
-            AllowAutoRedirect = false,
-            AutomaticDecompression = DecompressionMethods.None,
         };
-        _http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan };
+        // The address only fills the :authority and :path of each request; every connection goes
+        // to the socket through the connect callback.
+        _channel = GrpcChannel.ForAddress("http://localhost", new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true });
+        CallInvoker = _channel.Intercept(new TransportFailures(this));
+        Control = new ShareControl.ShareControlClient(CallInvoker);
+        Health = new Health.HealthClient(CallInvoker);
     }
 
     /// <summary>The control socket path.</summary>
@@ -56,192 +54,37 @@ public sealed class ShareControlClient : IDisposable
     /// <summary>Deadline applied to calls that do not give one.</summary>
     public TimeSpan? DefaultDeadline { get; }
 
-    /// <summary>Largest response message accepted (default 4 MiB); larger ones fail with RESOURCE_EXHAUSTED.</summary>
-    public int MaxReceiveMessageSize { get; init; } = GrpcProtocol.DefaultMaxReceiveMessageSize;
+    /// <summary>The channel with this client's deadline and failure handling, for calls of any method.</summary>
+    public CallInvoker CallInvoker { get; }
 
-    /// <summary>ShareControl/GetStatus.</summary>
-    public Task<ShareStatus> GetStatusAsync(TimeSpan? deadline = null, CancellationToken cancellationToken = default)
-        => CallUnaryAsync(ShareControlService, "GetStatus", new GetStatusRequest(), ShareStatus.Parser, deadline, cancellationToken);
+    /// <summary><c>hypervisor.control.v1.ShareControl</c>.</summary>
+    public ShareControl.ShareControlClient Control { get; }
 
-    /// <summary>ShareControl/SetDirectIo: direct I/O for every open from now on; returns the options after the change.</summary>
-    public Task<ShareOptions> SetDirectIoAsync(bool enabled, TimeSpan? deadline = null, CancellationToken cancellationToken = default)
-        => CallUnaryAsync(ShareControlService, "SetDirectIo", new SetDirectIoRequest { Enabled = enabled }, ShareOptions.Parser, deadline, cancellationToken);
+    /// <summary><c>grpc.health.v1.Health</c>.</summary>
+    public Health.HealthClient Health { get; }
 
-    /// <summary>ShareControl/SetCachePolicy; returns the options after the change.</summary>
-    public Task<ShareOptions> SetCachePolicyAsync(CachePolicy policy, TimeSpan? deadline = null, CancellationToken cancellationToken = default)
-        => CallUnaryAsync(ShareControlService, "SetCachePolicy", new SetCachePolicyRequest { Policy = policy }, ShareOptions.Parser, deadline, cancellationToken);
-
-    /// <summary>ShareControl/AddAllowedPath (path relative to the share root); returns the allowlist after the change.</summary>
-    public Task<Allowlist> AddAllowedPathAsync(string path, TimeSpan? deadline = null, CancellationToken cancellationToken = default)
-        => CallUnaryAsync(ShareControlService, "AddAllowedPath", new AllowedPathRequest { Path = path }, Allowlist.Parser, deadline, cancellationToken);
-
-    /// <summary>ShareControl/RemoveAllowedPath; NOT_FOUND if the path is not listed.</summary>
-    public Task<Allowlist> RemoveAllowedPathAsync(string path, TimeSpan? deadline = null, CancellationToken cancellationToken = default)
-        => CallUnaryAsync(ShareControlService, "RemoveAllowedPath", new AllowedPathRequest { Path = path }, Allowlist.Parser, deadline, cancellationToken);
-
-    /// <summary>ShareControl/ListAllowedPaths.</summary>
-    public Task<Allowlist> ListAllowedPathsAsync(TimeSpan? deadline = null, CancellationToken cancellationToken = default)
-        => CallUnaryAsync(ShareControlService, "ListAllowedPaths", new ListAllowedPathsRequest(), Allowlist.Parser, deadline, cancellationToken);
-
-    /// <summary>ShareControl/SetAllowlistEnabled; returns the allowlist after the change.</summary>
-    public Task<Allowlist> SetAllowlistEnabledAsync(bool enabled, TimeSpan? deadline = null, CancellationToken cancellationToken = default)
-        => CallUnaryAsync(ShareControlService, "SetAllowlistEnabled", new SetAllowlistEnabledRequest { Enabled = enabled }, Allowlist.Parser, deadline, cancellationToken);
-
-    /// <summary>ShareControl/Shutdown: asks the daemon to stop gracefully.</summary>
-    public async Task ShutdownAsync(TimeSpan? deadline = null, CancellationToken cancellationToken = default)
-        => await CallUnaryAsync(ShareControlService, "Shutdown", new ShutdownRequest(), ShutdownResponse.Parser, deadline, cancellationToken).ConfigureAwait(false);
-
-    /// <summary>grpc.health.v1.Health/Check of <paramref name="service"/> ("" is the server as a whole).</summary>
-    public async Task<HealthCheckResponse.Types.ServingStatus> CheckHealthAsync(string service = "", TimeSpan? deadline = null,
-        CancellationToken cancellationToken = default)
+    /// <summary>The name of <paramref name="code"/> as gRPC documents and other clients print it, e.g. <c>NOT_FOUND</c>.</summary>
+    public static string StatusName(StatusCode code) => code switch
     {
-        HealthCheckResponse response = await CallUnaryAsync(HealthService, "Check", new HealthCheckRequest { Service = service },
-            HealthCheckResponse.Parser, deadline, cancellationToken).ConfigureAwait(false);
-        return response.Status;
-    }
-
-    /// <summary>
-    /// Calls any unary method <c>/{service}/{method}</c> and returns its single response message.
-    /// </summary>
-    /// <exception cref="GrpcException">The call ended with a non-OK status.</exception>
-    public async Task<TResponse> CallUnaryAsync<TResponse>(string service, string method, IMessage request,
-        MessageParser<TResponse> parser, TimeSpan? deadline = null, CancellationToken cancellationToken = default)
-        where TResponse : IMessage<TResponse>
-    {
-        TimeSpan? timeout = deadline ?? DefaultDeadline;
-        if (timeout is { } expired && expired <= TimeSpan.Zero)
-            throw new GrpcException(GrpcStatusCode.DeadlineExceeded, "The deadline had passed before the call started.");
-
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        if (timeout is { } t && t.TotalMilliseconds < uint.MaxValue - 1)
-            cts.CancelAfter(t);
-
-        using var httpRequest = new HttpRequestMessage(HttpMethod.Post, "http://localhost" + GrpcProtocol.MethodPath(service, method))
-        {
-            Version = HttpVersion.Version20,
-            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-        };
-        byte[] body = new byte[GrpcFraming.HeaderLength + request.CalculateSize()];
-        GrpcFraming.WriteHeader(body, body.Length - GrpcFraming.HeaderLength);
-        request.WriteTo(body.AsSpan(GrpcFraming.HeaderLength));
-        httpRequest.Content = new ByteArrayContent(body);
-        httpRequest.Content.Headers.ContentType = GrpcMediaType;
-        // "te: trailers" lets intermediaries know trailers must be kept; the spec requires it.
-        httpRequest.Headers.TryAddWithoutValidation("te", "trailers");
-        httpRequest.Headers.TryAddWithoutValidation("user-agent", "hypervisor-vdev-ctl/1.0");
-        httpRequest.Headers.TryAddWithoutValidation(GrpcProtocol.AcceptEncodingHeader, GrpcProtocol.IdentityEncoding);
-        if (timeout is { } sent)
-            httpRequest.Headers.TryAddWithoutValidation(GrpcProtocol.TimeoutHeader, GrpcTimeout.Format(sent));
-
-        try
-        {
-            using HttpResponseMessage response = await _http.SendAsync(httpRequest, HttpCompletionOption.ResponseHeadersRead, cts.Token).ConfigureAwait(false);
-            return await ReadResponseAsync(response, parser, cts.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-            throw;
-        }
-        catch (OperationCanceledException e) when (cts.IsCancellationRequested)
-        {
-            throw new GrpcException(GrpcStatusCode.DeadlineExceeded, $"The deadline of {Format(timeout!.Value)} passed before the control service answered.", e);
-        }
-        catch (HttpRequestException e)
-        {
-            throw MapTransportFailure(e);
-        }
-        catch (IOException e)
-        {
-            throw new GrpcException(GrpcStatusCode.Unavailable, $"The connection to the control service at {SocketPath} broke during the call ({e.Message}).", e);
-        }
-    }
-
-    private async Task<TResponse> ReadResponseAsync<TResponse>(HttpResponseMessage response, MessageParser<TResponse> parser, CancellationToken ct)
-        where TResponse : IMessage<TResponse>
-    {
-        // A trailers-only response carries grpc-status in its only HEADERS frame.
-        GrpcStatus? headerStatus = ReadStatus(response.Headers);
-        if (response.StatusCode != HttpStatusCode.OK)
-        {
-            if (headerStatus is { } s && s.Code != GrpcStatusCode.OK)
-                throw new GrpcException(s.Code, s.Message);
-            throw new GrpcException(GrpcStatusCodes.FromHttpStatus((int)response.StatusCode),
-                $"The server at {SocketPath} answered HTTP {(int)response.StatusCode} instead of a gRPC response; check that --socket names a share's control socket.");
-        }
-        string? contentType = response.Content.Headers.ContentType?.MediaType;
-        if (contentType is null || GrpcProtocol.ClassifyContentType(contentType) == GrpcProtocol.ContentTypeKind.NotGrpc)
-            throw new GrpcException(GrpcStatusCode.Unknown,
-                $"The server at {SocketPath} answered with content type \"{contentType}\" instead of application/grpc; check that --socket names a share's control socket.");
-        if (headerStatus is { } only)
-        {
-            if (only.Code != GrpcStatusCode.OK)
-                throw new GrpcException(only.Code, only.Message);
-            throw new GrpcException(GrpcStatusCode.Internal, "The server ended the call without a response message.");
-        }
-
-        byte[] body = await ReadBodyAsync(response.Content, ct).ConfigureAwait(false);
-        GrpcStatus? trailerStatus = ReadStatus(response.TrailingHeaders);
-        if (trailerStatus is null)
-            throw new GrpcException(GrpcStatusCode.Internal, "The server ended the call without a grpc-status.");
-        if (trailerStatus.Value.Code != GrpcStatusCode.OK)
-            throw new GrpcException(trailerStatus.Value.Code, trailerStatus.Value.Message);
-
-        GrpcFrameResult frame = GrpcFraming.TryRead(body, MaxReceiveMessageSize, encodingDeclared: HasEncoding(response),
-            out Range message, out int consumed, out GrpcStatus error);
-        if (frame == GrpcFrameResult.Invalid)
-            throw new GrpcException(error.Code, error.Message);
-        if (frame == GrpcFrameResult.Incomplete)
-            throw new GrpcException(GrpcStatusCode.Internal, body.Length == 0
-                ? "The server ended the call without a response message."
-                : "The response ended in the middle of a message.");
-        if (consumed != body.Length)
-            throw new GrpcException(GrpcStatusCode.Internal, "The server sent more than one response message to a unary call.");
-        try
-        {
-            return parser.ParseFrom(body.AsSpan(message));
-        }
-        catch (InvalidProtocolBufferException e)
-        {
-            throw new GrpcException(GrpcStatusCode.Internal, "The response message is not valid protobuf: " + e.Message, e);
-        }
-    }
-
-    private async Task<byte[]> ReadBodyAsync(HttpContent content, CancellationToken ct)
-    {
-        Stream stream = await content.ReadAsStreamAsync(ct).ConfigureAwait(false);
-        await using (stream.ConfigureAwait(false))
-        {
-            var buffer = new MemoryStream();
-            byte[] chunk = new byte[16 * 1024];
-            int limit = MaxReceiveMessageSize + GrpcFraming.HeaderLength;
-            int n;
-            while ((n = await stream.ReadAsync(chunk, ct).ConfigureAwait(false)) > 0)
-            {
-                if (buffer.Length + n > limit)
-                    throw new GrpcException(GrpcStatusCode.ResourceExhausted,
-                        $"The response is larger than the limit of {MaxReceiveMessageSize} bytes.");
-                buffer.Write(chunk, 0, n);
-            }
-            return buffer.ToArray();
-        }
-    }
-
-    private static bool HasEncoding(HttpResponseMessage response)
-        => response.Headers.TryGetValues(GrpcProtocol.EncodingHeader, out IEnumerable<string>? values)
-           && values.FirstOrDefault() is { } v && !string.Equals(v, GrpcProtocol.IdentityEncoding, StringComparison.OrdinalIgnoreCase);
-
-    private static GrpcStatus? ReadStatus(HttpHeaders headers)
-    {
-        if (!headers.TryGetValues(GrpcProtocol.StatusHeader, out IEnumerable<string>? statusValues))
-            return null;
-        string? raw = statusValues.FirstOrDefault();
-        if (raw is null || !GrpcStatusCodes.TryParse(raw, out GrpcStatusCode code))
-            return new GrpcStatus(GrpcStatusCode.Unknown, $"The server sent an unparsable grpc-status \"{raw}\".");
-        string message = headers.TryGetValues(GrpcProtocol.MessageHeader, out IEnumerable<string>? messageValues)
-            ? GrpcMessageEncoding.Decode(messageValues.FirstOrDefault() ?? string.Empty)
-            : string.Empty;
-        return new GrpcStatus(code, message);
-    }
+        StatusCode.OK => "OK",
+        StatusCode.Cancelled => "CANCELLED",
+        StatusCode.Unknown => "UNKNOWN",
+        StatusCode.InvalidArgument => "INVALID_ARGUMENT",
+        StatusCode.DeadlineExceeded => "DEADLINE_EXCEEDED",
+        StatusCode.NotFound => "NOT_FOUND",
+        StatusCode.AlreadyExists => "ALREADY_EXISTS",
+        StatusCode.PermissionDenied => "PERMISSION_DENIED",
+        StatusCode.ResourceExhausted => "RESOURCE_EXHAUSTED",
+        StatusCode.FailedPrecondition => "FAILED_PRECONDITION",
+        StatusCode.Aborted => "ABORTED",
+        StatusCode.OutOfRange => "OUT_OF_RANGE",
+        StatusCode.Unimplemented => "UNIMPLEMENTED",
+        StatusCode.Internal => "INTERNAL",
+        StatusCode.Unavailable => "UNAVAILABLE",
+        StatusCode.DataLoss => "DATA_LOSS",
+        StatusCode.Unauthenticated => "UNAUTHENTICATED",
+        _ => ((int)code).ToString(CultureInfo.InvariantCulture),
+    };
 
     private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken ct)
     {
@@ -251,6 +94,11 @@ public sealed class ShareControlClient : IDisposable
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(SocketPath), ct).ConfigureAwait(false);
             return new NetworkStream(socket, ownsSocket: true);
         }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new ConnectFailedException(e);
+        }
         catch
         {
             socket.Dispose();
@@ -258,36 +106,114 @@ public sealed class ShareControlClient : IDisposable
         }
     }
 
-    private GrpcException MapTransportFailure(HttpRequestException e)
+    /// <summary>
+    /// connect(2) on the socket failed: a socket error from here is about the path, one from later
+    /// (a reset or a broken pipe) is the server closing a connection it had accepted.
+    /// </summary>
+    private sealed class ConnectFailedException(SocketException inner) : IOException(inner.Message, inner)
+    {
+        public SocketError SocketErrorCode => inner.SocketErrorCode;
+    }
+
+    /// <summary>The status to report instead of <paramref name="e"/>'s, or null when the server's status stands.</summary>
+    private Status? Describe(RpcException e, TimeSpan? deadline)
+    {
+        if (e.StatusCode == StatusCode.DeadlineExceeded)
+        {
+            return new Status(StatusCode.DeadlineExceeded, deadline is { } t
+                ? $"The deadline of {Format(t)} passed before the control service at {SocketPath} answered."
+                : $"The deadline passed before the control service at {SocketPath} answered.", e);
+        }
+        for (Exception? inner = e.Status.DebugException; inner is not null; inner = inner.InnerException)
+        {
+            if (inner is HttpRequestException http)
+                return DescribeTransportFailure(http);
+        }
+        return null;
+    }
+
+    private Status DescribeTransportFailure(HttpRequestException e)
     {
         for (Exception? inner = e; inner is not null; inner = inner.InnerException)
         {
-            if (inner is SocketException se)
+            if (inner is ConnectFailedException connect)
             {
                 if (!Path.Exists(SocketPath))
-                    return new GrpcException(GrpcStatusCode.Unavailable,
+                    return new Status(StatusCode.Unavailable,
                         $"The control socket {SocketPath} does not exist; check --socket and that the share's daemon is running.", e);
-                return se.SocketErrorCode switch
+                return connect.SocketErrorCode switch
                 {
-                    SocketError.ConnectionRefused => new GrpcException(GrpcStatusCode.Unavailable,
+                    SocketError.ConnectionRefused => new Status(StatusCode.Unavailable,
                         $"Nothing is listening on the control socket {SocketPath}; check that the share's daemon is running.", e),
-                    SocketError.AccessDenied => new GrpcException(GrpcStatusCode.PermissionDenied,
+                    SocketError.AccessDenied => new Status(StatusCode.PermissionDenied,
                         $"This user may not open the control socket {SocketPath}; run the command as the daemon's user or as root.", e),
-                    _ => new GrpcException(GrpcStatusCode.Unavailable,
-                        $"The control socket {SocketPath} cannot be reached ({se.Message}); check --socket and that the share's daemon is running.", e),
+                    _ => new Status(StatusCode.Unavailable,
+                        $"The control socket {SocketPath} cannot be reached ({connect.Message}); check --socket and that the share's daemon is running.", e),
                 };
             }
         }
         if (e.HttpRequestError == HttpRequestError.HttpProtocolError)
-            return new GrpcException(GrpcStatusCode.Internal, $"The control service at {SocketPath} broke the HTTP/2 protocol ({e.Message}).", e);
-        return new GrpcException(GrpcStatusCode.Unavailable,
+            return new Status(StatusCode.Internal, $"The control service at {SocketPath} broke the HTTP/2 protocol ({e.Message}).", e);
+        return new Status(StatusCode.Unavailable,
             $"The control service at {SocketPath} closed the connection ({e.Message}); it accepts only its own user and root.", e);
     }
 
     private static string Format(TimeSpan t) => t.TotalSeconds >= 1
-        ? t.TotalSeconds.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) + " s"
-        : t.TotalMilliseconds.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) + " ms";
+        ? t.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s"
+        : t.TotalMilliseconds.ToString("0.###", CultureInfo.InvariantCulture) + " ms";
 
     /// <summary>Closes the connection.</summary>
-    public void Dispose() => _http.Dispose();
+    public void Dispose() => _channel.Dispose();
+
+    /// <summary>Gives unary calls the client's default deadline and reports transport failures as <see cref="Describe"/> says.</summary>
+    private sealed class TransportFailures(ShareControlClient client) : Interceptor
+    {
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request,
+            ClientInterceptorContext<TRequest, TResponse> context, AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            TimeSpan? deadline = WithDeadline(ref context);
+            AsyncUnaryCall<TResponse> call = continuation(request, context);
+            return new AsyncUnaryCall<TResponse>(ResponseAsync(call.ResponseAsync, deadline), call.ResponseHeadersAsync,
+                call.GetStatus, call.GetTrailers, call.Dispose);
+        }
+
+        public override TResponse BlockingUnaryCall<TRequest, TResponse>(TRequest request,
+            ClientInterceptorContext<TRequest, TResponse> context, BlockingUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            TimeSpan? deadline = WithDeadline(ref context);
+            try
+            {
+                return continuation(request, context);
+            }
+            catch (RpcException e) when (client.Describe(e, deadline) is { } status)
+            {
+                throw new RpcException(status, e.Trailers);
+            }
+        }
+
+        private async Task<TResponse> ResponseAsync<TResponse>(Task<TResponse> response, TimeSpan? deadline)
+        {
+            try
+            {
+                return await response.ConfigureAwait(false);
+            }
+            catch (RpcException e) when (client.Describe(e, deadline) is { } status)
+            {
+                throw new RpcException(status, e.Trailers);
+            }
+        }
+
+        /// <summary>Applies the default deadline to a call that has none; returns the time the call is given, if any.</summary>
+        private TimeSpan? WithDeadline<TRequest, TResponse>(ref ClientInterceptorContext<TRequest, TResponse> context)
+            where TRequest : class where TResponse : class
+        {
+            DateTime now = DateTime.UtcNow;
+            if (context.Options.Deadline is { } given)
+                return given == DateTime.MaxValue ? null : given - now;
+            if (client.DefaultDeadline is not { } timeout)
+                return null;
+            context = new ClientInterceptorContext<TRequest, TResponse>(context.Method, context.Host, context.Options.WithDeadline(now + timeout));
+            return timeout;
+        }
+    }
 }

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Grpc.Core;
 using Hypervisor.Interop;
+using Hypervisor.Protocol.Control;
 using Hypervisor.Protocol.Ring;
 using Hypervisor.Protocol.Share;
 using Hypervisor.Vdev.Config;
@@ -180,13 +182,36 @@ public sealed partial class LaunchedShare : IAsyncDisposable
 
     private async Task ConfirmAsync(CancellationToken ct)
     {
-        var status = await Client.GetStatusAsync(cancellationToken: ct).ConfigureAwait(false);
+        try
+        {
+            await ConfirmSettingsAsync(ct).ConfigureAwait(false);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("The vdev is stopping.", e, ct);
+        }
+        catch (RpcException e)
+        {
+            var detail = e.Status.Detail.TrimEnd('.');
+            throw new ShareStartException($"The daemon of share '{Settings.Tag}' reported ready but its control service on {ControlSocket} failed: {ShareControlClient.StatusName(e.StatusCode)}: {detail}.");
+        }
+        LogConfirmed(_log, Settings.Tag, DaemonPid, ControlSocket);
+    }
+
+    /// <summary>
+    /// The daemon's settings, as its status reports them, must be the ones it was started with: the same share
+    /// settings written the same way (another daemon on the control socket, or a setting lost on the way, differs).
+    /// </summary>
+    private async Task ConfirmSettingsAsync(CancellationToken ct)
+    {
+        var status = await Client.Control.GetStatusAsync(new GetStatusRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
         var expected = Path.GetFullPath(Settings.SharedDir);
         if (status.SharedDir != expected)
             throw new ShareStartException($"The daemon on {ControlSocket} serves {status.SharedDir}, not {expected}; another process owns that control socket.");
-        if (status.Options.DirectIo != Settings.DirectIo)
-            throw new ShareStartException($"The daemon of share '{Settings.Tag}' reports direct I/O {(status.Options.DirectIo ? "on" : "off")} but the configuration asks for {(Settings.DirectIo ? "on" : "off")}.");
-        LogConfirmed(_log, Settings.Tag, DaemonPid, ControlSocket);
+        var asked = string.Join(' ', LauncherArguments(Settings, "", ControlSocket).TakeWhile(a => a != "--ring"));
+        var applied = string.Join(' ', ShareVocabulary.ToArguments(status.Settings ?? new ShareSettings()));
+        if (asked != applied)
+            throw new ShareStartException($"The daemon of share '{Settings.Tag}' applies '{applied}' but was started with '{asked}'; check that the installed passthrough is the vdev's own version.");
     }
 
     /// <summary>Asks the daemon to shut down over gRPC, then by SIGTERM/SIGKILL to its pid if it lingers; closes the ring.</summary>
@@ -194,9 +219,9 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     {
         try
         {
-            await Client.ShutdownAsync(deadline: TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+            await Client.Control.ShutdownAsync(new ShutdownRequest(), deadline: DateTime.UtcNow.AddSeconds(2)).ResponseAsync.ConfigureAwait(false);
         }
-        catch (Exception e) when (e is Hypervisor.Protocol.Grpc.GrpcException or HttpRequestException or IOException or OperationCanceledException)
+        catch (RpcException)
         {
         }
         Client.Dispose();

@@ -1,5 +1,6 @@
 using System.Diagnostics;
-using System.Net.Sockets;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
 using Hypervisor.Passthrough.Control;
 using Microsoft.Extensions.Logging;
 
@@ -41,14 +42,9 @@ public sealed class ControlServerSocketTests
         Assert.NotEqual(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
 
         await using ControlServer server = await ControlServer.StartAsync(path, new InMemoryShareControl());
-        using HttpClient http = RunningControlServer.CreateHttpClient(path);
-        using var request = new HttpRequestMessage(HttpMethod.Get, "http://localhost/")
-        {
-            Version = System.Net.HttpVersion.Version20,
-            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-        };
-        using HttpResponseMessage response = await http.SendAsync(request);
-        Assert.Equal(405, (int)response.StatusCode);
+        using GrpcChannel channel = RunningControlServer.CreateChannel(path);
+        HealthCheckResponse health = await new Health.HealthClient(channel).CheckAsync(new HealthCheckRequest());
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, health.Status);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
     }
 
@@ -60,8 +56,8 @@ public sealed class ControlServerSocketTests
         Assert.Contains("in use by a running process", e.Message);
         Assert.Contains("choose another path", e.Message);
         // The first server is untouched.
-        RawResponse response = await first.CallAsync("/grpc.health.v1.Health/Check", new Hypervisor.Protocol.Control.Health.HealthCheckRequest());
-        Assert.Equal(Hypervisor.Protocol.Grpc.GrpcStatusCode.OK, response.Status);
+        HealthCheckResponse health = await first.Health.CheckAsync(new HealthCheckRequest());
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, health.Status);
     }
 
     [Fact]
@@ -160,20 +156,8 @@ public sealed class ControlServerSocketTests
         Assert.Equal("SETTINGS", await ProbeAsync(server.SocketPath, asNobody: false));
 
         // The refusal is logged once, as a warning naming the peer's uid.
-        string refusal = Assert.Single(log.Messages, m => m.Contains("refused"));
-        Assert.Contains("uid 65534", refusal);
-    }
-
-    private sealed class RecordingLoggerProvider : ILoggerProvider, ILogger
-    {
-        public System.Collections.Concurrent.ConcurrentQueue<string> Messages { get; } = new();
-        public ILogger CreateLogger(string categoryName) => this;
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            => Messages.Enqueue(logLevel + " " + formatter(state, exception));
-        public void Dispose()
-        {
-        }
+        RecordingLoggerProvider.Entry refusal = Assert.Single(log.Entries, e => e.Message.Contains("refused"));
+        Assert.Equal(LogLevel.Warning, refusal.Level);
+        Assert.Contains("uid 65534", refusal.Message);
     }
 }

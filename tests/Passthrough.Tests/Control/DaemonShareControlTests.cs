@@ -1,7 +1,7 @@
+using Grpc.Core;
 using Hypervisor.Passthrough.Control;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
-using Hypervisor.Protocol.Grpc;
 using Hypervisor.Protocol.Share;
 using ProtoCachePolicy = Hypervisor.Protocol.Share.CachePolicy;
 
@@ -69,8 +69,8 @@ public sealed class DaemonShareControlTests
 
         await control.RemoveAllowedPathAsync("bin", default);
         Assert.Equal(["docs/reports"], settings.Allowlist!.Paths);
-        var e = await Assert.ThrowsAsync<GrpcException>(async () => await control.RemoveAllowedPathAsync("bin", default));
-        Assert.Equal(GrpcStatusCode.NotFound, e.StatusCode);
+        var e = await Assert.ThrowsAsync<RpcException>(async () => await control.RemoveAllowedPathAsync("bin", default));
+        Assert.Equal(StatusCode.NotFound, e.StatusCode);
     }
 
     [Fact]

@@ -1,7 +1,7 @@
+using Grpc.Core;
 using Hypervisor.Passthrough.Control;
 using Hypervisor.Protocol.Control;
 using Hypervisor.Protocol.Share;
-using Hypervisor.Protocol.Grpc;
 
 namespace Hypervisor.Passthrough.Tests.Control;
 
@@ -55,8 +55,14 @@ public sealed class InMemoryShareControl : IShareControl
         get { lock (_lock) return _options; }
     }
 
+    /// <summary>GetStatus calls that reached the share.</summary>
+    public int GetStatusCalls => Volatile.Read(ref _getStatusCalls);
+
+    private int _getStatusCalls;
+
     public async ValueTask<ShareStatusSnapshot> GetStatusAsync(CancellationToken cancellationToken)
     {
+        Interlocked.Increment(ref _getStatusCalls);
         if (GetStatusFailure is { } failure)
             throw failure;
         if (GetStatusDelay is { } delay)
@@ -112,7 +118,7 @@ public sealed class InMemoryShareControl : IShareControl
         lock (_lock)
         {
             if (!_allowed.Remove(normalizedPath))
-                throw new GrpcException(GrpcStatusCode.NotFound, $"\"{normalizedPath}\" is not in the allowlist.");
+                throw new RpcException(new Status(StatusCode.NotFound, $"\"{normalizedPath}\" is not in the allowlist."));
             return ValueTask.FromResult(AllowlistLocked());
         }
     }

@@ -102,7 +102,7 @@ public sealed class MountLimitsTests
                 client.GetStatus();
                 return client;
             }
-            catch (Exception e) when (e is HttpRequestException or IOException or System.Net.Sockets.SocketException && deadline.Elapsed < TimeSpan.FromSeconds(20))
+            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.Unavailable && deadline.Elapsed < TimeSpan.FromSeconds(20))
             {
                 client.Dispose();
                 Thread.Sleep(100);

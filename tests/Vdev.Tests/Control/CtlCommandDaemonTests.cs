@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
-using Hypervisor.Protocol.Control.Health;
+using Grpc.Core;
+using Grpc.Health.V1;
 using Hypervisor.Vdev.Control;
 
 namespace Hypervisor.Vdev.Tests.Control;
@@ -51,10 +52,10 @@ public sealed class CtlCommandDaemonTests
                     Assert.False(daemon.HasExited, "passthrough exited: " + (daemon.HasExited ? await daemonErr : ""));
                     try
                     {
-                        if (await client.CheckHealthAsync() == HealthCheckResponse.Types.ServingStatus.Serving && Directory.Exists(Path.Combine(mount, "docs")))
+                        if ((await client.Health.CheckAsync(new HealthCheckRequest())).Status == HealthCheckResponse.Types.ServingStatus.Serving && Directory.Exists(Path.Combine(mount, "docs")))
                             break;
                     }
-                    catch (Hypervisor.Protocol.Grpc.GrpcException) when (started.Elapsed < TimeSpan.FromSeconds(30))
+                    catch (RpcException) when (started.Elapsed < TimeSpan.FromSeconds(30))
                     {
                     }
                     await Task.Delay(100);

@@ -2,10 +2,11 @@ using Hypervisor.Protocol.Share;
 using System.Diagnostics;
 using System.Text.Json;
 using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Health.V1;
+using Grpc.Reflection.V1;
 using Hypervisor.Passthrough.Tests.Control;
 using Hypervisor.Protocol.Control;
-using Hypervisor.Protocol.Control.Health;
-using Hypervisor.Protocol.Grpc;
 using Hypervisor.Vdev.Control;
 
 namespace Hypervisor.Vdev.Tests.Control;
@@ -13,8 +14,8 @@ namespace Hypervisor.Vdev.Tests.Control;
 /// <summary>
 /// Interoperability of the control service with a standard gRPC client: Debian's python3-grpcio
 /// (the C-core implementation) calls the running service over <c>unix:PATH</c> with a generic
-/// unary stub, sending and receiving raw protobuf bytes that the C# generated types produce and
-/// parse, and must get the same answers as <see cref="ShareControlClient"/>.
+/// stub, sending and receiving raw protobuf bytes that the C# generated types produce and parse,
+/// and must get the same answers as <see cref="ShareControlClient"/> (Grpc.Net.Client).
 /// </summary>
 public sealed class PythonGrpcInteropTests
 {
@@ -43,12 +44,18 @@ public sealed class PythonGrpcInteropTests
             for call in calls:
                 request = bytes.fromhex(call["request"])
                 timeout = call.get("timeout") or 10
-                if call.get("stream"):
-                    # Server streaming: collect every message until the call ends.
-                    stub = channel.unary_stream(call["method"], request_serializer=None, response_deserializer=None)
+                if call.get("stream") or call.get("bidi"):
+                    # Server streaming (or a bidirectional stream given this one request): collect every
+                    # message until the call ends.
+                    if call.get("bidi"):
+                        stub = channel.stream_stream(call["method"], request_serializer=None, response_deserializer=None)
+                        responses = lambda: stub(iter([request]), timeout=timeout)
+                    else:
+                        stub = channel.unary_stream(call["method"], request_serializer=None, response_deserializer=None)
+                        responses = lambda: stub(request, timeout=timeout)
                     messages = []
                     try:
-                        for message in stub(request, timeout=timeout):
+                        for message in responses():
                             messages.append(message.hex())
                         out.append({"code": "OK", "details": "", "response": "", "stream": messages})
                     except grpc.RpcError as e:
@@ -63,7 +70,7 @@ public sealed class PythonGrpcInteropTests
         print(json.dumps(out))
         """;
 
-    private sealed record PyCall(string Method, IMessage Request, double? Timeout = null, bool Stream = false);
+    private sealed record PyCall(string Method, IMessage Request, double? Timeout = null, bool Stream = false, bool Bidi = false);
 
     private sealed record PyOutcome(string Code, string Details, byte[] Response, List<byte[]> Stream);
 
@@ -90,6 +97,7 @@ public sealed class PythonGrpcInteropTests
             ["request"] = Convert.ToHexString(c.Request.ToByteArray()),
             ["timeout"] = c.Timeout,
             ["stream"] = c.Stream,
+            ["bidi"] = c.Bidi,
         }).ToList();
         await process.StandardInput.WriteAsync(JsonSerializer.Serialize(payload));
         process.StandardInput.Close();
@@ -130,7 +138,7 @@ public sealed class PythonGrpcInteropTests
 
         // Successful calls: identical messages.
         Assert.Equal("OK", py[0].Code);
-        Assert.Equal(await client.CheckHealthAsync(), HealthCheckResponse.Parser.ParseFrom(py[0].Response).Status);
+        Assert.Equal((await client.Health.CheckAsync(new HealthCheckRequest())).Status, HealthCheckResponse.Parser.ParseFrom(py[0].Response).Status);
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, HealthCheckResponse.Parser.ParseFrom(py[0].Response).Status);
 
         Assert.Equal("OK", py[1].Code);
@@ -142,17 +150,19 @@ public sealed class PythonGrpcInteropTests
         Assert.Equal(CachePolicy.Always, ShareOptions.Parser.ParseFrom(py[3].Response).CachePolicy);
         Assert.Equal(["x/y"], Allowlist.Parser.ParseFrom(py[4].Response).Entries);
         Assert.True(Allowlist.Parser.ParseFrom(py[5].Response).Enabled);
-        Assert.Equal(await client.ListAllowedPathsAsync(), Allowlist.Parser.ParseFrom(py[6].Response));
-        ShareStatus csStatus = await client.GetStatusAsync();
+        Assert.Equal(await client.Control.ListAllowedPathsAsync(new ListAllowedPathsRequest()), Allowlist.Parser.ParseFrom(py[6].Response));
+        ShareStatus csStatus = await client.Control.GetStatusAsync(new GetStatusRequest());
         Assert.Equal(csStatus.Options, ShareOptions.Parser.ParseFrom(py[3].Response));
         Assert.True(server.Share.Options.DirectIo);
 
         // Failed calls: the same status code and message as the C# client sees.
-        await AssertSameError(py[7], () => client.AddAllowedPathAsync("/abs"), GrpcStatusCode.InvalidArgument);
-        await AssertSameError(py[8], () => client.RemoveAllowedPathAsync("not/there"), GrpcStatusCode.NotFound);
-        await AssertSameError(py[9], () => client.CallUnaryAsync("hypervisor.control.v1.ShareControl", "NoSuchMethod",
-            new GetStatusRequest(), ShareStatus.Parser), GrpcStatusCode.Unimplemented);
-        await AssertSameError(py[10], () => client.CheckHealthAsync("unknown.Service"), GrpcStatusCode.NotFound);
+        await AssertSameError(py[7], async () => await client.Control.AddAllowedPathAsync(new AllowedPathRequest { Path = "/abs" }), StatusCode.InvalidArgument);
+        await AssertSameError(py[8], async () => await client.Control.RemoveAllowedPathAsync(new AllowedPathRequest { Path = "not/there" }), StatusCode.NotFound);
+        var noSuchMethod = new Method<GetStatusRequest, ShareStatus>(MethodType.Unary, "hypervisor.control.v1.ShareControl", "NoSuchMethod",
+            Marshallers.Create<GetStatusRequest>(m => m.ToByteArray(), GetStatusRequest.Parser.ParseFrom),
+            Marshallers.Create<ShareStatus>(m => m.ToByteArray(), ShareStatus.Parser.ParseFrom));
+        await AssertSameError(py[9], async () => await client.CallInvoker.AsyncUnaryCall(noSuchMethod, null, default, new GetStatusRequest()), StatusCode.Unimplemented);
+        await AssertSameError(py[10], async () => await client.Health.CheckAsync(new HealthCheckRequest { Service = "unknown.Service" }), StatusCode.NotFound);
     }
 
     [Fact]
@@ -185,11 +195,28 @@ public sealed class PythonGrpcInteropTests
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.ServiceUnknown, HealthCheckResponse.Parser.ParseFrom(Assert.Single(py[1].Stream)).Status);
     }
 
-    private static async Task AssertSameError(PyOutcome python, Func<Task> csharpCall, GrpcStatusCode expected)
+    [Fact]
+    public async Task PythonClient_ListsTheServicesThroughServerReflection()
     {
-        var e = await Assert.ThrowsAsync<GrpcException>(csharpCall);
+        await using var server = await ControlTestServer.StartAsync();
+        List<PyOutcome> py = await CallFromPythonAsync(server.SocketPath,
+            new PyCall("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", new ServerReflectionRequest { ListServices = "" }, Bidi: true),
+            new PyCall("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                new Grpc.Reflection.V1Alpha.ServerReflectionRequest { ListServices = "" }, Bidi: true));
+        Assert.Equal("OK", py[0].Code);
+        ServerReflectionResponse v1 = ServerReflectionResponse.Parser.ParseFrom(Assert.Single(py[0].Stream));
+        Assert.Contains("hypervisor.control.v1.ShareControl", v1.ListServicesResponse.Service.Select(s => s.Name));
+        Assert.Contains("grpc.health.v1.Health", v1.ListServicesResponse.Service.Select(s => s.Name));
+        Assert.Equal("OK", py[1].Code);
+        var v1Alpha = Grpc.Reflection.V1Alpha.ServerReflectionResponse.Parser.ParseFrom(Assert.Single(py[1].Stream));
+        Assert.Contains("hypervisor.control.v1.ShareControl", v1Alpha.ListServicesResponse.Service.Select(s => s.Name));
+    }
+
+    private static async Task AssertSameError(PyOutcome python, Func<Task> csharpCall, StatusCode expected)
+    {
+        var e = await Assert.ThrowsAsync<RpcException>(csharpCall);
         Assert.Equal(expected, e.StatusCode);
-        Assert.Equal(expected.ToWireName(), python.Code);
-        Assert.Equal(e.Detail, python.Details);
+        Assert.Equal(ShareControlClient.StatusName(expected), python.Code);
+        Assert.Equal(e.Status.Detail, python.Details);
     }
 }

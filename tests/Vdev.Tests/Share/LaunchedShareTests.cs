@@ -2,6 +2,7 @@ using Hypervisor.Protocol.Share;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
+using Hypervisor.Protocol.Control;
 using Hypervisor.Protocol.Fuse;
 using Hypervisor.Protocol.Ring;
 using Hypervisor.Vdev.Config;
@@ -71,17 +72,17 @@ public sealed class LaunchedShareTests : IDisposable
         Call(queue, FuseOpcode.Release, entry.Nodeid, Bytes(new ReleaseIn { Fh = before.Fh }));
 
         // The operator switches it on over gRPC: the next OPEN carries FOPEN_DIRECT_IO and still reads the file.
-        var options = await share.Client.SetDirectIoAsync(true);
+        var options = await share.Client.Control.SetDirectIoAsync(new SetDirectIoRequest { Enabled = true });
         Assert.True(options.DirectIo);
         var after = Open(queue, entry.Nodeid);
         Assert.NotEqual(0u, after.OpenFlags & (uint)OpenOutFlags.DirectIo);
         var read = Call(queue, FuseOpcode.Read, entry.Nodeid, Bytes(new ReadIn { Fh = after.Fh, Size = 4096 }));
         Assert.Equal(data, read.AsSpan(16).ToArray());
         Call(queue, FuseOpcode.Release, entry.Nodeid, Bytes(new ReleaseIn { Fh = after.Fh }));
-        Assert.True((await share.Client.GetStatusAsync()).Options.DirectIo);
+        Assert.True((await share.Client.Control.GetStatusAsync(new GetStatusRequest())).Options.DirectIo);
 
         // Shut down over gRPC: the daemon exits and the ring reports it.
-        await share.Client.ShutdownAsync();
+        await share.Client.Control.ShutdownAsync(new ShutdownRequest());
         var deadline = DateTime.UtcNow + Wait;
         while (Directory.Exists($"/proc/{share.DaemonPid}") && !IsZombie(share.DaemonPid) && DateTime.UtcNow < deadline) await Task.Delay(50);
         Assert.False(Directory.Exists($"/proc/{share.DaemonPid}") && !IsZombie(share.DaemonPid), "the daemon is still running after Shutdown");

@@ -1,0 +1,177 @@
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Grpc.Health.V1;
+using Grpc.HealthCheck;
+using Hypervisor.Protocol.Control;
+using Hypervisor.Protocol.Share;
+
+namespace Hypervisor.Passthrough.Control;
+
+/// <summary>
+/// <c>hypervisor.control.v1.ShareControl</c>: argument validation, the call into
+/// <see cref="IShareControl"/>, and the mapping of its plain results onto the generated messages.
+/// </summary>
+/// <remarks>
+/// Each call waits for the daemon at most until the caller's deadline: Grpc.AspNetCore answers
+/// DEADLINE_EXCEEDED at the deadline and cancels the call's token, and the handler then returns
+/// even if the operation does not observe the token, so that a stuck operation does not hold the
+/// server's shutdown.
+/// </remarks>
+internal sealed class ShareControlService(IShareControl share, ControlServerState state) : ShareControl.ShareControlBase
+{
+    /// <summary>The service's full name, as health and reflection report it.</summary>
+    public static string Name => ShareControl.Descriptor.FullName;
+
+    public override async Task<ShareStatus> GetStatus(GetStatusRequest request, ServerCallContext context)
+        => ToMessage(await Within(share.GetStatusAsync(context.CancellationToken), context).ConfigureAwait(false));
+
+    public override async Task<ShareOptions> SetDirectIo(SetDirectIoRequest request, ServerCallContext context)
+    {
+        ThrowIfShuttingDown();
+        return ToMessage(await Within(share.SetDirectIoAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false));
+    }
+
+    public override async Task<ShareOptions> SetCachePolicy(SetCachePolicyRequest request, ServerCallContext context)
+    {
+        if (request.Policy is not (CachePolicy.Never or CachePolicy.Metadata or CachePolicy.Auto or CachePolicy.Always))
+            throw new RpcException(new Status(StatusCode.InvalidArgument,
+                $"Cache policy {(int)request.Policy} is not one of never (1), metadata (2), auto (3) or always (4); choose one of them."));
+        ThrowIfShuttingDown();
+        return ToMessage(await Within(share.SetCachePolicyAsync(request.Policy, context.CancellationToken), context).ConfigureAwait(false));
+    }
+
+    public override async Task<Allowlist> AddAllowedPath(AllowedPathRequest request, ServerCallContext context)
+    {
+        string path = Normalize(request.Path);
+        ThrowIfShuttingDown();
+        return ToMessage(await Within(share.AddAllowedPathAsync(path, context.CancellationToken), context).ConfigureAwait(false));
+    }
+
+    public override async Task<Allowlist> RemoveAllowedPath(AllowedPathRequest request, ServerCallContext context)
+    {
+        string path = Normalize(request.Path);
+        ThrowIfShuttingDown();
+        return ToMessage(await Within(share.RemoveAllowedPathAsync(path, context.CancellationToken), context).ConfigureAwait(false));
+    }
+
+    public override async Task<Allowlist> ListAllowedPaths(ListAllowedPathsRequest request, ServerCallContext context)
+        => ToMessage(await Within(share.ListAllowedPathsAsync(context.CancellationToken), context).ConfigureAwait(false));
+
+    public override async Task<Allowlist> SetAllowlistEnabled(SetAllowlistEnabledRequest request, ServerCallContext context)
+    {
+        ThrowIfShuttingDown();
+        return ToMessage(await Within(share.SetAllowlistEnabledAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false));
+    }
+
+    public override async Task<ShutdownResponse> Shutdown(ShutdownRequest request, ServerCallContext context)
+    {
+        // Health turns NOT_SERVING before the daemon starts winding down, so that probes stop
+        // routing work here as early as possible. A second Shutdown is harmless.
+        if (state.BeginShutdown())
+        {
+            ValueTask requested = share.RequestShutdownAsync(context.CancellationToken);
+            if (!requested.IsCompletedSuccessfully)
+                await requested.AsTask().WaitAsync(context.CancellationToken).ConfigureAwait(false);
+        }
+        return new ShutdownResponse();
+    }
+
+    private void ThrowIfShuttingDown()
+    {
+        if (!state.IsServing)
+            throw new RpcException(new Status(StatusCode.Unavailable, "The share is shutting down; settings can no longer be changed."));
+    }
+
+    private static string Normalize(string path)
+    {
+        if (!AllowlistPath.TryNormalize(path, out string normalized, out string error))
+            throw new RpcException(new Status(StatusCode.InvalidArgument, error));
+        return normalized;
+    }
+
+    /// <summary>The operation's result, or cancellation once the call's token is cancelled, whichever comes first.</summary>
+    private static ValueTask<T> Within<T>(ValueTask<T> operation, ServerCallContext context)
+        => operation.IsCompletedSuccessfully ? operation : new ValueTask<T>(operation.AsTask().WaitAsync(context.CancellationToken));
+
+    internal static ShareOptions ToMessage(ShareOptionsSnapshot o) => new()
+    {
+        DirectIo = o.DirectIo,
+        CachePolicy = o.CachePolicy,
+        Readonly = o.ReadOnly,
+        Xattr = o.Xattr,
+        Writeback = o.Writeback,
+    };
+
+    internal static Allowlist ToMessage(AllowlistSnapshot a)
+    {
+        var message = new Allowlist { Enabled = a.Enabled };
+        var entries = new List<string>(a.Entries);
+        entries.Sort(StringComparer.Ordinal);
+        message.Entries.AddRange(entries);
+        return message;
+    }
+
+    internal static ShareStatus ToMessage(ShareStatusSnapshot s)
+    {
+        var message = new ShareStatus
+        {
+            SharedDir = s.SharedDirectory,
+            Tag = s.Tag,
+            Options = ToMessage(s.Options),
+            Uptime = Duration.FromTimeSpan(s.Uptime < TimeSpan.Zero ? TimeSpan.Zero : s.Uptime),
+            OpenFileHandles = s.OpenFileHandles,
+            KnownNodes = s.KnownNodes,
+            BytesRead = s.BytesRead,
+            BytesWritten = s.BytesWritten,
+            Allowlist = ToMessage(s.Allowlist),
+        };
+        var opcodes = new List<OpcodeCounterSnapshot>(s.Opcodes);
+        opcodes.Sort(static (a, b) => a.Opcode.CompareTo(b.Opcode));
+        foreach (OpcodeCounterSnapshot c in opcodes)
+            message.Opcodes.Add(new OpcodeCounters { Opcode = c.Opcode, Name = c.Name, Requests = c.Requests, Errors = c.Errors });
+        message.QueueCpus.AddRange(s.QueueCpus);
+        return message;
+    }
+}
+
+/// <summary>
+/// Serving state shared by the share's service, the health service and the server: SERVING for
+/// <c>""</c> and the share's service until a Shutdown call or <see cref="StopServing"/>, then
+/// NOT_SERVING for good.
+/// </summary>
+internal sealed class ControlServerState
+{
+    private readonly HealthServiceImpl _health;
+    private int _shuttingDown;
+    private readonly TaskCompletionSource _shutdownRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public ControlServerState(ControlHealthService health)
+    {
+        _health = health;
+        _health.SetStatus(string.Empty, HealthCheckResponse.Types.ServingStatus.Serving);
+        _health.SetStatus(ShareControlService.Name, HealthCheckResponse.Types.ServingStatus.Serving);
+    }
+
+    public bool IsServing => Volatile.Read(ref _shuttingDown) == 0;
+
+    /// <summary>Completes when a Shutdown call was received.</summary>
+    public Task ShutdownRequested => _shutdownRequested.Task;
+
+    /// <summary>Marks the share NOT_SERVING because of a Shutdown call; true the first time.</summary>
+    public bool BeginShutdown()
+    {
+        bool first = StopServing();
+        _shutdownRequested.TrySetResult();
+        return first;
+    }
+
+    /// <summary>Marks the share NOT_SERVING; true the first time.</summary>
+    public bool StopServing()
+    {
+        if (Interlocked.Exchange(ref _shuttingDown, 1) != 0)
+            return false;
+        _health.SetStatus(string.Empty, HealthCheckResponse.Types.ServingStatus.NotServing);
+        _health.SetStatus(ShareControlService.Name, HealthCheckResponse.Types.ServingStatus.NotServing);
+        return true;
+    }
+}
