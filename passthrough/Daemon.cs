@@ -11,7 +11,7 @@ using Microsoft.Extensions.Logging.Console;
 namespace Hypervisor.Passthrough;
 
 /// <summary>Composes one share's daemon: filesystem, engine, transports, control service; runs until told to stop.</summary>
-public static class Daemon
+public static partial class Daemon
 {
     /// <summary>Runs the daemon with validated settings; returns the process exit code.</summary>
     /// <remarks>
@@ -59,7 +59,7 @@ public static class Daemon
             Console.Error.WriteLine($"passthrough: {e.Message}");
             return 1;
         }
-        var engine = new FuseEngine(fs, loggerFactory.CreateLogger("passthrough.fuse"));
+        using var engine = new FuseEngine(fs, loggerFactory.CreateLogger("passthrough.fuse"));
         var threads = settings.Share.ThreadPoolSize > 0 ? (int)settings.Share.ThreadPoolSize : Math.Max(8, 2 * Environment.ProcessorCount);
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
@@ -76,18 +76,18 @@ public static class Daemon
                     () => ring?.RequestQueueCpus ?? []);
                 control = await ControlServer.StartAsync(settings.ControlSocket, shareControl,
                     loggerFactory, stop.Token).ConfigureAwait(false);
-                log.LogInformation("Control service on {Socket}", settings.ControlSocket);
+                LogControl(log, settings.ControlSocket);
             }
             if (settings.MountPoint is not null)
             {
                 mount = DevFuseTransport.Mount(engine, loggerFactory.CreateLogger("passthrough.devfuse"), settings.Share.SharedDir, settings.MountPoint, threads,
                     settings.AllowDevices, settings.AllowSetuid);
-                log.LogInformation("Serving {Dir} at {MountPoint} through /dev/fuse with {Threads} threads", settings.Share.SharedDir, settings.MountPoint, threads);
+                LogMounted(log, settings.Share.SharedDir, settings.MountPoint, threads);
             }
             if (settings.Ring is not null)
             {
                 ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring, settings.QueueCpus);
-                log.LogInformation("Serving {Dir} on the shared-memory ring {Ring}", settings.Share.SharedDir, settings.Ring);
+                LogRing(log, settings.Share.SharedDir, settings.Ring);
             }
 
             if (settings.ReadyFd is { } readyFd) ReadyNotifier.Notify(readyFd, settings.ControlSocket);
@@ -97,12 +97,12 @@ public static class Daemon
             if (ring is not null) waits.Add(ring.Completion);
             await Task.WhenAny(waits).ConfigureAwait(false);
             if (mount is not null && mount.Completion.IsCompleted)
-                log.LogInformation("The FUSE session ended (unmounted)");
+                LogUnmounted(log);
             if (ring is not null && ring.Completion.IsCompleted)
             {
                 var why = ring.Completion.Result;
-                if (why == Hypervisor.Protocol.Ring.RingStatus.PeerDead) log.LogWarning("The vdev died; stopping");
-                else log.LogInformation("The vdev closed the ring ({Status}); stopping", why);
+                if (why == Hypervisor.Protocol.Ring.RingStatus.PeerDead) LogVdevDied(log);
+                else LogRingClosed(log, why);
                 return why == Hypervisor.Protocol.Ring.RingStatus.Broken ? 1 : 0;
             }
             return 0;
@@ -134,4 +134,22 @@ public static class Daemon
     private static ShareUsage Usage(IFileSystem fs) => fs is FileSystem.PassthroughFileSystem p
         ? new ShareUsage((ulong)p.OpenHandles, (ulong)p.KnownNodes, (ulong)p.BytesRead, (ulong)p.BytesWritten)
         : default;
+
+    [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "Control service on {Socket}")]
+    private static partial void LogControl(ILogger log, string socket);
+
+    [LoggerMessage(EventId = 401, Level = LogLevel.Information, Message = "Serving {Dir} at {MountPoint} through /dev/fuse with {Threads} threads")]
+    private static partial void LogMounted(ILogger log, string dir, string mountPoint, int threads);
+
+    [LoggerMessage(EventId = 402, Level = LogLevel.Information, Message = "Serving {Dir} on the shared-memory ring {Ring}")]
+    private static partial void LogRing(ILogger log, string dir, string ring);
+
+    [LoggerMessage(EventId = 403, Level = LogLevel.Information, Message = "The FUSE session ended (unmounted)")]
+    private static partial void LogUnmounted(ILogger log);
+
+    [LoggerMessage(EventId = 404, Level = LogLevel.Warning, Message = "The vdev died; stopping")]
+    private static partial void LogVdevDied(ILogger log);
+
+    [LoggerMessage(EventId = 405, Level = LogLevel.Information, Message = "The vdev closed the ring ({Status}); stopping")]
+    private static partial void LogRingClosed(ILogger log, Hypervisor.Protocol.Ring.RingStatus status);
 }

@@ -76,6 +76,6 @@ internal sealed partial class ControlErrorInterceptor(ILoggerFactory loggerFacto
         }
     }
 
-    [LoggerMessage(EventId = 202, Level = LogLevel.Error, Message = "Control call {Method} failed")]
+    [LoggerMessage(EventId = 502, Level = LogLevel.Error, Message = "Control call {Method} failed")]
     private static partial void LogCallFailed(ILogger logger, string method, Exception exception);
 }

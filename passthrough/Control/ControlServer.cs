@@ -216,9 +216,9 @@ public sealed partial class ControlServer : IAsyncDisposable
     /// <summary>The log category of the control service's own lines (connections refused, calls that failed).</summary>
     internal const string LogCategory = "Hypervisor.Passthrough.Control";
 
-    [LoggerMessage(EventId = 200, Level = LogLevel.Warning, Message = "Control connection refused: peer pid {Pid} has uid {PeerUid}, only uid {OwnUid} and root may control this share")]
+    [LoggerMessage(EventId = 500, Level = LogLevel.Warning, Message = "Control connection refused: peer pid {Pid} has uid {PeerUid}, only uid {OwnUid} and root may control this share")]
     private static partial void LogPeerRefused(ILogger logger, int pid, uint peerUid, uint ownUid);
 
-    [LoggerMessage(EventId = 201, Level = LogLevel.Warning, Message = "Control connection refused: the peer's credentials cannot be read")]
+    [LoggerMessage(EventId = 501, Level = LogLevel.Warning, Message = "Control connection refused: the peer's credentials cannot be read")]
     private static partial void LogPeerUnknown(ILogger logger);
 }

@@ -3,7 +3,10 @@ using Grpc.Core;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Fuse;
+using Duration = Google.Protobuf.WellKnownTypes.Duration;
+using Hypervisor.Protocol.Control;
 using Hypervisor.Protocol.Share;
+using Allowlist = Hypervisor.Protocol.Control.Allowlist;
 
 namespace Hypervisor.Passthrough.Control;
 
@@ -43,7 +46,7 @@ public sealed class DaemonShareControl : IShareControl
     /// <param name="usage">Reads the filesystem's current usage (called once per GetStatus).</param>
     /// <param name="requestShutdown">Starts the daemon's graceful stop. It is invoked on a thread-pool
     /// thread, never on the thread answering the Shutdown call, so it may wait for the control server to stop.</param>
-    /// <param name="queueCpus">Reads where the ring's request queues are served (<see cref="ShareStatusSnapshot.QueueCpus"/>);
+    /// <param name="queueCpus">Reads where the ring's request queues are served (<see cref="ShareStatus.QueueCpus"/>);
     /// null, or an empty list, when the share is not on a ring.</param>
     public DaemonShareControl(LiveSettings settings, FuseCounters counters, Func<ShareUsage> usage, Action requestShutdown,
         Func<IReadOnlyList<int>>? queueCpus = null)
@@ -61,44 +64,54 @@ public sealed class DaemonShareControl : IShareControl
     }
 
     /// <inheritdoc/>
-    public ValueTask<ShareStatusSnapshot> GetStatusAsync(CancellationToken cancellationToken)
+    public ValueTask<ShareStatus> GetStatusAsync(CancellationToken cancellationToken)
     {
-        var opcodes = new List<OpcodeCounterSnapshot>();
-        for (int op = 1; op < FuseCounters.Slots; op++)
+        ShareSettings start = _settings.Options;
+        ShareUsage usage = _usage();
+        var status = new ShareStatus
+        {
+            SharedDir = start.SharedDir,
+            Tag = start.Tag,
+            Options = Options(),
+            Uptime = Duration.FromTimeSpan(Stopwatch.GetElapsedTime(_started)),
+            OpenFileHandles = usage.OpenFileHandles,
+            KnownNodes = usage.KnownNodes,
+            BytesRead = usage.BytesRead,
+            BytesWritten = usage.BytesWritten,
+            Allowlist = Allowlist(),
+            Settings = Settings(),
+        };
+        // Slot 0 collects opcodes the engine does not know.
+        for (int op = 0; op < FuseCounters.Slots; op++)
         {
             long requests = _counters.Requests(op);
             if (requests != 0)
-                opcodes.Add(new OpcodeCounterSnapshot((uint)op, OpcodeNames[op], (ulong)requests, (ulong)_counters.Errors(op)));
+                status.Opcodes.Add(new OpcodeCounters { Opcode = (uint)op, Name = op == 0 ? "UNKNOWN" : OpcodeNames[op], Requests = (ulong)requests, Errors = (ulong)_counters.Errors(op) });
         }
-        // Slot 0 collects opcodes the engine does not know.
-        if (_counters.Requests(0) is var unknown && unknown != 0)
-            opcodes.Add(new OpcodeCounterSnapshot(0, "UNKNOWN", (ulong)unknown, (ulong)_counters.Errors(0)));
-
-        ShareUsage usage = _usage();
-        ShareSettings start = _settings.Options;
-        var status = new ShareStatusSnapshot(
-            start.SharedDir,
-            start.Tag,
-            Options(),
-            Stopwatch.GetElapsedTime(_started),
-            opcodes,
-            usage.OpenFileHandles,
-            usage.KnownNodes,
-            usage.BytesRead,
-            usage.BytesWritten,
-            Allowlist()) { QueueCpus = _queueCpus?.Invoke() ?? [] };
+        status.QueueCpus.AddRange(_queueCpus?.Invoke() ?? []);
         return ValueTask.FromResult(status);
     }
 
+    /// <summary>The start-up settings with what operators changed since: direct I/O, cache policy, the allowlist's entries.</summary>
+    private ShareSettings Settings()
+    {
+        var now = _settings.Options.Clone();
+        now.DirectIo = _settings.DirectIo;
+        now.Cache = _settings.Cache;
+        now.Allow.Clear();
+        lock (_allowlistLock) now.Allow.AddRange(_allowed);
+        return now;
+    }
+
     /// <inheritdoc/>
-    public ValueTask<ShareOptionsSnapshot> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken)
+    public ValueTask<ShareOptions> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken)
     {
         _settings.DirectIo = enabled;
         return ValueTask.FromResult(Options());
     }
 
     /// <inheritdoc/>
-    public ValueTask<ShareOptionsSnapshot> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken)
+    public ValueTask<ShareOptions> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken)
     {
         if (policy is not (CachePolicy.Never or CachePolicy.Metadata or CachePolicy.Auto or CachePolicy.Always))
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"Cache policy {(int)policy} is not one of never, metadata, auto, always."));
@@ -107,7 +120,7 @@ public sealed class DaemonShareControl : IShareControl
     }
 
     /// <inheritdoc/>
-    public ValueTask<AllowlistSnapshot> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
+    public ValueTask<Allowlist> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
     {
         lock (_allowlistLock)
         {
@@ -118,7 +131,7 @@ public sealed class DaemonShareControl : IShareControl
     }
 
     /// <inheritdoc/>
-    public ValueTask<AllowlistSnapshot> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
+    public ValueTask<Allowlist> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
     {
         lock (_allowlistLock)
         {
@@ -130,10 +143,10 @@ public sealed class DaemonShareControl : IShareControl
     }
 
     /// <inheritdoc/>
-    public ValueTask<AllowlistSnapshot> ListAllowedPathsAsync(CancellationToken cancellationToken) => ValueTask.FromResult(Allowlist());
+    public ValueTask<Allowlist> ListAllowedPathsAsync(CancellationToken cancellationToken) => ValueTask.FromResult(Allowlist());
 
     /// <inheritdoc/>
-    public ValueTask<AllowlistSnapshot> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken)
+    public ValueTask<Allowlist> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken)
     {
         lock (_allowlistLock)
         {
@@ -152,22 +165,22 @@ public sealed class DaemonShareControl : IShareControl
         return ValueTask.CompletedTask;
     }
 
-    private ShareOptionsSnapshot Options()
+    private ShareOptions Options()
     {
         ShareSettings start = _settings.Options;
-        return new ShareOptionsSnapshot(_settings.DirectIo, _settings.Cache, start.Readonly, start.Xattr, start.Writeback);
+        return new ShareOptions { DirectIo = _settings.DirectIo, CachePolicy = _settings.Cache, Readonly = start.Readonly, Xattr = start.Xattr, Writeback = start.Writeback };
     }
 
-    private AllowlistSnapshot Allowlist()
+    private Allowlist Allowlist()
     {
         lock (_allowlistLock)
             return AllowlistLocked();
     }
 
-    private AllowlistSnapshot AllowlistLocked() => new(_allowlistEnabled, [.. _allowed]);
+    private Allowlist AllowlistLocked() => new() { Enabled = _allowlistEnabled, Entries = { _allowed } };
 
-    // A new immutable Allowlist replaces the old one, so requests in flight see either.
-    private void PublishLocked() => _settings.Allowlist = _allowlistEnabled ? new Allowlist(_allowed) : null;
+    // A new immutable allowlist replaces the old one, so requests in flight see either.
+    private void PublishLocked() => _settings.Allowlist = _allowlistEnabled ? new Hypervisor.Passthrough.Share.Allowlist(_allowed) : null;
 
     private static string[] BuildOpcodeNames()
     {

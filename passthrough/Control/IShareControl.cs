@@ -23,26 +23,26 @@ namespace Hypervisor.Passthrough.Control;
 /// </remarks>
 public interface IShareControl
 {
-    /// <summary>Settings, counters and allowlist of the share.</summary>
-    ValueTask<ShareStatusSnapshot> GetStatusAsync(CancellationToken cancellationToken);
+    /// <summary>Settings, counters and allowlist of the share (the service sorts opcodes and entries).</summary>
+    ValueTask<ShareStatus> GetStatusAsync(CancellationToken cancellationToken);
 
     /// <summary>Turns direct I/O on or off for every open from now on; returns the options after the change.</summary>
-    ValueTask<ShareOptionsSnapshot> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken);
+    ValueTask<ShareOptions> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken);
 
     /// <summary>Changes the cache policy for replies from now on; returns the options after the change.</summary>
-    ValueTask<ShareOptionsSnapshot> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken);
+    ValueTask<ShareOptions> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken);
 
     /// <summary>Adds a normalised path to the allowlist (adding a listed path again is not an error).</summary>
-    ValueTask<AllowlistSnapshot> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken);
+    ValueTask<Allowlist> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken);
 
     /// <summary>Removes a normalised path; throws a NOT_FOUND <see cref="Grpc.Core.RpcException"/> if it is not listed.</summary>
-    ValueTask<AllowlistSnapshot> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken);
+    ValueTask<Allowlist> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken);
 
     /// <summary>The allowlist as it is.</summary>
-    ValueTask<AllowlistSnapshot> ListAllowedPathsAsync(CancellationToken cancellationToken);
+    ValueTask<Allowlist> ListAllowedPathsAsync(CancellationToken cancellationToken);
 
     /// <summary>Starts or stops enforcing the allowlist; entries are kept either way.</summary>
-    ValueTask<AllowlistSnapshot> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken);
+    ValueTask<Allowlist> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken);
 
     /// <summary>
     /// Starts a graceful shutdown and returns without waiting for it: the reply to the Shutdown
@@ -50,52 +50,4 @@ public interface IShareControl
     /// the control server and exits.
     /// </summary>
     ValueTask RequestShutdownAsync(CancellationToken cancellationToken);
-}
-
-/// <summary>The share's options as they apply to requests from now on.</summary>
-/// <param name="DirectIo">FOPEN_DIRECT_IO is set on every OPEN/CREATE reply.</param>
-/// <param name="CachePolicy">Cache policy (never, metadata, auto, always).</param>
-/// <param name="ReadOnly">Every modifying request fails with EROFS.</param>
-/// <param name="Xattr">Extended attribute requests are served (otherwise ENOSYS).</param>
-/// <param name="Writeback">The guest's writeback cache was negotiated.</param>
-public readonly record struct ShareOptionsSnapshot(bool DirectIo, CachePolicy CachePolicy, bool ReadOnly, bool Xattr, bool Writeback);
-
-/// <summary>Requests and error replies seen for one FUSE opcode.</summary>
-/// <param name="Opcode">The opcode number of linux/fuse.h (e.g. 1 for LOOKUP).</param>
-/// <param name="Name">The opcode name without the FUSE_ prefix (e.g. "LOOKUP").</param>
-/// <param name="Requests">Requests received.</param>
-/// <param name="Errors">Requests answered with a non-zero error.</param>
-public readonly record struct OpcodeCounterSnapshot(uint Opcode, string Name, ulong Requests, ulong Errors);
-
-/// <summary>The allowlist: whether it is enforced, and its normalised entries.</summary>
-public sealed record AllowlistSnapshot(bool Enabled, IReadOnlyList<string> Entries);
-
-/// <summary>One share's state, as reported by GetStatus.</summary>
-/// <param name="SharedDirectory">The host directory served, absolute.</param>
-/// <param name="Tag">The virtio-fs mount tag the guest uses.</param>
-/// <param name="Options">Current options.</param>
-/// <param name="Uptime">Time since the daemon started serving.</param>
-/// <param name="Opcodes">Counters of opcodes seen at least once (the server sorts them by opcode).</param>
-/// <param name="OpenFileHandles">File and directory handles currently open by the guest.</param>
-/// <param name="KnownNodes">Inodes the guest currently holds a lookup reference to.</param>
-/// <param name="BytesRead">Bytes returned by READ since start.</param>
-/// <param name="BytesWritten">Bytes accepted by WRITE since start.</param>
-/// <param name="Allowlist">The allowlist.</param>
-public sealed record ShareStatusSnapshot(
-    string SharedDirectory,
-    string Tag,
-    ShareOptionsSnapshot Options,
-    TimeSpan Uptime,
-    IReadOnlyList<OpcodeCounterSnapshot> Opcodes,
-    ulong OpenFileHandles,
-    ulong KnownNodes,
-    ulong BytesRead,
-    ulong BytesWritten,
-    AllowlistSnapshot Allowlist)
-{
-    /// <summary>
-    /// The CPU each request queue's ring dispatcher is pinned to, request queue 1 first; -1 where it is not pinned.
-    /// Empty when the share is not served on a ring.
-    /// </summary>
-    public IReadOnlyList<int> QueueCpus { get; init; } = [];
 }

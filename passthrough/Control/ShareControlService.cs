@@ -8,8 +8,8 @@ using Hypervisor.Protocol.Share;
 namespace Hypervisor.Passthrough.Control;
 
 /// <summary>
-/// <c>hypervisor.control.v1.ShareControl</c>: argument validation, the call into
-/// <see cref="IShareControl"/>, and the mapping of its plain results onto the generated messages.
+/// <c>hypervisor.control.v1.ShareControl</c>: argument validation, the state checks, and the call into
+/// <see cref="IShareControl"/>.
 /// </summary>
 /// <remarks>
 /// Each call waits for the daemon at most until the caller's deadline: Grpc.AspNetCore answers
@@ -23,12 +23,12 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
     public static string Name => ShareControl.Descriptor.FullName;
 
     public override async Task<ShareStatus> GetStatus(GetStatusRequest request, ServerCallContext context)
-        => ToMessage(await Within(share.GetStatusAsync(context.CancellationToken), context).ConfigureAwait(false));
+        => Sorted(await Within(share.GetStatusAsync(context.CancellationToken), context).ConfigureAwait(false));
 
     public override async Task<ShareOptions> SetDirectIo(SetDirectIoRequest request, ServerCallContext context)
     {
         ThrowIfShuttingDown();
-        return ToMessage(await Within(share.SetDirectIoAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false));
+        return (await Within(share.SetDirectIoAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false));
     }
 
     public override async Task<ShareOptions> SetCachePolicy(SetCachePolicyRequest request, ServerCallContext context)
@@ -37,30 +37,30 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
             throw new RpcException(new Status(StatusCode.InvalidArgument,
                 $"Cache policy {(int)request.Policy} is not one of never (1), metadata (2), auto (3) or always (4); choose one of them."));
         ThrowIfShuttingDown();
-        return ToMessage(await Within(share.SetCachePolicyAsync(request.Policy, context.CancellationToken), context).ConfigureAwait(false));
+        return (await Within(share.SetCachePolicyAsync(request.Policy, context.CancellationToken), context).ConfigureAwait(false));
     }
 
     public override async Task<Allowlist> AddAllowedPath(AllowedPathRequest request, ServerCallContext context)
     {
         string path = Normalize(request.Path);
         ThrowIfShuttingDown();
-        return ToMessage(await Within(share.AddAllowedPathAsync(path, context.CancellationToken), context).ConfigureAwait(false));
+        return Sorted(await Within(share.AddAllowedPathAsync(path, context.CancellationToken), context).ConfigureAwait(false));
     }
 
     public override async Task<Allowlist> RemoveAllowedPath(AllowedPathRequest request, ServerCallContext context)
     {
         string path = Normalize(request.Path);
         ThrowIfShuttingDown();
-        return ToMessage(await Within(share.RemoveAllowedPathAsync(path, context.CancellationToken), context).ConfigureAwait(false));
+        return Sorted(await Within(share.RemoveAllowedPathAsync(path, context.CancellationToken), context).ConfigureAwait(false));
     }
 
     public override async Task<Allowlist> ListAllowedPaths(ListAllowedPathsRequest request, ServerCallContext context)
-        => ToMessage(await Within(share.ListAllowedPathsAsync(context.CancellationToken), context).ConfigureAwait(false));
+        => Sorted(await Within(share.ListAllowedPathsAsync(context.CancellationToken), context).ConfigureAwait(false));
 
     public override async Task<Allowlist> SetAllowlistEnabled(SetAllowlistEnabledRequest request, ServerCallContext context)
     {
         ThrowIfShuttingDown();
-        return ToMessage(await Within(share.SetAllowlistEnabledAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false));
+        return Sorted(await Within(share.SetAllowlistEnabledAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false));
     }
 
     public override async Task<ShutdownResponse> Shutdown(ShutdownRequest request, ServerCallContext context)
@@ -93,44 +93,25 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
     private static ValueTask<T> Within<T>(ValueTask<T> operation, ServerCallContext context)
         => operation.IsCompletedSuccessfully ? operation : new ValueTask<T>(operation.AsTask().WaitAsync(context.CancellationToken));
 
-    internal static ShareOptions ToMessage(ShareOptionsSnapshot o) => new()
+    /// <summary>Entries in ordinal order, as the allowlist's contract says.</summary>
+    internal static Allowlist Sorted(Allowlist allowlist)
     {
-        DirectIo = o.DirectIo,
-        CachePolicy = o.CachePolicy,
-        Readonly = o.ReadOnly,
-        Xattr = o.Xattr,
-        Writeback = o.Writeback,
-    };
-
-    internal static Allowlist ToMessage(AllowlistSnapshot a)
-    {
-        var message = new Allowlist { Enabled = a.Enabled };
-        var entries = new List<string>(a.Entries);
-        entries.Sort(StringComparer.Ordinal);
-        message.Entries.AddRange(entries);
-        return message;
+        var entries = allowlist.Entries.ToArray();
+        Array.Sort(entries, StringComparer.Ordinal);
+        allowlist.Entries.Clear();
+        allowlist.Entries.AddRange(entries);
+        return allowlist;
     }
 
-    internal static ShareStatus ToMessage(ShareStatusSnapshot s)
+    /// <summary>Opcodes by number and the allowlist in order, as the status's contract says.</summary>
+    internal static ShareStatus Sorted(ShareStatus status)
     {
-        var message = new ShareStatus
-        {
-            SharedDir = s.SharedDirectory,
-            Tag = s.Tag,
-            Options = ToMessage(s.Options),
-            Uptime = Duration.FromTimeSpan(s.Uptime < TimeSpan.Zero ? TimeSpan.Zero : s.Uptime),
-            OpenFileHandles = s.OpenFileHandles,
-            KnownNodes = s.KnownNodes,
-            BytesRead = s.BytesRead,
-            BytesWritten = s.BytesWritten,
-            Allowlist = ToMessage(s.Allowlist),
-        };
-        var opcodes = new List<OpcodeCounterSnapshot>(s.Opcodes);
-        opcodes.Sort(static (a, b) => a.Opcode.CompareTo(b.Opcode));
-        foreach (OpcodeCounterSnapshot c in opcodes)
-            message.Opcodes.Add(new OpcodeCounters { Opcode = c.Opcode, Name = c.Name, Requests = c.Requests, Errors = c.Errors });
-        message.QueueCpus.AddRange(s.QueueCpus);
-        return message;
+        var opcodes = status.Opcodes.ToArray();
+        Array.Sort(opcodes, static (a, b) => a.Opcode.CompareTo(b.Opcode));
+        status.Opcodes.Clear();
+        status.Opcodes.AddRange(opcodes);
+        if (status.Allowlist is not null) Sorted(status.Allowlist);
+        return status;
     }
 }
 

@@ -109,18 +109,26 @@ public static class ControlBench
     /// <summary>A share that answers from memory; it stands for no real daemon.</summary>
     private sealed class MemoryShare : IShareControl
     {
-        private static readonly ShareOptionsSnapshot Options = new(false, CachePolicy.Auto, false, true, false);
-        private static readonly AllowlistSnapshot Allow = new(false, []);
-        private static readonly ShareStatusSnapshot Status = new("/srv/share", "share0", Options, TimeSpan.FromMinutes(5),
-            [new(1, "LOOKUP", 1000, 10), new(15, "READ", 5000, 0), new(16, "WRITE", 2000, 0)], 10, 1000, 1 << 30, 1 << 20, Allow);
+        private static ShareOptions Options() => new() { CachePolicy = CachePolicy.Auto, Xattr = true };
+        private static readonly Allowlist Allow = new();
 
-        public ValueTask<ShareStatusSnapshot> GetStatusAsync(CancellationToken cancellationToken) => ValueTask.FromResult(Status);
-        public ValueTask<ShareOptionsSnapshot> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken) => ValueTask.FromResult(Options with { DirectIo = enabled });
-        public ValueTask<ShareOptionsSnapshot> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken) => ValueTask.FromResult(Options with { CachePolicy = policy });
-        public ValueTask<AllowlistSnapshot> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
-        public ValueTask<AllowlistSnapshot> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
-        public ValueTask<AllowlistSnapshot> ListAllowedPathsAsync(CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
-        public ValueTask<AllowlistSnapshot> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
+        public ValueTask<ShareStatus> GetStatusAsync(CancellationToken cancellationToken) => ValueTask.FromResult(new ShareStatus
+        {
+            SharedDir = "/srv/share", Tag = "share0", Options = Options(), Uptime = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromMinutes(5)),
+            Opcodes =
+            {
+                new OpcodeCounters { Opcode = 1, Name = "LOOKUP", Requests = 1000, Errors = 10 },
+                new OpcodeCounters { Opcode = 15, Name = "READ", Requests = 5000 },
+                new OpcodeCounters { Opcode = 16, Name = "WRITE", Requests = 2000 },
+            },
+            OpenFileHandles = 10, KnownNodes = 1000, BytesRead = 1 << 30, BytesWritten = 1 << 20, Allowlist = Allow,
+        });
+        public ValueTask<ShareOptions> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken) { var o = Options(); o.DirectIo = enabled; return ValueTask.FromResult(o); }
+        public ValueTask<ShareOptions> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken) { var o = Options(); o.CachePolicy = policy; return ValueTask.FromResult(o); }
+        public ValueTask<Allowlist> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
+        public ValueTask<Allowlist> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
+        public ValueTask<Allowlist> ListAllowedPathsAsync(CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
+        public ValueTask<Allowlist> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken) => ValueTask.FromResult(Allow);
         public ValueTask RequestShutdownAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
     }
 }

@@ -2,7 +2,9 @@ using Grpc.Core;
 using Hypervisor.Passthrough.Control;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
+using Hypervisor.Protocol.Control;
 using Hypervisor.Protocol.Share;
+using Allowlist = Hypervisor.Protocol.Control.Allowlist;
 using ProtoCachePolicy = Hypervisor.Protocol.Share.CachePolicy;
 
 namespace Hypervisor.Passthrough.Tests.Control;
@@ -13,7 +15,7 @@ namespace Hypervisor.Passthrough.Tests.Control;
 /// </summary>
 public sealed class DaemonShareControlTests
 {
-    private static LiveSettings NewSettings(Allowlist? allowlist = null) =>
+    private static LiveSettings NewSettings(Hypervisor.Passthrough.Share.Allowlist? allowlist = null) =>
         new(new ShareSettings { SharedDir = "/srv/data", Tag = "data", Xattr = true, Readonly = true }) { Allowlist = allowlist };
 
     private static DaemonShareControl NewControl(LiveSettings settings, FuseCounters? counters = null, Action? shutdown = null) =>
@@ -25,7 +27,7 @@ public sealed class DaemonShareControlTests
         LiveSettings settings = NewSettings();
         DaemonShareControl control = NewControl(settings);
 
-        ShareOptionsSnapshot options = await control.SetDirectIoAsync(true, default);
+        ShareOptions options = await control.SetDirectIoAsync(true, default);
         Assert.True(settings.DirectIo);
         Assert.True(options.DirectIo);
 
@@ -39,7 +41,7 @@ public sealed class DaemonShareControlTests
             Assert.Equal(share, settings.Cache);
             Assert.Equal(proto, options.CachePolicy);
         }
-        Assert.True(options.ReadOnly);
+        Assert.True(options.Readonly);
         Assert.True(options.Xattr);
         Assert.False(options.Writeback);
     }
@@ -54,7 +56,7 @@ public sealed class DaemonShareControlTests
         await control.AddAllowedPathAsync("bin", default);
         Assert.Null(settings.Allowlist);
 
-        AllowlistSnapshot enabled = await control.SetAllowlistEnabledAsync(true, default);
+        Allowlist enabled = await control.SetAllowlistEnabledAsync(true, default);
         Assert.Equal(["bin", "docs/reports"], enabled.Entries);
         Assert.NotNull(settings.Allowlist);
         Assert.True(settings.Allowlist!.Permits("docs"));          // an ancestor, to walk through
@@ -63,7 +65,7 @@ public sealed class DaemonShareControlTests
 
         await control.SetAllowlistEnabledAsync(false, default);
         Assert.Null(settings.Allowlist);
-        AllowlistSnapshot again = await control.SetAllowlistEnabledAsync(true, default);
+        Allowlist again = await control.SetAllowlistEnabledAsync(true, default);
         Assert.Equal(["bin", "docs/reports"], again.Entries);
         Assert.Equal(["bin", "docs/reports"], settings.Allowlist!.Paths);
 
@@ -76,8 +78,8 @@ public sealed class DaemonShareControlTests
     [Fact]
     public async Task StartupAllowlist_IsReportedEnabled()
     {
-        DaemonShareControl control = NewControl(NewSettings(new Allowlist(["a", "b"])));
-        AllowlistSnapshot list = await control.ListAllowedPathsAsync(default);
+        DaemonShareControl control = NewControl(NewSettings(new Hypervisor.Passthrough.Share.Allowlist(["a", "b"])));
+        Allowlist list = await control.ListAllowedPathsAsync(default);
         Assert.True(list.Enabled);
         Assert.Equal(["a", "b"], list.Entries);
     }
@@ -92,14 +94,34 @@ public sealed class DaemonShareControlTests
         counters.Count(47, failed: false);
         DaemonShareControl control = NewControl(NewSettings(), counters);
 
-        ShareStatusSnapshot status = await control.GetStatusAsync(default);
-        Assert.Equal("/srv/data", status.SharedDirectory);
+        ShareStatus status = await control.GetStatusAsync(default);
+        Assert.Equal("/srv/data", status.SharedDir);
         Assert.Equal("data", status.Tag);
         Assert.Equal(
-            [new OpcodeCounterSnapshot(1, "LOOKUP", 2, 1), new OpcodeCounterSnapshot(15, "READ", 1, 0), new OpcodeCounterSnapshot(47, "COPY_FILE_RANGE", 1, 0)],
+            [new OpcodeCounters { Opcode = 1, Name = "LOOKUP", Requests = 2, Errors = 1 }, new OpcodeCounters { Opcode = 15, Name = "READ", Requests = 1 },
+             new OpcodeCounters { Opcode = 47, Name = "COPY_FILE_RANGE", Requests = 1 }],
             status.Opcodes);
         Assert.Equal((2ul, 17ul, 4096ul, 512ul), (status.OpenFileHandles, status.KnownNodes, status.BytesRead, status.BytesWritten));
-        Assert.InRange(status.Uptime, TimeSpan.Zero, TimeSpan.FromMinutes(1));
+        Assert.InRange(status.Uptime.ToTimeSpan(), TimeSpan.Zero, TimeSpan.FromMinutes(1));
+    }
+
+    [Fact]
+    public async Task Status_ReportsTheStartSettingsWithWhatOperatorsChangedSince()
+    {
+        LiveSettings settings = NewSettings();
+        DaemonShareControl control = NewControl(settings);
+        await control.SetDirectIoAsync(true, default);
+        await control.SetCachePolicyAsync(CachePolicy.Never, default);
+        await control.AddAllowedPathAsync("docs", default);
+
+        ShareSettings reported = (await control.GetStatusAsync(default)).Settings;
+        var expected = settings.Options.Clone();
+        expected.DirectIo = true;
+        expected.Cache = CachePolicy.Never;
+        expected.Allow.Add("docs");
+        Assert.Equal(expected, reported);
+        // The start-up settings themselves are left as they were.
+        Assert.False(settings.Options.DirectIo);
     }
 
     [Fact]

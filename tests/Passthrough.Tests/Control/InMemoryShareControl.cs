@@ -1,3 +1,4 @@
+using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Hypervisor.Passthrough.Control;
 using Hypervisor.Protocol.Control;
@@ -16,17 +17,17 @@ public sealed class InMemoryShareControl : IShareControl
     private readonly object _lock = new();
     private readonly SortedSet<string> _allowed = new(StringComparer.Ordinal);
     private bool _allowlistEnabled;
-    private ShareOptionsSnapshot _options = new(DirectIo: false, CachePolicy.Auto, ReadOnly: false, Xattr: true, Writeback: false);
+    private ShareOptions _options = new() { DirectIo = false, CachePolicy = CachePolicy.Auto, Readonly = false, Xattr = true, Writeback = false };
     private readonly TaskCompletionSource _shutdown = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public string SharedDirectory { get; init; } = "/srv/share";
     public string Tag { get; init; } = "share0";
     public TimeSpan Uptime { get; init; } = TimeSpan.FromSeconds(3723.5);
-    public List<OpcodeCounterSnapshot> Opcodes { get; } =
+    public List<OpcodeCounters> Opcodes { get; } =
     [
-        new(15, "READ", 40, 0),
-        new(1, "LOOKUP", 120, 7),
-        new(26, "INIT", 1, 0),
+        new() { Opcode = 15, Name = "READ", Requests = 40 },
+        new() { Opcode = 1, Name = "LOOKUP", Requests = 120, Errors = 7 },
+        new() { Opcode = 26, Name = "INIT", Requests = 1 },
     ];
     public ulong OpenFileHandles { get; set; } = 3;
     public ulong KnownNodes { get; set; } = 42;
@@ -50,9 +51,9 @@ public sealed class InMemoryShareControl : IShareControl
 
     public Task ShutdownCalled => _shutdown.Task;
 
-    public ShareOptionsSnapshot Options
+    public ShareOptions Options
     {
-        get { lock (_lock) return _options; }
+        get { lock (_lock) return _options.Clone(); }
     }
 
     /// <summary>GetStatus calls that reached the share.</summary>
@@ -60,7 +61,7 @@ public sealed class InMemoryShareControl : IShareControl
 
     private int _getStatusCalls;
 
-    public async ValueTask<ShareStatusSnapshot> GetStatusAsync(CancellationToken cancellationToken)
+    public async ValueTask<ShareStatus> GetStatusAsync(CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref _getStatusCalls);
         if (GetStatusFailure is { } failure)
@@ -81,30 +82,37 @@ public sealed class InMemoryShareControl : IShareControl
             await Task.Delay(stubborn, CancellationToken.None);
         lock (_lock)
         {
-            return new ShareStatusSnapshot(SharedDirectory, Tag, _options, Uptime, Opcodes.ToArray(),
-                OpenFileHandles, KnownNodes, BytesRead, BytesWritten, AllowlistLocked()) { QueueCpus = QueueCpus };
+            var status = new ShareStatus
+            {
+                SharedDir = SharedDirectory, Tag = Tag, Options = _options.Clone(), Uptime = Duration.FromTimeSpan(Uptime),
+                OpenFileHandles = OpenFileHandles, KnownNodes = KnownNodes, BytesRead = BytesRead, BytesWritten = BytesWritten,
+                Allowlist = AllowlistLocked(),
+            };
+            status.Opcodes.AddRange(Opcodes.Select(o => o.Clone()));
+            status.QueueCpus.AddRange(QueueCpus);
+            return status;
         }
     }
 
-    public ValueTask<ShareOptionsSnapshot> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken)
+    public ValueTask<ShareOptions> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            _options = _options with { DirectIo = enabled };
-            return ValueTask.FromResult(_options);
+            _options.DirectIo = enabled;
+            return ValueTask.FromResult(_options.Clone());
         }
     }
 
-    public ValueTask<ShareOptionsSnapshot> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken)
+    public ValueTask<ShareOptions> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            _options = _options with { CachePolicy = policy };
-            return ValueTask.FromResult(_options);
+            _options.CachePolicy = policy;
+            return ValueTask.FromResult(_options.Clone());
         }
     }
 
-    public ValueTask<AllowlistSnapshot> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
+    public ValueTask<Allowlist> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
@@ -113,7 +121,7 @@ public sealed class InMemoryShareControl : IShareControl
         }
     }
 
-    public ValueTask<AllowlistSnapshot> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
+    public ValueTask<Allowlist> RemoveAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
@@ -123,13 +131,13 @@ public sealed class InMemoryShareControl : IShareControl
         }
     }
 
-    public ValueTask<AllowlistSnapshot> ListAllowedPathsAsync(CancellationToken cancellationToken)
+    public ValueTask<Allowlist> ListAllowedPathsAsync(CancellationToken cancellationToken)
     {
         lock (_lock)
             return ValueTask.FromResult(AllowlistLocked());
     }
 
-    public ValueTask<AllowlistSnapshot> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken)
+    public ValueTask<Allowlist> SetAllowlistEnabledAsync(bool enabled, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
@@ -145,5 +153,5 @@ public sealed class InMemoryShareControl : IShareControl
         return ValueTask.CompletedTask;
     }
 
-    private AllowlistSnapshot AllowlistLocked() => new(_allowlistEnabled, _allowed.ToArray());
+    private Allowlist AllowlistLocked() => new() { Enabled = _allowlistEnabled, Entries = { _allowed } };
 }
