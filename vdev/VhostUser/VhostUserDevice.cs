@@ -97,8 +97,7 @@ public static partial class VhostUserDevice
             LogConfig(log, e.Message);
             return ExitConfig;
         }
-        if (log.IsEnabled(LogLevel.Information))
-            LogListening(log, o.SocketPath ?? $"fd {o.ListenFd}", o.RequestQueues, o.QueueCpus is { } cpus ? $"on CPUs {cpus}" : "unpinned");
+        LogListening(log, o.SocketPath, o.ListenFd, o.RequestQueues, o.QueueCpus);
         var fds = new List<SafeFd>();
         while (true)
         {
@@ -142,8 +141,8 @@ public static partial class VhostUserDevice
     [LoggerMessage(EventId = 71, Level = LogLevel.Critical, Message = "the vhost-user control thread failed")]
     private static partial void LogFatal(ILogger log, Exception e);
 
-    [LoggerMessage(EventId = 72, Level = LogLevel.Information, Message = "waiting for a vhost-user connection on {Where} ({Queues} request queues, {Placement})")]
-    private static partial void LogListening(ILogger log, string where, int queues, string placement);
+    [LoggerMessage(EventId = 72, Level = LogLevel.Information, Message = "waiting for a vhost-user connection on socket {Socket} (inherited fd {Fd}) with {Queues} request queues, pinned to CPUs {Cpus} (null: unpinned)")]
+    private static partial void LogListening(ILogger log, string? socket, int? fd, int queues, Hypervisor.Protocol.Share.QueueCpus? cpus);
 
     [LoggerMessage(EventId = 73, Level = LogLevel.Information, Message = "vhost-user front-end connected")]
     private static partial void LogConnected(ILogger log);

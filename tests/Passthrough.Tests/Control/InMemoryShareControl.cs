@@ -47,7 +47,9 @@ public sealed class InMemoryShareControl : IShareControl
     /// <summary>Whether a token passed to a slow GetStatus was cancelled.</summary>
     public bool SawCancellation { get; private set; }
 
-    public int ShutdownCalls;
+    private int _shutdownCalls;
+
+    public int ShutdownCalls => Volatile.Read(ref _shutdownCalls);
 
     public Task ShutdownCalled => _shutdown.Task;
 
@@ -148,7 +150,7 @@ public sealed class InMemoryShareControl : IShareControl
 
     public ValueTask RequestShutdownAsync(CancellationToken cancellationToken)
     {
-        Interlocked.Increment(ref ShutdownCalls);
+        Interlocked.Increment(ref _shutdownCalls);
         _shutdown.TrySetResult();
         return ValueTask.CompletedTask;
     }

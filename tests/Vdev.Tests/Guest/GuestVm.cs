@@ -272,7 +272,7 @@ public static class GuestVm
     }
 
     /// <summary>Base image plus a gzip member holding /scenario.sh (the kernel unpacks concatenated archives in order).</summary>
-    private static void WriteInitrd(string baseImage, string path, string scenario, IReadOnlyList<GuestDevice> devices,
+    private static void WriteInitrd(string baseImage, string path, string scenario, List<GuestDevice> devices,
         IReadOnlyDictionary<string, string> env)
     {
         var script = new StringBuilder();
