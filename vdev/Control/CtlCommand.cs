@@ -1,3 +1,6 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
@@ -29,37 +32,6 @@ public static class CtlCommand
 
     private static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(5);
 
-    /// <summary>The usage text printed by <c>vdev ctl --help</c>.</summary>
-    public const string Usage = """
-        Usage: vdev ctl --socket PATH [--json] [--timeout SECONDS] COMMAND
-
-        Controls one virtio-fs share through its daemon's control socket.
-
-        Commands:
-          status                          settings, counters and allowlist of the share
-          direct-io on|off                direct I/O for every open from now on
-          cache never|metadata|auto|always
-                                          cache policy for replies from now on
-          allow list                      show the allowlist
-          allow add PATH                  allow PATH (relative to the share root)
-          allow remove PATH               remove PATH from the allowlist
-          allow enable|disable            enforce the allowlist or not
-          health                          SERVING or NOT_SERVING (exit 1 unless SERVING)
-          shutdown                        ask the daemon to stop gracefully
-
-        Options:
-          --socket PATH      the share's control socket (required)
-          --json             print JSON instead of text
-          --timeout SECONDS  deadline of the call (default 5)
-          -h, --help         show this text
-
-        Errors are one sentence on stderr; with --json, stdout also gets
-        {"error": {"code": "NOT_FOUND", "code_number": 5, "message": "..."}}.
-
-        Exit status: 0 ok, 1 the service reported an error, 2 bad arguments,
-        3 the service cannot be reached or did not answer in time.
-        """;
-
     /// <summary>Runs <c>vdev ctl</c> with <paramref name="args"/> (the words after "ctl"), writing to the console.</summary>
     public static int Run(string[] args) => Run(args, Console.Out, Console.Error);
 
@@ -71,13 +43,15 @@ public static class CtlCommand
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(args);
-        if (!TryParse(args, out Invocation? invocation, out string? error))
+        var cli = new CommandLine();
+        var parse = cli.Root.Parse(args);
+        if (parse.Action is HelpAction)
         {
-            if (error is null)
-            {
-                stdout.WriteLine(Usage);
-                return ExitOk;
-            }
+            parse.Invoke(new InvocationConfiguration { Output = stdout });
+            return ExitOk;
+        }
+        if (!cli.TryRead(parse, out Invocation? invocation, out string? error))
+        {
             stderr.WriteLine("vdev ctl: " + error);
             return ExitUsage;
         }
@@ -115,80 +89,93 @@ public static class CtlCommand
 
     private sealed record Invocation(string SocketPath, bool Json, TimeSpan Timeout, string Command, string[] Arguments);
 
-    private static bool TryParse(string[] args, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Invocation? invocation, out string? error)
+    /// <summary>
+    /// <c>vdev ctl</c>'s command line: the connection options, and one subcommand per operation. Each subcommand's
+    /// words are checked here, before anything connects, with the same parsers as the daemon's.
+    /// </summary>
+    private sealed class CommandLine
     {
-        invocation = null;
-        error = null;
-        string? socket = null;
-        bool json = false;
-        TimeSpan timeout = DefaultTimeout;
-        var words = new List<string>();
-        for (int i = 0; i < args.Length; i++)
+        public readonly Option<string?> Socket = new("--socket") { Description = "The share's control socket (SOCKET.ctl next to its vhost-user socket). Required.", Recursive = true };
+        public readonly Option<bool> Json = new("--json") { Description = "Print JSON instead of text; errors also as {\"error\": {\"code\", \"code_number\", \"message\"}}.", Recursive = true };
+        public readonly Option<string?> Timeout = new("--timeout") { Description = "Deadline of the call in seconds (default 5).", Recursive = true };
+        public readonly RootCommand Root = new("vdev ctl: controls one virtio-fs share through its daemon's control socket. Exit status: 0 ok, " +
+            "1 the service reported an error (or is not SERVING), 2 bad arguments, 3 the service cannot be reached or did not answer in time.");
+
+        private readonly Argument<string[]> _words = new("words") { Arity = ArgumentArity.ZeroOrMore, Hidden = true };
+
+        public CommandLine()
         {
-            string arg = args[i];
-            if (words.Count > 0 && !arg.StartsWith("--", StringComparison.Ordinal))
+            Root.Options.Add(Socket);
+            Root.Options.Add(Json);
+            Root.Options.Add(Timeout);
+            foreach (var (name, description) in new[]
             {
-                words.Add(arg);
-                continue;
-            }
-            string? inlineValue = null;
-            int eq = arg.IndexOf('=');
-            if (arg.StartsWith("--", StringComparison.Ordinal) && eq > 0)
+                ("status", "Settings, counters and allowlist of the share."),
+                ("direct-io", "direct-io on|off: direct I/O for every open from now on."),
+                ("cache", "cache never|metadata|auto|always: the cache policy for replies from now on."),
+                ("allow", "allow list | add PATH | remove PATH | enable | disable: the allowlist (paths relative to the share root)."),
+                ("health", "SERVING or NOT_SERVING (exit 1 unless SERVING)."),
+                ("shutdown", "Ask the daemon to stop gracefully."),
+            })
             {
-                inlineValue = arg[(eq + 1)..];
-                arg = arg[..eq];
+                var command = new Command(name, description) { TreatUnmatchedTokensAsErrors = false };
+                command.Arguments.Add(_words);
+                Root.Subcommands.Add(command);
             }
-            switch (arg)
-            {
-                case "-h" or "--help":
-                    return false;
-                case "--json":
-                    json = true;
-                    break;
-                case "--socket":
-                    socket = inlineValue ?? (i + 1 < args.Length ? args[++i] : null);
-                    if (string.IsNullOrEmpty(socket))
-                    {
-                        error = "--socket needs a path; give the share's control socket, e.g. --socket /run/hypervisor/share0.sock.";
-                        return false;
-                    }
-                    break;
-                case "--timeout":
-                    string? value = inlineValue ?? (i + 1 < args.Length ? args[++i] : null);
-                    if (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds)
-                        || !(seconds > 0) || seconds > 86_400)
-                    {
-                        error = $"--timeout needs a number of seconds between 0 and 86400, not \"{value}\".";
-                        return false;
-                    }
-                    timeout = TimeSpan.FromSeconds(seconds);
-                    break;
-                default:
-                    if (arg.StartsWith('-'))
-                    {
-                        error = $"Unknown option \"{args[i]}\"; see vdev ctl --help.";
-                        return false;
-                    }
-                    words.Add(arg);
-                    break;
-            }
+            Root.TreatUnmatchedTokensAsErrors = false;
+            // Without a subcommand the root still parses (no "required command" error): TryRead names what is missing.
+            Root.SetAction(_ => ExitUsage);
         }
 
-        if (words.Count == 0)
+        public bool TryRead(ParseResult parse, [NotNullWhen(true)] out Invocation? invocation, [NotNullWhen(false)] out string? error)
         {
-            error = "No command given; use one of status, direct-io, cache, allow, health, shutdown (see vdev ctl --help).";
-            return false;
+            invocation = null;
+            string command = parse.CommandResult.Command == Root ? "" : parse.CommandResult.Command.Name;
+            var words = parse.GetValue(_words) ?? [];
+            foreach (var token in parse.UnmatchedTokens)
+            {
+                if (token.StartsWith('-')) { error = $"Unknown option \"{token}\"; see vdev ctl --help."; return false; }
+                if (command.Length == 0) { error = $"Unknown command \"{token}\"; use one of status, direct-io, cache, allow, health, shutdown."; return false; }
+                words = [.. words, token];
+            }
+            if (parse.Errors.Count > 0)
+            {
+                error = parse.Errors[0].Message.StartsWith("Required argument missing for option: '--socket'", StringComparison.Ordinal)
+                    ? "--socket needs a path; give the share's control socket, e.g. --socket /run/vdev/share0.sock.ctl."
+                    : $"{parse.Errors[0].Message.TrimEnd('.')}; see vdev ctl --help.";
+                return false;
+            }
+            if (ShareCommandLine.Given(parse, Socket) && string.IsNullOrEmpty(parse.GetValue(Socket)))
+            {
+                error = "--socket needs a path; give the share's control socket, e.g. --socket /run/vdev/share0.sock.ctl.";
+                return false;
+            }
+            var timeout = DefaultTimeout;
+            if (parse.GetValue(Timeout) is { } text)
+            {
+                if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds) || !(seconds > 0) || seconds > 86_400)
+                {
+                    error = $"--timeout needs a number of seconds between 0 and 86400, not \"{text}\".";
+                    return false;
+                }
+                timeout = TimeSpan.FromSeconds(seconds);
+            }
+            if (command.Length == 0)
+            {
+                error = "No command given; use one of status, direct-io, cache, allow, health, shutdown (see vdev ctl --help).";
+                return false;
+            }
+            if (parse.GetValue(Socket) is not { Length: > 0 } socket)
+            {
+                error = "Missing --socket PATH; give the control socket of the share to control.";
+                return false;
+            }
+            invocation = new Invocation(socket, parse.GetValue(Json), timeout, command, words);
+            return ValidateCommand(invocation, out error);
         }
-        if (socket is null)
-        {
-            error = "Missing --socket PATH; give the control socket of the share to control.";
-            return false;
-        }
-        invocation = new Invocation(socket, json, timeout, words[0], words.Skip(1).ToArray());
-        return ValidateCommand(invocation, out error);
     }
 
-    private static bool ValidateCommand(Invocation inv, out string? error)
+    private static bool ValidateCommand(Invocation inv, [NotNullWhen(false)] out string? error)
     {
         error = null;
         string[] a = inv.Arguments;
@@ -206,7 +193,7 @@ public static class CtlCommand
                 if (a.Length != 1 || ParsePolicy(a[0]) is null)
                     error = "cache needs one of never, metadata, auto, always.";
                 break;
-            case "allow":
+            default: // allow
                 if (a.Length == 0)
                     error = "allow needs a subcommand: list, add PATH, remove PATH, enable or disable.";
                 else if (a[0] is "list" or "enable" or "disable")
@@ -223,9 +210,6 @@ public static class CtlCommand
                 }
                 else
                     error = $"Unknown allow subcommand \"{a[0]}\"; use list, add PATH, remove PATH, enable or disable.";
-                break;
-            default:
-                error = $"Unknown command \"{inv.Command}\"; use one of status, direct-io, cache, allow, health, shutdown.";
                 break;
         }
         return error is null;
@@ -335,14 +319,19 @@ public static class CtlCommand
             var opcodes = new List<OpcodeJson>(s.Opcodes.Count);
             foreach (OpcodeCounters c in s.Opcodes)
                 opcodes.Add(new OpcodeJson(c.Opcode, c.Name, c.Requests, c.Errors));
+            // The settings model is printed as its own JSON mapping, field names as in settings.proto.
+            JsonElement? settings = s.Settings is null ? null
+                : JsonDocument.Parse(new Google.Protobuf.JsonFormatter(Google.Protobuf.JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true)).Format(s.Settings)).RootElement;
             Write(stdout, new StatusJson(s.SharedDir, s.Tag, ToJson(s.Options), uptime.TotalSeconds, s.OpenFileHandles, s.KnownNodes,
-                s.BytesRead, s.BytesWritten, ToJson(s.Allowlist), opcodes, [.. s.QueueCpus]), CtlJsonContext.Default.StatusJson);
+                s.BytesRead, s.BytesWritten, ToJson(s.Allowlist), opcodes, [.. s.QueueCpus], settings), CtlJsonContext.Default.StatusJson);
             return;
         }
         var inv = CultureInfo.InvariantCulture;
         stdout.WriteLine($"Share          {s.SharedDir} (tag \"{s.Tag}\")");
         stdout.WriteLine($"Uptime         {FormatUptime(uptime)}");
         stdout.WriteLine($"Options        {DescribeOptions(s.Options)}");
+        if (s.Settings is not null)
+            stdout.WriteLine($"Settings       {string.Join(' ', ShareVocabulary.ToArguments(s.Settings))}");
         stdout.WriteLine(string.Create(inv, $"Open handles   {s.OpenFileHandles}"));
         stdout.WriteLine(string.Create(inv, $"Known nodes    {s.KnownNodes}"));
         stdout.WriteLine($"Bytes read     {FormatBytes(s.BytesRead)}");

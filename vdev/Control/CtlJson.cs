@@ -22,7 +22,8 @@ internal sealed record StatusJson(
     ulong BytesWritten,
     AllowlistJson Allowlist,
     IReadOnlyList<OpcodeJson> Opcodes,
-    IReadOnlyList<int> QueueCpus);
+    IReadOnlyList<int> QueueCpus,
+    System.Text.Json.JsonElement? Settings);
 
 internal sealed record HealthJson(string Status);
 

@@ -88,6 +88,19 @@ public sealed class CtlCommandDaemonTests
             Assert.Equal(0, exit);
             Assert.True(JsonDocument.Parse(output).RootElement.GetProperty("direct_io").GetBoolean());
 
+            // The settings model comes back whole: as started, with what was changed since (direct I/O, the allowlist).
+            (exit, output, error) = await Task.Run(() => Ctl("--socket", socket, "--json", "status"));
+            Assert.True(exit == 0, error);
+            JsonElement settings = JsonDocument.Parse(output).RootElement.GetProperty("settings");
+            Assert.Equal(shared, settings.GetProperty("shared_dir").GetString());
+            Assert.Equal("CACHE_POLICY_NEVER", settings.GetProperty("cache").GetString());
+            Assert.Equal("VERBOSITY_WARN", settings.GetProperty("log_level").GetString());
+            Assert.True(settings.GetProperty("direct_io").GetBoolean());
+            Assert.Equal(["docs"], settings.GetProperty("allow").EnumerateArray().Select(e => e.GetString()));
+            (exit, output, _) = await Task.Run(() => Ctl("--socket", socket, "status"));
+            Assert.Equal(0, exit);
+            Assert.Contains($"Settings       --shared-dir {shared} --tag e2e --cache never --direct-io --log-level warn --allow docs --control-socket {socket}", output);
+
             (exit, _, error) = await Task.Run(() => Ctl("--socket", socket, "shutdown"));
             Assert.True(exit == 0, error);
             Assert.True(daemon.WaitForExit(TimeSpan.FromSeconds(15)), "passthrough did not exit after Shutdown");
