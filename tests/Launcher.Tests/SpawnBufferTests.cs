@@ -1,3 +1,4 @@
+using Hypervisor.Tests.Support;
 using System.Diagnostics;
 using Hypervisor.Interop;
 
@@ -21,36 +22,9 @@ public sealed class SpawnBufferTests
               return 0;
             }
             """;
-        var sizes = CompileAndRun(program).Split(' ', StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
+        var sizes = CProgram.CompileAndRun(program).Split(' ', StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
         Assert.True(sizes[0] <= Libc.FileActionsSize, $"posix_spawn_file_actions_t is {sizes[0]} bytes, the block {Libc.FileActionsSize}");
         Assert.True(sizes[1] <= Libc.SpawnAttrSize, $"posix_spawnattr_t is {sizes[1]} bytes, the block {Libc.SpawnAttrSize}");
         Assert.True(sizes[2] <= Libc.SigSetSize, $"sigset_t is {sizes[2]} bytes, the block {Libc.SigSetSize}");
-    }
-
-    private static string CompileAndRun(string source)
-    {
-        var dir = Directory.CreateTempSubdirectory("spawn-sizes-");
-        try
-        {
-            var c = Path.Combine(dir.FullName, "sizes.c");
-            var exe = Path.Combine(dir.FullName, "sizes");
-            File.WriteAllText(c, source);
-            Run("gcc", $"-o {exe} {c}");
-            return Run(exe, "");
-        }
-        finally
-        {
-            dir.Delete(recursive: true);
-        }
-    }
-
-    private static string Run(string file, string arguments)
-    {
-        using var p = Process.Start(new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        var output = p.StandardOutput.ReadToEnd();
-        var error = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        Assert.True(p.ExitCode == 0, $"{file} failed: {error}");
-        return output;
     }
 }

@@ -1,3 +1,4 @@
+using Hypervisor.Tests.Support;
 using System.Diagnostics;
 using System.Reflection;
 using System.Runtime.InteropServices;
@@ -49,7 +50,7 @@ public class FuseAbiLayoutTests
         }
         program.Append("return 0;}\n");
 
-        var actual = CompileAndRun(program.ToString());
+        var actual = CProgram.CompileAndRun(program.ToString());
         Assert.Equal(expected.ToString(), actual);
     }
 
@@ -80,32 +81,5 @@ public class FuseAbiLayoutTests
             sb.Append(char.ToLowerInvariant(name[i]));
         }
         return sb.ToString();
-    }
-
-    private static string CompileAndRun(string source)
-    {
-        var dir = Directory.CreateTempSubdirectory("fuse-abi-");
-        try
-        {
-            var c = Path.Combine(dir.FullName, "abi.c");
-            var exe = Path.Combine(dir.FullName, "abi");
-            File.WriteAllText(c, source);
-            Run("gcc", $"-o {exe} {c}");
-            return Run(exe, "");
-        }
-        finally
-        {
-            dir.Delete(recursive: true);
-        }
-    }
-
-    private static string Run(string file, string arguments)
-    {
-        using var p = Process.Start(new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        var output = p.StandardOutput.ReadToEnd();
-        var error = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        Assert.True(p.ExitCode == 0, $"{file} failed: {error}");
-        return output;
     }
 }

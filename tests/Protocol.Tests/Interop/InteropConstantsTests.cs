@@ -1,3 +1,4 @@
+using Hypervisor.Tests.Support;
 using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
@@ -62,7 +63,7 @@ public sealed partial class InteropConstantsTests
         program.Append("return 0;\n}\n");
 
         var wrong = new List<string>();
-        foreach (var line in CompileAndRun(program.ToString()).Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var line in CProgram.CompileAndRun(program.ToString()).Split('\n', StringSplitOptions.RemoveEmptyEntries))
         {
             var f = line.Split(' ');
             if (f[1] != f[2]) wrong.Add($"{f[0]}: C {f[1]}, C# {f[2]}");
@@ -77,32 +78,5 @@ public sealed partial class InteropConstantsTests
             if (File.Exists(Path.Combine(dir.FullName, "Hypervisor.sln")))
                 return Path.Combine(dir.FullName, "protocol", "Interop");
         throw new DirectoryNotFoundException($"no Hypervisor.sln above {AppContext.BaseDirectory}");
-    }
-
-    private static string CompileAndRun(string source)
-    {
-        var dir = Directory.CreateTempSubdirectory("interop-constants-");
-        try
-        {
-            var c = Path.Combine(dir.FullName, "constants.c");
-            var exe = Path.Combine(dir.FullName, "constants");
-            File.WriteAllText(c, source);
-            Run("gcc", $"-o {exe} {c}");
-            return Run(exe, "");
-        }
-        finally
-        {
-            dir.Delete(recursive: true);
-        }
-    }
-
-    private static string Run(string file, string arguments)
-    {
-        using var p = Process.Start(new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        var output = p.StandardOutput.ReadToEnd();
-        var error = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        Assert.True(p.ExitCode == 0, $"{file} failed: {error}");
-        return output;
     }
 }

@@ -1,3 +1,4 @@
+using Hypervisor.Tests.Support;
 using System.Diagnostics;
 using System.Reflection;
 using System.Runtime.CompilerServices;
@@ -91,7 +92,7 @@ public sealed class InteropLayoutTests
             }
         }
         program.Append("return 0;\n}\n");
-        Assert.Equal(expected.ToString(), CompileAndRun(program.ToString()));
+        Assert.Equal(expected.ToString(), CProgram.CompileAndRun(program.ToString()));
     }
 
     [Fact]
@@ -132,34 +133,7 @@ public sealed class InteropLayoutTests
             expected.Append($"CMSG_LEN({n}) {CmsgHdr.Length(n)} CMSG_SPACE({n}) {CmsgHdr.Space(n)}\n");
         }
         program.Append("return 0;\n}\n");
-        Assert.Equal(expected.ToString(), CompileAndRun(program.ToString()));
+        Assert.Equal(expected.ToString(), CProgram.CompileAndRun(program.ToString()));
         Assert.Equal(CmsgHdr.Size, CmsgHdr.Length(0));
-    }
-
-    private static string CompileAndRun(string source)
-    {
-        var dir = Directory.CreateTempSubdirectory("interop-layout-");
-        try
-        {
-            var c = Path.Combine(dir.FullName, "layout.c");
-            var exe = Path.Combine(dir.FullName, "layout");
-            File.WriteAllText(c, source);
-            Run("gcc", $"-o {exe} {c}");
-            return Run(exe, "");
-        }
-        finally
-        {
-            dir.Delete(recursive: true);
-        }
-    }
-
-    private static string Run(string file, string arguments)
-    {
-        using var p = Process.Start(new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        var output = p.StandardOutput.ReadToEnd();
-        var error = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        Assert.True(p.ExitCode == 0, $"{file} failed: {error}");
-        return output;
     }
 }
