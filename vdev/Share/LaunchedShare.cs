@@ -86,7 +86,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         int pid;
         try
         {
-            pid = await RunLauncherAsync(share, origin, launcherPath, rings, control, log, ct).ConfigureAwait(false);
+            pid = await RunLauncherAsync(share, origin, launcherPath, rings, control, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -109,7 +109,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         return launched;
     }
 
-    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, string control, ILogger log, CancellationToken ct)
+    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, string control, CancellationToken ct)
     {
         var psi = new ProcessStartInfo(launcherPath)
         {
