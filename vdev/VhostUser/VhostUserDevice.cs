@@ -97,7 +97,9 @@ public static partial class VhostUserDevice
             LogConfig(log, e.Message);
             return ExitConfig;
         }
-        LogListening(log, o.SocketPath, o.ListenFd, o.RequestQueues, o.QueueCpus);
+        if (o.SocketPath is { } socketPath) LogListening(log, socketPath, o.RequestQueues);
+        else LogListeningOnFd(log, o.ListenFd ?? -1, o.RequestQueues);
+        if (o.QueueCpus is { } cpus) LogPinned(log, cpus);
         var fds = new List<SafeFd>();
         while (true)
         {
@@ -141,8 +143,14 @@ public static partial class VhostUserDevice
     [LoggerMessage(EventId = 71, Level = LogLevel.Critical, Message = "the vhost-user control thread failed")]
     private static partial void LogFatal(ILogger log, Exception e);
 
-    [LoggerMessage(EventId = 72, Level = LogLevel.Information, Message = "waiting for a vhost-user connection on socket {Socket} (inherited fd {Fd}) with {Queues} request queues, pinned to CPUs {Cpus} (null: unpinned)")]
-    private static partial void LogListening(ILogger log, string? socket, int? fd, int queues, Hypervisor.Protocol.Share.QueueCpus? cpus);
+    [LoggerMessage(EventId = 72, Level = LogLevel.Information, Message = "waiting for a vhost-user connection on {Socket} ({Queues} request queues)")]
+    private static partial void LogListening(ILogger log, string socket, int queues);
+
+    [LoggerMessage(EventId = 76, Level = LogLevel.Information, Message = "waiting for a vhost-user connection on inherited fd {Fd} ({Queues} request queues)")]
+    private static partial void LogListeningOnFd(ILogger log, int fd, int queues);
+
+    [LoggerMessage(EventId = 77, Level = LogLevel.Information, Message = "request queue i runs on the i-th of CPUs {Cpus}")]
+    private static partial void LogPinned(ILogger log, Hypervisor.Protocol.Share.QueueCpus cpus);
 
     [LoggerMessage(EventId = 73, Level = LogLevel.Information, Message = "vhost-user front-end connected")]
     private static partial void LogConnected(ILogger log);
