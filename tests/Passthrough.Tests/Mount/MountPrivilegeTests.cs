@@ -11,9 +11,6 @@ namespace Hypervisor.Passthrough.Tests.Mount;
 [Trait("Category", "Root")]
 public sealed class MountPrivilegeTests
 {
-    private const ulong MsNoSuid = 2;
-    private const ulong MsNoDev = 4;
-
     /// <summary>mknod c 1 3 (the host's /dev/null), then open it for writing: the errno, or "written".</summary>
     private const string DeviceScript = """
 import errno, os, stat, sys
@@ -73,47 +70,28 @@ for mode in (0o6767, 0o6777, 0o6757):
         print("%o %d:%d -> %s" % (mode, uid, gid, result))
 """;
 
-    [Fact]
-    public void DeviceNode_CannotBeOpened_AsOnANodevMount()
+    /// <summary>
+    /// Each case: the daemon's options, the mount option they must leave on or off, the tmpfs flags that give a plain
+    /// mount the same rule, the script run on both, and what a plain tmpfs answers (EACCES for a device node on a nodev
+    /// mount; the effective uid a set-uid-root program reports: 1000 where nosuid ignores the bit, 0 where it is honoured).
+    /// </summary>
+    public static TheoryData<string[], string, bool, ulong, string, string> Privileges => new()
     {
-        using var share = MountedShare.Start();
-        Assert.Contains("nodev", MountOptions(share.MountPoint));
-        var plain = WithTmpfs(share, MsNoDev | MsNoSuid, dir => Python(DeviceScript, dir));
-        var mounted = Python(DeviceScript, share.MountPoint);
-        Assert.Equal("EACCES", plain);
-        Assert.Equal(plain, mounted);
-    }
+        { [], "nodev", true, Libc.MS_NODEV | Libc.MS_NOSUID, DeviceScript, "EACCES" },
+        { ["--allow-dev"], "nodev", false, 0, DeviceScript, "written" },
+        { [], "nosuid", true, Libc.MS_NODEV | Libc.MS_NOSUID, SetuidScript, "1000" },
+        { ["--allow-suid"], "nosuid", false, 0, SetuidScript, "0" },
+    };
 
-    [Fact]
-    public void DeviceNode_WithAllowDev_OpensAsOnAPlainTmpfs()
+    [Theory]
+    [MemberData(nameof(Privileges))]
+    public void DeviceNodesAndSetuidPrograms_BehaveAsOnATmpfsMountedTheSameWay(string[] options, string mountOption, bool set, ulong tmpfsFlags, string script, string expected)
     {
-        using var share = MountedShare.Start("--allow-dev");
-        Assert.DoesNotContain("nodev", MountOptions(share.MountPoint));
-        var plain = WithTmpfs(share, 0, dir => Python(DeviceScript, dir));
-        var mounted = Python(DeviceScript, share.MountPoint);
-        Assert.Equal("written", plain);
-        Assert.Equal(plain, mounted);
-    }
-
-    [Fact]
-    public void SetuidProgram_RunsUnprivileged_AsOnANosuidMount()
-    {
-        using var share = MountedShare.Start();
-        Assert.Contains("nosuid", MountOptions(share.MountPoint));
-        var plain = WithTmpfs(share, MsNoDev | MsNoSuid, dir => Python(SetuidScript, dir));
-        var mounted = Python(SetuidScript, share.MountPoint);
-        Assert.Equal("1000", plain);
-        Assert.Equal(plain, mounted);
-    }
-
-    [Fact]
-    public void SetuidProgram_WithAllowSuid_RunsAsItsOwner_AsOnAPlainTmpfs()
-    {
-        using var share = MountedShare.Start("--allow-suid");
-        Assert.DoesNotContain("nosuid", MountOptions(share.MountPoint));
-        var plain = WithTmpfs(share, 0, dir => Python(SetuidScript, dir));
-        var mounted = Python(SetuidScript, share.MountPoint);
-        Assert.Equal("0", plain);
+        using var share = MountedShare.Start(options);
+        Assert.Equal(set, MountOptions(share.MountPoint).Contains(mountOption));
+        var plain = WithTmpfs(share, tmpfsFlags, dir => Python(script, dir));
+        var mounted = Python(script, share.MountPoint);
+        Assert.Equal(expected, plain);
         Assert.Equal(plain, mounted);
     }
 
