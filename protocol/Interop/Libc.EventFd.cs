@@ -37,16 +37,7 @@ internal static partial class Libc
     }
 
     /// <inheritdoc cref="EventFdSignal(int)"/>
-    internal static int EventFdSignal(SafeHandle fd)
-    {
-        ulong one = 1;
-        while (write(fd, MemoryMarshal.AsBytes(new ReadOnlySpan<ulong>(ref one)), sizeof(ulong)) < 0)
-        {
-            int e = LastErrno;
-            if (e != EINTR) return e;
-        }
-        return 0;
-    }
+    internal static int EventFdSignal(SafeHandle fd) => OnReferenced(fd, EventFdSignal);
 
     /// <summary>Reads and so resets an eventfd counter; returns 0, or the errno (EAGAIN: non-blocking and it was zero).</summary>
     internal static int EventFdDrain(int fd)
@@ -61,14 +52,20 @@ internal static partial class Libc
     }
 
     /// <inheritdoc cref="EventFdDrain(int)"/>
-    internal static int EventFdDrain(SafeHandle fd)
+    internal static int EventFdDrain(SafeHandle fd) => OnReferenced(fd, EventFdDrain);
+
+    /// <summary>Runs <paramref name="call"/> on the descriptor while the handle is referenced, so it cannot be closed and reused meanwhile.</summary>
+    private static int OnReferenced(SafeHandle fd, Func<int, int> call)
     {
-        ulong value = 0;
-        while (read(fd, MemoryMarshal.AsBytes(new Span<ulong>(ref value)), sizeof(ulong)) < 0)
+        bool referenced = false;
+        try
         {
-            int e = LastErrno;
-            if (e != EINTR) return e;
+            fd.DangerousAddRef(ref referenced);
+            return call((int)fd.DangerousGetHandle());
         }
-        return 0;
+        finally
+        {
+            if (referenced) fd.DangerousRelease();
+        }
     }
 }
