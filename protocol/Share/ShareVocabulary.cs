@@ -26,11 +26,11 @@ public sealed record ShareOption
     private readonly Func<ShareSettings, string, string?> _read;
     private readonly Func<ShareSettings, IEnumerable<string>> _write;
 
-    internal ShareOption(string name, string configKey, string description, Func<ShareSettings, string, string?> read,
+    internal ShareOption(string name, string? configKey, string description, Func<ShareSettings, string, string?> read,
         Func<ShareSettings, IEnumerable<string>> write, bool isFlag = false, OptionScope scope = OptionScope.Share)
     {
         Name = name;
-        ConfigKeys = configKey.Split('|');
+        ConfigKeys = configKey?.Split('|') ?? [];
         Description = description;
         _read = read;
         _write = write;
@@ -44,7 +44,7 @@ public sealed record ShareOption
     /// <summary>A flag's command-line name that turns it off, e.g. <c>--no-xattr</c>; null when there is none.</summary>
     public string? Negation { get; init; }
 
-    /// <summary>The VM configuration keys, the preferred (QNX) one first, e.g. <c>host_path</c> and <c>shared_dir</c>.</summary>
+    /// <summary>The VM configuration keys, the preferred (QNX) one first, e.g. <c>host_path</c> and <c>shared_dir</c>; none for a command-line-only option.</summary>
     public IReadOnlyList<string> ConfigKeys { get; }
 
     /// <summary>The virtiofsd <c>-o</c> key (<c>cache</c> for <c>-o cache=auto</c>; <c>xattr</c> for <c>-o xattr</c> and <c>-o no_xattr</c>); null when <c>-o</c> has none.</summary>
@@ -147,7 +147,7 @@ public static class ShareVocabulary
 
         Text("--socket-path", "socket|socket_path", "vhost-user socket to listen on, for the VMM to connect to.",
             s => s.SocketPath, (s, v) => s.SocketPath = v, OptionScope.Device),
-        new("--fd", "fd", "An inherited listening vhost-user socket (libvirt).",
+        new("--fd", null, "An inherited listening vhost-user socket (libvirt).",
             (s, v) => int.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var fd) ? Set(() => s.ListenFd = fd) : "is not a descriptor number.",
             s => One(s.HasListenFd, s.ListenFd.ToString(CultureInfo.InvariantCulture)), scope: OptionScope.Device),
         Number("--request-queues", "num_req_queues|request_queues", $"Request queues besides hiprio, 1 to {MaxRequestQueues} (default 1).",
@@ -179,7 +179,7 @@ public static class ShareVocabulary
     }
 
     /// <summary>Every VM configuration key, preferred spellings, for messages.</summary>
-    public static string ConfigKeys => string.Join(", ", Options.Select(o => o.ConfigKeys[0]).Where(k => k != "fd"));
+    public static string ConfigKeys => string.Join(", ", Options.Where(o => o.ConfigKeys.Count > 0).Select(o => o.ConfigKeys[0]));
 
     /// <summary>The <c>-o</c> keys known here, for messages.</summary>
     public static string CompatKeys => string.Join(", ", Options.Where(o => o.CompatKey is not null)

@@ -120,7 +120,7 @@ public static class VmConfigParser
             // qvm places devices in the guest's address space; a vhost-user VMM does that itself.
             if (key is "loc" or "intr" or "name") return;
             var option = ShareVocabulary.ByConfigKey(key);
-            if (option is null || option.Scope == OptionScope.Device && key == "fd")
+            if (option is null)
                 throw new ConfigException(file, at, $"unknown virtio-fs option '{key}'; expected one of {ShareVocabulary.ConfigKeys}.");
             string? problem;
             if (option.IsFlag)

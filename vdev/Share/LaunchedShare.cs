@@ -170,14 +170,20 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     /// </summary>
     public static List<string> LauncherArguments(ShareSettings share, string ringSpec, string control)
     {
-        var absolute = share.Clone();
-        absolute.SharedDir = Path.GetFullPath(share.SharedDir);
-        absolute.ControlSocket = control;
-        var args = ShareVocabulary.ToArguments(absolute);
+        var args = ShareVocabulary.ToArguments(DaemonSettings(share, control));
         args.AddRange(["--ring", ringSpec]);
         // The daemon's log joins the vdev's own stderr for its whole life (like virtiofsd's single log stream).
         args.AddRange(["--log-file", "/proc/self/fd/2"]);
         return args;
+    }
+
+    /// <summary>The settings the daemon is started with: the share's, with the directory absolute and the vdev's control socket.</summary>
+    private static ShareSettings DaemonSettings(ShareSettings share, string control)
+    {
+        var daemon = share.Clone();
+        daemon.SharedDir = Path.GetFullPath(share.SharedDir);
+        daemon.ControlSocket = control;
+        return daemon;
     }
 
     private async Task ConfirmAsync(CancellationToken ct)
@@ -208,7 +214,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         var expected = Path.GetFullPath(Settings.SharedDir);
         if (status.SharedDir != expected)
             throw new ShareStartException($"The daemon on {ControlSocket} serves {status.SharedDir}, not {expected}; another process owns that control socket.");
-        var asked = string.Join(' ', LauncherArguments(Settings, "", ControlSocket).TakeWhile(a => a != "--ring"));
+        var asked = string.Join(' ', ShareVocabulary.ToArguments(DaemonSettings(Settings, ControlSocket)));
         var applied = string.Join(' ', ShareVocabulary.ToArguments(status.Settings ?? new ShareSettings()));
         if (asked != applied)
             throw new ShareStartException($"The daemon of share '{Settings.Tag}' applies '{applied}' but was started with '{asked}'; check that the installed passthrough is the vdev's own version.");
