@@ -321,6 +321,24 @@ public static class ShareVocabulary
         : settings.SocketPath.Length > 0 ? settings.SocketPath + ".ctl"
         : Path.Combine("/run/vdev", settings.Tag + ".ctl");
 
+    /// <summary>
+    /// Checks a CPU list given for the share against its request queues (one each, CPUs this process may run on), or,
+    /// when none was given, places two or more request queues from the <paramref name="first"/>-th allowed CPU on
+    /// (<see cref="QueueCpus.Spread"/>), moving <paramref name="first"/> past them. Returns null, or what to change,
+    /// naming <paramref name="option"/>.
+    /// </summary>
+    public static string? PlaceQueues(this ShareSettings settings, string option, ref int first)
+    {
+        var queues = (int)settings.RequestQueues;
+        if (settings.PinnedCpus() is { } cpus) return cpus.Check(queues, option);
+        if (settings.QueueCpus is null && QueueCpus.Spread(queues, first) is { } placed)
+        {
+            settings.QueueCpus = placed.ToList();
+            first += queues;
+        }
+        return null;
+    }
+
     /// <summary>The CPU list of the share, or null when its request queues are not pinned.</summary>
     public static QueueCpus? PinnedCpus(this ShareSettings settings) =>
         settings.QueueCpus is { Cpus.Count: > 0 } list ? QueueCpus.FromList(list) : null;

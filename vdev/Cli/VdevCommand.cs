@@ -65,7 +65,7 @@ public static partial class VdevCommand
     }
 
     /// <summary>What the command line asks for.</summary>
-    internal sealed record Request(IReadOnlyList<DeclaredShare> Shares, bool FromConfig, bool OfferTag, bool KeepListening, string? Launcher, IReadOnlyList<string> Warnings);
+    internal sealed record Request(IReadOnlyList<DeclaredShare> Shares, bool OfferTag, bool KeepListening, string? Launcher, IReadOnlyList<string> Warnings);
 
     /// <summary>
     /// Reads the command line into the shares to serve. Returns null with <paramref name="exit"/> set when there is
@@ -100,7 +100,7 @@ public static partial class VdevCommand
             {
                 if (cli.Share.AnyGiven(parse))
                     return Fail(stderr, "--config declares every share; do not combine it with --socket-path, --fd or share options.", out exit);
-                return new Request(VmConfigParser.ParseFile(configFile), true, true, keepListening, launcher, warnings);
+                return new Request(VmConfigParser.ParseFile(configFile), true, keepListening, launcher, warnings);
             }
         }
         catch (ConfigException e)
@@ -119,8 +119,8 @@ public static partial class VdevCommand
         if (settings.SocketPath.Length == 0 && !settings.HasListenFd) return Fail(stderr, "Give --socket-path PATH or --fd N so the VMM can connect.", out exit);
         if (settings.SocketPath.Length > 0 && settings.HasListenFd) return Fail(stderr, "Give either --socket-path or --fd, not both.", out exit);
         if (settings.SharedDir.Length == 0) return Fail(stderr, "No shared directory; give --shared-dir DIR (or -o source=DIR), or --config FILE for several shares.", out exit);
-        if (settings.PinnedCpus() is { } cpus && cpus.Check((int)settings.RequestQueues, "--queue-cpus") is { } misfit) return Fail(stderr, misfit, out exit);
-        if (settings.QueueCpus is null && QueueCpus.Spread((int)settings.RequestQueues) is { } placed) settings.QueueCpus = placed.ToList();
+        int firstCpu = 0;
+        if (settings.PlaceQueues("--queue-cpus", ref firstCpu) is { } misfit) return Fail(stderr, misfit, out exit);
         // libvirt passes only --fd and -o source=…, never a tag, so the default /run/vdev/TAG.ctl would be the
         // same for every <filesystem> of every domain and the second vdev would fail; the path libvirt bound
         // the socket to is unique, so the control socket goes next to it, as with --socket-path.
@@ -129,7 +129,7 @@ public static partial class VdevCommand
             using var inherited = new SafeFd(settings.ListenFd, ownsHandle: false);
             if (Libc.BoundUnixPath(inherited) is { } bound) settings.ControlSocket = bound + ".ctl";
         }
-        return new Request([new DeclaredShare(settings, "command line")], false, offerTag, keepListening, launcher, warnings);
+        return new Request([new DeclaredShare(settings, "command line")], offerTag, keepListening, launcher, warnings);
     }
 
     private static Request? Fail(TextWriter stderr, string message, out int exit)

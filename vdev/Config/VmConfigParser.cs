@@ -148,13 +148,7 @@ public static class VmConfigParser
             if (!_tagGiven) throw new ConfigException(file, line, "this 'vdev virtio-fs' block has no tag; add 'tag NAME' (the guest mounts it with mount -t virtiofs NAME /mnt).");
             if (s.SocketPath.Length == 0) throw new ConfigException(file, line, "this 'vdev virtio-fs' block has no socket; add 'socket /run/vdev/NAME.sock' (the VMM's vhost-user chardev connects to it).");
             // Checked here, once num_req_queues is known whichever line came first.
-            if (s.PinnedCpus() is { } cpus && cpus.Check((int)s.RequestQueues, "queue_cpus") is { } misfit)
-                throw new ConfigException(file, _queueCpusLine, misfit);
-            if (s.QueueCpus is null && QueueCpus.Spread((int)s.RequestQueues, nextCpu) is { } placed)
-            {
-                s.QueueCpus = placed.ToList();
-                nextCpu += (int)s.RequestQueues;
-            }
+            if (s.PlaceQueues("queue_cpus", ref nextCpu) is { } misfit) throw new ConfigException(file, _queueCpusLine, misfit);
             return new DeclaredShare(s, $"{file}:{line}");
         }
     }
