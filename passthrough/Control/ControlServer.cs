@@ -133,7 +133,15 @@ public sealed partial class ControlServer : IAsyncDisposable
                 grpc.EnableDetailedErrors = false;
                 grpc.Interceptors.Add<ControlErrorInterceptor>();
             });
-            builder.Services.AddGrpcReflection();
+            // Reflection from the services' own descriptors (Grpc.Reflection), v1 and v1alpha: no lookup of
+            // descriptors through reflection over types, which a NativeAOT build does not keep.
+            Google.Protobuf.Reflection.ServiceDescriptor[] described =
+            [
+                Hypervisor.Protocol.Control.ShareControl.Descriptor, Grpc.Health.V1.Health.Descriptor,
+                Grpc.Reflection.V1.ServerReflection.Descriptor, Grpc.Reflection.V1Alpha.ServerReflection.Descriptor,
+            ];
+            builder.Services.AddSingleton(new Grpc.Reflection.ReflectionV1ServiceImpl(described));
+            builder.Services.AddSingleton(new Grpc.Reflection.ReflectionServiceImpl(described));
             builder.Services.AddSingleton<IShareControl>(share);
             builder.Services.AddSingleton<ControlHealthService>();
             builder.Services.AddSingleton<ControlServerState>();
@@ -144,7 +152,8 @@ public sealed partial class ControlServer : IAsyncDisposable
             connectionLogger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(LogCategory);
             app.MapGrpcService<ShareControlService>();
             app.MapGrpcService<ControlHealthService>();
-            app.MapGrpcReflectionService();
+            app.MapGrpcService<Grpc.Reflection.ReflectionV1ServiceImpl>();
+            app.MapGrpcService<Grpc.Reflection.ReflectionServiceImpl>();
             ControlServerState state = app.Services.GetRequiredService<ControlServerState>();
 
             // Kestrel owns the fd from here on, even if starting fails part-way: it may already

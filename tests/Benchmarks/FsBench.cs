@@ -165,20 +165,11 @@ public static class FsBench
         return false;
     }
 
-    /// <summary>passthrough/bin/{Release,Debug}/net10.0/passthrough of the repository this benchmark was built in.</summary>
+    /// <summary>The published daemon (dist/passthrough), when it has been published.</summary>
     private static string? LocatePassthrough()
     {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (!File.Exists(Path.Combine(dir.FullName, "Hypervisor.sln"))) continue;
-            foreach (var configuration in new[] { "Release", "Debug" })
-            {
-                var candidate = Path.Combine(dir.FullName, "passthrough", "bin", configuration, "net10.0", "passthrough");
-                if (File.Exists(candidate)) return candidate;
-            }
-            return null;
-        }
-        return null;
+        var path = Path.Combine(Hypervisor.Tests.Executables.Dist, "passthrough");
+        return File.Exists(path) ? path : null;
     }
 
     private static string FsType(string path)

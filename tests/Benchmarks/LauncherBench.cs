@@ -30,13 +30,11 @@ internal static class LauncherBench
                 default: Console.Error.WriteLine($"unknown option {args[i]}; use --runs N, --queues Q, --launcher PATH, --passthrough PATH."); return 2;
             }
         }
-        var config = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/')).Parent!.Name;
-        var root = RepoRoot();
-        launcher ??= Path.Combine(root, "launcher", "bin", config, "net10.0", "fuse_launcher");
-        passthrough ??= Path.Combine(root, "passthrough", "bin", config, "net10.0", "passthrough");
+        launcher ??= Path.Combine(Hypervisor.Tests.Executables.Dist, "fuse_launcher");
+        passthrough ??= Path.Combine(Hypervisor.Tests.Executables.Dist, "passthrough");
         foreach (var (what, path) in new[] { ("fuse_launcher", launcher), ("passthrough", passthrough) })
         {
-            if (!File.Exists(path)) { Console.Error.WriteLine($"{what} is not built at {path}; build it ({what} project, -c {config}) or pass its path."); return 2; }
+            if (!File.Exists(path)) { Console.Error.WriteLine($"{what} is not at {path}; run `bash .ci/build` (it publishes dist/) or pass its path."); return 2; }
         }
 
         var dir = Directory.CreateTempSubdirectory("hv-bench-launcher-").FullName;
@@ -135,12 +133,5 @@ internal static class LauncherBench
             catch (IOException) { return; }
             Thread.Sleep(5);
         }
-    }
-
-    private static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "Hypervisor.sln"))) return d.FullName;
-        throw new InvalidOperationException("Hypervisor.sln not found above hv-bench.");
     }
 }

@@ -66,8 +66,8 @@ internal static class VhostBench
             else if (target == "passthrough")
             {
                 var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
-                var exe = new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"passthrough/bin/{c}/net10.0/passthrough")).Where(File.Exists).OrderByDescending(File.GetLastWriteTimeUtc).FirstOrDefault();
-                if (exe == null) { Console.Error.WriteLine($"Build the daemon first: dotnet build -c Release {root}/passthrough"); return 2; }
+                var exe = Path.Combine(Hypervisor.Tests.Executables.Dist, "passthrough");
+                if (!File.Exists(exe)) { Console.Error.WriteLine($"{exe} does not exist: run `bash .ci/build` in {root}."); return 2; }
                 rings = Hypervisor.Protocol.Ring.ShmRingSet.Create(1 + queues);
                 var psi = new ProcessStartInfo(exe) { RedirectStandardError = true };
                 foreach (var a in new[] { "--shared-dir", share, "--ring", rings.Fds.ToString(), "--log-level", "error", "--cache", "never" }) psi.ArgumentList.Add(a);

@@ -83,8 +83,8 @@ internal static class VhostCompare
         }
         if (o.Depth < 1 || o.Depth > QueueSize) { Console.Error.WriteLine($"--depth must be between 1 and {QueueSize}."); return 2; }
         var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
-        o.VdevPath ??= new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"vdev/bin/{c}/net10.0/vdev")).Where(File.Exists).OrderByDescending(File.GetLastWriteTimeUtc).FirstOrDefault();
-        if (o.VdevPath == null || !File.Exists(o.VdevPath)) { Console.Error.WriteLine($"Build vdev first (dotnet build -c Release {root}/vdev) or pass --vdev PATH."); return 2; }
+        o.VdevPath ??= Path.Combine(Hypervisor.Tests.Executables.Dist, "vdev");
+        if (!File.Exists(o.VdevPath)) { Console.Error.WriteLine($"{o.VdevPath} does not exist: run `bash .ci/build` in {root} or pass --vdev PATH."); return 2; }
         if (!File.Exists(o.VirtiofsdPath)) { Console.Error.WriteLine($"{o.VirtiofsdPath} does not exist; install qemu-system-common or pass --virtiofsd PATH."); return 2; }
 
         var work = o.Work ?? Directory.CreateTempSubdirectory("hv-bench-compare-").FullName;

@@ -129,7 +129,7 @@ public class FuseLauncherPassthroughTests
     {
         using var share = new TempShare();
         var missing = Path.Combine(share.Root, "no-such-mount-point");
-        var dll = LauncherRun.PassthroughPath + ".dll";
+        var dll = Path.Combine(LauncherRun.RepoRoot, "passthrough", "bin", LauncherRun.Configuration, "net10.0", "passthrough.dll");
         var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", missing, "--passthrough", dll, "--timeout", "30"]);
 
         // It ran (its own reason comes back), so the .dll was started through the dotnet host.

@@ -302,8 +302,8 @@ public class FuseLauncherTests
         var script = share.Script("silent.sh", "exit 1\n");
         var info = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { "-c", "exec 7>>\"$0\"; exec \"$@\"", log,
-            Environment.ProcessPath!.EndsWith("dotnet", StringComparison.Ordinal) ? Environment.ProcessPath : "dotnet",
-            LauncherRun.LauncherDll, "--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/7", "--passthrough", script })
+
+            LauncherRun.LauncherPath, "--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/7", "--passthrough", script })
             info.ArgumentList.Add(a);
         using var p = Process.Start(info)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
@@ -348,8 +348,8 @@ public class FuseLauncherTests
             print("socket=" + data.decode().replace("\n", "|"))
             """;
         var info = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { "-c", Wrapper, Environment.ProcessPath!.EndsWith("dotnet", StringComparison.Ordinal) ? Environment.ProcessPath : "dotnet",
-            LauncherRun.LauncherDll, "--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/2", "--passthrough", script })
+        foreach (var a in new[] { "-c", Wrapper,
+            LauncherRun.LauncherPath, "--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/2", "--passthrough", script })
             info.ArgumentList.Add(a);
         try
         {
@@ -379,8 +379,8 @@ public class FuseLauncherTests
             echo "ready pid=$$ control=$control" >&$ready
             exec sleep 60
             """);
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { LauncherRun.LauncherDll, "--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script })
+        var info = new ProcessStartInfo(LauncherRun.LauncherPath) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { "--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script })
             info.ArgumentList.Add(a);
         using var launcher = Process.Start(info)!;
         launcher.StandardOutput.Close();

@@ -11,11 +11,11 @@ internal sealed record LauncherRun(int ExitCode, string Stdout, string Stderr, T
     /// <summary>The build configuration the tests were built in (Debug or Release), read off the output path.</summary>
     public static string Configuration { get; } = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/')).Parent!.Name;
 
-    /// <summary>The passthrough daemon's apphost from the same build.</summary>
-    public static string PassthroughPath => Path.Combine(RepoRoot, "passthrough", "bin", Configuration, "net10.0", "passthrough");
+    /// <summary>The published passthrough daemon.</summary>
+    public static string PassthroughPath => Hypervisor.Tests.Executables.Passthrough;
 
-    /// <summary>fuse_launcher from the same build (copied next to the tests through the project reference).</summary>
-    public static string LauncherDll => Path.Combine(AppContext.BaseDirectory, "fuse_launcher.dll");
+    /// <summary>The published fuse_launcher.</summary>
+    public static string LauncherPath => Hypervisor.Tests.Executables.Launcher;
 
     /// <summary>The stderr lines.</summary>
     public string[] StderrLines => Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -26,7 +26,7 @@ internal sealed record LauncherRun(int ExitCode, string Stdout, string Stderr, T
     /// <summary>Starts fuse_launcher with <paramref name="args"/>; <paramref name="whileRunning"/> sees its pid before it ends.</summary>
     public static LauncherRun Start(IEnumerable<string> args, Action<Process>? whileRunning = null, string? workingDirectory = null, IReadOnlyDictionary<string, string>? environment = null)
     {
-        var info = new ProcessStartInfo(Environment.ProcessPath!.EndsWith("dotnet", StringComparison.Ordinal) ? Environment.ProcessPath : "dotnet")
+        var info = new ProcessStartInfo(LauncherPath)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -34,7 +34,6 @@ internal sealed record LauncherRun(int ExitCode, string Stdout, string Stderr, T
             WorkingDirectory = workingDirectory ?? "",
         };
         foreach (var (name, value) in environment ?? new Dictionary<string, string>()) info.Environment[name] = value;
-        info.ArgumentList.Add(LauncherDll);
         foreach (var a in args) info.ArgumentList.Add(a);
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(info)!;

@@ -1,16 +1,13 @@
-using System.Reflection;
-
 namespace Hypervisor.Passthrough.Tests.Mount;
 
 /// <summary>
-/// Finds the built <c>passthrough</c> executable for the configuration the tests were built in (Debug or Release),
-/// so the mount tests run the real daemon, not an in-process copy.
+/// Finds the <c>passthrough</c> executable, so the mount tests run the real daemon, not an in-process copy.
 /// </summary>
 internal static class DaemonExecutable
 {
     /// <summary>
-    /// The command that starts the daemon: the apphost when present, otherwise <c>dotnet passthrough.dll</c>.
-    /// Order: $PASSTHROUGH_EXE, the Passthrough project's bin folder for this configuration, the test output folder.
+    /// The command that starts the daemon: $PASSTHROUGH_EXE when set (a .dll runs through <c>dotnet</c>), else the
+    /// published daemon (dist/).
     /// </summary>
     public static (string FileName, string[] PrefixArgs) Locate()
     {
@@ -21,30 +18,7 @@ internal static class DaemonExecutable
             return Command(overridden);
         }
 
-        var testDir = AppContext.BaseDirectory.TrimEnd('/');
-        var configuration = Assembly.GetExecutingAssembly().GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
-        var framework = Path.GetFileName(testDir); // bin/<Configuration>/<tfm>
-        var candidates = new List<string>();
-        for (var dir = new DirectoryInfo(testDir); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Hypervisor.sln")))
-            {
-                candidates.Add(Path.Combine(dir.FullName, "passthrough", "bin", configuration, framework, "passthrough"));
-                candidates.Add(Path.Combine(dir.FullName, "passthrough", "bin", configuration, framework, "passthrough.dll"));
-                break;
-            }
-        }
-        candidates.Add(Path.Combine(testDir, "passthrough"));
-        candidates.Add(Path.Combine(testDir, "passthrough.dll"));
-        foreach (var candidate in candidates)
-        {
-            if (File.Exists(candidate) && (candidate.EndsWith(".dll", StringComparison.Ordinal)
-                    ? File.Exists(Path.ChangeExtension(candidate, ".runtimeconfig.json"))
-                    : true))
-                return Command(candidate);
-        }
-        throw new FileNotFoundException(
-            $"The passthrough executable was not found (looked at {string.Join(", ", candidates)}); build passthrough/Passthrough.csproj in {configuration} or set PASSTHROUGH_EXE.");
+        return Command(Hypervisor.Tests.Executables.Passthrough);
     }
 
     private static (string, string[]) Command(string path) =>

@@ -52,8 +52,7 @@ public sealed class GuestBackend
     /// <summary>
     /// The project's vdev in its single-share, virtiofsd-compatible mode
     /// (<c>--socket-path S --shared-dir D --tag T --cache C</c> plus <paramref name="extraArgs"/>).
-    /// The executable is <paramref name="vdevPath"/>, else $HV_VDEV, else the newest built
-    /// vdev/bin/*/net10.0/vdev under the repository; <see cref="GuestSetupException"/> when none exists.
+    /// The executable is <paramref name="vdevPath"/>, else $HV_VDEV, else the published dist/vdev.
     /// </summary>
     public static GuestBackend Vdev(string? vdevPath = null, string cache = "auto", params string[] extraArgs) =>
         new("vdev", ctx =>
@@ -84,25 +83,7 @@ public sealed class GuestBackend
             if (!File.Exists(env)) throw new GuestSetupException($"HV_VDEV points to {env}, which does not exist: build vdev or fix HV_VDEV.");
             return env;
         }
-        // The configuration this test assembly was built with (CI: Release) decides which vdev runs: a
-        // stale Debug build left next to a fresh Release one must not be picked because it is newer.
-        var configuration = typeof(GuestBackend).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration;
-        var binDir = Path.Combine(GuestVm.RepositoryRoot, "vdev", "bin");
-        if (!string.IsNullOrEmpty(configuration))
-        {
-            var exact = Path.Combine(binDir, configuration, "net10.0", "vdev");
-            if (File.Exists(exact)) return exact;
-        }
-        string? best = null;
-        if (Directory.Exists(binDir))
-        {
-            foreach (var candidate in Directory.EnumerateFiles(binDir, "vdev", SearchOption.AllDirectories))
-            {
-                if (best is null || File.GetLastWriteTimeUtc(candidate) > File.GetLastWriteTimeUtc(best)) best = candidate;
-            }
-        }
-        return best ?? throw new GuestSetupException(
-            $"The vdev backend is not built: run `dotnet build vdev/Vdev.csproj -c {configuration ?? "Debug"}` in {GuestVm.RepositoryRoot} or set HV_VDEV to the vdev executable.");
+        return Hypervisor.Tests.Executables.Vdev;
     }
 
     public override string ToString() => Name;

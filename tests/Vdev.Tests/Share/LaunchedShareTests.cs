@@ -21,16 +21,8 @@ public sealed class LaunchedShareTests : IDisposable
     private readonly string _dir = Directory.CreateTempSubdirectory("vdev-share-").FullName;
     private ulong _unique = 100;
 
-    /// <summary>fuse_launcher and passthrough staged next to the vdev of the same build configuration.</summary>
-    private static string Launcher
-    {
-        get
-        {
-            var configuration = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/')).Parent!.Name;
-            var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", ".."));
-            return Path.Combine(root, "vdev", "bin", configuration, "net10.0", "fuse_launcher");
-        }
-    }
+    /// <summary>The published fuse_launcher (passthrough is next to it).</summary>
+    private static string Launcher => Hypervisor.Tests.Executables.Launcher;
 
     private static DeclaredShare Declare(string host, string tag, string control, string origin = "command line")
     {

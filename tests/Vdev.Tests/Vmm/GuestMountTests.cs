@@ -78,13 +78,10 @@ public sealed class GuestMountTests : IDisposable
     {
         var kernel = Kernel();
         if (kernel == null) return;
-        var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
-        // The newest build: a stale binary may speak an older ring layout.
-        var daemonPath = new[] { "Release", "Debug" }.Select(c => Path.Combine(root, $"passthrough/bin/{c}/net10.0/passthrough")).Where(File.Exists).OrderByDescending(File.GetLastWriteTimeUtc).FirstOrDefault();
-        Assert.True(daemonPath != null, $"build passthrough first (dotnet build {root}/passthrough)");
+        var daemonPath = Hypervisor.Tests.Executables.Passthrough;
         var share = MakeShare(out var content);
         using var rings = Hypervisor.Protocol.Ring.ShmRingSet.Create(3);
-        var psi = new ProcessStartInfo(daemonPath!) { RedirectStandardError = true, RedirectStandardOutput = true };
+        var psi = new ProcessStartInfo(daemonPath) { RedirectStandardError = true, RedirectStandardOutput = true };
         foreach (var a in new[] { "--shared-dir", share, "--ring", rings.Fds.ToString(), "--log-level", "warn" }) psi.ArgumentList.Add(a);
         var daemonLog = new StringBuilder();
         rings.SetInheritable(true);
