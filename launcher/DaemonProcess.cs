@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Hypervisor.Interop;
+using Hypervisor.Protocol.Share;
 
 namespace Hypervisor.Launcher;
 
@@ -43,6 +44,9 @@ internal sealed class DaemonProcess : IDisposable
     /// <summary>The size of the <c>--log-file</c> before the daemon started: where its output begins.</summary>
     public long LogStart { get; }
 
+    /// <summary>Whether the daemon was started as the first process of a new pid namespace (<c>--sandbox namespace</c>).</summary>
+    public bool InOwnPidNamespace { get; private set; }
+
     /// <summary>Whether the daemon has been reaped (it is then gone and its pid must not be signalled again).</summary>
     public bool Reaped { get; private set; }
 
@@ -55,6 +59,36 @@ internal sealed class DaemonProcess : IDisposable
     /// <paramref name="stderr"/>.
     /// </summary>
     public static DaemonProcess Start(LaunchSettings settings, TextWriter stderr)
+    {
+        if (settings.Share.Sandbox is not (Sandbox.Namespace or Sandbox.Unspecified)) return StartHere(settings, stderr);
+        // Namespaces belong to the thread that unshares them, and the processes it then starts are created in them; a
+        // thread of its own keeps the launcher's other threads where they are. The daemon is the first process of the
+        // new pid namespace (pid 1 there) and sees host mounts come and go, but none of its own leave.
+        DaemonProcess? started = null;
+        Exception? failed = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                if (Libc.unshare(Libc.CLONE_NEWNS | Libc.CLONE_NEWPID | Libc.CLONE_NEWNET | Libc.CLONE_NEWIPC | Libc.CLONE_NEWUTS) != 0)
+                    throw new SpawnException($"sandbox: creating the daemon's namespaces failed with {Libc.Describe(Libc.LastErrno)}; run as root (the user-namespace form is not implemented) or pass --sandbox chroot or none.");
+                if (Libc.mount("none", "/", "", Libc.MS_REC | Libc.MS_SLAVE, null) != 0)
+                    throw new SpawnException($"sandbox: making the daemon's mounts one-way failed with {Libc.Describe(Libc.LastErrno)}; pass --sandbox chroot or none.");
+                started = StartHere(settings, stderr);
+                started.InOwnPidNamespace = true;
+            }
+            catch (Exception e)
+            {
+                failed = e;
+            }
+        }) { Name = "namespaces" };
+        thread.Start();
+        thread.Join();
+        if (failed is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failed);
+        return started!;
+    }
+
+    private static DaemonProcess StartHere(LaunchSettings settings, TextWriter stderr)
     {
         var (readyRead, readyWrite) = Descriptors.CreatePipe(nonBlockingRead: true);
         SafeFd? outputRead, outputWrite;

@@ -113,10 +113,12 @@ public static class FuseLauncher
         var outcome = watch.Wait(settings.Timeout);
         if (outcome == StartupWatch.Outcome.Ready)
         {
-            if (watch.ReadyPid != daemon.Pid)
+            // In its own pid namespace the daemon is pid 1 to itself.
+            var expectedPid = daemon.InOwnPidNamespace ? 1 : daemon.Pid;
+            if (watch.ReadyPid != expectedPid)
             {
                 daemon.Stop(StopGraceMs);
-                stderr.WriteLine($"fuse_launcher: the daemon reported pid {watch.ReadyPid} but fuse_launcher started pid {daemon.Pid}; --passthrough must be the daemon itself (or exec it), not start it as a child.");
+                stderr.WriteLine($"fuse_launcher: the daemon reported pid {watch.ReadyPid} but fuse_launcher started pid {daemon.Pid} (pid {expectedPid} to itself); --passthrough must be the daemon itself (or exec it), not start it as a child.");
                 return ExitCodes.DaemonFailed;
             }
             watch.DrainOutput();

@@ -122,6 +122,11 @@ public static class LaunchCommand
             error = "Nothing to serve; pass --ring SPEC (the vdev's shared-memory ring) or --mount DIR (the host's FUSE client).";
             return false;
         }
+        if (mount is not null && ShareVocabulary.SandboxForMount(share) is { } conflict)
+        {
+            error = conflict;
+            return false;
+        }
 
         var inherited = new SortedSet<int>();
         if (ring is not null)

@@ -28,6 +28,7 @@ public static class RingSpec
             list.Add(new(ring.Doorbell(q, completion: true, freed: false), $"cq{q}"));
             list.Add(new(ring.Doorbell(q, completion: true, freed: true), $"cqf{q}"));
         }
+        if (ring.CreatorPidFd is { } creator) list.Add(new(creator, "creator"));
         fds = list;
         return true;
     }

@@ -19,11 +19,12 @@ public static partial class Daemon
     /// <c>--log-level</c>) and its lifetime turns SIGTERM, SIGINT and SIGQUIT into a graceful stop,
     /// as does a Shutdown call on the control socket.
     /// </remarks>
-    public static async Task<int> RunAsync(DaemonCommand.Settings settings, CancellationToken ct)
+    public static async Task<int> RunAsync(DaemonCommand.Settings settings, Sandbox.Confinement confinement, CancellationToken ct)
     {
         HostApplicationBuilder builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings
         {
             ApplicationName = "passthrough",
+            ContentRootPath = "/",
             EnvironmentName = Environments.Production,
         });
         builder.Logging.SetMinimumLevel(settings.LogLevel);
@@ -34,7 +35,7 @@ public static partial class Daemon
         await host.StartAsync(ct).ConfigureAwait(false);
         try
         {
-            return await ServeAsync(settings, host.Services.GetRequiredService<ILoggerFactory>(),
+            return await ServeAsync(settings, confinement, host.Services.GetRequiredService<ILoggerFactory>(),
                 host.Services.GetRequiredService<IHostApplicationLifetime>(), ct).ConfigureAwait(false);
         }
         finally
@@ -43,7 +44,7 @@ public static partial class Daemon
         }
     }
 
-    private static async Task<int> ServeAsync(DaemonCommand.Settings settings, ILoggerFactory loggerFactory,
+    private static async Task<int> ServeAsync(DaemonCommand.Settings settings, Sandbox.Confinement confinement, ILoggerFactory loggerFactory,
         IHostApplicationLifetime lifetime, CancellationToken ct)
     {
         var log = loggerFactory.CreateLogger("passthrough");
@@ -52,7 +53,7 @@ public static partial class Daemon
         IFileSystem fs;
         try
         {
-            fs = FileSystemFactory.Create(share, loggerFactory.CreateLogger("passthrough.fs"));
+            fs = FileSystemFactory.Create(share, loggerFactory.CreateLogger("passthrough.fs"), confinement.Root);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {
@@ -69,14 +70,14 @@ public static partial class Daemon
         ControlServer? control = null;
         try
         {
-            if (settings.ControlSocket is not null)
+            if (confinement.Control is { } listener)
             {
                 // The ring starts after the control service; until then its queues are not reported.
                 var shareControl = new DaemonShareControl(share, engine.Counters, () => Usage(fs), lifetime.StopApplication,
                     () => ring?.RequestQueueCpus ?? []);
-                control = await ControlServer.StartAsync(settings.ControlSocket, shareControl,
+                control = await ControlServer.StartAsync(listener, shareControl, new ControlServerOptions(),
                     loggerFactory, stop.Token).ConfigureAwait(false);
-                LogControl(log, settings.ControlSocket);
+                LogControl(log, listener.Path);
             }
             if (settings.MountPoint is not null)
             {
@@ -90,6 +91,9 @@ public static partial class Daemon
                 LogRing(log, settings.Share.SharedDir, settings.Ring);
             }
 
+            // The syscall filter comes last, once nothing needs more than serving does; then the daemon is ready.
+            confinement.LoadFilter();
+            LogConfined(log, settings.Share.Sandbox, settings.Share.Seccomp);
             if (settings.ReadyFd is { } readyFd) ReadyNotifier.Notify(readyFd, settings.ControlSocket);
 
             var waits = new List<Task> { Task.Delay(Timeout.Infinite, stop.Token) };
@@ -108,6 +112,11 @@ public static partial class Daemon
             return 0;
         }
         catch (TransportException e)
+        {
+            Console.Error.WriteLine($"passthrough: {e.Message}");
+            return 1;
+        }
+        catch (Sandbox.ConfinementException e)
         {
             Console.Error.WriteLine($"passthrough: {e.Message}");
             return 1;
@@ -149,6 +158,9 @@ public static partial class Daemon
 
     [LoggerMessage(EventId = 404, Level = LogLevel.Warning, Message = "The vdev died; stopping")]
     private static partial void LogVdevDied(ILogger log);
+
+    [LoggerMessage(EventId = 406, Level = LogLevel.Information, Message = "Confined: sandbox {Sandbox}, seccomp {Seccomp}")]
+    private static partial void LogConfined(ILogger log, Hypervisor.Protocol.Share.Sandbox sandbox, Hypervisor.Protocol.Share.SeccompAction seccomp);
 
     [LoggerMessage(EventId = 405, Level = LogLevel.Information, Message = "The vdev closed the ring ({Status}); stopping")]
     private static partial void LogRingClosed(ILogger log, Hypervisor.Protocol.Ring.RingStatus status);

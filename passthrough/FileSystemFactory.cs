@@ -8,7 +8,8 @@ namespace Hypervisor.Passthrough;
 /// <summary>Creates the filesystem a share serves.</summary>
 internal static class FileSystemFactory
 {
-    /// <summary>The passthrough filesystem over the share's directory; throws IOException / UnauthorizedAccessException /
-    /// ArgumentException with a one-sentence reason when the directory cannot be served.</summary>
-    public static IFileSystem Create(LiveSettings settings, ILogger logger) => new PassthroughFileSystem(settings, logger);
+    /// <summary>The passthrough filesystem over the share's directory, which is at <paramref name="root"/> now; throws
+    /// IOException / UnauthorizedAccessException / ArgumentException with a one-sentence reason when the directory
+    /// cannot be served.</summary>
+    public static IFileSystem Create(LiveSettings settings, ILogger logger, string root) => new PassthroughFileSystem(settings, logger, root);
 }

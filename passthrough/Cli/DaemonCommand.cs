@@ -37,20 +37,26 @@ public static class DaemonCommand
     private static readonly Option<string?> Ring = new("--ring") { Description = "Serve a shared-memory ring handed over by fd inheritance (set by fuse_launcher)." };
     private static readonly Option<int?> ReadyFd = new("--ready-fd") { Description = "Inherited fd on which one 'ready' line is written once serving (set by fuse_launcher)." };
 
-    /// <summary>Builds the command; <paramref name="run"/> receives validated settings and returns the exit code.</summary>
-    public static RootCommand Create(Func<Settings, CancellationToken, Task<int>> run)
+    /// <summary>
+    /// Parses <paramref name="args"/> into the settings of a run; or, for help, version or a command-line error, lets
+    /// System.CommandLine print what it prints and returns null with its exit code in <paramref name="exitCode"/>.
+    /// Settings that do not go together are reported on stderr (exit code 2).
+    /// </summary>
+    public static Settings? ParseRun(string[] args, out int exitCode)
     {
         var (root, share) = Build();
-        root.SetAction(async (parse, ct) =>
+        root.SetAction(_ => 0);
+        var parse = root.Parse(args);
+        exitCode = 0;
+        if (parse.Errors.Count > 0 || !ReferenceEquals(parse.Action, root.Action))
         {
-            if (!TryBuild(parse, share, out var settings, out var error))
-            {
-                Console.Error.WriteLine($"passthrough: {error}");
-                return 2;
-            }
-            return await run(settings, ct);
-        });
-        return root;
+            exitCode = parse.Invoke();
+            return null;
+        }
+        if (TryBuild(parse, share, out var settings, out var error)) return settings;
+        Console.Error.WriteLine($"passthrough: {error}");
+        exitCode = 2;
+        return null;
     }
 
     /// <summary>Parses and checks <paramref name="args"/> without running anything.</summary>
@@ -82,7 +88,9 @@ public static class DaemonCommand
             return false;
         }
         share.SharedDir = Path.GetFullPath(dir);
-        if (share.HasFdCacheSize && !TryCheckFdCacheSize((int)share.FdCacheSize, DescriptorBudget.SoftLimit(), out error)) return false;
+        if (share.HasFdCacheSize && !TryCheckFdCacheSize((int)share.FdCacheSize,
+                Sandbox.Confinement.NofileLimit(share) is { } limit ? (long)Math.Min(limit, int.MaxValue) : DescriptorBudget.SoftLimit(), out error))
+            return false;
         var mount = parse.GetValue(Mount);
         var ring = parse.GetValue(Ring);
         if (mount is null && ring is null) { error = "nothing to serve; pass --mount DIR (host FUSE) or --ring SPEC (from fuse_launcher)."; return false; }
@@ -91,6 +99,11 @@ public static class DaemonCommand
         if ((allowDev || allowSuid) && mount is null)
         {
             error = $"{(allowDev ? "--allow-dev" : "--allow-suid")} is an option of the /dev/fuse mount; it needs --mount DIR (a guest's own mount options decide this for the ring).";
+            return false;
+        }
+        if (mount is not null && ShareVocabulary.SandboxForMount(share) is { } conflict)
+        {
+            error = conflict;
             return false;
         }
         if (share.PinnedCpus() is not null && ring is null) { error = "--queue-cpus places the ring's request queues; it needs --ring."; return false; }

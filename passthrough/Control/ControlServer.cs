@@ -24,6 +24,39 @@ public sealed record ControlServerOptions
 }
 
 /// <summary>
+/// The listening control socket before the service starts on it: a sandboxed daemon binds it while it still sees the
+/// host's filesystem. Once the daemon's root is the share, <see cref="PathLeftBehind"/> is set: the path no longer
+/// names the socket from inside, so the file is left for the vdev to remove (a stale socket is replaced at the next
+/// start).
+/// </summary>
+public sealed class ControlListener : IDisposable
+{
+    internal ControlListener(SafeFd fd, string path, ulong inode)
+    {
+        Fd = fd;
+        Path = path;
+        Inode = inode;
+    }
+
+    internal SafeFd Fd { get; }
+
+    /// <summary>The socket file's path as the host sees it.</summary>
+    public string Path { get; }
+
+    internal ulong Inode { get; }
+
+    /// <summary>Set once the daemon's root is no longer the host's; the server then never unlinks by path.</summary>
+    public bool PathLeftBehind { get; set; }
+
+    /// <summary>Binds <paramref name="socketPath"/> (mode 0600) and listens; see <see cref="ControlServer.StartAsync(ControlListener, IShareControl, ControlServerOptions, ILoggerFactory?, CancellationToken)"/>.</summary>
+    /// <exception cref="ControlSocketException">The path cannot be used; the message says what to change.</exception>
+    public static ControlListener Bind(string socketPath) => new(ControlSocket.BindAndListen(socketPath, backlog: 64, out ulong inode), socketPath, inode);
+
+    /// <summary>Closes the socket if no server took it.</summary>
+    public void Dispose() => Fd.Dispose();
+}
+
+/// <summary>
 /// The gRPC control service of one share: Grpc.AspNetCore on Kestrel with HTTP/2 only (prior
 /// knowledge, no TLS) on a UNIX socket, serving <c>hypervisor.control.v1.ShareControl</c>, the
 /// standard <c>grpc.health.v1.Health</c> and server reflection (v1 and v1alpha).
@@ -37,21 +70,20 @@ public sealed partial class ControlServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly ControlServerState _state;
-    private readonly ulong _socketInode;
+    private readonly ControlListener _listener;
     private readonly TimeSpan _shutdownTimeout;
     private int _disposed;
 
-    private ControlServer(WebApplication app, ControlServerState state, string socketPath, ulong socketInode, TimeSpan shutdownTimeout)
+    private ControlServer(WebApplication app, ControlServerState state, ControlListener listener, TimeSpan shutdownTimeout)
     {
         _app = app;
         _state = state;
-        SocketPath = socketPath;
-        _socketInode = socketInode;
+        _listener = listener;
         _shutdownTimeout = shutdownTimeout;
     }
 
     /// <summary>The UNIX socket path the service listens on.</summary>
-    public string SocketPath { get; }
+    public string SocketPath => _listener.Path;
 
     /// <summary>Whether health reports SERVING (true until a Shutdown call or <see cref="StopServing"/>).</summary>
     public bool IsServing => _state.IsServing;
@@ -68,27 +100,34 @@ public sealed partial class ControlServer : IAsyncDisposable
     /// <summary>Starts serving with default options. See <see cref="StartAsync(string, IShareControl, ControlServerOptions, ILoggerFactory?, CancellationToken)"/>.</summary>
     public static Task<ControlServer> StartAsync(string socketPath, IShareControl share, ILoggerFactory? loggerFactory = null,
         CancellationToken cancellationToken = default)
-        => StartAsync(socketPath, share, new ControlServerOptions(), loggerFactory, cancellationToken);
+        => StartAsync(ControlListener.Bind(socketPath), share, new ControlServerOptions(), loggerFactory, cancellationToken);
+
+    /// <summary>Binds <paramref name="socketPath"/> and starts serving on it; see <see cref="StartAsync(ControlListener, IShareControl, ControlServerOptions, ILoggerFactory?, CancellationToken)"/>.</summary>
+    /// <exception cref="ControlSocketException">The path cannot be used; the message says what to change.</exception>
+    public static Task<ControlServer> StartAsync(string socketPath, IShareControl share, ControlServerOptions options,
+        ILoggerFactory? loggerFactory = null, CancellationToken cancellationToken = default)
+        => StartAsync(ControlListener.Bind(socketPath), share, options, loggerFactory, cancellationToken);
 
     /// <summary>
     /// Binds <paramref name="socketPath"/> (mode 0600), starts Kestrel on it and returns once it accepts connections.
     /// </summary>
-    /// <param name="socketPath">Socket file to create. A stale socket (nobody listening) is replaced; anything else there is an error.</param>
+    /// <param name="listener">The bound socket (<see cref="ControlListener.Bind"/>), which the server owns from here on.</param>
     /// <param name="share">The daemon side of every call.</param>
     /// <param name="options">Tunables.</param>
     /// <param name="loggerFactory">Where the server logs (Kestrel's own categories: warnings and errors only); null logs warnings and errors to stderr.</param>
     /// <param name="cancellationToken">Cancels the start-up.</param>
     /// <exception cref="ControlSocketException">The path cannot be used; the message says what to change.</exception>
-    public static async Task<ControlServer> StartAsync(string socketPath, IShareControl share, ControlServerOptions options,
+    public static async Task<ControlServer> StartAsync(ControlListener listener, IShareControl share, ControlServerOptions options,
         ILoggerFactory? loggerFactory = null, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(listener);
         ArgumentNullException.ThrowIfNull(share);
         ArgumentNullException.ThrowIfNull(options);
         if (options.MaxReceiveMessageSize < 0)
             throw new ArgumentOutOfRangeException(nameof(options), "MaxReceiveMessageSize must not be negative.");
 
         // Kestrel takes ownership of the fd it is given and closes it when it stops.
-        SafeFd kestrelFd = ControlSocket.BindAndListen(socketPath, backlog: 64, out ulong inode);
+        SafeFd kestrelFd = listener.Fd;
 
         uint ownUid = Libc.geteuid();
         WebApplication? app = null;
@@ -97,6 +136,8 @@ public sealed partial class ControlServer : IAsyncDisposable
             WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions
             {
                 ApplicationName = "passthrough-control",
+                // Not the working directory: a sandboxed daemon's is /proc/self/fd, outside its root (ProcPath).
+                ContentRootPath = "/",
                 EnvironmentName = Environments.Production,
             });
             if (loggerFactory is not null)
@@ -161,14 +202,14 @@ public sealed partial class ControlServer : IAsyncDisposable
             // than closing a number that may by then belong to something else.
             kestrelFd.SetHandleAsInvalid();
             await app.StartAsync(cancellationToken).ConfigureAwait(false);
-            return new ControlServer(app, state, socketPath, inode, options.ShutdownTimeout);
+            return new ControlServer(app, state, listener, options.ShutdownTimeout);
         }
         catch
         {
             if (app is not null)
                 await app.DisposeAsync().ConfigureAwait(false);
             kestrelFd.Dispose();
-            ControlSocket.UnlinkIfOurs(socketPath, inode);
+            if (!listener.PathLeftBehind) ControlSocket.UnlinkIfOurs(listener.Path, listener.Inode);
             throw;
         }
     }
@@ -211,7 +252,7 @@ public sealed partial class ControlServer : IAsyncDisposable
             }
         }
         await _app.DisposeAsync().ConfigureAwait(false);
-        ControlSocket.UnlinkIfOurs(SocketPath, _socketInode);
+        if (!_listener.PathLeftBehind) ControlSocket.UnlinkIfOurs(_listener.Path, _listener.Inode);
     }
 
     /// <summary>A host lifetime that neither listens to signals nor prints anything.</summary>

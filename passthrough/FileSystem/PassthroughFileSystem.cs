@@ -74,17 +74,25 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     }
 
     /// <summary>
+    /// Serves the share found at <paramref name="root"/>: <c>/</c> for a sandboxed daemon, whose root the shared
+    /// directory has become; the settings keep the host path the operator gave.
+    /// </summary>
+    public PassthroughFileSystem(LiveSettings settings, ILogger logger, string root) : this(settings, logger, allowFileHandles: true, root)
+    {
+    }
+
+    /// <summary>
     /// With <paramref name="allowFileHandles"/> false every node pins an O_PATH descriptor, as on a filesystem
     /// without handles or for a daemon without CAP_DAC_READ_SEARCH (tests use it to cover that mode as root).
     /// </summary>
-    internal PassthroughFileSystem(LiveSettings settings, ILogger logger, bool allowFileHandles)
+    internal PassthroughFileSystem(LiveSettings settings, ILogger logger, bool allowFileHandles, string? root = null)
     {
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(logger);
         _settings = settings;
         _options = settings.Options;
         _logger = logger;
-        var dir = _options.SharedDir;
+        var dir = root ?? _options.SharedDir;
         if (string.IsNullOrEmpty(dir))
             throw new ArgumentException("The shared directory is empty; set --shared-dir to an existing host directory.", nameof(settings));
         var fdCacheSize = _options.HasFdCacheSize ? (int)_options.FdCacheSize : DescriptorBudget.AutomaticCacheSize(DescriptorBudget.SoftLimit());

@@ -13,6 +13,13 @@ internal static partial class Libc
     [LibraryImport(Name, SetLastError = true)]
     internal static partial int getsid(int pid);
 
+    /// <summary>getpid(2): the process id in the caller's own pid namespace (1 for the first process of a new one).</summary>
+    [LibraryImport(Name)]
+    internal static partial int getpid();
+
+    [LibraryImport(Name)]
+    internal static partial int gettid();
+
     [LibraryImport(Name, SetLastError = true)]
     internal static partial int getpgid(int pid);
 

@@ -8,4 +8,7 @@ internal static partial class Libc
 
     [LibraryImport(Name, SetLastError = true)]
     internal static partial int getrlimit(int resource, out RLimit limit);
+
+    [LibraryImport(Name, SetLastError = true)]
+    internal static partial int setrlimit(int resource, in RLimit limit);
 }

@@ -10,7 +10,7 @@ namespace Hypervisor.Protocol.Ring;
 /// <c>memfd</c> is the shared memory. Each ring has two eventfd doorbells: <c>sqN</c>/<c>cqN</c>
 /// ring when queue N's submission/completion ring gets a frame (its consumer sleeps on it), and
 /// <c>sqfN</c>/<c>cqfN</c> ring when space is freed in it (its producer sleeps on it). Keys may
-/// come in any order; each must appear exactly once.
+/// come in any order; each must appear exactly once. An optional <c>creator=N</c> is a pidfd of the creator.
 /// </summary>
 public sealed class RingFds
 {
@@ -24,6 +24,9 @@ public sealed class RingFds
     /// completion-ready, completion-freed (the order of <see cref="Doorbell"/>'s index).
     /// </summary>
     public IReadOnlyList<int> Doorbells { get; }
+
+    /// <summary>A pidfd of the creating process (<c>creator=N</c>), by which the attacher notices its exit even from another pid namespace; null when not passed.</summary>
+    public int? CreatorPidFd { get; init; }
 
     /// <summary>Number of queues (submission/completion pairs).</summary>
     public int QueueCount => Doorbells.Count / 4;
@@ -48,6 +51,7 @@ public sealed class RingFds
         for (int q = 0; q < QueueCount; q++)
             for (int k = 0; k < 4; k++)
                 sb.Append(CultureInfo.InvariantCulture, $",{Keys[k]}{q}={Doorbells[q * 4 + k]}");
+        if (CreatorPidFd is { } creator) sb.Append(CultureInfo.InvariantCulture, $",creator={creator}");
         return sb.ToString();
     }
 
@@ -105,12 +109,13 @@ public sealed class RingFds
                 }
             }
         }
+        int? creator = values.Remove("creator", out var c) ? c : null;
         if (values.Count > 0)
         {
             error = $"The ring descriptor '{text}' has the unknown item '{values.Keys.First()}'; {Hint}.";
             return false;
         }
-        fds = new RingFds(memfd, bells);
+        fds = new RingFds(memfd, bells) { CreatorPidFd = creator };
         error = null;
         return true;
     }

@@ -31,6 +31,7 @@ public sealed unsafe class ShmRingSet : IDisposable
     private readonly long _totalSize;
     private byte* _base;
     private SafeFd? _peerPidFd;
+    private readonly SafeFd? _ownPidFd; // the creator's pidfd of itself, passed to the attacher
     private int _peerPid;
     private volatile bool _peerGone;
     private volatile bool _closed;
@@ -66,9 +67,10 @@ public sealed unsafe class ShmRingSet : IDisposable
     }
 
     private ShmRingSet(RingRole role, SafeFd memfd, SafeFd[] bells, byte* mapping,
-                       int queueCount, long directionBytes, int maxFrameSize, long totalSize)
+                       int queueCount, long directionBytes, int maxFrameSize, long totalSize, SafeFd? ownPidFd = null)
     {
         Role = role;
+        _ownPidFd = ownPidFd;
         _memfd = memfd;
         _bells = bells;
         _base = mapping;
@@ -89,7 +91,7 @@ public sealed unsafe class ShmRingSet : IDisposable
             var consumer = new RingConsumer(this, q, Control(q, consume), Data(q, consume), Bell(q, consume, false), Bell(q, consume, true));
             _queues[q] = new RingQueue(q, producer, consumer);
         }
-        Fds = new RingFds(memfd.Value, bellFds);
+        Fds = new RingFds(memfd.Value, bellFds) { CreatorPidFd = ownPidFd?.Value };
     }
 
     private byte* Control(int q, int direction) => _base + RingLayout.ControlOffset(q, direction);
@@ -148,7 +150,11 @@ public sealed unsafe class ShmRingSet : IDisposable
             *(int*)(mapping + RingLayout.OffCreatorPid) = Environment.ProcessId;
             // The magic goes last, with release semantics, so a reader that sees it sees the rest.
             Volatile.Write(ref *(ulong*)(mapping + RingLayout.OffMagic), RingLayout.Magic);
-            return new ShmRingSet(RingRole.Creator, memfd, bells, mapping, queueCount, directionBytes, maxFrameSize, total);
+            // A pidfd of the creator travels with the ring: an attacher in a pid namespace of its own cannot name the
+            // creator by pid, but can poll this descriptor for its exit.
+            int self = Libc.pidfd_open(Environment.ProcessId, 0);
+            if (self < 0) throw SyscallException.Last("pidfd_open of this process");
+            return new ShmRingSet(RingRole.Creator, memfd, bells, mapping, queueCount, directionBytes, maxFrameSize, total, new SafeFd(self));
         }
         catch
         {
@@ -176,6 +182,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         CheckInherited(fds.MemFd, "memfd");
         for (int i = 0; i < fds.Doorbells.Count; i++)
             CheckInherited(fds.Doorbells[i], "doorbell " + BellName(i));
+        if (fds.CreatorPidFd is { } creatorFd) CheckInherited(creatorFd, "creator");
         int seals = Libc.fcntl(fds.MemFd, Libc.F_GET_SEALS, 0);
         if (seals < 0 || (seals & Libc.F_SEAL_SHRINK) == 0)
             throw new InvalidDataException($"fd {fds.MemFd} is not a memfd sealed against shrinking; pass the memfd that ShmRingSet.Create made.");
@@ -223,6 +230,11 @@ public sealed unsafe class ShmRingSet : IDisposable
             var set = new ShmRingSet(RingRole.Attacher, memfd, bells, mapping, n, (long)directionBytes, (int)maxFrame, size);
             set.SetInheritable(false);
             set._peerPid = creatorPid;
+            if (fds.CreatorPidFd is { } pidfd)
+            {
+                SetCloexec(pidfd, true);
+                set._peerPidFd = new SafeFd(pidfd);
+            }
             Volatile.Write(ref *(int*)(mapping + RingLayout.OffAttacherPid), Environment.ProcessId);
             set.EnsurePeerWatch();
             return set;
@@ -267,6 +279,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         ThrowIfDisposed();
         SetCloexec(_memfd.Value, !inheritable);
         foreach (var bell in _bells) SetCloexec(bell.Value, !inheritable);
+        if (_ownPidFd is not null) SetCloexec(_ownPidFd.Value, !inheritable);
     }
 
     private static void SetCloexec(int fd, bool cloexec)
@@ -488,6 +501,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         _memfd.Dispose();
         foreach (var h in _bells) h.Dispose();
         _peerPidFd?.Dispose();
+        _ownPidFd?.Dispose();
         foreach (var q in _queues)
         {
             q.Producer.DisposeCancelFd();

@@ -106,7 +106,7 @@ public static class ShareVocabulary
     private static readonly HashSet<string> CompatIgnored = new(StringComparer.Ordinal)
     {
         "flock", "no_flock", "posix_lock", "no_posix_lock", "readdirplus", "no_readdirplus", "announce_submounts",
-        "killpriv_v2", "no_killpriv_v2", "sandbox", "timeout", "max_idle_threads", "modcaps", "xattrmap", "posix_acl",
+        "killpriv_v2", "no_killpriv_v2", "timeout", "max_idle_threads", "xattrmap", "posix_acl",
         "no_posix_acl", "security_label", "no_security_label",
     };
 
@@ -144,6 +144,18 @@ public static class ShareVocabulary
             s => s.ControlSocket, (s, v) => s.ControlSocket = v),
         new("--queue-cpus", "queue_cpus", "Host CPU of each request queue, e.g. 0,1, or none (default: with 2+ queues, one CPU each in turn).",
             ReadQueueCpus, s => One(s.QueueCpus is { Cpus.Count: > 0 }, s.QueueCpus is null ? "" : string.Join(',', s.QueueCpus.Cpus))),
+        new("--sandbox", "sandbox", "How the daemon is confined: namespace (new namespaces, the share as its root) | chroot | none (default namespace).",
+            (s, v) => TryParseSandbox(v, out var m) ? Set(() => s.Sandbox = m) : "is not a sandbox mode; use namespace, chroot or none.",
+            s => One(s.Sandbox is not (Sandbox.Namespace or Sandbox.Unspecified), Name(s.Sandbox))) { CompatKey = "sandbox" },
+        new("--seccomp", "seccomp", "What the daemon's syscall filter does outside its allowlist: kill | trap | log | none (default kill).",
+            (s, v) => TryParseSeccomp(v, out var a) ? Set(() => s.Seccomp = a) : "is not a seccomp action; use kill, trap, log or none.",
+            s => One(s.Seccomp is not (SeccompAction.Kill or SeccompAction.Unspecified), Name(s.Seccomp))) { CompatKey = "seccomp" },
+        new("--modcaps", "modcaps", "Capabilities added to (+) or removed from (-) the daemon's set, e.g. +sys_admin:-mknod (default: none changed).",
+            (s, v) => Capabilities.TryModify(0, v, out _, out var why) ? Set(() => s.Modcaps = v) : why,
+            s => One(s.Modcaps.Length > 0, s.Modcaps)) { CompatKey = "modcaps" },
+        new("--rlimit-nofile", "rlimit_nofile", "The daemon's descriptor limit; 0 leaves it as inherited (default: raised to fs.nr_open where the daemon has CAP_SYS_RESOURCE, else to the hard limit).",
+            (s, v) => ulong.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? Set(() => s.RlimitNofile = n) : "is not a whole number.",
+            s => One(s.HasRlimitNofile, s.RlimitNofile.ToString(CultureInfo.InvariantCulture))),
 
         Text("--socket-path", "socket|socket_path", "vhost-user socket to listen on, for the VMM to connect to.",
             s => s.SocketPath, (s, v) => s.SocketPath = v, OptionScope.Device),
@@ -164,6 +176,8 @@ public static class ShareVocabulary
         Tag = DefaultTag,
         Cache = CachePolicy.Auto,
         LogLevel = Verbosity.Info,
+        Sandbox = Sandbox.Namespace,
+        Seccomp = SeccompAction.Kill,
         RequestQueues = 1,
         QueueSize = 1024,
     };
@@ -291,6 +305,46 @@ public static class ShareVocabulary
         Verbosity.Debug => "debug",
         Verbosity.Trace => "trace",
         _ => "info",
+    };
+
+    /// <summary>
+    /// Null, or why <paramref name="settings"/> cannot serve a host /dev/fuse mount (<c>--mount</c>): that mount is made
+    /// in the host's mount namespace with the host's root, which a sandboxed daemon no longer has.
+    /// </summary>
+    public static string? SandboxForMount(ShareSettings settings) => settings.Sandbox is Sandbox.None ? null
+        : $"--mount serves the host's own FUSE mount, which a daemon in a sandbox cannot make or reach; pass --sandbox none with --mount (--sandbox {Name(settings.Sandbox)} is for ring daemons).";
+
+    /// <summary>Parses a sandbox mode.</summary>
+    public static bool TryParseSandbox(string? text, out Sandbox mode)
+    {
+        mode = text switch { "namespace" => Sandbox.Namespace, "chroot" => Sandbox.Chroot, "none" => Sandbox.None, _ => Sandbox.Unspecified };
+        return mode != Sandbox.Unspecified;
+    }
+
+    /// <summary>The word for a sandbox mode (unspecified is the default, namespace).</summary>
+    public static string Name(Sandbox mode) => mode switch { Sandbox.Chroot => "chroot", Sandbox.None => "none", _ => "namespace" };
+
+    /// <summary>Parses a seccomp action.</summary>
+    public static bool TryParseSeccomp(string? text, out SeccompAction action)
+    {
+        action = text switch
+        {
+            "kill" => SeccompAction.Kill,
+            "trap" => SeccompAction.Trap,
+            "log" => SeccompAction.Log,
+            "none" => SeccompAction.None,
+            _ => SeccompAction.Unspecified,
+        };
+        return action != SeccompAction.Unspecified;
+    }
+
+    /// <summary>The word for a seccomp action (unspecified is the default, kill).</summary>
+    public static string Name(SeccompAction action) => action switch
+    {
+        SeccompAction.Trap => "trap",
+        SeccompAction.Log => "log",
+        SeccompAction.None => "none",
+        _ => "kill",
     };
 
     /// <summary>The logging level of <paramref name="level"/> (unspecified is info).</summary>

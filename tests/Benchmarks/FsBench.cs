@@ -213,7 +213,7 @@ public static class FsBench
                 Name = "daemon", Dir = mnt, Source = src,
                 Description = $"passthrough --shared-dir {src} --mount {mnt} {string.Join(' ', extra)}" + (extra.Length == 0 ? "(defaults: cache auto, threads max(2, CPUs))" : ""),
             };
-            t.Start(exe, ["--shared-dir", src, "--mount", mnt, "--log-level", "warn", .. extra], mnt, "fuse.passthrough");
+            t.Start(exe, ["--shared-dir", src, "--sandbox", "none", "--mount", mnt, "--log-level", "warn", .. extra], mnt, "fuse.passthrough");
             return t;
         }
 

@@ -24,7 +24,7 @@ public class FuseLauncherPassthroughTests
         try
         {
             var run = LauncherRun.Start([
-                "--shared-dir", share.Share, "--mount", mount, "--tag", "real", "--control-socket", control,
+                "--shared-dir", share.Share, "--sandbox", "none", "--mount", mount, "--tag", "real", "--control-socket", control,
                 "--inherit-fd", extra.ToString(), "--passthrough", LauncherRun.PassthroughPath, "--timeout", "30"]);
 
             Assert.True(run.ExitCode == 0, run.Stderr);
@@ -96,8 +96,9 @@ public class FuseLauncherPassthroughTests
             var fds = ProcFs.Fds(pid);
             Assert.StartsWith("/memfd:", fds[rings.Fds.MemFd]);
             foreach (var bell in rings.Fds.Doorbells) Assert.Equal("anon_inode:[eventfd]", fds[bell]);
-            // The daemon attached to the ring (it records its pid in the ring's header) before it said ready.
-            Assert.Equal(pid, rings.PeerPid);
+            // The daemon attached to the ring (it records its pid in the ring's header) before it said ready: pid 1, the
+            // first process of the pid namespace fuse_launcher made for it.
+            Assert.Equal(1, rings.PeerPid);
 
             Libc.kill(pid, Libc.SIGTERM);
             Assert.True(ProcFs.WaitGone(pid, 10_000), "the daemon did not exit on SIGTERM");
@@ -113,7 +114,7 @@ public class FuseLauncherPassthroughTests
     {
         using var share = new TempShare();
         var missing = Path.Combine(share.Root, "no-such-mount-point");
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", missing, "--passthrough", LauncherRun.PassthroughPath, "--timeout", "30"]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", missing, "--passthrough", LauncherRun.PassthroughPath, "--timeout", "30"]);
 
         Assert.Equal(1, run.ExitCode);
         Assert.Empty(run.Stdout);
@@ -130,7 +131,7 @@ public class FuseLauncherPassthroughTests
         using var share = new TempShare();
         var missing = Path.Combine(share.Root, "no-such-mount-point");
         var dll = Path.Combine(LauncherRun.RepoRoot, "passthrough", "bin", LauncherRun.Configuration, "net10.0", "passthrough.dll");
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", missing, "--passthrough", dll, "--timeout", "30"]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", missing, "--passthrough", dll, "--timeout", "30"]);
 
         // It ran (its own reason comes back), so the .dll was started through the dotnet host.
         Assert.Equal(1, run.ExitCode);

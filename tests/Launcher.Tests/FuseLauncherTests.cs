@@ -25,7 +25,7 @@ public class FuseLauncherTests
         try
         {
             var run = LauncherRun.Start([
-                "--shared-dir", share.Share, "--mount", Path.Combine(share.Root, "mnt"), "--tag", "data",
+                "--shared-dir", share.Share, "--sandbox", "none", "--mount", Path.Combine(share.Root, "mnt"), "--tag", "data",
                 "--ring", $"memfd={memfd},queues=1,sq0={doorbell},sqf0={doorbell},cq0={doorbell},cqf0={doorbell}", "--inherit-fd", doorbell.ToString(),
                 "--control-socket", control, "--passthrough", script]);
 
@@ -84,7 +84,7 @@ public class FuseLauncherTests
         {
             var run = LauncherRun.Start([
                 "-o", "source=share,cache=always,xattr", "--readonly", "--writeback", "--direct-io", "--allow-direct-io",
-                "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug", "--mount", "mnt",
+                "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug", "--sandbox", "none", "--mount", "mnt",
                 "--passthrough", script], workingDirectory: share.Root);
             Assert.True(run.ExitCode == 0, run.Stderr);
             pid = share.ScriptPid();
@@ -92,7 +92,7 @@ public class FuseLauncherTests
             Assert.Equal(
                 new[] { "--shared-dir", share.Share, "--cache", "always", "--direct-io", "--allow-direct-io", "--xattr",
                  "--readonly", "--writeback", "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug",
-                 "--mount", Path.Combine(share.Root, "mnt"), "--ready-fd", "3" },
+                 "--sandbox", "none", "--mount", Path.Combine(share.Root, "mnt"), "--ready-fd", "3" },
                 args);
             // The daemon runs in "/", so relative paths would have meant something else there.
             Assert.Equal("/", new DirectoryInfo($"/proc/{pid}/cwd").LinkTarget);
@@ -112,7 +112,7 @@ public class FuseLauncherTests
             echo "ready pid=$$ control=$control" >&$ready
             exec sleep 60
             """);
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script],
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--passthrough", script],
             environment: new Dictionary<string, string> { ["LAUNCHER_TEST_VALUE"] = "passed through" });
         Libc.kill(share.ScriptPid(), Libc.SIGKILL);
         Assert.True(run.ExitCode == 0, run.Stderr);
@@ -130,7 +130,7 @@ public class FuseLauncherTests
             echo $! > '{{childPid}}'
             wait
             """);
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--timeout", "1", "--passthrough", script]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--timeout", "1", "--passthrough", script]);
 
         Assert.Equal(3, run.ExitCode);
         Assert.Empty(run.Stdout);
@@ -150,7 +150,7 @@ public class FuseLauncherTests
             trap '' TERM
             while true; do sleep 0.1; done
             """);
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--timeout", "0.5", "--passthrough", script]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--timeout", "0.5", "--passthrough", script]);
 
         Assert.Equal(3, run.ExitCode);
         Assert.InRange(run.Elapsed.TotalMilliseconds, 500 + FuseLauncher.StopGraceMs, 500 + FuseLauncher.StopGraceMs + 8000);
@@ -166,7 +166,7 @@ public class FuseLauncherTests
             echo "passthrough: The mount point /nowhere does not exist or is not a directory; create it first." >&2
             exit 1
             """);
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/nowhere", "--passthrough", script]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/nowhere", "--passthrough", script]);
 
         Assert.Equal(1, run.ExitCode);
         Assert.Empty(run.Stdout);
@@ -183,7 +183,7 @@ public class FuseLauncherTests
             exec {ready}>&-
             exec sleep 60
             """);
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--passthrough", script]);
 
         Assert.Equal(1, run.ExitCode);
         Assert.Contains("did not report ready properly on its ready pipe (nothing was written)", Assert.Single(run.StderrLines));
@@ -198,7 +198,7 @@ public class FuseLauncherTests
             echo "ready pid=1 control=-" >&$ready
             exec sleep 60
             """);
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--passthrough", script]);
 
         Assert.Equal(1, run.ExitCode);
         Assert.Contains("reported pid 1 but fuse_launcher started pid", Assert.Single(run.StderrLines));
@@ -210,7 +210,7 @@ public class FuseLauncherTests
     {
         using var share = new TempShare();
         var script = share.Script("slow.sh", "exec sleep 60");
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--timeout", "30", "--passthrough", script], launcher =>
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--timeout", "30", "--passthrough", script], launcher =>
         {
             var deadline = Environment.TickCount64 + 10_000;
             while (!File.Exists(share.PidFile) && Environment.TickCount64 < deadline) Thread.Sleep(20);
@@ -238,7 +238,7 @@ public class FuseLauncherTests
             echo "serving for a while" >&2
             exec sleep 60
             """);
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--log-file", log, "--passthrough", script]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--log-file", log, "--passthrough", script]);
         try
         {
             Assert.True(run.ExitCode == 0, run.Stderr);
@@ -263,7 +263,7 @@ public class FuseLauncherTests
             echo "passthrough: Cannot open /dev/fuse (No such device); load the fuse module or give the daemon access to the device." >&2
             exit 1
             """);
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--log-file", log, "--passthrough", script]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--log-file", log, "--passthrough", script]);
 
         Assert.Equal(1, run.ExitCode);
         Assert.Equal(
@@ -281,7 +281,7 @@ public class FuseLauncherTests
             echo "passthrough: Cannot open /dev/fuse (No such device); load the fuse module or give the daemon access to the device." >&2
             exit 1
             """);
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/2", "--passthrough", script]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--log-file", "/proc/self/fd/2", "--passthrough", script]);
 
         Assert.Equal(1, run.ExitCode);
         Assert.DoesNotContain("Exception", run.Stderr);
@@ -303,7 +303,7 @@ public class FuseLauncherTests
         var info = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { "-c", "exec 7>>\"$0\"; exec \"$@\"", log,
 
-            LauncherRun.LauncherPath, "--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/7", "--passthrough", script })
+            LauncherRun.LauncherPath, "--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--log-file", "/proc/self/fd/7", "--passthrough", script })
             info.ArgumentList.Add(a);
         using var p = Process.Start(info)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
@@ -349,7 +349,7 @@ public class FuseLauncherTests
             """;
         var info = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { "-c", Wrapper,
-            LauncherRun.LauncherPath, "--shared-dir", share.Share, "--mount", "/mnt", "--log-file", "/proc/self/fd/2", "--passthrough", script })
+            LauncherRun.LauncherPath, "--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--log-file", "/proc/self/fd/2", "--passthrough", script })
             info.ArgumentList.Add(a);
         try
         {
@@ -380,7 +380,7 @@ public class FuseLauncherTests
             exec sleep 60
             """);
         var info = new ProcessStartInfo(LauncherRun.LauncherPath) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { "--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", script })
+        foreach (var a in new[] { "--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--passthrough", script })
             info.ArgumentList.Add(a);
         using var launcher = Process.Start(info)!;
         launcher.StandardOutput.Close();
@@ -399,7 +399,7 @@ public class FuseLauncherTests
         var notAProgram = Path.Combine(share.Root, "garbage");
         File.WriteAllBytes(notAProgram, [0x7f, (byte)'E', (byte)'L', (byte)'F', 0, 0, 0]);
         File.SetUnixFileMode(notAProgram, UnixFileMode.UserRead | UnixFileMode.UserExecute);
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", notAProgram]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--passthrough", notAProgram]);
 
         Assert.Equal(1, run.ExitCode);
         Assert.StartsWith($"fuse_launcher: Could not start {notAProgram}: ", Assert.Single(run.StderrLines));

@@ -33,22 +33,22 @@ public class LaunchCommandTests
         { "--shared-dir SHARE --timeout soon --mount /mnt --passthrough SCRIPT", "--timeout soon is not a number of seconds" },
         { "--shared-dir SHARE --tag 0123456789012345678901234567890123456 --mount /mnt --passthrough SCRIPT", "--tag '0123456789012345678901234567890123456' is 37 bytes long; a virtio-fs tag holds 1 to 36 bytes." },
         { "--shared-dir SHARE --passthrough SCRIPT", "Nothing to serve; pass --ring SPEC" },
-        { "--shared-dir SHARE --mount /mnt --control-socket ROOT/nodir/c.sock --passthrough SCRIPT", "--control-socket ROOT/nodir/c.sock: the directory ROOT/nodir does not exist; create it or choose another path." },
-        { "--shared-dir SHARE --mount /mnt --control-socket ROOT/LONG --passthrough SCRIPT", "bytes long; a UNIX socket path holds at most 107, choose a shorter path." },
-        { "--shared-dir SHARE --mount /mnt --control-socket FILE --passthrough SCRIPT", "--control-socket FILE exists and is not a socket; remove it or choose another path." },
-        { "--shared-dir SHARE --mount /mnt --control-socket ROOT --passthrough SCRIPT", "--control-socket ROOT exists and is not a socket" },
-        { "--shared-dir SHARE --mount /mnt --inherit-fd 2 --passthrough SCRIPT", "--inherit-fd 2, a standard stream; the launcher gives the daemon its own fds 0-2, so pass descriptors 3 and above." },
-        { "--shared-dir SHARE --mount /mnt --inherit-fd 987 --passthrough SCRIPT", "--inherit-fd 987, which is not open in fuse_launcher; start fuse_launcher with that descriptor inherited (without FD_CLOEXEC) or fix the number." },
-        { "--shared-dir SHARE --mount /mnt --inherit-fd five --passthrough SCRIPT", "--inherit-fd five is not a descriptor number; pass a number such as --inherit-fd 5." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --control-socket ROOT/nodir/c.sock --passthrough SCRIPT", "--control-socket ROOT/nodir/c.sock: the directory ROOT/nodir does not exist; create it or choose another path." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --control-socket ROOT/LONG --passthrough SCRIPT", "bytes long; a UNIX socket path holds at most 107, choose a shorter path." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --control-socket FILE --passthrough SCRIPT", "--control-socket FILE exists and is not a socket; remove it or choose another path." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --control-socket ROOT --passthrough SCRIPT", "--control-socket ROOT exists and is not a socket" },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --inherit-fd 2 --passthrough SCRIPT", "--inherit-fd 2, a standard stream; the launcher gives the daemon its own fds 0-2, so pass descriptors 3 and above." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --inherit-fd 987 --passthrough SCRIPT", "--inherit-fd 987, which is not open in fuse_launcher; start fuse_launcher with that descriptor inherited (without FD_CLOEXEC) or fix the number." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --inherit-fd five --passthrough SCRIPT", "--inherit-fd five is not a descriptor number; pass a number such as --inherit-fd 5." },
         { "--shared-dir SHARE --ring memfd=5,queues=1 --passthrough SCRIPT", "--ring: The ring descriptor 'memfd=5,queues=1' lacks sq0= for queue 0 of 1;" },
         { "--shared-dir SHARE --ring memfd=985,queues=1,sq0=986,sqf0=986,cq0=987,cqf0=987 --passthrough SCRIPT", "--ring names fd 985 as memfd, which is not open in fuse_launcher" },
-        { "--shared-dir SHARE --mount /mnt --passthrough ROOT/missing", "--passthrough ROOT/missing does not exist; pass the daemon's executable or .dll." },
-        { "--shared-dir SHARE --mount /mnt --passthrough FILE", "--passthrough FILE is not executable; make it executable (chmod +x) or pass the .dll." },
-        { "--shared-dir SHARE --mount /mnt --passthrough ROOT", "--passthrough ROOT is a directory; pass the daemon's executable or .dll." },
-        { "--shared-dir SHARE --mount /mnt --bogus --passthrough SCRIPT", "--bogus" },
-        { "--shared-dir SHARE --mount /mnt --log-file ROOT --passthrough SCRIPT", "--log-file ROOT is a directory; pass a file path." },
-        { "--shared-dir SHARE --mount /mnt --log-file ROOT/nodir/d.log --passthrough SCRIPT", "--log-file ROOT/nodir/d.log: the directory ROOT/nodir does not exist; create it or choose another path." },
-        { "--shared-dir SHARE --mount /mnt --log-file /proc/self/d.log --passthrough SCRIPT", "--log-file /proc/self/d.log: the directory /proc/self is not writable" },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --passthrough ROOT/missing", "--passthrough ROOT/missing does not exist; pass the daemon's executable or .dll." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --passthrough FILE", "--passthrough FILE is not executable; make it executable (chmod +x) or pass the .dll." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --passthrough ROOT", "--passthrough ROOT is a directory; pass the daemon's executable or .dll." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --bogus --passthrough SCRIPT", "--bogus" },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --log-file ROOT --passthrough SCRIPT", "--log-file ROOT is a directory; pass a file path." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --log-file ROOT/nodir/d.log --passthrough SCRIPT", "--log-file ROOT/nodir/d.log: the directory ROOT/nodir does not exist; create it or choose another path." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --log-file /proc/self/d.log --passthrough SCRIPT", "--log-file /proc/self/d.log: the directory /proc/self is not writable" },
     };
 
     [Theory]
@@ -82,7 +82,7 @@ public class LaunchCommandTests
         using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         listener.Bind(new UnixDomainSocketEndPoint(path));
         listener.Listen();
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--control-socket", path, "--passthrough", share.ReadyScript()]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--control-socket", path, "--passthrough", share.ReadyScript()]);
 
         Assert.Equal(2, run.ExitCode);
         Assert.Equal($"fuse_launcher: --control-socket {path} is in use by a running server; stop it or choose another path.", Assert.Single(run.StderrLines));
@@ -96,7 +96,7 @@ public class LaunchCommandTests
         var path = Path.Combine(share.Root, "stale.sock");
         using (var gone = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
             gone.Bind(new UnixDomainSocketEndPoint(path));
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--control-socket", path, "--passthrough", share.ReadyScript()]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--control-socket", path, "--passthrough", share.ReadyScript()]);
         Libc.kill(share.ScriptPid(), Libc.SIGKILL);
 
         Assert.True(run.ExitCode == 0, run.Stderr);
@@ -107,7 +107,7 @@ public class LaunchCommandTests
     {
         // /proc/self is not writable even for root: access(W_OK) fails with EACCES.
         using var share = new TempShare();
-        var run = LauncherRun.Start(["--shared-dir", share.Share, "--mount", "/mnt", "--control-socket", "/proc/self/c.sock", "--passthrough", share.ReadyScript()]);
+        var run = LauncherRun.Start(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--control-socket", "/proc/self/c.sock", "--passthrough", share.ReadyScript()]);
 
         Assert.Equal(2, run.ExitCode);
         Assert.StartsWith("fuse_launcher: --control-socket /proc/self/c.sock: the directory /proc/self is not writable", Assert.Single(run.StderrLines));
@@ -119,7 +119,7 @@ public class LaunchCommandTests
         using var share = new TempShare();
         var script = share.ReadyScript();
         Assert.True(LaunchCommand.TryParse(
-            ["-o", $"source={share.Share},cache=none,xattr,no_xattr,readonly,flock", "-o", "writeback", "--mount", "relative/mnt", "--passthrough", script, "--timeout", "2.5"],
+            ["-o", $"source={share.Share},cache=none,xattr,no_xattr,readonly,flock", "-o", "writeback", "--sandbox", "none", "--mount", "relative/mnt", "--passthrough", script, "--timeout", "2.5"],
             out var settings, out var error), error);
         Assert.Equal(share.Share, settings.Share.SharedDir);
         Assert.Equal(CachePolicy.Never, settings.Share.Cache); // virtiofsd's "none" is this stack's "never"
@@ -139,7 +139,7 @@ public class LaunchCommandTests
         using var share = new TempShare();
         var dll = Path.Combine(share.Root, "passthrough.dll");
         File.WriteAllText(dll, "");
-        Assert.True(LaunchCommand.TryParse(["--shared-dir", share.Share, "--mount", "/mnt", "--passthrough", dll], out var settings, out var error), error);
+        Assert.True(LaunchCommand.TryParse(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--passthrough", dll], out var settings, out var error), error);
         Assert.Equal(dll, settings.Passthrough);
         Assert.NotNull(settings.DotnetHost);
         Assert.Equal("dotnet", Path.GetFileName(settings.DotnetHost));

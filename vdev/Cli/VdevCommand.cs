@@ -34,7 +34,7 @@ public static partial class VdevCommand
     /// <summary>virtiofsd options with a value that change nothing here.</summary>
     private static readonly string[] IgnoredWithValue =
     [
-        "--sandbox", "--seccomp", "--rlimit-nofile", "--modcaps", "--inode-file-handles", "--migration-mode",
+        "--inode-file-handles", "--migration-mode",
         "--migration-on-error", "--uid-map", "--gid-map", "--translate-uid", "--translate-gid", "--xattrmap",
     ];
 

@@ -26,7 +26,7 @@ public sealed class DaemonQueueCpusTests : IDisposable
     [Fact]
     public void QueueCpusNeedsTheRing_AndACpuList()
     {
-        Assert.Equal("--queue-cpus places the ring's request queues; it needs --ring.", Build("--mount", "/mnt", "--queue-cpus", "0").Error);
+        Assert.Equal("--queue-cpus places the ring's request queues; it needs --ring.", Build("--sandbox", "none", "--mount", "/mnt", "--queue-cpus", "0").Error);
         Assert.Equal("--queue-cpus 'x' is not a CPU list; give one host CPU per request queue, as numbers from 0 to 1023 or ranges, e.g. 0,1 or 2-3, or none.",
             Build("--ring", "memfd=3", "--queue-cpus", "x").Error);
         Assert.Null(Build("--ring", "memfd=3", "--queue-cpus", "none").Settings!.QueueCpus);

@@ -50,7 +50,7 @@ public sealed class HostileRequestTests : IDisposable
         _sentinelMtime = File.GetLastWriteTimeUtc(_sentinel);
         _sentinelMode = File.GetUnixFileMode(_sentinel);
 
-        _fs = FileSystemFactory.Create(new LiveSettings(new ShareSettings { SharedDir = _share, Xattr = true }), NullLogger.Instance);
+        _fs = FileSystemFactory.Create(new LiveSettings(new ShareSettings { SharedDir = _share, Xattr = true }), NullLogger.Instance, _share);
         _client = new RawFuseClient(new FuseEngine(_fs));
         Assert.True(_client.Init().Ok);
     }

@@ -81,6 +81,8 @@ public sealed class MountedShare : IDisposable
         foreach (var a in prefix) info.ArgumentList.Add(a);
         info.ArgumentList.Add("--shared-dir");
         info.ArgumentList.Add(Path.Combine(root, "src"));
+        info.ArgumentList.Add("--sandbox");
+        info.ArgumentList.Add("none");
         info.ArgumentList.Add("--mount");
         info.ArgumentList.Add(Path.Combine(root, "mnt"));
         if (control)

@@ -37,7 +37,7 @@ public sealed class CtlCommandDaemonTests
         foreach (string arg in new[]
                  {
                      Path.Combine(AppContext.BaseDirectory, "passthrough.dll"), "--shared-dir", shared, "--tag", "e2e",
-                     "--mount", mount, "--control-socket", socket, "--cache", "never", "--log-level", "warn",
+                     "--sandbox", "none", "--mount", mount, "--control-socket", socket, "--cache", "never", "--log-level", "warn",
                  })
             psi.ArgumentList.Add(arg);
         using Process daemon = Process.Start(psi)!;
