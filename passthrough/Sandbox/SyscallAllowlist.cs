@@ -15,7 +15,7 @@ internal static class SyscallAllowlist
         "brk", "mmap", "munmap", "mprotect", "mremap", "madvise", "membarrier", "mlock", "munlock",
         "clone", "clone3", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "arch_prctl",
         "futex", "futex_waitv", "sched_yield", "sched_getaffinity", "sched_setaffinity", "sched_getparam",
-        "sched_getscheduler", "getpriority", "setpriority", "exit", "exit_group", "restart_syscall",
+        "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min", "sched_setscheduler", "sched_setparam", "sched_getattr", "sched_setattr", "getpriority", "setpriority", "exit", "exit_group", "restart_syscall",
         "gettid", "getpid", "getppid", "tgkill", "tkill", "prctl", "capget", "getrandom", "uname", "sysinfo",
         "getrlimit", "prlimit64", "getrusage", "times",
         // Signals (the runtime's, and the daemon's SIGTERM handling).
