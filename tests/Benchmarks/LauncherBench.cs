@@ -50,8 +50,12 @@ internal static class LauncherBench
             Console.WriteLine($"{"what",-44} {"median",8} {"min",8} {"max",8}");
             Report("fuse_launcher + ready script", Measure(runs, () => LaunchOnce(launcher, script, share, queues)));
             Report("fuse_launcher + passthrough (ring)", Measure(runs, () => LaunchOnce(launcher, passthrough, share, queues)));
+            var vdev = Path.Combine(Path.GetDirectoryName(launcher)!, "vdev");
+            if (File.Exists(vdev))
+                Report("vdev exec until its socket exists (1 share)", Measure(runs, () => ExecUntilSocket(dir, vdev, [$"--socket-path={Path.Combine(dir, "vdev.sock")}", "--shared-dir", share, "--log-level", "warn"], "vdev.sock")));
             if (File.Exists("/usr/lib/qemu/virtiofsd"))
-                Report("virtiofsd exec until its socket exists", Measure(runs, () => VirtiofsdOnce(dir, share)));
+                Report("virtiofsd exec until its socket exists", Measure(runs, () => ExecUntilSocket(dir, "/usr/lib/qemu/virtiofsd",
+                    [$"--socket-path={Path.Combine(dir, "virtiofsd.sock")}", "-o", $"source={share}", "-o", "cache=none", "-o", "sandbox=chroot"], "virtiofsd.sock")));
             return 0;
         }
         finally
@@ -96,25 +100,25 @@ internal static class LauncherBench
         }
     }
 
-    private static double VirtiofsdOnce(string dir, string share)
+    /// <summary>From exec until <paramref name="socketName"/> appears in <paramref name="dir"/>; then the process (and, for vdev, its daemon) is stopped with SIGTERM.</summary>
+    private static double ExecUntilSocket(string dir, string program, string[] args, string socketName)
     {
-        var socket = Path.Combine(dir, "virtiofsd.sock");
+        var socket = Path.Combine(dir, socketName);
         File.Delete(socket);
-        var info = new ProcessStartInfo("/usr/lib/qemu/virtiofsd") { RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { $"--socket-path={socket}", "-o", $"source={share}", "-o", "cache=none", "-o", "sandbox=chroot" })
-            info.ArgumentList.Add(a);
+        var info = new ProcessStartInfo(program) { RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in args) info.ArgumentList.Add(a);
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(info)!;
         process.ErrorDataReceived += (_, _) => { };
         process.BeginErrorReadLine();
         while (!File.Exists(socket))
         {
-            if (process.HasExited) throw new InvalidOperationException($"virtiofsd exited with {process.ExitCode} before creating its socket.");
+            if (process.HasExited) throw new InvalidOperationException($"{program} exited with {process.ExitCode} before creating its socket.");
             Thread.SpinWait(1000);
         }
         double ms = clock.Elapsed.TotalMilliseconds;
-        process.Kill();
-        process.WaitForExit();
+        Hypervisor.Interop.Libc.kill(process.Id, Hypervisor.Interop.Libc.SIGTERM);
+        if (!process.WaitForExit(10_000)) process.Kill();
         return ms;
     }
 

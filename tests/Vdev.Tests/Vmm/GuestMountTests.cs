@@ -82,7 +82,7 @@ public sealed class GuestMountTests : IDisposable
         var share = MakeShare(out var content);
         using var rings = Hypervisor.Protocol.Ring.ShmRingSet.Create(3);
         var psi = new ProcessStartInfo(daemonPath) { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { "--shared-dir", share, "--ring", rings.Fds.ToString(), "--log-level", "warn" }) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "--shared-dir", share, "--ring", rings.Fds.ToString(), "--log-level", "warn", "--sandbox", "chroot" }) psi.ArgumentList.Add(a);
         var daemonLog = new StringBuilder();
         rings.SetInheritable(true);
         Process daemon;
