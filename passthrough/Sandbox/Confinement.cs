@@ -1,6 +1,4 @@
 using System.Globalization;
-using System.Runtime.CompilerServices;
-using System.Text;
 using Hypervisor.Interop;
 using Hypervisor.Passthrough.Cli;
 using Hypervisor.Passthrough.Control;
@@ -33,9 +31,9 @@ public sealed class ConfinementException(string message) : Exception(message);
 /// </summary>
 public sealed class Confinement : IDisposable
 {
-    private nint _filter;
+    private SeccompFilter? _filter;
 
-    private Confinement(ControlListener? control, string root, nint filter)
+    private Confinement(ControlListener? control, string root, SeccompFilter? filter)
     {
         Control = control;
         Root = root;
@@ -71,7 +69,7 @@ public sealed class Confinement : IDisposable
         var mode = share.Sandbox;
         if (mode is SandboxMode.Namespace or SandboxMode.Chroot)
         {
-            if (RuntimeFeature.IsDynamicCodeSupported)
+            if (System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported)
                 throw new ConfinementException($"--sandbox {ShareVocabulary.Name(mode)} needs the native build of the daemon (dist/passthrough, from .ci/build): this one runs on the .NET runtime, which loads its files from the host after the root has changed; use the native build or pass --sandbox none.");
             if (Libc.geteuid() != 0)
                 throw new ConfinementException($"--sandbox {ShareVocabulary.Name(mode)} needs root (the user-namespace form of the sandbox is not implemented); run as root or pass --sandbox none.");
@@ -90,16 +88,16 @@ public sealed class Confinement : IDisposable
         }
 
         var control = settings.ControlSocket is { } path ? ControlListener.Bind(path) : null;
-        nint filter = 0;
+        SeccompFilter? filter = null;
         try
         {
-            filter = share.Seccomp == SeccompAction.None ? 0 : CompileFilter(share.Seccomp, settings.MountPoint is not null);
+            filter = share.Seccomp == SeccompAction.None ? null : CompileFilter(share.Seccomp, settings.MountPoint is not null);
             // Read once while /etc/localtime is reachable: log lines carry the local time.
             _ = TimeZoneInfo.Local;
             var root = settings.Share.SharedDir;
             if (mode is SandboxMode.Namespace or SandboxMode.Chroot)
             {
-                var threads = ThreadIds();
+                var threads = ThreadConfinement.ThreadIds();
                 EnterRoot(mode, root);
                 root = "/";
                 if (control is not null) control.PathLeftBehind = true;
@@ -107,14 +105,14 @@ public sealed class Confinement : IDisposable
             }
             else if (settings.MountPoint is null)
             {
-                DropCapabilities(share, ThreadIds());
+                DropCapabilities(share, ThreadConfinement.ThreadIds());
             }
             return new Confinement(control, root, filter);
         }
         catch
         {
             control?.Dispose();
-            if (filter != 0) Libc.seccomp_release(filter);
+            filter?.Dispose();
             throw;
         }
     }
@@ -122,21 +120,21 @@ public sealed class Confinement : IDisposable
     /// <summary>Loads the seccomp filter into the kernel for every thread of the process (no-op with <c>--seccomp none</c>).</summary>
     public void LoadFilter()
     {
-        if (_filter == 0) return;
-        var rc = Libc.seccomp_load(_filter);
-        if (rc != 0)
-            throw new ConfinementException($"seccomp: loading the filter failed with {Libc.Describe(-rc)}; the kernel needs SECCOMP_FILTER_FLAG_TSYNC (Linux 3.17), or pass --seccomp none.");
-        Libc.seccomp_release(_filter);
-        _filter = 0;
+        if (_filter is null) return;
+        try
+        {
+            _filter.Load();
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new ConfinementException($"seccomp: {e.Message}; or pass --seccomp none.");
+        }
+        _filter = null;
     }
 
-    public void Dispose()
-    {
-        if (_filter != 0) Libc.seccomp_release(_filter);
-        _filter = 0;
-    }
+    public void Dispose() => _filter?.Dispose();
 
-    private static nint CompileFilter(SeccompAction action, bool devFuse)
+    private static SeccompFilter CompileFilter(SeccompAction action, bool devFuse)
     {
         uint defaultAction = action switch
         {
@@ -144,36 +142,14 @@ public sealed class Confinement : IDisposable
             SeccompAction.Log => Libc.SCMP_ACT_LOG,
             _ => Libc.SCMP_ACT_KILL_PROCESS,
         };
-        nint context;
         try
         {
-            context = Libc.seccomp_init(defaultAction);
+            return SeccompFilter.Compile(defaultAction, devFuse ? [.. SyscallAllowlist.Names, .. SyscallAllowlist.DevFuse] : SyscallAllowlist.Names);
         }
-        catch (DllNotFoundException)
+        catch (InvalidOperationException e)
         {
-            throw new ConfinementException($"seccomp: {Libc.Seccomp} is not installed; install libseccomp2, or pass --seccomp none.");
+            throw new ConfinementException($"seccomp: {e.Message}; or pass --seccomp none.");
         }
-        if (context == 0) throw new ConfinementException("seccomp: libseccomp could not create a filter; pass --seccomp none to run without one.");
-        foreach (var names in devFuse ? [SyscallAllowlist.Names, SyscallAllowlist.DevFuse] : new[] { SyscallAllowlist.Names })
-        {
-            foreach (var name in names)
-            {
-                var number = Libc.seccomp_syscall_resolve_name(name);
-                if (number < 0) continue;
-                var rc = Libc.seccomp_rule_add(context, Libc.SCMP_ACT_ALLOW, number, 0);
-                if (rc != 0)
-                {
-                    Libc.seccomp_release(context);
-                    throw new ConfinementException($"seccomp: adding {name} to the filter failed with {Libc.Describe(-rc)}; pass --seccomp none to run without a filter.");
-                }
-            }
-        }
-        if (Libc.seccomp_attr_set(context, Libc.SCMP_FLTATR_CTL_TSYNC, 1) != 0)
-        {
-            Libc.seccomp_release(context);
-            throw new ConfinementException("seccomp: this libseccomp cannot apply a filter to every thread (TSYNC); install libseccomp2 2.2 or later, or pass --seccomp none.");
-        }
-        return context;
     }
 
     private static void EnterRoot(SandboxMode mode, string share)
@@ -206,88 +182,11 @@ public sealed class Confinement : IDisposable
     private static void Fail(string step) =>
         throw new ConfinementException($"sandbox: {step} failed with {Libc.Describe(Libc.LastErrno)}; the daemon must start as root (through fuse_launcher for --sandbox namespace), or pass --sandbox none.");
 
-    private static List<int> ThreadIds()
-    {
-        var ids = new List<int>();
-        foreach (var dir in Directory.EnumerateDirectories("/proc/self/task"))
-            ids.Add(int.Parse(Path.GetFileName(dir), CultureInfo.InvariantCulture));
-        return ids;
-    }
-
     private static void DropCapabilities(ShareSettings share, List<int> threads)
     {
         if (!Capabilities.TryModify(Capabilities.DaemonDefault, share.Modcaps, out var keep, out var why))
             throw new ConfinementException($"--modcaps {share.Modcaps} {why}");
-        var self = DropOnThisThread(keep);
-        if (self != 0) throw new ConfinementException($"capabilities: {self}");
-        // The runtime's finalizer thread runs a finalizer of ours, and so drops them itself.
-        var finalizer = OnFinalizerThread(() => DropOnThisThread(keep));
-        if (finalizer != 0) throw new ConfinementException($"capabilities on the finalizer thread: {finalizer}");
-        foreach (var tid in threads)
-        {
-            var status = ThreadStatus(tid);
-            if (status is null) continue; // the thread has ended
-            var expected = keep.ToString("x16", CultureInfo.InvariantCulture);
-            foreach (var field in new[] { "CapEff", "CapPrm", "CapBnd" })
-            {
-                if (Field(status, field) != expected)
-                    throw new ConfinementException($"capabilities: thread {tid} ({Field(status, "Name")}) still has {field} {Field(status, field)}, not {expected}; it was started before the sandbox and did not drop them.");
-            }
-            if (Field(status, "NoNewPrivs") != "1")
-                throw new ConfinementException($"capabilities: thread {tid} ({Field(status, "Name")}) does not have NoNewPrivs.");
-        }
-    }
-
-    /// <summary>Bounding set, then effective and permitted, inheritable and ambient cleared, NoNewPrivs: 0 or what failed.</summary>
-    private static int DropOnThisThread(ulong keep)
-    {
-        for (int cap = 0; cap < 64; cap++)
-        {
-            if ((keep & (1UL << cap)) != 0) continue;
-            // EINVAL: a capability this kernel does not have.
-            if (Libc.prctl(Libc.PR_CAPBSET_DROP, (nuint)cap, 0, 0, 0) != 0 && Libc.LastErrno != Libc.EINVAL) return 1000 + Libc.LastErrno;
-        }
-        if (Libc.prctl(Libc.PR_CAP_AMBIENT, Libc.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) return 2000 + Libc.LastErrno;
-        if (Libc.SetThreadCapabilities(keep) != 0) return 3000 + Libc.LastErrno;
-        if (Libc.prctl(Libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return 4000 + Libc.LastErrno;
-        return 0;
-    }
-
-    private static int OnFinalizerThread(Func<int> action)
-    {
-        var result = new StrongBox<int>(int.MinValue);
-        Queue(action, result);
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        return result.Value;
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Queue(Func<int> action, StrongBox<int> result) => _ = new FinalizerWork(action, result);
-
-    private sealed class FinalizerWork(Func<int> action, StrongBox<int> result)
-    {
-        ~FinalizerWork() => result.Value = action();
-    }
-
-    /// <summary>A thread's /proc status, read relative to the working directory once it is /proc/self/fd.</summary>
-    private static string? ThreadStatus(int tid)
-    {
-        var path = ProcPath.IsRelative ? $"../task/{tid}/status" : $"/proc/self/task/{tid}/status";
-        var fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
-        if (fd < 0) return null;
-        using var file = new SafeFd(fd);
-        var buffer = new byte[8192];
-        var n = Libc.read(fd, buffer, (nuint)buffer.Length);
-        return n <= 0 ? null : Encoding.ASCII.GetString(buffer, 0, (int)n);
-    }
-
-    private static string? Field(string status, string name)
-    {
-        foreach (var line in status.Split('\n'))
-        {
-            if (line.StartsWith(name + ":", StringComparison.Ordinal)) return line[(name.Length + 1)..].Trim();
-        }
-        return null;
+        if (ThreadConfinement.Drop(keep, threads) is { } problem)
+            throw new ConfinementException($"capabilities: {problem}.");
     }
 }

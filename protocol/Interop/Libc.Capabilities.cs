@@ -35,6 +35,18 @@ internal static partial class Libc
     internal static unsafe partial int capset(CapHeader* header, CapData* data);
 
     [LibraryImport(Name, SetLastError = true)]
+    internal static unsafe partial int capget(CapHeader* header, CapData* data);
+
+    /// <summary>The calling thread's permitted set (a bit per capability); 0 if capget fails.</summary>
+    internal static unsafe ulong ThreadPermittedCapabilities()
+    {
+        var header = new CapHeader { Version = LINUX_CAPABILITY_VERSION_3 };
+        // Safe: two CapData on this frame's stack, the count version 3 writes.
+        CapData* data = stackalloc CapData[2];
+        return capget(&header, data) != 0 ? 0 : data[0].Permitted | ((ulong)data[1].Permitted << 32);
+    }
+
+    [LibraryImport(Name, SetLastError = true)]
     internal static partial int prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
 
     /// <summary>Sets the calling thread's effective and permitted sets to <paramref name="capabilities"/> (a bit per capability), the inheritable set empty.</summary>

@@ -144,6 +144,18 @@ public static partial class VdevCommand
     {
         if (Read(args, Console.Error, out var exit) is not { } request) return exit;
         var shares = request.Shares;
+        // Before the logger, the signal handlers and the gRPC client start threads of their own.
+        VdevConfinement confinement;
+        try
+        {
+            confinement = VdevConfinement.Enter([.. shares.Select(s => s.Settings)]);
+        }
+        catch (InvalidOperationException e)
+        {
+            Console.Error.WriteLine($"vdev: {e.Message}");
+            return ExitStart;
+        }
+        using var confined = confinement;
         var level = shares.Select(s => s.Settings.LogLevel.ToLogLevel()).Min();
         using var loggerFactory = LoggerFactory.Create(b => b
             .SetMinimumLevel(level)
@@ -171,6 +183,7 @@ public static partial class VdevCommand
                 launched.Add(await LaunchedShare.StartAsync(share, launcher, loggerFactory.CreateLogger($"vdev.{share.Settings.Tag}"), stop.Token).ConfigureAwait(false));
             }
 
+            confinement.LoadFilter();
             var devices = new List<Task<int>>();
             foreach (var share in launched)
             {
@@ -190,6 +203,11 @@ public static partial class VdevCommand
             }
             var results = await Task.WhenAll(devices).ConfigureAwait(false);
             return results.Max();
+        }
+        catch (InvalidOperationException e) when (e.Message.StartsWith("seccomp:", StringComparison.Ordinal))
+        {
+            Console.Error.WriteLine($"vdev: {e.Message}");
+            return ExitStart;
         }
         catch (ShareStartException e)
         {

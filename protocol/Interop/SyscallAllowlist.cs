@@ -1,4 +1,4 @@
-namespace Hypervisor.Passthrough.Sandbox;
+namespace Hypervisor.Interop;
 
 /// <summary>
 /// The syscalls the daemon makes: its own (the passthrough filesystem, both transports, the control socket) and
@@ -47,4 +47,17 @@ internal static class SyscallAllowlist
 
     /// <summary>Added for a daemon that serves a host /dev/fuse mount (<c>--mount</c>): it unmounts at the end.</summary>
     public static readonly string[] DevFuse = ["mount", "umount2"];
+
+    /// <summary>
+    /// Added for the vdev: what it calls itself (starting fuse_launcher, watching daemons, the vhost-user sockets, guest
+    /// memory) and, since a filter is inherited across exec, what fuse_launcher calls and what a daemon calls while it
+    /// builds its sandbox (the daemon's own, narrower filter then stacks on top).
+    /// </summary>
+    public static readonly string[] Vdev =
+    [
+        "execve", "execveat", "vfork", "fork", "wait4", "waitid", "pidfd_open", "pidfd_send_signal", "kill", "setsid",
+        "setpgid", "getpgid", "getsid", "fallocate", "memfd_create", "mount", "umount2", "pivot_root", "chroot",
+        "setrlimit", "capset", "seccomp", "inotify_init1", "inotify_add_watch", "inotify_rm_watch", "sysinfo",
+        "getdents", "fstatfs", "close_range", "prctl", "mlock2", "msync", "mincore",
+    ];
 }

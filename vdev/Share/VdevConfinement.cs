@@ -1,0 +1,73 @@
+using Hypervisor.Interop;
+using Hypervisor.Protocol.Share;
+
+namespace Hypervisor.Vdev.Share;
+
+/// <summary>
+/// What the vdev gives up. At start-up, before it starts any thread of its own: every capability except those the
+/// processes it starts need (fuse_launcher creates namespaces; a daemon mounts its /proc, pivots or chroots, raises
+/// its descriptor limit, drops its bounding set, and keeps its own set with each share's <c>--modcaps</c>), and
+/// NoNewPrivs, on every thread. Once its shares are started: a seccomp filter for every thread, with the most
+/// permissive of its shares' <c>--seccomp</c> actions. Since a filter is inherited across exec, it also allows what
+/// fuse_launcher and a daemon call; each daemon then stacks its own, narrower one.
+/// </summary>
+internal sealed class VdevConfinement : IDisposable
+{
+    /// <summary>What fuse_launcher and a daemon need beyond the daemon's own set while they build the sandbox.</summary>
+    private static readonly string[] ForStartingDaemons = ["sys_admin", "sys_chroot", "setpcap", "sys_resource"];
+
+    private SeccompFilter? _filter;
+
+    private VdevConfinement(SeccompFilter? filter) => _filter = filter;
+
+    /// <summary>The capabilities the vdev keeps for <paramref name="shares"/>.</summary>
+    public static ulong Keep(IEnumerable<ShareSettings> shares)
+    {
+        ulong keep = Capabilities.DaemonDefault;
+        foreach (var name in ForStartingDaemons)
+        {
+            if (Capabilities.TryParse(name, out var bit)) keep |= bit;
+        }
+        foreach (var share in shares)
+        {
+            if (Capabilities.TryModify(Capabilities.DaemonDefault, share.Modcaps, out var set, out _)) keep |= set;
+        }
+        return keep;
+    }
+
+    /// <summary>Drops capabilities and sets NoNewPrivs; compiles the filter. Throws <see cref="InvalidOperationException"/> with a sentence.</summary>
+    public static VdevConfinement Enter(IReadOnlyList<ShareSettings> shares)
+    {
+        var threads = ThreadConfinement.ThreadIds();
+        var problem = Libc.geteuid() == 0 ? ThreadConfinement.Drop(Keep(shares), threads) : ThreadConfinement.NoNewPrivs();
+        if (problem is not null) throw new InvalidOperationException($"giving up capabilities failed: {problem}.");
+        var action = shares.Select(s => s.Seccomp).DefaultIfEmpty(SeccompAction.Kill).Max();
+        if (action == SeccompAction.None) return new VdevConfinement(null);
+        try
+        {
+            return new VdevConfinement(SeccompFilter.Compile(
+                action switch { SeccompAction.Trap => Libc.SCMP_ACT_TRAP, SeccompAction.Log => Libc.SCMP_ACT_LOG, _ => Libc.SCMP_ACT_KILL_PROCESS },
+                [.. SyscallAllowlist.Names, .. SyscallAllowlist.DevFuse, .. SyscallAllowlist.Vdev]));
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidOperationException($"seccomp: {e.Message}; or pass --seccomp none.");
+        }
+    }
+
+    /// <summary>Loads the filter (once the shares are started). Throws <see cref="InvalidOperationException"/> with a sentence.</summary>
+    public void LoadFilter()
+    {
+        try
+        {
+            _filter?.Load();
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidOperationException($"seccomp: {e.Message}; or pass --seccomp none.");
+        }
+        _filter = null;
+    }
+
+    public void Dispose() => _filter?.Dispose();
+}
