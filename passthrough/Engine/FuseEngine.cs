@@ -55,9 +55,6 @@ public sealed partial class FuseEngine : IDisposable
     /// <summary>The negotiated protocol minor version, or 0 before INIT.</summary>
     public uint ProtocolMinor => _session?.Minor ?? 0;
 
-    /// <summary>The negotiated flags, or none before INIT.</summary>
-    public InitFlags NegotiatedFlags => _session?.Flags ?? InitFlags.None;
-
     /// <summary>True once DESTROY was answered (the transport may stop).</summary>
     public bool Destroyed { get; private set; }
 

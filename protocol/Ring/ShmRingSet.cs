@@ -451,9 +451,6 @@ public sealed unsafe class ShmRingSet : IDisposable
         }
     }
 
-    /// <summary>Whether the peer process is known to have exited (as last observed).</summary>
-    internal bool PeerGone => _peerGone;
-
     /// <summary>
     /// Closes the set in an orderly way: sets this side's closed flag in the header and rings every
     /// doorbell, so that a peer waiting anywhere wakes up and sees <see cref="RingStatus.Closed"/>
@@ -504,9 +501,6 @@ public sealed unsafe class ShmRingSet : IDisposable
 
     /// <summary>Test hook: the start of the mapping, to corrupt the shared memory on purpose.</summary>
     internal byte* BaseForTests => _base;
-
-    /// <summary>Test hook: the size of the mapping.</summary>
-    internal long TotalSizeForTests => _totalSize;
 }
 
 /// <summary>One request queue of a ring set: this process's producer and consumer ends.</summary>
