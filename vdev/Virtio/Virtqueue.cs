@@ -50,9 +50,6 @@ internal sealed unsafe class Virtqueue : IDisposable
     private volatile bool _broken;
     private long _rejectedChains;
 
-    /// <summary>Chains rejected for breaking a rule since the device was created.</summary>
-    public long RejectedChains => Volatile.Read(ref _rejectedChains);
-
     public QueueIndex Index { get; }
     public int Size { get; set; }
     public ulong DescAddr, AvailAddr, UsedAddr;
@@ -472,7 +469,7 @@ internal sealed unsafe class Virtqueue : IDisposable
             {
                 // A buffer may continue into a region that follows it directly in guest-physical space.
                 if (!mem.TryGuestPrefix(addr, left, out var host, out var n)) return $"buffer 0x{d.Addr:x}+{d.Len} outside guest memory";
-                var seg = new GuestBuffer(host, (int)n, addr);
+                var seg = new GuestBuffer(host, (int)n);
                 if (isWrite) req.AddWritable(seg); else req.AddReadable(seg);
                 addr += n;
                 left -= n;
@@ -483,7 +480,7 @@ internal sealed unsafe class Virtqueue : IDisposable
     }
 
     /// <summary>Completes an in-flight request the transport answered; false when the tag is stale or unknown.</summary>
-    public bool Complete(ushort head, ulong tag, ReadOnlySpan<byte> a, ReadOnlySpan<byte> b, bool notify = true)
+    public bool Complete(ushort head, ulong tag, ReadOnlySpan<byte> reply, bool notify = true)
     {
         var slots = _slots;
         if (head >= slots.Length) return false;
@@ -491,10 +488,10 @@ internal sealed unsafe class Virtqueue : IDisposable
         if (req == null || req.Tag != tag) return false;
         if (Interlocked.CompareExchange(ref req.State, SlotBusy, SlotInFlight) != SlotInFlight) return false;
         if (req.Tag != tag) { Volatile.Write(ref req.State, SlotInFlight); return false; }
-        int written = req.Scatter(a, b);
+        int written = req.Scatter(reply);
         if (written < 0)
         {
-            VdevLog.ReplyTooLarge(_log, Index.Value, a.Length + b.Length, req.Unique, req.WritableLength);
+            VdevLog.ReplyTooLarge(_log, Index.Value, reply.Length, req.Unique, req.WritableLength);
             written = req.WriteError(-Libc.EIO);
         }
         FinishSlot(req, written, notify);
