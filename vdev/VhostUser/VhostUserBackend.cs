@@ -75,8 +75,17 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
         switch (r)
         {
             case VhostUserRequest.GetFeatures:
+            case VhostUserRequest.GetProtocolFeatures:
+            case VhostUserRequest.GetQueueNum:
+            case VhostUserRequest.GetMaxMemSlots:
                 NoFds(r, fds); VhostUserPayload.ReadEmpty(r, p);
-                VhostUserPayload.WriteU64(reply, OfferedFeatures);
+                VhostUserPayload.WriteU64(reply, r switch
+                {
+                    VhostUserRequest.GetFeatures => OfferedFeatures,
+                    VhostUserRequest.GetProtocolFeatures => (ulong)OfferedProtocolFeatures,
+                    VhostUserRequest.GetQueueNum => (ulong)device.Queues.Length,
+                    _ => MaxMemSlots,
+                });
                 ch.Reply(r, reply[..8]);
                 return true;
 
@@ -89,12 +98,6 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
                 _protocolFeaturesAcked = (f & VhostUserFeatures.ProtocolFeatures) != 0;
                 return true;
             }
-
-            case VhostUserRequest.GetProtocolFeatures:
-                NoFds(r, fds); VhostUserPayload.ReadEmpty(r, p);
-                VhostUserPayload.WriteU64(reply, (ulong)OfferedProtocolFeatures);
-                ch.Reply(r, reply[..8]);
-                return true;
 
             case VhostUserRequest.SetProtocolFeatures:
             {
@@ -114,18 +117,6 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
                 NoFds(r, fds); VhostUserPayload.ReadEmpty(r, p);
                 device.Reset();
                 _protocolFeaturesAcked = false;
-                return true;
-
-            case VhostUserRequest.GetQueueNum:
-                NoFds(r, fds); VhostUserPayload.ReadEmpty(r, p);
-                VhostUserPayload.WriteU64(reply, (ulong)device.Queues.Length);
-                ch.Reply(r, reply[..8]);
-                return true;
-
-            case VhostUserRequest.GetMaxMemSlots:
-                NoFds(r, fds); VhostUserPayload.ReadEmpty(r, p);
-                VhostUserPayload.WriteU64(reply, MaxMemSlots);
-                ch.Reply(r, reply[..8]);
                 return true;
 
             case VhostUserRequest.SetMemTable:
@@ -223,18 +214,8 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
                 var (index, hasFd) = VhostUserPayload.ReadVringFd(r, p);
                 var q = Queue(r, index);
                 var fd = TakeVringFd(r, hasFd, fds);
-                if (r == VhostUserRequest.SetVringCall)
-                {
-                    var old = q.Call;
-                    q.Call = fd;
-                    old?.Dispose();
-                }
-                else
-                {
-                    var old = q.Err;
-                    q.Err = fd;
-                    old?.Dispose();
-                }
+                var old = r == VhostUserRequest.SetVringCall ? Interlocked.Exchange(ref q.Call, fd) : Interlocked.Exchange(ref q.Err, fd);
+                old?.Dispose();
                 return true;
             }
 
