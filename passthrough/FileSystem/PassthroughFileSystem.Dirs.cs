@@ -39,15 +39,13 @@ public sealed partial class PassthroughFileSystem
         var writer = new DirentWriter(destination);
 
         var allowlist = _settings.Allowlist;
-        string? dirPath = null;
-        if (allowlist is not null)
-        {
-            dirPath = RelativePath(dir!.Fd);
-            if (dirPath is null) return 0;
-        }
-
+        Span<byte> path = allowlist is null ? default : stackalloc byte[PathMax];
         lock (dir!)
         {
+            // Released meanwhile (RELEASEDIR closes the descriptor under this lock).
+            if (dir.Fd.IsClosed) return Errno.EBADF;
+            var dirLength = allowlist is null ? 0 : RelativePathBytes(dir.Fd.Value, path);
+            if (dirLength < 0) return 0;
             dir.Buffer ??= ArrayPool<byte>.Shared.Rent(DirBufferSize);
             if (!dir.Positioned || args.Offset != dir.NextOffset)
             {
@@ -83,7 +81,7 @@ public sealed partial class PassthroughFileSystem
                 var nameArea = record[19..reclen];
                 var name = nameArea[..nameArea.IndexOf((byte)0)];
 
-                if (!IsDots(name) && allowlist is not null && !allowlist.Permits(ChildPath(dirPath!, name)))
+                if (allowlist is not null && !IsDots(name) && !Permits(allowlist, path, AppendChild(path, dirLength, name)))
                 {
                     Log.Hidden(_logger, dir.Node.Id);
                 }
@@ -127,11 +125,7 @@ public sealed partial class PassthroughFileSystem
         return writer.Length;
     }
 
-    private static string ChildPath(string dirPath, ReadOnlySpan<byte> name)
-    {
-        var child = System.Text.Encoding.UTF8.GetString(name);
-        return dirPath.Length == 0 ? child : dirPath + "/" + child;
-    }
+    private static bool Permits(Allowlist allowlist, Span<byte> path, int length) => length >= 0 && allowlist.Permits(path[..length]);
 
     /// <inheritdoc/>
     public Errno ReleaseDir(in FuseContext ctx, NodeId node, in ReleaseIn args)

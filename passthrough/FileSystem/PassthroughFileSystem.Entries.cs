@@ -65,7 +65,7 @@ public sealed partial class PassthroughFileSystem
             Libc.close(fd);
             return errno;
         }
-        if (checkAllowlist && _settings.Allowlist is not null && !Permitted(fd))
+        if (checkAllowlist && CheckReach(fd).IsError)
         {
             Libc.close(fd);
             return Errno.ENOENT;
