@@ -21,8 +21,7 @@ public sealed partial class PassthroughFileSystem
         {
             if (!n!.IsDir) return Errno.ENOTDIR;
             // "." below an O_PATH directory descriptor is that directory: no name from the guest is involved.
-            var fd = Libc.openat(lease.Fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
-            if (fd < 0 && MadeRoom()) fd = Libc.openat(lease.Fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
+            var fd = OpenAt(lease.Fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC);
             if (fd < 0) return LastErrno();
             var dir = Register(n, new SafeFd(fd), isDir: true, Libc.O_RDONLY);
             var flags = _settings.Cache == CachePolicy.Always ? OpenOutFlags.CacheDir | OpenOutFlags.KeepCache : OpenOutFlags.None;

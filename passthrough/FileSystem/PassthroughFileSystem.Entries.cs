@@ -56,8 +56,7 @@ public sealed partial class PassthroughFileSystem
             lock (stripe) stripe.TryGetValue(key, out known);
             if (known is not null && _fdCache.TryCountLookup(known, ticket, _countKnownLookup)) return MakeEntry(known, seen);
         }
-        var fd = Libc.openat(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
-        if (fd < 0 && MadeRoom()) fd = Libc.openat(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+        var fd = OpenAt(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
         if (fd < 0) return LastErrno();
         if (Libc.fstat(fd, out var st) != 0)
         {
@@ -404,63 +403,30 @@ public sealed partial class PassthroughFileSystem
         Credentials.Enter(_switchCredentials && (ctx.Uid != 0 || ctx.Gid != 0), ctx.Uid, ctx.Gid, _logger);
 
     /// <inheritdoc/>
-    public Result<EntryOut> Symlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target)
-    {
-        if (ReadOnly) return Errno.EROFS;
-        var check = CheckNewName(name);
-        if (check.IsError) return check;
-        if (target.IsEmpty) return Errno.ENOENT;
-        if (target.Length >= PathMax) return Errno.ENAMETOOLONG;
-        if (target.IndexOf((byte)0) >= 0) return Errno.EINVAL;
-        var err = AcquireDir(parent, out var lease);
-        if (err.IsError) return err;
-        using (lease)
-        {
-            var reach = CheckChild(lease.Fd, name, ChildUse.Create);
-            if (reach.IsError) return reach;
-            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            Span<byte> targetBuffer = stackalloc byte[PathMax];
-            var failure = Errno.Ok;
-            using (AsCaller(ctx))
-            {
-                if (Libc.symlinkat(CString(target, targetBuffer), lease.Fd, CString(name, nameBuffer)) != 0) failure = LastErrno();
-            }
-            if (failure.IsError) return failure;
-            return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);
-        }
-    }
+    public Result<EntryOut> Symlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target) =>
+        MakeNode(ctx, parent, name, FuseOpcode.Symlink, 0, 0, target,
+            target.IsEmpty ? Errno.ENOENT : target.Length >= PathMax ? Errno.ENAMETOOLONG : target.IndexOf((byte)0) >= 0 ? Errno.EINVAL : Errno.Ok);
 
     /// <inheritdoc/>
-    public Result<EntryOut> MkNod(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkNodIn args)
-    {
-        if (ReadOnly) return Errno.EROFS;
-        var check = CheckNewName(name);
-        if (check.IsError) return check;
-        var type = args.Mode & Libc.S_IFMT;
-        if (type is not (0 or Libc.S_IFREG or Libc.S_IFIFO or Libc.S_IFSOCK or Libc.S_IFCHR or Libc.S_IFBLK)) return Errno.EINVAL;
-        var err = AcquireDir(parent, out var lease);
-        if (err.IsError) return err;
-        using (lease)
-        {
-            var reach = CheckChild(lease.Fd, name, ChildUse.Create);
-            if (reach.IsError) return reach;
-            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            var failure = Errno.Ok;
-            using (AsCaller(ctx))
-            {
-                if (Libc.mknodat(lease.Fd, CString(name, nameBuffer), args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev) != 0) failure = LastErrno();
-            }
-            if (failure.IsError) return failure;
-            return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);
-        }
-    }
+    public Result<EntryOut> MkNod(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkNodIn args) =>
+        MakeNode(ctx, parent, name, FuseOpcode.MkNod, args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev, default,
+            (args.Mode & Libc.S_IFMT) is 0 or Libc.S_IFREG or Libc.S_IFIFO or Libc.S_IFSOCK or Libc.S_IFCHR or Libc.S_IFBLK ? Errno.Ok : Errno.EINVAL);
 
     /// <inheritdoc/>
-    public Result<EntryOut> MkDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkDirIn args)
+    public Result<EntryOut> MkDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkDirIn args) =>
+        MakeNode(ctx, parent, name, FuseOpcode.MkDir, args.Mode & 0xFFF, 0, default, Errno.Ok);
+
+    /// <summary>
+    /// SYMLINK, MKNOD and MKDIR: checks (read-only share, the name, then <paramref name="invalid"/>, the operation's
+    /// own argument check), creates the inode as the caller and looks it up.
+    /// </summary>
+    private Result<EntryOut> MakeNode(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, FuseOpcode op, uint mode, uint rdev,
+        ReadOnlySpan<byte> target, Errno invalid)
     {
         if (ReadOnly) return Errno.EROFS;
         var check = CheckNewName(name);
         if (check.IsError) return check;
+        if (invalid.IsError) return invalid;
         var err = AcquireDir(parent, out var lease);
         if (err.IsError) return err;
         using (lease)
@@ -468,10 +434,18 @@ public sealed partial class PassthroughFileSystem
             var reach = CheckChild(lease.Fd, name, ChildUse.Create);
             if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
+            Span<byte> targetBuffer = stackalloc byte[op == FuseOpcode.Symlink ? PathMax : 0];
+            var cname = CString(name, nameBuffer);
             var failure = Errno.Ok;
             using (AsCaller(ctx))
             {
-                if (Libc.mkdirat(lease.Fd, CString(name, nameBuffer), args.Mode & 0xFFF) != 0) failure = LastErrno();
+                var r = op switch
+                {
+                    FuseOpcode.Symlink => Libc.symlinkat(CString(target, targetBuffer), lease.Fd, cname),
+                    FuseOpcode.MkDir => Libc.mkdirat(lease.Fd, cname, mode),
+                    _ => Libc.mknodat(lease.Fd, cname, mode, rdev),
+                };
+                if (r != 0) failure = LastErrno();
             }
             if (failure.IsError) return failure;
             return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);

@@ -395,6 +395,22 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         return closed > 0;
     }
 
+    /// <summary><c>openat</c> below <paramref name="dir"/>, tried once more when <see cref="MadeRoom"/> says so.</summary>
+    private int OpenAt(SafeFd dir, ReadOnlySpan<byte> path, int flags, uint mode = 0)
+    {
+        var fd = Libc.openat(dir, path, flags, mode);
+        return fd < 0 && MadeRoom() ? Libc.openat(dir, path, flags, mode) : fd;
+    }
+
+    /// <summary>Opens the inode behind <paramref name="fd"/> anew through its /proc/self/fd link, retried as <see cref="OpenAt"/>.</summary>
+    private int Reopen(int fd, int flags)
+    {
+        Span<byte> buffer = stackalloc byte[ProcPath.Size];
+        var proc = ProcPath.Format(fd, buffer);
+        var reopened = Libc.openat(Libc.AT_FDCWD, proc, flags, 0);
+        return reopened < 0 && MadeRoom() ? Libc.openat(Libc.AT_FDCWD, proc, flags, 0) : reopened;
+    }
+
     private Errno GetFile(NodeId node, ulong fh, bool dir, out OpenFile? file)
     {
         if (!_files.TryGetValue(fh, out file) || file.IsDir != dir || file.Node.Id != node.Value)
