@@ -262,14 +262,8 @@ public static class FuseConstants
     public const ulong RootId = 1;
     /// <summary>FUSE_GETATTR_FH: getattr_in.fh is valid.</summary>
     public const uint GetAttrFh = 1;
-    /// <summary>FUSE_WRITE_CACHE: delayed write from the page cache.</summary>
-    public const uint WriteCache = 1;
-    /// <summary>FUSE_WRITE_LOCKOWNER</summary>
-    public const uint WriteLockOwner = 2;
     /// <summary>FUSE_WRITE_KILL_SUIDGID (FUSE_WRITE_KILL_PRIV before 7.31)</summary>
     public const uint WriteKillSuidGid = 4;
-    /// <summary>FUSE_RELEASE_FLUSH</summary>
-    public const uint ReleaseFlush = 1;
     /// <summary>FUSE_RELEASE_FLOCK_UNLOCK</summary>
     public const uint ReleaseFlockUnlock = 2;
     /// <summary>FUSE_FSYNC_FDATASYNC</summary>
@@ -278,26 +272,16 @@ public static class FuseConstants
     public const uint LkFlock = 1;
     /// <summary>FUSE_OPEN_KILL_SUIDGID (open_in.open_flags / create_in.open_flags)</summary>
     public const uint OpenKillSuidGid = 1;
-    /// <summary>FUSE_SETXATTR_ACL_KILL_SGID</summary>
-    public const uint SetXAttrAclKillSgid = 1;
     /// <summary>FUSE_COMPAT_SETXATTR_IN_SIZE: the size of fuse_setxattr_in without SETXATTR_EXT.</summary>
     public const int CompatSetXAttrInSize = 8;
     /// <summary>FUSE_COMPAT_INIT_OUT_SIZE (minor &lt; 5).</summary>
     public const int CompatInitOutSize = 8;
     /// <summary>FUSE_COMPAT_22_INIT_OUT_SIZE (minor &lt; 23).</summary>
     public const int Compat22InitOutSize = 24;
-    /// <summary>FUSE_COMPAT_ENTRY_OUT_SIZE (minor &lt; 9).</summary>
-    public const int CompatEntryOutSize = 120;
-    /// <summary>FUSE_COMPAT_ATTR_OUT_SIZE (minor &lt; 9).</summary>
-    public const int CompatAttrOutSize = 96;
-    /// <summary>FUSE_COMPAT_WRITE_IN_SIZE (minor &lt; 9).</summary>
-    public const int CompatWriteInSize = 24;
     /// <summary>RENAME_NOREPLACE</summary>
     public const uint RenameNoReplace = 1;
     /// <summary>RENAME_EXCHANGE</summary>
     public const uint RenameExchange = 2;
     /// <summary>RENAME_WHITEOUT</summary>
     public const uint RenameWhiteout = 4;
-    /// <summary>The smallest read buffer the kernel uses (FUSE_MIN_READ_BUFFER).</summary>
-    public const int MinReadBuffer = 8192;
 }

@@ -7,8 +7,6 @@ public static class VhostUserFeatures
     public const int ProtocolFeaturesBit = 30;
     /// <summary>Mask of VHOST_USER_F_PROTOCOL_FEATURES.</summary>
     public const ulong ProtocolFeatures = 1UL << ProtocolFeaturesBit;
-    /// <summary>Bit number of VHOST_F_LOG_ALL (dirty logging for migration; not offered).</summary>
-    public const int LogAllBit = 26;
 }
 
 /// <summary>vhost-user protocol feature bits ("Protocol features"), as masks.</summary>
