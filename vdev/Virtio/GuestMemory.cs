@@ -92,21 +92,7 @@ internal sealed unsafe class GuestMemoryTable
     /// Translates guest-physical [<paramref name="gpa"/>, +<paramref name="length"/>) when it lies inside one
     /// region. A zero length must still name an address inside a region.
     /// </summary>
-    public bool TryGuest(ulong gpa, ulong length, out byte* host)
-    {
-        foreach (var r in _regions)
-        {
-            var d = r.Description;
-            // Overflow-free containment: gpa - start < size, and length <= size - (gpa - start).
-            if (gpa >= d.GuestPhysAddr && gpa - d.GuestPhysAddr < d.MemorySize && length <= d.MemorySize - (gpa - d.GuestPhysAddr))
-            {
-                host = r.Host + (gpa - d.GuestPhysAddr);
-                return true;
-            }
-        }
-        host = null;
-        return false;
-    }
+    public bool TryGuest(ulong gpa, ulong length, out byte* host) => TryGuestPrefix(gpa, length, out host, out var available) && available == length;
 
     /// <summary>
     /// Like <see cref="TryGuest"/> but allows the range to continue into a region that follows it directly in
@@ -118,6 +104,7 @@ internal sealed unsafe class GuestMemoryTable
         foreach (var r in _regions)
         {
             var d = r.Description;
+            // Overflow-free: gpa - start < size, and the available length is at most size - (gpa - start).
             if (gpa >= d.GuestPhysAddr && gpa - d.GuestPhysAddr < d.MemorySize)
             {
                 host = r.Host + (gpa - d.GuestPhysAddr);
