@@ -6,6 +6,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 using Hypervisor.Interop;
+using Hypervisor.Protocol.Ring;
 
 namespace Hypervisor.Launcher;
 
@@ -126,12 +127,14 @@ public static class LaunchCommand
         var inherited = new SortedSet<int>();
         if (ring is not null)
         {
-            if (!RingSpec.TryGetFds(ring, out var ringFds, out var ringError))
+            // The SPEC is forwarded untouched; only the descriptors it names are needed here, so that exactly those
+            // stay open in the daemon.
+            if (!RingFds.TryParse(ring, out var ringFds, out var ringError))
             {
                 error = $"--ring: {ringError}";
                 return false;
             }
-            foreach (var (fd, role) in ringFds)
+            foreach (var (fd, role) in ringFds.Named())
             {
                 if (!CheckInheritable(fd, $"--ring names fd {fd} as {role}", out error)) return false;
                 inherited.Add(fd);

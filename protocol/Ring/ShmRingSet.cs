@@ -175,7 +175,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         int n = fds.QueueCount;
         CheckInherited(fds.MemFd, "memfd");
         for (int i = 0; i < fds.Doorbells.Count; i++)
-            CheckInherited(fds.Doorbells[i], "doorbell " + BellName(i));
+            CheckInherited(fds.Doorbells[i], "doorbell " + RingFds.DoorbellKey(i));
         int seals = Libc.fcntl(fds.MemFd, Libc.F_GET_SEALS, 0);
         if (seals < 0 || (seals & Libc.F_SEAL_SHRINK) == 0)
             throw new InvalidDataException($"fd {fds.MemFd} is not a memfd sealed against shrinking; pass the memfd that ShmRingSet.Create made.");
@@ -233,8 +233,6 @@ public sealed unsafe class ShmRingSet : IDisposable
             throw;
         }
     }
-
-    private static string BellName(int index) => (index % 4) switch { 0 => "sq", 1 => "sqf", 2 => "cq", _ => "cqf" } + (index / 4).ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     private static void CheckInherited(int fd, string name)
     {
