@@ -318,20 +318,6 @@ public sealed unsafe class ShmRingSet : IDisposable
         }
     }
 
-    /// <summary>Whether the peer has attached, is alive, closed the ring or died. Makes at most one non-blocking poll.</summary>
-    public RingPeerState PeerState
-    {
-        get
-        {
-            ThrowIfDisposed();
-            if (PeerClosed) return RingPeerState.Closed;
-            var pidfd = EnsurePeerWatch();
-            if (_peerGone) return RingPeerState.Dead;
-            if (pidfd is null) return RingPeerState.NotAttached;
-            return PollPidFd(pidfd, 0) ? RingPeerState.Dead : RingPeerState.Alive;
-        }
-    }
-
     /// <summary>Whether the peer has set its closed flag.</summary>
     internal bool PeerClosed
         => Volatile.Read(ref *(uint*)(_base + (Role == RingRole.Creator ? RingLayout.OffAttacherClosed : RingLayout.OffCreatorClosed))) != 0;
@@ -361,12 +347,6 @@ public sealed unsafe class ShmRingSet : IDisposable
             Volatile.Write(ref _peerPidFd, handle);
             return handle;
         }
-    }
-
-    private static bool PollPidFd(SafeFd pidfd, int timeoutMs)
-    {
-        PollFd p = new() { Fd = pidfd.Value, Events = Libc.POLLIN };
-        return Libc.poll(new Span<PollFd>(ref p), 1, timeoutMs) > 0 && (p.Revents & Libc.POLLIN) != 0;
     }
 
     internal long SpinTicks => Volatile.Read(ref _spinTicks);
