@@ -74,14 +74,8 @@ public static class DaemonCommand
         settings = null;
         var share = ShareVocabulary.Defaults();
         if (!shareOptions.TryRead(parse, share, new List<string>(), out error)) return false;
-        var dir = share.SharedDir;
-        if (dir.Length == 0) { error = "no shared directory given; pass --shared-dir DIR or -o source=DIR."; return false; }
-        if (!Directory.Exists(dir))
-        {
-            error = File.Exists(dir) ? $"the shared directory {dir} is a file, not a directory." : $"the shared directory {dir} does not exist; create it or fix --shared-dir.";
-            return false;
-        }
-        share.SharedDir = Path.GetFullPath(dir);
+        // Whether the directory exists and can be served is for the filesystem to say when it opens it (one sentence, exit 1).
+        if (share.SharedDir.Length > 0) share.SharedDir = Path.GetFullPath(share.SharedDir);
         if (share.HasFdCacheSize && !TryCheckFdCacheSize((int)share.FdCacheSize, DescriptorBudget.SoftLimit(), out error)) return false;
         var mount = parse.GetValue(Mount);
         var ring = parse.GetValue(Ring);
