@@ -207,17 +207,7 @@ public static class LaunchCommand
             error = $"--control-socket {path} is {bytes} bytes long; a UNIX socket path holds at most {MaxSocketPathBytes}, choose a shorter path.";
             return false;
         }
-        var directory = Path.GetDirectoryName(path) ?? "/";
-        if (!Directory.Exists(directory))
-        {
-            error = $"--control-socket {path}: the directory {directory} does not exist; create it or choose another path.";
-            return false;
-        }
-        if (Libc.access(directory, Libc.W_OK | Libc.X_OK) != 0)
-        {
-            error = $"--control-socket {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
-            return false;
-        }
+        if ((error = CheckDirectory("--control-socket", path)) is not null) return false;
         // Nothing there (or nothing statx can examine): the daemon creates the socket.
         if (Libc.FileType(path, out uint type, out _) != 0) { error = null; return true; }
         if (type != Libc.S_IFSOCK)
@@ -255,18 +245,17 @@ public static class LaunchCommand
             error = $"--log-file {path} is not writable ({Libc.Describe(Libc.LastErrno)}); fix its permissions or choose another file.";
             return false;
         }
+        return (error = CheckDirectory("--log-file", path)) is null;
+    }
+
+    /// <summary>Null when the directory of <paramref name="path"/> exists and fuse_launcher may create files in it, else why not.</summary>
+    private static string? CheckDirectory(string option, string path)
+    {
         var directory = Path.GetDirectoryName(path) ?? "/";
         if (!Directory.Exists(directory))
-        {
-            error = $"--log-file {path}: the directory {directory} does not exist; create it or choose another path.";
-            return false;
-        }
-        if (Libc.access(directory, Libc.W_OK | Libc.X_OK) != 0)
-        {
-            error = $"--log-file {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
-            return false;
-        }
-        return true;
+            return $"{option} {path}: the directory {directory} does not exist; create it or choose another path.";
+        return Libc.access(directory, Libc.W_OK | Libc.X_OK) == 0 ? null
+            : $"{option} {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
     }
 
     private static bool TryResolvePassthrough(string? given, [NotNullWhen(true)] out string? path, out string? dotnet, [NotNullWhen(false)] out string? error)
