@@ -309,10 +309,10 @@ public static class CtlCommand
             stdout.WriteLine("  " + entry);
     }
 
-    private static string DescribeAllowlist(Allowlist? list)
+    private static string DescribeAllowlist(Allowlist list)
     {
-        int count = list?.Entries.Count ?? 0;
-        string state = list?.Enabled == true ? "enabled" : "disabled (entries kept, not enforced)";
+        int count = list.Entries.Count;
+        string state = list.Enabled ? "enabled" : "disabled (entries kept, not enforced)";
         return $"Allowlist {state}, {count} {(count == 1 ? "entry" : "entries")}" + (count > 0 ? ":" : ".");
     }
 
@@ -346,12 +346,7 @@ public static class CtlCommand
         stdout.WriteLine($"Bytes written  {FormatBytes(s.BytesWritten)}");
         if (s.QueueCpus.Count > 0)
             stdout.WriteLine("Queue CPUs     " + string.Join(", ", s.QueueCpus.Select((cpu, i) => string.Create(inv, $"q{i + 1} {(cpu < 0 ? "unpinned" : $"on {cpu}")}"))));
-        stdout.WriteLine(DescribeAllowlist(s.Allowlist));
-        if (s.Allowlist is not null)
-        {
-            foreach (string entry in s.Allowlist.Entries)
-                stdout.WriteLine("  " + entry);
-        }
+        PrintAllowlist(stdout, json: false, s.Allowlist ?? new Allowlist());
         if (s.Opcodes.Count == 0)
         {
             stdout.WriteLine("No FUSE requests yet.");

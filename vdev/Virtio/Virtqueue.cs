@@ -84,9 +84,15 @@ internal sealed unsafe class Virtqueue : IDisposable
         // it once the ring is translated (EnsureView).
         _view = null;
         _broken = false;
-        _stopRequested = false;
-        RenewCancellation();
         _usedIdxKnown = false;
+        StartWorker();
+    }
+
+    private void StartWorker()
+    {
+        _stopRequested = false;
+        // Not disposed: a transport may still hold the old token; a source without timers needs no disposal.
+        if (_cancel.IsCancellationRequested) _cancel = new CancellationTokenSource();
         _worker = new Thread(Run) { IsBackground = true, Name = $"vq{Index.Value}" };
         _worker.Start();
     }
@@ -142,12 +148,6 @@ internal sealed unsafe class Virtqueue : IDisposable
         Libc.EventFdDrain(_control);
     }
 
-    private void RenewCancellation()
-    {
-        // Not disposed: a transport may still hold the old token; a source without timers needs no disposal.
-        if (_cancel.IsCancellationRequested) _cancel = new CancellationTokenSource();
-    }
-
     /// <summary>Restarts a paused worker, re-translating the ring addresses.</summary>
     public void Resume()
     {
@@ -155,10 +155,7 @@ internal sealed unsafe class Virtqueue : IDisposable
         var old = _view;
         lock (_usedLock) _view = null;
         old?.Table.Release();
-        _stopRequested = false;
-        RenewCancellation();
-        _worker = new Thread(Run) { IsBackground = true, Name = $"vq{Index.Value}" };
-        _worker.Start();
+        StartWorker();
     }
 
     /// <summary>Releases the queue's descriptors and its cancellation source; the ring must be stopped and reset.</summary>
