@@ -113,8 +113,7 @@ public sealed class DaemonShareControl : IShareControl
     /// <inheritdoc/>
     public ValueTask<ShareOptions> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken)
     {
-        if (policy is not (CachePolicy.Never or CachePolicy.Metadata or CachePolicy.Auto or CachePolicy.Always))
-            throw new RpcException(new Status(StatusCode.InvalidArgument, $"Cache policy {(int)policy} is not one of never, metadata, auto, always."));
+        // The service has checked that the policy is one of the four (IShareControl's contract).
         _settings.Cache = policy;
         return ValueTask.FromResult(Options());
     }

@@ -145,8 +145,6 @@ public sealed partial class PassthroughFileSystem
     public Errno FSyncDir(in FuseContext ctx, NodeId node, in FSyncIn args)
     {
         var err = GetFile(node, args.Fh, dir: true, out var dir);
-        if (err.IsError) return err;
-        var r = (args.FsyncFlags & FuseConstants.FSyncFDataSync) != 0 ? Libc.fdatasync(dir!.Fd) : Libc.fsync(dir!.Fd);
-        return r == 0 ? Errno.Ok : LastErrno();
+        return err.IsError ? err : Sync(dir!, args);
     }
 }

@@ -210,8 +210,13 @@ public sealed partial class PassthroughFileSystem
     public Errno FSync(in FuseContext ctx, NodeId node, in FSyncIn args)
     {
         var err = GetFile(node, args.Fh, dir: false, out var file);
-        if (err.IsError) return err;
-        var r = (args.FsyncFlags & FuseConstants.FSyncFDataSync) != 0 ? Libc.fdatasync(file!.Fd) : Libc.fsync(file!.Fd);
+        return err.IsError ? err : Sync(file!, args);
+    }
+
+    /// <summary>fsync(2), or fdatasync(2) when FUSE_FSYNC_FDATASYNC is set, of an open file or directory.</summary>
+    private static Errno Sync(OpenFile file, in FSyncIn args)
+    {
+        var r = (args.FsyncFlags & FuseConstants.FSyncFDataSync) != 0 ? Libc.fdatasync(file.Fd) : Libc.fsync(file.Fd);
         return r == 0 ? Errno.Ok : LastErrno();
     }
 
