@@ -235,9 +235,9 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(5)).ConfigureAwait(false))
         {
             LogKilling(_log, Settings.Tag, DaemonPid);
-            ProcessSignals.Kill(DaemonPid, Libc.SIGTERM);
+            Libc.kill(DaemonPid, Libc.SIGTERM);
             if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(3)).ConfigureAwait(false))
-                ProcessSignals.Kill(DaemonPid, Libc.SIGKILL);
+                Libc.kill(DaemonPid, Libc.SIGKILL);
         }
         Rings.Dispose();
     }
@@ -249,10 +249,25 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
         while (Stopwatch.GetTimestamp() < deadline)
         {
-            if (!ProcessSignals.IsAlive(pid)) return true;
+            if (!IsAlive(pid)) return true;
             await Task.Delay(50).ConfigureAwait(false);
         }
-        return !ProcessSignals.IsAlive(pid);
+        return !IsAlive(pid);
+    }
+
+    /// <summary>True while the process exists and is not a zombie.</summary>
+    private static bool IsAlive(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            var close = stat.LastIndexOf(')');
+            return close > 0 && close + 2 < stat.Length && stat[close + 2] != 'Z';
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 
     [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "share '{Tag}': daemon {Pid} serves, settings confirmed on {Control}")]
