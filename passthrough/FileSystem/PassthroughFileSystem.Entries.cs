@@ -453,33 +453,19 @@ public sealed partial class PassthroughFileSystem
     }
 
     /// <inheritdoc/>
-    public Errno Unlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name)
-    {
-        if (ReadOnly) return Errno.EROFS;
-        var check = CheckName(name);
-        if (check.IsError) return check;
-        // unlink(2) of "." or ".." is EISDIR on Linux (they are directories).
-        if (IsDots(name)) return Errno.EISDIR;
-        var err = AcquireDir(parent, out var lease);
-        if (err.IsError) return err;
-        using (lease)
-        {
-            var reach = CheckChild(lease.Fd, name, ChildUse.Existing);
-            if (reach.IsError) return reach;
-            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            return Libc.unlinkat(lease.Fd, CString(name, nameBuffer), 0) == 0 ? Errno.Ok : LastErrno();
-        }
-    }
+    public Errno Unlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name) => Remove(parent, name, 0);
 
     /// <inheritdoc/>
-    public Errno RmDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name)
+    public Errno RmDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name) => Remove(parent, name, Libc.AT_REMOVEDIR);
+
+    /// <summary>UNLINK (<paramref name="flags"/> 0) and RMDIR (AT_REMOVEDIR): <c>unlinkat</c> of a visible name.</summary>
+    private Errno Remove(NodeId parent, ReadOnlySpan<byte> name, int flags)
     {
         if (ReadOnly) return Errno.EROFS;
         var check = CheckName(name);
         if (check.IsError) return check;
-        // rmdir(2): "." is EINVAL, ".." is ENOTEMPTY on Linux.
-        if (IsDot(name)) return Errno.EINVAL;
-        if (IsDotDot(name)) return Errno.ENOTEMPTY;
+        // unlink(2) of "." or ".." is EISDIR on Linux (they are directories); rmdir(2) of "." is EINVAL, of ".." ENOTEMPTY.
+        if (IsDots(name)) return flags == 0 ? Errno.EISDIR : IsDot(name) ? Errno.EINVAL : Errno.ENOTEMPTY;
         var err = AcquireDir(parent, out var lease);
         if (err.IsError) return err;
         using (lease)
@@ -487,7 +473,7 @@ public sealed partial class PassthroughFileSystem
             var reach = CheckChild(lease.Fd, name, ChildUse.Existing);
             if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            return Libc.unlinkat(lease.Fd, CString(name, nameBuffer), Libc.AT_REMOVEDIR) == 0 ? Errno.Ok : LastErrno();
+            return Libc.unlinkat(lease.Fd, CString(name, nameBuffer), flags) == 0 ? Errno.Ok : LastErrno();
         }
     }
 
