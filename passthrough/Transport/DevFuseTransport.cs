@@ -150,10 +150,7 @@ public sealed partial class DevFuseTransport : IDisposable, IDeferredReplySink
         {
             if (File.Exists(abort)) File.WriteAllText(abort, "1");
         }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
         }
     }
