@@ -65,24 +65,12 @@ public static class LaunchCommand
         return TryBuild(parse, share, out settings, out error) ? ParseOutcome.Launch : ParseOutcome.Invalid;
     }
 
-    /// <summary>Parses and checks <paramref name="args"/> without printing anything (help counts as invalid).</summary>
-    public static bool TryParse(string[] args, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
-    {
-        var (root, share) = Create();
-        return TryBuild(root.Parse(args), share, out settings, out error);
-    }
-
     private static bool TryBuild(ParseResult parse, ShareCommandLine shareOptions, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
     {
         settings = null;
         if (parse.Errors.Count > 0)
         {
             error = $"{parse.Errors[0].Message.TrimEnd('.')}; run fuse_launcher --help for the options.";
-            return false;
-        }
-        if (parse.Action is HelpAction)
-        {
-            error = "--help was given; it prints the options and starts nothing.";
             return false;
         }
         var share = ShareVocabulary.Defaults();
