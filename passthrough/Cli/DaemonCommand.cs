@@ -100,8 +100,8 @@ public static class DaemonCommand
     private static bool TryCheckFdCacheSize(int size, long softLimit, [NotNullWhen(false)] out string? error)
     {
         var largest = DescriptorBudget.LargestCacheSize(softLimit);
-        error = size < DescriptorBudget.MinCacheSize
-            ? $"--fd-cache-size {size} is too small; use at least {DescriptorBudget.MinCacheSize}, or leave it out for the automatic size."
+        error = size < ShareVocabulary.MinFdCacheSize
+            ? $"--fd-cache-size {size} is too small; use at least {ShareVocabulary.MinFdCacheSize}, or leave it out for the automatic size."
             : size > largest
                 ? $"--fd-cache-size {size} does not fit under RLIMIT_NOFILE ({softLimit}); use at most {largest}, raise the limit (ulimit -n), or leave it out for the automatic size."
                 : null;
