@@ -24,7 +24,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
 
     private LaunchedShare(DeclaredShare config, ShmRingSet rings, int pid, string control, ShareControlClient client, ILogger log)
     {
-        Config = config;
+        Settings = config.Settings;
         Rings = rings;
         DaemonPid = pid;
         ControlSocket = control;
@@ -32,11 +32,8 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         _log = log;
     }
 
-    /// <summary>The share as declared.</summary>
-    public DeclaredShare Config { get; }
-
     /// <summary>The share's settings.</summary>
-    public ShareSettings Settings => Config.Settings;
+    public ShareSettings Settings { get; }
 
     /// <summary>The ring set: queue 0 carries the hiprio virtqueue, queue i request queue i.</summary>
     public ShmRingSet Rings { get; }
