@@ -266,13 +266,7 @@ internal sealed class FdCache
         return evicted;
     }
 
-    public void Clear()
-    {
-        lock (_lock)
-        {
-            while (_tail is { } victim) EvictOne(victim);
-        }
-    }
+    public void Clear() => Trim(int.MaxValue);
 
     private void Insert(Node node, SafeFd fd)
     {
