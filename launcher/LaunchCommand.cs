@@ -27,18 +27,6 @@ public static class LaunchCommand
     private static readonly Option<string?> LogFile = new("--log-file") { Description = "Append the daemon's stdout and stderr to FILE for its whole life (default: captured while it starts, copied to fuse_launcher's stderr, then discarded)." };
     private static readonly Option<string?> TimeoutOption = new("--timeout") { Description = "Seconds the daemon may take to report ready, 0.1 to 3600 (default 10)." };
 
-    /// <summary>The root command (used for parsing and --help) and the share options on it.</summary>
-    public static (RootCommand Root, ShareCommandLine Share) Create()
-    {
-        var share = new ShareCommandLine(withDevice: false);
-        var root = new RootCommand("fuse_launcher: validates one share's settings, starts its passthrough daemon in its own session, waits until it serves, prints {\"pid\":…,\"control\":…,\"tag\":…} and exits")
-        {
-            Mount, Ring, InheritFd, Passthrough, LogFile, TimeoutOption,
-        };
-        share.AddTo(root);
-        return (root, share);
-    }
-
     /// <summary>The outcome of reading the command line.</summary>
     public enum ParseOutcome
     {
@@ -53,7 +41,12 @@ public static class LaunchCommand
     /// <summary>Parses and checks <paramref name="args"/>; prints help itself when asked.</summary>
     public static ParseOutcome Parse(string[] args, out LaunchSettings? settings, out string? error)
     {
-        var (root, share) = Create();
+        var share = new ShareCommandLine(withDevice: false);
+        var root = new RootCommand("fuse_launcher: validates one share's settings, starts its passthrough daemon in its own session, waits until it serves, prints {\"pid\":…,\"control\":…,\"tag\":…} and exits")
+        {
+            Mount, Ring, InheritFd, Passthrough, LogFile, TimeoutOption,
+        };
+        share.AddTo(root);
         var parse = root.Parse(args);
         if (parse.Action is HelpAction)
         {
