@@ -246,13 +246,7 @@ public static class CtlCommand
                 return ExitOk;
             case "health":
                 HealthCheckResponse.Types.ServingStatus health = (await client.Health.CheckAsync(new HealthCheckRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false)).Status;
-                string name = health switch
-                {
-                    HealthCheckResponse.Types.ServingStatus.Serving => "SERVING",
-                    HealthCheckResponse.Types.ServingStatus.NotServing => "NOT_SERVING",
-                    HealthCheckResponse.Types.ServingStatus.ServiceUnknown => "SERVICE_UNKNOWN",
-                    _ => "UNKNOWN",
-                };
+                string name = Enum.IsDefined(health) ? ShareControlClient.UpperSnake(health) : "UNKNOWN";
                 if (inv.Json)
                     Write(stdout, new JsonObject { ["status"] = name });
                 else

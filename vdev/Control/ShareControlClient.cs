@@ -68,9 +68,10 @@ public sealed class ShareControlClient : IDisposable
     /// The name of <paramref name="code"/> as gRPC documents and other clients print it, e.g. <c>NOT_FOUND</c>: the
     /// enum's name in upper case with an underscore between words; the number for a code gRPC does not define.
     /// </summary>
-    public static string StatusName(StatusCode code) => Enum.IsDefined(code)
-        ? Regex.Replace(code.ToString(), "(?<=[a-z])(?=[A-Z])", "_").ToUpperInvariant()
-        : ((int)code).ToString(CultureInfo.InvariantCulture);
+    public static string StatusName(StatusCode code) => Enum.IsDefined(code) ? UpperSnake(code) : ((int)code).ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>An enum value's name spelled as gRPC spells its constants: upper case, words joined by '_' (NOT_SERVING).</summary>
+    public static string UpperSnake(Enum value) => Regex.Replace(value.ToString(), "(?<=[a-z])(?=[A-Z])", "_").ToUpperInvariant();
 
     private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken ct)
     {

@@ -3,8 +3,6 @@ namespace Hypervisor.Vdev.Device;
 /// <summary>A virtqueue of the virtio-fs device: 0 is hiprio, 1..N are request queues.</summary>
 public readonly record struct QueueIndex(ushort Value)
 {
-    /// <summary>The hiprio queue (FORGET, BATCH_FORGET, INTERRUPT).</summary>
-    public static QueueIndex Hiprio => new(0);
     /// <summary>True for queue 0.</summary>
     public bool IsHiprio => Value == 0;
     public override string ToString() => Value.ToString(System.Globalization.CultureInfo.InvariantCulture);

@@ -91,18 +91,15 @@ public sealed class VirtqueueRequest
         return true;
     }
 
-    internal void AddReadable(GuestBuffer b)
-    {
-        if (ReadableCount == ReadableSegments.Length) Array.Resize(ref ReadableSegments, ReadableCount * 2);
-        ReadableSegments[ReadableCount++] = b;
-        ReadableLength += b.Length;
-    }
+    internal void AddReadable(GuestBuffer b) => ReadableLength += Add(ref ReadableSegments, ref ReadableCount, b);
 
-    internal void AddWritable(GuestBuffer b)
+    internal void AddWritable(GuestBuffer b) => WritableLength += Add(ref WritableSegments, ref WritableCount, b);
+
+    private static int Add(ref GuestBuffer[] segments, ref int count, GuestBuffer b)
     {
-        if (WritableCount == WritableSegments.Length) Array.Resize(ref WritableSegments, WritableCount * 2);
-        WritableSegments[WritableCount++] = b;
-        WritableLength += b.Length;
+        if (count == segments.Length) Array.Resize(ref segments, count * 2);
+        segments[count++] = b;
+        return b.Length;
     }
 
     internal void ResetChain()
