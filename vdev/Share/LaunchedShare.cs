@@ -183,11 +183,16 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         return daemon;
     }
 
+    /// <summary>
+    /// The daemon's settings, as its status reports them, must be the ones it was started with: the same share
+    /// settings written the same way (another daemon on the control socket, or a setting lost on the way, differs).
+    /// </summary>
     private async Task ConfirmAsync(CancellationToken ct)
     {
+        ShareStatus status;
         try
         {
-            await ConfirmSettingsAsync(ct).ConfigureAwait(false);
+            status = await Client.Control.GetStatusAsync(new GetStatusRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
         {
@@ -198,16 +203,6 @@ public sealed partial class LaunchedShare : IAsyncDisposable
             var detail = e.Status.Detail.TrimEnd('.');
             throw new ShareStartException($"The daemon of share '{Settings.Tag}' reported ready but its control service on {ControlSocket} failed: {ShareControlClient.StatusName(e.StatusCode)}: {detail}.");
         }
-        LogConfirmed(_log, Settings.Tag, DaemonPid, ControlSocket);
-    }
-
-    /// <summary>
-    /// The daemon's settings, as its status reports them, must be the ones it was started with: the same share
-    /// settings written the same way (another daemon on the control socket, or a setting lost on the way, differs).
-    /// </summary>
-    private async Task ConfirmSettingsAsync(CancellationToken ct)
-    {
-        var status = await Client.Control.GetStatusAsync(new GetStatusRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
         var expected = Path.GetFullPath(Settings.SharedDir);
         if (status.SharedDir != expected)
             throw new ShareStartException($"The daemon on {ControlSocket} serves {status.SharedDir}, not {expected}; another process owns that control socket.");
@@ -215,6 +210,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         var applied = string.Join(' ', ShareVocabulary.ToArguments(status.Settings ?? new ShareSettings()));
         if (asked != applied)
             throw new ShareStartException($"The daemon of share '{Settings.Tag}' applies '{applied}' but was started with '{asked}'; check that the installed passthrough is the vdev's own version.");
+        LogConfirmed(_log, Settings.Tag, DaemonPid, ControlSocket);
     }
 
     /// <summary>Asks the daemon to shut down over gRPC, then by SIGTERM/SIGKILL to its pid if it lingers; closes the ring.</summary>
