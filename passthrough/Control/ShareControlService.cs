@@ -85,8 +85,7 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
     /// <summary>Entries in ordinal order, as the allowlist's contract says.</summary>
     internal static Allowlist Sorted(Allowlist allowlist)
     {
-        var entries = allowlist.Entries.ToArray();
-        Array.Sort(entries, StringComparer.Ordinal);
+        var entries = allowlist.Entries.Order(StringComparer.Ordinal).ToArray();
         allowlist.Entries.Clear();
         allowlist.Entries.AddRange(entries);
         return allowlist;
@@ -95,8 +94,7 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
     /// <summary>Opcodes by number and the allowlist in order, as the status's contract says.</summary>
     internal static ShareStatus Sorted(ShareStatus status)
     {
-        var opcodes = status.Opcodes.ToArray();
-        Array.Sort(opcodes, static (a, b) => a.Opcode.CompareTo(b.Opcode));
+        var opcodes = status.Opcodes.OrderBy(static c => c.Opcode).ToArray();
         status.Opcodes.Clear();
         status.Opcodes.AddRange(opcodes);
         if (status.Allowlist is not null) Sorted(status.Allowlist);

@@ -99,13 +99,10 @@ public sealed partial class FuseEngine : IDisposable
             Counters.Count(request.Header.Opcode, false);
             return length;
         }
-        var failed = length >= FuseReply.HeaderSize && System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(reply[4..]) != 0;
-        Counters.Count(request.Header.Opcode, failed);
-        if (_log.IsEnabled(LogLevel.Trace))
-        {
-            LogRequest(request.Opcode, request.Header.Unique, request.Header.Nodeid,
-                length == 0 ? 0 : System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(reply[4..]));
-        }
+        // fuse_out_header.error of the reply (0 without a reply).
+        var result = length >= FuseReply.HeaderSize ? System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(reply[4..]) : 0;
+        Counters.Count(request.Header.Opcode, result != 0);
+        if (_log.IsEnabled(LogLevel.Trace)) LogRequest(request.Opcode, request.Header.Unique, request.Header.Nodeid, result);
         return length;
     }
 
