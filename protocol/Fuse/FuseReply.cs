@@ -57,17 +57,11 @@ public static class FuseReply
 /// Appends <c>fuse_dirent</c> / <c>fuse_direntplus</c> records (8-byte aligned, name not NUL-terminated) into a
 /// READDIR/READDIRPLUS reply until the buffer is full.
 /// </summary>
-public ref struct DirentWriter
+/// <param name="buffer">Where the records go: the reply payload, sized to the request's <c>size</c>.</param>
+public ref struct DirentWriter(Span<byte> buffer)
 {
-    private readonly Span<byte> _buffer;
+    private readonly Span<byte> _buffer = buffer;
     private int _length;
-
-    /// <summary>Writes into <paramref name="buffer"/> (the reply payload, sized to the request's <c>size</c>).</summary>
-    public DirentWriter(Span<byte> buffer)
-    {
-        _buffer = buffer;
-        _length = 0;
-    }
 
     /// <summary>Bytes written so far.</summary>
     public readonly int Length => _length;

@@ -25,14 +25,14 @@ internal sealed unsafe class RingView(GuestMemoryTable table, byte* desc, byte* 
 /// A chain that breaks a rule is returned with length 0; a ring whose indices or addresses are corrupt
 /// is marked broken and left alone until the front-end stops and restarts it.
 /// </summary>
-internal sealed unsafe class Virtqueue : IDisposable
+internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, ILogger log) : IDisposable
 {
     private const int SlotFree = 0, SlotInFlight = 1, SlotBusy = 2;
     /// <summary>Largest indirect table accepted: descriptor indices are 16-bit.</summary>
     public const int MaxIndirectEntries = 32768;
 
-    private readonly VirtioFsDevice _device;
-    private readonly ILogger _log;
+    private readonly VirtioFsDevice _device = device;
+    private readonly ILogger _log = log;
     private readonly object _usedLock = new();
     private readonly SafeFd _control = Libc.EventFd(Libc.EFD_NONBLOCK);
     private volatile bool _stopRequested;
@@ -50,7 +50,7 @@ internal sealed unsafe class Virtqueue : IDisposable
     private volatile bool _broken;
     private long _rejectedChains;
 
-    public QueueIndex Index { get; }
+    public QueueIndex Index { get; } = index;
     public int Size { get; set; }
     public ulong DescAddr, AvailAddr, UsedAddr;
     public bool AddressSet;
@@ -67,13 +67,6 @@ internal sealed unsafe class Virtqueue : IDisposable
     public bool Started => _worker != null;
     public bool Broken => _broken;
     public int InFlight => Volatile.Read(ref _inFlight);
-
-    public Virtqueue(VirtioFsDevice device, QueueIndex index, ILogger log)
-    {
-        _device = device;
-        Index = index;
-        _log = log;
-    }
 
     /// <summary>Starts the worker: the ring now has size, addresses and a kick fd (vhost-user "Starting and stopping rings").</summary>
     public void Start()
