@@ -69,10 +69,7 @@ internal static class Descriptors
     {
         foreach (var entry in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
         {
-            if (!int.TryParse(Path.GetFileName(entry), out int fd) || fd <= 2) continue;
-            bool kept = false;
-            foreach (var k in keep) kept |= k == fd;
-            if (kept) continue;
+            if (!int.TryParse(Path.GetFileName(entry), out int fd) || fd <= 2 || keep.Contains(fd)) continue;
             int flags = Libc.fcntl(fd, Libc.F_GETFD, 0);
             if (flags >= 0 && (flags & Libc.FD_CLOEXEC) == 0) Libc.fcntl(fd, Libc.F_SETFD, flags | Libc.FD_CLOEXEC);
         }

@@ -6,6 +6,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 using Hypervisor.Interop;
+using Hypervisor.Protocol.Ring;
 
 namespace Hypervisor.Launcher;
 
@@ -26,18 +27,6 @@ public static class LaunchCommand
     private static readonly Option<string?> LogFile = new("--log-file") { Description = "Append the daemon's stdout and stderr to FILE for its whole life (default: captured while it starts, copied to fuse_launcher's stderr, then discarded)." };
     private static readonly Option<string?> TimeoutOption = new("--timeout") { Description = "Seconds the daemon may take to report ready, 0.1 to 3600 (default 10)." };
 
-    /// <summary>The root command (used for parsing and --help) and the share options on it.</summary>
-    public static (RootCommand Root, ShareCommandLine Share) Create()
-    {
-        var share = new ShareCommandLine(withDevice: false);
-        var root = new RootCommand("fuse_launcher: validates one share's settings, starts its passthrough daemon in its own session, waits until it serves, prints {\"pid\":…,\"control\":…,\"tag\":…} and exits")
-        {
-            Mount, Ring, InheritFd, Passthrough, LogFile, TimeoutOption,
-        };
-        share.AddTo(root);
-        return (root, share);
-    }
-
     /// <summary>The outcome of reading the command line.</summary>
     public enum ParseOutcome
     {
@@ -52,7 +41,12 @@ public static class LaunchCommand
     /// <summary>Parses and checks <paramref name="args"/>; prints help itself when asked.</summary>
     public static ParseOutcome Parse(string[] args, out LaunchSettings? settings, out string? error)
     {
-        var (root, share) = Create();
+        var share = new ShareCommandLine(withDevice: false);
+        var root = new RootCommand("fuse_launcher: validates one share's settings, starts its passthrough daemon in its own session, waits until it serves, prints {\"pid\":…,\"control\":…,\"tag\":…} and exits")
+        {
+            Mount, Ring, InheritFd, Passthrough, LogFile, TimeoutOption,
+        };
+        share.AddTo(root);
         var parse = root.Parse(args);
         if (parse.Action is HelpAction)
         {
@@ -64,24 +58,12 @@ public static class LaunchCommand
         return TryBuild(parse, share, out settings, out error) ? ParseOutcome.Launch : ParseOutcome.Invalid;
     }
 
-    /// <summary>Parses and checks <paramref name="args"/> without printing anything (help counts as invalid).</summary>
-    public static bool TryParse(string[] args, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
-    {
-        var (root, share) = Create();
-        return TryBuild(root.Parse(args), share, out settings, out error);
-    }
-
     private static bool TryBuild(ParseResult parse, ShareCommandLine shareOptions, [NotNullWhen(true)] out LaunchSettings? settings, [NotNullWhen(false)] out string? error)
     {
         settings = null;
         if (parse.Errors.Count > 0)
         {
             error = $"{parse.Errors[0].Message.TrimEnd('.')}; run fuse_launcher --help for the options.";
-            return false;
-        }
-        if (parse.Action is HelpAction)
-        {
-            error = "--help was given; it prints the options and starts nothing.";
             return false;
         }
         var share = ShareVocabulary.Defaults();
@@ -131,12 +113,14 @@ public static class LaunchCommand
         var inherited = new SortedSet<int>();
         if (ring is not null)
         {
-            if (!RingSpec.TryGetFds(ring, out var ringFds, out var ringError))
+            // The SPEC is forwarded untouched; only the descriptors it names are needed here, so that exactly those
+            // stay open in the daemon.
+            if (!RingFds.TryParse(ring, out var ringFds, out var ringError))
             {
                 error = $"--ring: {ringError}";
                 return false;
             }
-            foreach (var (fd, role) in ringFds)
+            foreach (var (fd, role) in ringFds.Named())
             {
                 if (!CheckInheritable(fd, $"--ring names fd {fd} as {role}", out error)) return false;
                 inherited.Add(fd);
@@ -209,17 +193,7 @@ public static class LaunchCommand
             error = $"--control-socket {path} is {bytes} bytes long; a UNIX socket path holds at most {MaxSocketPathBytes}, choose a shorter path.";
             return false;
         }
-        var directory = Path.GetDirectoryName(path) ?? "/";
-        if (!Directory.Exists(directory))
-        {
-            error = $"--control-socket {path}: the directory {directory} does not exist; create it or choose another path.";
-            return false;
-        }
-        if (Libc.access(directory, Libc.W_OK | Libc.X_OK) != 0)
-        {
-            error = $"--control-socket {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
-            return false;
-        }
+        if ((error = CheckDirectory("--control-socket", path)) is not null) return false;
         // Nothing there (or nothing statx can examine): the daemon creates the socket.
         if (Libc.FileType(path, out uint type, out _) != 0) { error = null; return true; }
         if (type != Libc.S_IFSOCK)
@@ -257,18 +231,17 @@ public static class LaunchCommand
             error = $"--log-file {path} is not writable ({Libc.Describe(Libc.LastErrno)}); fix its permissions or choose another file.";
             return false;
         }
+        return (error = CheckDirectory("--log-file", path)) is null;
+    }
+
+    /// <summary>Null when the directory of <paramref name="path"/> exists and fuse_launcher may create files in it, else why not.</summary>
+    private static string? CheckDirectory(string option, string path)
+    {
         var directory = Path.GetDirectoryName(path) ?? "/";
         if (!Directory.Exists(directory))
-        {
-            error = $"--log-file {path}: the directory {directory} does not exist; create it or choose another path.";
-            return false;
-        }
-        if (Libc.access(directory, Libc.W_OK | Libc.X_OK) != 0)
-        {
-            error = $"--log-file {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
-            return false;
-        }
-        return true;
+            return $"{option} {path}: the directory {directory} does not exist; create it or choose another path.";
+        return Libc.access(directory, Libc.W_OK | Libc.X_OK) == 0 ? null
+            : $"{option} {path}: the directory {directory} is not writable ({Libc.Describe(Libc.LastErrno)}); choose a directory fuse_launcher can create files in.";
     }
 
     private static bool TryResolvePassthrough(string? given, [NotNullWhen(true)] out string? path, out string? dotnet, [NotNullWhen(false)] out string? error)

@@ -45,8 +45,8 @@ public sealed record LaunchSettings
     public IReadOnlyList<string> DaemonArguments(int readyFd)
     {
         var args = new List<string>();
-        if (DotnetHost is not null) { args.Add(DotnetHost); args.Add(Passthrough); }
-        else args.Add(Passthrough);
+        if (DotnetHost is not null) args.Add(DotnetHost);
+        args.Add(Passthrough);
         args.AddRange(ShareVocabulary.ToArguments(Share));
         if (MountPoint is not null) { args.Add("--mount"); args.Add(MountPoint); }
         if (Ring is not null) { args.Add("--ring"); args.Add(Ring); }

@@ -1,5 +1,5 @@
 using System.Text;
-using Hypervisor.Interop;
+using Microsoft.Win32.SafeHandles;
 
 namespace Hypervisor.Passthrough;
 
@@ -14,21 +14,17 @@ public static class ReadyNotifier
     public static void Notify(int fd, string? controlSocket)
     {
         var line = Encoding.UTF8.GetBytes($"ready pid={Environment.ProcessId} control={controlSocket ?? "-"}\n");
-        // Disposing the handle closes the fd, which is the launcher's end-of-file signal.
-        using var handle = new SafeFd(fd);
-        if (handle.IsInvalid) throw new IOException($"The ready fd {fd} is not valid; pass the descriptor the launcher gave.");
-        ReadOnlySpan<byte> rest = line;
-        while (!rest.IsEmpty)
+        // Disposing the stream closes the fd, which is the launcher's end-of-file signal. The write goes on until the
+        // whole line is in the pipe (which may take it in pieces); EPIPE (the runtime ignores SIGPIPE) means the
+        // launcher is gone.
+        try
         {
-            // The fd is a pipe: a write may be short, and EPIPE (the runtime ignores SIGPIPE) means the launcher is gone.
-            nint written = Libc.write(handle, rest, (nuint)rest.Length);
-            if (written < 0)
-            {
-                int errno = Libc.LastErrno;
-                if (errno == Libc.EINTR) continue;
-                throw new IOException($"Writing the ready line to fd {fd} failed: {Libc.Describe(errno)}.");
-            }
-            rest = rest[(int)written..];
+            using var pipe = new FileStream(new SafeFileHandle(fd, ownsHandle: true), FileAccess.Write, bufferSize: 0);
+            pipe.Write(line);
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
+        {
+            throw new IOException($"Writing the ready line to fd {fd} failed: {e.Message}", e);
         }
     }
 }

@@ -80,6 +80,7 @@ public static class DaemonCommand
         settings = null;
         var share = ShareVocabulary.Defaults();
         if (!shareOptions.TryRead(parse, share, new List<string>(), out error)) return false;
+        // Checked here, not only when the filesystem opens it: the sandbox binds or enters the directory before that.
         var dir = share.SharedDir;
         if (dir.Length == 0) { error = "no shared directory given; pass --shared-dir DIR or -o source=DIR."; return false; }
         if (!Directory.Exists(dir))
@@ -119,8 +120,8 @@ public static class DaemonCommand
     private static bool TryCheckFdCacheSize(int size, long softLimit, [NotNullWhen(false)] out string? error)
     {
         var largest = DescriptorBudget.LargestCacheSize(softLimit);
-        error = size < DescriptorBudget.MinCacheSize
-            ? $"--fd-cache-size {size} is too small; use at least {DescriptorBudget.MinCacheSize}, or leave it out for the automatic size."
+        error = size < ShareVocabulary.MinFdCacheSize
+            ? $"--fd-cache-size {size} is too small; use at least {ShareVocabulary.MinFdCacheSize}, or leave it out for the automatic size."
             : size > largest
                 ? $"--fd-cache-size {size} does not fit under RLIMIT_NOFILE ({softLimit}); use at most {largest}, raise the limit (ulimit -n), or leave it out for the automatic size."
                 : null;

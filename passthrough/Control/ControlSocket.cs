@@ -81,16 +81,8 @@ internal static class ControlSocket
     /// </summary>
     private static void RemoveIfStale(string socketPath)
     {
-        uint type;
-        try
-        {
-            if (!TryGetFileType(socketPath, out type, out _))
-                return;
-        }
-        catch (IOException e)
-        {
-            throw new ControlSocketException($"The control socket path \"{socketPath}\" cannot be examined ({e.Message}); choose another path.", e);
-        }
+        if (!TryGetFileType(socketPath, out uint type, out _))
+            return;
         if (type == Libc.S_IFDIR)
             throw new ControlSocketException($"The control socket path \"{socketPath}\" is a directory; choose a file path.");
         if (type != Libc.S_IFSOCK)
@@ -132,12 +124,12 @@ internal static class ControlSocket
     /// The file type bits (S_IFMT) and inode of <paramref name="path"/> itself, a final symlink not followed; false
     /// if it does not exist.
     /// </summary>
-    /// <exception cref="IOException">statx failed for another reason than ENOENT.</exception>
+    /// <exception cref="ControlSocketException">statx failed for another reason than ENOENT.</exception>
     private static bool TryGetFileType(string path, out uint fileType, out ulong inode)
     {
         int errno = Libc.FileType(path, out fileType, out inode);
         if (errno == Libc.ENOENT) return false;
-        if (errno != 0) throw new IOException($"statx of \"{path}\" failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno}).");
+        if (errno != 0) throw new ControlSocketException($"The control socket path \"{path}\" cannot be examined ({Marshal.GetPInvokeErrorMessage(errno)}); choose another path.");
         return true;
     }
 
@@ -163,10 +155,7 @@ internal static class ControlSocket
         {
             File.Delete(socketPath);
         }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
         }
     }

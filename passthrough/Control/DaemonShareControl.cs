@@ -113,8 +113,7 @@ public sealed class DaemonShareControl : IShareControl
     /// <inheritdoc/>
     public ValueTask<ShareOptions> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken)
     {
-        if (policy is not (CachePolicy.Never or CachePolicy.Metadata or CachePolicy.Auto or CachePolicy.Always))
-            throw new RpcException(new Status(StatusCode.InvalidArgument, $"Cache policy {(int)policy} is not one of never, metadata, auto, always."));
+        // The service has checked that the policy is one of the four (IShareControl's contract).
         _settings.Cache = policy;
         return ValueTask.FromResult(Options());
     }
@@ -123,11 +122,7 @@ public sealed class DaemonShareControl : IShareControl
     public ValueTask<Allowlist> AddAllowedPathAsync(string normalizedPath, CancellationToken cancellationToken)
     {
         lock (_allowlistLock)
-        {
-            if (_allowed.Add(normalizedPath))
-                PublishLocked();
-            return ValueTask.FromResult(AllowlistLocked());
-        }
+            return _allowed.Add(normalizedPath) ? PublishLocked() : ValueTask.FromResult(AllowlistLocked());
     }
 
     /// <inheritdoc/>
@@ -137,8 +132,7 @@ public sealed class DaemonShareControl : IShareControl
         {
             if (!_allowed.Remove(normalizedPath))
                 throw new RpcException(new Status(StatusCode.NotFound, $"\"{normalizedPath}\" is not in the allowlist; list it with ListAllowedPaths."));
-            PublishLocked();
-            return ValueTask.FromResult(AllowlistLocked());
+            return PublishLocked();
         }
     }
 
@@ -151,8 +145,7 @@ public sealed class DaemonShareControl : IShareControl
         lock (_allowlistLock)
         {
             _allowlistEnabled = enabled;
-            PublishLocked();
-            return ValueTask.FromResult(AllowlistLocked());
+            return PublishLocked();
         }
     }
 
@@ -179,8 +172,12 @@ public sealed class DaemonShareControl : IShareControl
 
     private Allowlist AllowlistLocked() => new() { Enabled = _allowlistEnabled, Entries = { _allowed } };
 
-    // A new immutable allowlist replaces the old one, so requests in flight see either.
-    private void PublishLocked() => _settings.Allowlist = _allowlistEnabled ? new Hypervisor.Passthrough.Share.Allowlist(_allowed) : null;
+    /// <summary>Publishes the list as it is now and returns it. A new immutable allowlist replaces the old one, so requests in flight see either.</summary>
+    private ValueTask<Allowlist> PublishLocked()
+    {
+        _settings.Allowlist = _allowlistEnabled ? new Hypervisor.Passthrough.Share.Allowlist(_allowed) : null;
+        return ValueTask.FromResult(AllowlistLocked());
+    }
 
     private static string[] BuildOpcodeNames()
     {

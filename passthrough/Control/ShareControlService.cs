@@ -26,42 +26,33 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
         => Sorted(await Within(share.GetStatusAsync(context.CancellationToken), context).ConfigureAwait(false));
 
     public override async Task<ShareOptions> SetDirectIo(SetDirectIoRequest request, ServerCallContext context)
-    {
-        ThrowIfShuttingDown();
-        return (await Within(share.SetDirectIoAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false));
-    }
+        => await Within(Serving().SetDirectIoAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false);
 
     public override async Task<ShareOptions> SetCachePolicy(SetCachePolicyRequest request, ServerCallContext context)
     {
         if (request.Policy is not (CachePolicy.Never or CachePolicy.Metadata or CachePolicy.Auto or CachePolicy.Always))
             throw new RpcException(new Status(StatusCode.InvalidArgument,
                 $"Cache policy {(int)request.Policy} is not one of never (1), metadata (2), auto (3) or always (4); choose one of them."));
-        ThrowIfShuttingDown();
-        return (await Within(share.SetCachePolicyAsync(request.Policy, context.CancellationToken), context).ConfigureAwait(false));
+        return await Within(Serving().SetCachePolicyAsync(request.Policy, context.CancellationToken), context).ConfigureAwait(false);
     }
 
     public override async Task<Allowlist> AddAllowedPath(AllowedPathRequest request, ServerCallContext context)
     {
         string path = Normalize(request.Path);
-        ThrowIfShuttingDown();
-        return Sorted(await Within(share.AddAllowedPathAsync(path, context.CancellationToken), context).ConfigureAwait(false));
+        return Sorted(await Within(Serving().AddAllowedPathAsync(path, context.CancellationToken), context).ConfigureAwait(false));
     }
 
     public override async Task<Allowlist> RemoveAllowedPath(AllowedPathRequest request, ServerCallContext context)
     {
         string path = Normalize(request.Path);
-        ThrowIfShuttingDown();
-        return Sorted(await Within(share.RemoveAllowedPathAsync(path, context.CancellationToken), context).ConfigureAwait(false));
+        return Sorted(await Within(Serving().RemoveAllowedPathAsync(path, context.CancellationToken), context).ConfigureAwait(false));
     }
 
     public override async Task<Allowlist> ListAllowedPaths(ListAllowedPathsRequest request, ServerCallContext context)
         => Sorted(await Within(share.ListAllowedPathsAsync(context.CancellationToken), context).ConfigureAwait(false));
 
     public override async Task<Allowlist> SetAllowlistEnabled(SetAllowlistEnabledRequest request, ServerCallContext context)
-    {
-        ThrowIfShuttingDown();
-        return Sorted(await Within(share.SetAllowlistEnabledAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false));
-    }
+        => Sorted(await Within(Serving().SetAllowlistEnabledAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false));
 
     public override async Task<ShutdownResponse> Shutdown(ShutdownRequest request, ServerCallContext context)
     {
@@ -76,11 +67,9 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
         return new ShutdownResponse();
     }
 
-    private void ThrowIfShuttingDown()
-    {
-        if (!state.IsServing)
-            throw new RpcException(new Status(StatusCode.Unavailable, "The share is shutting down; settings can no longer be changed."));
-    }
+    /// <summary>The share, for a call that changes it; UNAVAILABLE once it is shutting down.</summary>
+    private IShareControl Serving() => state.IsServing ? share
+        : throw new RpcException(new Status(StatusCode.Unavailable, "The share is shutting down; settings can no longer be changed."));
 
     private static string Normalize(string path)
     {
@@ -96,8 +85,7 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
     /// <summary>Entries in ordinal order, as the allowlist's contract says.</summary>
     internal static Allowlist Sorted(Allowlist allowlist)
     {
-        var entries = allowlist.Entries.ToArray();
-        Array.Sort(entries, StringComparer.Ordinal);
+        var entries = allowlist.Entries.Order(StringComparer.Ordinal).ToArray();
         allowlist.Entries.Clear();
         allowlist.Entries.AddRange(entries);
         return allowlist;
@@ -106,8 +94,7 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
     /// <summary>Opcodes by number and the allowlist in order, as the status's contract says.</summary>
     internal static ShareStatus Sorted(ShareStatus status)
     {
-        var opcodes = status.Opcodes.ToArray();
-        Array.Sort(opcodes, static (a, b) => a.Opcode.CompareTo(b.Opcode));
+        var opcodes = status.Opcodes.OrderBy(static c => c.Opcode).ToArray();
         status.Opcodes.Clear();
         status.Opcodes.AddRange(opcodes);
         if (status.Allowlist is not null) Sorted(status.Allowlist);

@@ -55,9 +55,6 @@ public sealed partial class FuseEngine : IDisposable
     /// <summary>The negotiated protocol minor version, or 0 before INIT.</summary>
     public uint ProtocolMinor => _session?.Minor ?? 0;
 
-    /// <summary>The negotiated flags, or none before INIT.</summary>
-    public InitFlags NegotiatedFlags => _session?.Flags ?? InitFlags.None;
-
     /// <summary>True once DESTROY was answered (the transport may stop).</summary>
     public bool Destroyed { get; private set; }
 
@@ -102,13 +99,10 @@ public sealed partial class FuseEngine : IDisposable
             Counters.Count(request.Header.Opcode, false);
             return length;
         }
-        var failed = length >= FuseReply.HeaderSize && System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(reply[4..]) != 0;
-        Counters.Count(request.Header.Opcode, failed);
-        if (_log.IsEnabled(LogLevel.Trace))
-        {
-            LogRequest(request.Opcode, request.Header.Unique, request.Header.Nodeid,
-                length == 0 ? 0 : System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(reply[4..]));
-        }
+        // fuse_out_header.error of the reply (0 without a reply).
+        var result = length >= FuseReply.HeaderSize ? System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(reply[4..]) : 0;
+        Counters.Count(request.Header.Opcode, result != 0);
+        if (_log.IsEnabled(LogLevel.Trace)) LogRequest(request.Opcode, request.Header.Unique, request.Header.Nodeid, result);
         return length;
     }
 
@@ -256,19 +250,11 @@ public sealed partial class FuseEngine : IDisposable
                 if (!args.TryRead(out WriteIn write)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
                 if (write.Size > MaxWrite || !args.TryReadBytes((int)write.Size, out var data))
                     return Malformed(FrameErrorKind.PayloadMismatch, request, reply);
-                var written = _fs.Write(ctx, node, write, data);
-                return written.IsOk
-                    ? FuseReply.Struct(reply, unique, new WriteOut { Size = written.Value })
-                    : FuseReply.Error(reply, unique, written.Error);
+                return Reply(reply, unique, _fs.Write(ctx, node, write, data), static size => new WriteOut { Size = size });
             }
 
             case FuseOpcode.StatFs:
-            {
-                var statfs = _fs.StatFs(ctx, node);
-                return statfs.IsOk
-                    ? FuseReply.Struct(reply, unique, new StatFsOut { St = statfs.Value })
-                    : FuseReply.Error(reply, unique, statfs.Error);
-            }
+                return Reply(reply, unique, _fs.StatFs(ctx, node), static st => new StatFsOut { St = st });
 
             case FuseOpcode.Release:
             case FuseOpcode.ReleaseDir:
@@ -328,10 +314,7 @@ public sealed partial class FuseEngine : IDisposable
             case FuseOpcode.GetLk:
             {
                 if (!args.TryRead(out LkIn lk)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
-                var result = _fs.GetLk(ctx, node, lk);
-                return result.IsOk
-                    ? FuseReply.Struct(reply, unique, new LkOut { Lk = result.Value })
-                    : FuseReply.Error(reply, unique, result.Error);
+                return Reply(reply, unique, _fs.GetLk(ctx, node, lk), static held => new LkOut { Lk = held });
             }
 
             case FuseOpcode.SetLk:
@@ -371,20 +354,14 @@ public sealed partial class FuseEngine : IDisposable
             case FuseOpcode.LSeek:
             {
                 if (!args.TryRead(out LSeekIn lseek)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
-                var result = _fs.LSeek(ctx, node, lseek);
-                return result.IsOk
-                    ? FuseReply.Struct(reply, unique, new LSeekOut { Offset = result.Value })
-                    : FuseReply.Error(reply, unique, result.Error);
+                return Reply(reply, unique, _fs.LSeek(ctx, node, lseek), static offset => new LSeekOut { Offset = offset });
             }
 
             case FuseOpcode.CopyFileRange:
             {
                 if (!args.TryRead(out CopyFileRangeIn copy)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
-                var result = _fs.CopyFileRange(ctx, node, copy);
                 // fuse_write_out.size is 32 bits: the kernel never asks for more than that in one request.
-                return result.IsOk
-                    ? FuseReply.Struct(reply, unique, new WriteOut { Size = (uint)Math.Min(result.Value, uint.MaxValue) })
-                    : FuseReply.Error(reply, unique, result.Error);
+                return Reply(reply, unique, _fs.CopyFileRange(ctx, node, copy), static n => new WriteOut { Size = (uint)Math.Min(n, uint.MaxValue) });
             }
 
             case FuseOpcode.SyncFs:
@@ -487,6 +464,10 @@ public sealed partial class FuseEngine : IDisposable
 
     private static int Reply<T>(Span<byte> reply, RequestId unique, in Result<T> result) where T : unmanaged =>
         result.IsOk ? FuseReply.Struct(reply, unique, result.Value) : FuseReply.Error(reply, unique, result.Error);
+
+    /// <summary>A result whose reply struct wraps the value (<paramref name="wrap"/> is static: nothing is allocated).</summary>
+    private static int Reply<T, TOut>(Span<byte> reply, RequestId unique, in Result<T> result, Func<T, TOut> wrap) where TOut : unmanaged =>
+        result.IsOk ? FuseReply.Struct(reply, unique, wrap(result.Value)) : FuseReply.Error(reply, unique, result.Error);
 
     private static int Bytes(Span<byte> reply, RequestId unique, in Result<int> result) =>
         result.IsOk ? FuseReply.Finish(reply, unique, result.Value) : FuseReply.Error(reply, unique, result.Error);

@@ -29,7 +29,7 @@ namespace Hypervisor.Passthrough.Engine;
 /// guest does.
 /// </para>
 /// </summary>
-internal sealed partial class LockWaits : IDisposable
+internal sealed partial class LockWaits(IFileSystem fs, ILogger log) : IDisposable
 {
     /// <summary>The longest pause between two tries of a request blocked by a lock no guest owner holds.</summary>
     public static readonly TimeSpan MaxPause = TimeSpan.FromMilliseconds(20);
@@ -49,8 +49,8 @@ internal sealed partial class LockWaits : IDisposable
 
     private static readonly long EarlyInterruptLifetime = Stopwatch.Frequency * 10;
 
-    private readonly IFileSystem _fs;
-    private readonly ILogger _log;
+    private readonly IFileSystem _fs = fs;
+    private readonly ILogger _log = log;
     private readonly object _gate = new();
     private readonly Dictionary<ulong, Wait> _waits = new();
     private readonly Dictionary<ulong, long> _earlyInterrupts = new();
@@ -60,12 +60,6 @@ internal sealed partial class LockWaits : IDisposable
     private bool _kicked;
     private bool _stopped;
     private int _count;
-
-    public LockWaits(IFileSystem fs, ILogger log)
-    {
-        _fs = fs;
-        _log = log;
-    }
 
     /// <summary>Requests parked now.</summary>
     public int Count => Volatile.Read(ref _count);

@@ -12,15 +12,9 @@ namespace Hypervisor.Passthrough.FileSystem;
 /// </summary>
 internal static class DescriptorBudget
 {
-    /// <summary>The smallest cache the daemon accepts.</summary>
-    public const int MinCacheSize = ShareVocabulary.MinFdCacheSize;
-
     /// <summary>The largest automatic size: each cached descriptor pins a host inode and dentry (about 1 KiB of
     /// kernel memory) after the guest has forgotten it.</summary>
     public const int MaxAutomaticCacheSize = 65536;
-
-    /// <summary>The largest size <c>--fd-cache-size</c> accepts at all (the limit decides below that).</summary>
-    public const int MaxCacheSize = ShareVocabulary.MaxFdCacheSize;
 
     /// <summary>Descriptors kept free of the cache at most, for open files and the daemon's own use.</summary>
     public const int MaxReserve = 4096;
@@ -37,15 +31,15 @@ internal static class DescriptorBudget
 
     /// <summary>
     /// The automatic cache size for a soft limit: the limit less a quarter of it (at least 256, at most 4096
-    /// descriptors), no more than <see cref="MaxAutomaticCacheSize"/> and no less than <see cref="MinCacheSize"/>.
+    /// descriptors), no more than <see cref="MaxAutomaticCacheSize"/> and no less than <see cref="ShareVocabulary.MinFdCacheSize"/>.
     /// 1024 gives 768, 20,000 gives 15,904, 524,288 gives 65,536.
     /// </summary>
     public static int AutomaticCacheSize(long softLimit) =>
-        (int)Math.Clamp(softLimit - Reserve(softLimit), MinCacheSize, MaxAutomaticCacheSize);
+        (int)Math.Clamp(softLimit - Reserve(softLimit), ShareVocabulary.MinFdCacheSize, MaxAutomaticCacheSize);
 
     /// <summary>The largest cache an operator may ask for under <paramref name="softLimit"/>.</summary>
     public static int LargestCacheSize(long softLimit) =>
-        (int)Math.Clamp(softLimit - MinReserve, MinCacheSize, MaxCacheSize);
+        (int)Math.Clamp(softLimit - MinReserve, ShareVocabulary.MinFdCacheSize, ShareVocabulary.MaxFdCacheSize);
 
     private static long Reserve(long softLimit) => Math.Clamp(softLimit / 4, MinReserve, MaxReserve);
 }

@@ -10,23 +10,15 @@ internal readonly record struct InodeKey(ulong Dev, ulong Ino);
 /// handle reopens it on demand and the <see cref="FdCache"/> keeps a bounded number of those descriptors. Only
 /// where handles are unavailable does the node pin an O_PATH descriptor for its lifetime.
 /// </summary>
-internal sealed class Node
+internal sealed class Node(ulong id, InodeKey key, uint type, SafeFd? pinned)
 {
-    public Node(ulong id, InodeKey key, uint type, SafeFd? pinned)
-    {
-        Id = id;
-        Key = key;
-        Type = type;
-        Pinned = pinned;
-    }
-
     /// <summary>The FUSE node id (our own counter, never the host inode number, never reused).</summary>
-    public readonly ulong Id;
+    public readonly ulong Id = id;
 
-    public readonly InodeKey Key;
+    public readonly InodeKey Key = key;
 
     /// <summary>The S_IFMT bits; an inode never changes type.</summary>
-    public readonly uint Type;
+    public readonly uint Type = type;
 
     /// <summary>
     /// A <c>struct file_handle</c> (header and bytes) for open_by_handle_at; null until the cache first evicts the
@@ -39,7 +31,7 @@ internal sealed class Node
     /// (or the node is the share root), or set by the cache (under its lock) when it evicts a descriptor whose
     /// handle cannot be made. Set once.
     /// </summary>
-    public volatile SafeFd? Pinned;
+    public volatile SafeFd? Pinned = pinned;
 
     /// <summary>
     /// Lookups the client holds; guarded by the node table stripe lock. A node at zero that is not
@@ -90,17 +82,11 @@ internal sealed class Node
 /// A descriptor borrowed for the length of one operation. The SafeHandle reference taken at borrow time keeps the
 /// descriptor number valid even if the cache evicts it meanwhile (the close then happens at <see cref="Dispose"/>).
 /// </summary>
-internal readonly struct FdLease : IDisposable
+internal readonly struct FdLease(SafeFd fd, bool owned) : IDisposable
 {
-    private readonly bool _owned;
+    private readonly bool _owned = owned;
 
-    public FdLease(SafeFd fd, bool owned)
-    {
-        Fd = fd;
-        _owned = owned;
-    }
-
-    public SafeFd Fd { get; }
+    public SafeFd Fd { get; } = fd;
 
     public void Dispose()
     {
@@ -266,13 +252,7 @@ internal sealed class FdCache
         return evicted;
     }
 
-    public void Clear()
-    {
-        lock (_lock)
-        {
-            while (_tail is { } victim) EvictOne(victim);
-        }
-    }
+    public void Clear() => Trim(int.MaxValue);
 
     private void Insert(Node node, SafeFd fd)
     {
@@ -325,24 +305,15 @@ internal sealed class FdCache
 }
 
 /// <summary>An open file or directory (a FUSE <c>fh</c>).</summary>
-internal sealed class OpenFile
+internal sealed class OpenFile(ulong id, Node node, SafeFd fd, bool isDir, int accessMode)
 {
-    public OpenFile(ulong id, Node node, SafeFd fd, bool isDir, int accessMode)
-    {
-        Id = id;
-        Node = node;
-        Fd = fd;
-        IsDir = isDir;
-        AccessMode = accessMode;
-    }
-
-    public readonly ulong Id;
-    public readonly Node Node;
-    public readonly SafeFd Fd;
-    public readonly bool IsDir;
+    public readonly ulong Id = id;
+    public readonly Node Node = node;
+    public readonly SafeFd Fd = fd;
+    public readonly bool IsDir = isDir;
 
     /// <summary>O_RDONLY / O_WRONLY / O_RDWR as the guest opened it (lock types are checked against it).</summary>
-    public readonly int AccessMode;
+    public readonly int AccessMode = accessMode;
 
     // Directory stream state, guarded by lock(this): a getdents64 buffer and the d_off cookie of the next entry.
     public byte[]? Buffer;

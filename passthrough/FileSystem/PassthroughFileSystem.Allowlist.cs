@@ -1,4 +1,3 @@
-using System.Text;
 using Hypervisor.Interop;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Protocol.Fuse;
@@ -7,8 +6,8 @@ namespace Hypervisor.Passthrough.FileSystem;
 
 /// <summary>
 /// The allowlist applied to every operation, not only to LOOKUP and READDIR. A share-relative path is
-/// <see cref="Reach.Inside"/> an allowed path (the path or below it), on the <see cref="Reach.PathOnly"/> way down to
-/// one (a strict ancestor, the share root among them), or <see cref="Reach.Hidden"/>.
+/// <see cref="AllowlistReach.Inside"/> an allowed path (the path or below it), on the <see cref="AllowlistReach.PathOnly"/>
+/// way down to one (a strict ancestor, the share root among them), or <see cref="AllowlistReach.Hidden"/>.
 /// <list type="bullet">
 /// <item>A node is checked at every use (<see cref="CheckReach"/>, from <c>Acquire</c>): a path removed from the
 /// allowlist is refused (ENOENT) for nodes the guest looked up before, as for new lookups. Open handles are not
@@ -23,13 +22,6 @@ namespace Hypervisor.Passthrough.FileSystem;
 /// </summary>
 public sealed partial class PassthroughFileSystem
 {
-    private enum Reach
-    {
-        Hidden,
-        PathOnly,
-        Inside,
-    }
-
     /// <summary>How an operation uses the child name it is given.</summary>
     private enum ChildUse
     {
@@ -43,77 +35,47 @@ public sealed partial class PassthroughFileSystem
         Exchange,
     }
 
-    /// <summary>An allowlist with its paths as UTF-8 bytes, rebuilt when the operator replaces the allowlist.</summary>
-    private sealed class AllowlistBytes(Allowlist list)
+    /// <summary>
+    /// Writes the share-relative path of the inode behind <paramref name="fd"/> (a descriptor the caller keeps open)
+    /// into <paramref name="destination"/> (<see cref="PathMax"/> bytes): its length, 0 for the root, or -1 when it
+    /// lies outside the share or is deleted.
+    /// </summary>
+    private int RelativePathBytes(int fd, Span<byte> destination)
     {
-        public readonly Allowlist List = list;
-        public readonly byte[][] Paths = list.Paths.Select(Encoding.UTF8.GetBytes).ToArray();
+        Span<byte> proc = stackalloc byte[ProcPath.Size];
+        var n = (int)Libc.readlinkat(Libc.AT_FDCWD, ProcPath.Format(fd, proc), destination, (nuint)destination.Length);
+        if (n <= 0 || n >= destination.Length) return -1;
+        var root = _rootPathBytes;
+        var full = destination[..n];
+        if (full.SequenceEqual(root)) return 0;
+        // The share root "/" is its own prefix; any other root is followed by '/'.
+        var prefix = root.Length == 1 ? 1 : root.Length + 1;
+        if (n <= prefix || !full.StartsWith(root) || (root.Length > 1 && full[root.Length] != (byte)'/')) return -1;
+        full[prefix..].CopyTo(destination);
+        return n - prefix;
     }
-
-    private volatile AllowlistBytes? _allowlistBytes;
-    private byte[]? _rootPathBytes;
-
-    private AllowlistBytes? CurrentAllowlist()
-    {
-        var list = _settings.Allowlist;
-        if (list is null) return null;
-        var cached = _allowlistBytes;
-        if (cached is not null && ReferenceEquals(cached.List, list)) return cached;
-        cached = new AllowlistBytes(list);
-        _allowlistBytes = cached;
-        return cached;
-    }
-
-    private static Reach Classify(AllowlistBytes allow, ReadOnlySpan<byte> relative)
-    {
-        var reach = Reach.Hidden;
-        foreach (var allowed in allow.Paths)
-        {
-            if (IsSameOrBelow(relative, allowed)) return Reach.Inside;
-            if (relative.IsEmpty || IsSameOrBelow(allowed, relative)) reach = Reach.PathOnly;
-        }
-        return reach;
-    }
-
-    private static bool IsSameOrBelow(ReadOnlySpan<byte> path, ReadOnlySpan<byte> root) =>
-        !root.IsEmpty && path.StartsWith(root) && (path.Length == root.Length || path[root.Length] == (byte)'/');
 
     /// <summary>
-    /// Writes the share-relative path of the inode behind <paramref name="fd"/> into <paramref name="destination"/>
-    /// (<see cref="PathMax"/> bytes): its length, 0 for the root, or -1 when it lies outside the share or is deleted.
+    /// Appends '/' (unless <paramref name="length"/> is 0, the root) and <paramref name="name"/> to the relative path
+    /// of <paramref name="length"/> bytes in <paramref name="path"/>; returns the new length, or -1 when it does not fit.
     /// </summary>
-    private int RelativePathBytes(SafeFd fd, Span<byte> destination)
+    private static int AppendChild(Span<byte> path, int length, ReadOnlySpan<byte> name)
     {
-        var added = false;
-        fd.DangerousAddRef(ref added);
-        try
-        {
-            Span<byte> proc = stackalloc byte[ProcPath.Size];
-            var n = (int)Libc.readlinkat(Libc.AT_FDCWD, ProcPath.Format(fd.Value, proc), destination, (nuint)destination.Length);
-            if (n <= 0 || n >= destination.Length) return -1;
-            var root = _rootPathBytes ??= Encoding.UTF8.GetBytes(_rootPath);
-            var full = destination[..n];
-            if (full.SequenceEqual(root)) return 0;
-            // The share root "/" is its own prefix; any other root is followed by '/'.
-            var prefix = root.Length == 1 ? 1 : root.Length + 1;
-            if (n <= prefix || !full.StartsWith(root) || (root.Length > 1 && full[root.Length] != (byte)'/')) return -1;
-            full[prefix..].CopyTo(destination);
-            return n - prefix;
-        }
-        finally
-        {
-            if (added) fd.DangerousRelease();
-        }
+        var total = length == 0 ? name.Length : length + 1 + name.Length;
+        if (total >= path.Length) return -1;
+        if (length > 0) path[length++] = (byte)'/';
+        name.CopyTo(path[length..]);
+        return total;
     }
 
     /// <summary>ENOENT when the allowlist hides the node behind <paramref name="fd"/> (refused at use).</summary>
-    private Errno CheckReach(SafeFd fd)
+    private Errno CheckReach(int fd)
     {
-        var allow = CurrentAllowlist();
+        var allow = _settings.Allowlist;
         if (allow is null) return Errno.Ok;
         Span<byte> path = stackalloc byte[PathMax];
         var n = RelativePathBytes(fd, path);
-        return n < 0 || Classify(allow, path[..n]) == Reach.Hidden ? Errno.ENOENT : Errno.Ok;
+        return n < 0 || !allow.Permits(path[..n]) ? Errno.ENOENT : Errno.Ok;
     }
 
     /// <summary>
@@ -122,25 +84,19 @@ public sealed partial class PassthroughFileSystem
     /// </summary>
     private Errno CheckChild(SafeFd dirFd, ReadOnlySpan<byte> name, ChildUse use)
     {
-        var allow = CurrentAllowlist();
+        var allow = _settings.Allowlist;
         if (allow is null || IsDots(name)) return Errno.Ok;
         Span<byte> path = stackalloc byte[PathMax];
-        var n = RelativePathBytes(dirFd, path);
+        var n = RelativePathBytes(dirFd.Value, path);
         if (n < 0) return Errno.ENOENT;
-        var parent = Classify(allow, path[..n]);
-        if (parent == Reach.Inside) return Errno.Ok;
-        if (parent == Reach.Hidden) return Errno.ENOENT;
+        var parent = allow.Classify(path[..n]);
+        if (parent == AllowlistReach.Inside) return Errno.Ok;
+        if (parent == AllowlistReach.Hidden) return Errno.ENOENT;
 
-        var child = Reach.Hidden;
-        var length = n == 0 ? name.Length : n + 1 + name.Length;
-        if (length < path.Length)
-        {
-            if (n > 0) path[n++] = (byte)'/';
-            name.CopyTo(path[n..]);
-            child = Classify(allow, path[..length]);
-        }
-        if (use == ChildUse.Existing) return child == Reach.Hidden ? Errno.ENOENT : Errno.Ok;
-        if (child == Reach.Hidden) return use == ChildUse.Exchange ? Errno.ENOENT : Errno.EACCES;
+        var length = AppendChild(path, n, name);
+        var child = length < 0 ? AllowlistReach.Hidden : allow.Classify(path[..length]);
+        if (use == ChildUse.Existing) return child == AllowlistReach.Hidden ? Errno.ENOENT : Errno.Ok;
+        if (child == AllowlistReach.Hidden) return use == ChildUse.Exchange ? Errno.ENOENT : Errno.EACCES;
         // A visible name in a path-only directory: what exists keeps its answers, nothing new is made.
         Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
         if (Libc.fstatat(dirFd, CString(name, nameBuffer), out _, Libc.AT_SYMLINK_NOFOLLOW) == 0) return Errno.Ok;

@@ -21,8 +21,7 @@ public sealed partial class PassthroughFileSystem
         {
             if (!n!.IsDir) return Errno.ENOTDIR;
             // "." below an O_PATH directory descriptor is that directory: no name from the guest is involved.
-            var fd = Libc.openat(lease.Fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
-            if (fd < 0 && MadeRoom()) fd = Libc.openat(lease.Fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
+            var fd = OpenAt(lease.Fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC);
             if (fd < 0) return LastErrno();
             var dir = Register(n, new SafeFd(fd), isDir: true, Libc.O_RDONLY);
             var flags = _settings.Cache == CachePolicy.Always ? OpenOutFlags.CacheDir | OpenOutFlags.KeepCache : OpenOutFlags.None;
@@ -39,15 +38,13 @@ public sealed partial class PassthroughFileSystem
         var writer = new DirentWriter(destination);
 
         var allowlist = _settings.Allowlist;
-        string? dirPath = null;
-        if (allowlist is not null)
-        {
-            dirPath = RelativePath(dir!.Fd);
-            if (dirPath is null) return 0;
-        }
-
+        Span<byte> path = allowlist is null ? default : stackalloc byte[PathMax];
         lock (dir!)
         {
+            // Released meanwhile (RELEASEDIR closes the descriptor under this lock).
+            if (dir.Fd.IsClosed) return Errno.EBADF;
+            var dirLength = allowlist is null ? 0 : RelativePathBytes(dir.Fd.Value, path);
+            if (dirLength < 0) return 0;
             dir.Buffer ??= ArrayPool<byte>.Shared.Rent(DirBufferSize);
             if (!dir.Positioned || args.Offset != dir.NextOffset)
             {
@@ -83,7 +80,7 @@ public sealed partial class PassthroughFileSystem
                 var nameArea = record[19..reclen];
                 var name = nameArea[..nameArea.IndexOf((byte)0)];
 
-                if (!IsDots(name) && allowlist is not null && !allowlist.Permits(ChildPath(dirPath!, name)))
+                if (allowlist is not null && !IsDots(name) && !Permits(allowlist, path, AppendChild(path, dirLength, name)))
                 {
                     Log.Hidden(_logger, dir.Node.Id);
                 }
@@ -127,11 +124,7 @@ public sealed partial class PassthroughFileSystem
         return writer.Length;
     }
 
-    private static string ChildPath(string dirPath, ReadOnlySpan<byte> name)
-    {
-        var child = System.Text.Encoding.UTF8.GetString(name);
-        return dirPath.Length == 0 ? child : dirPath + "/" + child;
-    }
+    private static bool Permits(Allowlist allowlist, Span<byte> path, int length) => length >= 0 && allowlist.Permits(path[..length]);
 
     /// <inheritdoc/>
     public Errno ReleaseDir(in FuseContext ctx, NodeId node, in ReleaseIn args)
@@ -152,8 +145,6 @@ public sealed partial class PassthroughFileSystem
     public Errno FSyncDir(in FuseContext ctx, NodeId node, in FSyncIn args)
     {
         var err = GetFile(node, args.Fh, dir: true, out var dir);
-        if (err.IsError) return err;
-        var r = (args.FsyncFlags & FuseConstants.FSyncFDataSync) != 0 ? Libc.fdatasync(dir!.Fd) : Libc.fsync(dir!.Fd);
-        return r == 0 ? Errno.Ok : LastErrno();
+        return err.IsError ? err : Sync(dir!, args);
     }
 }

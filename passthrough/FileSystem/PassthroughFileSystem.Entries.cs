@@ -56,8 +56,7 @@ public sealed partial class PassthroughFileSystem
             lock (stripe) stripe.TryGetValue(key, out known);
             if (known is not null && _fdCache.TryCountLookup(known, ticket, _countKnownLookup)) return MakeEntry(known, seen);
         }
-        var fd = Libc.openat(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
-        if (fd < 0 && MadeRoom()) fd = Libc.openat(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+        var fd = OpenAt(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
         if (fd < 0) return LastErrno();
         if (Libc.fstat(fd, out var st) != 0)
         {
@@ -65,7 +64,7 @@ public sealed partial class PassthroughFileSystem
             Libc.close(fd);
             return errno;
         }
-        if (checkAllowlist && _settings.Allowlist is not null && !Permitted(fd))
+        if (checkAllowlist && CheckReach(fd).IsError)
         {
             Libc.close(fd);
             return Errno.ENOENT;
@@ -404,14 +403,30 @@ public sealed partial class PassthroughFileSystem
         Credentials.Enter(_switchCredentials && (ctx.Uid != 0 || ctx.Gid != 0), ctx.Uid, ctx.Gid, _logger);
 
     /// <inheritdoc/>
-    public Result<EntryOut> Symlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target)
+    public Result<EntryOut> Symlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target) =>
+        MakeNode(ctx, parent, name, FuseOpcode.Symlink, 0, 0, target,
+            target.IsEmpty ? Errno.ENOENT : target.Length >= PathMax ? Errno.ENAMETOOLONG : target.IndexOf((byte)0) >= 0 ? Errno.EINVAL : Errno.Ok);
+
+    /// <inheritdoc/>
+    public Result<EntryOut> MkNod(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkNodIn args) =>
+        MakeNode(ctx, parent, name, FuseOpcode.MkNod, args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev, default,
+            (args.Mode & Libc.S_IFMT) is 0 or Libc.S_IFREG or Libc.S_IFIFO or Libc.S_IFSOCK or Libc.S_IFCHR or Libc.S_IFBLK ? Errno.Ok : Errno.EINVAL);
+
+    /// <inheritdoc/>
+    public Result<EntryOut> MkDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkDirIn args) =>
+        MakeNode(ctx, parent, name, FuseOpcode.MkDir, args.Mode & 0xFFF, 0, default, Errno.Ok);
+
+    /// <summary>
+    /// SYMLINK, MKNOD and MKDIR: checks (read-only share, the name, then <paramref name="invalid"/>, the operation's
+    /// own argument check), creates the inode as the caller and looks it up.
+    /// </summary>
+    private Result<EntryOut> MakeNode(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, FuseOpcode op, uint mode, uint rdev,
+        ReadOnlySpan<byte> target, Errno invalid)
     {
         if (ReadOnly) return Errno.EROFS;
         var check = CheckNewName(name);
         if (check.IsError) return check;
-        if (target.IsEmpty) return Errno.ENOENT;
-        if (target.Length >= PathMax) return Errno.ENAMETOOLONG;
-        if (target.IndexOf((byte)0) >= 0) return Errno.EINVAL;
+        if (invalid.IsError) return invalid;
         var err = AcquireDir(parent, out var lease);
         if (err.IsError) return err;
         using (lease)
@@ -419,11 +434,18 @@ public sealed partial class PassthroughFileSystem
             var reach = CheckChild(lease.Fd, name, ChildUse.Create);
             if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            Span<byte> targetBuffer = stackalloc byte[PathMax];
+            Span<byte> targetBuffer = stackalloc byte[op == FuseOpcode.Symlink ? PathMax : 0];
+            var cname = CString(name, nameBuffer);
             var failure = Errno.Ok;
             using (AsCaller(ctx))
             {
-                if (Libc.symlinkat(CString(target, targetBuffer), lease.Fd, CString(name, nameBuffer)) != 0) failure = LastErrno();
+                var r = op switch
+                {
+                    FuseOpcode.Symlink => Libc.symlinkat(CString(target, targetBuffer), lease.Fd, cname),
+                    FuseOpcode.MkDir => Libc.mkdirat(lease.Fd, cname, mode),
+                    _ => Libc.mknodat(lease.Fd, cname, mode, rdev),
+                };
+                if (r != 0) failure = LastErrno();
             }
             if (failure.IsError) return failure;
             return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);
@@ -431,61 +453,19 @@ public sealed partial class PassthroughFileSystem
     }
 
     /// <inheritdoc/>
-    public Result<EntryOut> MkNod(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkNodIn args)
-    {
-        if (ReadOnly) return Errno.EROFS;
-        var check = CheckNewName(name);
-        if (check.IsError) return check;
-        var type = args.Mode & Libc.S_IFMT;
-        if (type is not (0 or Libc.S_IFREG or Libc.S_IFIFO or Libc.S_IFSOCK or Libc.S_IFCHR or Libc.S_IFBLK)) return Errno.EINVAL;
-        var err = AcquireDir(parent, out var lease);
-        if (err.IsError) return err;
-        using (lease)
-        {
-            var reach = CheckChild(lease.Fd, name, ChildUse.Create);
-            if (reach.IsError) return reach;
-            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            var failure = Errno.Ok;
-            using (AsCaller(ctx))
-            {
-                if (Libc.mknodat(lease.Fd, CString(name, nameBuffer), args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev) != 0) failure = LastErrno();
-            }
-            if (failure.IsError) return failure;
-            return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);
-        }
-    }
+    public Errno Unlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name) => Remove(parent, name, 0);
 
     /// <inheritdoc/>
-    public Result<EntryOut> MkDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkDirIn args)
-    {
-        if (ReadOnly) return Errno.EROFS;
-        var check = CheckNewName(name);
-        if (check.IsError) return check;
-        var err = AcquireDir(parent, out var lease);
-        if (err.IsError) return err;
-        using (lease)
-        {
-            var reach = CheckChild(lease.Fd, name, ChildUse.Create);
-            if (reach.IsError) return reach;
-            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            var failure = Errno.Ok;
-            using (AsCaller(ctx))
-            {
-                if (Libc.mkdirat(lease.Fd, CString(name, nameBuffer), args.Mode & 0xFFF) != 0) failure = LastErrno();
-            }
-            if (failure.IsError) return failure;
-            return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);
-        }
-    }
+    public Errno RmDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name) => Remove(parent, name, Libc.AT_REMOVEDIR);
 
-    /// <inheritdoc/>
-    public Errno Unlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name)
+    /// <summary>UNLINK (<paramref name="flags"/> 0) and RMDIR (AT_REMOVEDIR): <c>unlinkat</c> of a visible name.</summary>
+    private Errno Remove(NodeId parent, ReadOnlySpan<byte> name, int flags)
     {
         if (ReadOnly) return Errno.EROFS;
         var check = CheckName(name);
         if (check.IsError) return check;
-        // unlink(2) of "." or ".." is EISDIR on Linux (they are directories).
-        if (IsDots(name)) return Errno.EISDIR;
+        // unlink(2) of "." or ".." is EISDIR on Linux (they are directories); rmdir(2) of "." is EINVAL, of ".." ENOTEMPTY.
+        if (IsDots(name)) return flags == 0 ? Errno.EISDIR : IsDot(name) ? Errno.EINVAL : Errno.ENOTEMPTY;
         var err = AcquireDir(parent, out var lease);
         if (err.IsError) return err;
         using (lease)
@@ -493,27 +473,7 @@ public sealed partial class PassthroughFileSystem
             var reach = CheckChild(lease.Fd, name, ChildUse.Existing);
             if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            return Libc.unlinkat(lease.Fd, CString(name, nameBuffer), 0) == 0 ? Errno.Ok : LastErrno();
-        }
-    }
-
-    /// <inheritdoc/>
-    public Errno RmDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name)
-    {
-        if (ReadOnly) return Errno.EROFS;
-        var check = CheckName(name);
-        if (check.IsError) return check;
-        // rmdir(2): "." is EINVAL, ".." is ENOTEMPTY on Linux.
-        if (IsDot(name)) return Errno.EINVAL;
-        if (IsDotDot(name)) return Errno.ENOTEMPTY;
-        var err = AcquireDir(parent, out var lease);
-        if (err.IsError) return err;
-        using (lease)
-        {
-            var reach = CheckChild(lease.Fd, name, ChildUse.Existing);
-            if (reach.IsError) return reach;
-            Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            return Libc.unlinkat(lease.Fd, CString(name, nameBuffer), Libc.AT_REMOVEDIR) == 0 ? Errno.Ok : LastErrno();
+            return Libc.unlinkat(lease.Fd, CString(name, nameBuffer), flags) == 0 ? Errno.Ok : LastErrno();
         }
     }
 

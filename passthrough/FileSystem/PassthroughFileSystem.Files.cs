@@ -64,9 +64,7 @@ public sealed partial class PassthroughFileSystem
         {
             err = CheckOpenable(n!);
             if (err.IsError) return err;
-            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
-            var fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(lease.Fd.Value, procBuffer), HostOpenFlags(args.Flags), 0);
-            if (fd < 0 && MadeRoom()) fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(lease.Fd.Value, procBuffer), HostOpenFlags(args.Flags), 0);
+            var fd = Reopen(lease.Fd.Value, HostOpenFlags(args.Flags));
             if (fd < 0) return LastErrno();
             var file = new SafeFd(fd);
             if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file, ctx.Gid);
@@ -92,7 +90,6 @@ public sealed partial class PassthroughFileSystem
             var reach = CheckChild(lease.Fd, name, ChildUse.Create);
             if (reach.IsError) return reach;
             Span<byte> nameBuffer = stackalloc byte[MaxName + 1];
-            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
             var cname = CString(name, nameBuffer);
             var hostFlags = HostOpenFlags(args.Flags);
             var pathFd = -1;
@@ -103,12 +100,10 @@ public sealed partial class PassthroughFileSystem
                 // Always create exclusively so that an existing FIFO or device is never opened by this call; an
                 // existing name (without the guest's O_EXCL) is then opened only after checking it is a regular file.
                 // EMFILE and ENFILE come before the name is looked up, so nothing was created and the open can be tried again.
-                fd = Libc.openat(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
-                if (fd < 0 && MadeRoom()) fd = Libc.openat(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
+                fd = OpenAt(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
                 if (fd < 0 && Libc.LastErrno == Errno.EEXIST.Value && !guestExcl)
                 {
-                    pathFd = Libc.openat(lease.Fd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
-                    if (pathFd < 0 && MadeRoom()) pathFd = Libc.openat(lease.Fd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+                    pathFd = OpenAt(lease.Fd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
                     if (pathFd < 0) return LastErrno();
                     if (Libc.fstat(pathFd, out var est) != 0 || (est.Mode & Libc.S_IFMT) != Libc.S_IFREG)
                     {
@@ -116,8 +111,7 @@ public sealed partial class PassthroughFileSystem
                         Libc.close(pathFd);
                         return type == Libc.S_IFDIR ? Errno.EISDIR : type == Libc.S_IFLNK ? Errno.ELOOP : Errno.ENXIO;
                     }
-                    fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(pathFd, procBuffer), hostFlags, 0);
-                    if (fd < 0 && MadeRoom()) fd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(pathFd, procBuffer), hostFlags, 0);
+                    fd = Reopen(pathFd, hostFlags);
                     if (fd < 0)
                     {
                         failure = LastErrno();
@@ -142,8 +136,7 @@ public sealed partial class PassthroughFileSystem
             }
             if (pathFd < 0)
             {
-                pathFd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(fd, procBuffer), Libc.O_PATH | Libc.O_CLOEXEC, 0);
-                if (pathFd < 0 && MadeRoom()) pathFd = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(fd, procBuffer), Libc.O_PATH | Libc.O_CLOEXEC, 0);
+                pathFd = Reopen(fd, Libc.O_PATH | Libc.O_CLOEXEC);
                 if (pathFd < 0)
                 {
                     var errno = LastErrno();
@@ -217,8 +210,13 @@ public sealed partial class PassthroughFileSystem
     public Errno FSync(in FuseContext ctx, NodeId node, in FSyncIn args)
     {
         var err = GetFile(node, args.Fh, dir: false, out var file);
-        if (err.IsError) return err;
-        var r = (args.FsyncFlags & FuseConstants.FSyncFDataSync) != 0 ? Libc.fdatasync(file!.Fd) : Libc.fsync(file!.Fd);
+        return err.IsError ? err : Sync(file!, args);
+    }
+
+    /// <summary>fsync(2), or fdatasync(2) when FUSE_FSYNC_FDATASYNC is set, of an open file or directory.</summary>
+    private static Errno Sync(OpenFile file, in FSyncIn args)
+    {
+        var r = (args.FsyncFlags & FuseConstants.FSyncFDataSync) != 0 ? Libc.fdatasync(file.Fd) : Libc.fsync(file.Fd);
         return r == 0 ? Errno.Ok : LastErrno();
     }
 
@@ -291,11 +289,8 @@ public sealed partial class PassthroughFileSystem
             if (node.LockFds is not null && node.LockFds.TryGetValue(owner, out fd)) return Errno.Ok;
             fd = null;
             if (!create) return Errno.Ok;
-            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
-            var proc = ProcPath.Format(file.Fd.Value, procBuffer);
-            var raw = Libc.openat(Libc.AT_FDCWD, proc, Libc.O_RDWR | Libc.O_CLOEXEC, 0);
-            if (raw < 0 && MadeRoom()) raw = Libc.openat(Libc.AT_FDCWD, proc, Libc.O_RDWR | Libc.O_CLOEXEC, 0);
-            if (raw < 0) raw = Libc.openat(Libc.AT_FDCWD, proc, file.AccessMode | Libc.O_CLOEXEC, 0);
+            var raw = Reopen(file.Fd.Value, Libc.O_RDWR | Libc.O_CLOEXEC);
+            if (raw < 0) raw = Reopen(file.Fd.Value, file.AccessMode | Libc.O_CLOEXEC);
             if (raw < 0) return LastErrno();
             fd = new SafeFd(raw);
             (node.LockFds ??= new Dictionary<ulong, SafeFd>())[owner] = fd;
@@ -334,9 +329,7 @@ public sealed partial class PassthroughFileSystem
         var temporary = false;
         if (fd is null)
         {
-            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
-            var raw = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(file!.Fd.Value, procBuffer), file.AccessMode | Libc.O_CLOEXEC, 0);
-            if (raw < 0 && MadeRoom()) raw = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(file.Fd.Value, procBuffer), file.AccessMode | Libc.O_CLOEXEC, 0);
+            var raw = Reopen(file!.Fd.Value, file.AccessMode | Libc.O_CLOEXEC);
             if (raw < 0) return LastErrno();
             fd = new SafeFd(raw);
             temporary = true;
@@ -362,26 +355,33 @@ public sealed partial class PassthroughFileSystem
         return result;
     }
 
-    /// <summary>
-    /// The guest pid of the lock owner (other than <paramref name="requester"/>) that holds <paramref name="conflict"/>:
-    /// asked from that owner's own descriptor, the same request no longer reports the lock (a description never
-    /// conflicts with itself). 0 when no owner of this node holds it.
-    /// </summary>
+    /// <summary>The guest pid of the lock owner (other than <paramref name="requester"/>) that holds <paramref name="conflict"/>; 0 when none of this node's owners holds it.</summary>
     private static uint HolderPid(Node node, ulong requester, Flock request, Flock conflict)
     {
         lock (node)
+            return node.LockPids is not null && FindHolder(node, requester, request, conflict, out var holder) && node.LockPids.TryGetValue(holder, out var pid) ? pid : 0;
+    }
+
+    /// <summary>
+    /// The lock owner of <paramref name="node"/> (other than <paramref name="requester"/>) that holds
+    /// <paramref name="conflict"/>: asked from that owner's own descriptor, the same request no longer reports the lock
+    /// (a description never conflicts with itself). False when no owner of this node holds it. Under lock(node).
+    /// </summary>
+    private static bool FindHolder(Node node, ulong requester, Flock request, Flock conflict, out ulong holder)
+    {
+        foreach (var (owner, ownerFd) in node.LockFds ?? [])
         {
-            if (node.LockFds is null || node.LockPids is null) return 0;
-            foreach (var (owner, ownerFd) in node.LockFds)
+            if (owner == requester) continue;
+            var probe = request;
+            if (Libc.fcntl(ownerFd, Libc.F_OFD_GETLK, ref probe) != 0) continue;
+            if (probe.Type == Libc.F_UNLCK || probe.Start != conflict.Start || probe.Len != conflict.Len || probe.Type != conflict.Type)
             {
-                if (owner == requester || !node.LockPids.TryGetValue(owner, out var pid)) continue;
-                var probe = request;
-                if (Libc.fcntl(ownerFd, Libc.F_OFD_GETLK, ref probe) != 0) continue;
-                if (probe.Type == Libc.F_UNLCK || probe.Start != conflict.Start || probe.Len != conflict.Len || probe.Type != conflict.Type)
-                    return pid;
+                holder = owner;
+                return true;
             }
-            return 0;
         }
+        holder = 0;
+        return false;
     }
 
     /// <inheritdoc/>
@@ -402,18 +402,7 @@ public sealed partial class PassthroughFileSystem
             if (n.LockFds is null || !n.LockFds.TryGetValue(args.Owner, out var mine)) return 0;
             var conflict = request;
             if (Libc.fcntl(mine, Libc.F_OFD_GETLK, ref conflict) != 0 || conflict.Type == Libc.F_UNLCK) return 0;
-            foreach (var (owner, ownerFd) in n.LockFds)
-            {
-                if (owner == args.Owner) continue;
-                var probe = request;
-                if (Libc.fcntl(ownerFd, Libc.F_OFD_GETLK, ref probe) != 0) continue;
-                if (probe.Type == Libc.F_UNLCK || probe.Start != conflict.Start || probe.Len != conflict.Len || probe.Type != conflict.Type)
-                {
-                    owners[0] = owner;
-                    return 1;
-                }
-            }
-            return 0;
+            return FindHolder(n, args.Owner, request, conflict, out owners[0]) ? 1 : 0;
         }
     }
 

@@ -67,72 +67,50 @@ public sealed partial class PassthroughFileSystem
     }
 
     /// <inheritdoc/>
-    public Result<int> GetXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name, Span<byte> destination)
-    {
-        if (!_options.Xattr) return Errno.ENOSYS;
-        var check = CheckXattrName(name);
-        if (check.IsError) return check;
-        var err = Acquire(node, out _, out var lease);
-        if (err.IsError) return err;
-        using (lease)
-        {
-            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
-            Span<byte> nameBuffer = stackalloc byte[XattrNameMax + 1];
-            var r = Libc.getxattr(ProcPath.Format(lease.Fd.Value, procBuffer), CString(name, nameBuffer), destination, (nuint)destination.Length);
-            return r < 0 ? LastErrno() : (int)r;
-        }
-    }
+    public Result<int> GetXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name, Span<byte> destination) =>
+        XAttr(node, FuseOpcode.GetXAttr, name, destination, default, 0);
 
     /// <inheritdoc/>
-    public Result<int> ListXAttr(in FuseContext ctx, NodeId node, Span<byte> destination)
-    {
-        if (!_options.Xattr) return Errno.ENOSYS;
-        var err = Acquire(node, out _, out var lease);
-        if (err.IsError) return err;
-        using (lease)
-        {
-            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
-            var r = Libc.listxattr(ProcPath.Format(lease.Fd.Value, procBuffer), destination, (nuint)destination.Length);
-            return r < 0 ? LastErrno() : (int)r;
-        }
-    }
+    public Result<int> ListXAttr(in FuseContext ctx, NodeId node, Span<byte> destination) =>
+        XAttr(node, FuseOpcode.ListXAttr, default, destination, default, 0);
 
     /// <inheritdoc/>
-    public Errno SetXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, in SetXAttrIn args)
+    public Errno SetXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, in SetXAttrIn args) =>
+        XAttr(node, FuseOpcode.SetXAttr, name, default, value, args.Flags).Error;
+
+    /// <inheritdoc/>
+    public Errno RemoveXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name) =>
+        XAttr(node, FuseOpcode.RemoveXAttr, name, default, default, 0).Error;
+
+    /// <summary>
+    /// GETXATTR, LISTXATTR, SETXATTR and REMOVEXATTR: the share's switches (--xattr, read-only), then the name and
+    /// value checks, then the call through the node's /proc/self/fd link (the xattr calls have no O_PATH form).
+    /// </summary>
+    private Result<int> XAttr(NodeId node, FuseOpcode op, ReadOnlySpan<byte> name, Span<byte> destination, ReadOnlySpan<byte> value, uint flags)
     {
         if (!_options.Xattr) return Errno.ENOSYS;
-        if (ReadOnly) return Errno.EROFS;
-        var check = CheckXattrName(name);
+        if (ReadOnly && op is FuseOpcode.SetXAttr or FuseOpcode.RemoveXAttr) return Errno.EROFS;
+        var check = op == FuseOpcode.ListXAttr ? Errno.Ok : CheckXattrName(name);
         if (check.IsError) return check;
-        if (value.Length > XattrSizeMax) return Errno.E2BIG;
         const uint known = 1 | 2; // XATTR_CREATE | XATTR_REPLACE
-        if ((args.Flags & ~known) != 0) return Errno.EINVAL;
+        if (op == FuseOpcode.SetXAttr && value.Length > XattrSizeMax) return Errno.E2BIG;
+        if (op == FuseOpcode.SetXAttr && (flags & ~known) != 0) return Errno.EINVAL;
         var err = Acquire(node, out _, out var lease);
         if (err.IsError) return err;
         using (lease)
         {
             Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
             Span<byte> nameBuffer = stackalloc byte[XattrNameMax + 1];
-            var r = Libc.setxattr(ProcPath.Format(lease.Fd.Value, procBuffer), CString(name, nameBuffer), value, (nuint)value.Length, (int)args.Flags);
-            return r == 0 ? Errno.Ok : LastErrno();
-        }
-    }
-
-    /// <inheritdoc/>
-    public Errno RemoveXAttr(in FuseContext ctx, NodeId node, ReadOnlySpan<byte> name)
-    {
-        if (!_options.Xattr) return Errno.ENOSYS;
-        if (ReadOnly) return Errno.EROFS;
-        var check = CheckXattrName(name);
-        if (check.IsError) return check;
-        var err = Acquire(node, out _, out var lease);
-        if (err.IsError) return err;
-        using (lease)
-        {
-            Span<byte> procBuffer = stackalloc byte[ProcPath.Size];
-            Span<byte> nameBuffer = stackalloc byte[XattrNameMax + 1];
-            var r = Libc.removexattr(ProcPath.Format(lease.Fd.Value, procBuffer), CString(name, nameBuffer));
-            return r == 0 ? Errno.Ok : LastErrno();
+            var proc = ProcPath.Format(lease.Fd.Value, procBuffer);
+            var cname = op == FuseOpcode.ListXAttr ? default : CString(name, nameBuffer);
+            var r = op switch
+            {
+                FuseOpcode.GetXAttr => Libc.getxattr(proc, cname, destination, (nuint)destination.Length),
+                FuseOpcode.ListXAttr => Libc.listxattr(proc, destination, (nuint)destination.Length),
+                FuseOpcode.SetXAttr => Libc.setxattr(proc, cname, value, (nuint)value.Length, (int)flags),
+                _ => Libc.removexattr(proc, cname),
+            };
+            return r < 0 ? LastErrno() : (int)r;
         }
     }
 }

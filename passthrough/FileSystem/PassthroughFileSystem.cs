@@ -47,6 +47,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     private readonly SafeFd _mountFd;
     private readonly Node _root;
     private readonly string _rootPath;
+    private readonly byte[] _rootPathBytes;
     private readonly bool _useHandles;
     private readonly int _rootMountId;
     private readonly bool _switchCredentials;
@@ -126,7 +127,8 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         }
         _mountFd = new SafeFd(mount);
         Libc.fstat(_rootFd, out var st);
-        _rootPath = ReadProcLink(_rootFd) ?? Path.GetFullPath(dir);
+        _rootPath = ReadProcLink(fd) ?? Path.GetFullPath(dir);
+        _rootPathBytes = Encoding.UTF8.GetBytes(_rootPath);
 
         // Handles are used only when this process can reopen them (CAP_DAC_READ_SEARCH); probe on the root.
         Span<byte> handle = stackalloc byte[8 + Libc.MAX_HANDLE_SZ];
@@ -375,7 +377,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         }
         var err = Acquire(node, out lease);
         if (err.IsError || node == _root || _settings.Allowlist is null) return err;
-        err = CheckReach(lease.Fd);
+        err = CheckReach(lease.Fd.Value);
         if (err.IsError)
         {
             lease.Dispose();
@@ -401,6 +403,22 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         return closed > 0;
     }
 
+    /// <summary><c>openat</c> below <paramref name="dir"/>, tried once more when <see cref="MadeRoom"/> says so.</summary>
+    private int OpenAt(SafeFd dir, ReadOnlySpan<byte> path, int flags, uint mode = 0)
+    {
+        var fd = Libc.openat(dir, path, flags, mode);
+        return fd < 0 && MadeRoom() ? Libc.openat(dir, path, flags, mode) : fd;
+    }
+
+    /// <summary>Opens the inode behind <paramref name="fd"/> anew through its /proc/self/fd link, retried as <see cref="OpenAt"/>.</summary>
+    private int Reopen(int fd, int flags)
+    {
+        Span<byte> buffer = stackalloc byte[ProcPath.Size];
+        var proc = ProcPath.Format(fd, buffer);
+        var reopened = Libc.openat(Libc.AT_FDCWD, proc, flags, 0);
+        return reopened < 0 && MadeRoom() ? Libc.openat(Libc.AT_FDCWD, proc, flags, 0) : reopened;
+    }
+
     private Errno GetFile(NodeId node, ulong fh, bool dir, out OpenFile? file)
     {
         if (!_files.TryGetValue(fh, out file) || file.IsDir != dir || file.Node.Id != node.Value)
@@ -419,36 +437,6 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         return file;
     }
 
-    /// <summary>The share-relative path of the inode behind <paramref name="fd"/> ("" for the root), or null if it
-    /// lies outside the share or is deleted. Only used when the allowlist is on.</summary>
-    private string? RelativePath(SafeFd fd)
-    {
-        var added = false;
-        fd.DangerousAddRef(ref added);
-        try
-        {
-            return RelativePath(fd.Value);
-        }
-        finally
-        {
-            if (added) fd.DangerousRelease();
-        }
-    }
-
-    private static string? ReadProcLink(SafeFd fd)
-    {
-        var added = false;
-        fd.DangerousAddRef(ref added);
-        try
-        {
-            return ReadProcLink(fd.Value);
-        }
-        finally
-        {
-            if (added) fd.DangerousRelease();
-        }
-    }
-
     private static string? ReadProcLink(int fd)
     {
         Span<byte> proc = stackalloc byte[ProcPath.Size];
@@ -456,23 +444,6 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         var n = Libc.readlinkat(Libc.AT_FDCWD, ProcPath.Format(fd, proc), target, (nuint)target.Length);
         if (n <= 0 || n >= target.Length) return null;
         return Encoding.UTF8.GetString(target[..(int)n]);
-    }
-
-    private string? RelativePath(int fd)
-    {
-        var full = ReadProcLink(fd);
-        if (full is null) return null;
-        if (full == _rootPath) return "";
-        var prefix = _rootPath == "/" ? "/" : _rootPath + "/";
-        return full.StartsWith(prefix, StringComparison.Ordinal) ? full[prefix.Length..] : null;
-    }
-
-    private bool Permitted(int fd)
-    {
-        var allow = _settings.Allowlist;
-        if (allow is null) return true;
-        var rel = RelativePath(fd);
-        return rel is not null && allow.Permits(rel);
     }
 
     /// <summary>

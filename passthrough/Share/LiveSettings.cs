@@ -1,3 +1,4 @@
+using System.Text;
 using Hypervisor.Protocol.Share;
 
 namespace Hypervisor.Passthrough.Share;
@@ -34,32 +35,53 @@ public sealed class LiveSettings
     public Allowlist? Allowlist { get => _allowlist; set => _allowlist = value; }
 }
 
+/// <summary>How far the allowlist lets the guest into a share-relative path.</summary>
+public enum AllowlistReach
+{
+    /// <summary>Neither an allowed path, below one, nor on the way to one.</summary>
+    Hidden,
+    /// <summary>A strict ancestor of an allowed path (the share root among them): visible so the guest can walk down.</summary>
+    PathOnly,
+    /// <summary>An allowed path or below one.</summary>
+    Inside,
+}
+
 /// <summary>
 /// An immutable set of share-relative paths the guest may reach (crosvm's dynamic allowlist): a path is visible
 /// when it is an allowed path, lies below one, or is an ancestor directory of one (so the guest can walk to it).
-/// Replaced as a whole on every change, so readers never lock.
+/// Replaced as a whole on every change, so readers never lock. Paths are compared as UTF-8 bytes, as the
+/// filesystem reads them from /proc/self/fd, so a check allocates nothing.
 /// </summary>
 public sealed class Allowlist
 {
     private readonly string[] _paths;
+    private readonly byte[][] _utf8;
 
     /// <summary>Builds from normalised relative paths ("a/b", no leading '/', no '.' or '..').</summary>
-    public Allowlist(IEnumerable<string> paths) => _paths = paths.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
+    public Allowlist(IEnumerable<string> paths)
+    {
+        _paths = paths.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
+        _utf8 = Array.ConvertAll(_paths, Encoding.UTF8.GetBytes);
+    }
 
     /// <summary>The allowed paths, sorted.</summary>
     public IReadOnlyList<string> Paths => _paths;
 
-    /// <summary>Whether the share-relative path (bytes, '/'-separated, "" for the root) may be reached.</summary>
-    public bool Permits(ReadOnlySpan<char> relative)
+    /// <summary>Whether the share-relative path (UTF-8, '/'-separated, empty for the root) may be reached.</summary>
+    public bool Permits(ReadOnlySpan<byte> relative) => Classify(relative) != AllowlistReach.Hidden;
+
+    /// <summary>How far the share-relative path (UTF-8, '/'-separated, empty for the root) may be reached.</summary>
+    public AllowlistReach Classify(ReadOnlySpan<byte> relative)
     {
-        if (relative.IsEmpty) return true;
-        foreach (var allowed in _paths)
+        var reach = AllowlistReach.Hidden;
+        foreach (var allowed in _utf8)
         {
-            if (IsSameOrBelow(relative, allowed) || IsSameOrBelow(allowed, relative)) return true;
+            if (IsSameOrBelow(relative, allowed)) return AllowlistReach.Inside;
+            if (relative.IsEmpty || IsSameOrBelow(allowed, relative)) reach = AllowlistReach.PathOnly;
         }
-        return false;
+        return reach;
     }
 
-    private static bool IsSameOrBelow(ReadOnlySpan<char> path, ReadOnlySpan<char> root) =>
-        path.StartsWith(root, StringComparison.Ordinal) && (path.Length == root.Length || path[root.Length] == '/');
+    private static bool IsSameOrBelow(ReadOnlySpan<byte> path, ReadOnlySpan<byte> root) =>
+        !root.IsEmpty && path.StartsWith(root) && (path.Length == root.Length || path[root.Length] == (byte)'/');
 }

@@ -21,13 +21,21 @@ public sealed partial class DevFuseTransport : IDisposable, IDeferredReplySink
     private readonly Thread[] _workers;
     private int _unmounted;
 
+    /// <summary>Serves the mounted connection <paramref name="fd"/> with <paramref name="threads"/> workers, started here.</summary>
     private DevFuseTransport(FuseEngine engine, ILogger log, string mountPoint, SafeFd fd, int threads)
     {
         _engine = engine;
         _log = log;
         _mountPoint = mountPoint;
         _fd = fd;
+        _connection = FindConnection(mountPoint);
         _workers = new Thread[threads];
+        _running = threads;
+        for (var i = 0; i < threads; i++)
+        {
+            _workers[i] = new Thread(Serve) { IsBackground = true, Name = $"fuse-{i}" };
+            _workers[i].Start();
+        }
     }
 
     /// <summary>Raised once when the kernel ends the session (unmount or abort) and every worker stopped.</summary>
@@ -60,20 +68,7 @@ public sealed partial class DevFuseTransport : IDisposable, IDeferredReplySink
             device.Dispose();
             throw new TransportException($"Cannot mount at {mountPoint}: {Marshal.GetPInvokeErrorMessage(errno)}.");
         }
-        var transport = new DevFuseTransport(engine, log, Path.GetFullPath(mountPoint).TrimEnd('/'), device, Math.Max(1, threads));
-        transport._connection = FindConnection(transport._mountPoint);
-        transport.Start();
-        return transport;
-    }
-
-    private void Start()
-    {
-        _running = _workers.Length;
-        for (var i = 0; i < _workers.Length; i++)
-        {
-            _workers[i] = new Thread(Serve) { IsBackground = true, Name = $"fuse-{i}" };
-            _workers[i].Start();
-        }
+        return new DevFuseTransport(engine, log, Path.GetFullPath(mountPoint).TrimEnd('/'), device, Math.Max(1, threads));
     }
 
     private void Serve()
@@ -150,10 +145,7 @@ public sealed partial class DevFuseTransport : IDisposable, IDeferredReplySink
         {
             if (File.Exists(abort)) File.WriteAllText(abort, "1");
         }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
         }
     }

@@ -2,7 +2,8 @@ namespace Hypervisor.Protocol.Fuse;
 
 /// <summary>
 /// A Linux errno value. FUSE replies carry it negated in <c>fuse_out_header.error</c>; the numbers are the
-/// x86_64/arm64 Linux ones because the guest is Linux whatever the host is.
+/// x86_64/arm64 Linux ones because the guest is Linux whatever the host is. The constants are the errnos the code
+/// names; <see cref="Name"/> knows more, for what the host's calls return.
 /// </summary>
 public readonly record struct Errno(int Value)
 {
@@ -24,18 +25,12 @@ public readonly record struct Errno(int Value)
     public static readonly Errno EBADF = new(9);
     /// <summary>Resource temporarily unavailable.</summary>
     public static readonly Errno EAGAIN = new(11);
-    /// <summary>Out of memory.</summary>
-    public static readonly Errno ENOMEM = new(12);
     /// <summary>Permission denied.</summary>
     public static readonly Errno EACCES = new(13);
-    /// <summary>Bad address.</summary>
-    public static readonly Errno EFAULT = new(14);
     /// <summary>Device or resource busy.</summary>
     public static readonly Errno EBUSY = new(16);
     /// <summary>File exists.</summary>
     public static readonly Errno EEXIST = new(17);
-    /// <summary>Invalid cross-device link.</summary>
-    public static readonly Errno EXDEV = new(18);
     /// <summary>No such device.</summary>
     public static readonly Errno ENODEV = new(19);
     /// <summary>Not a directory.</summary>
@@ -48,26 +43,14 @@ public readonly record struct Errno(int Value)
     public static readonly Errno ENFILE = new(23);
     /// <summary>Too many open files.</summary>
     public static readonly Errno EMFILE = new(24);
-    /// <summary>Text file busy.</summary>
-    public static readonly Errno ETXTBSY = new(26);
-    /// <summary>File too large.</summary>
-    public static readonly Errno EFBIG = new(27);
-    /// <summary>No space left on device.</summary>
-    public static readonly Errno ENOSPC = new(28);
-    /// <summary>Illegal seek.</summary>
-    public static readonly Errno ESPIPE = new(29);
     /// <summary>Read-only file system.</summary>
     public static readonly Errno EROFS = new(30);
-    /// <summary>Too many links.</summary>
-    public static readonly Errno EMLINK = new(31);
     /// <summary>Numerical result out of range.</summary>
     public static readonly Errno ERANGE = new(34);
     /// <summary>Resource deadlock would occur.</summary>
     public static readonly Errno EDEADLK = new(35);
     /// <summary>File name too long.</summary>
     public static readonly Errno ENAMETOOLONG = new(36);
-    /// <summary>No locks available.</summary>
-    public static readonly Errno ENOLCK = new(37);
     /// <summary>Function not implemented.</summary>
     public static readonly Errno ENOSYS = new(38);
     /// <summary>Directory not empty.</summary>
@@ -76,16 +59,12 @@ public readonly record struct Errno(int Value)
     public static readonly Errno ELOOP = new(40);
     /// <summary>No data available (no such extended attribute).</summary>
     public static readonly Errno ENODATA = new(61);
-    /// <summary>Value too large for defined data type.</summary>
-    public static readonly Errno EOVERFLOW = new(75);
     /// <summary>Protocol error.</summary>
     public static readonly Errno EPROTO = new(71);
     /// <summary>Operation not supported.</summary>
     public static readonly Errno EOPNOTSUPP = new(95);
     /// <summary>Stale file handle.</summary>
     public static readonly Errno ESTALE = new(116);
-    /// <summary>Disk quota exceeded.</summary>
-    public static readonly Errno EDQUOT = new(122);
 
     /// <summary>True when this is not <see cref="Ok"/>.</summary>
     public bool IsError => Value != 0;

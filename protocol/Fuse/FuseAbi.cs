@@ -80,7 +80,7 @@ public struct Attr
 
 /// <summary><c>struct fuse_kstatfs</c>.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct KStatFs
+public unsafe struct KStatFs
 {
     /// <summary><c>blocks</c></summary>
     public ulong Blocks;
@@ -100,18 +100,8 @@ public struct KStatFs
     public uint Frsize;
     /// <summary><c>padding</c></summary>
     public uint Padding;
-    /// <summary><c>spare0</c></summary>
-    public uint Spare0;
-    /// <summary><c>spare1</c></summary>
-    public uint Spare1;
-    /// <summary><c>spare2</c></summary>
-    public uint Spare2;
-    /// <summary><c>spare3</c></summary>
-    public uint Spare3;
-    /// <summary><c>spare4</c></summary>
-    public uint Spare4;
-    /// <summary><c>spare5</c></summary>
-    public uint Spare5;
+    /// <summary><c>spare[6]</c></summary>
+    public fixed uint Spare[6];
 }
 
 /// <summary><c>struct fuse_file_lock</c>.</summary>
@@ -496,7 +486,7 @@ public struct AccessIn
 
 /// <summary><c>struct fuse_init_in</c>.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct InitIn
+public unsafe struct InitIn
 {
     /// <summary><c>major</c></summary>
     public uint Major;
@@ -508,33 +498,13 @@ public struct InitIn
     public uint Flags;
     /// <summary><c>flags2</c></summary>
     public uint Flags2;
-    /// <summary><c>unused0</c></summary>
-    public uint Unused0;
-    /// <summary><c>unused1</c></summary>
-    public uint Unused1;
-    /// <summary><c>unused2</c></summary>
-    public uint Unused2;
-    /// <summary><c>unused3</c></summary>
-    public uint Unused3;
-    /// <summary><c>unused4</c></summary>
-    public uint Unused4;
-    /// <summary><c>unused5</c></summary>
-    public uint Unused5;
-    /// <summary><c>unused6</c></summary>
-    public uint Unused6;
-    /// <summary><c>unused7</c></summary>
-    public uint Unused7;
-    /// <summary><c>unused8</c></summary>
-    public uint Unused8;
-    /// <summary><c>unused9</c></summary>
-    public uint Unused9;
-    /// <summary><c>unused10</c></summary>
-    public uint Unused10;
+    /// <summary><c>unused[11]</c></summary>
+    public fixed uint Unused[11];
 }
 
 /// <summary><c>struct fuse_init_out</c>.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct InitOut
+public unsafe struct InitOut
 {
     /// <summary><c>major</c></summary>
     public uint Major;
@@ -558,20 +528,8 @@ public struct InitOut
     public ushort MapAlignment;
     /// <summary><c>flags2</c></summary>
     public uint Flags2;
-    /// <summary><c>unused0</c></summary>
-    public uint Unused0;
-    /// <summary><c>unused1</c></summary>
-    public uint Unused1;
-    /// <summary><c>unused2</c></summary>
-    public uint Unused2;
-    /// <summary><c>unused3</c></summary>
-    public uint Unused3;
-    /// <summary><c>unused4</c></summary>
-    public uint Unused4;
-    /// <summary><c>unused5</c></summary>
-    public uint Unused5;
-    /// <summary><c>unused6</c></summary>
-    public uint Unused6;
+    /// <summary><c>unused[7]</c></summary>
+    public fixed uint Unused[7];
 }
 
 /// <summary><c>struct fuse_interrupt_in</c>.</summary>

@@ -107,7 +107,10 @@ public enum FuseOpcode : uint
     CopyFileRange64 = 53,
 }
 
-/// <summary>Bits of <c>fuse_init_in.flags</c>/<c>flags2</c> and <c>fuse_init_out.flags</c>/<c>flags2</c>, as one 64-bit set.</summary>
+/// <summary>
+/// Bits of <c>fuse_init_in.flags</c>/<c>flags2</c> and <c>fuse_init_out.flags</c>/<c>flags2</c>, as one 64-bit set: the
+/// ones this implementation asks for, refuses or checks (linux/fuse.h has the others; they pass through as numbers).
+/// </summary>
 [Flags]
 public enum InitFlags : ulong
 {
@@ -117,8 +120,6 @@ public enum InitFlags : ulong
     AsyncRead = 1UL << 0,
     /// <summary>FUSE_POSIX_LOCKS</summary>
     PosixLocks = 1UL << 1,
-    /// <summary>FUSE_FILE_OPS</summary>
-    FileOps = 1UL << 2,
     /// <summary>FUSE_ATOMIC_O_TRUNC</summary>
     AtomicOTrunc = 1UL << 3,
     /// <summary>FUSE_EXPORT_SUPPORT</summary>
@@ -127,16 +128,8 @@ public enum InitFlags : ulong
     BigWrites = 1UL << 5,
     /// <summary>FUSE_DONT_MASK</summary>
     DontMask = 1UL << 6,
-    /// <summary>FUSE_SPLICE_WRITE</summary>
-    SpliceWrite = 1UL << 7,
-    /// <summary>FUSE_SPLICE_MOVE</summary>
-    SpliceMove = 1UL << 8,
-    /// <summary>FUSE_SPLICE_READ</summary>
-    SpliceRead = 1UL << 9,
     /// <summary>FUSE_FLOCK_LOCKS</summary>
     FlockLocks = 1UL << 10,
-    /// <summary>FUSE_HAS_IOCTL_DIR</summary>
-    HasIoctlDir = 1UL << 11,
     /// <summary>FUSE_AUTO_INVAL_DATA</summary>
     AutoInvalData = 1UL << 12,
     /// <summary>FUSE_DO_READDIRPLUS</summary>
@@ -147,55 +140,23 @@ public enum InitFlags : ulong
     AsyncDio = 1UL << 15,
     /// <summary>FUSE_WRITEBACK_CACHE</summary>
     WritebackCache = 1UL << 16,
-    /// <summary>FUSE_NO_OPEN_SUPPORT</summary>
-    NoOpenSupport = 1UL << 17,
     /// <summary>FUSE_PARALLEL_DIROPS</summary>
     ParallelDirOps = 1UL << 18,
-    /// <summary>FUSE_HANDLE_KILLPRIV</summary>
-    HandleKillPriv = 1UL << 19,
     /// <summary>FUSE_POSIX_ACL</summary>
     PosixAcl = 1UL << 20,
-    /// <summary>FUSE_ABORT_ERROR</summary>
-    AbortError = 1UL << 21,
     /// <summary>FUSE_MAX_PAGES</summary>
     MaxPages = 1UL << 22,
     /// <summary>FUSE_CACHE_SYMLINKS</summary>
     CacheSymlinks = 1UL << 23,
-    /// <summary>FUSE_NO_OPENDIR_SUPPORT</summary>
-    NoOpenDirSupport = 1UL << 24,
-    /// <summary>FUSE_EXPLICIT_INVAL_DATA</summary>
-    ExplicitInvalData = 1UL << 25,
-    /// <summary>FUSE_MAP_ALIGNMENT</summary>
-    MapAlignment = 1UL << 26,
-    /// <summary>FUSE_SUBMOUNTS</summary>
-    Submounts = 1UL << 27,
     /// <summary>FUSE_HANDLE_KILLPRIV_V2</summary>
     HandleKillPrivV2 = 1UL << 28,
     /// <summary>FUSE_SETXATTR_EXT</summary>
     SetXAttrExt = 1UL << 29,
     /// <summary>FUSE_INIT_EXT: flags2 is valid.</summary>
     InitExt = 1UL << 30,
-    /// <summary>FUSE_INIT_RESERVED</summary>
-    InitReserved = 1UL << 31,
-    /// <summary>FUSE_SECURITY_CTX</summary>
-    SecurityCtx = 1UL << 32,
-    /// <summary>FUSE_HAS_INODE_DAX</summary>
-    HasInodeDax = 1UL << 33,
-    /// <summary>FUSE_CREATE_SUPP_GROUP</summary>
-    CreateSuppGroup = 1UL << 34,
-    /// <summary>FUSE_HAS_EXPIRE_ONLY</summary>
-    HasExpireOnly = 1UL << 35,
-    /// <summary>FUSE_DIRECT_IO_ALLOW_MMAP</summary>
-    DirectIoAllowMmap = 1UL << 36,
-    /// <summary>FUSE_PASSTHROUGH</summary>
-    Passthrough = 1UL << 37,
-    /// <summary>FUSE_NO_EXPORT_SUPPORT</summary>
-    NoExportSupport = 1UL << 38,
-    /// <summary>FUSE_HAS_RESEND</summary>
-    HasResend = 1UL << 39,
 }
 
-/// <summary><c>fuse_open_out.open_flags</c> (FOPEN_*).</summary>
+/// <summary><c>fuse_open_out.open_flags</c> (FOPEN_*) that this implementation sets.</summary>
 [Flags]
 public enum OpenOutFlags : uint
 {
@@ -205,19 +166,11 @@ public enum OpenOutFlags : uint
     DirectIo = 1 << 0,
     /// <summary>FOPEN_KEEP_CACHE: do not invalidate the data cache on open.</summary>
     KeepCache = 1 << 1,
-    /// <summary>FOPEN_NONSEEKABLE</summary>
-    NonSeekable = 1 << 2,
     /// <summary>FOPEN_CACHE_DIR</summary>
     CacheDir = 1 << 3,
-    /// <summary>FOPEN_STREAM</summary>
-    Stream = 1 << 4,
-    /// <summary>FOPEN_NOFLUSH</summary>
-    NoFlush = 1 << 5,
-    /// <summary>FOPEN_PARALLEL_DIRECT_WRITES</summary>
-    ParallelDirectWrites = 1 << 6,
 }
 
-/// <summary><c>fuse_setattr_in.valid</c> (FATTR_*).</summary>
+/// <summary><c>fuse_setattr_in.valid</c> (FATTR_*) that this implementation acts on.</summary>
 [Flags]
 public enum SetAttrValid : uint
 {
@@ -241,10 +194,6 @@ public enum SetAttrValid : uint
     ATimeNow = 1 << 7,
     /// <summary>FATTR_MTIME_NOW</summary>
     MTimeNow = 1 << 8,
-    /// <summary>FATTR_LOCKOWNER</summary>
-    LockOwner = 1 << 9,
-    /// <summary>FATTR_CTIME</summary>
-    CTime = 1 << 10,
     /// <summary>FATTR_KILL_SUIDGID</summary>
     KillSuidGid = 1 << 11,
 }
@@ -262,14 +211,8 @@ public static class FuseConstants
     public const ulong RootId = 1;
     /// <summary>FUSE_GETATTR_FH: getattr_in.fh is valid.</summary>
     public const uint GetAttrFh = 1;
-    /// <summary>FUSE_WRITE_CACHE: delayed write from the page cache.</summary>
-    public const uint WriteCache = 1;
-    /// <summary>FUSE_WRITE_LOCKOWNER</summary>
-    public const uint WriteLockOwner = 2;
     /// <summary>FUSE_WRITE_KILL_SUIDGID (FUSE_WRITE_KILL_PRIV before 7.31)</summary>
     public const uint WriteKillSuidGid = 4;
-    /// <summary>FUSE_RELEASE_FLUSH</summary>
-    public const uint ReleaseFlush = 1;
     /// <summary>FUSE_RELEASE_FLOCK_UNLOCK</summary>
     public const uint ReleaseFlockUnlock = 2;
     /// <summary>FUSE_FSYNC_FDATASYNC</summary>
@@ -278,26 +221,16 @@ public static class FuseConstants
     public const uint LkFlock = 1;
     /// <summary>FUSE_OPEN_KILL_SUIDGID (open_in.open_flags / create_in.open_flags)</summary>
     public const uint OpenKillSuidGid = 1;
-    /// <summary>FUSE_SETXATTR_ACL_KILL_SGID</summary>
-    public const uint SetXAttrAclKillSgid = 1;
     /// <summary>FUSE_COMPAT_SETXATTR_IN_SIZE: the size of fuse_setxattr_in without SETXATTR_EXT.</summary>
     public const int CompatSetXAttrInSize = 8;
     /// <summary>FUSE_COMPAT_INIT_OUT_SIZE (minor &lt; 5).</summary>
     public const int CompatInitOutSize = 8;
     /// <summary>FUSE_COMPAT_22_INIT_OUT_SIZE (minor &lt; 23).</summary>
     public const int Compat22InitOutSize = 24;
-    /// <summary>FUSE_COMPAT_ENTRY_OUT_SIZE (minor &lt; 9).</summary>
-    public const int CompatEntryOutSize = 120;
-    /// <summary>FUSE_COMPAT_ATTR_OUT_SIZE (minor &lt; 9).</summary>
-    public const int CompatAttrOutSize = 96;
-    /// <summary>FUSE_COMPAT_WRITE_IN_SIZE (minor &lt; 9).</summary>
-    public const int CompatWriteInSize = 24;
     /// <summary>RENAME_NOREPLACE</summary>
     public const uint RenameNoReplace = 1;
     /// <summary>RENAME_EXCHANGE</summary>
     public const uint RenameExchange = 2;
     /// <summary>RENAME_WHITEOUT</summary>
     public const uint RenameWhiteout = 4;
-    /// <summary>The smallest read buffer the kernel uses (FUSE_MIN_READ_BUFFER).</summary>
-    public const int MinReadBuffer = 8192;
 }

@@ -44,13 +44,12 @@ public static class FuseReply
     }
 
     /// <summary>Writes a reply of two structs back to back (CREATE: entry then open).</summary>
-    public static int Structs<T1, T2>(Span<byte> reply, RequestId unique, in T1 first, in T2 second, int firstSize = -1)
+    public static int Structs<T1, T2>(Span<byte> reply, RequestId unique, in T1 first, in T2 second)
         where T1 : unmanaged where T2 : unmanaged
     {
-        var size1 = firstSize < 0 ? Unsafe.SizeOf<T1>() : firstSize;
-        MemoryMarshal.AsBytes(new ReadOnlySpan<T1>(in first))[..size1].CopyTo(reply[HeaderSize..]);
-        MemoryMarshal.Write(reply[(HeaderSize + size1)..], in second);
-        return Finish(reply, unique, size1 + Unsafe.SizeOf<T2>());
+        MemoryMarshal.Write(reply[HeaderSize..], in first);
+        MemoryMarshal.Write(reply[(HeaderSize + Unsafe.SizeOf<T1>())..], in second);
+        return Finish(reply, unique, Unsafe.SizeOf<T1>() + Unsafe.SizeOf<T2>());
     }
 }
 
@@ -58,17 +57,11 @@ public static class FuseReply
 /// Appends <c>fuse_dirent</c> / <c>fuse_direntplus</c> records (8-byte aligned, name not NUL-terminated) into a
 /// READDIR/READDIRPLUS reply until the buffer is full.
 /// </summary>
-public ref struct DirentWriter
+/// <param name="buffer">Where the records go: the reply payload, sized to the request's <c>size</c>.</param>
+public ref struct DirentWriter(Span<byte> buffer)
 {
-    private readonly Span<byte> _buffer;
+    private readonly Span<byte> _buffer = buffer;
     private int _length;
-
-    /// <summary>Writes into <paramref name="buffer"/> (the reply payload, sized to the request's <c>size</c>).</summary>
-    public DirentWriter(Span<byte> buffer)
-    {
-        _buffer = buffer;
-        _length = 0;
-    }
 
     /// <summary>Bytes written so far.</summary>
     public readonly int Length => _length;
@@ -83,36 +76,26 @@ public ref struct DirentWriter
     public static int Align(int size) => (size + 7) & ~7;
 
     /// <summary>Appends a READDIR entry; false (nothing written) when it does not fit.</summary>
-    public bool TryAdd(ulong ino, ulong nextOffset, uint type, ReadOnlySpan<byte> name)
-    {
-        var record = Align(DirentSize + name.Length);
-        if (_length + record > _buffer.Length) return false;
-        var dst = _buffer.Slice(_length, record);
-        var dirent = new Dirent { Ino = ino, Off = nextOffset, Namelen = (uint)name.Length, Type = type };
-        MemoryMarshal.Write(dst, in dirent);
-        name.CopyTo(dst[DirentSize..]);
-        dst[(DirentSize + name.Length)..].Clear();
-        _length += record;
-        return true;
-    }
+    public bool TryAdd(ulong ino, ulong nextOffset, uint type, ReadOnlySpan<byte> name) =>
+        Append(new Dirent { Ino = ino, Off = nextOffset, Namelen = (uint)name.Length, Type = type }, name);
 
     /// <summary>True if a READDIRPLUS record with a name of <paramref name="nameLength"/> bytes still fits.</summary>
     public readonly bool FitsPlus(int nameLength) => _length + Align(DirentPlusSize + nameLength) <= _buffer.Length;
 
     /// <summary>Appends a READDIRPLUS entry; false (nothing written) when it does not fit.</summary>
-    public bool TryAddPlus(in EntryOut entry, ulong nextOffset, uint type, ReadOnlySpan<byte> name)
+    public bool TryAddPlus(in EntryOut entry, ulong nextOffset, uint type, ReadOnlySpan<byte> name) =>
+        Append(new DirentPlus { EntryOut = entry, Dirent = new Dirent { Ino = entry.Attr.Ino, Off = nextOffset, Namelen = (uint)name.Length, Type = type } }, name);
+
+    /// <summary>Writes the fixed part, the name and the padding to the 8-byte boundary, if the record fits.</summary>
+    private bool Append<T>(in T fixedPart, ReadOnlySpan<byte> name) where T : unmanaged
     {
-        var record = Align(DirentPlusSize + name.Length);
+        int size = Unsafe.SizeOf<T>();
+        var record = Align(size + name.Length);
         if (_length + record > _buffer.Length) return false;
         var dst = _buffer.Slice(_length, record);
-        var plus = new DirentPlus
-        {
-            EntryOut = entry,
-            Dirent = new Dirent { Ino = entry.Attr.Ino, Off = nextOffset, Namelen = (uint)name.Length, Type = type },
-        };
-        MemoryMarshal.Write(dst, in plus);
-        name.CopyTo(dst[DirentPlusSize..]);
-        dst[(DirentPlusSize + name.Length)..].Clear();
+        MemoryMarshal.Write(dst, in fixedPart);
+        name.CopyTo(dst[size..]);
+        dst[(size + name.Length)..].Clear();
         _length += record;
         return true;
     }

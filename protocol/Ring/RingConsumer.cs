@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Runtime.CompilerServices;
 using Hypervisor.Interop;
 
 namespace Hypervisor.Protocol.Ring;
@@ -9,23 +7,13 @@ namespace Hypervisor.Protocol.Ring;
 /// use it, then release it so the producer may reuse the space. One thread at a time; frames are
 /// released in the order they were peeked, one at a time.
 /// </summary>
-public sealed unsafe class RingConsumer
+public sealed unsafe class RingConsumer : RingEnd
 {
-    private readonly ShmRingSet _set;
-    private readonly byte* _control;
-    private readonly byte* _data;
-    private readonly ulong _size;
-    private readonly ulong _mask;
     private readonly uint _maxFrame;
-    private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
-    private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
-    private SafeFd? _cancelFd;
-    private AdaptiveSpin _spin = new();
 
     // Private copies: the consumer's own position, and the last producer position it validated.
     private ulong _head;
     private ulong _tail;
-    private bool _broken;
 
     // The frame handed out by the last peek, until it is released. Cached so that peeking again
     // returns the same frame even if the peer rewrites its header meanwhile.
@@ -38,36 +26,13 @@ public sealed unsafe class RingConsumer
     private ulong _next;
 
     internal RingConsumer(ShmRingSet set, int queue, byte* control, byte* data, int readyBell, int freedBell)
-    {
-        _set = set;
-        Queue = queue;
-        _control = control;
-        _data = data;
-        _size = (ulong)set.DirectionBytes;
-        _mask = _size - 1;
-        _maxFrame = (uint)set.MaxFrameSize;
-        _readyBell = readyBell;
-        _freedBell = freedBell;
-    }
-
-    /// <summary>The queue this ring belongs to.</summary>
-    public int Queue { get; }
+        : base(set, queue, control, data, readyBell, freedBell) => _maxFrame = (uint)set.MaxFrameSize;
 
     /// <summary>
     /// The eventfd that becomes readable when the producer commits after <see cref="ArmWakeup"/>;
     /// for callers that wait in their own epoll loop.
     /// </summary>
     public int DoorbellFd => _readyBell;
-
-    /// <summary>Whether the shared memory was found impossible; the ring is then unusable.</summary>
-    public bool IsBroken => _broken;
-
-    // Safe: _control points at this ring's 256-byte control block inside the mapping, whose
-    // fields are naturally aligned; the mapping outlives every call (Dispose waits for waiters).
-    private ref ulong SharedTail => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffTail);
-    private ref ulong SharedHead => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffHead);
-    private ref int ProducerWaiting => ref Unsafe.AsRef<int>(_control + RingLayout.OffProducerWaiting);
-    private ref int ConsumerWaiting => ref Unsafe.AsRef<int>(_control + RingLayout.OffConsumerWaiting);
 
     /// <summary>
     /// Returns the next frame without waiting. Peeking again before <see cref="Release"/> returns
@@ -184,45 +149,12 @@ public sealed unsafe class RingConsumer
     {
         RingStatus status = TryPeek(out frame);
         if (status != RingStatus.WouldBlock) return status;
-
-        long deadline = RingProducer.Deadline(timeout);
-        _spin.Begin(SpinsBeforeSleep ? _set.SpinTicks : 0);
-        while (_spin.Spin())
-        {
-            status = TryPeek(out frame);
-            if (status != RingStatus.WouldBlock) return status;
-        }
-        // Registered as a waiter so that Dispose on another thread does not unmap the ring
-        // while this thread sleeps; once closed, the set refuses new waiters.
-        if (!_set.EnterWait()) return TryPeek(out frame);
-        try
-        {
-            for (;;)
-            {
-                // Publish "wake me", then look again: a commit the producer made before seeing the
-                // flag is caught by the re-check, one made after it rings the doorbell.
-                Volatile.Write(ref ConsumerWaiting, 1);
-                Interlocked.MemoryBarrier();
-                status = TryPeek(out frame);
-                if (status != RingStatus.WouldBlock) break;
-                status = _set.Sleep(_readyBell, ref _cancelFd, deadline, cancellationToken);
-                Libc.EventFdDrain(_readyBell);
-                if (status != RingStatus.Ok)
-                {
-                    RingStatus last = TryPeek(out frame);
-                    if (last != RingStatus.WouldBlock) status = last;
-                    break;
-                }
-            }
-            Volatile.Write(ref ConsumerWaiting, 0);
-            _spin.Slept();
-            return status;
-        }
-        finally
-        {
-            _set.ExitWait();
-        }
+        status = Wait(ref ConsumerWaiting, _readyBell, SpinsBeforeSleep ? _set.SpinTicks : 0, timeout, cancellationToken);
+        // A frame the wait peeked is handed out again by the peek (it stays peeked until Release).
+        return status is RingStatus.Ok or RingStatus.InvalidFrame ? TryPeek(out frame) : status;
     }
+
+    private protected override RingStatus Attempt() => TryPeek(out _);
 
     /// <summary>
     /// Gives the peeked frame's space back to the producer (its span must not be used afterwards)
@@ -293,6 +225,4 @@ public sealed unsafe class RingConsumer
         _broken = true;
         return RingStatus.Broken;
     }
-
-    internal void DisposeCancelFd() => _cancelFd?.Dispose();
 }

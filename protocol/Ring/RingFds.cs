@@ -40,6 +40,17 @@ public sealed class RingFds
         Doorbells = doorbells.ToArray();
     }
 
+    /// <summary>Every descriptor of the set with its key, for messages: memfd, then sq0, sqf0, cq0, cqf0, sq1, …, then creator when passed.</summary>
+    public IEnumerable<(int Fd, string Key)> Named()
+    {
+        yield return (MemFd, "memfd");
+        for (int i = 0; i < Doorbells.Count; i++) yield return (Doorbells[i], DoorbellKey(i));
+        if (CreatorPidFd is { } creator) yield return (creator, "creator");
+    }
+
+    /// <summary>The key of the doorbell at <paramref name="index"/> in <see cref="Doorbells"/>, e.g. <c>sqf0</c>.</summary>
+    public static string DoorbellKey(int index) => Keys[index % 4] + (index / 4).ToString(CultureInfo.InvariantCulture);
+
     /// <summary>The doorbell of a queue's ring: <paramref name="completion"/> picks the completion ring, <paramref name="freed"/> the space-freed bell.</summary>
     public int Doorbell(int queue, bool completion, bool freed) => Doorbells[queue * 4 + (completion ? 2 : 0) + (freed ? 1 : 0)];
 
@@ -48,9 +59,8 @@ public sealed class RingFds
     {
         var sb = new StringBuilder();
         sb.Append(CultureInfo.InvariantCulture, $"memfd={MemFd},queues={QueueCount}");
-        for (int q = 0; q < QueueCount; q++)
-            for (int k = 0; k < 4; k++)
-                sb.Append(CultureInfo.InvariantCulture, $",{Keys[k]}{q}={Doorbells[q * 4 + k]}");
+        for (int i = 0; i < Doorbells.Count; i++)
+            sb.Append(CultureInfo.InvariantCulture, $",{DoorbellKey(i)}={Doorbells[i]}");
         if (CreatorPidFd is { } creator) sb.Append(CultureInfo.InvariantCulture, $",creator={creator}");
         return sb.ToString();
     }
@@ -97,16 +107,13 @@ public sealed class RingFds
             return false;
         }
         var bells = new int[queues * 4];
-        for (int q = 0; q < queues; q++)
+        for (int i = 0; i < bells.Length; i++)
         {
-            for (int k = 0; k < 4; k++)
+            string key = DoorbellKey(i);
+            if (!values.Remove(key, out bells[i]))
             {
-                string key = Keys[k] + q.ToString(CultureInfo.InvariantCulture);
-                if (!values.Remove(key, out bells[q * 4 + k]))
-                {
-                    error = $"The ring descriptor '{text}' lacks {key}= for queue {q} of {queues}; {Hint}.";
-                    return false;
-                }
+                error = $"The ring descriptor '{text}' lacks {key}= for queue {i / 4} of {queues}; {Hint}.";
+                return false;
             }
         }
         int? creator = values.Remove("creator", out var c) ? c : null;

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Hypervisor.Interop;
 
@@ -8,44 +7,22 @@ namespace Hypervisor.Protocol.Ring;
 /// The writing end of one ring. Reserve space for a frame, fill the span (from as many sources
 /// as needed), then commit it with a tag. One thread at a time; at most one open reservation.
 /// </summary>
-public sealed unsafe class RingProducer
+public sealed unsafe class RingProducer : RingEnd
 {
-    private readonly ShmRingSet _set;
-    private readonly byte* _control;
-    private readonly byte* _data;
-    private readonly ulong _size;
-    private readonly ulong _mask;
     private readonly int _maxFrame;
-    private readonly int _readyBell; // rung by the producer after a commit; the consumer sleeps on it
-    private readonly int _freedBell; // rung by the consumer after a release; the producer sleeps on it
-    private SafeFd? _cancelFd;
-    private AdaptiveSpin _spin = new();
 
     // Private copies: the producer's own position, and the last consumer position it validated.
     private ulong _tail;
     private ulong _head;
-    private bool _broken;
 
-    // The open reservation, if any.
+    // The open reservation, if any, and the length a waiting Reserve asks for.
     private bool _reserved;
     private ulong _reservedPad;
     private int _reservedLength;
+    private int _waitLength;
 
     internal RingProducer(ShmRingSet set, int queue, byte* control, byte* data, int readyBell, int freedBell)
-    {
-        _set = set;
-        Queue = queue;
-        _control = control;
-        _data = data;
-        _size = (ulong)set.DirectionBytes;
-        _mask = _size - 1;
-        _maxFrame = set.MaxFrameSize;
-        _readyBell = readyBell;
-        _freedBell = freedBell;
-    }
-
-    /// <summary>The queue this ring belongs to.</summary>
-    public int Queue { get; }
+        : base(set, queue, control, data, readyBell, freedBell) => _maxFrame = set.MaxFrameSize;
 
     /// <summary>Largest frame this ring carries.</summary>
     public int MaxFrameSize => _maxFrame;
@@ -55,16 +32,6 @@ public sealed unsafe class RingProducer
     /// <see cref="ArmWakeup"/>; for callers that wait in their own epoll loop.
     /// </summary>
     public int DoorbellFd => _freedBell;
-
-    /// <summary>Whether the consumer's index was found impossible; the ring is then unusable.</summary>
-    public bool IsBroken => _broken;
-
-    // Safe: _control points at this ring's 256-byte control block inside the mapping, whose
-    // fields are naturally aligned; the mapping outlives every call (Dispose waits for waiters).
-    private ref ulong SharedTail => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffTail);
-    private ref ulong SharedHead => ref Unsafe.AsRef<ulong>(_control + RingLayout.OffHead);
-    private ref int ProducerWaiting => ref Unsafe.AsRef<int>(_control + RingLayout.OffProducerWaiting);
-    private ref int ConsumerWaiting => ref Unsafe.AsRef<int>(_control + RingLayout.OffConsumerWaiting);
 
     /// <summary>
     /// Reserves space for a frame of <paramref name="length"/> bytes without waiting. On
@@ -125,46 +92,13 @@ public sealed unsafe class RingProducer
         // Frames committed without notifying must reach a sleeping consumer before this side
         // waits for it to free space, or both would sleep.
         Flush();
-
-        long deadline = Deadline(timeout);
-        _spin.Begin(_set.SpinTicks);
-        while (_spin.Spin())
-        {
-            status = TryReserve(length, out frame);
-            if (status != RingStatus.WouldBlock) return status;
-        }
-        // Registered as a waiter so that Dispose on another thread does not unmap the ring
-        // while this thread sleeps; once closed, the set refuses new waiters.
-        if (!_set.EnterWait()) return TryReserve(length, out frame);
-        try
-        {
-            for (;;)
-            {
-                // Publish "wake me", then look again: a release the consumer made before seeing the
-                // flag is caught by the re-check, one made after it rings the doorbell.
-                Volatile.Write(ref ProducerWaiting, 1);
-                Interlocked.MemoryBarrier();
-                status = TryReserve(length, out frame);
-                if (status != RingStatus.WouldBlock) break;
-                status = _set.Sleep(_freedBell, ref _cancelFd, deadline, cancellationToken);
-                Libc.EventFdDrain(_freedBell);
-                if (status != RingStatus.Ok)
-                {
-                    // The consumer may have freed space at the last moment; prefer success.
-                    RingStatus last = TryReserve(length, out frame);
-                    if (last != RingStatus.WouldBlock) status = last;
-                    break;
-                }
-            }
-            Volatile.Write(ref ProducerWaiting, 0);
-            _spin.Slept();
-            return status;
-        }
-        finally
-        {
-            _set.ExitWait();
-        }
+        _waitLength = length;
+        status = Wait(ref ProducerWaiting, _freedBell, _set.SpinTicks, timeout, cancellationToken);
+        // A reservation the wait made is made again, the same (nothing has moved the tail since).
+        return status == RingStatus.Ok ? TryReserve(length, out frame) : status;
     }
+
+    private protected override RingStatus Attempt() => TryReserve(_waitLength, out _);
 
     /// <summary>
     /// Publishes the reserved frame with its first <paramref name="length"/> bytes (at most the
@@ -248,14 +182,6 @@ public sealed unsafe class RingProducer
         return RingStatus.Broken;
     }
 
-    internal static long Deadline(TimeSpan timeout)
-    {
-        if (timeout == Timeout.InfiniteTimeSpan) return long.MaxValue;
-        if (timeout < TimeSpan.Zero)
-            throw new ArgumentOutOfRangeException(nameof(timeout), "A ring wait timeout must be zero or more, or Timeout.InfiniteTimeSpan.");
-        return Environment.TickCount64 + (long)Math.Ceiling(timeout.TotalMilliseconds);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void WriteHeader(byte* record, uint length, RingRecordFlags flags, ulong tag, uint check)
     {
@@ -268,6 +194,4 @@ public sealed unsafe class RingProducer
         *(uint*)(record + RingLayout.OffRecReserved1) = 0;
         *(ulong*)(record + RingLayout.OffRecReserved2) = 0;
     }
-
-    internal void DisposeCancelFd() => _cancelFd?.Dispose();
 }

@@ -65,22 +65,6 @@ public enum RingRole
     Attacher,
 }
 
-/// <summary>State of the other process as far as the ring can tell.</summary>
-public enum RingPeerState
-{
-    /// <summary>No peer has attached yet (only the creator sees this).</summary>
-    NotAttached,
-
-    /// <summary>The peer is running and has not closed the ring.</summary>
-    Alive,
-
-    /// <summary>The peer closed the ring in an orderly way.</summary>
-    Closed,
-
-    /// <summary>The peer process has exited without closing.</summary>
-    Dead,
-}
-
 /// <summary>
 /// One frame peeked from a ring. <see cref="Data"/> points straight into the shared memory and
 /// stays valid until the consumer's <c>Release</c>; the peer can still write to those bytes, so

@@ -181,7 +181,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         int n = fds.QueueCount;
         CheckInherited(fds.MemFd, "memfd");
         for (int i = 0; i < fds.Doorbells.Count; i++)
-            CheckInherited(fds.Doorbells[i], "doorbell " + BellName(i));
+            CheckInherited(fds.Doorbells[i], "doorbell " + RingFds.DoorbellKey(i));
         if (fds.CreatorPidFd is { } creatorFd) CheckInherited(creatorFd, "creator");
         int seals = Libc.fcntl(fds.MemFd, Libc.F_GET_SEALS, 0);
         if (seals < 0 || (seals & Libc.F_SEAL_SHRINK) == 0)
@@ -245,8 +245,6 @@ public sealed unsafe class ShmRingSet : IDisposable
             throw;
         }
     }
-
-    private static string BellName(int index) => (index % 4) switch { 0 => "sq", 1 => "sqf", 2 => "cq", _ => "cqf" } + (index / 4).ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     private static void CheckInherited(int fd, string name)
     {
@@ -333,20 +331,6 @@ public sealed unsafe class ShmRingSet : IDisposable
         }
     }
 
-    /// <summary>Whether the peer has attached, is alive, closed the ring or died. Makes at most one non-blocking poll.</summary>
-    public RingPeerState PeerState
-    {
-        get
-        {
-            ThrowIfDisposed();
-            if (PeerClosed) return RingPeerState.Closed;
-            var pidfd = EnsurePeerWatch();
-            if (_peerGone) return RingPeerState.Dead;
-            if (pidfd is null) return RingPeerState.NotAttached;
-            return PollPidFd(pidfd, 0) ? RingPeerState.Dead : RingPeerState.Alive;
-        }
-    }
-
     /// <summary>Whether the peer has set its closed flag.</summary>
     internal bool PeerClosed
         => Volatile.Read(ref *(uint*)(_base + (Role == RingRole.Creator ? RingLayout.OffAttacherClosed : RingLayout.OffCreatorClosed))) != 0;
@@ -376,12 +360,6 @@ public sealed unsafe class ShmRingSet : IDisposable
             Volatile.Write(ref _peerPidFd, handle);
             return handle;
         }
-    }
-
-    private static bool PollPidFd(SafeFd pidfd, int timeoutMs)
-    {
-        PollFd p = new() { Fd = pidfd.Value, Events = Libc.POLLIN };
-        return Libc.poll(new Span<PollFd>(ref p), 1, timeoutMs) > 0 && (p.Revents & Libc.POLLIN) != 0;
     }
 
     internal long SpinTicks => Volatile.Read(ref _spinTicks);
@@ -464,9 +442,6 @@ public sealed unsafe class ShmRingSet : IDisposable
         }
     }
 
-    /// <summary>Whether the peer process is known to have exited (as last observed).</summary>
-    internal bool PeerGone => _peerGone;
-
     /// <summary>
     /// Closes the set in an orderly way: sets this side's closed flag in the header and rings every
     /// doorbell, so that a peer waiting anywhere wakes up and sees <see cref="RingStatus.Closed"/>
@@ -518,9 +493,6 @@ public sealed unsafe class ShmRingSet : IDisposable
 
     /// <summary>Test hook: the start of the mapping, to corrupt the shared memory on purpose.</summary>
     internal byte* BaseForTests => _base;
-
-    /// <summary>Test hook: the size of the mapping.</summary>
-    internal long TotalSizeForTests => _totalSize;
 }
 
 /// <summary>One request queue of a ring set: this process's producer and consumer ends.</summary>

@@ -28,17 +28,6 @@ public readonly record struct VringAddress(uint Index, uint Flags, ulong Descrip
     public const int WireSize = 40;
     /// <summary>VHOST_VRING_F_LOG: the front-end asks for used-ring dirty logging.</summary>
     public const uint FlagLog = 1;
-
-    /// <summary>Writes the description into <paramref name="dest"/>.</summary>
-    public void WriteTo(Span<byte> dest)
-    {
-        BinaryPrimitives.WriteUInt32LittleEndian(dest, Index);
-        BinaryPrimitives.WriteUInt32LittleEndian(dest[4..], Flags);
-        BinaryPrimitives.WriteUInt64LittleEndian(dest[8..], Descriptor);
-        BinaryPrimitives.WriteUInt64LittleEndian(dest[16..], Used);
-        BinaryPrimitives.WriteUInt64LittleEndian(dest[24..], Available);
-        BinaryPrimitives.WriteUInt64LittleEndian(dest[32..], Log);
-    }
 }
 
 /// <summary>
@@ -56,15 +45,6 @@ public readonly record struct VhostUserMemoryRegion(ulong GuestPhysAddr, ulong M
         BinaryPrimitives.ReadUInt64LittleEndian(src[8..]),
         BinaryPrimitives.ReadUInt64LittleEndian(src[16..]),
         BinaryPrimitives.ReadUInt64LittleEndian(src[24..]));
-
-    /// <summary>Writes the region into <paramref name="dest"/>.</summary>
-    public void WriteTo(Span<byte> dest)
-    {
-        BinaryPrimitives.WriteUInt64LittleEndian(dest, GuestPhysAddr);
-        BinaryPrimitives.WriteUInt64LittleEndian(dest[8..], MemorySize);
-        BinaryPrimitives.WriteUInt64LittleEndian(dest[16..], UserspaceAddr);
-        BinaryPrimitives.WriteUInt64LittleEndian(dest[24..], MmapOffset);
-    }
 }
 
 /// <summary>"A config space description": <c>u32 offset</c>, <c>u32 size</c>, <c>u32 flags</c>, then <c>size</c> bytes.</summary>

@@ -14,8 +14,6 @@ public readonly record struct VirtioFsConfig
     public const int TagSize = 36;
     /// <summary>Offset of <c>num_request_queues</c>.</summary>
     public const int NumRequestQueuesOffset = 36;
-    /// <summary>Offset of <c>notify_buf_size</c>.</summary>
-    public const int NotifyBufSizeOffset = 40;
     /// <summary>Size of the configuration space including <c>notify_buf_size</c>.</summary>
     public const int Size = 44;
 

@@ -114,13 +114,15 @@ public class LaunchCommandTests
     }
 
     [Fact]
-    public void TryParse_ReadsVirtiofsdStyleOptions_AndMakesPathsAbsolute()
+    public void Parse_ReadsVirtiofsdStyleOptions_AndMakesPathsAbsolute()
     {
         using var share = new TempShare();
         var script = share.ReadyScript();
-        Assert.True(LaunchCommand.TryParse(
+        Assert.Equal(LaunchCommand.ParseOutcome.Launch, LaunchCommand.Parse(
             ["-o", $"source={share.Share},cache=none,xattr,no_xattr,readonly,flock", "-o", "writeback", "--sandbox", "none", "--mount", "relative/mnt", "--passthrough", script, "--timeout", "2.5"],
-            out var settings, out var error), error);
+            out var settings, out var error));
+        Assert.Null(error);
+        Assert.NotNull(settings);
         Assert.Equal(share.Share, settings.Share.SharedDir);
         Assert.Equal(CachePolicy.Never, settings.Share.Cache); // virtiofsd's "none" is this stack's "never"
         Assert.False(settings.Share.Xattr);
@@ -134,12 +136,13 @@ public class LaunchCommandTests
     }
 
     [Fact]
-    public void TryParse_ADll_IsRunThroughTheDotnetHost()
+    public void Parse_ADll_IsRunThroughTheDotnetHost()
     {
         using var share = new TempShare();
         var dll = Path.Combine(share.Root, "passthrough.dll");
         File.WriteAllText(dll, "");
-        Assert.True(LaunchCommand.TryParse(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--passthrough", dll], out var settings, out var error), error);
+        Assert.Equal(LaunchCommand.ParseOutcome.Launch, LaunchCommand.Parse(["--shared-dir", share.Share, "--sandbox", "none", "--mount", "/mnt", "--passthrough", dll], out var settings, out var error));
+        Assert.NotNull(settings);
         Assert.Equal(dll, settings.Passthrough);
         Assert.NotNull(settings.DotnetHost);
         Assert.Equal("dotnet", Path.GetFileName(settings.DotnetHost));

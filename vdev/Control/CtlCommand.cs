@@ -3,7 +3,7 @@ using System.CommandLine.Help;
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Text.Json;
-using System.Text.Json.Serialization.Metadata;
+using System.Text.Json.Nodes;
 using Grpc.Core;
 using Grpc.Health.V1;
 using Hypervisor.Protocol.Control;
@@ -64,7 +64,7 @@ public static class CtlCommand
         catch (RpcException e)
         {
             if (invocation.Json)
-                Write(stdout, new ErrorEnvelopeJson(new ErrorJson(ShareControlClient.StatusName(e.StatusCode), (int)e.StatusCode, e.Status.Detail)), CtlJsonContext.Default.ErrorEnvelopeJson);
+                Write(stdout, new JsonObject { ["error"] = new JsonObject { ["code"] = ShareControlClient.StatusName(e.StatusCode), ["code_number"] = (int)e.StatusCode, ["message"] = e.Status.Detail } });
             stderr.WriteLine("vdev ctl: " + Sentence(e));
             return e.StatusCode is StatusCode.Unavailable or StatusCode.PermissionDenied or StatusCode.DeadlineExceeded
                 ? ExitUnavailable
@@ -246,42 +246,41 @@ public static class CtlCommand
                 return ExitOk;
             case "health":
                 HealthCheckResponse.Types.ServingStatus health = (await client.Health.CheckAsync(new HealthCheckRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false)).Status;
-                string name = health switch
-                {
-                    HealthCheckResponse.Types.ServingStatus.Serving => "SERVING",
-                    HealthCheckResponse.Types.ServingStatus.NotServing => "NOT_SERVING",
-                    HealthCheckResponse.Types.ServingStatus.ServiceUnknown => "SERVICE_UNKNOWN",
-                    _ => "UNKNOWN",
-                };
+                string name = Enum.IsDefined(health) ? ShareControlClient.UpperSnake(health) : "UNKNOWN";
                 if (inv.Json)
-                    Write(stdout, new HealthJson(name), CtlJsonContext.Default.HealthJson);
+                    Write(stdout, new JsonObject { ["status"] = name });
                 else
                     stdout.WriteLine(name);
                 return health == HealthCheckResponse.Types.ServingStatus.Serving ? ExitOk : ExitFailed;
             default: // "shutdown"
                 await client.Control.ShutdownAsync(new ShutdownRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
                 if (inv.Json)
-                    Write(stdout, new ShutdownJson(true), CtlJsonContext.Default.ShutdownJson);
+                    Write(stdout, new JsonObject { ["shutdown_requested"] = true });
                 else
                     stdout.WriteLine("Shutdown requested; the daemon finishes requests in flight and exits.");
                 return ExitOk;
         }
     }
 
-    private static void Write<T>(TextWriter stdout, T value, JsonTypeInfo<T> type)
-        => stdout.WriteLine(JsonSerializer.Serialize(value, type));
+    // The JSON of --json: field names are snake_case like the .proto fields they come from; cache policies and
+    // health states are words (auto, SERVING), not numbers.
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
-    private static OptionsJson ToJson(ShareOptions? o)
-        => o is null ? new OptionsJson(false, "unspecified", false, false, false)
-            : new OptionsJson(o.DirectIo, PolicyName(o.CachePolicy), o.Readonly, o.Xattr, o.Writeback);
+    private static void Write(TextWriter stdout, JsonObject value) => stdout.WriteLine(value.ToJsonString(Indented));
 
-    private static AllowlistJson ToJson(Allowlist? l) => new(l?.Enabled ?? false, l is null ? [] : [.. l.Entries]);
+    private static JsonObject ToJson(ShareOptions? o) => new()
+    {
+        ["direct_io"] = o?.DirectIo ?? false, ["cache"] = PolicyName(o?.CachePolicy ?? CachePolicy.Unspecified),
+        ["readonly"] = o?.Readonly ?? false, ["xattr"] = o?.Xattr ?? false, ["writeback"] = o?.Writeback ?? false,
+    };
+
+    private static JsonObject ToJson(Allowlist? l) => new() { ["enabled"] = l?.Enabled ?? false, ["entries"] = new JsonArray([.. (l?.Entries ?? []).Select(e => JsonValue.Create(e))]) };
 
     private static void PrintOptions(TextWriter stdout, bool json, ShareOptions options)
     {
         if (json)
         {
-            Write(stdout, ToJson(options), CtlJsonContext.Default.OptionsJson);
+            Write(stdout, ToJson(options));
             return;
         }
         stdout.WriteLine("Options now: " + DescribeOptions(options) + " (applies to opens from now on).");
@@ -296,7 +295,7 @@ public static class CtlCommand
     {
         if (json)
         {
-            Write(stdout, ToJson(list), CtlJsonContext.Default.AllowlistJson);
+            Write(stdout, ToJson(list));
             return;
         }
         stdout.WriteLine(DescribeAllowlist(list));
@@ -304,10 +303,10 @@ public static class CtlCommand
             stdout.WriteLine("  " + entry);
     }
 
-    private static string DescribeAllowlist(Allowlist? list)
+    private static string DescribeAllowlist(Allowlist list)
     {
-        int count = list?.Entries.Count ?? 0;
-        string state = list?.Enabled == true ? "enabled" : "disabled (entries kept, not enforced)";
+        int count = list.Entries.Count;
+        string state = list.Enabled ? "enabled" : "disabled (entries kept, not enforced)";
         return $"Allowlist {state}, {count} {(count == 1 ? "entry" : "entries")}" + (count > 0 ? ":" : ".");
     }
 
@@ -316,14 +315,17 @@ public static class CtlCommand
         TimeSpan uptime = s.Uptime?.ToTimeSpan() ?? TimeSpan.Zero;
         if (json)
         {
-            var opcodes = new List<OpcodeJson>(s.Opcodes.Count);
-            foreach (OpcodeCounters c in s.Opcodes)
-                opcodes.Add(new OpcodeJson(c.Opcode, c.Name, c.Requests, c.Errors));
-            // The settings model is printed as its own JSON mapping, field names as in settings.proto.
-            JsonElement? settings = s.Settings is null ? null
-                : JsonDocument.Parse(new Google.Protobuf.JsonFormatter(Google.Protobuf.JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true)).Format(s.Settings)).RootElement;
-            Write(stdout, new StatusJson(s.SharedDir, s.Tag, ToJson(s.Options), uptime.TotalSeconds, s.OpenFileHandles, s.KnownNodes,
-                s.BytesRead, s.BytesWritten, ToJson(s.Allowlist), opcodes, [.. s.QueueCpus], settings), CtlJsonContext.Default.StatusJson);
+            Write(stdout, new JsonObject
+            {
+                ["shared_dir"] = s.SharedDir, ["tag"] = s.Tag, ["options"] = ToJson(s.Options), ["uptime_seconds"] = uptime.TotalSeconds,
+                ["open_file_handles"] = s.OpenFileHandles, ["known_nodes"] = s.KnownNodes, ["bytes_read"] = s.BytesRead,
+                ["bytes_written"] = s.BytesWritten, ["allowlist"] = ToJson(s.Allowlist),
+                ["opcodes"] = new JsonArray([.. s.Opcodes.Select(c => new JsonObject { ["opcode"] = c.Opcode, ["name"] = c.Name, ["requests"] = c.Requests, ["errors"] = c.Errors })]),
+                ["queue_cpus"] = new JsonArray([.. s.QueueCpus.Select(cpu => JsonValue.Create(cpu))]),
+                // The settings model is printed as its own JSON mapping, field names as in settings.proto.
+                ["settings"] = s.Settings is null ? null
+                    : JsonNode.Parse(new Google.Protobuf.JsonFormatter(Google.Protobuf.JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true)).Format(s.Settings)),
+            });
             return;
         }
         var inv = CultureInfo.InvariantCulture;
@@ -338,12 +340,7 @@ public static class CtlCommand
         stdout.WriteLine($"Bytes written  {FormatBytes(s.BytesWritten)}");
         if (s.QueueCpus.Count > 0)
             stdout.WriteLine("Queue CPUs     " + string.Join(", ", s.QueueCpus.Select((cpu, i) => string.Create(inv, $"q{i + 1} {(cpu < 0 ? "unpinned" : $"on {cpu}")}"))));
-        stdout.WriteLine(DescribeAllowlist(s.Allowlist));
-        if (s.Allowlist is not null)
-        {
-            foreach (string entry in s.Allowlist.Entries)
-                stdout.WriteLine("  " + entry);
-        }
+        PrintAllowlist(stdout, json: false, s.Allowlist ?? new Allowlist());
         if (s.Opcodes.Count == 0)
         {
             stdout.WriteLine("No FUSE requests yet.");

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net.Sockets;
+using System.Text.RegularExpressions;
 using Grpc.Core;
 using Grpc.Core.Interceptors;
 using Grpc.Health.V1;
@@ -63,28 +64,14 @@ public sealed class ShareControlClient : IDisposable
     /// <summary><c>grpc.health.v1.Health</c>.</summary>
     public Health.HealthClient Health { get; }
 
-    /// <summary>The name of <paramref name="code"/> as gRPC documents and other clients print it, e.g. <c>NOT_FOUND</c>.</summary>
-    public static string StatusName(StatusCode code) => code switch
-    {
-        StatusCode.OK => "OK",
-        StatusCode.Cancelled => "CANCELLED",
-        StatusCode.Unknown => "UNKNOWN",
-        StatusCode.InvalidArgument => "INVALID_ARGUMENT",
-        StatusCode.DeadlineExceeded => "DEADLINE_EXCEEDED",
-        StatusCode.NotFound => "NOT_FOUND",
-        StatusCode.AlreadyExists => "ALREADY_EXISTS",
-        StatusCode.PermissionDenied => "PERMISSION_DENIED",
-        StatusCode.ResourceExhausted => "RESOURCE_EXHAUSTED",
-        StatusCode.FailedPrecondition => "FAILED_PRECONDITION",
-        StatusCode.Aborted => "ABORTED",
-        StatusCode.OutOfRange => "OUT_OF_RANGE",
-        StatusCode.Unimplemented => "UNIMPLEMENTED",
-        StatusCode.Internal => "INTERNAL",
-        StatusCode.Unavailable => "UNAVAILABLE",
-        StatusCode.DataLoss => "DATA_LOSS",
-        StatusCode.Unauthenticated => "UNAUTHENTICATED",
-        _ => ((int)code).ToString(CultureInfo.InvariantCulture),
-    };
+    /// <summary>
+    /// The name of <paramref name="code"/> as gRPC documents and other clients print it, e.g. <c>NOT_FOUND</c>: the
+    /// enum's name in upper case with an underscore between words; the number for a code gRPC does not define.
+    /// </summary>
+    public static string StatusName(StatusCode code) => Enum.IsDefined(code) ? UpperSnake(code) : ((int)code).ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>An enum value's name spelled as gRPC spells its constants: upper case, words joined by '_' (NOT_SERVING).</summary>
+    public static string UpperSnake(Enum value) => Regex.Replace(value.ToString(), "(?<=[a-z])(?=[A-Z])", "_").ToUpperInvariant();
 
     private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken ct)
     {
@@ -165,7 +152,7 @@ public sealed class ShareControlClient : IDisposable
     /// <summary>Closes the connection.</summary>
     public void Dispose() => _channel.Dispose();
 
-    /// <summary>Gives unary calls the client's default deadline and reports transport failures as <see cref="Describe"/> says.</summary>
+    /// <summary>Gives asynchronous unary calls the client's default deadline and reports transport failures as <see cref="Describe"/> says.</summary>
     private sealed class TransportFailures(ShareControlClient client) : Interceptor
     {
         public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request,
@@ -175,20 +162,6 @@ public sealed class ShareControlClient : IDisposable
             AsyncUnaryCall<TResponse> call = continuation(request, context);
             return new AsyncUnaryCall<TResponse>(ResponseAsync(call.ResponseAsync, deadline), call.ResponseHeadersAsync,
                 call.GetStatus, call.GetTrailers, call.Dispose);
-        }
-
-        public override TResponse BlockingUnaryCall<TRequest, TResponse>(TRequest request,
-            ClientInterceptorContext<TRequest, TResponse> context, BlockingUnaryCallContinuation<TRequest, TResponse> continuation)
-        {
-            TimeSpan? deadline = WithDeadline(ref context);
-            try
-            {
-                return continuation(request, context);
-            }
-            catch (RpcException e) when (client.Describe(e, deadline) is { } status)
-            {
-                throw new RpcException(status, e.Trailers);
-            }
         }
 
         private async Task<TResponse> ResponseAsync<TResponse>(Task<TResponse> response, TimeSpan? deadline)

@@ -10,16 +10,13 @@ public readonly unsafe struct GuestBuffer
 {
     private readonly byte* _host;
 
-    /// <summary>Guest-physical address of the first byte.</summary>
-    public ulong GuestAddress { get; }
     /// <summary>Length in bytes.</summary>
     public int Length { get; }
 
-    internal GuestBuffer(byte* host, int length, ulong guestAddress)
+    internal GuestBuffer(byte* host, int length)
     {
         _host = host;
         Length = length;
-        GuestAddress = guestAddress;
     }
 
     /// <summary>The bytes in guest memory.</summary>

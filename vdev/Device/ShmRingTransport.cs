@@ -111,7 +111,7 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
                 if (status is RingStatus.Ok or RingStatus.InvalidFrame)
                 {
                     // An InvalidFrame carries a valid tag and no data: the request ends with an empty reply.
-                    if (frame.Tag != NoReplyTag && _sink.CompleteQuietly(frame.Tag, status == RingStatus.Ok ? frame.Data : default, default))
+                    if (frame.Tag != NoReplyTag && _sink.CompleteQuietly(frame.Tag, status == RingStatus.Ok ? frame.Data : default))
                     {
                         delivered++;
                         if (++quiet == MaxQuietCompletions)

@@ -3,8 +3,6 @@ namespace Hypervisor.Vdev.Device;
 /// <summary>A virtqueue of the virtio-fs device: 0 is hiprio, 1..N are request queues.</summary>
 public readonly record struct QueueIndex(ushort Value)
 {
-    /// <summary>The hiprio queue (FORGET, BATCH_FORGET, INTERRUPT).</summary>
-    public static QueueIndex Hiprio => new(0);
     /// <summary>True for queue 0.</summary>
     public bool IsHiprio => Value == 0;
     public override string ToString() => Value.ToString(System.Globalization.CultureInfo.InvariantCulture);
@@ -68,18 +66,12 @@ public interface IFuseCompletionSink
     bool Complete(ulong tag, ReadOnlySpan<byte> reply);
 
     /// <summary>
-    /// Same as <see cref="Complete(ulong, ReadOnlySpan{byte})"/> for a reply held in two pieces (a frame
-    /// that wraps around the end of a ring buffer): the reply is <paramref name="first"/> then <paramref name="second"/>.
-    /// </summary>
-    bool Complete(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second);
-
-    /// <summary>
-    /// Same as <see cref="Complete(ulong, ReadOnlySpan{byte}, ReadOnlySpan{byte})"/>, but the guest's interrupt
+    /// Same as <see cref="Complete(ulong, ReadOnlySpan{byte})"/>, but the guest's interrupt
     /// for this completion is held back until <see cref="NotifyGuest"/> for the request's queue, so a batch of
     /// replies raises one interrupt. A transport that uses it must call <see cref="NotifyGuest"/> before it
     /// waits for more replies.
     /// </summary>
-    bool CompleteQuietly(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second);
+    bool CompleteQuietly(ulong tag, ReadOnlySpan<byte> reply);
 
     /// <summary>
     /// Raises the interrupt held back by <see cref="CompleteQuietly"/> on <paramref name="queue"/>, unless the

@@ -61,17 +61,14 @@ internal sealed class VirtioFsDevice : IFuseCompletionSink, IDisposable
         foreach (var q in Queues) if (q.Started) q.Wake();
     }
 
-    public bool Complete(ulong tag, ReadOnlySpan<byte> reply) => Complete(tag, reply, default);
+    public bool Complete(ulong tag, ReadOnlySpan<byte> reply) => Complete(tag, reply, notify: true);
 
-    public bool Complete(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second) => Complete(tag, first, second, notify: true);
+    public bool CompleteQuietly(ulong tag, ReadOnlySpan<byte> reply) => Complete(tag, reply, notify: false);
 
-    public bool CompleteQuietly(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second) => Complete(tag, first, second, notify: false);
-
-    private bool Complete(ulong tag, ReadOnlySpan<byte> first, ReadOnlySpan<byte> second, bool notify)
+    private bool Complete(ulong tag, ReadOnlySpan<byte> reply, bool notify)
     {
         int q = (int)((tag >> 16) & 0xffff);
-        if (q >= Queues.Length) return false;
-        return Queues[q].Complete((ushort)tag, tag, first, second, notify);
+        return q < Queues.Length && Queues[q].Complete((ushort)tag, tag, reply, notify);
     }
 
     public void NotifyGuest(QueueIndex queue)

@@ -54,12 +54,6 @@ public sealed class VirtqueueRequest
     /// <summary>The request frame's segments in guest memory, in order. Valid only during <see cref="IFuseTransport.Submit"/>.</summary>
     public ReadOnlySpan<GuestBuffer> Readable => ReadableSegments.AsSpan(0, ReadableCount);
 
-    /// <summary>The reply space's segments in guest memory, in order (the device scatters replies into them).</summary>
-    public ReadOnlySpan<GuestBuffer> Writable => WritableSegments.AsSpan(0, WritableCount);
-
-    /// <summary>The request's fuse_in_header as read once from guest memory (a private copy).</summary>
-    public ReadOnlySpan<byte> Header => _header;
-
     /// <summary>
     /// Copies the whole frame (all readable segments) into <paramref name="dest"/>; returns the bytes copied,
     /// or -1 when <paramref name="dest"/> is shorter than <see cref="ReadableLength"/>. The first
@@ -97,18 +91,15 @@ public sealed class VirtqueueRequest
         return true;
     }
 
-    internal void AddReadable(GuestBuffer b)
-    {
-        if (ReadableCount == ReadableSegments.Length) Array.Resize(ref ReadableSegments, ReadableCount * 2);
-        ReadableSegments[ReadableCount++] = b;
-        ReadableLength += b.Length;
-    }
+    internal void AddReadable(GuestBuffer b) => ReadableLength += Add(ref ReadableSegments, ref ReadableCount, b);
 
-    internal void AddWritable(GuestBuffer b)
+    internal void AddWritable(GuestBuffer b) => WritableLength += Add(ref WritableSegments, ref WritableCount, b);
+
+    private static int Add(ref GuestBuffer[] segments, ref int count, GuestBuffer b)
     {
-        if (WritableCount == WritableSegments.Length) Array.Resize(ref WritableSegments, WritableCount * 2);
-        WritableSegments[WritableCount++] = b;
-        WritableLength += b.Length;
+        if (count == segments.Length) Array.Resize(ref segments, count * 2);
+        segments[count++] = b;
+        return b.Length;
     }
 
     internal void ResetChain()
@@ -120,27 +111,18 @@ public sealed class VirtqueueRequest
         ExpectsReply = false;
     }
 
-    /// <summary>Scatters <paramref name="a"/> then <paramref name="b"/> into the writable segments; returns bytes written or -1 if they do not fit.</summary>
-    internal int Scatter(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+    /// <summary>Scatters <paramref name="reply"/> into the writable segments; returns bytes written or -1 if it does not fit.</summary>
+    internal int Scatter(ReadOnlySpan<byte> reply)
     {
-        if ((long)a.Length + b.Length > WritableLength) return -1;
-        int seg = 0, segOff = 0;
-        ScatterPart(a, ref seg, ref segOff);
-        ScatterPart(b, ref seg, ref segOff);
-        return a.Length + b.Length;
-    }
-
-    private void ScatterPart(ReadOnlySpan<byte> src, ref int seg, ref int segOff)
-    {
-        while (!src.IsEmpty)
+        if (reply.Length > WritableLength) return -1;
+        var src = reply;
+        for (int seg = 0; !src.IsEmpty; seg++)
         {
-            var dst = WritableSegments[seg].Span[segOff..];
-            int n = Math.Min(dst.Length, src.Length);
-            src[..n].CopyTo(dst);
+            int n = Math.Min(WritableSegments[seg].Length, src.Length);
+            src[..n].CopyTo(WritableSegments[seg].Span);
             src = src[n..];
-            segOff += n;
-            if (segOff == WritableSegments[seg].Length) { seg++; segOff = 0; }
         }
+        return reply.Length;
     }
 
     /// <summary>Writes a bare out header with <paramref name="negErrno"/>; returns bytes written (0 when no header fits).</summary>
@@ -151,6 +133,6 @@ public sealed class VirtqueueRequest
         BinaryPrimitives.WriteUInt32LittleEndian(h, (uint)OutHeaderSize);
         BinaryPrimitives.WriteInt32LittleEndian(h[4..], negErrno);
         BinaryPrimitives.WriteUInt64LittleEndian(h[8..], Unique);
-        return Scatter(h, default);
+        return Scatter(h);
     }
 }

@@ -24,7 +24,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
 
     private LaunchedShare(DeclaredShare config, ShmRingSet rings, int pid, string control, ShareControlClient client, ILogger log)
     {
-        Config = config;
+        Settings = config.Settings;
         Rings = rings;
         DaemonPid = pid;
         ControlSocket = control;
@@ -32,11 +32,8 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         _log = log;
     }
 
-    /// <summary>The share as declared.</summary>
-    public DeclaredShare Config { get; }
-
     /// <summary>The share's settings.</summary>
-    public ShareSettings Settings => Config.Settings;
+    public ShareSettings Settings { get; }
 
     /// <summary>The ring set: queue 0 carries the hiprio virtqueue, queue i request queue i.</summary>
     public ShmRingSet Rings { get; }
@@ -186,11 +183,16 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         return daemon;
     }
 
+    /// <summary>
+    /// The daemon's settings, as its status reports them, must be the ones it was started with: the same share
+    /// settings written the same way (another daemon on the control socket, or a setting lost on the way, differs).
+    /// </summary>
     private async Task ConfirmAsync(CancellationToken ct)
     {
+        ShareStatus status;
         try
         {
-            await ConfirmSettingsAsync(ct).ConfigureAwait(false);
+            status = await Client.Control.GetStatusAsync(new GetStatusRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
         }
         catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
         {
@@ -201,16 +203,6 @@ public sealed partial class LaunchedShare : IAsyncDisposable
             var detail = e.Status.Detail.TrimEnd('.');
             throw new ShareStartException($"The daemon of share '{Settings.Tag}' reported ready but its control service on {ControlSocket} failed: {ShareControlClient.StatusName(e.StatusCode)}: {detail}.");
         }
-        LogConfirmed(_log, Settings.Tag, DaemonPid, ControlSocket);
-    }
-
-    /// <summary>
-    /// The daemon's settings, as its status reports them, must be the ones it was started with: the same share
-    /// settings written the same way (another daemon on the control socket, or a setting lost on the way, differs).
-    /// </summary>
-    private async Task ConfirmSettingsAsync(CancellationToken ct)
-    {
-        var status = await Client.Control.GetStatusAsync(new GetStatusRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
         var expected = Path.GetFullPath(Settings.SharedDir);
         if (status.SharedDir != expected)
             throw new ShareStartException($"The daemon on {ControlSocket} serves {status.SharedDir}, not {expected}; another process owns that control socket.");
@@ -218,6 +210,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         var applied = string.Join(' ', ShareVocabulary.ToArguments(status.Settings ?? new ShareSettings()));
         if (asked != applied)
             throw new ShareStartException($"The daemon of share '{Settings.Tag}' applies '{applied}' but was started with '{asked}'; check that the installed passthrough is the vdev's own version.");
+        LogConfirmed(_log, Settings.Tag, DaemonPid, ControlSocket);
     }
 
     /// <summary>Asks the daemon to shut down over gRPC, then by SIGTERM/SIGKILL to its pid if it lingers; closes the ring.</summary>
@@ -235,9 +228,9 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(5)).ConfigureAwait(false))
         {
             LogKilling(_log, Settings.Tag, DaemonPid);
-            ProcessSignals.Kill(DaemonPid, Libc.SIGTERM);
+            Libc.kill(DaemonPid, Libc.SIGTERM);
             if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(3)).ConfigureAwait(false))
-                ProcessSignals.Kill(DaemonPid, Libc.SIGKILL);
+                Libc.kill(DaemonPid, Libc.SIGKILL);
         }
         Rings.Dispose();
     }
@@ -249,10 +242,25 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
         while (Stopwatch.GetTimestamp() < deadline)
         {
-            if (!ProcessSignals.IsAlive(pid)) return true;
+            if (!IsAlive(pid)) return true;
             await Task.Delay(50).ConfigureAwait(false);
         }
-        return !ProcessSignals.IsAlive(pid);
+        return !IsAlive(pid);
+    }
+
+    /// <summary>True while the process exists and is not a zombie.</summary>
+    private static bool IsAlive(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            var close = stat.LastIndexOf(')');
+            return close > 0 && close + 2 < stat.Length && stat[close + 2] != 'Z';
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 
     [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "share '{Tag}': daemon {Pid} serves, settings confirmed on {Control}")]

@@ -6,9 +6,6 @@ namespace Hypervisor.Vdev.VhostUser;
 /// </summary>
 public sealed class DeviceOptions
 {
-    /// <summary>Largest queue size a split virtqueue allows.</summary>
-    public const int MaxQueueSizeLimit = 32768;
-
     /// <summary><c>--socket-path PATH</c>: create a listening socket there, removed again on exit. No default; this or <see cref="ListenFd"/> is required.</summary>
     public string? SocketPath { get; set; }
     /// <summary><c>--fd N</c>: accept on this inherited listening socket (libvirt). No default.</summary>
@@ -42,8 +39,6 @@ public sealed class DeviceOptions
     /// the scheduler places the workers.
     /// </summary>
     public Hypervisor.Protocol.Share.QueueCpus? QueueCpus { get; set; }
-    /// <summary><c>--print-capabilities</c>: print the vhost-user JSON capabilities and exit.</summary>
-    public bool PrintCapabilities { get; set; }
 
     /// <summary>
     /// Checks what the settings' parser cannot: that there is exactly one way for the VMM to connect. Throws

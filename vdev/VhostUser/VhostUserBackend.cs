@@ -75,8 +75,17 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
         switch (r)
         {
             case VhostUserRequest.GetFeatures:
+            case VhostUserRequest.GetProtocolFeatures:
+            case VhostUserRequest.GetQueueNum:
+            case VhostUserRequest.GetMaxMemSlots:
                 NoFds(r, fds); VhostUserPayload.ReadEmpty(r, p);
-                VhostUserPayload.WriteU64(reply, OfferedFeatures);
+                VhostUserPayload.WriteU64(reply, r switch
+                {
+                    VhostUserRequest.GetFeatures => OfferedFeatures,
+                    VhostUserRequest.GetProtocolFeatures => (ulong)OfferedProtocolFeatures,
+                    VhostUserRequest.GetQueueNum => (ulong)device.Queues.Length,
+                    _ => MaxMemSlots,
+                });
                 ch.Reply(r, reply[..8]);
                 return true;
 
@@ -89,12 +98,6 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
                 _protocolFeaturesAcked = (f & VhostUserFeatures.ProtocolFeatures) != 0;
                 return true;
             }
-
-            case VhostUserRequest.GetProtocolFeatures:
-                NoFds(r, fds); VhostUserPayload.ReadEmpty(r, p);
-                VhostUserPayload.WriteU64(reply, (ulong)OfferedProtocolFeatures);
-                ch.Reply(r, reply[..8]);
-                return true;
 
             case VhostUserRequest.SetProtocolFeatures:
             {
@@ -116,18 +119,6 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
                 _protocolFeaturesAcked = false;
                 return true;
 
-            case VhostUserRequest.GetQueueNum:
-                NoFds(r, fds); VhostUserPayload.ReadEmpty(r, p);
-                VhostUserPayload.WriteU64(reply, (ulong)device.Queues.Length);
-                ch.Reply(r, reply[..8]);
-                return true;
-
-            case VhostUserRequest.GetMaxMemSlots:
-                NoFds(r, fds); VhostUserPayload.ReadEmpty(r, p);
-                VhostUserPayload.WriteU64(reply, MaxMemSlots);
-                ch.Reply(r, reply[..8]);
-                return true;
-
             case VhostUserRequest.SetMemTable:
                 SetMemTable(VhostUserPayload.ReadMemoryTable(p), fds);
                 return true;
@@ -144,9 +135,7 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
 
             case VhostUserRequest.SetVringNum:
             {
-                NoFds(r, fds);
-                var s = VhostUserPayload.ReadVringState(r, p);
-                var q = Queue(r, s.Index);
+                var (s, q) = ReadVringState(r, p, fds);
                 if (q.Started) throw new RequestFailed($"queue {s.Index} is running; its size can change only while it is stopped");
                 if (!SplitVirtqueue.IsValidSize((int)Math.Min(s.Num, int.MaxValue)) || s.Num > (uint)device.MaxQueueSize)
                     throw new RequestFailed($"queue size {s.Num} is not a power of two between 1 and {device.MaxQueueSize}");
@@ -172,9 +161,7 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
 
             case VhostUserRequest.SetVringBase:
             {
-                NoFds(r, fds);
-                var s = VhostUserPayload.ReadVringState(r, p);
-                var q = Queue(r, s.Index);
+                var (s, q) = ReadVringState(r, p, fds);
                 if (q.Started) throw new RequestFailed($"queue {s.Index} is running; its base can change only while it is stopped");
                 if (s.Num > ushort.MaxValue) throw new RequestFailed($"split-ring base {s.Num} does not fit 16 bits");
                 q.LastAvail = (ushort)s.Num;
@@ -183,9 +170,7 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
 
             case VhostUserRequest.GetVringBase:
             {
-                NoFds(r, fds);
-                var s = VhostUserPayload.ReadVringState(r, p);
-                var q = Queue(r, s.Index);
+                var (s, q) = ReadVringState(r, p, fds);
                 // Stop the ring and drain what is in flight (the normal GET_VRING_BASE semantics), so that a
                 // later SET_VRING_BASE with this index loses nothing. A new SET_VRING_KICK restarts the ring.
                 q.Stop(drain: true, drainTimeout);
@@ -223,26 +208,14 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
                 var (index, hasFd) = VhostUserPayload.ReadVringFd(r, p);
                 var q = Queue(r, index);
                 var fd = TakeVringFd(r, hasFd, fds);
-                if (r == VhostUserRequest.SetVringCall)
-                {
-                    var old = q.Call;
-                    q.Call = fd;
-                    old?.Dispose();
-                }
-                else
-                {
-                    var old = q.Err;
-                    q.Err = fd;
-                    old?.Dispose();
-                }
+                var old = r == VhostUserRequest.SetVringCall ? Interlocked.Exchange(ref q.Call, fd) : Interlocked.Exchange(ref q.Err, fd);
+                old?.Dispose();
                 return true;
             }
 
             case VhostUserRequest.SetVringEnable:
             {
-                NoFds(r, fds);
-                var s = VhostUserPayload.ReadVringState(r, p);
-                var q = Queue(r, s.Index);
+                var (s, q) = ReadVringState(r, p, fds);
                 if (!_protocolFeaturesAcked) throw new RequestFailed("SET_VRING_ENABLE needs VHOST_USER_F_PROTOCOL_FEATURES to be negotiated");
                 if (s.Num > 1) throw new RequestFailed($"SET_VRING_ENABLE takes 0 or 1, not {s.Num}");
                 q.Enabled = s.Num == 1;
@@ -281,6 +254,14 @@ internal sealed partial class VhostUserBackend(VirtioFsDevice device, TimeSpan d
         if (index >= (uint)device.Queues.Length)
             throw new VhostUserProtocolException(VhostUserError.BadField, r, $"queue index {index} is outside the device's {device.Queues.Length} queues");
         return device.Queues[index];
+    }
+
+    /// <summary>A vring state message (no fds) and the queue it names.</summary>
+    private (VringState State, Virtqueue Queue) ReadVringState(VhostUserRequest r, ReadOnlySpan<byte> p, List<SafeFd> fds)
+    {
+        NoFds(r, fds);
+        var s = VhostUserPayload.ReadVringState(r, p);
+        return (s, Queue(r, s.Index));
     }
 
     private static void NoFds(VhostUserRequest r, List<SafeFd> fds)

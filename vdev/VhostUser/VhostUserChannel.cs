@@ -15,8 +15,6 @@ internal sealed class VhostUserChannel(SafeFd socket, SafeFd stop) : IDisposable
     private readonly byte[] _payload = new byte[VhostUserHeader.MaxPayloadSize];
     private readonly byte[] _send = new byte[VhostUserHeader.WireSize + VhostUserHeader.MaxPayloadSize];
 
-    public SafeFd Socket => socket;
-
     /// <summary>
     /// Receives one message. Fds that arrive with it are appended to <paramref name="fds"/> (owned by the caller).
     /// Returns <see cref="ReceiveStatus.Closed"/> on a clean end of stream between messages.

@@ -92,57 +92,36 @@ internal sealed unsafe class GuestMemoryTable
     /// Translates guest-physical [<paramref name="gpa"/>, +<paramref name="length"/>) when it lies inside one
     /// region. A zero length must still name an address inside a region.
     /// </summary>
-    public bool TryGuest(ulong gpa, ulong length, out byte* host)
-    {
-        foreach (var r in _regions)
-        {
-            var d = r.Description;
-            // Overflow-free containment: gpa - start < size, and length <= size - (gpa - start).
-            if (gpa >= d.GuestPhysAddr && gpa - d.GuestPhysAddr < d.MemorySize && length <= d.MemorySize - (gpa - d.GuestPhysAddr))
-            {
-                host = r.Host + (gpa - d.GuestPhysAddr);
-                return true;
-            }
-        }
-        host = null;
-        return false;
-    }
+    public bool TryGuest(ulong gpa, ulong length, out byte* host) => TryGuestPrefix(gpa, length, out host, out var available) && available == length;
 
     /// <summary>
     /// Like <see cref="TryGuest"/> but allows the range to continue into a region that follows it directly in
     /// guest-physical space; returns the length available in the first region (at most <paramref name="length"/>).
     /// Used to split one descriptor across adjacent regions into several segments.
     /// </summary>
-    public bool TryGuestPrefix(ulong gpa, ulong length, out byte* host, out ulong available)
+    public bool TryGuestPrefix(ulong gpa, ulong length, out byte* host, out ulong available) =>
+        TryPrefix(gpa, length, frontEnd: false, out host, out available);
+
+    /// <summary>Translates a front-end virtual address range (vring addresses) when it lies inside one region.</summary>
+    public bool TryFrontEnd(ulong va, ulong length, out byte* host) =>
+        TryPrefix(va, length, frontEnd: true, out host, out var available) && available == length;
+
+    private bool TryPrefix(ulong address, ulong length, bool frontEnd, out byte* host, out ulong available)
     {
         foreach (var r in _regions)
         {
             var d = r.Description;
-            if (gpa >= d.GuestPhysAddr && gpa - d.GuestPhysAddr < d.MemorySize)
+            ulong start = frontEnd ? d.UserspaceAddr : d.GuestPhysAddr;
+            // Overflow-free: address - start < size, and the available length is at most size - (address - start).
+            if (address >= start && address - start < d.MemorySize)
             {
-                host = r.Host + (gpa - d.GuestPhysAddr);
-                available = Math.Min(length, d.MemorySize - (gpa - d.GuestPhysAddr));
+                host = r.Host + (address - start);
+                available = Math.Min(length, d.MemorySize - (address - start));
                 return true;
             }
         }
         host = null;
         available = 0;
-        return false;
-    }
-
-    /// <summary>Translates a front-end virtual address range (vring addresses) when it lies inside one region.</summary>
-    public bool TryFrontEnd(ulong va, ulong length, out byte* host)
-    {
-        foreach (var r in _regions)
-        {
-            var d = r.Description;
-            if (va >= d.UserspaceAddr && va - d.UserspaceAddr < d.MemorySize && length <= d.MemorySize - (va - d.UserspaceAddr))
-            {
-                host = r.Host + (va - d.UserspaceAddr);
-                return true;
-            }
-        }
-        host = null;
         return false;
     }
 }

@@ -25,14 +25,14 @@ internal sealed unsafe class RingView(GuestMemoryTable table, byte* desc, byte* 
 /// A chain that breaks a rule is returned with length 0; a ring whose indices or addresses are corrupt
 /// is marked broken and left alone until the front-end stops and restarts it.
 /// </summary>
-internal sealed unsafe class Virtqueue : IDisposable
+internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, ILogger log) : IDisposable
 {
     private const int SlotFree = 0, SlotInFlight = 1, SlotBusy = 2;
     /// <summary>Largest indirect table accepted: descriptor indices are 16-bit.</summary>
     public const int MaxIndirectEntries = 32768;
 
-    private readonly VirtioFsDevice _device;
-    private readonly ILogger _log;
+    private readonly VirtioFsDevice _device = device;
+    private readonly ILogger _log = log;
     private readonly object _usedLock = new();
     private readonly SafeFd _control = Libc.EventFd(Libc.EFD_NONBLOCK);
     private volatile bool _stopRequested;
@@ -50,10 +50,7 @@ internal sealed unsafe class Virtqueue : IDisposable
     private volatile bool _broken;
     private long _rejectedChains;
 
-    /// <summary>Chains rejected for breaking a rule since the device was created.</summary>
-    public long RejectedChains => Volatile.Read(ref _rejectedChains);
-
-    public QueueIndex Index { get; }
+    public QueueIndex Index { get; } = index;
     public int Size { get; set; }
     public ulong DescAddr, AvailAddr, UsedAddr;
     public bool AddressSet;
@@ -71,13 +68,6 @@ internal sealed unsafe class Virtqueue : IDisposable
     public bool Broken => _broken;
     public int InFlight => Volatile.Read(ref _inFlight);
 
-    public Virtqueue(VirtioFsDevice device, QueueIndex index, ILogger log)
-    {
-        _device = device;
-        Index = index;
-        _log = log;
-    }
-
     /// <summary>Starts the worker: the ring now has size, addresses and a kick fd (vhost-user "Starting and stopping rings").</summary>
     public void Start()
     {
@@ -87,9 +77,15 @@ internal sealed unsafe class Virtqueue : IDisposable
         // it once the ring is translated (EnsureView).
         _view = null;
         _broken = false;
-        _stopRequested = false;
-        RenewCancellation();
         _usedIdxKnown = false;
+        StartWorker();
+    }
+
+    private void StartWorker()
+    {
+        _stopRequested = false;
+        // Not disposed: a transport may still hold the old token; a source without timers needs no disposal.
+        if (_cancel.IsCancellationRequested) _cancel = new CancellationTokenSource();
         _worker = new Thread(Run) { IsBackground = true, Name = $"vq{Index.Value}" };
         _worker.Start();
     }
@@ -145,12 +141,6 @@ internal sealed unsafe class Virtqueue : IDisposable
         Libc.EventFdDrain(_control);
     }
 
-    private void RenewCancellation()
-    {
-        // Not disposed: a transport may still hold the old token; a source without timers needs no disposal.
-        if (_cancel.IsCancellationRequested) _cancel = new CancellationTokenSource();
-    }
-
     /// <summary>Restarts a paused worker, re-translating the ring addresses.</summary>
     public void Resume()
     {
@@ -158,10 +148,7 @@ internal sealed unsafe class Virtqueue : IDisposable
         var old = _view;
         lock (_usedLock) _view = null;
         old?.Table.Release();
-        _stopRequested = false;
-        RenewCancellation();
-        _worker = new Thread(Run) { IsBackground = true, Name = $"vq{Index.Value}" };
-        _worker.Start();
+        StartWorker();
     }
 
     /// <summary>Releases the queue's descriptors and its cancellation source; the ring must be stopped and reset.</summary>
@@ -472,7 +459,7 @@ internal sealed unsafe class Virtqueue : IDisposable
             {
                 // A buffer may continue into a region that follows it directly in guest-physical space.
                 if (!mem.TryGuestPrefix(addr, left, out var host, out var n)) return $"buffer 0x{d.Addr:x}+{d.Len} outside guest memory";
-                var seg = new GuestBuffer(host, (int)n, addr);
+                var seg = new GuestBuffer(host, (int)n);
                 if (isWrite) req.AddWritable(seg); else req.AddReadable(seg);
                 addr += n;
                 left -= n;
@@ -483,7 +470,7 @@ internal sealed unsafe class Virtqueue : IDisposable
     }
 
     /// <summary>Completes an in-flight request the transport answered; false when the tag is stale or unknown.</summary>
-    public bool Complete(ushort head, ulong tag, ReadOnlySpan<byte> a, ReadOnlySpan<byte> b, bool notify = true)
+    public bool Complete(ushort head, ulong tag, ReadOnlySpan<byte> reply, bool notify = true)
     {
         var slots = _slots;
         if (head >= slots.Length) return false;
@@ -491,10 +478,10 @@ internal sealed unsafe class Virtqueue : IDisposable
         if (req == null || req.Tag != tag) return false;
         if (Interlocked.CompareExchange(ref req.State, SlotBusy, SlotInFlight) != SlotInFlight) return false;
         if (req.Tag != tag) { Volatile.Write(ref req.State, SlotInFlight); return false; }
-        int written = req.Scatter(a, b);
+        int written = req.Scatter(reply);
         if (written < 0)
         {
-            VdevLog.ReplyTooLarge(_log, Index.Value, a.Length + b.Length, req.Unique, req.WritableLength);
+            VdevLog.ReplyTooLarge(_log, Index.Value, reply.Length, req.Unique, req.WritableLength);
             written = req.WriteError(-Libc.EIO);
         }
         FinishSlot(req, written, notify);

@@ -59,9 +59,9 @@ public sealed class DaemonShareControlTests
         Allowlist enabled = await control.SetAllowlistEnabledAsync(true, default);
         Assert.Equal(["bin", "docs/reports"], enabled.Entries);
         Assert.NotNull(settings.Allowlist);
-        Assert.True(settings.Allowlist!.Permits("docs"));          // an ancestor, to walk through
-        Assert.True(settings.Allowlist.Permits("docs/reports/q1"));
-        Assert.False(settings.Allowlist.Permits("etc"));
+        Assert.True(settings.Allowlist!.Permits("docs"u8));          // an ancestor, to walk through
+        Assert.True(settings.Allowlist.Permits("docs/reports/q1"u8));
+        Assert.False(settings.Allowlist.Permits("etc"u8));
 
         await control.SetAllowlistEnabledAsync(false, default);
         Assert.Null(settings.Allowlist);

@@ -43,7 +43,7 @@ public class FuseAbiLayoutTests
             expected.Append($"{c} size {Marshal.SizeOf(type)}\n");
             foreach (var field in type.GetFields(BindingFlags.Public | BindingFlags.Instance))
             {
-                var cField = CName(type, field.Name);
+                var cField = CName(field.Name);
                 program.Append($"printf(\"{c}.{cField} %zu %zu\\n\", offsetof(struct {c}, {cField}), sizeof(((struct {c}*)0)->{cField}));\n");
                 expected.Append($"{c}.{cField} {Marshal.OffsetOf(type, field.Name)} {Marshal.SizeOf(field.FieldType)}\n");
             }
@@ -65,15 +65,9 @@ public class FuseAbiLayoutTests
         }
     }
 
-    /// <summary>PascalCase field name to the C name; fixed arrays (unused[N], spare[N]) are unrolled in C#.</summary>
-    private static string CName(Type type, string name)
+    /// <summary>PascalCase field name to the C name (a C array, such as unused[N], is a fixed buffer of the same name).</summary>
+    private static string CName(string name)
     {
-        var arrays = type == typeof(InitIn) || type == typeof(InitOut) || type == typeof(KStatFs);
-        foreach (var prefix in new[] { "Unused", "Spare" })
-        {
-            if (arrays && name.StartsWith(prefix, StringComparison.Ordinal) && name.Length > prefix.Length && char.IsDigit(name[prefix.Length]))
-                return $"{prefix.ToLowerInvariant()}[{name[prefix.Length..]}]";
-        }
         var sb = new StringBuilder();
         for (var i = 0; i < name.Length; i++)
         {

@@ -181,7 +181,7 @@ public unsafe class RingConsumerTests
             var consumer = attacher.GetQueue(0).Consumer;
             Send(creator.GetQueue(0).Producer, 8, 1, 1);
             creator.Close();
-            Assert.Equal(RingPeerState.Closed, attacher.PeerState);
+            Assert.Equal(RingStatus.Closed, attacher.GetQueue(0).Producer.TryReserve(8, out _));
             Assert.Equal(RingStatus.Closed, creator.GetQueue(0).Producer.TryReserve(8, out _));
             Assert.Equal(RingStatus.Ok, consumer.Peek(out var frame, TimeSpan.FromSeconds(1)));
             Assert.Equal(1UL, frame.Tag);

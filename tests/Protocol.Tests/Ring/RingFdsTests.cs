@@ -14,6 +14,15 @@ public class RingFdsTests
     }
 
     [Fact]
+    public void Named_ListsEveryDescriptorWithItsKey()
+    {
+        var fds = RingFds.Parse("memfd=5,queues=2,sq0=6,sqf0=7,cq0=8,cqf0=9,cqf1=13,cq1=12,sqf1=11,sq1=10");
+        Assert.Equal(
+            [(5, "memfd"), (6, "sq0"), (7, "sqf0"), (8, "cq0"), (9, "cqf0"), (10, "sq1"), (11, "sqf1"), (12, "cq1"), (13, "cqf1")],
+            fds.Named());
+    }
+
+    [Fact]
     public void Parse_AcceptsAnyOrderAndRoundTrips()
     {
         var fds = RingFds.Parse("cqf0=9,cq0=8,queues=1,memfd=5,sqf0=7,sq0=6");
