@@ -38,6 +38,11 @@ public sealed partial class InteropConstantsTests
         #include <sys/file.h>
         #include <sys/mman.h>
         #include <sys/mount.h>
+        #include <sys/prctl.h>
+        #include <linux/capability.h>
+        #include <seccomp.h>
+        /* The kernel header spells it with a leading underscore. */
+        #define LINUX_CAPABILITY_VERSION_3 _LINUX_CAPABILITY_VERSION_3
         #include <sys/resource.h>
         #include <sys/socket.h>
         #include <sys/stat.h>
