@@ -1,3 +1,4 @@
+using Hypervisor.Tests;
 using System.Buffers.Binary;
 using Hypervisor.Protocol.VhostUser;
 using Hypervisor.Protocol.Tests.Virtio;

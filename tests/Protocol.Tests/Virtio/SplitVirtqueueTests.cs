@@ -1,3 +1,4 @@
+using Hypervisor.Tests;
 using System.Runtime.CompilerServices;
 using Hypervisor.Protocol.Virtio;
 

@@ -1,3 +1,4 @@
+using Hypervisor.Tests;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Hypervisor.Interop;

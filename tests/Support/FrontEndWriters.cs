@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using Hypervisor.Protocol.VhostUser;
 
-namespace Hypervisor.Protocol.Tests.VhostUser;
+namespace Hypervisor.Tests;
 
 /// <summary>The front-end's side of the wire format: the descriptions only a VMM sends (the back-end only reads them).</summary>
 internal static class FrontEndWriters
