@@ -28,6 +28,10 @@ public static partial class Daemon
             EnvironmentName = Environments.Production,
         });
         builder.Logging.SetMinimumLevel(settings.LogLevel);
+        // ASP.NET Core's, the hosting's and gRPC's own lines (connections, requests, every call that ended with an
+        // error status) are noise in a daemon's log: warnings and errors only, whatever the daemon's level.
+        builder.Logging.AddFilter("Microsoft", level => level >= LogLevel.Warning);
+        builder.Logging.AddFilter("Grpc", level => level >= LogLevel.Warning);
         builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
         builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
@@ -53,7 +57,7 @@ public static partial class Daemon
         IFileSystem fs;
         try
         {
-            fs = FileSystemFactory.Create(share, loggerFactory.CreateLogger("passthrough.fs"), confinement.Root);
+            fs = new FileSystem.PassthroughFileSystem(share, loggerFactory.CreateLogger("passthrough.fs"), confinement.Root);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {
@@ -111,17 +115,7 @@ public static partial class Daemon
             }
             return 0;
         }
-        catch (TransportException e)
-        {
-            Console.Error.WriteLine($"passthrough: {e.Message}");
-            return 1;
-        }
-        catch (Sandbox.ConfinementException e)
-        {
-            Console.Error.WriteLine($"passthrough: {e.Message}");
-            return 1;
-        }
-        catch (ControlSocketException e)
+        catch (Exception e) when (e is TransportException or Sandbox.ConfinementException or ControlSocketException)
         {
             Console.Error.WriteLine($"passthrough: {e.Message}");
             return 1;

@@ -114,7 +114,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     /// <param name="listener">The bound socket (<see cref="ControlListener.Bind"/>), which the server owns from here on.</param>
     /// <param name="share">The daemon side of every call.</param>
     /// <param name="options">Tunables.</param>
-    /// <param name="loggerFactory">Where the server logs (Kestrel's own categories: warnings and errors only); null logs warnings and errors to stderr.</param>
+    /// <param name="loggerFactory">Where the server logs, with the filters of whoever made it (the daemon keeps the frameworks' categories to warnings and errors); null logs warnings and errors to stderr.</param>
     /// <param name="cancellationToken">Cancels the start-up.</param>
     /// <exception cref="ControlSocketException">The path cannot be used; the message says what to change.</exception>
     public static async Task<ControlServer> StartAsync(ControlListener listener, IShareControl share, ControlServerOptions options,
@@ -142,7 +142,8 @@ public sealed partial class ControlServer : IAsyncDisposable
             });
             if (loggerFactory is not null)
             {
-                builder.Services.Replace(ServiceDescriptor.Singleton<ILoggerFactory>(new KestrelQuietLoggerFactory(loggerFactory)));
+                // The daemon's own factory, whose filters keep the frameworks' categories to warnings and errors.
+                builder.Services.Replace(ServiceDescriptor.Singleton<ILoggerFactory>(loggerFactory));
             }
             else
             {

@@ -2,6 +2,7 @@ using Hypervisor.Protocol.Share;
 using System.Runtime.InteropServices;
 using System.Text;
 using Hypervisor.Passthrough.Engine;
+using Hypervisor.Passthrough.FileSystem;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Passthrough.Tests.FileSystem;
 using Hypervisor.Protocol.Fuse;
@@ -50,7 +51,7 @@ public sealed class HostileRequestTests : IDisposable
         _sentinelMtime = File.GetLastWriteTimeUtc(_sentinel);
         _sentinelMode = File.GetUnixFileMode(_sentinel);
 
-        _fs = FileSystemFactory.Create(new LiveSettings(new ShareSettings { SharedDir = _share, Xattr = true }), NullLogger.Instance, _share);
+        _fs = new PassthroughFileSystem(new LiveSettings(new ShareSettings { SharedDir = _share, Xattr = true }), NullLogger.Instance);
         _client = new RawFuseClient(new FuseEngine(_fs));
         Assert.True(_client.Init().Ok);
     }
