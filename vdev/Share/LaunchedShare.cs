@@ -233,6 +233,8 @@ public sealed partial class LaunchedShare : IAsyncDisposable
                 Libc.kill(DaemonPid, Libc.SIGKILL);
         }
         Rings.Dispose();
+        // A sandboxed daemon cannot remove its control socket (the path is outside its root); nobody listens now.
+        VhostUser.VhostUserListener.RemoveStaleSocket(ControlSocket);
     }
 
     private static async Task<bool> WaitForExitAsync(int pid, TimeSpan timeout)
