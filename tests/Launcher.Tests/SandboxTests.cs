@@ -1,3 +1,4 @@
+using Hypervisor.Tests;
 using System.Globalization;
 using System.Text.Json;
 using Hypervisor.Interop;
@@ -28,7 +29,7 @@ public class SandboxTests
             foreach (var task in Directory.GetDirectories($"/proc/{pid}/task"))
             {
                 // Every thread: capabilities are each thread's own.
-                var status = Status($"{task}/status");
+                var status = ProcStatus.Read($"{task}/status");
                 Assert.Equal(expected, status["CapEff"]);
                 Assert.Equal(expected, status["CapPrm"]);
                 Assert.Equal(expected, status["CapBnd"]);
@@ -52,7 +53,7 @@ public class SandboxTests
         WithDaemon(share, ["--modcaps", "+sys_admin:-mknod", "--seccomp", "none"], pid =>
         {
             Assert.True(Capabilities.TryModify(Capabilities.DaemonDefault, "+sys_admin:-mknod", out var caps, out _));
-            var status = Status($"/proc/{pid}/status");
+            var status = ProcStatus.Read($"/proc/{pid}/status");
             Assert.Equal(caps.ToString("x16", CultureInfo.InvariantCulture), status["CapEff"]);
             Assert.Equal("0", status["Seccomp"]);
             Assert.Equal("1", status["NoNewPrivs"]);
@@ -68,7 +69,7 @@ public class SandboxTests
         {
             Assert.Equal(new FileInfo("/proc/self/ns/mnt").LinkTarget, new FileInfo($"/proc/{pid}/ns/mnt").LinkTarget);
             Assert.Equal(["only.txt"], Directory.GetFileSystemEntries($"/proc/{pid}/root").Select(Path.GetFileName));
-            Assert.Equal("2", Status($"/proc/{pid}/status")["Seccomp"]);
+            Assert.Equal("2", ProcStatus.Read($"/proc/{pid}/status")["Seccomp"]);
         });
     }
 
@@ -136,16 +137,5 @@ public class SandboxTests
         {
             if (pid > 0 && ProcFs.IsRunning(pid)) Libc.kill(pid, Libc.SIGKILL);
         }
-    }
-
-    private static Dictionary<string, string> Status(string path)
-    {
-        var fields = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var line in File.ReadAllLines(path))
-        {
-            var colon = line.IndexOf(':', StringComparison.Ordinal);
-            if (colon > 0) fields[line[..colon]] = line[(colon + 1)..].Trim();
-        }
-        return fields;
     }
 }

@@ -233,8 +233,13 @@ public sealed partial class LaunchedShare : IAsyncDisposable
                 Libc.kill(DaemonPid, Libc.SIGKILL);
         }
         Rings.Dispose();
-        // A sandboxed daemon cannot remove its control socket (the path is outside its root); nobody listens now.
-        VhostUser.VhostUserListener.RemoveStaleSocket(ControlSocket);
+        // A sandboxed daemon cannot remove its control socket (the path is outside its root). The daemon is gone or
+        // going (its last threads may still hold the listening socket for a moment, so no connect probe): remove it.
+        if (Libc.FileType(ControlSocket, out uint type, out _) == 0 && type == Libc.S_IFSOCK)
+        {
+            try { File.Delete(ControlSocket); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { LogSocketLeft(_log, ControlSocket, e.Message); }
+        }
     }
 
     private static async Task<bool> WaitForExitAsync(int pid, TimeSpan timeout)
@@ -270,4 +275,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
 
     [LoggerMessage(EventId = 11, Level = LogLevel.Warning, Message = "share '{Tag}': daemon {Pid} did not stop when asked; sending signals")]
     private static partial void LogKilling(ILogger log, string tag, int pid);
+
+    [LoggerMessage(EventId = 13, Level = LogLevel.Warning, Message = "The control socket {Socket} could not be removed: {Reason}")]
+    private static partial void LogSocketLeft(ILogger log, string socket, string reason);
 }

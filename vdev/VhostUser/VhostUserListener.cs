@@ -50,11 +50,10 @@ internal sealed class VhostUserListener : IDisposable
     }
 
     /// <summary>
-    /// A socket file nobody accepts on (left by a killed backend, or by a sandboxed daemon, which cannot name it once
-    /// its root is the share) is removed so that the path can be used again; a live one is left alone and reported
-    /// by bind.
+    /// A socket file nobody accepts on (left by a killed backend) is removed so the VMM can be restarted
+    /// against the same path; a live one is left alone and reported by bind.
     /// </summary>
-    internal static void RemoveStaleSocket(string path)
+    private static void RemoveStaleSocket(string path)
     {
         if (Libc.FileType(path, out uint type, out _) != 0 || type != Libc.S_IFSOCK) return;
         try

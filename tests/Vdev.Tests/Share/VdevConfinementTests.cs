@@ -1,3 +1,4 @@
+using Hypervisor.Tests;
 using System.Diagnostics;
 using System.Globalization;
 using Hypervisor.Protocol.Share;
@@ -31,13 +32,13 @@ public sealed class VdevConfinementTests : IDisposable
             Assert.True(File.Exists(socket), "the vdev did not listen");
 
             Assert.True(Capabilities.TryModify(0, "+lease", out var lease, out _));
-            ulong permitted = ulong.Parse(Status("/proc/self/status")["CapPrm"], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+            ulong permitted = ulong.Parse(ProcStatus.Read("/proc/self/status")["CapPrm"], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
             var keep = VdevConfinement.Keep([new ShareSettings { Modcaps = "+lease" }]) & permitted;
             Assert.NotEqual(0UL, keep & lease);
             Assert.Equal(0UL, keep & Bit("sys_ptrace") & Bit("net_admin") & Bit("sys_module"));
             foreach (var task in Directory.GetDirectories($"/proc/{vdev.Id}/task"))
             {
-                var status = Status($"{task}/status");
+                var status = ProcStatus.Read($"{task}/status");
                 Assert.Equal(keep.ToString("x16", CultureInfo.InvariantCulture), status["CapEff"]);
                 Assert.Equal(keep.ToString("x16", CultureInfo.InvariantCulture), status["CapBnd"]);
                 Assert.Equal("1", status["NoNewPrivs"]);
@@ -45,10 +46,10 @@ public sealed class VdevConfinementTests : IDisposable
             }
             // Its daemon: its own set with +lease, and its own filter (started before the vdev loaded its filter).
             var daemon = Directory.GetDirectories("/proc").Select(Path.GetFileName)
-                .Where(p => int.TryParse(p, out _) && File.Exists($"/proc/{p}/status") && Status($"/proc/{p}/status").GetValueOrDefault("PPid") is not null
-                    && ReadCmdline(p!).Contains(share, StringComparison.Ordinal) && ReadCmdline(p!).Contains("passthrough", StringComparison.Ordinal))
+                .Where(p => int.TryParse(p, out _) && ReadCmdline(p!) is var cmdline
+                    && cmdline.Contains(share, StringComparison.Ordinal) && cmdline.Contains("passthrough", StringComparison.Ordinal))
                 .Single();
-            var daemonStatus = Status($"/proc/{daemon}/status");
+            var daemonStatus = ProcStatus.Read($"/proc/{daemon}/status");
             Assert.True(Capabilities.TryModify(Capabilities.DaemonDefault, "+lease", out var daemonSet, out _));
             Assert.Equal((daemonSet & permitted).ToString("x16", CultureInfo.InvariantCulture), daemonStatus["CapEff"]);
             Assert.Equal("2", daemonStatus["Seccomp"]);
@@ -78,17 +79,6 @@ public sealed class VdevConfinementTests : IDisposable
     {
         try { return File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' '); }
         catch (IOException) { return ""; }
-    }
-
-    private static Dictionary<string, string> Status(string path)
-    {
-        var fields = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var line in File.ReadAllLines(path))
-        {
-            var colon = line.IndexOf(':', StringComparison.Ordinal);
-            if (colon > 0) fields[line[..colon]] = line[(colon + 1)..].Trim();
-        }
-        return fields;
     }
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
