@@ -1,3 +1,4 @@
+using Hypervisor.Interop;
 using Hypervisor.Passthrough;
 using Hypervisor.Passthrough.Cli;
 using Hypervisor.Passthrough.Control;
@@ -11,7 +12,7 @@ try
 {
     confinement = Confinement.Enter(settings);
 }
-catch (Exception e) when (e is ConfinementException or ControlSocketException)
+catch (Exception e) when (e is ConfinementException or SeccompException or ControlSocketException)
 {
     Console.Error.WriteLine($"passthrough: {e.Message}");
     return 1;

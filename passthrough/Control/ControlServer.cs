@@ -100,7 +100,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     /// <summary>Starts serving with default options. See <see cref="StartAsync(string, IShareControl, ControlServerOptions, ILoggerFactory?, CancellationToken)"/>.</summary>
     public static Task<ControlServer> StartAsync(string socketPath, IShareControl share, ILoggerFactory? loggerFactory = null,
         CancellationToken cancellationToken = default)
-        => StartAsync(ControlListener.Bind(socketPath), share, new ControlServerOptions(), loggerFactory, cancellationToken);
+        => StartAsync(socketPath, share, new ControlServerOptions(), loggerFactory, cancellationToken);
 
     /// <summary>Binds <paramref name="socketPath"/> and starts serving on it; see <see cref="StartAsync(ControlListener, IShareControl, ControlServerOptions, ILoggerFactory?, CancellationToken)"/>.</summary>
     /// <exception cref="ControlSocketException">The path cannot be used; the message says what to change.</exception>

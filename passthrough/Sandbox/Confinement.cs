@@ -62,7 +62,7 @@ public sealed class Confinement : IDisposable
             _ = Libc.setrlimit(Libc.RLIMIT_NOFILE, new RLimit { Current = nrOpen, Maximum = nrOpen });
     }
 
-    /// <summary>Applies everything but the filter; throws <see cref="ConfinementException"/> or <see cref="ControlSocketException"/>.</summary>
+    /// <summary>Applies everything but the filter; throws <see cref="ConfinementException"/>, <see cref="SeccompException"/> or <see cref="ControlSocketException"/>.</summary>
     public static Confinement Enter(DaemonCommand.Settings settings)
     {
         var share = settings.Share;
@@ -91,22 +91,21 @@ public sealed class Confinement : IDisposable
         SeccompFilter? filter = null;
         try
         {
-            filter = share.Seccomp == SeccompAction.None ? null : CompileFilter(share.Seccomp, settings.MountPoint is not null);
+            filter = share.Seccomp == SeccompAction.None ? null : SeccompFilter.Compile(share.Seccomp,
+                settings.MountPoint is null ? SyscallAllowlist.Names : [.. SyscallAllowlist.Names, .. SyscallAllowlist.DevFuse]);
             // Read once while /etc/localtime is reachable: log lines carry the local time.
             _ = TimeZoneInfo.Local;
             var root = settings.Share.SharedDir;
+            // Taken before anything below could start a thread; the capabilities are dropped after the root changed.
+            var threads = ThreadConfinement.ThreadIds();
             if (mode is SandboxMode.Namespace or SandboxMode.Chroot)
             {
-                var threads = ThreadConfinement.ThreadIds();
                 EnterRoot(mode, root);
                 root = "/";
                 if (control is not null) control.PathLeftBehind = true;
-                if (settings.MountPoint is null) DropCapabilities(share, threads);
             }
-            else if (settings.MountPoint is null)
-            {
-                DropCapabilities(share, ThreadConfinement.ThreadIds());
-            }
+            // A --mount daemon keeps them: it mounts and unmounts the host's FUSE mount.
+            if (settings.MountPoint is null) DropCapabilities(share, threads);
             return new Confinement(control, root, filter);
         }
         catch
@@ -117,40 +116,14 @@ public sealed class Confinement : IDisposable
         }
     }
 
-    /// <summary>Loads the seccomp filter into the kernel for every thread of the process (no-op with <c>--seccomp none</c>).</summary>
+    /// <summary>Loads the seccomp filter into the kernel for every thread of the process (no-op with <c>--seccomp none</c>); throws <see cref="SeccompException"/>.</summary>
     public void LoadFilter()
     {
-        if (_filter is null) return;
-        try
-        {
-            _filter.Load();
-        }
-        catch (InvalidOperationException e)
-        {
-            throw new ConfinementException($"seccomp: {e.Message}; or pass --seccomp none.");
-        }
+        _filter?.Load();
         _filter = null;
     }
 
     public void Dispose() => _filter?.Dispose();
-
-    private static SeccompFilter CompileFilter(SeccompAction action, bool devFuse)
-    {
-        uint defaultAction = action switch
-        {
-            SeccompAction.Trap => Libc.SCMP_ACT_TRAP,
-            SeccompAction.Log => Libc.SCMP_ACT_LOG,
-            _ => Libc.SCMP_ACT_KILL_PROCESS,
-        };
-        try
-        {
-            return SeccompFilter.Compile(defaultAction, devFuse ? [.. SyscallAllowlist.Names, .. SyscallAllowlist.DevFuse] : SyscallAllowlist.Names);
-        }
-        catch (InvalidOperationException e)
-        {
-            throw new ConfinementException($"seccomp: {e.Message}; or pass --seccomp none.");
-        }
-    }
 
     private static void EnterRoot(SandboxMode mode, string share)
     {

@@ -1,4 +1,9 @@
+using Hypervisor.Protocol.Share;
+
 namespace Hypervisor.Interop;
+
+/// <summary>A syscall filter that cannot be compiled or loaded; the message is one sentence saying what to change.</summary>
+internal sealed class SeccompException(string message) : Exception(message);
 
 /// <summary>
 /// A syscall allowlist compiled by libseccomp for this architecture, loaded into the kernel later for every thread
@@ -11,12 +16,18 @@ internal sealed class SeccompFilter : IDisposable
     private SeccompFilter(nint context) => _context = context;
 
     /// <summary>
-    /// Compiles a filter that allows <paramref name="names"/> and applies <paramref name="defaultAction"/> (one of the
-    /// <c>SCMP_ACT_*</c> constants) to everything else; a name libseccomp does not know is skipped, as nothing here can
-    /// call it. Throws <see cref="InvalidOperationException"/> with the end of a sentence.
+    /// Compiles a filter that allows <paramref name="names"/> and applies <paramref name="action"/> (<c>--seccomp</c>;
+    /// not <see cref="SeccompAction.None"/>) to everything else; a name libseccomp does not know is skipped, as nothing
+    /// here can call it. Throws <see cref="SeccompException"/>.
     /// </summary>
-    public static SeccompFilter Compile(uint defaultAction, IEnumerable<string> names)
+    public static SeccompFilter Compile(SeccompAction action, IEnumerable<string> names)
     {
+        uint defaultAction = action switch
+        {
+            SeccompAction.Trap => Libc.SCMP_ACT_TRAP,
+            SeccompAction.Log => Libc.SCMP_ACT_LOG,
+            _ => Libc.SCMP_ACT_KILL_PROCESS,
+        };
         nint context;
         try
         {
@@ -24,9 +35,9 @@ internal sealed class SeccompFilter : IDisposable
         }
         catch (DllNotFoundException)
         {
-            throw new InvalidOperationException($"{Libc.Seccomp} is not installed; install libseccomp2");
+            throw Failed($"{Libc.Seccomp} is not installed; install libseccomp2");
         }
-        if (context == 0) throw new InvalidOperationException("libseccomp could not create a filter");
+        if (context == 0) throw Failed("libseccomp could not create a filter");
         var filter = new SeccompFilter(context);
         foreach (var name in names)
         {
@@ -36,22 +47,22 @@ internal sealed class SeccompFilter : IDisposable
             if (rc != 0)
             {
                 filter.Dispose();
-                throw new InvalidOperationException($"adding {name} to the filter failed with {Libc.Describe(-rc)}");
+                throw Failed($"adding {name} to the filter failed with {Libc.Describe(-rc)}");
             }
         }
         if (Libc.seccomp_attr_set(context, Libc.SCMP_FLTATR_CTL_TSYNC, 1) != 0)
         {
             filter.Dispose();
-            throw new InvalidOperationException("this libseccomp cannot apply a filter to every thread (TSYNC); install libseccomp2 2.2 or later");
+            throw Failed("this libseccomp cannot apply a filter to every thread (TSYNC); install libseccomp2 2.2 or later");
         }
         return filter;
     }
 
-    /// <summary>Loads the filter for every thread of the process; throws <see cref="InvalidOperationException"/> with the end of a sentence.</summary>
+    /// <summary>Loads the filter for every thread of the process; throws <see cref="SeccompException"/>.</summary>
     public void Load()
     {
         var rc = Libc.seccomp_load(_context);
-        if (rc != 0) throw new InvalidOperationException($"loading the filter failed with {Libc.Describe(-rc)}; the kernel needs SECCOMP_FILTER_FLAG_TSYNC (Linux 3.17)");
+        if (rc != 0) throw Failed($"loading the filter failed with {Libc.Describe(-rc)}; the kernel needs SECCOMP_FILTER_FLAG_TSYNC (Linux 3.17)");
         Dispose();
     }
 
@@ -60,4 +71,6 @@ internal sealed class SeccompFilter : IDisposable
         if (_context != 0) Libc.seccomp_release(_context);
         _context = 0;
     }
+
+    private static SeccompException Failed(string what) => new($"seccomp: {what}; or pass --seccomp none.");
 }

@@ -30,12 +30,7 @@ internal static class ThreadConfinement
     {
         // A capability the process does not have (not in the bounding set it was started with) cannot be kept.
         keep &= Libc.ThreadPermittedCapabilities();
-        if (DropOnThisThread(keep) is { } self) return self;
-        var result = new StrongBox<string?>("did not run");
-        Queue(keep, result);
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        if (result.Value is { } finalizer) return $"on the finalizer thread, {finalizer}";
+        if (OnThisAndFinalizerThread(() => DropOnThisThread(keep)) is { } problem) return problem;
         var expected = keep.ToString("x16", CultureInfo.InvariantCulture);
         foreach (var tid in threads)
         {
@@ -51,14 +46,17 @@ internal static class ThreadConfinement
     }
 
     /// <summary>Only NoNewPrivs, on this thread and the finalizer thread (for a process that has no capabilities to give up).</summary>
-    public static string? NoNewPrivs()
+    public static string? NoNewPrivs() => OnThisAndFinalizerThread(SetNoNewPrivs);
+
+    /// <summary>Runs <paramref name="action"/> on this thread, then on the runtime's finalizer thread; null, or what failed where.</summary>
+    private static string? OnThisAndFinalizerThread(Func<string?> action)
     {
-        if (Libc.prctl(Libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return $"PR_SET_NO_NEW_PRIVS failed with {Libc.Describe(Libc.LastErrno)}";
+        if (action() is { } here) return here;
         var result = new StrongBox<string?>("did not run");
-        QueueNoNewPrivs(result);
+        Queue(action, result);
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        return result.Value;
+        return result.Value is { } there ? $"on the finalizer thread, {there}" : null;
     }
 
     private static string? DropOnThisThread(ulong keep)
@@ -73,17 +71,15 @@ internal static class ThreadConfinement
         if (Libc.prctl(Libc.PR_CAP_AMBIENT, Libc.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
             return $"clearing the ambient set failed with {Libc.Describe(Libc.LastErrno)}";
         if (Libc.SetThreadCapabilities(keep) != 0) return $"capset failed with {Libc.Describe(Libc.LastErrno)}";
-        if (Libc.prctl(Libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return $"PR_SET_NO_NEW_PRIVS failed with {Libc.Describe(Libc.LastErrno)}";
-        return null;
+        return SetNoNewPrivs();
     }
+
+    private static string? SetNoNewPrivs() =>
+        Libc.prctl(Libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 ? null : $"PR_SET_NO_NEW_PRIVS failed with {Libc.Describe(Libc.LastErrno)}";
 
     // Allocated in a frame of its own, so that nothing on the caller's stack keeps the object alive.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Queue(ulong keep, StrongBox<string?> result) => _ = new OnFinalizerThread(() => DropOnThisThread(keep), result);
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void QueueNoNewPrivs(StrongBox<string?> result) => _ = new OnFinalizerThread(
-        () => Libc.prctl(Libc.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 ? null : $"PR_SET_NO_NEW_PRIVS failed with {Libc.Describe(Libc.LastErrno)}", result);
+    private static void Queue(Func<string?> action, StrongBox<string?> result) => _ = new OnFinalizerThread(action, result);
 
     private sealed class OnFinalizerThread(Func<string?> action, StrongBox<string?> result)
     {

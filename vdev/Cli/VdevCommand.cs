@@ -150,7 +150,7 @@ public static partial class VdevCommand
         {
             confinement = VdevConfinement.Enter([.. shares.Select(s => s.Settings)]);
         }
-        catch (InvalidOperationException e)
+        catch (Exception e) when (e is InvalidOperationException or SeccompException)
         {
             Console.Error.WriteLine($"vdev: {e.Message}");
             return ExitStart;
@@ -204,7 +204,7 @@ public static partial class VdevCommand
             var results = await Task.WhenAll(devices).ConfigureAwait(false);
             return results.Max();
         }
-        catch (InvalidOperationException e) when (e.Message.StartsWith("seccomp:", StringComparison.Ordinal))
+        catch (SeccompException e)
         {
             Console.Error.WriteLine($"vdev: {e.Message}");
             return ExitStart;

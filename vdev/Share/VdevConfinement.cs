@@ -35,7 +35,10 @@ internal sealed class VdevConfinement : IDisposable
         return keep;
     }
 
-    /// <summary>Drops capabilities and sets NoNewPrivs; compiles the filter. Throws <see cref="InvalidOperationException"/> with a sentence.</summary>
+    /// <summary>
+    /// Drops capabilities and sets NoNewPrivs; compiles the filter. Throws <see cref="InvalidOperationException"/> or
+    /// <see cref="SeccompException"/> with a sentence.
+    /// </summary>
     public static VdevConfinement Enter(IReadOnlyList<ShareSettings> shares)
     {
         var threads = ThreadConfinement.ThreadIds();
@@ -43,29 +46,13 @@ internal sealed class VdevConfinement : IDisposable
         if (problem is not null) throw new InvalidOperationException($"giving up capabilities failed: {problem}.");
         var action = shares.Select(s => s.Seccomp).DefaultIfEmpty(SeccompAction.Kill).Max();
         if (action == SeccompAction.None) return new VdevConfinement(null);
-        try
-        {
-            return new VdevConfinement(SeccompFilter.Compile(
-                action switch { SeccompAction.Trap => Libc.SCMP_ACT_TRAP, SeccompAction.Log => Libc.SCMP_ACT_LOG, _ => Libc.SCMP_ACT_KILL_PROCESS },
-                [.. SyscallAllowlist.Names, .. SyscallAllowlist.DevFuse, .. SyscallAllowlist.Vdev]));
-        }
-        catch (InvalidOperationException e)
-        {
-            throw new InvalidOperationException($"seccomp: {e.Message}; or pass --seccomp none.");
-        }
+        return new VdevConfinement(SeccompFilter.Compile(action, [.. SyscallAllowlist.Names, .. SyscallAllowlist.DevFuse, .. SyscallAllowlist.Vdev]));
     }
 
-    /// <summary>Loads the filter (once the shares are started). Throws <see cref="InvalidOperationException"/> with a sentence.</summary>
+    /// <summary>Loads the filter (once the shares are started). Throws <see cref="SeccompException"/>.</summary>
     public void LoadFilter()
     {
-        try
-        {
-            _filter?.Load();
-        }
-        catch (InvalidOperationException e)
-        {
-            throw new InvalidOperationException($"seccomp: {e.Message}; or pass --seccomp none.");
-        }
+        _filter?.Load();
         _filter = null;
     }
 
