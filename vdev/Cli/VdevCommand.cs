@@ -35,7 +35,7 @@ public static partial class VdevCommand
     private static readonly string[] IgnoredWithValue =
     [
         "--inode-file-handles", "--migration-mode",
-        "--migration-on-error", "--uid-map", "--gid-map", "--translate-uid", "--translate-gid", "--xattrmap",
+        "--migration-on-error", "--translate-uid", "--translate-gid", "--xattrmap",
     ];
 
     /// <summary>The vdev's command line: the share vocabulary with the device options, and the vdev's own.</summary>
@@ -144,6 +144,14 @@ public static partial class VdevCommand
     {
         if (Read(args, Console.Error, out var exit) is not { } request) return exit;
         var shares = request.Shares;
+        foreach (var share in shares)
+        {
+            if (ShareVocabulary.IdMapsProblem(share.Settings, Libc.geteuid()) is { } problem)
+            {
+                Console.Error.WriteLine($"vdev: {share.Origin}: {problem}");
+                return ExitConfig;
+            }
+        }
         // Before the logger, the signal handlers and the gRPC client start threads of their own.
         VdevConfinement confinement;
         try
