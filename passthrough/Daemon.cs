@@ -72,16 +72,18 @@ public static partial class Daemon
         DevFuseTransport? mount = null;
         RingTransport? ring = null;
         ControlServer? control = null;
+        Task<ControlServer>? controlStarting = null;
         try
         {
             if (confinement.Control is { } listener)
             {
-                // The ring starts after the control service; until then its queues are not reported.
+                // Kestrel starts beside the transport: the socket is bound and listening already, so a control call made
+                // as soon as the daemon is ready waits in its backlog until the service accepts it. Until the ring has
+                // started, its queues are not reported.
                 var shareControl = new DaemonShareControl(share, engine.Counters, () => Usage(fs), lifetime.StopApplication,
                     () => ring?.RequestQueueCpus ?? []);
-                control = await ControlServer.StartAsync(listener, shareControl, new ControlServerOptions(),
-                    loggerFactory, stop.Token).ConfigureAwait(false);
-                LogControl(log, listener.Path);
+                controlStarting = Task.Run(() => ControlServer.StartAsync(listener, shareControl, new ControlServerOptions(),
+                    loggerFactory, stop.Token), stop.Token);
             }
             if (settings.MountPoint is not null)
             {
@@ -99,6 +101,11 @@ public static partial class Daemon
             confinement.LoadFilter();
             LogConfined(log, settings.Share.Sandbox, settings.Share.Seccomp);
             if (settings.ReadyFd is { } readyFd) ReadyNotifier.Notify(readyFd, settings.ControlSocket);
+            if (controlStarting is not null)
+            {
+                control = await controlStarting.ConfigureAwait(false);
+                LogControl(log, control.SocketPath);
+            }
 
             var waits = new List<Task> { Task.Delay(Timeout.Infinite, stop.Token) };
             if (mount is not null) waits.Add(mount.Completion);
@@ -122,6 +129,12 @@ public static partial class Daemon
         }
         finally
         {
+            // A start that failed after the transport (the exception went to the catch above) or was never awaited.
+            if (control is null && controlStarting is not null)
+            {
+                try { control = await controlStarting.ConfigureAwait(false); }
+                catch (Exception e) when (e is Hypervisor.Interop.ControlSocketException or OperationCanceledException or IOException) { }
+            }
             if (control is not null)
             {
                 // Health turns NOT_SERVING first; calls in flight (a Shutdown reply) still complete.
