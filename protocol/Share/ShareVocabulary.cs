@@ -156,6 +156,10 @@ public static class ShareVocabulary
         new("--rlimit-nofile", "rlimit_nofile", "The daemon's descriptor limit; 0 leaves it as inherited (default: raised to fs.nr_open where the daemon has CAP_SYS_RESOURCE, else to the hard limit).",
             (s, v) => ulong.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? Set(() => s.RlimitNofile = n) : "is not a whole number.",
             s => One(s.HasRlimitNofile, s.RlimitNofile.ToString(CultureInfo.InvariantCulture))),
+        new("--translate-uid", "translate_uid", $"A uid translation rule between guest and host ({IdRule.Forms}); repeat for several (default: none, ids are the same on both sides).",
+            (s, v) => ReadIdRule(s.TranslateUid, v), s => s.TranslateUid) { Repeatable = true },
+        new("--translate-gid", "translate_gid", "A gid translation rule, in the forms of --translate-uid; repeat for several (default: none).",
+            (s, v) => ReadIdRule(s.TranslateGid, v), s => s.TranslateGid) { Repeatable = true },
 
         Text("--socket-path", "socket|socket_path", "vhost-user socket to listen on, for the VMM to connect to.",
             s => s.SocketPath, (s, v) => s.SocketPath = v, OptionScope.Device),
@@ -417,7 +421,14 @@ public static class ShareVocabulary
         return null;
     }
 
-    private static ShareOption Text(string name, string keys, string description, Func<ShareSettings, string> get, Action<ShareSettings, string> set,
+/// <summary>Adds one translation rule after checking it, and its ranges against the rules before it.</summary>
+    private static string? ReadIdRule(Google.Protobuf.Collections.RepeatedField<string> rules, string v)
+    {
+        if (!IdMap.TryCreate([.. rules, v], out _, out var why, out _)) return why;
+        return IdRule.TryParse(v, out var rule, out why) ? Set(() => rules.Add(rule.ToString())) : why;
+    }
+
+        private static ShareOption Text(string name, string keys, string description, Func<ShareSettings, string> get, Action<ShareSettings, string> set,
         OptionScope scope = OptionScope.Share) =>
         new(name, keys, description, (s, v) => v.Length == 0 ? "is empty; give a path." : Set(() => set(s, v)),
             s => One(get(s).Length > 0, get(s)), scope: scope);

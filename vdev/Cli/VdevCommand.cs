@@ -35,7 +35,7 @@ public static partial class VdevCommand
     private static readonly string[] IgnoredWithValue =
     [
         "--inode-file-handles", "--migration-mode",
-        "--migration-on-error", "--uid-map", "--gid-map", "--translate-uid", "--translate-gid", "--xattrmap",
+        "--migration-on-error", "--uid-map", "--gid-map", "--xattrmap",
     ];
 
     /// <summary>The vdev's command line: the share vocabulary with the device options, and the vdev's own.</summary>
