@@ -26,7 +26,9 @@ namespace Hypervisor.Passthrough.FileSystem;
 /// from a client bypassing it, and the daemon must neither block on a FIFO nor touch a host device.</item>
 /// <item>Creating operations run with the thread's fsuid/fsgid set to the caller's, so new inodes belong to the
 /// caller and a setgid parent's group is inherited as on a local filesystem. Each worker thread gets its own
-/// umask of 0 (<c>unshare(CLONE_FS)</c>) because the guest kernel has already applied the caller's umask.</item>
+/// umask of 0 (<c>unshare(CLONE_FS)</c>) because the guest kernel has already applied the caller's umask. With
+/// FUSE_CREATE_SUPP_GROUP they also take the caller's supplementary group that owns the parent. The caller's ids,
+/// SETATTR's owners and every reply's owners go through <c>--translate-uid</c>/<c>--translate-gid</c>.</item>
 /// <item>POSIX locks are OFD locks on one descriptor per (node, lock owner): locks of one owner never conflict
 /// with each other, different owners conflict, and FLUSH from an owner (a close(2) in the guest) releases that
 /// owner's locks, which is what POSIX asks of fcntl locks. SETLKW blocks its worker thread in F_OFD_SETLKW until

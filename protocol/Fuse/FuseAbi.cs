@@ -34,7 +34,7 @@ public struct ExtHeader
 {
     /// <summary><c>size</c>: of the record, this header included, a multiple of 8.</summary>
     public uint Size;
-    /// <summary><c>type</c>: a <c>fuse_ext_type</c> (FUSE_EXT_GROUPS is 2).</summary>
+    /// <summary><c>type</c>: a <c>fuse_ext_type</c> (FUSE_EXT_GROUPS is 32).</summary>
     public uint Type;
 }
 

@@ -203,8 +203,11 @@ public enum SetAttrValid : uint
 /// <summary>Small flag constants of linux/fuse.h used by individual requests.</summary>
 public static class FuseConstants
 {
-    /// <summary>FUSE_EXT_GROUPS: the <c>fuse_ext_header.type</c> of a supplementary group list (<see cref="SuppGroups"/>).</summary>
-    public const uint ExtGroups = 2;
+    /// <summary>
+    /// FUSE_EXT_GROUPS: the <c>fuse_ext_header.type</c> of a supplementary group list (<see cref="SuppGroups"/>); types
+    /// 0 to 31 (FUSE_MAX_NR_SECCTX) are a security context's count, which shares the record's place.
+    /// </summary>
+    public const uint ExtGroups = 32;
 
     /// <summary>The protocol major version this implementation speaks.</summary>
     public const uint KernelVersion = 7;
