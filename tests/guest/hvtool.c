@@ -37,8 +37,9 @@
  *                                append+creat; creat+excl; write+creat), mkdir PATH, symlink TARGET PATH,
  *                                link OLD NEW, mkfifo PATH, unlink PATH, rmdir PATH, rename OLD NEW,
  *                                exchange OLD NEW, noreplace OLD NEW, setxattr PATH, chmod PATH, tmpfile DIR
- *   runas UID GID[,SUPP...] PROG ARG...
- *                                setgroups (the SUPP gids, else none), setresgid, setresuid, then exec PROG
+ *   runas UID GID[,SUPP...] COMMAND ARG...
+ *                                setgroups (the SUPP gids, else none), setresgid, setresuid, then runs the
+ *                                hvtool COMMAND in this process (no exec: the initramfs's files are root's)
  *   deadlock FILE                two processes: the parent locks byte 0 and the child byte 1; the parent
  *                                then waits for byte 1, and a second later the child waits for byte 0;
  *                                prints "parent=E child=E" with each F_SETLKW's result (0 or errno)
@@ -298,7 +299,9 @@ static int cmd_deadlock(const char *file)
     return 0;
 }
 
-static int cmd_runas(char **argv)
+int main(int argc, char **argv);
+
+static int cmd_runas(int argc, char **argv)
 {
     gid_t groups[16];
     size_t n = 0;
@@ -309,9 +312,7 @@ static int cmd_runas(char **argv)
     if (setgroups(n, groups) != 0) die("setgroups", NULL);
     if (setresgid(gid, gid, gid) != 0) die("setresgid", NULL);
     if (setresuid(uid, uid, uid) != 0) die("setresuid", NULL);
-    execvp(argv[4], argv + 4);
-    die("exec", argv[4]);
-    return 1;
+    return main(argc - 3, argv + 3);
 }
 
 static int cmd_fsop(int argc, char **argv)
@@ -406,7 +407,7 @@ int main(int argc, char **argv)
     if (!strcmp(c, "lock") && (argc == 7 || argc == 8)) return cmd_lock(argv, argc);
     if (!strcmp(c, "getlk") && argc == 6) return cmd_getlk(argv);
     if (!strcmp(c, "fsop") && (argc == 5 || argc == 6)) return cmd_fsop(argc, argv);
-    if (!strcmp(c, "runas") && argc >= 5) return cmd_runas(argv);
+    if (!strcmp(c, "runas") && argc >= 5) return cmd_runas(argc, argv);
     if (!strcmp(c, "deadlock") && argc == 3) return cmd_deadlock(argv[2]);
     if (!strcmp(c, "pattern") && argc == 5) return cmd_pattern(argv[2], atol(argv[3]), strtoull(argv[4], NULL, 0));
     return usage();

@@ -42,6 +42,8 @@ public sealed class TranslateGuestTests(ITestOutputHelper output)
                 File.WriteAllText(Path.Combine(dir, name), name);
                 Host("chown", owner, Path.Combine(dir, name));
             }
+            // Guest users other than root must reach pub/ through the share's root (a temporary directory is 0700).
+            File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
             Directory.CreateDirectory(Path.Combine(dir, "pub"));
             File.SetUnixFileMode(Path.Combine(dir, "pub"), (UnixFileMode)0b111_111_111);
 
