@@ -51,6 +51,8 @@ def make_all():
 print("create as 1002:101 %s" % as_user(1002, 101, make_all))
 for name in ("u-file", "u-dir", "u-fifo", "u-link"):
     print("created %s host %s guest %s" % (name, owner(os.path.join(src, "pub", name)), owner(os.path.join(mnt, "pub", name))))
+os.link(os.path.join(mnt, "pub", "u-file"), os.path.join(mnt, "pub", "u-hard"))
+print("linked u-hard guest %s" % owner(os.path.join(mnt, "pub", "u-hard")))
 # forbidden guest ids: no new file, no chown to them
 print("create as forbidden uid 4005 %s" % as_user(4005, 0, lambda: open(os.path.join(mnt, "pub", "f-uid"), "w").close()))
 print("create as forbidden gid 4005 %s" % as_user(0, 4005, lambda: open(os.path.join(mnt, "pub", "f-gid"), "w").close()))
@@ -100,6 +102,8 @@ print("listed h-map %s h-squash %s" % (listed["h-map"], listed["h-squash"]))
             "created u-dir host 2002:201 guest 1002:201",
             "created u-fifo host 2002:201 guest 1002:201",
             "created u-link host 2002:201 guest 1002:201",
+            // LINK's reply carries the owner translated too
+            "linked u-hard guest 1002:201",
             "create as forbidden uid 4005 EPERM",
             "create as forbidden gid 4005 EPERM",
             "exists f-uid False f-gid False",

@@ -69,7 +69,7 @@ public sealed class TranslateGuestTests(ITestOutputHelper output)
             [
                 "c-map 1003:0", "c-squash 0:7000", "c-guest 0:202", "c-none 77:88",
                 "u-file ok", "u-dir ok", "u-fifo ok", "u-link ok",
-                "u-file 1002:201", "u-dir 1002:201", "u-fifo 1002:201", "u-link 1002:201",
+                "u-file 1002:201", "u-dir 1002:201", "u-fifo 1002:201", "u-link 1002:201", "u-hard 1002:201",
             ], result.Values("made"));
             Assert.Equal(["uid EPERM", "gid EPERM", "chown-uid 1", "chown-gid 1", "c-none 77:88"], result.Values("forbidden"));
 

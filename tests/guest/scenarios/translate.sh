@@ -23,13 +23,14 @@ for spec in c-map:1003:0 c-squash:0:550 c-guest:0:102 c-none:77:88; do
     hv_val made "$name $(stat -c %u:%g $M/pub/$name)"
 done
 
-# guest -> host: the owner of what a guest user creates (CREATE, MKDIR, MKNOD, SYMLINK).
+# guest -> host: the owner of what a guest user creates (CREATE, MKDIR, MKNOD, SYMLINK), and LINK's reply.
 as_user() { hvtool runas 1002 101 fsop "$@"; }
 hv_val made "$(as_user u-file open $M/pub/u-file wc)"
 hv_val made "$(as_user u-dir mkdir $M/pub/u-dir)"
 hv_val made "$(as_user u-fifo mkfifo $M/pub/u-fifo)"
 hv_val made "$(as_user u-link symlink u-file $M/pub/u-link)"
-for f in u-file u-dir u-fifo u-link; do hv_val made "$f $(stat -c %u:%g $M/pub/$f)"; done
+ln $M/pub/u-file $M/pub/u-hard
+for f in u-file u-dir u-fifo u-link u-hard; do hv_val made "$f $(stat -c %u:%g $M/pub/$f)"; done
 
 # forbidden guest ids: no file is made with them, and no file is given them.
 hv_val forbidden "$(hvtool runas 4005 0 fsop uid open $M/pub/f-uid wc)"
