@@ -140,11 +140,11 @@ internal sealed class DaemonProcess : IDisposable
         // A range map goes through newuidmap/newgidmap, and the caller's own id need not be in it, so unshare then becomes
         // root of the namespace explicitly; a single id written by unshare itself is the caller's, mapped to 0 (which also
         // denies setgroups, so no --setgid then).
-        if (ShareVocabulary.TryParseIdMap(share.UidMap, out var uids))
+        if (ShareVocabulary.TryParseNamespaceMap(share.UidMap, out var uids))
             args.AddRange([$"--map-users={uids.Outside},{uids.Inside},{uids.Count}", "--setuid", "0"]);
         else
             args.Add("--map-user=0");
-        if (ShareVocabulary.TryParseIdMap(share.GidMap, out var gids))
+        if (ShareVocabulary.TryParseNamespaceMap(share.GidMap, out var gids))
             args.AddRange([$"--map-groups={gids.Outside},{gids.Inside},{gids.Count}", "--setgid", "0"]);
         else
             args.Add("--map-group=0");

@@ -109,7 +109,7 @@ public static class LaunchCommand
             error = conflict;
             return false;
         }
-        if (ShareVocabulary.IdMapsProblem(share, Libc.geteuid()) is { } idMaps)
+        if (ShareVocabulary.NamespaceMapsProblem(share, Libc.geteuid()) is { } idMaps)
         {
             error = idMaps;
             return false;

@@ -122,6 +122,16 @@ public sealed partial class FuseEngine : IDisposable
         }
 
         var ctx = new FuseContext(unique, request.Header.Uid, request.Header.Gid, request.Header.Pid);
+        if (opcode is FuseOpcode.Create or FuseOpcode.MkNod or FuseOpcode.MkDir or FuseOpcode.Symlink
+            && !request.Extensions.IsEmpty && (session.Flags & InitFlags.CreateSuppGroup) != 0)
+        {
+            switch (ReadSuppGroup(request.Extensions, out var group))
+            {
+                case < 0: return Malformed(FrameErrorKind.BadExtension, request, reply);
+                case > 1: return FuseReply.Error(reply, unique, Errno.EINVAL);
+            }
+            ctx = ctx with { SuppGid = group };
+        }
         var node = request.Node;
         var args = new FuseArgReader(request.Body);
 
@@ -425,6 +435,25 @@ public sealed partial class FuseEngine : IDisposable
         LogInit(minor, init.Minor, new InitFlagsLog((ulong)flags), MaxWrite);
         var size = minor < 5 ? FuseConstants.CompatInitOutSize : minor < 23 ? FuseConstants.Compat22InitOutSize : Unsafe.SizeOf<InitOut>();
         return FuseReply.Struct(reply, request.Unique, output, size);
+    }
+
+    /// <summary>
+    /// The FUSE_EXT_GROUPS extension of a creating request: the number of groups it lists (Linux sends one, the parent
+    /// directory's group) with the first in <paramref name="group"/>, 0 when there is none, -1 when it is malformed
+    /// (<c>nr_groups</c> disagrees with the record's size, which is <c>fuse_supp_groups</c> and the gids, aligned to 8).
+    /// </summary>
+    internal static int ReadSuppGroup(ReadOnlySpan<byte> extensions, out uint group)
+    {
+        group = FuseContext.NoGroup;
+        if (!FuseRequest.TryFindExtension(extensions, FuseConstants.ExtGroups, out var payload)) return -1;
+        if (payload.IsEmpty) return 0;
+        if (payload.Length < sizeof(uint)) return -1;
+        var count = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(payload);
+        var header = Unsafe.SizeOf<ExtHeader>();
+        if (count > (uint)(payload.Length / sizeof(uint)) || ((header + sizeof(uint) * (count + 1) + 7) & ~7u) != header + payload.Length) return -1;
+        if (count == 0) return 0;
+        group = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(payload[sizeof(uint)..]);
+        return (int)count;
     }
 
     private void HandleBatchForget(in FuseRequest request, ref FuseArgReader args)

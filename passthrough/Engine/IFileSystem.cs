@@ -2,8 +2,16 @@ using Hypervisor.Protocol.Fuse;
 
 namespace Hypervisor.Passthrough.Engine;
 
-/// <summary>Who sent a request, from <c>fuse_in_header</c>: the guest's uid, gid and pid.</summary>
-public readonly record struct FuseContext(RequestId Unique, uint Uid, uint Gid, uint Pid);
+/// <summary>
+/// Who sent a request, from <c>fuse_in_header</c>: the guest's uid, gid and pid; for CREATE, MKNOD, MKDIR and SYMLINK
+/// with FUSE_CREATE_SUPP_GROUP, <paramref name="SuppGid"/> is the supplementary group the caller is in that owns the
+/// parent directory (the FUSE_EXT_GROUPS extension), else <see cref="NoGroup"/>.
+/// </summary>
+public readonly record struct FuseContext(RequestId Unique, uint Uid, uint Gid, uint Pid, uint SuppGid = FuseContext.NoGroup)
+{
+    /// <summary>No supplementary group: (gid_t)-1, which is never a group.</summary>
+    public const uint NoGroup = uint.MaxValue;
+}
 
 /// <summary>The reply of CREATE: the new entry and the open file.</summary>
 public readonly record struct CreateOut(EntryOut Entry, OpenOut Open);

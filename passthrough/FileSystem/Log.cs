@@ -21,4 +21,10 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 105, Level = LogLevel.Error, Message = "A worker thread's filesystem ids could not be restored to fsuid {Uid} fsgid {Gid} after a request (they are fsuid {NowUid} fsgid {NowGid}); files that later requests on this thread create may get the wrong owner")]
     public static partial void CredentialsNotRestored(ILogger logger, uint uid, uint gid, uint nowUid, uint nowGid);
+
+    [LoggerMessage(EventId = 106, Level = LogLevel.Warning, Message = "The caller's supplementary group {Gid} could not be taken for a create (errno {Errno}); it runs with the caller's uid and primary group only")]
+    public static partial void GroupNotSet(ILogger logger, uint gid, int errno);
+
+    [LoggerMessage(EventId = 107, Level = LogLevel.Error, Message = "A worker thread's supplementary groups could not be restored after a create (errno {Errno}); later requests on this thread may act with a guest caller's group")]
+    public static partial void GroupsNotRestored(ILogger logger, int errno);
 }

@@ -320,8 +320,11 @@ public sealed partial class PassthroughFileSystem
             {
                 // lchown semantics: the inode itself, never a symlink's target. The host kernel clears
                 // set-user-ID/set-group-ID on chown of a regular file as it would locally.
-                var uid = (valid & SetAttrValid.Uid) != 0 ? args.Uid : uint.MaxValue;
-                var gid = (valid & SetAttrValid.Gid) != 0 ? args.Gid : uint.MaxValue;
+                // Both owners are the guest's: a forbid-guest rule refuses giving one of its ids (EPERM, as virtiofsd).
+                var uid = uint.MaxValue;
+                var gid = uint.MaxValue;
+                if ((valid & SetAttrValid.Uid) != 0 && !_uids.TryToHost(args.Uid, out uid)) return Errno.EPERM;
+                if ((valid & SetAttrValid.Gid) != 0 && !_gids.TryToHost(args.Gid, out gid)) return Errno.EPERM;
                 if (Libc.fchownat(lease.Fd, "\0"u8, uid, gid, Libc.AT_EMPTY_PATH | Libc.AT_SYMLINK_NOFOLLOW) != 0) return LastErrno();
             }
 
@@ -332,7 +335,7 @@ public sealed partial class PassthroughFileSystem
                 if (args.Size > long.MaxValue) return Errno.EINVAL;
                 var r = file is not null ? Libc.ftruncate(file.Fd, (long)args.Size) : Libc.truncate(proc, (long)args.Size);
                 if (r != 0) return LastErrno();
-                if ((valid & SetAttrValid.KillSuidGid) != 0) KillSuidGid(lease.Fd, ctx.Gid);
+                if ((valid & SetAttrValid.KillSuidGid) != 0) KillSuidGid(lease.Fd, HostGidOrNone(ctx.Gid));
             }
 
             if ((valid & (SetAttrValid.ATime | SetAttrValid.MTime)) != 0)
@@ -397,10 +400,19 @@ public sealed partial class PassthroughFileSystem
         return Errno.Ok;
     }
 
-    /// <summary>Switches to the caller's fsuid/fsgid for a creating call. Capture the call's errno inside the
-    /// scope: restoring the credentials is itself a call and the saved errno does not survive it.</summary>
-    private Credentials AsCaller(in FuseContext ctx) =>
-        Credentials.Enter(_switchCredentials && (ctx.Uid != 0 || ctx.Gid != 0), ctx.Uid, ctx.Gid, _logger);
+    /// <summary>Switches to the caller's fsuid/fsgid (translated to host ids) for a creating call. Capture the call's
+    /// errno inside the scope: restoring the credentials is itself a call and the saved errno does not survive it.
+    /// EPERM when a forbid-guest rule covers the caller's uid, gid or supplementary group, as virtiofsd answers.</summary>
+    private Errno AsCaller(in FuseContext ctx, out Credentials credentials)
+    {
+        if (!TryHostIds(ctx, out var uid, out var gid, out var suppGid))
+        {
+            credentials = default;
+            return Errno.EPERM;
+        }
+        credentials = Credentials.Enter(_switchCredentials && (uid != 0 || gid != 0), uid, gid, suppGid, _logger);
+        return Errno.Ok;
+    }
 
     /// <inheritdoc/>
     public Result<EntryOut> Symlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target) =>
@@ -437,7 +449,9 @@ public sealed partial class PassthroughFileSystem
             Span<byte> targetBuffer = stackalloc byte[op == FuseOpcode.Symlink ? PathMax : 0];
             var cname = CString(name, nameBuffer);
             var failure = Errno.Ok;
-            using (AsCaller(ctx))
+            var asCaller = AsCaller(ctx, out var credentials);
+            if (asCaller.IsError) return asCaller;
+            using (credentials)
             {
                 var r = op switch
                 {

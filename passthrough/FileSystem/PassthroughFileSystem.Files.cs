@@ -67,7 +67,7 @@ public sealed partial class PassthroughFileSystem
             var fd = Reopen(lease.Fd.Value, HostOpenFlags(args.Flags));
             if (fd < 0) return LastErrno();
             var file = new SafeFd(fd);
-            if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file, ctx.Gid);
+            if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file, HostGidOrNone(ctx.Gid));
             var open = Register(n!, file, isDir: false, (int)args.Flags & Libc.O_ACCMODE);
             return new OpenOut { Fh = open.Id, OpenFlags = OpenReplyFlags(args.Flags) };
         }
@@ -95,7 +95,9 @@ public sealed partial class PassthroughFileSystem
             var pathFd = -1;
             int fd;
             var failure = Errno.Ok;
-            using (AsCaller(ctx))
+            var asCaller = AsCaller(ctx, out var credentials);
+            if (asCaller.IsError) return asCaller;
+            using (credentials)
             {
                 // Always create exclusively so that an existing FIFO or device is never opened by this call; an
                 // existing name (without the guest's O_EXCL) is then opened only after checking it is a regular file.
@@ -126,7 +128,7 @@ public sealed partial class PassthroughFileSystem
             }
             if (fd < 0) return failure;
             var file = new SafeFd(fd);
-            if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file, ctx.Gid);
+            if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file, HostGidOrNone(ctx.Gid));
             if (Libc.fstat(file, out var st) != 0)
             {
                 var errno = LastErrno();
@@ -175,7 +177,7 @@ public sealed partial class PassthroughFileSystem
         if (n < 0) return LastErrno();
         // HANDLE_KILLPRIV_V2: the client asks the server to drop set-user-ID/set-group-ID after a write by an
         // unprivileged caller; the daemon writes as root, so it clears them itself.
-        if ((args.WriteFlags & FuseConstants.WriteKillSuidGid) != 0) KillSuidGid(file.Fd, ctx.Gid);
+        if ((args.WriteFlags & FuseConstants.WriteKillSuidGid) != 0) KillSuidGid(file.Fd, HostGidOrNone(ctx.Gid));
         Interlocked.Add(ref _bytesWritten, n);
         return (uint)n;
     }

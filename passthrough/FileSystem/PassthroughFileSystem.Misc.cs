@@ -45,7 +45,9 @@ public sealed partial class PassthroughFileSystem
             var proc = ProcPath.Format(lease.Fd.Value, procBuffer);
             // AT_EACCESS checks with the effective (here: fs) identity, which is the caller's while switched.
             var result = Errno.Ok;
-            using (AsCaller(ctx))
+            // A caller whose ids a forbid-guest rule covers cannot act on the host at all: no access.
+            if (AsCaller(ctx, out var credentials).IsError) return Errno.EACCES;
+            using (credentials)
             {
                 if (Libc.faccessat(Libc.AT_FDCWD, proc, (int)mask, Libc.AT_EACCESS) != 0) result = LastErrno();
             }

@@ -26,7 +26,9 @@ namespace Hypervisor.Passthrough.FileSystem;
 /// from a client bypassing it, and the daemon must neither block on a FIFO nor touch a host device.</item>
 /// <item>Creating operations run with the thread's fsuid/fsgid set to the caller's, so new inodes belong to the
 /// caller and a setgid parent's group is inherited as on a local filesystem. Each worker thread gets its own
-/// umask of 0 (<c>unshare(CLONE_FS)</c>) because the guest kernel has already applied the caller's umask.</item>
+/// umask of 0 (<c>unshare(CLONE_FS)</c>) because the guest kernel has already applied the caller's umask. With
+/// FUSE_CREATE_SUPP_GROUP they also take the caller's supplementary group that owns the parent. The caller's ids,
+/// SETATTR's owners and every reply's owners go through <c>--translate-uid</c>/<c>--translate-gid</c>.</item>
 /// <item>POSIX locks are OFD locks on one descriptor per (node, lock owner): locks of one owner never conflict
 /// with each other, different owners conflict, and FLUSH from an owner (a close(2) in the guest) releases that
 /// owner's locks, which is what POSIX asks of fcntl locks. SETLKW blocks its worker thread in F_OFD_SETLKW until
@@ -51,6 +53,8 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     private readonly bool _useHandles;
     private readonly int _rootMountId;
     private readonly bool _switchCredentials;
+    private readonly IdMap _uids;
+    private readonly IdMap _gids;
 
     private readonly ConcurrentDictionary<ulong, Node> _nodes = new();
     private readonly Dictionary<InodeKey, Node>[] _inodes = new Dictionary<InodeKey, Node>[Stripes];
@@ -99,6 +103,9 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         var fdCacheSize = _options.HasFdCacheSize ? (int)_options.FdCacheSize : DescriptorBudget.AutomaticCacheSize(DescriptorBudget.SoftLimit());
         if (fdCacheSize < 1)
             throw new ArgumentException($"The fd cache size {fdCacheSize} is too small; set it to at least 1 or leave it automatic.", nameof(settings));
+
+        _uids = Translation(_options.TranslateUid, "--translate-uid");
+        _gids = Translation(_options.TranslateGid, "--translate-gid");
 
         for (var i = 0; i < Stripes; i++) _inodes[i] = new Dictionary<InodeKey, Node>();
         _fdCache = new FdCache(fdCacheSize, Evicting);
@@ -190,6 +197,9 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         if (_options.Xattr) wanted |= InitFlags.SetXAttrExt;
         if (_options.Writeback) wanted |= InitFlags.WritebackCache;
         if (_settings.Cache == CachePolicy.Auto) wanted |= InitFlags.AutoInvalData;
+        // Creates then name the caller's supplementary group that owns the parent; only a daemon that acts as the
+        // caller can use it.
+        if (_switchCredentials) wanted |= InitFlags.CreateSuppGroup;
         _negotiated = wanted & offered;
         Interlocked.Increment(ref _generation);
         return _negotiated;
@@ -279,7 +289,25 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         return buffer[..(name.Length + 1)];
     }
 
-    private static void FillAttr(in Stat st, out Attr attr)
+    /// <summary>The rules of <paramref name="rules"/>, which the option's parser has checked already.</summary>
+    private static IdMap Translation(IEnumerable<string> rules, string option) =>
+        IdMap.TryCreate(rules, out var map, out var why, out var rule) ? map
+        : throw new ArgumentException($"{option} '{rule}' {why}", nameof(rules));
+
+    /// <summary>The host ids the guest's <paramref name="ctx"/> acts as; false when a forbid-guest rule covers one of them.</summary>
+    private bool TryHostIds(in FuseContext ctx, out uint uid, out uint gid, out uint suppGid)
+    {
+        suppGid = ctx.SuppGid;
+        gid = 0;
+        return _uids.TryToHost(ctx.Uid, out uid) && _gids.TryToHost(ctx.Gid, out gid)
+            && (suppGid == FuseContext.NoGroup || _gids.TryToHost(suppGid, out suppGid));
+    }
+
+    /// <summary>The caller's host gid for a comparison with a file's group; a forbidden gid matches no group.</summary>
+    private uint HostGidOrNone(uint guestGid) => _gids.TryToHost(guestGid, out var gid) ? gid : FuseContext.NoGroup;
+
+    /// <summary>The attributes the guest sees: owners translated from host to guest ids.</summary>
+    private void FillAttr(in Stat st, out Attr attr)
     {
         attr = new Attr
         {
@@ -294,8 +322,8 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             Ctimensec = (uint)st.CtimeNsec,
             Mode = st.Mode,
             Nlink = st.Nlink > uint.MaxValue ? uint.MaxValue : (uint)st.Nlink,
-            Uid = st.Uid,
-            Gid = st.Gid,
+            Uid = _uids.ToGuest(st.Uid),
+            Gid = _gids.ToGuest(st.Gid),
             Rdev = (uint)st.Rdev,
             Blksize = (uint)st.Blksize,
         };

@@ -77,8 +77,8 @@ public sealed class Confinement : IDisposable
                 throw new ConfinementException("--sandbox namespace: the daemon is not in namespaces of its own; fuse_launcher creates them when it starts the daemon, so start it through fuse_launcher, or pass --sandbox chroot or none.");
         }
 
-        CheckIdMap(share.UidMap, "uid");
-        CheckIdMap(share.GidMap, "gid");
+        CheckNamespaceMap(share.UidMap, "uid");
+        CheckNamespaceMap(share.GidMap, "gid");
 
         if (NofileLimit(share) is { } limit)
         {
@@ -133,9 +133,9 @@ public sealed class Confinement : IDisposable
     /// With <c>--uid-map</c>/<c>--gid-map</c>, the daemon must be in a user namespace with exactly that map (made by
     /// fuse_launcher through unshare); anything else means the ids the guest sees are not the ones asked for.
     /// </summary>
-    private static void CheckIdMap(string given, string kind)
+    private static void CheckNamespaceMap(string given, string kind)
     {
-        if (given.Length == 0 || !ShareVocabulary.TryParseIdMap(given, out var map)) return;
+        if (given.Length == 0 || !ShareVocabulary.TryParseNamespaceMap(given, out var map)) return;
         string actual;
         try { actual = File.ReadAllText($"/proc/self/{kind}_map"); }
         catch (IOException e) { throw new ConfinementException($"--{kind}-map {given}: /proc/self/{kind}_map cannot be read ({e.Message}); start the daemon through fuse_launcher."); }

@@ -28,6 +28,28 @@ public struct InHeader
     public ushort Padding;
 }
 
+/// <summary><c>struct fuse_ext_header</c>: one record of a request's extension area.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct ExtHeader
+{
+    /// <summary><c>size</c>: of the record, this header included, a multiple of 8.</summary>
+    public uint Size;
+    /// <summary><c>type</c>: a <c>fuse_ext_type</c> (FUSE_EXT_GROUPS is 32).</summary>
+    public uint Type;
+}
+
+/// <summary>
+/// <c>struct fuse_supp_groups</c> (protocol 7.38): the payload of a FUSE_EXT_GROUPS extension, followed by
+/// <c>nr_groups</c> gids (<c>groups[]</c>). Newer than the C header the layout tests compile against here, so its
+/// layout is checked by its size alone.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct SuppGroups
+{
+    /// <summary><c>nr_groups</c></summary>
+    public uint NrGroups;
+}
+
 /// <summary><c>struct fuse_out_header</c>.</summary>
 [StructLayout(LayoutKind.Sequential)]
 public struct OutHeader

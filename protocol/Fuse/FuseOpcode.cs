@@ -154,6 +154,8 @@ public enum InitFlags : ulong
     SetXAttrExt = 1UL << 29,
     /// <summary>FUSE_INIT_EXT: flags2 is valid.</summary>
     InitExt = 1UL << 30,
+    /// <summary>FUSE_CREATE_SUPP_GROUP (flags2 bit 2): CREATE, MKNOD, MKDIR and SYMLINK carry a FUSE_EXT_GROUPS extension with the parent directory's group when the caller is in it through a supplementary group.</summary>
+    CreateSuppGroup = 1UL << 34,
 }
 
 /// <summary><c>fuse_open_out.open_flags</c> (FOPEN_*) that this implementation sets.</summary>
@@ -201,6 +203,12 @@ public enum SetAttrValid : uint
 /// <summary>Small flag constants of linux/fuse.h used by individual requests.</summary>
 public static class FuseConstants
 {
+    /// <summary>
+    /// FUSE_EXT_GROUPS: the <c>fuse_ext_header.type</c> of a supplementary group list (<see cref="SuppGroups"/>); types
+    /// 0 to 31 (FUSE_MAX_NR_SECCTX) are a security context's count, which shares the record's place.
+    /// </summary>
+    public const uint ExtGroups = 32;
+
     /// <summary>The protocol major version this implementation speaks.</summary>
     public const uint KernelVersion = 7;
     /// <summary>The highest minor version this implementation speaks (7.31 is Linux 5.4's).</summary>

@@ -18,6 +18,8 @@ public enum FrameErrorKind
     MissingNul,
     /// <summary>A variable-length part (write payload, xattr value, forget list) disagrees with its declared size.</summary>
     PayloadMismatch,
+    /// <summary>An extension in the extension area runs past it, or one the request needs disagrees with its own size.</summary>
+    BadExtension,
 }
 
 /// <summary>A malformed-frame failure, with enough detail for one log line.</summary>
@@ -42,10 +44,38 @@ public readonly ref struct FuseRequest
     /// <summary>The argument bytes after the header, without any extension area.</summary>
     public readonly ReadOnlySpan<byte> Body;
 
-    private FuseRequest(InHeader header, ReadOnlySpan<byte> body)
+    /// <summary>The extension area at the end of the frame (<c>total_extlen</c> * 8 bytes): <c>fuse_ext_header</c> records.</summary>
+    public readonly ReadOnlySpan<byte> Extensions;
+
+    private FuseRequest(InHeader header, ReadOnlySpan<byte> body, ReadOnlySpan<byte> extensions)
     {
         Header = header;
         Body = body;
+        Extensions = extensions;
+    }
+
+    /// <summary>
+    /// Finds the extension of <paramref name="type"/> (a <c>fuse_ext_type</c>) in <paramref name="extensions"/>: its
+    /// payload after the <c>fuse_ext_header</c>, or empty when it is absent. False when a record's size is not a
+    /// positive multiple of 8 that fits the area (the kernel aligns every record to 8 bytes, FUSE_REC_ALIGN).
+    /// </summary>
+    public static bool TryFindExtension(ReadOnlySpan<byte> extensions, uint type, out ReadOnlySpan<byte> payload)
+    {
+        payload = default;
+        var headerSize = Unsafe.SizeOf<ExtHeader>();
+        while (!extensions.IsEmpty)
+        {
+            if (extensions.Length < headerSize) return false;
+            var header = MemoryMarshal.Read<ExtHeader>(extensions);
+            if (header.Size < headerSize || header.Size % 8 != 0 || header.Size > (uint)extensions.Length) return false;
+            if (header.Type == type)
+            {
+                payload = extensions[headerSize..(int)header.Size];
+                return true;
+            }
+            extensions = extensions[(int)header.Size..];
+        }
+        return true;
     }
 
     /// <summary>The opcode.</summary>
@@ -85,7 +115,7 @@ public readonly ref struct FuseRequest
             error = new FrameError(FrameErrorKind.BadExtensionLength, header.Opcode, header.Unique);
             return false;
         }
-        request = new FuseRequest(header, frame[HeaderSize..(frame.Length - extBytes)]);
+        request = new FuseRequest(header, frame[HeaderSize..(frame.Length - extBytes)], frame[(frame.Length - extBytes)..]);
         error = default;
         return true;
     }

@@ -156,10 +156,14 @@ public static class ShareVocabulary
         new("--rlimit-nofile", "rlimit_nofile", "The daemon's descriptor limit; 0 leaves it as inherited (default: raised to fs.nr_open where the daemon has CAP_SYS_RESOURCE, else to the hard limit).",
             (s, v) => ulong.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? Set(() => s.RlimitNofile = n) : "is not a whole number.",
             s => One(s.HasRlimitNofile, s.RlimitNofile.ToString(CultureInfo.InvariantCulture))),
+        new("--translate-uid", "translate_uid", $"A uid translation rule between guest and host ({IdRule.Forms}); repeat for several (default: none, ids are the same on both sides).",
+            (s, v) => ReadIdRule(s.TranslateUid, v), s => s.TranslateUid) { Repeatable = true },
+        new("--translate-gid", "translate_gid", "A gid translation rule, in the forms of --translate-uid; repeat for several (default: none).",
+            (s, v) => ReadIdRule(s.TranslateGid, v), s => s.TranslateGid) { Repeatable = true },
         new("--uid-map", "uid_map", "Users of the daemon's user namespace when the vdev is not root, as :inside:outside:count: (uid 0 inside must be mapped; ranges other than the vdev's own uid need newuidmap and /etc/subuid); default: the vdev's uid is root inside.",
-            (s, v) => ReadIdMap(v, "uid", m => s.UidMap = m), s => One(s.UidMap.Length > 0, s.UidMap)),
+            (s, v) => ReadNamespaceMap(v, "uid", m => s.UidMap = m), s => One(s.UidMap.Length > 0, s.UidMap)),
         new("--gid-map", "gid_map", "Groups of the daemon's user namespace when the vdev is not root, as :inside:outside:count: (gid 0 inside must be mapped; newgidmap and /etc/subgid for other ranges); default: the vdev's gid is root inside.",
-            (s, v) => ReadIdMap(v, "gid", m => s.GidMap = m), s => One(s.GidMap.Length > 0, s.GidMap)),
+            (s, v) => ReadNamespaceMap(v, "gid", m => s.GidMap = m), s => One(s.GidMap.Length > 0, s.GidMap)),
 
         Text("--socket-path", "socket|socket_path", "vhost-user socket to listen on, for the VMM to connect to.",
             s => s.SocketPath, (s, v) => s.SocketPath = v, OptionScope.Device),
@@ -405,7 +409,7 @@ public static class ShareVocabulary
     /// Parses a virtiofsd id map, <c>:inside:outside:count:</c>: the first character is the separator, which must also
     /// end the map; three decimal numbers, a count of at least 1, neither range past 2^32-1.
     /// </summary>
-    public static bool TryParseIdMap(string? text, out IdMap map)
+    public static bool TryParseNamespaceMap(string? text, out NamespaceIdRange map)
     {
         map = default;
         if (string.IsNullOrEmpty(text) || text.Length < 2 || char.IsAsciiDigit(text[0])) return false;
@@ -416,7 +420,7 @@ public static class ShareVocabulary
         for (int i = 0; i < 3; i++)
             if (!uint.TryParse(parts[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out n[i])) return false;
         if (n[2] == 0 || (ulong)n[0] + n[2] - 1 > uint.MaxValue || (ulong)n[1] + n[2] - 1 > uint.MaxValue) return false;
-        map = new IdMap(n[0], n[1], n[2]);
+        map = new NamespaceIdRange(n[0], n[1], n[2]);
         return true;
     }
 
@@ -425,7 +429,7 @@ public static class ShareVocabulary
     /// <paramref name="euid"/>: they describe the user namespace of the sandbox, which is made only when the vdev is
     /// not root, and the daemon must be root inside it.
     /// </summary>
-    public static string? IdMapsProblem(ShareSettings settings, uint euid)
+    public static string? NamespaceMapsProblem(ShareSettings settings, uint euid)
     {
         if (settings.UidMap.Length == 0 && settings.GidMap.Length == 0) return null;
         var option = settings.UidMap.Length > 0 ? "--uid-map" : "--gid-map";
@@ -436,9 +440,9 @@ public static class ShareVocabulary
         return null;
     }
 
-    private static string? ReadIdMap(string value, string kind, Action<string> set)
+    private static string? ReadNamespaceMap(string value, string kind, Action<string> set)
     {
-        if (!TryParseIdMap(value, out var map))
+        if (!TryParseNamespaceMap(value, out var map))
             return $"is not an id map; give :inside:outside:count: (any separator character, e.g. :0:{(kind == "uid" ? 1000 : 100)}:1:), with a count of at least 1.";
         if (map.Inside != 0)
             return $"does not map {kind} 0 inside the namespace; the daemon runs as root there, so the map must start at 0 (e.g. :0:{map.Outside}:{map.Count}:).";
@@ -466,7 +470,14 @@ public static class ShareVocabulary
         return null;
     }
 
-    private static ShareOption Text(string name, string keys, string description, Func<ShareSettings, string> get, Action<ShareSettings, string> set,
+/// <summary>Adds one translation rule after checking it, and its ranges against the rules before it.</summary>
+    private static string? ReadIdRule(Google.Protobuf.Collections.RepeatedField<string> rules, string v)
+    {
+        if (!IdMap.TryCreate([.. rules, v], out _, out var why, out _)) return why;
+        return IdRule.TryParse(v, out var rule, out why) ? Set(() => rules.Add(rule.ToString())) : why;
+    }
+
+        private static ShareOption Text(string name, string keys, string description, Func<ShareSettings, string> get, Action<ShareSettings, string> set,
         OptionScope scope = OptionScope.Share) =>
         new(name, keys, description, (s, v) => v.Length == 0 ? "is empty; give a path." : Set(() => set(s, v)),
             s => One(get(s).Length > 0, get(s)), scope: scope);
@@ -491,4 +502,4 @@ public static class ShareVocabulary
 }
 
 /// <summary>One range of a user namespace's id map: <see cref="Count"/> ids from <see cref="Inside"/> inside are <see cref="Outside"/> onwards outside.</summary>
-public readonly record struct IdMap(uint Inside, uint Outside, uint Count);
+public readonly record struct NamespaceIdRange(uint Inside, uint Outside, uint Count);

@@ -37,12 +37,16 @@
  *                                append+creat; creat+excl; write+creat), mkdir PATH, symlink TARGET PATH,
  *                                link OLD NEW, mkfifo PATH, unlink PATH, rmdir PATH, rename OLD NEW,
  *                                exchange OLD NEW, noreplace OLD NEW, setxattr PATH, chmod PATH, tmpfile DIR
+ *   runas UID GID[,SUPP...] COMMAND ARG...
+ *                                setgroups (the SUPP gids, else none), setresgid, setresuid, then runs the
+ *                                hvtool COMMAND in this process (no exec: the initramfs's files are root's)
  *   deadlock FILE                two processes: the parent locks byte 0 and the child byte 1; the parent
  *                                then waits for byte 1, and a second later the child waits for byte 0;
  *                                prints "parent=E child=E" with each F_SETLKW's result (0 or errno)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <grp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -295,6 +299,22 @@ static int cmd_deadlock(const char *file)
     return 0;
 }
 
+int main(int argc, char **argv);
+
+static int cmd_runas(int argc, char **argv)
+{
+    gid_t groups[16];
+    size_t n = 0;
+    char *rest;
+    uid_t uid = (uid_t)strtoul(argv[2], NULL, 10);
+    gid_t gid = (gid_t)strtoul(argv[3], &rest, 10);
+    while (*rest == ',' && n < 16) groups[n++] = (gid_t)strtoul(rest + 1, &rest, 10);
+    if (setgroups(n, groups) != 0) die("setgroups", NULL);
+    if (setresgid(gid, gid, gid) != 0) die("setresgid", NULL);
+    if (setresuid(uid, uid, uid) != 0) die("setresuid", NULL);
+    return main(argc - 3, argv + 3);
+}
+
 static int cmd_fsop(int argc, char **argv)
 {
     const char *name = argv[2], *op = argv[3], *a = argv[4], *b = argc > 5 ? argv[5] : "";
@@ -325,7 +345,7 @@ static int cmd_fsop(int argc, char **argv)
     else return usage();
     if (r == 0) { printf("%s ok\n", name); return 0; }
     int e = errno;
-    const char *en = e == ENOENT ? "ENOENT" : e == EACCES ? "EACCES" : e == EEXIST ? "EEXIST" : e == EOPNOTSUPP ? "ENOTSUP" : NULL;
+    const char *en = e == ENOENT ? "ENOENT" : e == EACCES ? "EACCES" : e == EEXIST ? "EEXIST" : e == EOPNOTSUPP ? "ENOTSUP" : e == EPERM ? "EPERM" : NULL;
     if (en) printf("%s %s\n", name, en);
     else printf("%s %d\n", name, e);
     return 0;
@@ -387,6 +407,7 @@ int main(int argc, char **argv)
     if (!strcmp(c, "lock") && (argc == 7 || argc == 8)) return cmd_lock(argv, argc);
     if (!strcmp(c, "getlk") && argc == 6) return cmd_getlk(argv);
     if (!strcmp(c, "fsop") && (argc == 5 || argc == 6)) return cmd_fsop(argc, argv);
+    if (!strcmp(c, "runas") && argc >= 5) return cmd_runas(argc, argv);
     if (!strcmp(c, "deadlock") && argc == 3) return cmd_deadlock(argv[2]);
     if (!strcmp(c, "pattern") && argc == 5) return cmd_pattern(argv[2], atol(argv[3]), strtoull(argv[4], NULL, 0));
     return usage();

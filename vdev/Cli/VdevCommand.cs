@@ -35,7 +35,7 @@ public static partial class VdevCommand
     private static readonly string[] IgnoredWithValue =
     [
         "--inode-file-handles", "--migration-mode",
-        "--migration-on-error", "--translate-uid", "--translate-gid", "--xattrmap",
+        "--migration-on-error", "--xattrmap",
     ];
 
     /// <summary>The vdev's command line: the share vocabulary with the device options, and the vdev's own.</summary>
@@ -146,7 +146,7 @@ public static partial class VdevCommand
         var shares = request.Shares;
         foreach (var share in shares)
         {
-            if (ShareVocabulary.IdMapsProblem(share.Settings, Libc.geteuid()) is { } problem)
+            if (ShareVocabulary.NamespaceMapsProblem(share.Settings, Libc.geteuid()) is { } problem)
             {
                 Console.Error.WriteLine($"vdev: {share.Origin}: {problem}");
                 return ExitConfig;

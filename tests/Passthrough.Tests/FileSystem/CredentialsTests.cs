@@ -37,7 +37,7 @@ public sealed class CredentialsTests
         var logger = new ErrorCounter();
         OnOwnThread(() =>
         {
-            using (Credentials.Enter(enabled: true, 1234, 5678, logger))
+            using (Credentials.Enter(enabled: true, 1234, 5678, Hypervisor.Passthrough.Engine.FuseContext.NoGroup, logger))
             {
                 Assert.Equal(1234, Libc.setfsuid(uint.MaxValue));
                 Assert.Equal(5678, Libc.setfsgid(uint.MaxValue));
@@ -46,6 +46,54 @@ public sealed class CredentialsTests
             Assert.Equal(0, Libc.setfsgid(uint.MaxValue));
         });
         Assert.Equal(0, logger.Errors);
+    }
+
+    [Fact]
+    [Trait("Category", "Root")]
+    public void ASupplementaryGroupHoldsOnThisThreadOnly_AndTheThreadsGroupsComeBackAfterIt()
+    {
+        Assert.True(Libc.geteuid() == 0, "this test sets supplementary groups and needs root");
+        var logger = new ErrorCounter();
+        Span<uint> process = stackalloc uint[64];
+        var processCount = Libc.GetThreadGroups(process);
+        Assert.True(processCount >= 0);
+        var before = process[..processCount].ToArray();
+        uint[]? inside = null;
+        uint[]? otherThreadInside = null;
+        // A thread that already runs (a new one would inherit the creating thread's credentials) samples its groups
+        // while the switch holds: the raw syscall changed the switching thread only.
+        using var sample = new ManualResetEventSlim();
+        using var sampled = new ManualResetEventSlim();
+        var other = new Thread(() =>
+        {
+            sample.Wait();
+            otherThreadInside = ThreadGroups();
+            sampled.Set();
+        });
+        other.Start();
+        OnOwnThread(() =>
+        {
+            using (Credentials.Enter(enabled: true, 1234, 5678, 4321, logger))
+            {
+                inside = ThreadGroups();
+                sample.Set();
+                sampled.Wait();
+            }
+            Assert.Equal(before, ThreadGroups());
+        });
+        other.Join();
+        Assert.Equal([4321u], inside!);
+        Assert.Equal(before, otherThreadInside!);
+        Assert.Equal(before, ThreadGroups());
+        Assert.Equal(0, logger.Errors);
+    }
+
+    private static uint[] ThreadGroups()
+    {
+        Span<uint> groups = stackalloc uint[64];
+        var n = Libc.GetThreadGroups(groups);
+        Assert.True(n >= 0);
+        return groups[..n].ToArray();
     }
 
     private static void OnOwnThread(Action body)

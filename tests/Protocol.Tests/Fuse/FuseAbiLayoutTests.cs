@@ -29,7 +29,7 @@ public class FuseAbiLayoutTests
         (typeof(InitIn), "fuse_init_in"), (typeof(InitOut), "fuse_init_out"), (typeof(InterruptIn), "fuse_interrupt_in"),
         (typeof(Dirent), "fuse_dirent"), (typeof(DirentPlus), "fuse_direntplus"), (typeof(FAllocateIn), "fuse_fallocate_in"),
         (typeof(LSeekIn), "fuse_lseek_in"), (typeof(LSeekOut), "fuse_lseek_out"), (typeof(CopyFileRangeIn), "fuse_copy_file_range_in"),
-        (typeof(SyncFsIn), "fuse_syncfs_in"),
+        (typeof(SyncFsIn), "fuse_syncfs_in"), (typeof(ExtHeader), "fuse_ext_header"),
     ];
 
     [Fact]
@@ -63,6 +63,15 @@ public class FuseAbiLayoutTests
             var managed = (int)typeof(System.Runtime.CompilerServices.Unsafe).GetMethod("SizeOf", Type.EmptyTypes)!.MakeGenericMethod(type).Invoke(null, null)!;
             Assert.Equal(Marshal.SizeOf(type), managed);
         }
+    }
+
+    [Fact]
+    public void SuppGroups_IsTheCountThatPrecedesTheGids()
+    {
+        // struct fuse_supp_groups { uint32_t nr_groups; uint32_t groups[]; } (linux/fuse.h 7.38), newer than the
+        // header installed here: the flexible array adds nothing to its size.
+        Assert.Equal(4, Marshal.SizeOf<SuppGroups>());
+        Assert.Equal(32u, FuseConstants.ExtGroups); // FUSE_EXT_GROUPS, after FUSE_MAX_NR_SECCTX (31)
     }
 
     /// <summary>PascalCase field name to the C name (a C array, such as unused[N], is a fixed buffer of the same name).</summary>

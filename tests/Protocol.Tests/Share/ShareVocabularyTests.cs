@@ -26,6 +26,7 @@ public class ShareVocabularyTests
             "--xattr", "--readonly", "--writeback", "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug",
             "--allow", "x", "--allow", "y/z", "--control-socket", "/run/c.sock", "--queue-cpus", "1,0",
             "--sandbox", "chroot", "--seccomp", "log", "--modcaps", "+sys_admin:-mknod", "--rlimit-nofile", "4096",
+            "--translate-uid", "map:1000:2000:10", "--translate-uid", "forbid-guest:5:1", "--translate-gid", "squash-host:0:7:100",
             "--uid-map", ":0:1000:1:", "--gid-map", "/0/100000/65536/");
         var passed = ShareVocabulary.ToArguments(given);
         Assert.Equal(given, Read(false, [.. passed]));
@@ -106,8 +107,8 @@ public class ShareVocabularyTests
     [InlineData("x0x4294967295x1x", 0u, 4294967295u, 1u)]
     public void AnIdMapIsVirtiofsdsForm_TheFirstCharacterSeparatesTheFields(string text, uint inside, uint outside, uint count)
     {
-        Assert.True(ShareVocabulary.TryParseIdMap(text, out var map));
-        Assert.Equal(new IdMap(inside, outside, count), map);
+        Assert.True(ShareVocabulary.TryParseNamespaceMap(text, out var map));
+        Assert.Equal(new NamespaceIdRange(inside, outside, count), map);
     }
 
     [Theory]
@@ -120,7 +121,7 @@ public class ShareVocabularyTests
     [InlineData(":0:-1:1:")]
     [InlineData(":0:4294967295:2:")]
     [InlineData(":a:1000:1:")]
-    public void AMalformedIdMapIsRefused(string text) => Assert.False(ShareVocabulary.TryParseIdMap(text, out _));
+    public void AMalformedIdMapIsRefused(string text) => Assert.False(ShareVocabulary.TryParseNamespaceMap(text, out _));
 
     [Fact]
     public void AnIdMapThatLeavesRootUnmappedIsRefusedWithTheFix()
@@ -137,10 +138,10 @@ public class ShareVocabularyTests
     {
         var settings = ShareVocabulary.Defaults();
         settings.GidMap = ":0:100:1:";
-        Assert.Null(ShareVocabulary.IdMapsProblem(settings, 1000));
-        Assert.StartsWith("--gid-map describes the user namespace the sandbox makes when the vdev is not root", ShareVocabulary.IdMapsProblem(settings, 0), StringComparison.Ordinal);
+        Assert.Null(ShareVocabulary.NamespaceMapsProblem(settings, 1000));
+        Assert.StartsWith("--gid-map describes the user namespace the sandbox makes when the vdev is not root", ShareVocabulary.NamespaceMapsProblem(settings, 0), StringComparison.Ordinal);
         settings.Sandbox = Sandbox.Chroot;
-        Assert.StartsWith("--gid-map describes the user namespace of --sandbox namespace", ShareVocabulary.IdMapsProblem(settings, 1000), StringComparison.Ordinal);
-        Assert.Null(ShareVocabulary.IdMapsProblem(ShareVocabulary.Defaults(), 0));
+        Assert.StartsWith("--gid-map describes the user namespace of --sandbox namespace", ShareVocabulary.NamespaceMapsProblem(settings, 1000), StringComparison.Ordinal);
+        Assert.Null(ShareVocabulary.NamespaceMapsProblem(ShareVocabulary.Defaults(), 0));
     }
 }

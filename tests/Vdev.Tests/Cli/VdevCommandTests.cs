@@ -66,6 +66,8 @@ public sealed class VdevCommandTests : IDisposable
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--tag", "0123456789012345678901234567890123456" }, "vdev: --tag '0123456789012345678901234567890123456' is 37 bytes long; a virtio-fs tag holds 1 to 36 bytes.")]
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--request-queues", "2", "--queue-cpus", "0" }, "vdev: --queue-cpus 0 lists 1 CPU for 2 request queues; give one CPU per request queue.")]
     [InlineData(new[] { "--config", "/c", "--shared-dir", "/x" }, "vdev: --config declares every share; do not combine it with --socket-path, --fd or share options.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--translate-uid", "map:1000:2000" }, "vdev: --translate-uid 'map:1000:2000' has 2 numbers after 'map', which takes 3; use " + IdRule.Forms + ".")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--translate-gid", "squash-guest:0:100:10", "--translate-gid=guest:9:0:2" }, "vdev: --translate-gid 'guest:9:0:2' maps guest ids 9 to 9 that 'squash-guest:0:100:10' maps already; the guest ranges of two rules must not overlap.")]
     public void Mistakes_AreOneSentenceAndExit2(string[] args, string expected)
     {
         var (request, stderr, exit) = Read(args);
@@ -82,6 +84,38 @@ public sealed class VdevCommandTests : IDisposable
         Assert.Equal(2, exit);
         Assert.Contains("--no-such-option", stderr);
         Assert.EndsWith("see vdev --help.", stderr);
+    }
+
+    [Fact]
+    public void TranslationRules_AreReadInOrder_AndNoLongerWarnedAbout()
+    {
+        var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "--translate-uid", "map:1000:2000:10",
+            "--translate-uid=squash-guest:0:3000:1", "--translate-gid", "forbid-guest:5:2", "--uid-map", ":0:1000:1:");
+        Assert.True(request is not null, stderr);
+        var share = request.Shares[0].Settings;
+        Assert.Equal(["map:1000:2000:10", "squash-guest:0:3000:1"], share.TranslateUid);
+        Assert.Equal(["forbid-guest:5:2"], share.TranslateGid);
+        Assert.Equal(["--uid-map has no effect here."], request.Warnings);
+    }
+
+    [Fact]
+    public void TranslationRulesInAConfigurationFile_AreRepeatedKeys_AndABadOneExits2WithFileLineAndOneSentence()
+    {
+        var file = Path.Combine(_dir, "vm.conf");
+        File.WriteAllText(file, $"vdev virtio-fs\n host_path {_dir}\n tag t\n socket /tmp/t.sock\n translate_uid map:1000:2000:10\n"
+            + " translate_uid squash-host:0:65534:1000\n translate_gid forbid-guest:0:1\n");
+        var (request, stderr, _) = Read("--config", file);
+        Assert.True(request is not null, stderr);
+        var share = request.Shares[0].Settings;
+        Assert.Equal(["map:1000:2000:10", "squash-host:0:65534:1000"], share.TranslateUid);
+        Assert.Equal(["forbid-guest:0:1"], share.TranslateGid);
+
+        File.AppendAllText(file, " translate_uid squash-host:1999:0:2\n");
+        (request, stderr, var exit) = Read("--config", file);
+        Assert.Null(request);
+        Assert.Equal(2, exit);
+        Assert.Equal($"vdev: {file}:8: translate_uid 'squash-host:1999:0:2' maps host ids 2000 to 2000 that 'map:1000:2000:10' maps already; "
+            + "the host ranges of two rules must not overlap.", stderr);
     }
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);

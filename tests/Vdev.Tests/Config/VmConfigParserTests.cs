@@ -146,6 +146,8 @@ public class VmConfigParserTests
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n directio maybe\n", 5, "on/off")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n allow ../etc\n", 5, "inside the share")]
     [InlineData("vdev virtio-fs\n host_path /a\n tag 0123456789012345678901234567890123456\n socket /s\n", 3, "36 bytes")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n translate_uid map:1:2:x\n", 5, "translate_uid 'map:1:2:x' has 'x' where an id from 0 to 4294967295 belongs.")]
+    [InlineData("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n translate_gid host:0:5:10\n translate_gid squash-host:9:1:1\n", 6, "translate_gid 'squash-host:9:1:1' maps host ids 9 to 9 that 'host:0:5:10' maps already; the host ranges of two rules must not overlap.")]
     [InlineData("ram 1G\n", 0, "no 'vdev virtio-fs' block")]
     [InlineData("vdev\n", 1, "needs a device type")]
     public void MistakesNameFileLineAndWhatIsExpected(string text, int line, string expected)
