@@ -42,10 +42,14 @@ public readonly ref struct FuseRequest
     /// <summary>The argument bytes after the header, without any extension area.</summary>
     public readonly ReadOnlySpan<byte> Body;
 
-    private FuseRequest(InHeader header, ReadOnlySpan<byte> body)
+    /// <summary>The extension area (<c>total_extlen</c> × 8 bytes at the end of the frame); empty when there is none.</summary>
+    public readonly ReadOnlySpan<byte> Extensions;
+
+    private FuseRequest(InHeader header, ReadOnlySpan<byte> body, ReadOnlySpan<byte> extensions)
     {
         Header = header;
         Body = body;
+        Extensions = extensions;
     }
 
     /// <summary>The opcode.</summary>
@@ -85,7 +89,7 @@ public readonly ref struct FuseRequest
             error = new FrameError(FrameErrorKind.BadExtensionLength, header.Opcode, header.Unique);
             return false;
         }
-        request = new FuseRequest(header, frame[HeaderSize..(frame.Length - extBytes)]);
+        request = new FuseRequest(header, frame[HeaderSize..(frame.Length - extBytes)], frame[(frame.Length - extBytes)..]);
         error = default;
         return true;
     }

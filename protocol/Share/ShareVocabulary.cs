@@ -106,8 +106,7 @@ public static class ShareVocabulary
     private static readonly HashSet<string> CompatIgnored = new(StringComparer.Ordinal)
     {
         "flock", "no_flock", "posix_lock", "no_posix_lock", "readdirplus", "no_readdirplus", "announce_submounts",
-        "killpriv_v2", "no_killpriv_v2", "timeout", "max_idle_threads", "xattrmap", "posix_acl",
-        "no_posix_acl", "security_label", "no_security_label",
+        "killpriv_v2", "no_killpriv_v2", "timeout", "max_idle_threads",
     };
 
     /// <summary>Every setting, in the order help lists them and arguments are written.</summary>
@@ -156,6 +155,13 @@ public static class ShareVocabulary
         new("--rlimit-nofile", "rlimit_nofile", "The daemon's descriptor limit; 0 leaves it as inherited (default: raised to fs.nr_open where the daemon has CAP_SYS_RESOURCE, else to the hard limit).",
             (s, v) => ulong.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? Set(() => s.RlimitNofile = n) : "is not a whole number.",
             s => One(s.HasRlimitNofile, s.RlimitNofile.ToString(CultureInfo.InvariantCulture))),
+        new("--xattrmap", "xattrmap", "virtiofsd's xattr name mapping rules, e.g. :map::user.virtiofs.: (implies --xattr; default: names pass unchanged).",
+            (s, v) => XattrMap.TryParse(v, out _, out var why) ? Set(() => (s.Xattrmap, s.Xattr) = (v, true)) : $"is not an xattr map: {why}",
+            s => One(s.Xattrmap.Length > 0, s.Xattrmap)) { CompatKey = "xattrmap" },
+        Flag("--posix-acl", "posix_acl", "POSIX ACLs stored, enforced and inherited as on the host (implies --xattr; default off).",
+            s => s.PosixAcl, (s, v) => (s.PosixAcl, s.Xattr) = (v, v || s.Xattr)) with { CompatKey = "posix_acl" },
+        Flag("--security-label", "security_label", "New files get the guest's security context, e.g. security.selinux, or are not created (default off).",
+            s => s.SecurityLabel, (s, v) => s.SecurityLabel = v) with { CompatKey = "security_label" },
 
         Text("--socket-path", "socket|socket_path", "vhost-user socket to listen on, for the VMM to connect to.",
             s => s.SocketPath, (s, v) => s.SocketPath = v, OptionScope.Device),
