@@ -25,7 +25,8 @@ public class ShareVocabularyTests
         var given = Read(false, "--shared-dir", "/srv/a", "--tag", "t1", "--cache", "always", "--direct-io", "--allow-direct-io",
             "--xattr", "--readonly", "--writeback", "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug",
             "--allow", "x", "--allow", "y/z", "--control-socket", "/run/c.sock", "--queue-cpus", "1,0",
-            "--sandbox", "chroot", "--seccomp", "log", "--modcaps", "+sys_admin:-mknod", "--rlimit-nofile", "4096");
+            "--sandbox", "chroot", "--seccomp", "log", "--modcaps", "+sys_admin:-mknod", "--rlimit-nofile", "4096",
+            "--xattrmap", ":map::user.virtiofs.:", "--posix-acl", "--security-label");
         var passed = ShareVocabulary.ToArguments(given);
         Assert.Equal(given, Read(false, [.. passed]));
         // Each share option is written; none is lost on the way.
