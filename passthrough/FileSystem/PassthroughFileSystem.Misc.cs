@@ -103,6 +103,8 @@ public sealed partial class PassthroughFileSystem
         if (op != FuseOpcode.ListXAttr)
         {
             var mapped = HostXattrName(name, nameBuffer, out var cnameLength);
+            // A name the map refuses reads as absent, as virtiofsd answers: GETXATTR agrees with what LISTXATTR shows.
+            if (mapped == Errno.EPERM && op == FuseOpcode.GetXAttr) return Errno.ENODATA;
             if (mapped.IsError) return mapped;
             cname = nameBuffer[..cnameLength];
         }

@@ -14,17 +14,20 @@ namespace Hypervisor.Vdev.Tests.Guest;
 [Collection(GuestVm.Collection)]
 public sealed class XattrGuestTests(ITestOutputHelper output)
 {
-    /// <summary>Prefix trusted.* with user.virtiofs., pass user.* unchanged, refuse and hide everything else.</summary>
-    public const string Map = ":prefix:all:trusted.:user.virtiofs.: :ok:all:user.:user.: :bad:all:::";
+    /// <summary>
+    /// Prefix trusted.* with user.virtiofs., pass user.* and security.capability unchanged, refuse and hide everything
+    /// else. (QEMU's virtiofsd maps security.capability through the map at start and exits when the map refuses it.)
+    /// </summary>
+    public const string Map = ":prefix:all:trusted.:user.virtiofs.: :ok:all:user.:user.: :ok:all:security.capability:security.capability: :bad:all:::";
 
     private static readonly TimeSpan ToolTimeout = TimeSpan.FromSeconds(30);
 
     private static readonly string[] Expected =
     [
         "set-trusted ok", "set-user ok", "set-unmapped EPERM", "list-f trusted.t,user.color", "get-trusted tv", "get-user blue",
-        "list-pre trusted.pre,user.plain", "get-pre p", "get-hidden ENODATA", "get-unmapped EPERM", "remove-user ok",
+        "list-pre trusted.pre,user.plain", "get-pre p", "get-hidden ENODATA", "get-unmapped ENODATA", "remove-user ok",
         "list-pre-after trusted.pre", "set-g ok",
-        "setacl-d-access ok", "setacl-d-default ok", "getacl-d-default u::7,u:1001:6,g::5,m::7,o::0",
+        "runas 1001", "ls-share /mnt/a", "setacl-d-access ok", "setacl-d-default ok", "getacl-d-default u::7,u:1001:6,g::5,m::7,o::0",
         "mode-inherited 660", "getacl-inherited u::6,u:1001:6,g::5,m::6,o::0",
         "mode-subdir 770", "getacl-subdir-default u::7,u:1001:6,g::5,m::7,o::0",
         "mode-masked 600", "getacl-masked ENODATA",

@@ -1,6 +1,6 @@
 # Extended attributes under an xattr map, and POSIX ACLs (XattrGuestTests), the same script against the vdev and
 # QEMU's virtiofsd. Share 0 ($HV_TAG0) is served with the map
-#   :prefix:all:trusted.:user.virtiofs.: :ok:all:user.:user.: :bad:all:::
+#   :prefix:all:trusted.:user.virtiofs.: :ok:all:user.:user.: :ok:all:security.capability:security.capability: :bad:all:::
 # and holds the host-made file "pre" with user.virtiofs.trusted.pre=p, user.plain=u and trusted.host=h.
 # Share 1 ($HV_TAG1) is served with POSIX ACLs; its root is 0755 on the host.
 # Every observation is an "op" value; the host compares them with what it expects and reads what was stored.
@@ -27,6 +27,8 @@ echo g > $X/g
 op set-g "$(hvtool xattr set $X/g trusted.kept k)"
 
 # ---- POSIX ACLs: stored, inherited by new files (umask only where there is no default ACL), enforced ----
+op runas "$(hvtool runas 1001 1001 id -u 2>&1)"
+op ls-share "$(hvtool runas 1001 1001 ls -d $A 2>&1)"
 mkdir $A/d $A/plain
 chmod 0755 $A/d $A/plain
 op setacl-d-access "$(hvtool setacl $A/d access u::7,u:1001:7,g::5,m::7,o::5)"
@@ -40,7 +42,7 @@ op getacl-subdir-default "$(hvtool getacl $A/d/subdir default)"
 op mode-masked "$(stat -c %a $A/plain/masked)"
 op getacl-masked "$(hvtool getacl $A/plain/masked access)"
 # uid 1001 creates in d through its named entry; what it makes inherits d's default ACL, owned by 1001.
-op user-create "$(hvtool runas 1001 1001 sh -c "umask 022; echo u > $A/d/byuser && echo ok || echo fail" 2>/dev/null)"
+op user-create "$(hvtool runas 1001 1001 sh -c "umask 022; echo u > $A/d/byuser && echo ok || echo fail" 2>&1)"
 op mode-byuser "$(stat -c '%a %u' $A/d/byuser)"
 # A file readable by uid 1001 through the ACL, not by 1002 (other has nothing).
 echo secret > $A/d/secret
