@@ -53,9 +53,10 @@ internal readonly struct Credentials : IDisposable
     }
 
     /// <summary>
-    /// Gives this thread its own fs_struct with umask 0, once: the guest kernel has already applied the caller's
-    /// umask to the mode it sends (DONT_MASK is not negotiated), so the daemon's must not apply again. If the
-    /// unshare fails the process umask stays in force (modes may come out narrower, never wider).
+    /// Gives this thread its own fs_struct with umask 0, once: without DONT_MASK the guest kernel has already applied
+    /// the caller's umask to the mode it sends, so the daemon's must not apply again (with DONT_MASK, see
+    /// <see cref="UseUmask"/>). If the unshare fails the process umask stays in force (modes may come out narrower,
+    /// never wider).
     /// </summary>
     private static void EnsurePrivateUmask()
     {
