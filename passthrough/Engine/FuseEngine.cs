@@ -182,22 +182,30 @@ public sealed partial class FuseEngine : IDisposable
             }
 
             case FuseOpcode.Symlink:
+            {
                 if (!args.TryReadString(out var symName) || !args.TryReadString(out var target))
                     return Malformed(FrameErrorKind.MissingNul, request, reply);
-                return Entry(reply, unique, _fs.Symlink(ctx, node, symName, target));
+                if ((session.Flags & InitFlags.SecurityCtx) == 0) return Entry(reply, unique, _fs.Symlink(ctx, node, symName, target));
+                if (!TryReadLabel(session, request, args.Rest, out var label)) return Malformed(FrameErrorKind.PayloadMismatch, request, reply);
+                return Entry(reply, unique, _fs.Symlink(ctx, node, symName, target, label));
+            }
 
             case FuseOpcode.MkNod:
             {
                 if (!args.TryRead(out MkNodIn mknod)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
                 if (!args.TryReadString(out var name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
-                return Entry(reply, unique, _fs.MkNod(ctx, node, name, mknod));
+                if ((session.Flags & InitFlags.SecurityCtx) == 0) return Entry(reply, unique, _fs.MkNod(ctx, node, name, mknod));
+                if (!TryReadLabel(session, request, args.Rest, out var label)) return Malformed(FrameErrorKind.PayloadMismatch, request, reply);
+                return Entry(reply, unique, _fs.MkNod(ctx, node, name, mknod, label));
             }
 
             case FuseOpcode.MkDir:
             {
                 if (!args.TryRead(out MkDirIn mkdir)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
                 if (!args.TryReadString(out var name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
-                return Entry(reply, unique, _fs.MkDir(ctx, node, name, mkdir));
+                if ((session.Flags & InitFlags.SecurityCtx) == 0) return Entry(reply, unique, _fs.MkDir(ctx, node, name, mkdir));
+                if (!TryReadLabel(session, request, args.Rest, out var label)) return Malformed(FrameErrorKind.PayloadMismatch, request, reply);
+                return Entry(reply, unique, _fs.MkDir(ctx, node, name, mkdir, label));
             }
 
             case FuseOpcode.Unlink:
@@ -351,7 +359,10 @@ public sealed partial class FuseEngine : IDisposable
             {
                 if (!args.TryRead(out CreateIn create)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
                 if (!args.TryReadString(out var name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
-                var result = _fs.Create(ctx, node, name, create);
+                Result<CreateOut> result;
+                if ((session.Flags & InitFlags.SecurityCtx) == 0) result = _fs.Create(ctx, node, name, create);
+                else if (!TryReadLabel(session, request, args.Rest, out var label)) return Malformed(FrameErrorKind.PayloadMismatch, request, reply);
+                else result = _fs.Create(ctx, node, name, create, label);
                 return result.IsOk
                     ? FuseReply.Structs(reply, unique, result.Value.Entry, result.Value.Open)
                     : FuseReply.Error(reply, unique, result.Error);
@@ -455,6 +466,13 @@ public sealed partial class FuseEngine : IDisposable
         group = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(payload[sizeof(uint)..]);
         return (int)count;
     }
+
+    /// <summary>
+    /// The security context of a creating request: from protocol 7.38 on it is an extension at the end of the frame,
+    /// before that the argument after the names. False when it is malformed.
+    /// </summary>
+    private static bool TryReadLabel(Session session, in FuseRequest request, ReadOnlySpan<byte> rest, out SecurityContext label) =>
+        session.Minor >= 38 ? SecurityContext.TryFind(request.Extensions, out label) : SecurityContext.TryRead(rest, out label);
 
     private void HandleBatchForget(in FuseRequest request, ref FuseArgReader args)
     {

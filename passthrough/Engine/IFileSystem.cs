@@ -57,6 +57,22 @@ public interface IFileSystem
     /// <summary>MKDIR.</summary>
     Result<EntryOut> MkDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkDirIn args) => Errno.ENOSYS;
 
+    /// <summary>
+    /// SYMLINK, MKNOD, MKDIR and CREATE once FUSE_SECURITY_CTX is agreed: <paramref name="label"/> is the context the new
+    /// file must carry (empty: none). A filesystem creates the file with it or not at all; one that cannot label refuses
+    /// a labelled request with EOPNOTSUPP.
+    /// </summary>
+    Result<EntryOut> Symlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target, SecurityContext label) =>
+        label.IsEmpty ? Symlink(ctx, parent, name, target) : Errno.EOPNOTSUPP;
+
+    /// <summary>MKNOD with a security context; see the SYMLINK overload.</summary>
+    Result<EntryOut> MkNod(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkNodIn args, SecurityContext label) =>
+        label.IsEmpty ? MkNod(ctx, parent, name, args) : Errno.EOPNOTSUPP;
+
+    /// <summary>MKDIR with a security context; see the SYMLINK overload.</summary>
+    Result<EntryOut> MkDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkDirIn args, SecurityContext label) =>
+        label.IsEmpty ? MkDir(ctx, parent, name, args) : Errno.EOPNOTSUPP;
+
     /// <summary>UNLINK.</summary>
     Errno Unlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name) => Errno.ENOSYS;
 
@@ -140,6 +156,10 @@ public interface IFileSystem
 
     /// <summary>CREATE: create and open a regular file; a success adds one to the node's lookup count.</summary>
     Result<CreateOut> Create(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in CreateIn args) => Errno.ENOSYS;
+
+    /// <summary>CREATE with a security context; see the SYMLINK overload.</summary>
+    Result<CreateOut> Create(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in CreateIn args, SecurityContext label) =>
+        label.IsEmpty ? Create(ctx, parent, name, args) : Errno.EOPNOTSUPP;
 
     /// <summary>FALLOCATE.</summary>
     Errno FAllocate(in FuseContext ctx, NodeId node, in FAllocateIn args) => Errno.ENOSYS;

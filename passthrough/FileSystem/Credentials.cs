@@ -24,6 +24,8 @@ internal readonly struct Credentials : IDisposable
     [ThreadStatic] private static bool t_privateUmask;
     [ThreadStatic] private static uint[]? t_savedGroups;
     [ThreadStatic] private static int t_savedGroupCount;
+    [ThreadStatic] private static bool t_ownFs;
+    [ThreadStatic] private static uint t_umask;
 
     private readonly bool _active;
     private readonly bool _groupsSet;
@@ -83,14 +85,35 @@ internal readonly struct Credentials : IDisposable
     }
 
     /// <summary>
-    /// Gives this thread its own fs_struct with umask 0, once: the guest kernel has already applied the caller's
-    /// umask to the mode it sends (DONT_MASK is not negotiated), so the daemon's must not apply again. If the
-    /// unshare fails the process umask stays in force (modes may come out narrower, never wider).
+    /// Gives this thread its own fs_struct with umask 0, once: without DONT_MASK the guest kernel has already applied
+    /// the caller's umask to the mode it sends, so the daemon's must not apply again (with DONT_MASK, see
+    /// <see cref="UseUmask"/>). If the unshare fails the process umask stays in force (modes may come out narrower,
+    /// never wider).
     /// </summary>
     private static void EnsurePrivateUmask()
     {
         if (t_privateUmask) return;
         t_privateUmask = true;
-        if (Libc.unshare(Libc.CLONE_FS) == 0) _ = Libc.umask(0); // umask(2) returns the previous mask and cannot fail
+        if (Libc.unshare(Libc.CLONE_FS) != 0) return;
+        _ = Libc.umask(0); // umask(2) returns the previous mask and cannot fail
+        t_ownFs = true;
+    }
+
+    /// <summary>
+    /// Makes <paramref name="mask"/> this thread's umask for the creating call that follows (with FUSE_DONT_MASK the
+    /// guest leaves the umask to the daemon, and the host kernel applies it only where the parent has no default ACL,
+    /// which is what POSIX ACLs require). The umask belongs to the thread's own fs_struct, so no other request sees it.
+    /// False when this thread shares the process's fs_struct (the unshare failed): the caller then applies the mask itself.
+    /// </summary>
+    public static bool UseUmask(uint mask)
+    {
+        EnsurePrivateUmask();
+        if (!t_ownFs) return mask == 0;
+        if (t_umask != mask)
+        {
+            _ = Libc.umask(mask);
+            t_umask = mask;
+        }
+        return true;
     }
 }

@@ -416,24 +416,29 @@ public sealed partial class PassthroughFileSystem
 
     /// <inheritdoc/>
     public Result<EntryOut> Symlink(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target) =>
-        MakeNode(ctx, parent, name, FuseOpcode.Symlink, 0, 0, target,
-            target.IsEmpty ? Errno.ENOENT : target.Length >= PathMax ? Errno.ENAMETOOLONG : target.IndexOf((byte)0) >= 0 ? Errno.EINVAL : Errno.Ok);
+        MakeNode(ctx, parent, name, FuseOpcode.Symlink, 0, 0, target, SymlinkTargetCheck(target), 0, default);
 
     /// <inheritdoc/>
     public Result<EntryOut> MkNod(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkNodIn args) =>
-        MakeNode(ctx, parent, name, FuseOpcode.MkNod, args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev, default,
-            (args.Mode & Libc.S_IFMT) is 0 or Libc.S_IFREG or Libc.S_IFIFO or Libc.S_IFSOCK or Libc.S_IFCHR or Libc.S_IFBLK ? Errno.Ok : Errno.EINVAL);
+        MakeNode(ctx, parent, name, FuseOpcode.MkNod, args.Mode & (Libc.S_IFMT | 0xFFF), args.Rdev, default, MkNodCheck(args.Mode), args.Umask, default);
 
     /// <inheritdoc/>
     public Result<EntryOut> MkDir(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in MkDirIn args) =>
-        MakeNode(ctx, parent, name, FuseOpcode.MkDir, args.Mode & 0xFFF, 0, default, Errno.Ok);
+        MakeNode(ctx, parent, name, FuseOpcode.MkDir, args.Mode & 0xFFF, 0, default, Errno.Ok, args.Umask, default);
+
+    private static Errno SymlinkTargetCheck(ReadOnlySpan<byte> target) =>
+        target.IsEmpty ? Errno.ENOENT : target.Length >= PathMax ? Errno.ENAMETOOLONG : target.IndexOf((byte)0) >= 0 ? Errno.EINVAL : Errno.Ok;
+
+    private static Errno MkNodCheck(uint mode) =>
+        (mode & Libc.S_IFMT) is 0 or Libc.S_IFREG or Libc.S_IFIFO or Libc.S_IFSOCK or Libc.S_IFCHR or Libc.S_IFBLK ? Errno.Ok : Errno.EINVAL;
 
     /// <summary>
     /// SYMLINK, MKNOD and MKDIR: checks (read-only share, the name, then <paramref name="invalid"/>, the operation's
-    /// own argument check), creates the inode as the caller and looks it up.
+    /// own argument check), creates the inode as the caller (with <paramref name="umask"/> under DONT_MASK), labels it
+    /// with <paramref name="label"/> or removes it again, and looks it up.
     /// </summary>
     private Result<EntryOut> MakeNode(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, FuseOpcode op, uint mode, uint rdev,
-        ReadOnlySpan<byte> target, Errno invalid)
+        ReadOnlySpan<byte> target, Errno invalid, uint umask, SecurityContext label)
     {
         if (ReadOnly) return Errno.EROFS;
         var check = CheckNewName(name);
@@ -449,6 +454,7 @@ public sealed partial class PassthroughFileSystem
             Span<byte> targetBuffer = stackalloc byte[op == FuseOpcode.Symlink ? PathMax : 0];
             var cname = CString(name, nameBuffer);
             var failure = Errno.Ok;
+            if (op != FuseOpcode.Symlink) mode = CreationMode(mode, umask);
             var asCaller = AsCaller(ctx, out var credentials);
             if (asCaller.IsError) return asCaller;
             using (credentials)
@@ -462,6 +468,15 @@ public sealed partial class PassthroughFileSystem
                 if (r != 0) failure = LastErrno();
             }
             if (failure.IsError) return failure;
+            if (!label.IsEmpty)
+            {
+                var labelled = Label(lease.Fd, cname, label);
+                if (labelled.IsError)
+                {
+                    Unmake(lease.Fd, cname, op == FuseOpcode.MkDir);
+                    return labelled;
+                }
+            }
             return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);
         }
     }

@@ -74,7 +74,11 @@ public sealed partial class PassthroughFileSystem
     }
 
     /// <inheritdoc/>
-    public Result<CreateOut> Create(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in CreateIn args)
+    public Result<CreateOut> Create(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in CreateIn args) =>
+        Create(ctx, parent, name, args, default);
+
+    /// <inheritdoc/>
+    public Result<CreateOut> Create(in FuseContext ctx, NodeId parent, ReadOnlySpan<byte> name, in CreateIn args, SecurityContext label)
     {
         if (ReadOnly) return Errno.EROFS;
         var check = CheckName(name);
@@ -95,6 +99,7 @@ public sealed partial class PassthroughFileSystem
             var pathFd = -1;
             int fd;
             var failure = Errno.Ok;
+            var mode = CreationMode(args.Mode & 0xFFF, args.Umask);
             var asCaller = AsCaller(ctx, out var credentials);
             if (asCaller.IsError) return asCaller;
             using (credentials)
@@ -102,7 +107,7 @@ public sealed partial class PassthroughFileSystem
                 // Always create exclusively so that an existing FIFO or device is never opened by this call; an
                 // existing name (without the guest's O_EXCL) is then opened only after checking it is a regular file.
                 // EMFILE and ENFILE come before the name is looked up, so nothing was created and the open can be tried again.
-                fd = OpenAt(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, args.Mode & 0xFFF);
+                fd = OpenAt(lease.Fd, cname, hostFlags | Libc.O_CREAT | Libc.O_EXCL | Libc.O_NOFOLLOW, mode);
                 if (fd < 0 && Libc.LastErrno == Errno.EEXIST.Value && !guestExcl)
                 {
                     pathFd = OpenAt(lease.Fd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
@@ -128,6 +133,17 @@ public sealed partial class PassthroughFileSystem
             }
             if (fd < 0) return failure;
             var file = new SafeFd(fd);
+            // Only a file this call created gets the guest's label, and only such a file is removed when that fails.
+            if (!label.IsEmpty && pathFd < 0)
+            {
+                var labelled = Label(lease.Fd, cname, label);
+                if (labelled.IsError)
+                {
+                    file.Dispose();
+                    Unmake(lease.Fd, cname, isDir: false);
+                    return labelled;
+                }
+            }
             if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file, HostGidOrNone(ctx.Gid));
             if (Libc.fstat(file, out var st) != 0)
             {

@@ -55,6 +55,8 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     private readonly bool _switchCredentials;
     private readonly IdMap _uids;
     private readonly IdMap _gids;
+    private readonly bool _xattr;
+    private readonly XattrMap? _xattrMap;
 
     private readonly ConcurrentDictionary<ulong, Node> _nodes = new();
     private readonly Dictionary<InodeKey, Node>[] _inodes = new Dictionary<InodeKey, Node>[Stripes];
@@ -97,6 +99,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         _settings = settings;
         _options = settings.Options;
         _logger = logger;
+        (_xattr, _xattrMap) = XattrSettings(_options);
         var dir = root ?? _options.SharedDir;
         if (string.IsNullOrEmpty(dir))
             throw new ArgumentException("The shared directory is empty; set --shared-dir to an existing host directory.", nameof(settings));
@@ -194,7 +197,8 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             | InitFlags.BigWrites | InitFlags.DoReadDirPlus | InitFlags.ReadDirPlusAuto | InitFlags.ParallelDirOps
             | InitFlags.MaxPages | InitFlags.HandleKillPrivV2 | InitFlags.ExportSupport | InitFlags.CacheSymlinks
             | InitFlags.AsyncDio;
-        if (_options.Xattr) wanted |= InitFlags.SetXAttrExt;
+        if (_xattr) wanted |= InitFlags.SetXAttrExt;
+        wanted |= XattrInitFlags(offered);
         if (_options.Writeback) wanted |= InitFlags.WritebackCache;
         if (_settings.Cache == CachePolicy.Auto) wanted |= InitFlags.AutoInvalData;
         // Creates then name the caller's supplementary group that owns the parent; only a daemon that acts as the

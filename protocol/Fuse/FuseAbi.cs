@@ -34,7 +34,7 @@ public struct ExtHeader
 {
     /// <summary><c>size</c>: of the record, this header included, a multiple of 8.</summary>
     public uint Size;
-    /// <summary><c>type</c>: a <c>fuse_ext_type</c> (FUSE_EXT_GROUPS is 32).</summary>
+    /// <summary><c>type</c>: 0 to FUSE_MAX_NR_SECCTX is a <c>fuse_secctx_header</c> (the type is its count); FUSE_EXT_GROUPS is 32.</summary>
     public uint Type;
 }
 
@@ -651,3 +651,24 @@ public struct SyncFsIn
     /// <summary><c>padding</c></summary>
     public ulong Padding;
 }
+
+/// <summary><c>struct fuse_secctx_header</c>: starts the security-context extension of CREATE, MKDIR, MKNOD and SYMLINK.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct SecctxHeader
+{
+    /// <summary><c>size</c>: of the whole extension, this header included.</summary>
+    public uint Size;
+    /// <summary><c>nr_secctx</c>: how many <c>fuse_secctx</c> follow (at most FUSE_MAX_NR_SECCTX).</summary>
+    public uint NrSecctx;
+}
+
+/// <summary><c>struct fuse_secctx</c>: followed by the context's NUL-terminated xattr name and <c>size</c> bytes of value.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct Secctx
+{
+    /// <summary><c>size</c>: of the context value.</summary>
+    public uint Size;
+    /// <summary><c>padding</c></summary>
+    public uint Padding;
+}
+

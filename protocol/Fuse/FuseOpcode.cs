@@ -156,6 +156,8 @@ public enum InitFlags : ulong
     InitExt = 1UL << 30,
     /// <summary>FUSE_CREATE_SUPP_GROUP (flags2 bit 2): CREATE, MKNOD, MKDIR and SYMLINK carry a FUSE_EXT_GROUPS extension with the parent directory's group when the caller is in it through a supplementary group.</summary>
     CreateSuppGroup = 1UL << 34,
+    /// <summary>FUSE_SECURITY_CTX (flags2 bit 0): CREATE, MKDIR, MKNOD and SYMLINK carry the new file's security context.</summary>
+    SecurityCtx = 1UL << 32,
 }
 
 /// <summary><c>fuse_open_out.open_flags</c> (FOPEN_*) that this implementation sets.</summary>
@@ -229,6 +231,10 @@ public static class FuseConstants
     public const uint LkFlock = 1;
     /// <summary>FUSE_OPEN_KILL_SUIDGID (open_in.open_flags / create_in.open_flags)</summary>
     public const uint OpenKillSuidGid = 1;
+    /// <summary>FUSE_SETXATTR_ACL_KILL_SGID (setxattr_in.setxattr_flags): clear SGID when system.posix_acl_access is set, unless the caller may keep it.</summary>
+    public const uint SetXAttrAclKillSgid = 1;
+    /// <summary>FUSE_MAX_NR_SECCTX: extension types up to this are a fuse_secctx_header.</summary>
+    public const uint MaxNrSecctx = 31;
     /// <summary>FUSE_COMPAT_SETXATTR_IN_SIZE: the size of fuse_setxattr_in without SETXATTR_EXT.</summary>
     public const int CompatSetXAttrInSize = 8;
     /// <summary>FUSE_COMPAT_INIT_OUT_SIZE (minor &lt; 5).</summary>

@@ -56,21 +56,35 @@ public readonly ref struct FuseRequest
 
     /// <summary>
     /// Finds the extension of <paramref name="type"/> (a <c>fuse_ext_type</c>) in <paramref name="extensions"/>: its
-    /// payload after the <c>fuse_ext_header</c>, or empty when it is absent. False when a record's size is not a
-    /// positive multiple of 8 that fits the area (the kernel aligns every record to 8 bytes, FUSE_REC_ALIGN).
+    /// payload after the <c>fuse_ext_header</c>, or empty when it is absent. False when the records do not add up
+    /// (see <see cref="TryFindExtensionRecord"/>).
     /// </summary>
     public static bool TryFindExtension(ReadOnlySpan<byte> extensions, uint type, out ReadOnlySpan<byte> payload)
     {
         payload = default;
+        if (!TryFindExtensionRecord(extensions, type, type, out var record)) return false;
+        if (!record.IsEmpty) payload = record[Unsafe.SizeOf<ExtHeader>()..];
+        return true;
+    }
+
+    /// <summary>
+    /// Finds the first extension record whose type is from <paramref name="firstType"/> to <paramref name="lastType"/>
+    /// (a security context's type is its count, 0 to FUSE_MAX_NR_SECCTX): the whole record, its <c>fuse_ext_header</c>
+    /// included, or empty when there is none. False when a record's size is not a multiple of 8 from the header's size
+    /// up that fits the area (the kernel aligns every record to 8 bytes, FUSE_REC_ALIGN).
+    /// </summary>
+    public static bool TryFindExtensionRecord(ReadOnlySpan<byte> extensions, uint firstType, uint lastType, out ReadOnlySpan<byte> record)
+    {
+        record = default;
         var headerSize = Unsafe.SizeOf<ExtHeader>();
         while (!extensions.IsEmpty)
         {
             if (extensions.Length < headerSize) return false;
             var header = MemoryMarshal.Read<ExtHeader>(extensions);
             if (header.Size < headerSize || header.Size % 8 != 0 || header.Size > (uint)extensions.Length) return false;
-            if (header.Type == type)
+            if (header.Type >= firstType && header.Type <= lastType)
             {
-                payload = extensions[headerSize..(int)header.Size];
+                record = extensions[..(int)header.Size];
                 return true;
             }
             extensions = extensions[(int)header.Size..];

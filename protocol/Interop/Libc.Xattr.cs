@@ -15,6 +15,10 @@ internal static partial class Libc
     [LibraryImport(Name, SetLastError = true)]
     internal static partial int setxattr(ReadOnlySpan<byte> path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, nuint size, int flags);
 
+    /// <summary>setxattr(2) that does not follow a final symlink: used on <c>/proc/self/fd/DIR/NAME</c> to label a new entry.</summary>
+    [LibraryImport(Name, SetLastError = true)]
+    internal static partial int lsetxattr(ReadOnlySpan<byte> path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, nuint size, int flags);
+
     [LibraryImport(Name, SetLastError = true)]
     internal static partial nint listxattr(ReadOnlySpan<byte> path, Span<byte> list, nuint size);
 

@@ -106,8 +106,7 @@ public static class ShareVocabulary
     private static readonly HashSet<string> CompatIgnored = new(StringComparer.Ordinal)
     {
         "flock", "no_flock", "posix_lock", "no_posix_lock", "readdirplus", "no_readdirplus", "announce_submounts",
-        "killpriv_v2", "no_killpriv_v2", "timeout", "max_idle_threads", "xattrmap", "posix_acl",
-        "no_posix_acl", "security_label", "no_security_label",
+        "killpriv_v2", "no_killpriv_v2", "timeout", "max_idle_threads",
     };
 
     /// <summary>Every setting, in the order help lists them and arguments are written.</summary>
@@ -164,6 +163,13 @@ public static class ShareVocabulary
             (s, v) => ReadNamespaceMap(v, "uid", m => s.UidMap = m), s => One(s.UidMap.Length > 0, s.UidMap)),
         new("--gid-map", "gid_map", "Groups of the daemon's user namespace when the vdev is not root, as :inside:outside:count: (gid 0 inside must be mapped; newgidmap and /etc/subgid for other ranges); default: the vdev's gid is root inside.",
             (s, v) => ReadNamespaceMap(v, "gid", m => s.GidMap = m), s => One(s.GidMap.Length > 0, s.GidMap)),
+        new("--xattrmap", "xattrmap", "virtiofsd's xattr name mapping rules, e.g. :map::user.virtiofs.: (implies --xattr; default: names pass unchanged).",
+            (s, v) => XattrMap.TryParse(v, out _, out var why) ? Set(() => (s.Xattrmap, s.Xattr) = (v, true)) : $"is not an xattr map: {why}",
+            s => One(s.Xattrmap.Length > 0, s.Xattrmap)) { CompatKey = "xattrmap" },
+        Flag("--posix-acl", "posix_acl", "POSIX ACLs stored, enforced and inherited as on the host (implies --xattr; default off).",
+            s => s.PosixAcl, (s, v) => (s.PosixAcl, s.Xattr) = (v, v || s.Xattr)) with { CompatKey = "posix_acl" },
+        Flag("--security-label", "security_label", "New files get the guest's security context, e.g. security.selinux, or are not created (default off).",
+            s => s.SecurityLabel, (s, v) => s.SecurityLabel = v) with { CompatKey = "security_label" },
 
         Text("--socket-path", "socket|socket_path", "vhost-user socket to listen on, for the VMM to connect to.",
             s => s.SocketPath, (s, v) => s.SocketPath = v, OptionScope.Device),

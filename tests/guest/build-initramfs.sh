@@ -30,6 +30,7 @@ moddir=/lib/modules/$HV_KVER
 file -b /bin/busybox 2>/dev/null | grep -q dynamic && { echo "/bin/busybox is dynamically linked: install busybox-static" >&2; exit 1; }
 
 stage=$(mktemp -d)
+chmod 755 "$stage" # the guest's / (mktemp makes it 0700, and then no other uid could run a program)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/sbin" "$stage/lib/modules" "$stage/proc" "$stage/sys" "$stage/dev" \
          "$stage/mnt" "$stage/tmp" "$stage/root"

@@ -40,6 +40,18 @@
  *   runas UID GID[,SUPP...] COMMAND ARG...
  *                                setgroups (the SUPP gids, else none), setresgid, setresuid, then runs the
  *                                hvtool COMMAND in this process (no exec: the initramfs's files are root's)
+ *   xattr set|get|remove PATH NAME [VALUE]
+ *                                one xattr call (l-forms, no symlink followed); prints "ok", the value
+ *                                (get), or the errno name
+ *   xattr list PATH              listxattr(2); prints the names sorted, comma-separated ("-" for none), or
+ *                                the errno name
+ *   setacl PATH access|default SPEC
+ *                                writes system.posix_acl_access/default in the kernel's binary form from SPEC,
+ *                                comma-separated TAG:ID:PERM with TAG u, g, m or o, ID empty for the owner
+ *                                entries, PERM an octal digit (u::6,u:1001:6,g::4,m::6,o::0); prints "ok" or
+ *                                the errno name
+ *   getacl PATH access|default   reads that ACL and prints it in the same form, or the errno name
+ *   runexec UID GID CMD [ARG...] drops supplementary groups, sets gid then uid, and execs CMD (any program)
  *   deadlock FILE                two processes: the parent locks byte 0 and the child byte 1; the parent
  *                                then waits for byte 1, and a second later the child waits for byte 0;
  *                                prints "parent=E child=E" with each F_SETLKW's result (0 or errno)
@@ -55,6 +67,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
+#include <grp.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -351,6 +365,139 @@ static int cmd_fsop(int argc, char **argv)
     return 0;
 }
 
+static const char *errno_name(int e)
+{
+    switch (e) {
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EACCES: return "EACCES";
+    case EEXIST: return "EEXIST";
+    case EINVAL: return "EINVAL";
+    case ERANGE: return "ERANGE";
+    case ENODATA: return "ENODATA";
+    case EOPNOTSUPP: return "ENOTSUP";
+    case ENOSYS: return "ENOSYS";
+    default: return NULL;
+    }
+}
+
+static int print_errno(int e)
+{
+    const char *n = errno_name(e);
+    if (n) printf("%s\n", n);
+    else printf("%d\n", e);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int cmd_xattr(int argc, char **argv)
+{
+    const char *op = argv[2], *path = argv[3];
+    static char buf[65536];
+    if (!strcmp(op, "list")) {
+        ssize_t n = llistxattr(path, buf, sizeof buf);
+        if (n < 0) return print_errno(errno);
+        char *names[4096];
+        int count = 0;
+        for (char *p = buf; p < buf + n && count < 4096; p += strlen(p) + 1) names[count++] = p;
+        qsort(names, count, sizeof names[0], cmp_str);
+        if (count == 0) printf("-");
+        for (int i = 0; i < count; i++) printf("%s%s", i ? "," : "", names[i]);
+        printf("\n");
+        return 0;
+    }
+    if (argc < 5) return usage();
+    const char *name = argv[4];
+    if (!strcmp(op, "get")) {
+        ssize_t n = lgetxattr(path, name, buf, sizeof buf - 1);
+        if (n < 0) return print_errno(errno);
+        buf[n] = 0;
+        printf("%s\n", buf);
+        return 0;
+    }
+    int r;
+    if (!strcmp(op, "set") && argc == 6) r = lsetxattr(path, name, argv[5], strlen(argv[5]), 0);
+    else if (!strcmp(op, "remove")) r = lremovexattr(path, name);
+    else return usage();
+    if (r != 0) return print_errno(errno);
+    printf("ok\n");
+    return 0;
+}
+
+/* The kernel's POSIX ACL xattr format (include/uapi/linux/posix_acl_xattr.h): a version, then entries. */
+struct acl_entry_xattr { uint16_t tag; uint16_t perm; uint32_t id; };
+#define ACL_XATTR_VERSION 2
+#define ACL_TAG_USER_OBJ 0x01
+#define ACL_TAG_USER 0x02
+#define ACL_TAG_GROUP_OBJ 0x04
+#define ACL_TAG_GROUP 0x08
+#define ACL_TAG_MASK 0x10
+#define ACL_TAG_OTHER 0x20
+#define ACL_UNDEFINED_ID 0xffffffffu
+
+static const char *acl_name(const char *which)
+{
+    return !strcmp(which, "default") ? "system.posix_acl_default" : "system.posix_acl_access";
+}
+
+static int cmd_setacl(const char *path, const char *which, const char *spec)
+{
+    unsigned char buf[4 + 64 * sizeof(struct acl_entry_xattr)];
+    uint32_t version = ACL_XATTR_VERSION;
+    memcpy(buf, &version, 4);
+    size_t len = 4;
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s", spec);
+    for (char *save = NULL, *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *c1 = strchr(item, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || len + sizeof(struct acl_entry_xattr) > sizeof buf) return usage();
+        *c1 = *c2 = 0;
+        int named = c1[1] != 0;
+        struct acl_entry_xattr e = { 0, (uint16_t)strtoul(c2 + 1, NULL, 8), named ? (uint32_t)strtoul(c1 + 1, NULL, 10) : ACL_UNDEFINED_ID };
+        switch (item[0]) {
+        case 'u': e.tag = named ? ACL_TAG_USER : ACL_TAG_USER_OBJ; break;
+        case 'g': e.tag = named ? ACL_TAG_GROUP : ACL_TAG_GROUP_OBJ; break;
+        case 'm': e.tag = ACL_TAG_MASK; break;
+        case 'o': e.tag = ACL_TAG_OTHER; break;
+        default: return usage();
+        }
+        memcpy(buf + len, &e, sizeof e);
+        len += sizeof e;
+    }
+    if (lsetxattr(path, acl_name(which), buf, len, 0) != 0) return print_errno(errno);
+    printf("ok\n");
+    return 0;
+}
+
+static int cmd_getacl(const char *path, const char *which)
+{
+    unsigned char buf[4096];
+    ssize_t n = lgetxattr(path, acl_name(which), buf, sizeof buf);
+    if (n < 0) return print_errno(errno);
+    for (ssize_t off = 4; off + (ssize_t)sizeof(struct acl_entry_xattr) <= n; off += sizeof(struct acl_entry_xattr)) {
+        struct acl_entry_xattr e;
+        memcpy(&e, buf + off, sizeof e);
+        char tag = e.tag & (ACL_TAG_USER_OBJ | ACL_TAG_USER) ? 'u' : e.tag & (ACL_TAG_GROUP_OBJ | ACL_TAG_GROUP) ? 'g'
+                 : e.tag == ACL_TAG_MASK ? 'm' : 'o';
+        printf("%s%c:", off > 4 ? "," : "", tag);
+        if (e.tag == ACL_TAG_USER || e.tag == ACL_TAG_GROUP) printf("%u", e.id);
+        printf(":%o", e.perm);
+    }
+    printf("\n");
+    return 0;
+}
+
+static int cmd_runexec(char **argv)
+{
+    gid_t gid = (gid_t)atol(argv[3]);
+    if (setgroups(0, NULL) != 0) die("setgroups", argv[3]);
+    if (setgid(gid) != 0) die("setgid", argv[3]);
+    if (setuid((uid_t)atol(argv[2])) != 0) die("setuid", argv[2]);
+    execvp(argv[4], argv + 4);
+    return die("exec", argv[4]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) return usage();
@@ -409,6 +556,10 @@ int main(int argc, char **argv)
     if (!strcmp(c, "fsop") && (argc == 5 || argc == 6)) return cmd_fsop(argc, argv);
     if (!strcmp(c, "runas") && argc >= 5) return cmd_runas(argc, argv);
     if (!strcmp(c, "deadlock") && argc == 3) return cmd_deadlock(argv[2]);
+    if (!strcmp(c, "xattr") && argc >= 4) return cmd_xattr(argc, argv);
+    if (!strcmp(c, "setacl") && argc == 5) return cmd_setacl(argv[2], argv[3], argv[4]);
+    if (!strcmp(c, "getacl") && argc == 4) return cmd_getacl(argv[2], argv[3]);
+    if (!strcmp(c, "runexec") && argc >= 5) return cmd_runexec(argv);
     if (!strcmp(c, "pattern") && argc == 5) return cmd_pattern(argv[2], atol(argv[3]), strtoull(argv[4], NULL, 0));
     return usage();
 }

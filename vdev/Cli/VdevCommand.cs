@@ -27,15 +27,15 @@ public static partial class VdevCommand
     /// <summary>virtiofsd options that change nothing here; each one given is named in a warning.</summary>
     private static readonly string[] IgnoredFlags =
     [
-        "--foreground", "--syslog", "--announce-submounts", "--killpriv-v2", "--no-killpriv-v2", "--security-label",
-        "--posix-acl", "--allow-mmap", "--preserve-noatime", "--migration-verify-handles", "--migration-confirm-paths",
+        "--foreground", "--syslog", "--announce-submounts", "--killpriv-v2", "--no-killpriv-v2",
+        "--allow-mmap", "--preserve-noatime", "--migration-verify-handles", "--migration-confirm-paths",
     ];
 
     /// <summary>virtiofsd options with a value that change nothing here.</summary>
     private static readonly string[] IgnoredWithValue =
     [
         "--inode-file-handles", "--migration-mode",
-        "--migration-on-error", "--xattrmap",
+        "--migration-on-error",
     ];
 
     /// <summary>The vdev's command line: the share vocabulary with the device options, and the vdev's own.</summary>

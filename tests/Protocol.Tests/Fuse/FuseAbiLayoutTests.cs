@@ -29,7 +29,8 @@ public class FuseAbiLayoutTests
         (typeof(InitIn), "fuse_init_in"), (typeof(InitOut), "fuse_init_out"), (typeof(InterruptIn), "fuse_interrupt_in"),
         (typeof(Dirent), "fuse_dirent"), (typeof(DirentPlus), "fuse_direntplus"), (typeof(FAllocateIn), "fuse_fallocate_in"),
         (typeof(LSeekIn), "fuse_lseek_in"), (typeof(LSeekOut), "fuse_lseek_out"), (typeof(CopyFileRangeIn), "fuse_copy_file_range_in"),
-        (typeof(SyncFsIn), "fuse_syncfs_in"), (typeof(ExtHeader), "fuse_ext_header"),
+        (typeof(SyncFsIn), "fuse_syncfs_in"), (typeof(SecctxHeader), "fuse_secctx_header"), (typeof(Secctx), "fuse_secctx"),
+        (typeof(ExtHeader), "fuse_ext_header"),
     ];
 
     [Fact]

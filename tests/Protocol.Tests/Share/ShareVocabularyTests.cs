@@ -27,7 +27,8 @@ public class ShareVocabularyTests
             "--allow", "x", "--allow", "y/z", "--control-socket", "/run/c.sock", "--queue-cpus", "1,0",
             "--sandbox", "chroot", "--seccomp", "log", "--modcaps", "+sys_admin:-mknod", "--rlimit-nofile", "4096",
             "--translate-uid", "map:1000:2000:10", "--translate-uid", "forbid-guest:5:1", "--translate-gid", "squash-host:0:7:100",
-            "--uid-map", ":0:1000:1:", "--gid-map", "/0/100000/65536/");
+            "--uid-map", ":0:1000:1:", "--gid-map", "/0/100000/65536/",
+            "--xattrmap", ":map::user.virtiofs.:", "--posix-acl", "--security-label");
         var passed = ShareVocabulary.ToArguments(given);
         Assert.Equal(given, Read(false, [.. passed]));
         // Each share option is written; none is lost on the way.

@@ -47,6 +47,24 @@ public sealed class VdevCommandTests : IDisposable
     }
 
     [Fact]
+    public void XattrmapPosixAclAndSecurityLabel_AreRead_InBothSpellings_WithoutWarnings()
+    {
+        var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "--xattrmap", ":map::user.virtiofs.:", "--posix-acl", "--security-label");
+        Assert.True(request is not null, stderr);
+        var share = request.Shares[0].Settings;
+        Assert.Equal(":map::user.virtiofs.:", share.Xattrmap);
+        Assert.True(share.PosixAcl && share.SecurityLabel && share.Xattr);
+        Assert.Empty(request.Warnings);
+
+        (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "-o", $"source={_dir},xattrmap=/map/trusted./user.virtiofs./,posix_acl,security_label");
+        Assert.True(request is not null, stderr);
+        share = request.Shares[0].Settings;
+        Assert.Equal("/map/trusted./user.virtiofs./", share.Xattrmap);
+        Assert.True(share.PosixAcl && share.SecurityLabel && share.Xattr);
+        Assert.Empty(request.Warnings);
+    }
+
+    [Fact]
     public void VirtiofsdOptionsWithoutMeaningHere_AreNamedInWarnings()
     {
         var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "--inode-file-handles", "never", "-o", "flock");
@@ -62,7 +80,9 @@ public sealed class VdevCommandTests : IDisposable
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--queue-size=100" }, "vdev: --queue-size '100' is not a power of two from 1 to 32768; use e.g. 256 or 1024.")]
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--cache", "sometimes" }, "vdev: --cache 'sometimes' is not a cache policy; use never, metadata, auto or always.")]
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--log-level", "loud" }, "vdev: --log-level 'loud' is not a log level; use error, warn, info, debug, trace or off.")]
-    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "-o", "bogus" }, "vdev: -o bogus is not a known option; use source=VALUE, cache=VALUE, allow_direct_io, no_allow_direct_io, xattr, no_xattr, readonly, no_readonly, writeback, no_writeback, log_level=VALUE, sandbox=VALUE, seccomp=VALUE, modcaps=VALUE.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "-o", "bogus" }, "vdev: -o bogus is not a known option; use source=VALUE, cache=VALUE, allow_direct_io, no_allow_direct_io, xattr, no_xattr, readonly, no_readonly, writeback, no_writeback, log_level=VALUE, sandbox=VALUE, seccomp=VALUE, modcaps=VALUE, xattrmap=VALUE, posix_acl, no_posix_acl, security_label, no_security_label.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--xattrmap", ":prefix:all:trusted.:user.vm." }, "vdev: --xattrmap ':prefix:all:trusted.:user.vm.' is not an xattr map: rule 1 is incomplete; write it as :type:scope:key:prepend:, ending with the separator.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "-o", "xattrmap=:ok:everywhere:::" }, "vdev: -o xattrmap=:ok:everywhere::: is not an xattr map: rule 1 has scope \"everywhere\"; use client, server or all.")]
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--tag", "0123456789012345678901234567890123456" }, "vdev: --tag '0123456789012345678901234567890123456' is 37 bytes long; a virtio-fs tag holds 1 to 36 bytes.")]
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--request-queues", "2", "--queue-cpus", "0" }, "vdev: --queue-cpus 0 lists 1 CPU for 2 request queues; give one CPU per request queue.")]
     [InlineData(new[] { "--config", "/c", "--shared-dir", "/x" }, "vdev: --config declares every share; do not combine it with --socket-path, --fd or share options.")]

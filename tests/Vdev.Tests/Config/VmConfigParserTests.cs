@@ -26,6 +26,30 @@ public class VmConfigParserTests
     }
 
     [Fact]
+    public void XattrmapPosixAclAndSecurityLabel_AreKeysOfTheFile_AndReachTheLauncher()
+    {
+        var shares = VmConfigParser.Parse("""
+            vdev virtio-fs
+                host_path /a
+                tag a
+                socket /tmp/a.sock
+                xattrmap :prefix:all:trusted.:user.virtiofs.: :ok:all:::
+                posix_acl on
+                security_label
+            """, "vm.conf");
+        var settings = shares[0].Settings;
+        Assert.Equal(":prefix:all:trusted.:user.virtiofs.: :ok:all:::", settings.Xattrmap);
+        Assert.True(settings.PosixAcl && settings.SecurityLabel && settings.Xattr);
+        var args = LaunchedShare.LauncherArguments(settings, "RING", "CTL");
+        Assert.Equal(["--xattrmap", ":prefix:all:trusted.:user.virtiofs.: :ok:all:::"], args.SkipWhile(a => a != "--xattrmap").Take(2));
+        Assert.Contains("--posix-acl", args);
+        Assert.Contains("--security-label", args);
+
+        var bad = Assert.Throws<ConfigException>(() => VmConfigParser.Parse("vdev virtio-fs\n    host_path /a\n    tag a\n    socket /s\n    xattrmap :map:x\n", "vm.conf"));
+        Assert.Equal("vm.conf:5: xattrmap ':map:x' is not an xattr map: rule 1 (map) is incomplete; write it as :map:key:prepend:, ending with the separator.", bad.Message);
+    }
+
+    [Fact]
     public void FdCacheSizeAndQueueCpusAreLeftOutUnlessGiven_QueueCpusCheckedWhicheverLineComesFirst()
     {
         var shares = VmConfigParser.Parse("""

@@ -28,6 +28,9 @@ public sealed class GuestOptions
 
     /// <summary>Called with every console line as it arrives (e.g. to stream a benchmark); may be null.</summary>
     public Action<string>? OnConsoleLine { get; init; }
+
+    /// <summary>More kernel command-line arguments (e.g. <c>security=selinux</c>); empty by default.</summary>
+    public string KernelArguments { get; init; } = "";
 }
 
 /// <summary>
@@ -131,7 +134,7 @@ public static class GuestVm
                 "-object", $"memory-backend-memfd,id=mem,size={options.MemoryMiB}M,share=on",
                 "-machine", "q35,memory-backend=mem",
                 "-kernel", kernel, "-initrd", initrd,
-                "-append", "console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable i8042.noaux i8042.nokbd",
+                "-append", ("console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable i8042.noaux i8042.nokbd " + options.KernelArguments).TrimEnd(),
                 "-serial", "stdio",
             }) qemu.ArgumentList.Add(a);
 
