@@ -210,10 +210,11 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         var wanted = InitFlags.AsyncRead | InitFlags.PosixLocks | InitFlags.FlockLocks | InitFlags.AtomicOTrunc
             | InitFlags.BigWrites | InitFlags.ParallelDirOps | InitFlags.MaxPages | InitFlags.ExportSupport
             | InitFlags.CacheSymlinks | InitFlags.AsyncDio;
-        // As virtiofsd: no READDIRPLUS with --no-readdirplus; KILLPRIV_V2 only with --killpriv-v2 (it is off by
-        // default because the daemon's own writes, made with CAP_FSETID, would otherwise be trusted to clear the bits).
+        // No READDIRPLUS with --no-readdirplus (as virtiofsd). KILLPRIV_V2 unless --no-killpriv-v2: without it the
+        // client kernel clears the bits with a SETATTR, and Linux's FUSE client then leaves S_ISGID on a
+        // group-executable file its group's member wrote, where a local filesystem clears it.
         if (!_options.NoReaddirplus) wanted |= InitFlags.DoReadDirPlus | InitFlags.ReadDirPlusAuto;
-        if (_options.KillprivV2) wanted |= InitFlags.HandleKillPrivV2;
+        if (_options.HandlesKillprivV2()) wanted |= InitFlags.HandleKillPrivV2;
         if (_options.AnnouncesSubmounts()) wanted |= InitFlags.Submounts;
         if (_options.AllowMmap) wanted |= InitFlags.DirectIoAllowMmap;
         if (_options.Xattr) wanted |= InitFlags.SetXAttrExt;

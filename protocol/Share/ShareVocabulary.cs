@@ -176,8 +176,8 @@ public static class ShareVocabulary
         new("--no-readdirplus", "no_readdirplus", "Do not offer READDIRPLUS to the guest (default: offered).",
             (s, v) => Set(() => s.NoReaddirplus = v == "true"), s => One(s.NoReaddirplus, "true"), isFlag: true)
             { CompatKey = "readdirplus", CompatInverted = true },
-        new("--killpriv-v2", "killpriv_v2", "Offer FUSE_HANDLE_KILLPRIV_V2: the daemon clears set-user-ID and set-group-ID bits on writes (default off).",
-            (s, v) => Set(() => s.KillprivV2 = v == "true"), s => One(s.KillprivV2, "true"), isFlag: true)
+        new("--killpriv-v2", "killpriv_v2", "Offer FUSE_HANDLE_KILLPRIV_V2: the daemon clears set-user-ID and set-group-ID bits on writes as a local filesystem does (default on).",
+            (s, v) => Set(() => s.KillprivV2 = v == "true"), s => One(s.HasKillprivV2 && !s.KillprivV2, "false"), isFlag: true)
             { CompatKey = "killpriv_v2", Negation = "--no-killpriv-v2" },
         Flag("--allow-mmap", "allow_mmap", "Let the guest map files opened with direct I/O shared (FUSE_DIRECT_IO_ALLOW_MMAP; default off).",
             s => s.AllowMmap, (s, v) => s.AllowMmap = v),
@@ -376,6 +376,9 @@ public static class ShareVocabulary
 
     /// <summary>Whether host mounts below the share are announced to the guest (absent: on, as virtiofsd).</summary>
     public static bool AnnouncesSubmounts(this ShareSettings settings) => !settings.HasAnnounceSubmounts || settings.AnnounceSubmounts;
+
+    /// <summary>Whether FUSE_HANDLE_KILLPRIV_V2 is offered (absent: on; see config/README.md for why virtiofsd's default is not followed).</summary>
+    public static bool HandlesKillprivV2(this ShareSettings settings) => !settings.HasKillprivV2 || settings.KillprivV2;
 
     /// <summary>Parses a seccomp action.</summary>
     public static bool TryParseSeccomp(string? text, out SeccompAction action)

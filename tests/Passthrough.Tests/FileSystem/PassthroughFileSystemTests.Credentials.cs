@@ -80,7 +80,7 @@ public sealed partial class PassthroughFileSystemTests
     public void WriteByUnprivilegedCaller_ClearsSetuidAndSetgid()
     {
         Assert.True(Host.IsRoot, "this test chowns files and needs root");
-        using var share = new TestShare(o => o.KillprivV2 = true);
+        using var share = new TestShare();
         var path = share.HostPath("suid");
         File.WriteAllText(path, "#!/bin/sh\n");
         Assert.Equal(0, Host.chown(path, 1234, 5678));

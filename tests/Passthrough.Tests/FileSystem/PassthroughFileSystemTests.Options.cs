@@ -165,17 +165,17 @@ public sealed partial class PassthroughFileSystemTests
         var all = share.Fs.Init((InitFlags)ulong.MaxValue);
         foreach (var flag in new[] { InitFlags.AsyncRead, InitFlags.PosixLocks, InitFlags.FlockLocks, InitFlags.AtomicOTrunc,
                      InitFlags.BigWrites, InitFlags.DoReadDirPlus, InitFlags.ReadDirPlusAuto, InitFlags.ParallelDirOps,
-                     InitFlags.MaxPages, InitFlags.ExportSupport, InitFlags.CacheSymlinks, InitFlags.Submounts })
+                     InitFlags.MaxPages, InitFlags.HandleKillPrivV2, InitFlags.ExportSupport, InitFlags.CacheSymlinks, InitFlags.Submounts })
             Assert.True((all & flag) != 0, $"{flag} not requested");
         // not asked for unless configured: the kernel applies the umask; no writeback cache; no xattr extension; no
-        // KILLPRIV_V2 and no mmap with direct I/O (virtiofsd's defaults)
+        // mmap with direct I/O
         Assert.Equal(InitFlags.None, all & (InitFlags.DontMask | InitFlags.WritebackCache | InitFlags.SetXAttrExt | InitFlags.PosixAcl
-            | InitFlags.HandleKillPrivV2 | InitFlags.DirectIoAllowMmap));
+            | InitFlags.DirectIoAllowMmap));
         Assert.Equal(InitFlags.AsyncRead, share.Fs.Init(InitFlags.AsyncRead | InitFlags.WritebackCache | InitFlags.DontMask));
 
-        using var options = new TestShare(o => { o.KillprivV2 = true; o.AllowMmap = true; o.NoReaddirplus = true; o.AnnounceSubmounts = false; });
+        using var options = new TestShare(o => { o.KillprivV2 = false; o.AllowMmap = true; o.NoReaddirplus = true; o.AnnounceSubmounts = false; });
         var chosen = options.Fs.Init((InitFlags)ulong.MaxValue);
-        Assert.Equal(InitFlags.HandleKillPrivV2 | InitFlags.DirectIoAllowMmap,
+        Assert.Equal(InitFlags.DirectIoAllowMmap,
             chosen & (InitFlags.HandleKillPrivV2 | InitFlags.DirectIoAllowMmap | InitFlags.DoReadDirPlus | InitFlags.ReadDirPlusAuto | InitFlags.Submounts));
 
         using var writeback = new TestShare(o => o.Writeback = true);

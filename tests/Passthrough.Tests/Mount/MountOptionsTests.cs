@@ -96,7 +96,7 @@ except OSError as e:
     }
 
     [Fact]
-    public void Mandatory_OnAShareWithoutFileHandles_FailsAtStart_WithTheOptionNamed()
+    public async Task Mandatory_OnAShareWithoutFileHandles_FailsAtStart_WithTheOptionNamed()
     {
         var dir = Directory.CreateTempSubdirectory("pt-nohandles-").FullName;
         var proc = Path.Combine(dir, "proc");
@@ -111,15 +111,16 @@ except OSError as e:
             foreach (var a in (string[])[.. prefix, "--shared-dir", Path.Combine(proc, "sys"), "--sandbox", "none", "--mount", mnt, "--inode-file-handles=mandatory"])
                 info.ArgumentList.Add(a);
             using var daemon = Process.Start(info)!;
-            var stderr = daemon.StandardError.ReadToEndAsync();
+            var stderrRead = daemon.StandardError.ReadToEndAsync();
             if (!daemon.WaitForExit(30_000))
             {
                 daemon.Kill();
                 Assert.Fail("the daemon started on a share without file handles");
             }
+            var stderr = await stderrRead;
             Assert.NotEqual(0, daemon.ExitCode);
-            Assert.Contains("--inode-file-handles=mandatory: the filesystem of the shared directory", stderr.Result);
-            Assert.Contains("has no file handles; use --inode-file-handles=prefer or never.", stderr.Result);
+            Assert.Contains("--inode-file-handles=mandatory: the filesystem of the shared directory", stderr);
+            Assert.Contains("has no file handles; use --inode-file-handles=prefer or never.", stderr);
         }
         finally
         {

@@ -64,14 +64,14 @@ public sealed class VdevCommandTests : IDisposable
         Assert.Equal(InodeFileHandles.Mandatory, share.InodeFileHandles);
         Assert.True(share.AnnouncesSubmounts());
         Assert.Empty(request.Warnings);
-        Assert.Equal(["--inode-file-handles", "mandatory"], ShareVocabulary.ToArguments(share));
+        Assert.Equal(["--shared-dir", _dir, "--inode-file-handles", "mandatory"], ShareVocabulary.ToArguments(share));
     }
 
     [Fact]
     public void FileHandleSubmountAndFeatureOptions_AreRead_AndPassedOn()
     {
         var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "--no-announce-submounts",
-            "--inode-file-handles", "never", "--preserve-noatime", "--no-readdirplus", "--killpriv-v2", "--allow-mmap",
+            "--inode-file-handles", "never", "--preserve-noatime", "--no-readdirplus", "--no-killpriv-v2", "--allow-mmap",
             "--socket-group", "kvm", "--foreground", "-f");
         Assert.True(request is not null, stderr);
         var share = Assert.Single(request.Shares).Settings;
@@ -79,32 +79,32 @@ public sealed class VdevCommandTests : IDisposable
         Assert.Equal(InodeFileHandles.Never, share.InodeFileHandles);
         Assert.True(share.PreserveNoatime);
         Assert.True(share.NoReaddirplus);
-        Assert.True(share.KillprivV2);
+        Assert.False(share.HandlesKillprivV2());
         Assert.True(share.AllowMmap);
         Assert.Equal("kvm", share.SocketGroup);
         Assert.Empty(request.Warnings);
         // The daemon's arguments: the device's socket group stays with the vdev.
-        Assert.Equal(["--no-announce-submounts", "--inode-file-handles", "never", "--preserve-noatime", "--no-readdirplus", "--killpriv-v2", "--allow-mmap"],
+        Assert.Equal(["--shared-dir", _dir, "--no-announce-submounts", "--inode-file-handles", "never", "--preserve-noatime", "--no-readdirplus", "--no-killpriv-v2", "--allow-mmap"],
             ShareVocabulary.ToArguments(share));
     }
 
     [Fact]
-    public void Defaults_AnnounceSubmounts_PreferHandles_AndLeaveKillprivV2Off()
+    public void Defaults_AnnounceSubmounts_PreferHandles_AndOfferKillprivV2()
     {
         var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir);
         Assert.True(request is not null, stderr);
         var share = request.Shares[0].Settings;
         Assert.True(share.AnnouncesSubmounts());
         Assert.Equal("prefer", ShareVocabulary.Name(share.InodeFileHandles));
-        Assert.False(share.KillprivV2);
+        Assert.True(share.HandlesKillprivV2());
         Assert.False(share.NoReaddirplus);
-        Assert.Empty(ShareVocabulary.ToArguments(share));
+        Assert.Equal(["--shared-dir", _dir], ShareVocabulary.ToArguments(share));
     }
 
     [Theory]
-    [InlineData("announce_submounts", true, false, false)]
-    [InlineData("no_readdirplus,killpriv_v2", true, true, true)]
-    [InlineData("no_readdirplus,readdirplus,killpriv_v2,no_killpriv_v2", true, false, false)]
+    [InlineData("announce_submounts", true, false, true)]
+    [InlineData("no_readdirplus,no_killpriv_v2", false, true, false)]
+    [InlineData("no_readdirplus,readdirplus,no_killpriv_v2,killpriv_v2", false, false, true)]
     public void OItems_SetSubmountsReaddirplusAndKillprivV2(string items, bool submounts, bool noReaddirplus, bool killpriv)
     {
         var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "--no-announce-submounts", "-o", items);
@@ -112,7 +112,7 @@ public sealed class VdevCommandTests : IDisposable
         var share = request.Shares[0].Settings;
         Assert.Equal(submounts, share.AnnouncesSubmounts());
         Assert.Equal(noReaddirplus, share.NoReaddirplus);
-        Assert.Equal(killpriv, share.KillprivV2);
+        Assert.Equal(killpriv, share.HandlesKillprivV2());
         Assert.Empty(request.Warnings);
     }
 
