@@ -249,8 +249,9 @@ public sealed partial class PassthroughFileSystem
     /// <summary>
     /// The file handle of the inode behind <paramref name="fd"/>, with the descriptor it decodes against in
     /// <paramref name="mountFd"/> (null: the share's own mount). Null, with the errno, when the filesystem has no
-    /// handles (EOPNOTSUPP), or when the inode lies on another mount whose descriptor the daemon does not hold yet
-    /// and cannot take from this inode (only a directory or a regular file can be opened for it); then EXDEV.
+    /// handles (EOPNOTSUPP), or when the inode lies on another mount and either the mode is prefer (its node pins its
+    /// descriptor) or the daemon does not hold a descriptor of that mount yet and cannot take one from this inode (only
+    /// a directory or a regular file can be opened for it); then EXDEV.
     /// </summary>
     private byte[]? MakeHandle(SafeFd fd, uint type, out SafeFd? mountFd, out int errno)
     {
@@ -264,7 +265,8 @@ public sealed partial class PassthroughFileSystem
         }
         if (mountId != _rootMountId)
         {
-            mountFd = MountDescriptor(mountId, fd, type);
+            // prefer pins the node's descriptor instead, which holds the mount only while the guest knows the node.
+            mountFd = _mandatoryHandles ? MountDescriptor(mountId, fd, type) : null;
             if (mountFd is null)
             {
                 errno = 18; // EXDEV
@@ -279,7 +281,8 @@ public sealed partial class PassthroughFileSystem
     /// <summary>
     /// A descriptor of the mount <paramref name="mountId"/> below the share, for open_by_handle_at (the kernel
     /// refuses an O_PATH one): the first directory or regular file met on that mount is opened read-only through its
-    /// O_PATH descriptor and kept for the daemon's lifetime (one per submount).
+    /// O_PATH descriptor and kept for the daemon's lifetime (one per submount, with --inode-file-handles=mandatory
+    /// only: it keeps the host from unmounting that mount, except lazily, while the daemon runs).
     /// </summary>
     private SafeFd? MountDescriptor(int mountId, SafeFd fd, uint type)
     {

@@ -163,10 +163,12 @@ public sealed partial class PassthroughFileSystemTests
         Assert.Equal(0, share.Fs.OpenHandles);
     }
 
-    [Fact]
-    public void EvictedNodeOnAnotherMount_IsReopenedByHandleAgainstItsOwnMount_AndStillWorks()
+    [Theory]
+    [InlineData(InodeFileHandles.Prefer)]
+    [InlineData(InodeFileHandles.Mandatory)]
+    public void EvictedNodeOnAnotherMount_StillWorks_PinnedWithPrefer_ByHandleAgainstItsMountWithMandatory(InodeFileHandles mode)
     {
-        using var share = new TestShare(o => o.FdCacheSize = 1);
+        using var share = new TestShare(o => { o.FdCacheSize = 1; o.InodeFileHandles = mode; });
         if (!share.Fs.UsesFileHandles) return; // every node is pinned from the start: there is no eviction to check
         var sub = share.HostPath("sub");
         Directory.CreateDirectory(sub);
@@ -176,9 +178,9 @@ public sealed partial class PassthroughFileSystemTests
             File.WriteAllText(Path.Combine(sub, "f"), "on tmpfs");
             var f = new NodeId(share.Lookup(share.Walk("sub"), "f").Nodeid);
             File.WriteAllText(share.HostPath("other"), "");
-            share.Lookup(NodeId.Root, "other"); // evicts f's descriptor: its handle decodes against a descriptor of the tmpfs
+            share.Lookup(NodeId.Root, "other"); // evicts f's descriptor: its handle would not decode against the share
             Assert.True(share.Fs.CachedDescriptors <= 1, $"{share.Fs.CachedDescriptors} cached");
-            Assert.Equal(1, share.Fs.SubmountDescriptors);
+            Assert.Equal(mode == InodeFileHandles.Mandatory ? 1 : 0, share.Fs.SubmountDescriptors);
             var attr = share.Fs.GetAttr(Root, f, null);
             Assert.True(attr.IsOk, attr.ToString());
             Assert.Equal((ulong)"on tmpfs".Length, attr.Value.Attr.Size);

@@ -25,12 +25,14 @@ public class ShareVocabularyTests
         var given = Read(false, "--shared-dir", "/srv/a", "--tag", "t1", "--cache", "always", "--direct-io", "--allow-direct-io",
             "--xattr", "--readonly", "--writeback", "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug",
             "--allow", "x", "--allow", "y/z", "--control-socket", "/run/c.sock", "--queue-cpus", "1,0",
-            "--sandbox", "chroot", "--seccomp", "log", "--modcaps", "+sys_admin:-mknod", "--rlimit-nofile", "4096");
+            "--sandbox", "chroot", "--seccomp", "log", "--modcaps", "+sys_admin:-mknod", "--rlimit-nofile", "4096",
+            "--no-announce-submounts", "--inode-file-handles", "mandatory", "--preserve-noatime", "--no-readdirplus", "--no-killpriv-v2",
+            "--allow-mmap");
         var passed = ShareVocabulary.ToArguments(given);
         Assert.Equal(given, Read(false, [.. passed]));
-        // Each share option is written; none is lost on the way.
+        // Each share option is written (a flag that is on by default as its negation); none is lost on the way.
         foreach (var option in ShareVocabulary.Options.Where(o => o.Scope == OptionScope.Share))
-            Assert.Contains(option.Name, passed);
+            Assert.True(passed.Contains(option.Name) || (option.Negation is { } off && passed.Contains(off)), $"{option.Name} was not passed on");
     }
 
     [Fact]

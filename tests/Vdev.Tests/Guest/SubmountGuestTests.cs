@@ -18,6 +18,7 @@ public sealed class SubmountGuestTests(ITestOutputHelper output)
     {
         { "vdev", true },
         { "vdev --no-announce-submounts", false },
+        { "vdev --inode-file-handles=mandatory", true },
         { "virtiofsd -o announce_submounts", true },
     };
 
@@ -29,6 +30,7 @@ public sealed class SubmountGuestTests(ITestOutputHelper output)
         {
             "vdev" => GuestBackend.Vdev(),
             "vdev --no-announce-submounts" => GuestBackend.Vdev(extraArgs: "--no-announce-submounts"),
+            "vdev --inode-file-handles=mandatory" => GuestBackend.Vdev(extraArgs: "--inode-file-handles=mandatory"),
             _ => GuestBackend.Virtiofsd(extraArgs: ["-o", "announce_submounts"]),
         };
         var dir = Directory.CreateTempSubdirectory("hvg-submount-").FullName;
