@@ -60,7 +60,38 @@ internal sealed class DaemonProcess : IDisposable
     /// </summary>
     public static DaemonProcess Start(LaunchSettings settings, TextWriter stderr)
     {
-        if (settings.Share.Sandbox is not (Sandbox.Namespace or Sandbox.Unspecified)) return StartHere(settings, stderr);
+        if (settings.Share.Sandbox is not (Sandbox.Namespace or Sandbox.Unspecified)) return StartHere(settings, stderr, []);
+        if (Libc.geteuid() != 0)
+        {
+            // A user namespace can only be made by a process with one thread, which no .NET process is: util-linux's
+            // unshare makes it and the others, writes the id maps (through newuidmap/newgidmap for ranges beyond the
+            // vdev's own ids), forks the daemon as pid 1 of the new pid namespace and waits for it.
+            // The control socket is bound here, as the vdev's user: bound inside, it would belong to whatever the
+            // namespace's root is outside, which the vdev may not be able to connect as.
+            if (settings.Share.ControlSocket.Length == 0) return StartInUserNamespace(settings, stderr);
+            var path = settings.Share.ControlSocket;
+            SafeFd control;
+            ulong inode;
+            try { control = ControlSocket.BindAndListen(path, backlog: 64, out inode); }
+            catch (ControlSocketException e) { throw new SpawnException(e.Message); }
+            try
+            {
+                var withSocket = settings with { ControlFd = control.Value, InheritedFds = [.. settings.InheritedFds.Append(control.Value).Order()] };
+                var inUserNamespace = StartInUserNamespace(withSocket, stderr);
+                inUserNamespace.ControlSocketPath = (path, inode);
+                return inUserNamespace;
+            }
+            catch
+            {
+                ControlSocket.UnlinkIfOurs(path, inode);
+                throw;
+            }
+            finally
+            {
+                // The daemon holds its own copy from here on.
+                control.Dispose();
+            }
+        }
         // Namespaces belong to the thread that unshares them, and the processes it then starts are created in them; a
         // thread of its own keeps the launcher's other threads where they are. The daemon is the first process of the
         // new pid namespace (pid 1 there) and sees host mounts come and go, but none of its own leave.
@@ -74,7 +105,7 @@ internal sealed class DaemonProcess : IDisposable
                     throw new SpawnException($"sandbox: creating the daemon's namespaces failed with {Libc.Describe(Libc.LastErrno)}; run as root (the user-namespace form is not implemented) or pass --sandbox chroot or none.");
                 if (Libc.mount("none", "/", "", Libc.MS_REC | Libc.MS_SLAVE, null) != 0)
                     throw new SpawnException($"sandbox: making the daemon's mounts one-way failed with {Libc.Describe(Libc.LastErrno)}; pass --sandbox chroot or none.");
-                started = StartHere(settings, stderr);
+                started = StartHere(settings, stderr, []);
                 started.InOwnPidNamespace = true;
             }
             catch (Exception e)
@@ -88,8 +119,67 @@ internal sealed class DaemonProcess : IDisposable
         return started!;
     }
 
-    private static DaemonProcess StartHere(LaunchSettings settings, TextWriter stderr)
+    private static DaemonProcess StartInUserNamespace(LaunchSettings settings, TextWriter stderr)
     {
+        var started = StartHere(settings, stderr, UserNamespaceCommand(settings.Share));
+        started.InOwnPidNamespace = true;
+        started.InUserNamespace = true;
+        return started;
+    }
+
+    /// <summary>util-linux's unshare, which makes the user namespace of the sandbox when the vdev is not root.</summary>
+    internal const string Unshare = "/usr/bin/unshare";
+
+    /// <summary>
+    /// The unshare command line that runs the daemon in new user, mount, pid, net, ipc and uts namespaces, root inside
+    /// (the id maps given, else the caller's uid and gid as 0), with one-way mounts; the daemon gets SIGTERM if unshare dies.
+    /// </summary>
+    internal static List<string> UserNamespaceCommand(ShareSettings share)
+    {
+        var args = new List<string> { Unshare, "--user", "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child=SIGTERM", "--propagation", "slave" };
+        // A range map goes through newuidmap/newgidmap, and the caller's own id need not be in it, so unshare then becomes
+        // root of the namespace explicitly; a single id written by unshare itself is the caller's, mapped to 0 (which also
+        // denies setgroups, so no --setgid then).
+        if (ShareVocabulary.TryParseIdMap(share.UidMap, out var uids))
+            args.AddRange([$"--map-users={uids.Outside},{uids.Inside},{uids.Count}", "--setuid", "0"]);
+        else
+            args.Add("--map-user=0");
+        if (ShareVocabulary.TryParseIdMap(share.GidMap, out var gids))
+            args.AddRange([$"--map-groups={gids.Outside},{gids.Inside},{gids.Count}", "--setgid", "0"]);
+        else
+            args.Add("--map-group=0");
+        args.Add("--");
+        return args;
+    }
+
+    /// <summary>The control socket fuse_launcher bound for the daemon (user namespace only): removed if the daemon does not start.</summary>
+    public (string Path, ulong Inode)? ControlSocketPath { get; private set; }
+
+    /// <summary>Whether the daemon runs under unshare in a user namespace of its own (the vdev is not root).</summary>
+    public bool InUserNamespace { get; private set; }
+
+    /// <summary>
+    /// The daemon's own pid: <see cref="Pid"/>, or in a user namespace the child that unshare forked (which exists once
+    /// the daemon has reported ready); null when it cannot be found.
+    /// </summary>
+    public int? DaemonPid()
+    {
+        if (!InUserNamespace) return Pid;
+        try
+        {
+            var children = File.ReadAllText($"/proc/{Pid}/task/{Pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            return children.Length == 1 && int.TryParse(children[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int child) ? child : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    private static DaemonProcess StartHere(LaunchSettings settings, TextWriter stderr, List<string> prefix)
+    {
+        if (prefix.Count > 0 && !File.Exists(prefix[0]))
+            throw new SpawnException($"sandbox: the vdev is not root, so the daemon's namespaces need a user namespace, which {prefix[0]} (util-linux) makes; install util-linux (and uidmap for --uid-map/--gid-map ranges) or pass --sandbox chroot or none.");
         var (readyRead, readyWrite) = Descriptors.CreatePipe(nonBlockingRead: true);
         SafeFd? outputRead, outputWrite;
         long logStart = 0;
@@ -101,9 +191,10 @@ internal sealed class DaemonProcess : IDisposable
         {
             int log = Libc.open(settings.LogFile, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_APPEND | Libc.O_CLOEXEC, 0b110_100_000 /* 0640 */);
             // A socket cannot be reopened through /proc (ENXIO): a vdev run by systemd has the journal's stream
-            // socket as stderr and passes /proc/self/fd/2. That descriptor is inherited here under the same
-            // number, so the daemon shares it instead.
-            if (log < 0 && Libc.LastErrno == Libc.ENXIO && ProcSelfFd(settings.LogFile) is int inheritedFd)
+            // socket as stderr and passes /proc/self/fd/2; a pipe another user created is refused (EACCES) to a
+            // launcher that is not root. That descriptor is inherited here under the same number, so the daemon
+            // shares it instead.
+            if (log < 0 && Libc.LastErrno is Libc.ENXIO or Libc.EACCES && Descriptors.WritableSelfFd(settings.LogFile) is int inheritedFd)
                 log = Libc.fcntl(inheritedFd, Libc.F_DUPFD_CLOEXEC, 3);
             if (log < 0)
             {
@@ -118,7 +209,7 @@ internal sealed class DaemonProcess : IDisposable
             logStart = Math.Max(0, Libc.lseek(log, 0, Libc.SEEK_END));
         }
         int readyFd = settings.ReadyFdNumber();
-        var argv = settings.DaemonArguments(readyFd);
+        var argv = prefix.Concat(settings.DaemonArguments(readyFd)).ToList();
         Descriptors.CloseOnExecExcept(settings.InheritedFds);
 
         int highest = readyFd;
@@ -269,16 +360,6 @@ internal sealed class DaemonProcess : IDisposable
         PidFd.Dispose();
         Ready.Dispose();
         Output?.Dispose();
-    }
-
-    /// <summary>N when <paramref name="path"/> is <c>/proc/self/fd/N</c> or <c>/dev/fd/N</c>, else null.</summary>
-    private static int? ProcSelfFd(string path)
-    {
-        foreach (var prefix in new[] { "/proc/self/fd/", "/dev/fd/" })
-            if (path.StartsWith(prefix, StringComparison.Ordinal)
-                && int.TryParse(path.AsSpan(prefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fd))
-                return fd;
-        return null;
     }
 }
 

@@ -15,6 +15,24 @@ internal static class Descriptors
         return flags >= 0 && (flags & Libc.FD_CLOEXEC) == 0;
     }
 
+    /// <summary>
+    /// N when <paramref name="path"/> is <c>/proc/self/fd/N</c> or <c>/dev/fd/N</c> and N is open for writing here: the
+    /// vdev passes its stderr that way, and when /proc refuses to reopen it (a socket gives ENXIO; a pipe or terminal
+    /// that another user created gives EACCES to a launcher that is not root), the inherited descriptor is shared instead.
+    /// </summary>
+    public static int? WritableSelfFd(string path)
+    {
+        foreach (var prefix in new[] { "/proc/self/fd/", "/dev/fd/" })
+        {
+            if (!path.StartsWith(prefix, StringComparison.Ordinal)
+                || !int.TryParse(path.AsSpan(prefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fd))
+                continue;
+            int mode = Libc.fcntl(fd, Libc.F_GETFL, 0);
+            return mode >= 0 && (mode & Libc.O_ACCMODE) != Libc.O_RDONLY ? fd : null;
+        }
+        return null;
+    }
+
     /// <summary>Creates a close-on-exec pipe; the caller places the ends it hands over with spawn file actions.</summary>
     public static (SafeFd Read, SafeFd Write) CreatePipe(bool nonBlockingRead)
     {

@@ -93,7 +93,10 @@ public static class FuseLauncher
         {
             try
             {
-                return Supervise(settings, daemon, wakeRead, () => interruptedBy, emitResult, stderr);
+                int exit = Supervise(settings, daemon, wakeRead, () => interruptedBy, emitResult, stderr);
+                // A daemon that never served leaves no control socket that fuse_launcher made for it.
+                if (exit != ExitCodes.Ready && daemon.ControlSocketPath is { } control) ControlSocket.UnlinkIfOurs(control.Path, control.Inode);
+                return exit;
             }
             catch (Exception e)
             {
@@ -121,9 +124,15 @@ public static class FuseLauncher
                 stderr.WriteLine($"fuse_launcher: the daemon reported pid {watch.ReadyPid} but fuse_launcher started pid {daemon.Pid} (pid {expectedPid} to itself); --passthrough must be the daemon itself (or exec it), not start it as a child.");
                 return ExitCodes.DaemonFailed;
             }
+            if (daemon.DaemonPid() is not int daemonPid)
+            {
+                daemon.Stop(StopGraceMs);
+                stderr.WriteLine($"fuse_launcher: the daemon reported ready, but {DaemonProcess.Unshare} (pid {daemon.Pid}) has no single child that could be it; the daemon was stopped.");
+                return ExitCodes.DaemonFailed;
+            }
             watch.DrainOutput();
             foreach (var line in output.Lines) stderr.WriteLine(line);
-            if (emitResult(ResultLine(daemon.Pid, watch.ReadyControl, settings.Tag)) is { } writeError)
+            if (emitResult(ResultLine(daemonPid, watch.ReadyControl, settings.Tag)) is { } writeError)
             {
                 daemon.Stop(StopGraceMs);
                 stderr.WriteLine($"fuse_launcher: the result line could not be written to stdout ({writeError}), so the daemon was stopped; keep fuse_launcher's stdout open until it exits.");

@@ -109,6 +109,11 @@ public static class LaunchCommand
             error = conflict;
             return false;
         }
+        if (ShareVocabulary.IdMapsProblem(share, Libc.geteuid()) is { } idMaps)
+        {
+            error = idMaps;
+            return false;
+        }
 
         var inherited = new SortedSet<int>();
         if (ring is not null)
@@ -227,7 +232,7 @@ public static class LaunchCommand
         }
         if (File.Exists(path))
         {
-            if (Libc.access(path, Libc.W_OK) == 0) return true;
+            if (Libc.access(path, Libc.W_OK) == 0 || Descriptors.WritableSelfFd(path) is not null) return true;
             error = $"--log-file {path} is not writable ({Libc.Describe(Libc.LastErrno)}); fix its permissions or choose another file.";
             return false;
         }

@@ -35,6 +35,9 @@ public sealed record LaunchSettings
     /// <summary>The dotnet host that runs <see cref="Passthrough"/> when it is a .dll; null for an apphost.</summary>
     public string? DotnetHost { get; init; }
 
+    /// <summary>The control socket fuse_launcher bound for a daemon in a user namespace, passed as <c>--control-fd</c> (it is also in <see cref="InheritedFds"/>); null: the daemon binds it.</summary>
+    public int? ControlFd { get; init; }
+
     /// <summary>How long the daemon may take to report ready (default 10 s).</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(10);
 
@@ -50,6 +53,7 @@ public sealed record LaunchSettings
         args.AddRange(ShareVocabulary.ToArguments(Share));
         if (MountPoint is not null) { args.Add("--mount"); args.Add(MountPoint); }
         if (Ring is not null) { args.Add("--ring"); args.Add(Ring); }
+        if (ControlFd is int controlFd) { args.Add("--control-fd"); args.Add(controlFd.ToString(System.Globalization.CultureInfo.InvariantCulture)); }
         args.Add("--ready-fd"); args.Add(readyFd.ToString(System.Globalization.CultureInfo.InvariantCulture));
         return args;
     }

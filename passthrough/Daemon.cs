@@ -115,7 +115,7 @@ public static partial class Daemon
             }
             return 0;
         }
-        catch (Exception e) when (e is TransportException or Hypervisor.Interop.SeccompException or ControlSocketException)
+        catch (Exception e) when (e is TransportException or Hypervisor.Interop.SeccompException or Hypervisor.Interop.ControlSocketException)
         {
             Console.Error.WriteLine($"passthrough: {e.Message}");
             return 1;

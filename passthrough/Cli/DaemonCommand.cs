@@ -24,6 +24,9 @@ public static class DaemonCommand
         /// <summary><c>--queue-cpus</c>: the CPU of each request queue's ring dispatcher, or null (the scheduler places them).</summary>
         public QueueCpus? QueueCpus => Share.PinnedCpus();
 
+        /// <summary><c>--control-fd</c>: the control socket, bound and listening, made by fuse_launcher outside the daemon's user namespace; null: the daemon binds <see cref="ControlSocket"/> itself.</summary>
+        public int? ControlFd { get; init; }
+
         /// <summary><c>--allow-dev</c>: with --mount, device nodes on the mount can be opened (default off: nodev).</summary>
         public bool AllowDevices { get; init; }
 
@@ -36,6 +39,7 @@ public static class DaemonCommand
     private static readonly Option<bool> AllowSuid = new("--allow-suid") { Description = "With --mount: honour set-user-ID and set-group-ID bits on exec (default off: the mount is nosuid, as libfuse mounts)." };
     private static readonly Option<string?> Ring = new("--ring") { Description = "Serve a shared-memory ring handed over by fd inheritance (set by fuse_launcher)." };
     private static readonly Option<int?> ReadyFd = new("--ready-fd") { Description = "Inherited fd on which one 'ready' line is written once serving (set by fuse_launcher)." };
+    private static readonly Option<int?> ControlFd = new("--control-fd") { Description = "Inherited fd of the --control-socket, already listening (set by fuse_launcher when it makes a user namespace)." };
 
     /// <summary>
     /// Parses <paramref name="args"/> into the settings of a run; or, for help, version or a command-line error, lets
@@ -69,7 +73,7 @@ public static class DaemonCommand
     private static (RootCommand Root, ShareCommandLine Share) Build()
     {
         var share = new ShareCommandLine(withDevice: false);
-        var root = new RootCommand("passthrough: the FUSE daemon of one virtio-fs share") { Mount, AllowDev, AllowSuid, Ring, ReadyFd };
+        var root = new RootCommand("passthrough: the FUSE daemon of one virtio-fs share") { Mount, AllowDev, AllowSuid, Ring, ReadyFd, ControlFd };
         share.AddTo(root);
         return (root, share);
     }
@@ -108,7 +112,13 @@ public static class DaemonCommand
             return false;
         }
         if (share.PinnedCpus() is not null && ring is null) { error = "--queue-cpus places the ring's request queues; it needs --ring."; return false; }
-        settings = new Settings(share, mount, ring, parse.GetValue(ReadyFd)) { AllowDevices = allowDev, AllowSetuid = allowSuid };
+        var controlFd = parse.GetValue(ControlFd);
+        if (controlFd is not null && share.ControlSocket.Length == 0)
+        {
+            error = "--control-fd needs --control-socket (the path the socket was bound at).";
+            return false;
+        }
+        settings = new Settings(share, mount, ring, parse.GetValue(ReadyFd)) { AllowDevices = allowDev, AllowSetuid = allowSuid, ControlFd = controlFd };
         error = null;
         return true;
     }

@@ -31,12 +31,20 @@ public sealed record ControlServerOptions
 /// </summary>
 public sealed class ControlListener : IDisposable
 {
-    internal ControlListener(SafeFd fd, string path, ulong inode)
+    internal ControlListener(SafeFd fd, string path, ulong inode, uint? unmappedPeerUid = null)
     {
         Fd = fd;
         Path = path;
         Inode = inode;
+        UnmappedPeerUid = unmappedPeerUid;
     }
+
+    /// <summary>
+    /// For a socket made outside the daemon's user namespace (<see cref="Adopt"/>): the uid that peers outside the
+    /// namespace's map show as (the kernel's overflow uid), accepted because the socket file's owner and mode (the
+    /// vdev's user, 0600) already decide who can connect; null otherwise.
+    /// </summary>
+    internal uint? UnmappedPeerUid { get; }
 
     internal SafeFd Fd { get; }
 
@@ -51,6 +59,22 @@ public sealed class ControlListener : IDisposable
     /// <summary>Binds <paramref name="socketPath"/> (mode 0600) and listens; see <see cref="ControlServer.StartAsync(ControlListener, IShareControl, ControlServerOptions, ILoggerFactory?, CancellationToken)"/>.</summary>
     /// <exception cref="ControlSocketException">The path cannot be used; the message says what to change.</exception>
     public static ControlListener Bind(string socketPath) => new(ControlSocket.BindAndListen(socketPath, backlog: 64, out ulong inode), socketPath, inode);
+
+    /// <summary>
+    /// Takes over <paramref name="fd"/>, a socket fuse_launcher bound at <paramref name="socketPath"/> (mode 0600, its
+    /// own user) and listens on, when the daemon runs in a user namespace whose root is not the vdev's user: a socket the
+    /// daemon bound itself would belong to an id the vdev cannot connect as. The path is the launcher's to remove.
+    /// </summary>
+    /// <exception cref="ControlSocketException"><paramref name="fd"/> is not an open descriptor.</exception>
+    public static ControlListener Adopt(int fd, string socketPath)
+    {
+        if (fd < 3 || Libc.fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC) != 0)
+            throw new ControlSocketException($"--control-fd {fd} is not an open descriptor; it is set by fuse_launcher, so start the daemon through it.");
+        uint overflow = 65534;
+        try { overflow = uint.Parse(File.ReadAllText("/proc/sys/kernel/overflowuid").Trim(), System.Globalization.CultureInfo.InvariantCulture); }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException) { }
+        return new ControlListener(new SafeFd(fd), socketPath, 0, overflow) { PathLeftBehind = true };
+    }
 
     /// <summary>Closes the socket if no server took it.</summary>
     public void Dispose() => Fd.Dispose();
@@ -161,7 +185,7 @@ public sealed partial class ControlServer : IAsyncDisposable
                 kestrel.ListenHandle(handle, listen =>
                 {
                     listen.Protocols = HttpProtocols.Http2;
-                    listen.Use(next => connection => CheckPeer(connection, next, ownUid, connectionLogger));
+                    listen.Use(next => connection => CheckPeer(connection, next, ownUid, listener.UnmappedPeerUid, connectionLogger));
                 });
             });
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
@@ -215,7 +239,7 @@ public sealed partial class ControlServer : IAsyncDisposable
         }
     }
 
-    private static Task CheckPeer(ConnectionContext connection, ConnectionDelegate next, uint ownUid, ILogger logger)
+    private static Task CheckPeer(ConnectionContext connection, ConnectionDelegate next, uint ownUid, uint? unmappedPeerUid, ILogger logger)
     {
         Socket? socket = connection.Features.Get<IConnectionSocketFeature>()?.Socket;
         if (socket is null || !ControlSocket.TryGetPeerCredentials(socket, out int pid, out uint uid, out _))
@@ -223,7 +247,7 @@ public sealed partial class ControlServer : IAsyncDisposable
             LogPeerUnknown(logger);
             return Task.CompletedTask;
         }
-        if (uid != 0 && uid != ownUid)
+        if (uid != 0 && uid != ownUid && uid != unmappedPeerUid)
         {
             // Returning without calling next closes the connection before any HTTP/2 exchange.
             LogPeerRefused(logger, pid, uid, ownUid);

@@ -72,10 +72,13 @@ public sealed class Confinement : IDisposable
             if (System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported)
                 throw new ConfinementException($"--sandbox {ShareVocabulary.Name(mode)} needs the native build of the daemon (dist/passthrough, from .ci/build): this one runs on the .NET runtime, which loads its files from the host after the root has changed; use the native build or pass --sandbox none.");
             if (Libc.geteuid() != 0)
-                throw new ConfinementException($"--sandbox {ShareVocabulary.Name(mode)} needs root (the user-namespace form of the sandbox is not implemented); run as root or pass --sandbox none.");
+                throw new ConfinementException($"--sandbox {ShareVocabulary.Name(mode)} needs root, in the host's user namespace or in the one fuse_launcher makes when the vdev is not root; start the daemon through fuse_launcher, or pass --sandbox none.");
             if (mode == SandboxMode.Namespace && Libc.getpid() != 1)
                 throw new ConfinementException("--sandbox namespace: the daemon is not in namespaces of its own; fuse_launcher creates them when it starts the daemon, so start it through fuse_launcher, or pass --sandbox chroot or none.");
         }
+
+        CheckIdMap(share.UidMap, "uid");
+        CheckIdMap(share.GidMap, "gid");
 
         if (NofileLimit(share) is { } limit)
         {
@@ -87,7 +90,8 @@ public sealed class Confinement : IDisposable
             RaiseNofileLimit();
         }
 
-        var control = settings.ControlSocket is { } path ? ControlListener.Bind(path) : null;
+        var control = settings.ControlSocket is not { } path ? null
+            : settings.ControlFd is int controlFd ? ControlListener.Adopt(controlFd, path) : ControlListener.Bind(path);
         SeccompFilter? filter = null;
         try
         {
@@ -124,6 +128,22 @@ public sealed class Confinement : IDisposable
     }
 
     public void Dispose() => _filter?.Dispose();
+
+    /// <summary>
+    /// With <c>--uid-map</c>/<c>--gid-map</c>, the daemon must be in a user namespace with exactly that map (made by
+    /// fuse_launcher through unshare); anything else means the ids the guest sees are not the ones asked for.
+    /// </summary>
+    private static void CheckIdMap(string given, string kind)
+    {
+        if (given.Length == 0 || !ShareVocabulary.TryParseIdMap(given, out var map)) return;
+        string actual;
+        try { actual = File.ReadAllText($"/proc/self/{kind}_map"); }
+        catch (IOException e) { throw new ConfinementException($"--{kind}-map {given}: /proc/self/{kind}_map cannot be read ({e.Message}); start the daemon through fuse_launcher."); }
+        var fields = actual.Split((char[])[' ', '\n'], StringSplitOptions.RemoveEmptyEntries);
+        if (fields.Length != 3 || fields[0] != map.Inside.ToString(CultureInfo.InvariantCulture) || fields[1] != map.Outside.ToString(CultureInfo.InvariantCulture)
+            || fields[2] != map.Count.ToString(CultureInfo.InvariantCulture))
+            throw new ConfinementException($"--{kind}-map {given}: the daemon's user namespace maps '{actual.Trim()}' instead; fuse_launcher makes that namespace when the vdev is not root, so start the daemon through it.");
+    }
 
     private static void EnterRoot(SandboxMode mode, string share)
     {

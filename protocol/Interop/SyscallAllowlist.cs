@@ -18,8 +18,9 @@ internal static class SyscallAllowlist
         "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min", "sched_setscheduler", "sched_setparam", "sched_getattr", "sched_setattr", "getpriority", "setpriority", "exit", "exit_group", "restart_syscall",
         "gettid", "getpid", "getppid", "tgkill", "tkill", "prctl", "capget", "getrandom", "uname", "sysinfo",
         "getrlimit", "prlimit64", "getrusage", "times",
-        // Signals (the runtime's, and the daemon's SIGTERM handling).
-        "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack",
+        // Signals (the runtime's, and the daemon's SIGTERM handling; the runtime re-raises a signal whose handler it
+        // has restored with kill on its own pid, the only process a namespaced daemon can see).
+        "kill", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack",
         // Time.
         "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "timerfd_create", "timerfd_settime",
         "timerfd_gettime",

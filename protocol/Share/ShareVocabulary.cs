@@ -165,6 +165,10 @@ public static class ShareVocabulary
         new("--rlimit-nofile", "rlimit_nofile", "The daemon's descriptor limit; 0 leaves it as inherited (default: raised to fs.nr_open where the daemon has CAP_SYS_RESOURCE, else to the hard limit).",
             (s, v) => ulong.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? Set(() => s.RlimitNofile = n) : "is not a whole number.",
             s => One(s.HasRlimitNofile, s.RlimitNofile.ToString(CultureInfo.InvariantCulture))),
+        new("--uid-map", "uid_map", "Users of the daemon's user namespace when the vdev is not root, as :inside:outside:count: (uid 0 inside must be mapped; ranges other than the vdev's own uid need newuidmap and /etc/subuid); default: the vdev's uid is root inside.",
+            (s, v) => ReadIdMap(v, "uid", m => s.UidMap = m), s => One(s.UidMap.Length > 0, s.UidMap)),
+        new("--gid-map", "gid_map", "Groups of the daemon's user namespace when the vdev is not root, as :inside:outside:count: (gid 0 inside must be mapped; newgidmap and /etc/subgid for other ranges); default: the vdev's gid is root inside.",
+            (s, v) => ReadIdMap(v, "gid", m => s.GidMap = m), s => One(s.GidMap.Length > 0, s.GidMap)),
         new("--announce-submounts", "announce_submounts", "Host mounts below the share reach the guest as submounts, each with its own device number (default on).",
             (s, v) => Set(() => s.AnnounceSubmounts = v == "true"), s => One(s.HasAnnounceSubmounts && !s.AnnounceSubmounts, "false"), isFlag: true)
             { CompatKey = "announce_submounts", Negation = "--no-announce-submounts" },
@@ -453,6 +457,51 @@ public static class ShareVocabulary
     public static QueueCpus? PinnedCpus(this ShareSettings settings) =>
         settings.QueueCpus is { Cpus.Count: > 0 } list ? QueueCpus.FromList(list) : null;
 
+    /// <summary>
+    /// Parses a virtiofsd id map, <c>:inside:outside:count:</c>: the first character is the separator, which must also
+    /// end the map; three decimal numbers, a count of at least 1, neither range past 2^32-1.
+    /// </summary>
+    public static bool TryParseIdMap(string? text, out IdMap map)
+    {
+        map = default;
+        if (string.IsNullOrEmpty(text) || text.Length < 2 || char.IsAsciiDigit(text[0])) return false;
+        var parts = text.Split(text[0]);
+        // ":a:b:c:" splits into "", a, b, c, "".
+        if (parts.Length != 5 || parts[0].Length != 0 || parts[4].Length != 0) return false;
+        Span<uint> n = stackalloc uint[3];
+        for (int i = 0; i < 3; i++)
+            if (!uint.TryParse(parts[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out n[i])) return false;
+        if (n[2] == 0 || (ulong)n[0] + n[2] - 1 > uint.MaxValue || (ulong)n[1] + n[2] - 1 > uint.MaxValue) return false;
+        map = new IdMap(n[0], n[1], n[2]);
+        return true;
+    }
+
+    /// <summary>
+    /// Null, or why the id maps of <paramref name="settings"/> cannot be used by a vdev whose effective uid is
+    /// <paramref name="euid"/>: they describe the user namespace of the sandbox, which is made only when the vdev is
+    /// not root, and the daemon must be root inside it.
+    /// </summary>
+    public static string? IdMapsProblem(ShareSettings settings, uint euid)
+    {
+        if (settings.UidMap.Length == 0 && settings.GidMap.Length == 0) return null;
+        var option = settings.UidMap.Length > 0 ? "--uid-map" : "--gid-map";
+        if (settings.Sandbox is not (Sandbox.Namespace or Sandbox.Unspecified))
+            return $"{option} describes the user namespace of --sandbox namespace; drop it or use --sandbox namespace (this share has --sandbox {Name(settings.Sandbox)}).";
+        if (euid == 0)
+            return $"{option} describes the user namespace the sandbox makes when the vdev is not root; as root the daemon stays in the host's user namespace, so drop {option} or run the vdev as an unprivileged user.";
+        return null;
+    }
+
+    private static string? ReadIdMap(string value, string kind, Action<string> set)
+    {
+        if (!TryParseIdMap(value, out var map))
+            return $"is not an id map; give :inside:outside:count: (any separator character, e.g. :0:{(kind == "uid" ? 1000 : 100)}:1:), with a count of at least 1.";
+        if (map.Inside != 0)
+            return $"does not map {kind} 0 inside the namespace; the daemon runs as root there, so the map must start at 0 (e.g. :0:{map.Outside}:{map.Count}:).";
+        set(value);
+        return null;
+    }
+
     private static string? ReadTag(ShareSettings s, string v)
     {
         var bytes = Encoding.UTF8.GetByteCount(v);
@@ -496,3 +545,6 @@ public static class ShareVocabulary
 
     private static IEnumerable<string> One(bool given, string value) => given ? [value] : [];
 }
+
+/// <summary>One range of a user namespace's id map: <see cref="Count"/> ids from <see cref="Inside"/> inside are <see cref="Outside"/> onwards outside.</summary>
+public readonly record struct IdMap(uint Inside, uint Outside, uint Count);

@@ -30,7 +30,7 @@ public static partial class VdevCommand
     /// <summary>virtiofsd options with a value that change nothing here.</summary>
     private static readonly string[] IgnoredWithValue =
     [
-        "--uid-map", "--gid-map", "--translate-uid", "--translate-gid", "--xattrmap",
+        "--translate-uid", "--translate-gid", "--xattrmap",
     ];
 
     /// <summary>virtiofsd's request to stay in the foreground: the vdev never daemonizes, so they are accepted silently.</summary>
@@ -160,6 +160,14 @@ public static partial class VdevCommand
     {
         if (Read(args, Console.Error, out var exit) is not { } request) return exit;
         var shares = request.Shares;
+        foreach (var share in shares)
+        {
+            if (ShareVocabulary.IdMapsProblem(share.Settings, Libc.geteuid()) is { } problem)
+            {
+                Console.Error.WriteLine($"vdev: {share.Origin}: {problem}");
+                return ExitConfig;
+            }
+        }
         // Groups are resolved before the syscall filter (NSS may open files and load libraries).
         var socketGroups = new Dictionary<string, uint>(StringComparer.Ordinal);
         foreach (var share in shares)

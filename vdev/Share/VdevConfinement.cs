@@ -7,7 +7,8 @@ namespace Hypervisor.Vdev.Share;
 /// What the vdev gives up. At start-up, before it starts any thread of its own: every capability except those the
 /// processes it starts need (fuse_launcher creates namespaces; a daemon mounts its /proc, pivots or chroots, raises
 /// its descriptor limit, drops its bounding set, and keeps its own set with each share's <c>--modcaps</c>), and
-/// NoNewPrivs, on every thread. Once its shares are started: a seccomp filter for every thread, with the most
+/// NoNewPrivs, on every thread (not root and with <c>--uid-map</c>/<c>--gid-map</c>, NoNewPrivs waits for the
+/// filter: newuidmap must still work for fuse_launcher). Once its shares are started: a seccomp filter for every thread, with the most
 /// permissive of its shares' <c>--seccomp</c> actions. Since a filter is inherited across exec, it also allows what
 /// fuse_launcher and a daemon call; each daemon then stacks its own, narrower one.
 /// </summary>
@@ -17,8 +18,13 @@ internal sealed class VdevConfinement : IDisposable
     private static readonly string[] ForStartingDaemons = ["sys_admin", "sys_chroot", "setpcap", "sys_resource"];
 
     private SeccompFilter? _filter;
+    private bool _noNewPrivsDeferred;
 
-    private VdevConfinement(SeccompFilter? filter) => _filter = filter;
+    private VdevConfinement(SeccompFilter? filter, bool noNewPrivsDeferred)
+    {
+        _filter = filter;
+        _noNewPrivsDeferred = noNewPrivsDeferred;
+    }
 
     /// <summary>The capabilities the vdev keeps for <paramref name="shares"/>.</summary>
     public static ulong Keep(IEnumerable<ShareSettings> shares)
@@ -42,16 +48,24 @@ internal sealed class VdevConfinement : IDisposable
     public static VdevConfinement Enter(IReadOnlyList<ShareSettings> shares)
     {
         var threads = ThreadConfinement.ThreadIds();
-        var problem = Libc.geteuid() == 0 ? ThreadConfinement.Drop(Keep(shares), threads) : ThreadConfinement.NoNewPrivs();
+        bool root = Libc.geteuid() == 0;
+        // Not root, an id range of a share's user namespace is written by newuidmap/newgidmap, set-user-ID programs that
+        // NoNewPrivs would disarm: it is then set once the shares are started, with the filter.
+        bool defer = !root && shares.Any(s => s.UidMap.Length > 0 || s.GidMap.Length > 0);
+        var problem = root ? ThreadConfinement.Drop(Keep(shares), threads) : defer ? null : ThreadConfinement.NoNewPrivs();
         if (problem is not null) throw new InvalidOperationException($"giving up capabilities failed: {problem}.");
         var action = shares.Select(s => s.Seccomp).DefaultIfEmpty(SeccompAction.Kill).Max();
-        if (action == SeccompAction.None) return new VdevConfinement(null);
-        return new VdevConfinement(SeccompFilter.Compile(action, [.. SyscallAllowlist.Names, .. SyscallAllowlist.DevFuse, .. SyscallAllowlist.Vdev]));
+        if (action == SeccompAction.None) return new VdevConfinement(null, defer);
+        return new VdevConfinement(SeccompFilter.Compile(action, [.. SyscallAllowlist.Names, .. SyscallAllowlist.DevFuse, .. SyscallAllowlist.Vdev]), defer);
     }
 
     /// <summary>Loads the filter (once the shares are started). Throws <see cref="SeccompException"/>.</summary>
     public void LoadFilter()
     {
+        // libseccomp sets NoNewPrivs before it loads, and TSYNC gives it to every thread with the filter.
+        if (_filter is null && _noNewPrivsDeferred && ThreadConfinement.NoNewPrivs() is { } problem)
+            throw new InvalidOperationException($"setting NoNewPrivs failed: {problem}.");
+        _noNewPrivsDeferred = false;
         _filter?.Load();
         _filter = null;
     }

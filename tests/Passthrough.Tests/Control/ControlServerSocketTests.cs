@@ -1,3 +1,4 @@
+using Hypervisor.Interop;
 using System.Diagnostics;
 using Grpc.Health.V1;
 using Grpc.Net.Client;

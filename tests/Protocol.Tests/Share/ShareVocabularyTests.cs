@@ -26,6 +26,7 @@ public class ShareVocabularyTests
             "--xattr", "--readonly", "--writeback", "--thread-pool-size", "3", "--fd-cache-size", "100", "--log-level", "debug",
             "--allow", "x", "--allow", "y/z", "--control-socket", "/run/c.sock", "--queue-cpus", "1,0",
             "--sandbox", "chroot", "--seccomp", "log", "--modcaps", "+sys_admin:-mknod", "--rlimit-nofile", "4096",
+            "--uid-map", ":0:1000:1:", "--gid-map", "/0/100000/65536/",
             "--no-announce-submounts", "--inode-file-handles", "mandatory", "--preserve-noatime", "--no-readdirplus", "--no-killpriv-v2",
             "--allow-mmap");
         var passed = ShareVocabulary.ToArguments(given);
@@ -99,5 +100,49 @@ public class ShareVocabularyTests
         var keys = ShareVocabulary.Options.SelectMany(o => o.ConfigKeys).ToList();
         Assert.Equal(keys.Count, keys.Distinct().Count());
         foreach (var option in ShareVocabulary.Options.Where(o => o.ConfigKeys.Count > 0)) Assert.Same(option, ShareVocabulary.ByConfigKey(option.ConfigKeys[0]));
+    }
+
+    [Theory]
+    [InlineData(":0:1000:1:", 0u, 1000u, 1u)]
+    [InlineData("/0/100000/65536/", 0u, 100000u, 65536u)]
+    [InlineData("x0x4294967295x1x", 0u, 4294967295u, 1u)]
+    public void AnIdMapIsVirtiofsdsForm_TheFirstCharacterSeparatesTheFields(string text, uint inside, uint outside, uint count)
+    {
+        Assert.True(ShareVocabulary.TryParseIdMap(text, out var map));
+        Assert.Equal(new IdMap(inside, outside, count), map);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("0:1000:1")]
+    [InlineData(":0:1000:1")]
+    [InlineData(":0:1000:0:")]
+    [InlineData(":0:1000:1:2:")]
+    [InlineData(":0;1000:1:")]
+    [InlineData(":0:-1:1:")]
+    [InlineData(":0:4294967295:2:")]
+    [InlineData(":a:1000:1:")]
+    public void AMalformedIdMapIsRefused(string text) => Assert.False(ShareVocabulary.TryParseIdMap(text, out _));
+
+    [Fact]
+    public void AnIdMapThatLeavesRootUnmappedIsRefusedWithTheFix()
+    {
+        var cli = new ShareCommandLine(false);
+        var root = new RootCommand();
+        cli.AddTo(root);
+        Assert.False(cli.TryRead(root.Parse(["--uid-map", ":1:1000:10:"]), ShareVocabulary.Defaults(), new List<string>(), out var error));
+        Assert.Equal("--uid-map ':1:1000:10:' does not map uid 0 inside the namespace; the daemon runs as root there, so the map must start at 0 (e.g. :0:1000:10:).", error);
+    }
+
+    [Fact]
+    public void IdMapsBelongToTheNamespaceSandboxOfAVdevThatIsNotRoot()
+    {
+        var settings = ShareVocabulary.Defaults();
+        settings.GidMap = ":0:100:1:";
+        Assert.Null(ShareVocabulary.IdMapsProblem(settings, 1000));
+        Assert.StartsWith("--gid-map describes the user namespace the sandbox makes when the vdev is not root", ShareVocabulary.IdMapsProblem(settings, 0), StringComparison.Ordinal);
+        settings.Sandbox = Sandbox.Chroot;
+        Assert.StartsWith("--gid-map describes the user namespace of --sandbox namespace", ShareVocabulary.IdMapsProblem(settings, 1000), StringComparison.Ordinal);
+        Assert.Null(ShareVocabulary.IdMapsProblem(ShareVocabulary.Defaults(), 0));
     }
 }

@@ -174,6 +174,55 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void NotRoot_TheGuestReadsAndWrites_ThroughADaemonInAUserNamespace_AndItsFilesBelongToTheVdevsUser()
+    {
+        // A uid with no account and no capabilities; the daemon is root of its own user namespace, which maps that uid
+        // to 0, so what the guest's root writes belongs to it on the host.
+        const uint user = 4242;
+        var dir = Directory.CreateTempSubdirectory("hvg-userns-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "host.txt"), "from-host\n");
+            Chown(dir, user);
+            Chown(Path.Combine(dir, "host.txt"), user);
+            var backend = new GuestBackend("vdev-user", ctx =>
+            {
+                // The vdev's user creates the vhost-user socket in the boot's directory.
+                Chown(Path.GetDirectoryName(ctx.SocketPath)!, user);
+                var vdev = GuestBackend.Vdev().CreateStartInfo(ctx);
+                var psi = new ProcessStartInfo("/usr/bin/setpriv");
+                foreach (var a in new[] { $"--reuid={user}", $"--regid={user}", "--clear-groups", "--", vdev.FileName }) psi.ArgumentList.Add(a);
+                foreach (var a in vdev.ArgumentList) psi.ArgumentList.Add(a);
+                return psi;
+            });
+            var scenario = GuestVm.LoadScenario("libvirt.sh");
+            var result = GuestVm.Run(scenario, [new GuestShare("share0", dir, backend)]);
+            GuestScenarios.AssertAllChecksPassed(result, scenario);
+            Assert.Contains("Confined: sandbox Namespace", result.ProcessLogs["vdev-user[share0]"]);
+
+            Assert.Equal("from-guest\n", File.ReadAllText(Path.Combine(dir, "dir", "guest.txt")));
+            var data = GuestScenarios.Pattern(4, 4242);
+            Assert.True(data.AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir, "dir", "data.bin"))), "data.bin on the host differs from what the guest wrote.");
+            foreach (var path in new[] { "dir", "dir/guest.txt", "dir/data.bin" })
+            {
+                var stat = HostProcesses.Run("/usr/bin/stat", ["-c", "%u:%g", Path.Combine(dir, path)], TimeSpan.FromSeconds(10));
+                Assert.Equal($"{user}:{user}", stat.Stdout.Trim());
+            }
+        }
+        finally
+        {
+            foreach (var pid in HostProcesses.FindPassthroughDaemons(dir)) HostProcesses.KillAndWait(pid, TimeSpan.FromSeconds(5));
+            Directory.Delete(dir, recursive: true);
+        }
+
+        static void Chown(string path, uint id)
+        {
+            var chown = HostProcesses.Run("/bin/chown", [$"{id}:{id}", path], TimeSpan.FromSeconds(10));
+            Assert.True(chown.ExitCode == 0, chown.ToString());
+        }
+    }
+
+    [Fact]
     public void LibvirtStyle_TwoFilesystemsOfOneDomain_EachVdevGetsItsOwnControlSocket()
     {
         // libvirt starts one backend per <filesystem>, all with the same options and no tag; two of them must

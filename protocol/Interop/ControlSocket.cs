@@ -3,10 +3,10 @@ using System.Runtime.InteropServices;
 using System.Text;
 using Hypervisor.Interop;
 
-namespace Hypervisor.Passthrough.Control;
+namespace Hypervisor.Interop;
 
 /// <summary>A control socket path that cannot be used; the message says what to change.</summary>
-public sealed class ControlSocketException(string message, Exception? inner = null) : IOException(message, inner);
+internal sealed class ControlSocketException(string message, Exception? inner = null) : IOException(message, inner);
 
 /// <summary>
 /// Creates the listening UNIX socket of the control service: a stale socket file is removed only

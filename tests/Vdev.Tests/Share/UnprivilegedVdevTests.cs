@@ -1,0 +1,201 @@
+using System.Diagnostics;
+using System.Globalization;
+using Hypervisor.Interop;
+using Hypervisor.Protocol.Share;
+using Hypervisor.Tests;
+using Hypervisor.Vdev.Tests.Guest;
+
+namespace Hypervisor.Vdev.Tests.Share;
+
+/// <summary>
+/// The published vdev started by a user that is not root (setpriv): its daemon runs in a user namespace of its own,
+/// root there, with the vdev's ids or the <c>--uid-map</c>/<c>--gid-map</c> ranges outside, and otherwise confined as a
+/// root vdev's daemon is; the control socket stays the vdev user's. The test itself runs as root (to switch users and,
+/// for ranges, to give the user subordinate ids).
+/// </summary>
+[Trait("Category", "Root")]
+[Collection(Collection)]
+public sealed class UnprivilegedVdevTests : IDisposable
+{
+    /// <summary>The tests that edit /etc/subuid and /etc/subgid run one at a time.</summary>
+    public const string Collection = "subordinate ids";
+
+    /// <summary>A uid and gid with no account: enough for a vdev that maps only itself.</summary>
+    private const uint Anonymous = 4242;
+
+    private readonly string _dir = Directory.CreateTempSubdirectory("vdev-userns-").FullName;
+
+    public UnprivilegedVdevTests()
+    {
+        // The vdev's user creates its sockets here.
+        File.SetUnixFileMode(_dir, (UnixFileMode)0b111_111_111 | UnixFileMode.StickyBit);
+    }
+
+    [Fact]
+    public void NotRoot_TheDaemonIsRootOfItsOwnUserNamespace_AsTheVdevsUser_AndConfinedAsUnderRoot()
+    {
+        var share = ShareOwnedBy(Anonymous);
+        File.WriteAllText(Path.Combine(share, "marker"), "m");
+        var socket = Path.Combine(_dir, "a.sock");
+        using var vdev = StartAs(Anonymous, "--socket-path", socket, "--shared-dir", share);
+        try
+        {
+            WaitForSocket(vdev, socket);
+            int daemon = DaemonOf(share);
+            var status = ProcStatus.Read($"/proc/{daemon}/status");
+            Assert.StartsWith($"{Anonymous}\t", status["Uid"], StringComparison.Ordinal);
+            Assert.Equal($"0 {Anonymous} 1", Squeeze(File.ReadAllText($"/proc/{daemon}/uid_map")));
+            Assert.Equal($"0 {Anonymous} 1", Squeeze(File.ReadAllText($"/proc/{daemon}/gid_map")));
+            foreach (var ns in new[] { "user", "mnt", "pid", "net", "ipc", "uts" })
+                Assert.NotEqual(Readlink($"/proc/self/ns/{ns}"), Readlink($"/proc/{daemon}/ns/{ns}"));
+            // Its capabilities are those of its namespace, the documented set; the filter and NoNewPrivs as under root.
+            Assert.Equal(Capabilities.DaemonDefault.ToString("x16", CultureInfo.InvariantCulture), status["CapEff"]);
+            Assert.Equal("2", status["Seccomp"]);
+            Assert.Equal("1", status["NoNewPrivs"]);
+            // Its root is the share and nothing else.
+            Assert.Equal("marker", string.Join(",", Directory.GetFileSystemEntries($"/proc/{daemon}/root").Select(Path.GetFileName).Order()));
+            // The vdev's own threads.
+            foreach (var task in Directory.GetDirectories($"/proc/{vdev.Id}/task"))
+            {
+                var t = ProcStatus.Read($"{task}/status");
+                Assert.Equal("1", t["NoNewPrivs"]);
+                Assert.Equal("2", t["Seccomp"]);
+            }
+            // The control socket is the vdev user's, and that user controls the share.
+            Assert.Equal(Anonymous, Owner(socket + ".ctl"));
+            var ctl = RunAs(Anonymous, "ctl", "--socket", socket + ".ctl", "status");
+            Assert.True(ctl.ExitCode == 0, $"vdev ctl status as uid {Anonymous} failed: {ctl.Output}");
+            Assert.Contains($"Share          {share}", ctl.Output, StringComparison.Ordinal);
+
+            Stop(vdev);
+            Assert.False(File.Exists(socket), "the vhost-user socket was left behind");
+            Assert.False(File.Exists(socket + ".ctl"), "the control socket was left behind");
+        }
+        finally
+        {
+            Stop(vdev);
+        }
+    }
+
+    [Fact]
+    public void NotRoot_WithUidAndGidMaps_TheRangesComeFromNewuidmap_AndTheVdevStillControlsItsShare()
+    {
+        Assert.True(File.Exists("/usr/bin/newuidmap"), "newuidmap is missing: install the uidmap package (.ci/setup does).");
+        const uint first = 300000, count = 65536;
+        // Subordinate ids are granted by user name; nobody (65534) exists on every Debian system.
+        var saved = new Dictionary<string, string?>();
+        foreach (var file in new[] { "/etc/subuid", "/etc/subgid" })
+        {
+            saved[file] = File.Exists(file) ? File.ReadAllText(file) : null;
+            File.AppendAllText(file, $"nobody:{first}:{count}\n");
+        }
+        var share = ShareOwnedBy(first);
+        var socket = Path.Combine(_dir, "r.sock");
+        Process? vdev = null;
+        try
+        {
+            vdev = StartAs(65534, "--socket-path", socket, "--shared-dir", share,
+                "--uid-map", $":0:{first}:{count}:", "--gid-map", $":0:{first}:{count}:");
+            WaitForSocket(vdev, socket);
+            int daemon = DaemonOf(share);
+            Assert.Equal($"0 {first} {count}", Squeeze(File.ReadAllText($"/proc/{daemon}/uid_map")));
+            Assert.Equal($"0 {first} {count}", Squeeze(File.ReadAllText($"/proc/{daemon}/gid_map")));
+            Assert.StartsWith($"{first}\t", ProcStatus.Read($"/proc/{daemon}/status")["Uid"], StringComparison.Ordinal);
+            // The daemon's root outside is not the vdev's user, so fuse_launcher made the control socket as that user.
+            Assert.Equal(65534u, Owner(socket + ".ctl"));
+            var ctl = RunAs(65534, "ctl", "--socket", socket + ".ctl", "status");
+            Assert.True(ctl.ExitCode == 0, $"vdev ctl status as nobody failed: {ctl.Output}");
+            Assert.Contains($"--uid-map :0:{first}:{count}:", ctl.Output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            if (vdev is not null) Stop(vdev);
+            vdev?.Dispose();
+            foreach (var (file, text) in saved)
+            {
+                if (text is null) File.Delete(file);
+                else File.WriteAllText(file, text);
+            }
+        }
+    }
+
+    [Fact]
+    public void Root_WithAUidMap_IsRefusedWithOneSentence_AndStartsNothing()
+    {
+        var share = ShareOwnedBy(0);
+        var socket = Path.Combine(_dir, "root.sock");
+        var run = HostProcesses.Run(Executables.Vdev, ["--socket-path", socket, "--shared-dir", share, "--uid-map", ":0:100000:65536:"], TimeSpan.FromSeconds(30));
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains("--uid-map describes the user namespace the sandbox makes when the vdev is not root", run.Stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(socket));
+    }
+
+    private string ShareOwnedBy(uint id)
+    {
+        var share = Directory.CreateDirectory(Path.Combine(_dir, $"share{id}")).FullName;
+        var chown = HostProcesses.Run("/bin/chown", [$"{id}:{id}", share], TimeSpan.FromSeconds(10));
+        Assert.True(chown.ExitCode == 0, chown.ToString());
+        return share;
+    }
+
+    private static Process StartAs(uint id, params string[] args)
+    {
+        var info = new ProcessStartInfo("/usr/bin/setpriv") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in new[] { $"--reuid={id}", $"--regid={id}", "--clear-groups", "--", Executables.Vdev }) info.ArgumentList.Add(a);
+        foreach (var a in args) info.ArgumentList.Add(a);
+        var process = Process.Start(info)!;
+        process.BeginErrorReadLine();
+        process.BeginOutputReadLine();
+        return process;
+    }
+
+    private static (int ExitCode, string Output) RunAs(uint id, params string[] args)
+    {
+        var run = HostProcesses.Run("/usr/bin/setpriv", [$"--reuid={id}", $"--regid={id}", "--clear-groups", "--", Executables.Vdev, .. args], TimeSpan.FromSeconds(30));
+        return (run.ExitCode, run.Stdout + run.Stderr);
+    }
+
+    private static void WaitForSocket(Process vdev, string socket)
+    {
+        var deadline = Environment.TickCount64 + 30_000;
+        while (!File.Exists(socket) && !vdev.HasExited && Environment.TickCount64 < deadline) Thread.Sleep(20);
+        Assert.True(File.Exists(socket), vdev.HasExited ? $"the vdev exited with {vdev.ExitCode}" : "the vdev did not listen");
+    }
+
+    /// <summary>The daemon serving <paramref name="share"/>: the passthrough process itself, not the unshare that waits for it.</summary>
+    private static int DaemonOf(string share) => Directory.GetDirectories("/proc").Select(Path.GetFileName)
+        .Select(p => int.TryParse(p, out int pid) ? pid : 0)
+        .Where(pid => pid > 0 && Cmdline(pid) is [var exe, .. var rest] && exe.EndsWith("/passthrough", StringComparison.Ordinal) && rest.Contains(share))
+        .Single();
+
+    private static string[] Cmdline(int pid)
+    {
+        try { return File.ReadAllText($"/proc/{pid}/cmdline").Split('\0', StringSplitOptions.RemoveEmptyEntries); }
+        catch (IOException) { return []; }
+    }
+
+    private static string Squeeze(string map) => string.Join(' ', map.Split((char[])[' ', '\n'], StringSplitOptions.RemoveEmptyEntries));
+
+    private static string Readlink(string path) => new FileInfo(path).LinkTarget ?? "";
+
+    private static uint Owner(string path)
+    {
+        var stat = HostProcesses.Run("/usr/bin/stat", ["-c", "%u", path], TimeSpan.FromSeconds(10));
+        Assert.True(stat.ExitCode == 0, stat.ToString());
+        return uint.Parse(stat.Stdout.Trim(), CultureInfo.InvariantCulture);
+    }
+
+    private static void Stop(Process vdev)
+    {
+        if (vdev.HasExited) return;
+        // SIGTERM: the vdev stops its daemon and removes its sockets.
+        Libc.kill(vdev.Id, Libc.SIGTERM);
+        if (!vdev.WaitForExit(20_000)) vdev.Kill();
+        vdev.WaitForExit();
+    }
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+}
+
+[CollectionDefinition(UnprivilegedVdevTests.Collection, DisableParallelization = true)]
+public sealed class SubordinateIdsCollection;
