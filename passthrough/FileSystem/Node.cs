@@ -34,6 +34,15 @@ internal sealed class Node(ulong id, InodeKey key, uint type, SafeFd? pinned)
     public volatile SafeFd? Pinned = pinned;
 
     /// <summary>
+    /// The descriptor that <see cref="Handle"/> decodes against when the inode lies on a mount below the share's
+    /// (a handle only decodes against its own filesystem); null for the share's own mount. Set with the handle.
+    /// </summary>
+    public volatile SafeFd? MountFd;
+
+    /// <summary>The inode is the root of a host mount below the share (FUSE_ATTR_SUBMOUNT is announced for it).</summary>
+    public bool IsMountRoot;
+
+    /// <summary>
     /// Lookups the client holds; guarded by the node table stripe lock. A node at zero that is not
     /// <see cref="Dropped"/> is retired: the client forgot it, but it stays in the inode table while the fd cache
     /// holds its descriptor, so that a new LOOKUP of the inode needs no open (see <see cref="FdCache"/>).

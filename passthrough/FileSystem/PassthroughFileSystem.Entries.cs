@@ -69,16 +69,25 @@ public sealed partial class PassthroughFileSystem
             Libc.close(fd);
             return Errno.ENOENT;
         }
-        var node = Intern(fd, st);
-        return MakeEntry(node, st);
+        var err = Intern(fd, st, out var node);
+        return err.IsError ? err : MakeEntry(node!, st);
     }
 
     /// <summary>
     /// Finds or creates the node of the inode behind <paramref name="pathFd"/> (a raw O_PATH descriptor whose
-    /// ownership passes to this method) and counts one lookup.
+    /// ownership passes to this method) and counts one lookup. With <c>--inode-file-handles=mandatory</c> a new node
+    /// gets its file handle at once, and an inode without one is refused with the errno of <c>name_to_handle_at</c>
+    /// (the descriptor is closed).
     /// </summary>
-    private Node Intern(int pathFd, in Stat st)
+    private Errno Intern(int pathFd, in Stat st, out Node? interned)
     {
+        interned = InternNode(pathFd, st, out var err);
+        return err;
+    }
+
+    private Node? InternNode(int pathFd, in Stat st, out Errno err)
+    {
+        err = Errno.Ok;
         var key = new InodeKey(st.Dev, st.Ino);
         var stripe = _inodes[Stripe(key)];
         Node? node;
@@ -116,8 +125,25 @@ public sealed partial class PassthroughFileSystem
         }
 
         var owned = new SafeFd(pathFd);
-        var candidate = new Node((ulong)Interlocked.Increment(ref _nextNodeId), key, st.Mode & Libc.S_IFMT,
-            _useHandles ? null : owned);
+        var type = st.Mode & Libc.S_IFMT;
+        byte[]? madeHandle = null;
+        SafeFd? handleMount = null;
+        if (_mandatoryHandles)
+        {
+            madeHandle = MakeHandle(owned, type, out handleMount, out var errno);
+            if (madeHandle is null)
+            {
+                owned.Dispose();
+                err = new Errno(errno);
+                return null;
+            }
+        }
+        var candidate = new Node((ulong)Interlocked.Increment(ref _nextNodeId), key, type, _useHandles ? null : owned)
+        {
+            Handle = madeHandle,
+            MountFd = handleMount,
+            IsMountRoot = _announceSubmounts && type == Libc.S_IFDIR && Libc.IsMountRoot(owned, out _),
+        };
         lock (stripe)
         {
             if (stripe.TryGetValue(key, out node))
@@ -191,8 +217,9 @@ public sealed partial class PassthroughFileSystem
             }
         }
         if (victim.Handle is not null) return true;
-        if (MakeHandle(fd) is { } handle)
+        if (MakeHandle(fd, victim.Type, out var mountFd, out _) is { } handle)
         {
+            victim.MountFd = mountFd;
             victim.Handle = handle;
             return true;
         }
@@ -219,17 +246,61 @@ public sealed partial class PassthroughFileSystem
         else Libc.close(pathFd);
     }
 
-    /// <summary>The file handle of the inode, or null when the filesystem has none or it lies on another mount
-    /// than the share's root (a handle only decodes against a descriptor of its own filesystem). The fd cache calls
-    /// it when it first evicts a node's descriptor.</summary>
-    private byte[]? MakeHandle(SafeFd fd)
+    /// <summary>
+    /// The file handle of the inode behind <paramref name="fd"/>, with the descriptor it decodes against in
+    /// <paramref name="mountFd"/> (null: the share's own mount). Null, with the errno, when the filesystem has no
+    /// handles (EOPNOTSUPP), or when the inode lies on another mount and either the mode is prefer (its node pins its
+    /// descriptor) or the daemon does not hold a descriptor of that mount yet and cannot take one from this inode (only
+    /// a directory or a regular file can be opened for it); then EXDEV.
+    /// </summary>
+    private byte[]? MakeHandle(SafeFd fd, uint type, out SafeFd? mountFd, out int errno)
     {
+        mountFd = null;
         Span<byte> buffer = stackalloc byte[8 + Libc.MAX_HANDLE_SZ];
         MemoryMarshal.Write(buffer, Libc.MAX_HANDLE_SZ);
-        if (Libc.name_to_handle_at(fd, "\0"u8, buffer, out var mountId, Libc.AT_EMPTY_PATH) != 0) return null;
-        if (mountId != _rootMountId) return null;
+        if (Libc.name_to_handle_at(fd, "\0"u8, buffer, out var mountId, Libc.AT_EMPTY_PATH) != 0)
+        {
+            errno = Libc.LastErrno;
+            return null;
+        }
+        if (mountId != _rootMountId)
+        {
+            // prefer pins the node's descriptor instead, which holds the mount only while the guest knows the node.
+            mountFd = _mandatoryHandles ? MountDescriptor(mountId, fd, type) : null;
+            if (mountFd is null)
+            {
+                errno = 18; // EXDEV
+                return null;
+            }
+        }
+        errno = 0;
         var bytes = MemoryMarshal.Read<int>(buffer);
         return buffer[..(8 + bytes)].ToArray();
+    }
+
+    /// <summary>
+    /// A descriptor of the mount <paramref name="mountId"/> below the share, for open_by_handle_at (the kernel
+    /// refuses an O_PATH one): the first directory or regular file met on that mount is opened read-only through its
+    /// O_PATH descriptor and kept for the daemon's lifetime (one per submount, with --inode-file-handles=mandatory
+    /// only: it keeps the host from unmounting that mount, except lazily, while the daemon runs).
+    /// </summary>
+    private SafeFd? MountDescriptor(int mountId, SafeFd fd, uint type)
+    {
+        if (_mountFds.TryGetValue(mountId, out var known)) return known;
+        int opened;
+        if (type == Libc.S_IFDIR) opened = Libc.openat(fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0);
+        else if (type == Libc.S_IFREG)
+        {
+            // Not Reopen: this runs under the fd cache's lock (eviction), where making room would re-enter the cache.
+            Span<byte> proc = stackalloc byte[ProcPath.Size];
+            opened = Libc.openat(Libc.AT_FDCWD, ProcPath.Format(fd.Value, proc), Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
+        }
+        else return null;
+        if (opened < 0) return null;
+        var mount = new SafeFd(opened);
+        if (_mountFds.TryAdd(mountId, mount)) return mount;
+        mount.Dispose();
+        return _mountFds.TryGetValue(mountId, out known) ? known : null;
     }
 
     /// <inheritdoc/>

@@ -11,15 +11,17 @@ public sealed partial class PassthroughFileSystem
     /// <summary>
     /// The host open flags for a guest's: access mode, append, truncate, sync flags kept; O_CREAT/O_EXCL (handled
     /// by CREATE), O_NOFOLLOW (the reopen goes through a magic link), O_NOCTTY, O_NONBLOCK, O_DIRECTORY, O_PATH and
-    /// O_TMPFILE dropped; O_DIRECT kept only with --allow-direct-io. With the writeback cache the kernel may read
+    /// O_TMPFILE dropped; O_DIRECT kept only with --allow-direct-io; O_NOATIME only with --preserve-noatime (as virtiofsd,
+    /// which clears it because the open fails with EPERM where the caller neither owns the file nor has CAP_FOWNER). With the writeback cache the kernel may read
     /// pages of a write-only file and computes append offsets itself, so write-only becomes read-write and
     /// O_APPEND is dropped (as virtiofsd does).
     /// </summary>
     private int HostOpenFlags(uint guestFlags)
     {
         var flags = (int)guestFlags;
-        var kept = Libc.O_ACCMODE | Libc.O_APPEND | Libc.O_TRUNC | Libc.O_SYNC | Libc.O_DSYNC | Libc.O_NOATIME | Libc.O_LARGEFILE;
+        var kept = Libc.O_ACCMODE | Libc.O_APPEND | Libc.O_TRUNC | Libc.O_SYNC | Libc.O_DSYNC | Libc.O_LARGEFILE;
         if (_options.AllowDirectIo) kept |= Libc.O_DIRECT;
+        if (_options.PreserveNoatime) kept |= Libc.O_NOATIME;
         var host = (flags & kept) | Libc.O_CLOEXEC;
         if ((_negotiated & InitFlags.WritebackCache) != 0)
         {
@@ -162,9 +164,14 @@ public sealed partial class PassthroughFileSystem
                     return errno;
                 }
             }
-            var node = Intern(pathFd, st);
-            var open = Register(node, file, isDir: false, (int)args.Flags & Libc.O_ACCMODE);
-            return new CreateOut(MakeEntry(node, st), new OpenOut { Fh = open.Id, OpenFlags = OpenReplyFlags(args.Flags) });
+            var interned = Intern(pathFd, st, out var node);
+            if (interned.IsError)
+            {
+                file.Dispose();
+                return interned;
+            }
+            var open = Register(node!, file, isDir: false, (int)args.Flags & Libc.O_ACCMODE);
+            return new CreateOut(MakeEntry(node!, st), new OpenOut { Fh = open.Id, OpenFlags = OpenReplyFlags(args.Flags) });
         }
     }
 

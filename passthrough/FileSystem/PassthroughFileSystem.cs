@@ -57,6 +57,9 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     private readonly IdMap _gids;
     private readonly bool _xattr;
     private readonly XattrMap? _xattrMap;
+    private readonly bool _mandatoryHandles;
+    private readonly bool _announceSubmounts;
+    private readonly ConcurrentDictionary<int, SafeFd> _mountFds = new();
 
     private readonly ConcurrentDictionary<ulong, Node> _nodes = new();
     private readonly Dictionary<InodeKey, Node>[] _inodes = new Dictionary<InodeKey, Node>[Stripes];
@@ -143,15 +146,33 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         // Handles are used only when this process can reopen them (CAP_DAC_READ_SEARCH); probe on the root.
         Span<byte> handle = stackalloc byte[8 + Libc.MAX_HANDLE_SZ];
         MemoryMarshal.Write(handle, Libc.MAX_HANDLE_SZ);
-        if (allowFileHandles && Libc.name_to_handle_at(_rootFd, "\0"u8, handle, out _rootMountId, Libc.AT_EMPTY_PATH) == 0)
+        // --inode-file-handles=never pins a descriptor per node; mandatory refuses to start without handles.
+        var mode = _options.InodeFileHandles;
+        var handleErrno = 0;
+        if (mode != InodeFileHandles.Never && allowFileHandles)
         {
-            var probe = Libc.open_by_handle_at(_mountFd, handle, Libc.O_PATH | Libc.O_CLOEXEC);
-            if (probe >= 0)
+            if (Libc.name_to_handle_at(_rootFd, "\0"u8, handle, out _rootMountId, Libc.AT_EMPTY_PATH) == 0)
             {
-                Libc.close(probe);
-                _useHandles = true;
+                var probe = Libc.open_by_handle_at(_mountFd, handle, Libc.O_PATH | Libc.O_CLOEXEC);
+                if (probe >= 0)
+                {
+                    Libc.close(probe);
+                    _useHandles = true;
+                }
+                else handleErrno = Libc.LastErrno;
             }
+            else handleErrno = Libc.LastErrno;
         }
+        _mandatoryHandles = mode == InodeFileHandles.Mandatory;
+        if (_mandatoryHandles && !_useHandles)
+        {
+            _mountFd.Dispose();
+            _rootFd.Dispose();
+            throw new IOException(handleErrno == Errno.EOPNOTSUPP.Value
+                ? $"--inode-file-handles=mandatory: the filesystem of the shared directory '{dir}' has no file handles; use --inode-file-handles=prefer or never."
+                : $"--inode-file-handles=mandatory: the daemon cannot reopen file handles ({new Errno(handleErrno == 0 ? Errno.EPERM.Value : handleErrno)}; it needs CAP_DAC_READ_SEARCH, as root); use --inode-file-handles=prefer or never.");
+        }
+        _announceSubmounts = _options.AnnouncesSubmounts();
         _switchCredentials = Libc.geteuid() == 0;
 
         _root = new Node(FuseConstants.RootId, new InodeKey(st.Dev, st.Ino), Libc.S_IFDIR, _rootFd);
@@ -178,6 +199,9 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     /// <summary>Descriptors the fd cache keeps at most (<c>--fd-cache-size</c>, or the automatic size).</summary>
     public int FdCacheCapacity => _fdCache.Capacity;
 
+    /// <summary>Host mounts below the share the daemon holds a descriptor of, to decode their inodes' file handles.</summary>
+    public int SubmountDescriptors => _mountFds.Count;
+
     /// <summary>Whether inodes are identified by file handle (false: every node pins an O_PATH descriptor).</summary>
     public bool UsesFileHandles => _useHandles;
 
@@ -194,9 +218,15 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     public InitFlags Init(InitFlags offered)
     {
         var wanted = InitFlags.AsyncRead | InitFlags.PosixLocks | InitFlags.FlockLocks | InitFlags.AtomicOTrunc
-            | InitFlags.BigWrites | InitFlags.DoReadDirPlus | InitFlags.ReadDirPlusAuto | InitFlags.ParallelDirOps
-            | InitFlags.MaxPages | InitFlags.HandleKillPrivV2 | InitFlags.ExportSupport | InitFlags.CacheSymlinks
-            | InitFlags.AsyncDio;
+            | InitFlags.BigWrites | InitFlags.ParallelDirOps | InitFlags.MaxPages | InitFlags.ExportSupport
+            | InitFlags.CacheSymlinks | InitFlags.AsyncDio;
+        // No READDIRPLUS with --no-readdirplus (as virtiofsd). KILLPRIV_V2 unless --no-killpriv-v2: without it the
+        // client kernel clears the bits with a SETATTR, and Linux's FUSE client then leaves S_ISGID on a
+        // group-executable file its group's member wrote, where a local filesystem clears it.
+        if (!_options.NoReaddirplus) wanted |= InitFlags.DoReadDirPlus | InitFlags.ReadDirPlusAuto;
+        if (_options.HandlesKillprivV2()) wanted |= InitFlags.HandleKillPrivV2;
+        if (_options.AnnouncesSubmounts()) wanted |= InitFlags.Submounts;
+        if (_options.AllowMmap) wanted |= InitFlags.DirectIoAllowMmap;
         if (_xattr) wanted |= InitFlags.SetXAttrExt;
         wanted |= XattrInitFlags(offered);
         if (_options.Writeback) wanted |= InitFlags.WritebackCache;
@@ -247,6 +277,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     public void Dispose()
     {
         Destroy();
+        foreach (var fd in _mountFds.Values) fd.Dispose();
         _mountFd.Dispose();
         _rootFd.Dispose();
     }
@@ -351,6 +382,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             AttrValid = timeout,
         };
         FillAttr(st, out e.Attr);
+        if (node.IsMountRoot && (_negotiated & InitFlags.Submounts) != 0) e.Attr.Flags = FuseConstants.AttrSubmount;
         return e;
     }
 
@@ -384,8 +416,9 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             lease = default;
             return Errno.ENOENT; // dropped before its descriptor was ever cached
         }
-        var fd = Libc.open_by_handle_at(_mountFd, handle, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
-        if (fd < 0 && MadeRoom()) fd = Libc.open_by_handle_at(_mountFd, handle, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
+        var mountFd = node.MountFd ?? _mountFd;
+        var fd = Libc.open_by_handle_at(mountFd, handle, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
+        if (fd < 0 && MadeRoom()) fd = Libc.open_by_handle_at(mountFd, handle, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
         if (fd < 0)
         {
             lease = default;

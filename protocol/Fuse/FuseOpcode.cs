@@ -148,6 +148,8 @@ public enum InitFlags : ulong
     MaxPages = 1UL << 22,
     /// <summary>FUSE_CACHE_SYMLINKS</summary>
     CacheSymlinks = 1UL << 23,
+    /// <summary>FUSE_SUBMOUNTS: the client makes a submount of an entry whose attributes carry FUSE_ATTR_SUBMOUNT.</summary>
+    Submounts = 1UL << 27,
     /// <summary>FUSE_HANDLE_KILLPRIV_V2</summary>
     HandleKillPrivV2 = 1UL << 28,
     /// <summary>FUSE_SETXATTR_EXT</summary>
@@ -158,6 +160,8 @@ public enum InitFlags : ulong
     CreateSuppGroup = 1UL << 34,
     /// <summary>FUSE_SECURITY_CTX (flags2 bit 0): CREATE, MKDIR, MKNOD and SYMLINK carry the new file's security context.</summary>
     SecurityCtx = 1UL << 32,
+    /// <summary>FUSE_DIRECT_IO_ALLOW_MMAP (flags2 bit 4, protocol 7.39): shared mmap of files opened with FOPEN_DIRECT_IO.</summary>
+    DirectIoAllowMmap = 1UL << 36,
 }
 
 /// <summary><c>fuse_open_out.open_flags</c> (FOPEN_*) that this implementation sets.</summary>
@@ -219,6 +223,8 @@ public static class FuseConstants
     public const uint MinimumMinorVersion = 12;
     /// <summary>FUSE_ROOT_ID</summary>
     public const ulong RootId = 1;
+    /// <summary>FUSE_ATTR_SUBMOUNT (fuse_attr.flags): the entry is the root of a mount below its parent's.</summary>
+    public const uint AttrSubmount = 1;
     /// <summary>FUSE_GETATTR_FH: getattr_in.fh is valid.</summary>
     public const uint GetAttrFh = 1;
     /// <summary>FUSE_WRITE_KILL_SUIDGID (FUSE_WRITE_KILL_PRIV before 7.31)</summary>

@@ -50,6 +50,9 @@ public sealed record ShareOption
     /// <summary>The virtiofsd <c>-o</c> key (<c>cache</c> for <c>-o cache=auto</c>; <c>xattr</c> for <c>-o xattr</c> and <c>-o no_xattr</c>); null when <c>-o</c> has none.</summary>
     public string? CompatKey { get; init; }
 
+    /// <summary>The flag is virtiofsd's negative form: <c>-o KEY</c> turns it off and <c>-o no_KEY</c> on (<c>readdirplus</c> for <c>--no-readdirplus</c>).</summary>
+    public bool CompatInverted { get; init; }
+
     /// <summary>Help text, ending with the default.</summary>
     public string Description { get; }
 
@@ -105,8 +108,14 @@ public static class ShareVocabulary
     /// <summary>virtiofsd <c>-o</c> items accepted for compatibility that change nothing here.</summary>
     private static readonly HashSet<string> CompatIgnored = new(StringComparer.Ordinal)
     {
-        "flock", "no_flock", "posix_lock", "no_posix_lock", "readdirplus", "no_readdirplus", "announce_submounts",
-        "killpriv_v2", "no_killpriv_v2", "timeout", "max_idle_threads",
+        "flock", "no_flock", "posix_lock", "no_posix_lock", "max_idle_threads",
+    };
+
+    /// <summary>virtiofsd <c>-o</c> items that have no meaning here, refused with the reason (exit status 2).</summary>
+    private static readonly Dictionary<string, string> CompatRefused = new(StringComparer.Ordinal)
+    {
+        ["timeout"] = "is not supported: entry and attribute timeouts follow --cache here (never 0 s, auto 1 s, metadata and always one day); use --cache.",
+        ["dax"] = "is not supported: this device has no DAX window; remove it.",
     };
 
     /// <summary>Every setting, in the order help lists them and arguments are written.</summary>
@@ -170,6 +179,22 @@ public static class ShareVocabulary
             s => s.PosixAcl, (s, v) => (s.PosixAcl, s.Xattr) = (v, v || s.Xattr)) with { CompatKey = "posix_acl" },
         Flag("--security-label", "security_label", "New files get the guest's security context, e.g. security.selinux, or are not created (default off).",
             s => s.SecurityLabel, (s, v) => s.SecurityLabel = v) with { CompatKey = "security_label" },
+        new("--announce-submounts", "announce_submounts", "Host mounts below the share reach the guest as submounts, each with its own device number (default on).",
+            (s, v) => Set(() => s.AnnounceSubmounts = v == "true"), s => One(s.HasAnnounceSubmounts && !s.AnnounceSubmounts, "false"), isFlag: true)
+            { CompatKey = "announce_submounts", Negation = "--no-announce-submounts" },
+        new("--inode-file-handles", "inode_file_handles", "Identify inodes by file handle: never | prefer | mandatory (default prefer).",
+            (s, v) => TryParseInodeFileHandles(v, out var m) ? Set(() => s.InodeFileHandles = m) : "is not a file handle mode; use never, prefer or mandatory.",
+            s => One(s.InodeFileHandles is not (InodeFileHandles.Prefer or InodeFileHandles.Unspecified), Name(s.InodeFileHandles))),
+        Flag("--preserve-noatime", "preserve_noatime", "Keep the guest's O_NOATIME (default off: it is cleared).",
+            s => s.PreserveNoatime, (s, v) => s.PreserveNoatime = v),
+        new("--no-readdirplus", "no_readdirplus", "Do not offer READDIRPLUS to the guest (default: offered).",
+            (s, v) => Set(() => s.NoReaddirplus = v == "true"), s => One(s.NoReaddirplus, "true"), isFlag: true)
+            { CompatKey = "readdirplus", CompatInverted = true },
+        new("--killpriv-v2", "killpriv_v2", "Offer FUSE_HANDLE_KILLPRIV_V2: the daemon clears set-user-ID and set-group-ID bits on writes as a local filesystem does (default on).",
+            (s, v) => Set(() => s.KillprivV2 = v == "true"), s => One(s.HasKillprivV2 && !s.KillprivV2, "false"), isFlag: true)
+            { CompatKey = "killpriv_v2", Negation = "--no-killpriv-v2" },
+        Flag("--allow-mmap", "allow_mmap", "Let the guest map files opened with direct I/O shared (FUSE_DIRECT_IO_ALLOW_MMAP; default off).",
+            s => s.AllowMmap, (s, v) => s.AllowMmap = v),
 
         Text("--socket-path", "socket|socket_path", "vhost-user socket to listen on, for the VMM to connect to.",
             s => s.SocketPath, (s, v) => s.SocketPath = v, OptionScope.Device),
@@ -182,6 +207,8 @@ public static class ShareVocabulary
             (s, v) => uint.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n is >= 1 and <= MaxQueueSize && (n & (n - 1)) == 0
                 ? Set(() => s.QueueSize = n) : $"is not a power of two from 1 to {MaxQueueSize}; use e.g. 256 or 1024.",
             s => One(s.QueueSize is not (0 or 1024), s.QueueSize.ToString(CultureInfo.InvariantCulture)), scope: OptionScope.Device),
+        Text("--socket-group", "socket_group", "Group that owns the vhost-user socket, which is then writable by that group (default: root's, owner-only).",
+            s => s.SocketGroup, (s, v) => s.SocketGroup = v, OptionScope.Device),
     ];
 
     /// <summary>Settings with every default filled in (what a share gets when nothing is said).</summary>
@@ -227,8 +254,10 @@ public static class ShareVocabulary
             var value = eq < 0 ? null : item[(eq + 1)..];
             if (CompatIgnored.Contains(key)) { ignored.Add(item); continue; }
             var (option, on) = FindCompat(key);
+            if (option is { CompatInverted: true }) on = !on;
             string? problem;
-            if (option is null) problem = $"is not a known option; use {CompatKeys}.";
+            if (CompatRefused.TryGetValue(key, out var refused)) problem = refused;
+            else if (option is null) problem = $"is not a known option; use {CompatKeys}.";
             else if (option.IsFlag) problem = value is null ? option.Read(settings, on ? "true" : "false") : "takes no value.";
             else problem = string.IsNullOrEmpty(value) ? "needs a value, as in -o key=VALUE." : option.Read(settings, value);
             if (problem is not null)
@@ -264,7 +293,7 @@ public static class ShareVocabulary
             if (option.Scope != OptionScope.Share) continue;
             foreach (var value in option.Write(settings))
             {
-                args.Add(option.Name);
+                args.Add(option.IsFlag && value == "false" ? option.Negation! : option.Name);
                 if (!option.IsFlag) args.Add(value);
             }
         }
@@ -337,6 +366,33 @@ public static class ShareVocabulary
 
     /// <summary>The word for a sandbox mode (unspecified is the default, namespace).</summary>
     public static string Name(Sandbox mode) => mode switch { Sandbox.Chroot => "chroot", Sandbox.None => "none", _ => "namespace" };
+
+    /// <summary>Parses a file handle mode (virtiofsd's deprecated <c>fallback</c> is <c>prefer</c>).</summary>
+    public static bool TryParseInodeFileHandles(string? text, out InodeFileHandles mode)
+    {
+        mode = text switch
+        {
+            "never" => InodeFileHandles.Never,
+            "prefer" or "fallback" => InodeFileHandles.Prefer,
+            "mandatory" => InodeFileHandles.Mandatory,
+            _ => InodeFileHandles.Unspecified,
+        };
+        return mode != InodeFileHandles.Unspecified;
+    }
+
+    /// <summary>The word for a file handle mode (unspecified is the default, prefer).</summary>
+    public static string Name(InodeFileHandles mode) => mode switch
+    {
+        InodeFileHandles.Never => "never",
+        InodeFileHandles.Mandatory => "mandatory",
+        _ => "prefer",
+    };
+
+    /// <summary>Whether host mounts below the share are announced to the guest (absent: on, as virtiofsd).</summary>
+    public static bool AnnouncesSubmounts(this ShareSettings settings) => !settings.HasAnnounceSubmounts || settings.AnnounceSubmounts;
+
+    /// <summary>Whether FUSE_HANDLE_KILLPRIV_V2 is offered (absent: on; see config/README.md for why virtiofsd's default is not followed).</summary>
+    public static bool HandlesKillprivV2(this ShareSettings settings) => !settings.HasKillprivV2 || settings.KillprivV2;
 
     /// <summary>Parses a seccomp action.</summary>
     public static bool TryParseSeccomp(string? text, out SeccompAction action)

@@ -24,18 +24,17 @@ public static partial class VdevCommand
     /// <summary>Exit status: a share's daemon could not be started.</summary>
     public const int ExitStart = 1;
 
-    /// <summary>virtiofsd options that change nothing here; each one given is named in a warning.</summary>
-    private static readonly string[] IgnoredFlags =
-    [
-        "--foreground", "--syslog", "--announce-submounts", "--killpriv-v2", "--no-killpriv-v2",
-        "--allow-mmap", "--preserve-noatime", "--migration-verify-handles", "--migration-confirm-paths",
-    ];
+    /// <summary>virtiofsd's request to stay in the foreground: the vdev never daemonizes, so they are accepted silently.</summary>
+    private static readonly string[] ForegroundFlags = ["--foreground", "-f"];
 
-    /// <summary>virtiofsd options with a value that change nothing here.</summary>
-    private static readonly string[] IgnoredWithValue =
+    /// <summary>virtiofsd options that have no meaning here, refused (exit status 2) with the reason.</summary>
+    private static readonly (string Name, bool TakesValue, string Reason)[] RefusedOptions =
     [
-        "--inode-file-handles", "--migration-mode",
-        "--migration-on-error",
+        ("--syslog", false, "is not supported: the vdev and its daemons log to stderr; run it under a service manager that passes stderr to the journal, or redirect it."),
+        ("--migration-mode", true, "is not supported: this device does not migrate (it offers no device state to the VMM)."),
+        ("--migration-on-error", true, "is not supported: this device does not migrate (it offers no device state to the VMM)."),
+        ("--migration-verify-handles", false, "is not supported: this device does not migrate (it offers no device state to the VMM)."),
+        ("--migration-confirm-paths", false, "is not supported: this device does not migrate (it offers no device state to the VMM)."),
     ];
 
     /// <summary>The vdev's command line: the share vocabulary with the device options, and the vdev's own.</summary>
@@ -46,7 +45,7 @@ public static partial class VdevCommand
         public readonly Option<string?> Launcher = new("--launcher") { Description = "fuse_launcher to start the daemons with (default: the one next to vdev)." };
         public readonly Option<bool> PrintCapabilities = new("--print-capabilities") { Description = "Print the vhost-user JSON capabilities and exit." };
         public readonly Option<bool> KeepListening = new("--keep-listening") { Description = "After the VMM disconnects, wait for the next one (default: exit, as virtiofsd)." };
-        public readonly List<Option> Ignored = [];
+        public readonly List<(Option Option, string Reason)> Refused = [];
         public readonly RootCommand Root = new("vdev: virtio-fs devices for a VMM over vhost-user, one passthrough daemon per shared directory. " +
             "Run 'vdev ctl --help' for the operator commands.");
 
@@ -57,10 +56,10 @@ public static partial class VdevCommand
             Root.Options.Add(Launcher);
             Root.Options.Add(PrintCapabilities);
             Root.Options.Add(KeepListening);
-            foreach (var name in IgnoredFlags) Ignored.Add(new Option<bool>(name) { Description = "Accepted for virtiofsd compatibility; no effect.", Hidden = true });
-            foreach (var name in IgnoredWithValue) Ignored.Add(new Option<string>(name) { Description = "Accepted for virtiofsd compatibility; no effect.", Hidden = true });
-            Ignored.Add(new Option<bool>("-f") { Hidden = true });
-            foreach (var option in Ignored) Root.Options.Add(option);
+            foreach (var name in ForegroundFlags) Root.Options.Add(new Option<bool>(name) { Description = "Accepted for virtiofsd compatibility: the vdev always runs in the foreground.", Hidden = true });
+            foreach (var (name, takesValue, reason) in RefusedOptions)
+                Refused.Add((takesValue ? new Option<string>(name) { Hidden = true } : new Option<bool>(name) { Hidden = true }, reason));
+            foreach (var (option, _) in Refused) Root.Options.Add(option);
         }
     }
 
@@ -87,11 +86,11 @@ public static partial class VdevCommand
             VhostUserDevice.PrintCapabilities(Console.Out);
             return null;
         }
-        var warnings = new List<string>();
-        foreach (var option in cli.Ignored)
+        foreach (var (option, reason) in cli.Refused)
         {
-            if (ShareCommandLine.Given(parse, option)) warnings.Add($"{option.Name} has no effect here.");
+            if (ShareCommandLine.Given(parse, option)) return Fail(stderr, $"{option.Name} {reason}", out exit);
         }
+        var warnings = new List<string>();
         var keepListening = parse.GetValue(cli.KeepListening);
         var launcher = parse.GetValue(cli.Launcher);
         try
@@ -152,6 +151,24 @@ public static partial class VdevCommand
                 return ExitConfig;
             }
         }
+        // Groups are resolved before the syscall filter (NSS may open files and load libraries).
+        var socketGroups = new Dictionary<string, uint>(StringComparer.Ordinal);
+        foreach (var share in shares)
+        {
+            var group = share.Settings.SocketGroup;
+            if (group.Length == 0) continue;
+            if (share.Settings.SocketPath.Length == 0)
+            {
+                Console.Error.WriteLine($"vdev: {share.Origin}: --socket-group (socket_group) sets the group of the socket the vdev creates at --socket-path; an inherited --fd socket keeps the group its creator gave it.");
+                return ExitConfig;
+            }
+            if (Libc.GroupId(group) is not { } gid)
+            {
+                Console.Error.WriteLine($"vdev: {share.Origin}: --socket-group '{group}' is not a group on this host; give an existing group name or gid.");
+                return ExitConfig;
+            }
+            socketGroups[share.Settings.SocketPath] = gid;
+        }
         // Before the logger, the signal handlers and the gRPC client start threads of their own.
         VdevConfinement confinement;
         try
@@ -174,7 +191,7 @@ public static partial class VdevCommand
         foreach (var share in shares)
         {
             if (share.Settings.ThreadPoolSize > 0)
-                LogWarning(log, $"{share.Origin}: thread_pool_size (--thread-pool-size) has no effect on a vdev share yet: the daemon serves each request queue with one thread.");
+                LogWarning(log, $"{share.Origin}: thread_pool_size (--thread-pool-size) sizes the daemon's pool on a /dev/fuse mount only: on a vdev share each request queue is served by its own daemon thread (virtiofsd's --thread-pool-size=0); add request queues (--request-queues) for more parallel requests.");
         }
 
         using var stop = new CancellationTokenSource();
@@ -199,6 +216,7 @@ public static partial class VdevCommand
                 var options = new DeviceOptions
                 {
                     SocketPath = settings.SocketPath.Length > 0 ? settings.SocketPath : null,
+                    SocketGroup = socketGroups.TryGetValue(settings.SocketPath, out var gid) ? gid : null,
                     ListenFd = settings.HasListenFd ? settings.ListenFd : null,
                     Tag = request.OfferTag ? settings.Tag : null,
                     RequestQueues = (int)settings.RequestQueues,

@@ -8,6 +8,9 @@ public sealed class DeviceOptions
 {
     /// <summary><c>--socket-path PATH</c>: create a listening socket there, removed again on exit. No default; this or <see cref="ListenFd"/> is required.</summary>
     public string? SocketPath { get; set; }
+
+    /// <summary>Group that gets the socket at <see cref="SocketPath"/>, which is then made group-writable (--socket-group); null: left as created.</summary>
+    public uint? SocketGroup { get; set; }
     /// <summary><c>--fd N</c>: accept on this inherited listening socket (libvirt). No default.</summary>
     public int? ListenFd { get; set; }
     /// <summary>

@@ -49,7 +49,7 @@ public static partial class VhostUserDevice
         VhostUserListener listener;
         try
         {
-            listener = options.SocketPath != null ? VhostUserListener.Bind(options.SocketPath) : VhostUserListener.Adopt(options.ListenFd!.Value);
+            listener = options.SocketPath != null ? VhostUserListener.Bind(options.SocketPath, options.SocketGroup) : VhostUserListener.Adopt(options.ListenFd!.Value);
         }
         catch (Exception e) when (e is ListenerException or SyscallException)
         {

@@ -17,8 +17,12 @@ internal sealed class VhostUserListener : IDisposable
         _path = path;
     }
 
-    /// <summary>Creates, binds and listens at <paramref name="path"/>; throws <see cref="ListenerException"/> with a sentence saying what to change.</summary>
-    public static VhostUserListener Bind(string path)
+    /// <summary>
+    /// Creates, binds and listens at <paramref name="path"/>; throws <see cref="ListenerException"/> with a sentence
+    /// saying what to change. With <paramref name="group"/> the socket file gets that group and mode 0770 (as virtiofsd's
+    /// --socket-group, whose socket is created under umask 007), so the VMM may run as a member of the group.
+    /// </summary>
+    public static VhostUserListener Bind(string path, uint? group = null)
     {
         RemoveStaleSocket(path);
         int len = SockaddrUn.Create(path, out var addr);
@@ -45,6 +49,13 @@ internal sealed class VhostUserListener : IDisposable
             fd.Dispose();
             File.Delete(path);
             throw ex;
+        }
+        if (group is { } gid && (Libc.chown(path, uint.MaxValue, gid) != 0 || Libc.chmod(path, 0x1F8 /* 0770 */) != 0))
+        {
+            var e = Libc.LastErrno;
+            fd.Dispose();
+            File.Delete(path);
+            throw new ListenerException($"The socket '{path}' cannot be given group {gid} ({new Hypervisor.Protocol.Fuse.Errno(e)}); run the vdev as root or as a member of that group, or drop --socket-group.");
         }
         return new VhostUserListener(fd, path);
     }

@@ -163,10 +163,12 @@ public sealed partial class PassthroughFileSystemTests
         Assert.Equal(0, share.Fs.OpenHandles);
     }
 
-    [Fact]
-    public void EvictedNodeOnAnotherMount_KeepsItsDescriptor_AndStillWorks()
+    [Theory]
+    [InlineData(InodeFileHandles.Prefer)]
+    [InlineData(InodeFileHandles.Mandatory)]
+    public void EvictedNodeOnAnotherMount_StillWorks_PinnedWithPrefer_ByHandleAgainstItsMountWithMandatory(InodeFileHandles mode)
     {
-        using var share = new TestShare(o => o.FdCacheSize = 1);
+        using var share = new TestShare(o => { o.FdCacheSize = 1; o.InodeFileHandles = mode; });
         if (!share.Fs.UsesFileHandles) return; // every node is pinned from the start: there is no eviction to check
         var sub = share.HostPath("sub");
         Directory.CreateDirectory(sub);
@@ -178,12 +180,40 @@ public sealed partial class PassthroughFileSystemTests
             File.WriteAllText(share.HostPath("other"), "");
             share.Lookup(NodeId.Root, "other"); // evicts f's descriptor: its handle would not decode against the share
             Assert.True(share.Fs.CachedDescriptors <= 1, $"{share.Fs.CachedDescriptors} cached");
+            Assert.Equal(mode == InodeFileHandles.Mandatory ? 1 : 0, share.Fs.SubmountDescriptors);
             var attr = share.Fs.GetAttr(Root, f, null);
             Assert.True(attr.IsOk, attr.ToString());
             Assert.Equal((ulong)"on tmpfs".Length, attr.Value.Attr.Size);
             var fh = share.OpenFile(f, 0);
             Assert.Equal("on tmpfs", System.Text.Encoding.UTF8.GetString(share.ReadAll(f, fh)));
             Assert.Equal(Errno.Ok, share.Fs.Release(Root, f, new ReleaseIn { Fh = fh }));
+        }
+        finally
+        {
+            Libc.umount2(sub, Libc.MNT_DETACH);
+        }
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    [Trait("Category", "Root")]
+    public void AMountBelowTheShare_IsAnnouncedAsASubmount_UnlessTurnedOff(bool announce)
+    {
+        using var share = new TestShare(o => o.AnnounceSubmounts = announce);
+        share.Fs.Init((InitFlags)ulong.MaxValue);
+        var sub = share.HostPath("sub");
+        Directory.CreateDirectory(sub);
+        Directory.CreateDirectory(share.HostPath("plain"));
+        Assert.Equal(0, Libc.mount("pt-test", sub, "tmpfs", 0, "size=1m"));
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(sub, "inner"));
+            var entry = share.Fs.Lookup(Root, NodeId.Root, "sub"u8);
+            Assert.True(entry.IsOk, entry.ToString());
+            Assert.Equal(announce ? FuseConstants.AttrSubmount : 0u, entry.Value.Attr.Flags);
+            Assert.Equal(0u, share.Fs.Lookup(Root, NodeId.Root, "plain"u8).Value.Attr.Flags);
+            Assert.Equal(0u, share.Fs.Lookup(Root, new NodeId(entry.Value.Nodeid), "inner"u8).Value.Attr.Flags);
         }
         finally
         {

@@ -165,11 +165,18 @@ public sealed partial class PassthroughFileSystemTests
         var all = share.Fs.Init((InitFlags)ulong.MaxValue);
         foreach (var flag in new[] { InitFlags.AsyncRead, InitFlags.PosixLocks, InitFlags.FlockLocks, InitFlags.AtomicOTrunc,
                      InitFlags.BigWrites, InitFlags.DoReadDirPlus, InitFlags.ReadDirPlusAuto, InitFlags.ParallelDirOps,
-                     InitFlags.MaxPages, InitFlags.HandleKillPrivV2, InitFlags.ExportSupport, InitFlags.CacheSymlinks })
+                     InitFlags.MaxPages, InitFlags.HandleKillPrivV2, InitFlags.ExportSupport, InitFlags.CacheSymlinks, InitFlags.Submounts })
             Assert.True((all & flag) != 0, $"{flag} not requested");
-        // not asked for unless configured: the kernel applies the umask; no writeback cache; no xattr extension
-        Assert.Equal(InitFlags.None, all & (InitFlags.DontMask | InitFlags.WritebackCache | InitFlags.SetXAttrExt | InitFlags.PosixAcl));
+        // not asked for unless configured: the kernel applies the umask; no writeback cache; no xattr extension; no
+        // mmap with direct I/O
+        Assert.Equal(InitFlags.None, all & (InitFlags.DontMask | InitFlags.WritebackCache | InitFlags.SetXAttrExt | InitFlags.PosixAcl
+            | InitFlags.DirectIoAllowMmap));
         Assert.Equal(InitFlags.AsyncRead, share.Fs.Init(InitFlags.AsyncRead | InitFlags.WritebackCache | InitFlags.DontMask));
+
+        using var options = new TestShare(o => { o.KillprivV2 = false; o.AllowMmap = true; o.NoReaddirplus = true; o.AnnounceSubmounts = false; });
+        var chosen = options.Fs.Init((InitFlags)ulong.MaxValue);
+        Assert.Equal(InitFlags.DirectIoAllowMmap,
+            chosen & (InitFlags.HandleKillPrivV2 | InitFlags.DirectIoAllowMmap | InitFlags.DoReadDirPlus | InitFlags.ReadDirPlusAuto | InitFlags.Submounts));
 
         using var writeback = new TestShare(o => o.Writeback = true);
         Assert.NotEqual(InitFlags.None, writeback.Fs.Init((InitFlags)ulong.MaxValue) & InitFlags.WritebackCache);

@@ -28,12 +28,14 @@ public class ShareVocabularyTests
             "--sandbox", "chroot", "--seccomp", "log", "--modcaps", "+sys_admin:-mknod", "--rlimit-nofile", "4096",
             "--translate-uid", "map:1000:2000:10", "--translate-uid", "forbid-guest:5:1", "--translate-gid", "squash-host:0:7:100",
             "--uid-map", ":0:1000:1:", "--gid-map", "/0/100000/65536/",
-            "--xattrmap", ":map::user.virtiofs.:", "--posix-acl", "--security-label");
+            "--xattrmap", ":map::user.virtiofs.:", "--posix-acl", "--security-label",
+            "--no-announce-submounts", "--inode-file-handles", "mandatory", "--preserve-noatime", "--no-readdirplus", "--no-killpriv-v2",
+            "--allow-mmap");
         var passed = ShareVocabulary.ToArguments(given);
         Assert.Equal(given, Read(false, [.. passed]));
-        // Each share option is written; none is lost on the way.
+        // Each share option is written (a flag that is on by default as its negation); none is lost on the way.
         foreach (var option in ShareVocabulary.Options.Where(o => o.Scope == OptionScope.Share))
-            Assert.Contains(option.Name, passed);
+            Assert.True(passed.Contains(option.Name) || (option.Negation is { } off && passed.Contains(off)), $"{option.Name} was not passed on");
     }
 
     [Fact]

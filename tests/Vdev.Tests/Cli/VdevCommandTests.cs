@@ -67,9 +67,96 @@ public sealed class VdevCommandTests : IDisposable
     [Fact]
     public void VirtiofsdOptionsWithoutMeaningHere_AreNamedInWarnings()
     {
-        var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "--inode-file-handles", "never", "-o", "flock");
+        var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "-o", "flock,no_posix_lock,max_idle_threads=4");
         Assert.True(request is not null, stderr);
-        Assert.Equal(["--inode-file-handles has no effect here.", "-o flock has no effect here."], request.Warnings);
+        Assert.Equal(["-o flock has no effect here.", "-o no_posix_lock has no effect here.", "-o max_idle_threads=4 has no effect here."], request.Warnings);
+    }
+
+    [Fact]
+    public void LibvirtWrapperOptions_AreRead()
+    {
+        // A libvirt <binary path> wrapper: "--inode-file-handles=mandatory --announce-submounts $@".
+        var (request, stderr, _) = Read("--inode-file-handles=mandatory", "--announce-submounts", "--fd=3", "-o", $"source={_dir}");
+        Assert.True(request is not null, stderr);
+        var share = Assert.Single(request.Shares).Settings;
+        Assert.Equal(InodeFileHandles.Mandatory, share.InodeFileHandles);
+        Assert.True(share.AnnouncesSubmounts());
+        Assert.Empty(request.Warnings);
+        Assert.Equal(["--shared-dir", _dir, "--inode-file-handles", "mandatory"], ShareVocabulary.ToArguments(share));
+    }
+
+    [Fact]
+    public void FileHandleSubmountAndFeatureOptions_AreRead_AndPassedOn()
+    {
+        var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "--no-announce-submounts",
+            "--inode-file-handles", "never", "--preserve-noatime", "--no-readdirplus", "--no-killpriv-v2", "--allow-mmap",
+            "--socket-group", "kvm", "--foreground", "-f");
+        Assert.True(request is not null, stderr);
+        var share = Assert.Single(request.Shares).Settings;
+        Assert.False(share.AnnouncesSubmounts());
+        Assert.Equal(InodeFileHandles.Never, share.InodeFileHandles);
+        Assert.True(share.PreserveNoatime);
+        Assert.True(share.NoReaddirplus);
+        Assert.False(share.HandlesKillprivV2());
+        Assert.True(share.AllowMmap);
+        Assert.Equal("kvm", share.SocketGroup);
+        Assert.Empty(request.Warnings);
+        // The daemon's arguments: the device's socket group stays with the vdev.
+        Assert.Equal(["--shared-dir", _dir, "--no-announce-submounts", "--inode-file-handles", "never", "--preserve-noatime", "--no-readdirplus", "--no-killpriv-v2", "--allow-mmap"],
+            ShareVocabulary.ToArguments(share));
+    }
+
+    [Fact]
+    public void Defaults_AnnounceSubmounts_PreferHandles_AndOfferKillprivV2()
+    {
+        var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir);
+        Assert.True(request is not null, stderr);
+        var share = request.Shares[0].Settings;
+        Assert.True(share.AnnouncesSubmounts());
+        Assert.Equal("prefer", ShareVocabulary.Name(share.InodeFileHandles));
+        Assert.True(share.HandlesKillprivV2());
+        Assert.False(share.NoReaddirplus);
+        Assert.Equal(["--shared-dir", _dir], ShareVocabulary.ToArguments(share));
+    }
+
+    [Theory]
+    [InlineData("announce_submounts", true, false, true)]
+    [InlineData("no_readdirplus,no_killpriv_v2", false, true, false)]
+    [InlineData("no_readdirplus,readdirplus,no_killpriv_v2,killpriv_v2", false, false, true)]
+    public void OItems_SetSubmountsReaddirplusAndKillprivV2(string items, bool submounts, bool noReaddirplus, bool killpriv)
+    {
+        var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "--no-announce-submounts", "-o", items);
+        Assert.True(request is not null, stderr);
+        var share = request.Shares[0].Settings;
+        Assert.Equal(submounts, share.AnnouncesSubmounts());
+        Assert.Equal(noReaddirplus, share.NoReaddirplus);
+        Assert.Equal(killpriv, share.HandlesKillprivV2());
+        Assert.Empty(request.Warnings);
+    }
+
+    [Theory]
+    [InlineData(new[] { "--syslog" }, "vdev: --syslog is not supported: the vdev and its daemons log to stderr; run it under a service manager that passes stderr to the journal, or redirect it.")]
+    [InlineData(new[] { "--migration-mode", "find-paths" }, "vdev: --migration-mode is not supported: this device does not migrate (it offers no device state to the VMM).")]
+    [InlineData(new[] { "--migration-on-error=abort" }, "vdev: --migration-on-error is not supported: this device does not migrate (it offers no device state to the VMM).")]
+    [InlineData(new[] { "--migration-verify-handles" }, "vdev: --migration-verify-handles is not supported: this device does not migrate (it offers no device state to the VMM).")]
+    [InlineData(new[] { "--migration-confirm-paths" }, "vdev: --migration-confirm-paths is not supported: this device does not migrate (it offers no device state to the VMM).")]
+    [InlineData(new[] { "-o", "timeout=5" }, "vdev: -o timeout=5 is not supported: entry and attribute timeouts follow --cache here (never 0 s, auto 1 s, metadata and always one day); use --cache.")]
+    [InlineData(new[] { "-o", "dax" }, "vdev: -o dax is not supported: this device has no DAX window; remove it.")]
+    [InlineData(new[] { "--inode-file-handles=sometimes" }, "vdev: --inode-file-handles 'sometimes' is not a file handle mode; use never, prefer or mandatory.")]
+    public void OptionsWithoutMeaningHere_AreRefusedWithExit2(string[] extra, string expected)
+    {
+        var (request, stderr, exit) = Read(["--socket-path", "/s", "--shared-dir", "/x", .. extra]);
+        Assert.Null(request);
+        Assert.Equal(2, exit);
+        Assert.Equal(expected, stderr);
+    }
+
+    [Fact]
+    public async Task AnUnknownSocketGroup_Exits2_BeforeAnythingStarts()
+    {
+        var exit = await VdevCommand.RunAsync(["--socket-path", Path.Combine(_dir, "s.sock"), "--shared-dir", _dir, "--socket-group", "no-such-group-here"]);
+        Assert.Equal(2, exit);
+        Assert.False(File.Exists(Path.Combine(_dir, "s.sock")));
     }
 
     [Theory]
@@ -80,7 +167,7 @@ public sealed class VdevCommandTests : IDisposable
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--queue-size=100" }, "vdev: --queue-size '100' is not a power of two from 1 to 32768; use e.g. 256 or 1024.")]
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--cache", "sometimes" }, "vdev: --cache 'sometimes' is not a cache policy; use never, metadata, auto or always.")]
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--log-level", "loud" }, "vdev: --log-level 'loud' is not a log level; use error, warn, info, debug, trace or off.")]
-    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "-o", "bogus" }, "vdev: -o bogus is not a known option; use source=VALUE, cache=VALUE, allow_direct_io, no_allow_direct_io, xattr, no_xattr, readonly, no_readonly, writeback, no_writeback, log_level=VALUE, sandbox=VALUE, seccomp=VALUE, modcaps=VALUE, xattrmap=VALUE, posix_acl, no_posix_acl, security_label, no_security_label.")]
+    [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "-o", "bogus" }, "vdev: -o bogus is not a known option; use source=VALUE, cache=VALUE, allow_direct_io, no_allow_direct_io, xattr, no_xattr, readonly, no_readonly, writeback, no_writeback, log_level=VALUE, sandbox=VALUE, seccomp=VALUE, modcaps=VALUE, xattrmap=VALUE, posix_acl, no_posix_acl, security_label, no_security_label, announce_submounts, no_announce_submounts, readdirplus, no_readdirplus, killpriv_v2, no_killpriv_v2.")]
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--xattrmap", ":prefix:all:trusted.:user.vm." }, "vdev: --xattrmap ':prefix:all:trusted.:user.vm.' is not an xattr map: rule 1 is incomplete; write it as :type:scope:key:prepend:, ending with the separator.")]
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "-o", "xattrmap=:ok:everywhere:::" }, "vdev: -o xattrmap=:ok:everywhere::: is not an xattr map: rule 1 has scope \"everywhere\"; use client, server or all.")]
     [InlineData(new[] { "--socket-path", "/s", "--shared-dir", "/x", "--tag", "0123456789012345678901234567890123456" }, "vdev: --tag '0123456789012345678901234567890123456' is 37 bytes long; a virtio-fs tag holds 1 to 36 bytes.")]
@@ -110,12 +197,12 @@ public sealed class VdevCommandTests : IDisposable
     public void TranslationRules_AreReadInOrder_AndNoLongerWarnedAbout()
     {
         var (request, stderr, _) = Read("--socket-path", "/tmp/y.sock", "--shared-dir", _dir, "--translate-uid", "map:1000:2000:10",
-            "--translate-uid=squash-guest:0:3000:1", "--translate-gid", "forbid-guest:5:2", "--uid-map", ":0:1000:1:");
+            "--translate-uid=squash-guest:0:3000:1", "--translate-gid", "forbid-guest:5:2");
         Assert.True(request is not null, stderr);
         var share = request.Shares[0].Settings;
         Assert.Equal(["map:1000:2000:10", "squash-guest:0:3000:1"], share.TranslateUid);
         Assert.Equal(["forbid-guest:5:2"], share.TranslateGid);
-        Assert.Equal(["--uid-map has no effect here."], request.Warnings);
+        Assert.Empty(request.Warnings);
     }
 
     [Fact]

@@ -73,6 +73,39 @@ public class VmConfigParserTests
     }
 
     [Fact]
+    public void FileHandleSubmountAndFeatureKeys_AreRead()
+    {
+        var shares = VmConfigParser.Parse("""
+            vdev virtio-fs
+                host_path /a
+                tag a
+                socket /tmp/a.sock
+            vdev virtio-fs
+                host_path /b
+                tag b
+                socket /tmp/b.sock
+                announce_submounts off
+                inode_file_handles mandatory
+                preserve_noatime on
+                no_readdirplus
+                killpriv_v2 off
+                allow_mmap yes
+                socket_group kvm
+            """, "vm.conf");
+        var a = shares[0].Settings;
+        Assert.True(a.AnnouncesSubmounts());
+        Assert.True(a.HandlesKillprivV2());
+        Assert.False(a.PreserveNoatime || a.NoReaddirplus || a.AllowMmap);
+        var b = shares[1].Settings;
+        Assert.False(b.AnnouncesSubmounts());
+        Assert.Equal(InodeFileHandles.Mandatory, b.InodeFileHandles);
+        Assert.True(b.PreserveNoatime && b.NoReaddirplus && !b.HandlesKillprivV2() && b.AllowMmap);
+        Assert.Equal("kvm", b.SocketGroup);
+        var e = Assert.Throws<ConfigException>(() => VmConfigParser.Parse("vdev virtio-fs\n host_path /a\n tag a\n socket /s\n inode_file_handles always\n", "vm.conf"));
+        Assert.Equal("vm.conf:5: inode_file_handles 'always' is not a file handle mode; use never, prefer or mandatory.", e.Message);
+    }
+
+    [Fact]
     public void SeveralRequestQueuesGetACpuEachByDefault_NoneLeavesThemUnpinned()
     {
         var allowed = QueueCpus.AllowedCpus();

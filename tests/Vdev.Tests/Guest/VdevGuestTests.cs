@@ -230,6 +230,24 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
         GuestScenarios.RunTwoShares(LibvirtStyleVdev(), LibvirtStyleVdev(), output.WriteLine);
     }
 
+    [Fact]
+    public void LibvirtStyle_ThroughAWrapperWithMandatoryFileHandlesAndSubmounts_PassesTheBasicScenario()
+    {
+        // A common libvirt <binary path='…'/> wrapper: it adds options libvirt has no XML for and passes libvirt's on.
+        var dir = Directory.CreateTempSubdirectory("hvg-wrapper-").FullName;
+        try
+        {
+            var wrapper = Path.Combine(dir, "virtiofsd-wrapper");
+            File.WriteAllText(wrapper, $"#!/bin/sh\nexec '{GuestBackend.ResolveVdev()}' --inode-file-handles=mandatory --announce-submounts \"$@\"\n");
+            File.SetUnixFileMode(wrapper, (UnixFileMode)0b111_101_101);
+            GuestScenarios.RunBasic(LibvirtStyleVdev(executable: wrapper), output.WriteLine);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     /// <summary>
     /// The vdev as libvirt 9.x starts virtiofsd (src/qemu/qemu_virtiofs.c): libvirt creates and binds the
     /// listening socket itself, passes it as <c>--fd=N</c>, and gives the share as one <c>-o</c> list
@@ -237,7 +255,7 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
     /// &lt;binary xattr='on'&gt;). .NET cannot hand a descriptor to a child, so /usr/bin/python3 binds
     /// the socket at the harness's path and execs the vdev in place (same pid, so it is ended by pid).
     /// </summary>
-    private static GuestBackend LibvirtStyleVdev(Action<string>? socketPath = null) => new("vdev-libvirt", ctx =>
+    private static GuestBackend LibvirtStyleVdev(Action<string>? socketPath = null, string? executable = null) => new("vdev-libvirt", ctx =>
     {
         socketPath?.Invoke(ctx.SocketPath);
         const string Wrapper = """
@@ -250,7 +268,7 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
             os.execv(argv[0], argv)
             """;
         var psi = new ProcessStartInfo("/usr/bin/python3");
-        foreach (var a in new[] { "-c", Wrapper, ctx.SocketPath, GuestBackend.ResolveVdev(), "--fd=@FD@", "-o", $"source={ctx.SharedDirectory},cache=auto,xattr" })
+        foreach (var a in new[] { "-c", Wrapper, ctx.SocketPath, executable ?? GuestBackend.ResolveVdev(), "--fd=@FD@", "-o", $"source={ctx.SharedDirectory},cache=auto,xattr" })
             psi.ArgumentList.Add(a);
         return psi;
     });

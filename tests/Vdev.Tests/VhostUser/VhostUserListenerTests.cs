@@ -25,4 +25,23 @@ public sealed class VhostUserListenerTests
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
+
+    [Fact]
+    public void WithASocketGroup_TheSocketBelongsToTheGroup_AndTheGroupMayConnect()
+    {
+        // As virtiofsd's --socket-group: the group owns the socket and may write it (connect needs write permission).
+        var gid = Libc.GroupId("nogroup") ?? Libc.GroupId("65534");
+        Assert.NotNull(gid);
+        var dir = Directory.CreateTempSubdirectory("hv-listen-").FullName;
+        try
+        {
+            var path = Path.Combine(dir, "s.sock");
+            using (VhostUserListener.Bind(path, gid))
+            {
+                var stat = Hypervisor.Vdev.Tests.Guest.HostProcesses.Run("/usr/bin/stat", ["-c", "%g %a", path], TimeSpan.FromSeconds(30));
+                Assert.Equal($"{gid} 770", stat.Stdout.Trim());
+            }
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
 }
