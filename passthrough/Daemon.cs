@@ -93,7 +93,8 @@ public static partial class Daemon
             }
             if (settings.Ring is not null)
             {
-                ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring, settings.QueueCpus);
+                ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring, settings.QueueCpus,
+                    (int)settings.Share.ThreadPoolSize);
                 LogRing(log, settings.Share.SharedDir, settings.Ring);
             }
 

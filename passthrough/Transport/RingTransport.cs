@@ -10,7 +10,8 @@ namespace Hypervisor.Passthrough.Transport;
 
 /// <summary>
 /// Serves the shared-memory ring the vdev created: one dispatcher thread per request queue peeks request frames
-/// and runs the engine on them with the reply written straight into the completion ring. Requests that may block
+/// and runs the engine on them with the reply written straight into the completion ring, or, with
+/// <c>--thread-pool-size</c>, hands them to a pool of worker threads. Requests that may block
 /// on the disk for long (syncs) are copied out and run on the thread pool so they never hold up the queue. A SETLKW
 /// that has to wait is answered later by the engine's lock waiter (<see cref="IDeferredReplySink"/>): a guest waiting
 /// for a lock must not keep the unlock behind it from being served, nor hold a thread.
@@ -29,9 +30,17 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     private int _running;
     private bool _unmapped;
     private readonly int[] _requestQueueCpus;
+    private readonly System.Collections.Concurrent.BlockingCollection<PoolWork>? _work;
+    private readonly Thread[] _pool = [];
 
-    private RingTransport(FuseEngine engine, ILogger log, ShmRingSet rings)
+    private RingTransport(FuseEngine engine, ILogger log, ShmRingSet rings, int poolSize)
     {
+        if (poolSize > 0)
+        {
+            _work = new System.Collections.Concurrent.BlockingCollection<PoolWork>(new System.Collections.Concurrent.ConcurrentQueue<PoolWork>());
+            _pool = new Thread[poolSize];
+            for (var i = 0; i < poolSize; i++) _pool[i] = new Thread(Work) { IsBackground = true, Name = $"ring-pool-{i}" };
+        }
         _engine = engine;
         _log = log;
         _rings = rings;
@@ -54,9 +63,11 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     /// <summary>
     /// Attaches to the ring described by <paramref name="descriptor"/> and starts serving every queue; with
     /// <paramref name="queueCpus"/>, each request queue's dispatcher runs on its CPU alone (the vdev pins the worker
-    /// at the other end of the queue to the same CPU).
+    /// at the other end of the queue to the same CPU). With a <paramref name="poolSize"/> above 0 (<c>--thread-pool-size</c>,
+    /// as virtiofsd's), the dispatchers hand every request to that many worker threads, shared by the request queues,
+    /// which answer in whatever order they finish; with 0 each queue's dispatcher runs its requests itself.
     /// </summary>
-    public static RingTransport Start(FuseEngine engine, ILogger log, string descriptor, QueueCpus? queueCpus = null)
+    public static RingTransport Start(FuseEngine engine, ILogger log, string descriptor, QueueCpus? queueCpus = null, int poolSize = 0)
     {
         ShmRingSet rings;
         try
@@ -77,7 +88,8 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
             rings.Dispose();
             throw new TransportException(misfit);
         }
-        var transport = new RingTransport(engine, log, rings);
+        var transport = new RingTransport(engine, log, rings, poolSize);
+        foreach (var worker in transport._pool) worker.Start();
         transport._running = rings.QueueCount;
         // As many spinning request dispatchers as CPUs: each may spin a quarter of the time at most, or a dispatcher
         // that never sleeps keeps a CPU to itself while the vdev's workers crowd onto the others.
@@ -133,6 +145,17 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                     return;
                 }
 
+                if (_work is not null && queue.Index != 0)
+                {
+                    // The ring's slot is released at once: the worker reads its own copy.
+                    var copy = ArrayPool<byte>.Shared.Rent(frame.Data.Length);
+                    frame.Data.CopyTo(copy);
+                    var work = new PoolWork(queue, copy, frame.Data.Length, frame.Tag);
+                    queue.Consumer.Release();
+                    _work.Add(work);
+                    continue;
+                }
+
                 if (MayBlock(frame.Data))
                 {
                     var copy = ArrayPool<byte>.Shared.Rent(frame.Data.Length);
@@ -160,6 +183,35 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     }
 
     private sealed record Offloaded(RingTransport Transport, RingQueue Queue, byte[] Copy, int Length, ulong Tag);
+
+    private readonly record struct PoolWork(RingQueue Queue, byte[] Copy, int Length, ulong Tag);
+
+    /// <summary>A worker of <c>--thread-pool-size</c>: runs requests the dispatchers copied out, each reply into its own buffer.</summary>
+    private void Work()
+    {
+        var reply = new byte[FuseEngine.MaxReplySize];
+        try
+        {
+            foreach (var work in _work!.GetConsumingEnumerable(_stop.Token))
+            {
+                try
+                {
+                    var length = _engine.Handle(work.Copy.AsSpan(0, work.Length), reply, this, new ReplyRoute(work.Queue.Index, work.Tag));
+                    if (length != FuseEngine.Deferred && !Complete(work.Queue, work.Tag, reply.AsSpan(0, length))) return;
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(work.Copy);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
 
     /// <summary>
     /// Replies committed but not yet announced to a sleeping vdev. A batch of requests is answered with one
@@ -271,11 +323,13 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     {
         _stop.Cancel();
         foreach (var thread in _dispatchers) thread?.Join(TimeSpan.FromSeconds(2));
+        foreach (var thread in _pool) thread.Join(TimeSpan.FromSeconds(2));
         foreach (var gate in _completionLocks)
         {
             lock (gate) _unmapped = true;
         }
         _rings.Dispose();
+        _work?.Dispose();
         _stop.Dispose();
     }
 

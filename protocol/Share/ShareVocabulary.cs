@@ -138,7 +138,7 @@ public static class ShareVocabulary
             with { CompatKey = "readonly" },
         Flag("--writeback", "writeback", "Let the guest cache writes (FUSE_WRITEBACK_CACHE; default off).",
             s => s.Writeback, (s, v) => s.Writeback = v) with { CompatKey = "writeback" },
-        Number("--thread-pool-size", "thread_pool_size", $"Threads serving requests, 0 (sized from the CPUs) to {MaxThreadPoolSize} (default 0).",
+        Number("--thread-pool-size", "thread_pool_size", $"Worker threads that run requests, 0 to {MaxThreadPoolSize}: on a ring, 0 runs each request on its queue's thread (virtiofsd's default); on a /dev/fuse mount, 0 sizes the pool from the CPUs (default 0).",
             0, MaxThreadPoolSize, s => s.ThreadPoolSize == 0 ? null : (uint?)s.ThreadPoolSize, (s, n) => s.ThreadPoolSize = n),
         Number("--fd-cache-size", "fd_cache_size", $"O_PATH descriptors kept for known inodes, {MinFdCacheSize} to {MaxFdCacheSize} and under the daemon's RLIMIT_NOFILE (default: derived from that limit).",
             MinFdCacheSize, MaxFdCacheSize, s => s.HasFdCacheSize ? s.FdCacheSize : (uint?)null, (s, n) => s.FdCacheSize = n),

@@ -188,11 +188,6 @@ public static partial class VdevCommand
             .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
         var log = loggerFactory.CreateLogger("vdev");
         foreach (var w in request.Warnings) LogWarning(log, w);
-        foreach (var share in shares)
-        {
-            if (share.Settings.ThreadPoolSize > 0)
-                LogWarning(log, $"{share.Origin}: thread_pool_size (--thread-pool-size) sizes the daemon's pool on a /dev/fuse mount only: on a vdev share each request queue is served by its own daemon thread (virtiofsd's --thread-pool-size=0); add request queues (--request-queues) for more parallel requests.");
-        }
 
         using var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
