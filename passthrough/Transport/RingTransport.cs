@@ -91,6 +91,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         var transport = new RingTransport(engine, log, rings, poolSize);
         foreach (var worker in transport._pool) worker.Start();
         transport._running = rings.QueueCount;
+        using var placed = new CountdownEvent(rings.QueueCount);
         // As many spinning request dispatchers as CPUs: each may spin a quarter of the time at most, or a dispatcher
         // that never sleeps keeps a CPU to itself while the vdev's workers crowd onto the others.
         bool crowded = rings.QueueCount - 1 >= Environment.ProcessorCount;
@@ -101,21 +102,30 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
             queue.Consumer.SpinsBeforeSleep = q != 0;
             if (crowded) queue.Consumer.SpinCpuShare = CrowdedSpinCpuShare;
             int cpu = q == 0 || queueCpus is null ? -1 : queueCpus.CpuOf(q);
-            var thread = new Thread(() => transport.Dispatch(queue, cpu)) { IsBackground = true, Name = $"ring-q{q}" };
+            var thread = new Thread(() => transport.Dispatch(queue, cpu, placed)) { IsBackground = true, Name = $"ring-q{q}" };
             transport._dispatchers[q] = thread;
             thread.Start();
         }
+        // Every dispatcher has been placed (and its CPU published for status) before the daemon can report ready.
+        placed.Wait();
         return transport;
     }
 
-    private void Dispatch(RingQueue queue, int cpu)
+    private void Dispatch(RingQueue queue, int cpu, CountdownEvent placed)
     {
         // A CPU that cannot be had (offline, or no longer in the cpuset) leaves the queue served where the scheduler
         // puts it: slower perhaps, but serving.
-        if (cpu >= 0)
+        try
         {
-            if (QueueCpus.TryPinCurrentThread(cpu, out int errno)) Volatile.Write(ref _requestQueueCpus[queue.Index - 1], cpu);
-            else LogNotPinned(queue.Index, cpu, errno);
+            if (cpu >= 0)
+            {
+                if (QueueCpus.TryPinCurrentThread(cpu, out int errno)) Volatile.Write(ref _requestQueueCpus[queue.Index - 1], cpu);
+                else LogNotPinned(queue.Index, cpu, errno);
+            }
+        }
+        finally
+        {
+            placed.Signal();
         }
         var final = RingStatus.Closed;
         var unannounced = new Unannounced();

@@ -36,7 +36,9 @@
  *                                ENOTSUP, or the number): open PATH r|rc|ac|xc|wc (read; read+creat;
  *                                append+creat; creat+excl; write+creat), mkdir PATH, symlink TARGET PATH,
  *                                link OLD NEW, mkfifo PATH, unlink PATH, rmdir PATH, rename OLD NEW,
- *                                exchange OLD NEW, noreplace OLD NEW, setxattr PATH, chmod PATH, tmpfile DIR
+ *                                exchange OLD NEW, noreplace OLD NEW, setxattr PATH, chmod PATH, tmpfile DIR,
+ *                                noatime PATH (read a byte through O_NOATIME), mmap PATH (write a byte
+ *                                through a shared writable mapping and msync it; ENODEV when refused)
  *   runas UID GID[,SUPP...] COMMAND ARG...
  *                                setgroups (the SUPP gids, else none), setresgid, setresuid, then runs the
  *                                hvtool COMMAND in this process (no exec: the initramfs's files are root's)
@@ -66,6 +68,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <grp.h>
@@ -352,6 +355,21 @@ static int cmd_fsop(int argc, char **argv)
     else if (!strcmp(op, "noreplace")) r = syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 1u);
     else if (!strcmp(op, "setxattr")) r = syscall(SYS_setxattr, a, "user.x", "1", (size_t)1, 0);
     else if (!strcmp(op, "chmod")) r = chmod(a, 0600);
+    else if (!strcmp(op, "noatime")) {
+        /* Reads one byte through an O_NOATIME descriptor. */
+        char c;
+        int fd = open(a, O_RDONLY | O_NOATIME);
+        r = fd < 0 ? -1 : read(fd, &c, 1) < 0 ? -1 : close(fd);
+    }
+    else if (!strcmp(op, "mmap")) {
+        /* Maps the file's first page shared and writable, writes one byte and syncs it. */
+        int fd = open(a, O_RDWR);
+        if (fd >= 0) {
+            char *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            if (m == MAP_FAILED) { int e = errno; close(fd); errno = e; }
+            else { m[0] = 'M'; r = msync(m, 4096, MS_SYNC); munmap(m, 4096); close(fd); }
+        }
+    }
     else if (!strcmp(op, "tmpfile")) {
         int fd = open(a, O_WRONLY | O_TMPFILE, 0644);
         r = fd < 0 ? -1 : close(fd);
@@ -359,7 +377,8 @@ static int cmd_fsop(int argc, char **argv)
     else return usage();
     if (r == 0) { printf("%s ok\n", name); return 0; }
     int e = errno;
-    const char *en = e == ENOENT ? "ENOENT" : e == EACCES ? "EACCES" : e == EEXIST ? "EEXIST" : e == EOPNOTSUPP ? "ENOTSUP" : e == EPERM ? "EPERM" : NULL;
+    const char *en = e == ENOENT ? "ENOENT" : e == EACCES ? "EACCES" : e == EEXIST ? "EEXIST" : e == EOPNOTSUPP ? "ENOTSUP" : e == EPERM ? "EPERM"
+                   : e == ENODEV ? "ENODEV" : NULL;
     if (en) printf("%s %s\n", name, en);
     else printf("%s %d\n", name, e);
     return 0;
