@@ -56,7 +56,7 @@ public sealed class AllowlistGuestTests(ITestOutputHelper output)
             File.WriteAllText(Path.Combine(dir, "docs", "pub", "p.txt"), "P");
             File.WriteAllText(Path.Combine(dir, "docs", "private.txt"), "X");
             File.WriteAllText(Path.Combine(dir, "keep.txt"), "K");
-            WriteMailbox(mailbox, "wait");
+            GuestScenarios.WriteMailbox(mailbox, "wait");
             var before = Snapshot(dir);
 
             var scenario = GuestVm.LoadScenario("allowlist.sh");
@@ -72,12 +72,12 @@ public sealed class AllowlistGuestTests(ITestOutputHelper output)
                         {
                             foreach (var path in new[] { "photos", "docs/pub", "mailbox", "keep.txt" }) Ctl(socket!, "allow", "add", path);
                             Ctl(socket!, "allow", "enable");
-                            WriteMailbox(mailbox, "go1");
+                            GuestScenarios.WriteMailbox(mailbox, "go1");
                         }
                         else if (line.Contains("@@HV val phase 2", StringComparison.Ordinal))
                         {
                             Ctl(socket!, "allow", "remove", "keep.txt");
-                            WriteMailbox(mailbox, "go2");
+                            GuestScenarios.WriteMailbox(mailbox, "go2");
                         }
                         else return;
                         output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: {line.Trim()} done");
@@ -121,14 +121,5 @@ public sealed class AllowlistGuestTests(ITestOutputHelper output)
             else result[relative] = File.GetUnixFileMode(entry) + " " + Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(entry)));
         }
         return result;
-    }
-
-    /// <summary>Overwrites the mailbox in place with <paramref name="word"/> padded to 16 bytes (its size never changes).</summary>
-    private static void WriteMailbox(string path, string word)
-    {
-        var bytes = System.Text.Encoding.ASCII.GetBytes(word.PadRight(15) + "\n");
-        using var f = new FileStream(path, FileMode.OpenOrCreate, FileAccess.Write);
-        f.Write(bytes);
-        f.Flush(flushToDisk: false);
     }
 }

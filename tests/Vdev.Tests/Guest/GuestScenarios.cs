@@ -12,6 +12,15 @@ namespace Hypervisor.Vdev.Tests.Guest;
 /// </summary>
 public static partial class GuestScenarios
 {
+    /// <summary>Overwrites a scenario's mailbox (hv_phase) in place with <paramref name="word"/> padded to 16 bytes (its size never changes).</summary>
+    public static void WriteMailbox(string path, string word)
+    {
+        var bytes = System.Text.Encoding.ASCII.GetBytes(word.PadRight(15) + "\n");
+        using var f = new FileStream(path, FileMode.OpenOrCreate, FileAccess.Write);
+        f.Write(bytes);
+        f.Flush(flushToDisk: false);
+    }
+
     private const int HostFiles = 1200;
 
     /// <summary>

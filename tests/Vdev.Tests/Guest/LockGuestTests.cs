@@ -26,7 +26,7 @@ public sealed class LockGuestTests(ITestOutputHelper output)
         try
         {
             File.WriteAllText(target, "host-locked\n");
-            WriteMailbox(mailbox, "wait");
+            GuestScenarios.WriteMailbox(mailbox, "wait");
             var scenario = GuestVm.LoadScenario("locks.sh");
             var sw = Stopwatch.StartNew();
             var result = GuestVm.Run(scenario, [new GuestShare("share0", dir, GuestBackend.Vdev())], new GuestOptions
@@ -59,7 +59,7 @@ public sealed class LockGuestTests(ITestOutputHelper output)
                         output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: phase {phase}{(host.TryGetValue(phase, out var r) ? ": " + r : "")}");
                     }
                     catch (Exception e) { lock (errors) errors.Add($"phase {phase}: {e}"); }
-                    WriteMailbox(mailbox, "go" + phase);
+                    GuestScenarios.WriteMailbox(mailbox, "go" + phase);
                 },
             });
             output.WriteLine(Summary(result));
@@ -122,14 +122,5 @@ public sealed class LockGuestTests(ITestOutputHelper output)
         }
         f.Unlock(0, 1);
         return "locked";
-    }
-
-    /// <summary>Overwrites the mailbox in place with <paramref name="word"/> padded to 16 bytes (its size never changes).</summary>
-    private static void WriteMailbox(string path, string word)
-    {
-        var bytes = System.Text.Encoding.ASCII.GetBytes(word.PadRight(15) + "\n");
-        using var f = new FileStream(path, FileMode.OpenOrCreate, FileAccess.Write);
-        f.Write(bytes);
-        f.Flush(flushToDisk: false);
     }
 }

@@ -37,7 +37,7 @@ public sealed class OptionsGuestTests(ITestOutputHelper output)
                 File.SetLastAccessTimeUtc(Path.Combine(dir, "old.txt"), OldAtime);
                 Directory.CreateDirectory(Path.Combine(dir, "many"));
                 for (int i = 0; i < 50; i++) File.WriteAllText(Path.Combine(dir, "many", $"f{i:00}"), "x");
-                WriteMailbox(Path.Combine(dir, "mailbox"), "wait");
+                GuestScenarios.WriteMailbox(Path.Combine(dir, "mailbox"), "wait");
             }
             GuestBackend Backend(string share, params string[] extra) => new("vdev", ctx =>
             {
@@ -59,7 +59,7 @@ public sealed class OptionsGuestTests(ITestOutputHelper output)
                     statusB = Status(sockets["b"]);
                     threadsA = DaemonThreads(dirs["a"]);
                     threadsB = DaemonThreads(dirs["b"]);
-                    WriteMailbox(Path.Combine(dirs["a"], "mailbox"), "go1");
+                    GuestScenarios.WriteMailbox(Path.Combine(dirs["a"], "mailbox"), "go1");
                 },
             });
             output.WriteLine($"boot {result.BootSeconds:0.00} s, whole run {result.Elapsed.TotalSeconds:0.0} s");
@@ -117,13 +117,5 @@ public sealed class OptionsGuestTests(ITestOutputHelper output)
     {
         var pid = Assert.Single(HostProcesses.FindPassthroughDaemons(dir));
         return [.. Directory.GetDirectories($"/proc/{pid}/task").Select(t => File.ReadAllText(Path.Combine(t, "comm")).Trim())];
-    }
-
-    private static void WriteMailbox(string path, string word)
-    {
-        var bytes = System.Text.Encoding.ASCII.GetBytes(word.PadRight(15) + "\n");
-        using var f = new FileStream(path, FileMode.OpenOrCreate, FileAccess.Write);
-        f.Write(bytes);
-        f.Flush(flushToDisk: false);
     }
 }

@@ -290,7 +290,7 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
         try
         {
             File.WriteAllText(Path.Combine(dir, "data.txt"), DataA);
-            WriteMailbox(mailbox, "wait");
+            GuestScenarios.WriteMailbox(mailbox, "wait");
             var scenario = GuestVm.LoadScenario("direct-io-toggle.sh");
             var sw = Stopwatch.StartNew();
             var result = GuestVm.Run(scenario, [new GuestShare("share0", dir, backend)], new GuestOptions
@@ -307,13 +307,13 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
                             using (var f = new FileStream(Path.Combine(dir, "data.txt"), FileMode.Open, FileAccess.Write))
                                 f.Write(System.Text.Encoding.ASCII.GetBytes(DataB));
                             output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: phase 1, data.txt rewritten");
-                            WriteMailbox(mailbox, "go1");
+                            GuestScenarios.WriteMailbox(mailbox, "go1");
                         }
                         else if (line.Contains("@@HV val phase 2", StringComparison.Ordinal))
                         {
                             onPhase2?.Invoke();
                             output.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s: phase 2, direct I/O switched");
-                            WriteMailbox(mailbox, "go2");
+                            GuestScenarios.WriteMailbox(mailbox, "go2");
                         }
                     }
                     catch (Exception e) { lock (errors) errors.Add(e.ToString()); }
@@ -337,14 +337,5 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
             foreach (var pid in HostProcesses.FindPassthroughDaemons(dir)) HostProcesses.KillAndWait(pid, TimeSpan.FromSeconds(5));
             Directory.Delete(dir, recursive: true);
         }
-    }
-
-    /// <summary>Overwrites the mailbox in place with <paramref name="word"/> padded to 16 bytes (its size never changes).</summary>
-    private static void WriteMailbox(string path, string word)
-    {
-        var bytes = System.Text.Encoding.ASCII.GetBytes(word.PadRight(15) + "\n");
-        using var f = new FileStream(path, FileMode.OpenOrCreate, FileAccess.Write);
-        f.Write(bytes);
-        f.Flush(flushToDisk: false);
     }
 }
