@@ -102,7 +102,7 @@ internal sealed class DaemonProcess : IDisposable
             try
             {
                 if (Libc.unshare(Libc.CLONE_NEWNS | Libc.CLONE_NEWPID | Libc.CLONE_NEWNET | Libc.CLONE_NEWIPC | Libc.CLONE_NEWUTS) != 0)
-                    throw new SpawnException($"sandbox: creating the daemon's namespaces failed with {Libc.Describe(Libc.LastErrno)}; run as root (the user-namespace form is not implemented) or pass --sandbox chroot or none.");
+                    throw new SpawnException($"sandbox: creating the daemon's namespaces failed with {Libc.Describe(Libc.LastErrno)}; the host may forbid new namespaces (e.g. in a container): pass --sandbox chroot or none.");
                 if (Libc.mount("none", "/", "", Libc.MS_REC | Libc.MS_SLAVE, null) != 0)
                     throw new SpawnException($"sandbox: making the daemon's mounts one-way failed with {Libc.Describe(Libc.LastErrno)}; pass --sandbox chroot or none.");
                 started = StartHere(settings, stderr, []);
