@@ -17,6 +17,26 @@ internal sealed class ControlClient : IDisposable
         _client = new ShareControl.ShareControlClient(_channel);
     }
 
+    /// <summary>A client once the control service at <paramref name="socketPath"/> answers (up to 20 s: a daemon reports its mount before its control service accepts calls).</summary>
+    public static ControlClient WhenServing(string socketPath)
+    {
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            var client = new ControlClient(socketPath);
+            try
+            {
+                client.GetStatus();
+                return client;
+            }
+            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.Unavailable && deadline.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                client.Dispose();
+                Thread.Sleep(100);
+            }
+        }
+    }
+
     public ShareStatus GetStatus() => _client.GetStatus(new GetStatusRequest(), deadline: Deadline);
 
     public Allowlist AddAllowedPath(string path) => _client.AddAllowedPath(new AllowedPathRequest { Path = path }, deadline: Deadline);

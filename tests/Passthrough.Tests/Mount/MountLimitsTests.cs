@@ -65,7 +65,7 @@ public sealed class MountLimitsTests
         var dir = Path.Combine(share.Source, "many");
         Directory.CreateDirectory(dir);
         for (var i = 0; i < files; i++) File.WriteAllBytes(Path.Combine(dir, $"f{i}"), [1]);
-        using var control = WaitForControl(share);
+        using var control = ControlClient.WhenServing(share.ControlSocket);
         var mounted = Path.Combine(share.MountPoint, "many");
         var open = new List<FileStream>();
         for (var i = 0; i < files; i++)
@@ -89,25 +89,6 @@ public sealed class MountLimitsTests
         Assert.Equal(0ul, status.OpenFileHandles);
         // Looked up again, the same files get nodes again and still work.
         Assert.Equal(new byte[] { 1 }, File.ReadAllBytes(Path.Combine(mounted, $"f{files / 2}")));
-    }
-
-    private static ControlClient WaitForControl(MountedShare share)
-    {
-        var deadline = System.Diagnostics.Stopwatch.StartNew();
-        while (true)
-        {
-            var client = new ControlClient(share.ControlSocket);
-            try
-            {
-                client.GetStatus();
-                return client;
-            }
-            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.Unavailable && deadline.Elapsed < TimeSpan.FromSeconds(20))
-            {
-                client.Dispose();
-                Thread.Sleep(100);
-            }
-        }
     }
 
     /// <summary>

@@ -160,7 +160,7 @@ os.close(fd)
     {
         using var share = off ? MountedShare.StartWithControl("--no-readdirplus") : MountedShare.StartWithControl();
         for (var i = 0; i < 20; i++) File.WriteAllText(Path.Combine(share.Source, $"f{i}"), "x");
-        using var control = WaitForControl(share);
+        using var control = ControlClient.WhenServing(share.ControlSocket);
         Python("""
 import os, sys
 for name in os.listdir(sys.argv[1]):
@@ -176,25 +176,6 @@ for name in os.listdir(sys.argv[1]):
         }
         else Assert.True(Count(readdirplus) > 0, "no READDIRPLUS was served");
         Assert.Equal(20, Directory.GetFiles(share.MountPoint).Length);
-    }
-
-    private static ControlClient WaitForControl(MountedShare share)
-    {
-        var deadline = Stopwatch.StartNew();
-        while (true)
-        {
-            var client = new ControlClient(share.ControlSocket);
-            try
-            {
-                client.GetStatus();
-                return client;
-            }
-            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.Unavailable && deadline.Elapsed < TimeSpan.FromSeconds(20))
-            {
-                client.Dispose();
-                Thread.Sleep(100);
-            }
-        }
     }
 
     private const string SharedMap = """

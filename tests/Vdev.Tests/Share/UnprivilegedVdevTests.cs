@@ -163,16 +163,7 @@ public sealed class UnprivilegedVdevTests : IDisposable
     }
 
     /// <summary>The daemon serving <paramref name="share"/>: the passthrough process itself, not the unshare that waits for it.</summary>
-    private static int DaemonOf(string share) => Directory.GetDirectories("/proc").Select(Path.GetFileName)
-        .Select(p => int.TryParse(p, out int pid) ? pid : 0)
-        .Where(pid => pid > 0 && Cmdline(pid) is [var exe, .. var rest] && exe.EndsWith("/passthrough", StringComparison.Ordinal) && rest.Contains(share))
-        .Single();
-
-    private static string[] Cmdline(int pid)
-    {
-        try { return File.ReadAllText($"/proc/{pid}/cmdline").Split('\0', StringSplitOptions.RemoveEmptyEntries); }
-        catch (IOException) { return []; }
-    }
+    private static int DaemonOf(string share) => Assert.Single(HostProcesses.FindPassthroughDaemons(share));
 
     private static string Squeeze(string map) => string.Join(' ', map.Split((char[])[' ', '\n'], StringSplitOptions.RemoveEmptyEntries));
 
