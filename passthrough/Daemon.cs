@@ -1,4 +1,7 @@
+using Google.Protobuf;
 using Hypervisor.Passthrough.Cli;
+using Hypervisor.Protocol.Recovery;
+using Hypervisor.Protocol.Ring;
 using Hypervisor.Passthrough.Control;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
@@ -65,6 +68,17 @@ public static partial class Daemon
             return 1;
         }
         using var engine = new FuseEngine(fs, loggerFactory.CreateLogger("passthrough.fuse"));
+        StateStore? store;
+        try
+        {
+            store = AttachStore(settings, fs, engine, log);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or FormatException)
+        {
+            Console.Error.WriteLine($"passthrough: {e.Message}");
+            return 1;
+        }
+        using var storeLifetime = store;
         var threads = settings.Share.ThreadPoolSize > 0 ? (int)settings.Share.ThreadPoolSize : Math.Max(8, 2 * Environment.ProcessorCount);
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
@@ -81,7 +95,12 @@ public static partial class Daemon
                 // as soon as the daemon is ready waits in its backlog until the service accepts it. Until the ring has
                 // started, its queues are not reported.
                 var shareControl = new DaemonShareControl(share, engine.Counters, () => Usage(fs), lifetime.StopApplication,
-                    () => ring?.RequestQueueCpus ?? []);
+                    () => ring?.RequestQueueCpus ?? [])
+                {
+                    SettingsChanged = store is null ? null : changed => store.WriteSettings(changed.ToByteArray()),
+                    Restarts = store is null ? null : () => store.Restarts,
+                };
+                store?.WriteSettings(shareControl.CurrentSettings().ToByteArray());
                 controlStarting = Task.Run(() => ControlServer.StartAsync(listener, shareControl, new ControlServerOptions(),
                     loggerFactory, stop.Token), stop.Token);
             }
@@ -144,13 +163,38 @@ public static partial class Daemon
             }
             mount?.Dispose();
             ring?.Dispose();
+            // The guest's session outlives this daemon: the next one the vdev starts takes it over from the store.
+            (fs as FileSystem.PassthroughFileSystem)?.DetachStore();
             fs.Destroy();
         }
+    }
+
+    /// <summary>
+    /// Maps the share's state store when the ring descriptor names one, takes over the session it holds (a daemon of
+    /// this share served the guest before), and keeps it up to date from now on; null without a store.
+    /// </summary>
+    private static StateStore? AttachStore(DaemonCommand.Settings settings, IFileSystem fs, FuseEngine engine, ILogger log)
+    {
+        if (settings.Ring is null || fs is not FileSystem.PassthroughFileSystem passthrough) return null;
+        if (RingFds.Parse(settings.Ring).StateFd is not { } fd) return null;
+        var store = StateStore.Attach(fd);
+        var restored = passthrough.AttachStore(store, out var minor, out var flags);
+        if (restored is { } r)
+        {
+            engine.Resume(minor, flags);
+            LogResumed(log, minor, r.Nodes, r.Stale, r.Handles, r.LostHandles);
+        }
+        engine.SessionStarted = (m, f) => store.WriteInit(m, (ulong)f, passthrough.Generation);
+        engine.SessionEnded = store.ClearInit;
+        return store;
     }
 
     private static ShareUsage Usage(IFileSystem fs) => fs is FileSystem.PassthroughFileSystem p
         ? new ShareUsage((ulong)p.OpenHandles, (ulong)p.KnownNodes, (ulong)p.BytesRead, (ulong)p.BytesWritten)
         : default;
+
+    [LoggerMessage(EventId = 407, Level = LogLevel.Warning, Message = "Took over the guest's session from the state store (protocol 7.{Minor}): {Nodes} node ids ({Stale} stale: they answer ESTALE), {Handles} open handles, {Lost} handles that could not be reopened (they answer EBADF)")]
+    private static partial void LogResumed(ILogger log, uint minor, int nodes, int stale, int handles, int lost);
 
     [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "Control service on {Socket}")]
     private static partial void LogControl(ILogger log, string socket);

@@ -41,6 +41,20 @@ public sealed class DaemonShareControl : IShareControl
     private readonly SortedSet<string> _allowed = new(StringComparer.Ordinal);
     private bool _allowlistEnabled;
 
+    /// <summary>
+    /// Called with the live settings after every operator change (and once at start by the daemon): the daemon keeps
+    /// them in the share's state store, so that a daemon started after a crash applies them too.
+    /// </summary>
+    public Action<ShareSettings>? SettingsChanged { get; init; }
+
+    /// <summary>Reads the vdev's restart counters for the status; null when the share has no state store.</summary>
+    public Func<Hypervisor.Protocol.Recovery.RestartRecord>? Restarts { get; init; }
+
+    /// <summary>The live settings: the start-up ones with what operators changed since.</summary>
+    public ShareSettings CurrentSettings() => Settings();
+
+    private void Changed() => SettingsChanged?.Invoke(Settings());
+
     /// <param name="settings">The share's live settings.</param>
     /// <param name="counters">The engine's per-opcode counters.</param>
     /// <param name="usage">Reads the filesystem's current usage (called once per GetStatus).</param>
@@ -89,6 +103,16 @@ public sealed class DaemonShareControl : IShareControl
                 status.Opcodes.Add(new OpcodeCounters { Opcode = (uint)op, Name = op == 0 ? "UNKNOWN" : OpcodeNames[op], Requests = (ulong)requests, Errors = (ulong)_counters.Errors(op) });
         }
         status.QueueCpus.AddRange(_queueCpus?.Invoke() ?? []);
+        if (Restarts?.Invoke() is { } restarts)
+        {
+            status.Restarts = new DaemonRestarts
+            {
+                Count = restarts.Count,
+                LastCause = restarts.LastCause,
+                LastWait = Duration.FromTimeSpan(TimeSpan.FromTicks(restarts.LastWaitNs / 100)),
+                TotalWait = Duration.FromTimeSpan(TimeSpan.FromTicks(restarts.TotalWaitNs / 100)),
+            };
+        }
         return ValueTask.FromResult(status);
     }
 
@@ -107,6 +131,7 @@ public sealed class DaemonShareControl : IShareControl
     public ValueTask<ShareOptions> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken)
     {
         _settings.DirectIo = enabled;
+        Changed();
         return ValueTask.FromResult(Options());
     }
 
@@ -115,6 +140,7 @@ public sealed class DaemonShareControl : IShareControl
     {
         // The service has checked that the policy is one of the four (IShareControl's contract).
         _settings.Cache = policy;
+        Changed();
         return ValueTask.FromResult(Options());
     }
 
@@ -176,6 +202,7 @@ public sealed class DaemonShareControl : IShareControl
     private ValueTask<Allowlist> PublishLocked()
     {
         _settings.Allowlist = _allowlistEnabled ? new Hypervisor.Passthrough.Share.Allowlist(_allowed) : null;
+        Changed();
         return ValueTask.FromResult(AllowlistLocked());
     }
 

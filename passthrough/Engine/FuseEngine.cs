@@ -61,6 +61,26 @@ public sealed partial class FuseEngine : IDisposable
     private sealed record Session(uint Minor, InitFlags Flags);
 
     /// <summary>
+    /// Called with the protocol minor and the agreed flags once an INIT is accepted, before its reply is written: the
+    /// daemon records the session where a crash cannot take it (the share's state store).
+    /// </summary>
+    public Action<uint, InitFlags>? SessionStarted { get; set; }
+
+    /// <summary>Called when DESTROY ends the session, before its reply is written.</summary>
+    public Action? SessionEnded { get; set; }
+
+    /// <summary>
+    /// Takes over a session a previous daemon of the share agreed with the guest, which will not send INIT again:
+    /// requests are served at once with that minor and those flags.
+    /// </summary>
+    public void Resume(uint minor, InitFlags flags)
+    {
+        _session = new Session(minor, flags);
+        SessionStarted?.Invoke(minor, flags);
+        Destroyed = false;
+    }
+
+    /// <summary>
     /// Handles one request frame and writes its reply into <paramref name="reply"/> (at least
     /// <see cref="MaxReplySize"/> bytes, or the request's reply is truncated to fit). Returns the reply length,
     /// or 0 when the request gets no reply (FORGET, BATCH_FORGET, INTERRUPT, or a frame too broken to answer).
@@ -141,6 +161,7 @@ public sealed partial class FuseEngine : IDisposable
                 _lockWaits.CancelAll();
                 _fs.Destroy();
                 _session = null;
+                SessionEnded?.Invoke();
                 Destroyed = true;
                 return FuseReply.Finish(reply, unique, 0);
 

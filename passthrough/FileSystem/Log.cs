@@ -27,4 +27,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 107, Level = LogLevel.Error, Message = "A worker thread's supplementary groups could not be restored after a create (errno {Errno}); later requests on this thread may act with a guest caller's group")]
     public static partial void GroupsNotRestored(ILogger logger, int errno);
+
+    [LoggerMessage(EventId = 141, Level = LogLevel.Warning, Message = "The state store is full ({Capacity} nodes): nodes looked up from now on do not survive a daemon restart")]
+    public static partial void StateStoreFull(ILogger logger, int capacity);
 }

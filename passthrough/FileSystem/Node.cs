@@ -49,6 +49,18 @@ internal sealed class Node(ulong id, InodeKey key, uint type, SafeFd? pinned)
     /// </summary>
     public long Lookups;
 
+    /// <summary>
+    /// The node's record in the share's state store, or -1 (no store, or the store is full); guarded by the stripe
+    /// lock, like <see cref="Lookups"/>, whose every change the record follows.
+    /// </summary>
+    public int StoreSlot = -1;
+
+    /// <summary>
+    /// Restored from the state store without a way to reopen its inode (no file handle on the share's mount): every
+    /// use answers ESTALE, never another file.
+    /// </summary>
+    public bool Stale;
+
     /// <summary>Set once when the lookup count reaches zero (or the session ends); guarded by the stripe lock.</summary>
     public volatile bool Dropped;
 
@@ -323,6 +335,9 @@ internal sealed class OpenFile(ulong id, Node node, SafeFd fd, bool isDir, int a
 
     /// <summary>O_RDONLY / O_WRONLY / O_RDWR as the guest opened it (lock types are checked against it).</summary>
     public readonly int AccessMode = accessMode;
+
+    /// <summary>The handle's record in the share's state store, or -1; taken back by whoever removes the handle.</summary>
+    public int StoreSlot = -1;
 
     // Directory stream state, guarded by lock(this): a getdents64 buffer and the d_off cookie of the next entry.
     public byte[]? Buffer;

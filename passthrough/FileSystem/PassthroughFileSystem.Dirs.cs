@@ -23,7 +23,7 @@ public sealed partial class PassthroughFileSystem
             // "." below an O_PATH directory descriptor is that directory: no name from the guest is involved.
             var fd = OpenAt(lease.Fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC);
             if (fd < 0) return LastErrno();
-            var dir = Register(n, new SafeFd(fd), isDir: true, Libc.O_RDONLY);
+            var dir = Register(n, new SafeFd(fd), isDir: true, Libc.O_RDONLY, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC);
             var flags = _settings.Cache == CachePolicy.Always ? OpenOutFlags.CacheDir | OpenOutFlags.KeepCache : OpenOutFlags.None;
             return new OpenOut { Fh = dir.Id, OpenFlags = (uint)flags };
         }
@@ -131,6 +131,7 @@ public sealed partial class PassthroughFileSystem
     {
         if (!_files.TryGetValue(args.Fh, out var dir) || !dir.IsDir || dir.Node.Id != node.Value) return Errno.EBADF;
         if (!_files.TryRemove(args.Fh, out _)) return Errno.EBADF;
+        ForgetHandle(dir);
         Interlocked.Decrement(ref dir.Node.OpenCount);
         lock (dir)
         {

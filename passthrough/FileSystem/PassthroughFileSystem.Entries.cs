@@ -30,6 +30,7 @@ public sealed partial class PassthroughFileSystem
         {
             if (node.Dropped) return Errno.ENOENT;
             node.Lookups++;
+            StoreLookups(node);
         }
         return MakeEntry(node, st);
     }
@@ -112,11 +113,13 @@ public sealed partial class PassthroughFileSystem
             lock (stripe)
             {
                 node.Lookups--;
+                StoreLookups(node);
                 if (stripe.TryGetValue(key, out var mapped) && mapped == node) stripe.Remove(key);
                 orphaned = node.Lookups == 0 && !node.Dropped; // a retired node this call revived: nobody knows it
                 if (orphaned)
                 {
                     node.Dropped = true;
+                    ReleaseSlot(node);
                     _nodes.TryRemove(node.Id, out _);
                 }
             }
@@ -138,7 +141,13 @@ public sealed partial class PassthroughFileSystem
                 return null;
             }
         }
-        var candidate = new Node((ulong)Interlocked.Increment(ref _nextNodeId), key, type, _useHandles ? null : owned)
+        else if (_store is not null && _useHandles)
+        {
+            // A daemon started after a crash reopens the node by this handle: it is taken now, once per new node,
+            // rather than when the cache first evicts the descriptor. Null (another mount): the node is not restorable.
+            madeHandle = MakeHandle(owned, type, out handleMount, out _);
+        }
+        var candidate = new Node(NewNodeId(), key, type, _useHandles ? null : owned)
         {
             Handle = madeHandle,
             MountFd = handleMount,
@@ -153,6 +162,7 @@ public sealed partial class PassthroughFileSystem
             else
             {
                 candidate.Lookups = 1;
+                RecordNode(candidate);
                 stripe.Add(key, candidate);
                 _nodes[candidate.Id] = candidate;
             }
@@ -174,12 +184,14 @@ public sealed partial class PassthroughFileSystem
     {
         if (node.Lookups == 0) _nodes[node.Id] = node;
         node.Lookups++;
+        StoreLookups(node);
     }
 
     /// <summary>Marks a node dropped and takes it out of the inode table. The caller holds its stripe lock.</summary>
-    private static void Unmap(Dictionary<InodeKey, Node> stripe, Node node)
+    private void Unmap(Dictionary<InodeKey, Node> stripe, Node node)
     {
         node.Dropped = true;
+        ReleaseSlot(node);
         if (stripe.TryGetValue(node.Key, out var mapped) && mapped == node) stripe.Remove(node.Key);
     }
 
@@ -314,6 +326,7 @@ public sealed partial class PassthroughFileSystem
         {
             if (n.Dropped || n.Lookups == 0) return;
             n.Lookups = count >= (ulong)n.Lookups ? 0 : n.Lookups - (long)count;
+            StoreLookups(n);
             if (n.Lookups > 0) return;
             _nodes.TryRemove(n.Id, out _);
             if (n.Pinned is not null) Unmap(stripe, n);

@@ -70,7 +70,7 @@ public sealed partial class PassthroughFileSystem
             if (fd < 0) return LastErrno();
             var file = new SafeFd(fd);
             if (((int)args.Flags & Libc.O_TRUNC) != 0 && (args.OpenFlags & FuseConstants.OpenKillSuidGid) != 0) KillSuidGid(file, HostGidOrNone(ctx.Gid));
-            var open = Register(n!, file, isDir: false, (int)args.Flags & Libc.O_ACCMODE);
+            var open = Register(n!, file, isDir: false, (int)args.Flags & Libc.O_ACCMODE, HostOpenFlags(args.Flags));
             return new OpenOut { Fh = open.Id, OpenFlags = OpenReplyFlags(args.Flags) };
         }
     }
@@ -170,7 +170,7 @@ public sealed partial class PassthroughFileSystem
                 file.Dispose();
                 return interned;
             }
-            var open = Register(node!, file, isDir: false, (int)args.Flags & Libc.O_ACCMODE);
+            var open = Register(node!, file, isDir: false, (int)args.Flags & Libc.O_ACCMODE, hostFlags);
             return new CreateOut(MakeEntry(node!, st), new OpenOut { Fh = open.Id, OpenFlags = OpenReplyFlags(args.Flags) });
         }
     }
@@ -224,6 +224,7 @@ public sealed partial class PassthroughFileSystem
     {
         if (!_files.TryGetValue(args.Fh, out var file) || file.IsDir || file.Node.Id != node.Value) return Errno.EBADF;
         if (!_files.TryRemove(args.Fh, out _)) return Errno.EBADF;
+        ForgetHandle(file);
         if ((args.ReleaseFlags & FuseConstants.ReleaseFlockUnlock) != 0) Libc.flock(file.Fd, Libc.LOCK_UN);
         if (args.LockOwner != 0) DropOwnerLocks(file.Node, args.LockOwner);
         if (Interlocked.Decrement(ref file.Node.OpenCount) == 0) file.Node.DropLockFds();

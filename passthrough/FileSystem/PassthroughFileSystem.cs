@@ -244,7 +244,9 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     {
         foreach (var file in _files.Values)
         {
-            if (_files.TryRemove(file.Id, out _)) file.Fd.Dispose();
+            if (!_files.TryRemove(file.Id, out _)) continue;
+            ForgetHandle(file);
+            file.Fd.Dispose();
         }
         foreach (var node in _nodes.Values)
         {
@@ -252,6 +254,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             lock (_inodes[Stripe(node.Key)])
             {
                 node.Dropped = true;
+                ReleaseSlot(node);
                 _inodes[Stripe(node.Key)].Remove(node.Key);
             }
             _nodes.TryRemove(node.Id, out _);
@@ -263,7 +266,12 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             lock (stripe)
             {
                 // what is left besides the root is retired nodes, which hold only a cached descriptor
-                foreach (var node in stripe.Values) node.Dropped |= node != _root;
+                foreach (var node in stripe.Values)
+                {
+                    if (node == _root) continue;
+                    node.Dropped = true;
+                    ReleaseSlot(node);
+                }
                 stripe.Clear();
             }
         }
@@ -391,6 +399,11 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
     /// <summary>Borrows a descriptor of the node: pinned, cached, or reopened from its handle and cached.</summary>
     private Errno Acquire(Node node, out FdLease lease)
     {
+        if (node.Stale)
+        {
+            lease = default;
+            return Errno.ESTALE;
+        }
         if (node.Pinned is { } pinned)
         {
             var added = false;
@@ -494,9 +507,10 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
         return Errno.Ok;
     }
 
-    private OpenFile Register(Node node, SafeFd fd, bool isDir, int accessMode)
+    private OpenFile Register(Node node, SafeFd fd, bool isDir, int accessMode, int hostFlags)
     {
-        var file = new OpenFile((ulong)Interlocked.Increment(ref _nextFh), node, fd, isDir, accessMode);
+        var file = new OpenFile(NewHandleId(), node, fd, isDir, accessMode);
+        RecordHandle(file, hostFlags);
         Interlocked.Increment(ref node.OpenCount);
         _files[file.Id] = file;
         return file;

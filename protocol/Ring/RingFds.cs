@@ -10,7 +10,7 @@ namespace Hypervisor.Protocol.Ring;
 /// <c>memfd</c> is the shared memory. Each ring has two eventfd doorbells: <c>sqN</c>/<c>cqN</c>
 /// ring when queue N's submission/completion ring gets a frame (its consumer sleeps on it), and
 /// <c>sqfN</c>/<c>cqfN</c> ring when space is freed in it (its producer sleeps on it). Keys may
-/// come in any order; each must appear exactly once. An optional <c>creator=N</c> is a pidfd of the creator.
+/// come in any order; each must appear exactly once. An optional <c>creator=N</c> is a pidfd of the creator, an optional <c>state=N</c> the share's state store.
 /// </summary>
 public sealed class RingFds
 {
@@ -27,6 +27,12 @@ public sealed class RingFds
 
     /// <summary>A pidfd of the creating process (<c>creator=N</c>), by which the attacher notices its exit even from another pid namespace; null when not passed.</summary>
     public int? CreatorPidFd { get; init; }
+
+    /// <summary>
+    /// The share's state store (<c>state=N</c>, a <see cref="Recovery.StateStore"/> memfd the vdev keeps across daemon
+    /// restarts); null when not passed. It travels with the ring so that fuse_launcher passes it on untouched.
+    /// </summary>
+    public int? StateFd { get; init; }
 
     /// <summary>Number of queues (submission/completion pairs).</summary>
     public int QueueCount => Doorbells.Count / 4;
@@ -46,6 +52,7 @@ public sealed class RingFds
         yield return (MemFd, "memfd");
         for (int i = 0; i < Doorbells.Count; i++) yield return (Doorbells[i], DoorbellKey(i));
         if (CreatorPidFd is { } creator) yield return (creator, "creator");
+        if (StateFd is { } state) yield return (state, "state");
     }
 
     /// <summary>The key of the doorbell at <paramref name="index"/> in <see cref="Doorbells"/>, e.g. <c>sqf0</c>.</summary>
@@ -62,6 +69,7 @@ public sealed class RingFds
         for (int i = 0; i < Doorbells.Count; i++)
             sb.Append(CultureInfo.InvariantCulture, $",{DoorbellKey(i)}={Doorbells[i]}");
         if (CreatorPidFd is { } creator) sb.Append(CultureInfo.InvariantCulture, $",creator={creator}");
+        if (StateFd is { } state) sb.Append(CultureInfo.InvariantCulture, $",state={state}");
         return sb.ToString();
     }
 
@@ -117,12 +125,13 @@ public sealed class RingFds
             }
         }
         int? creator = values.Remove("creator", out var c) ? c : null;
+        int? state = values.Remove("state", out var st) ? st : null;
         if (values.Count > 0)
         {
             error = $"The ring descriptor '{text}' has the unknown item '{values.Keys.First()}'; {Hint}.";
             return false;
         }
-        fds = new RingFds(memfd, bells) { CreatorPidFd = creator };
+        fds = new RingFds(memfd, bells) { CreatorPidFd = creator, StateFd = state };
         error = null;
         return true;
     }

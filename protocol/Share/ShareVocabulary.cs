@@ -196,6 +196,9 @@ public static class ShareVocabulary
         Flag("--allow-mmap", "allow_mmap", "Let the guest map files opened with direct I/O shared (FUSE_DIRECT_IO_ALLOW_MMAP; default off).",
             s => s.AllowMmap, (s, v) => s.AllowMmap = v),
 
+        new("--relaunch", "relaunch", "Replace a daemon that ends with a new one that keeps the guest's mount; --no-relaunch: every request then fails with EIO (default on).",
+            (s, v) => Set(() => s.Relaunch = v == "true"), s => One(s.HasRelaunch && !s.Relaunch, "false"), isFlag: true, scope: OptionScope.Device)
+            { Negation = "--no-relaunch" },
         Text("--socket-path", "socket|socket_path", "vhost-user socket to listen on, for the VMM to connect to.",
             s => s.SocketPath, (s, v) => s.SocketPath = v, OptionScope.Device),
         new("--fd", null, "An inherited listening vhost-user socket (libvirt).",

@@ -24,6 +24,9 @@ public static partial class VdevCommand
     /// <summary>Exit status: a share's daemon could not be started.</summary>
     public const int ExitStart = 1;
 
+    /// <summary>How long a request that arrives while a share's daemon is being replaced waits for the new one before it is answered EIO.</summary>
+    private static readonly TimeSpan RelaunchWait = TimeSpan.FromSeconds(10);
+
     /// <summary>virtiofsd's request to stay in the foreground: the vdev never daemonizes, so they are accepted silently.</summary>
     private static readonly string[] ForegroundFlags = ["--foreground", "-f"];
 
@@ -194,13 +197,13 @@ public static partial class VdevCommand
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
 
         var launcher = request.Launcher ?? Path.Combine(AppContext.BaseDirectory, "fuse_launcher");
-        var launched = new List<LaunchedShare>();
+        var launched = new List<ShareSupervisor>();
         try
         {
             // Every daemon serves and has confirmed its settings before any VMM is accepted.
             foreach (var share in shares)
             {
-                launched.Add(await LaunchedShare.StartAsync(share, launcher, loggerFactory.CreateLogger($"vdev.{share.Settings.Tag}"), stop.Token).ConfigureAwait(false));
+                launched.Add(await ShareSupervisor.StartAsync(share, launcher, loggerFactory.CreateLogger($"vdev.{share.Settings.Tag}"), stop.Token).ConfigureAwait(false));
             }
 
             confinement.LoadFilter();
@@ -220,7 +223,7 @@ public static partial class VdevCommand
                     KeepListening = request.KeepListening,
                 };
                 var deviceLog = loggerFactory.CreateLogger($"vdev.{settings.Tag}");
-                devices.Add(VhostUserDevice.RunAsync(options, ShmRingTransport.Factory(share.Rings, deviceLog), deviceLog, stop.Token));
+                devices.Add(VhostUserDevice.RunAsync(options, RecoveringTransport.Factory(share, RelaunchWait, deviceLog), deviceLog, stop.Token));
             }
             var results = await Task.WhenAll(devices).ConfigureAwait(false);
             return results.Max();

@@ -73,6 +73,25 @@ public sealed class VirtqueueRequest
         return off;
     }
 
+    /// <summary>
+    /// Copies the frame's first bytes (up to <paramref name="dest"/>'s length) into <paramref name="dest"/>, the header
+    /// from the private copy as in <see cref="CopyFrameTo"/>; returns the bytes copied. The chain must still be in flight.
+    /// </summary>
+    public int CopyFrameStart(Span<byte> dest)
+    {
+        int want = Math.Min(dest.Length, ReadableLength), off = 0;
+        foreach (ref readonly var seg in Readable)
+        {
+            if (off == want) break;
+            int n = Math.Min(seg.Length, want - off);
+            seg.Span[..n].CopyTo(dest[off..]);
+            off += n;
+        }
+        int header = Math.Min(off, InHeaderSize);
+        _header.AsSpan(0, header).CopyTo(dest);
+        return off;
+    }
+
     /// <summary>Reads the header once (gathering across segments); false when the frame is shorter than a header.</summary>
     internal bool CaptureHeader()
     {

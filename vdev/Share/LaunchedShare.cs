@@ -3,6 +3,7 @@ using System.Text.Json;
 using Grpc.Core;
 using Hypervisor.Interop;
 using Hypervisor.Protocol.Control;
+using Hypervisor.Protocol.Recovery;
 using Hypervisor.Protocol.Ring;
 using Hypervisor.Protocol.Share;
 using Hypervisor.Vdev.Config;
@@ -22,9 +23,10 @@ public sealed partial class LaunchedShare : IAsyncDisposable
 {
     private readonly ILogger _log;
 
-    private LaunchedShare(DeclaredShare config, ShmRingSet rings, int pid, string control, ShareControlClient client, ILogger log)
+    private LaunchedShare(DeclaredShare config, ShareSettings launched, ShmRingSet rings, int pid, string control, ShareControlClient client, ILogger log)
     {
         Settings = config.Settings;
+        LaunchSettings = launched;
         Rings = rings;
         DaemonPid = pid;
         ControlSocket = control;
@@ -34,6 +36,12 @@ public sealed partial class LaunchedShare : IAsyncDisposable
 
     /// <summary>The share's settings.</summary>
     public ShareSettings Settings { get; }
+
+    /// <summary>
+    /// The settings this daemon was started with: <see cref="Settings"/>, or for a daemon started after another one
+    /// the live settings that one last reported (what operators changed over gRPC included).
+    /// </summary>
+    public ShareSettings LaunchSettings { get; }
 
     /// <summary>The ring set: queue 0 carries the hiprio virtqueue, queue i request queue i.</summary>
     public ShmRingSet Rings { get; }
@@ -52,9 +60,17 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     /// confirms over gRPC that the daemon serves the right directory with the right settings and applies the
     /// allowlist. Leaves nothing behind on failure.
     /// </summary>
-    public static async Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, CancellationToken ct)
+    public static Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, CancellationToken ct)
+        => StartAsync(declared, launcherPath, log, null, null, ct);
+
+    /// <summary>
+    /// As <see cref="StartAsync(DeclaredShare, string, ILogger, CancellationToken)"/>, handing the daemon the share's
+    /// state store (<paramref name="store"/>, passed with the ring as <c>state=N</c>) and starting it with
+    /// <paramref name="live"/> instead of the declared settings when given (a daemon replacing another).
+    /// </summary>
+    public static async Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, StateStore? store, ShareSettings? live, CancellationToken ct)
     {
-        var share = declared.Settings;
+        var share = live ?? declared.Settings;
         var origin = declared.Origin;
         if (!Directory.Exists(share.SharedDir))
             throw new ShareStartException(File.Exists(share.SharedDir)
@@ -83,7 +99,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         int pid;
         try
         {
-            pid = await RunLauncherAsync(share, origin, launcherPath, rings, control, ct).ConfigureAwait(false);
+            pid = await RunLauncherAsync(share, origin, launcherPath, rings, store, control, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -93,7 +109,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         rings.SetPeerProcess(pid);
 
         var client = new ShareControlClient(control, TimeSpan.FromSeconds(5));
-        var launched = new LaunchedShare(declared, rings, pid, control, client, log);
+        var launched = new LaunchedShare(declared, share, rings, pid, control, client, log);
         try
         {
             await launched.ConfirmAsync(ct).ConfigureAwait(false);
@@ -106,7 +122,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         return launched;
     }
 
-    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, string control, CancellationToken ct)
+    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, StateStore? store, string control, CancellationToken ct)
     {
         var psi = new ProcessStartInfo(launcherPath)
         {
@@ -116,12 +132,14 @@ public sealed partial class LaunchedShare : IAsyncDisposable
             RedirectStandardError = false,
             UseShellExecute = false,
         };
-        foreach (var arg in LauncherArguments(share, rings.Fds.ToString(), control)) psi.ArgumentList.Add(arg);
+        var ringSpec = store is null ? rings.Fds.ToString() : $"{rings.Fds},state={store.Fd}";
+        foreach (var arg in LauncherArguments(share, ringSpec, control)) psi.ArgumentList.Add(arg);
 
         Process process;
         // The ring's descriptors are inheritable only while the launcher is being started (it passes exactly
         // those on to the daemon).
         rings.SetInheritable(true);
+        store?.SetInheritable(true);
         try
         {
             process = Process.Start(psi) ?? throw new ShareStartException($"Cannot start {launcherPath}.");
@@ -133,6 +151,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         finally
         {
             rings.SetInheritable(false);
+            store?.SetInheritable(false);
         }
         using (process)
         {
@@ -206,12 +225,25 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         var expected = Path.GetFullPath(Settings.SharedDir);
         if (status.SharedDir != expected)
             throw new ShareStartException($"The daemon on {ControlSocket} serves {status.SharedDir}, not {expected}; another process owns that control socket.");
-        var asked = string.Join(' ', ShareVocabulary.ToArguments(DaemonSettings(Settings, ControlSocket)));
+        var asked = string.Join(' ', ShareVocabulary.ToArguments(DaemonSettings(LaunchSettings, ControlSocket)));
         var applied = string.Join(' ', ShareVocabulary.ToArguments(status.Settings ?? new ShareSettings()));
         if (asked != applied)
             throw new ShareStartException($"The daemon of share '{Settings.Tag}' applies '{applied}' but was started with '{asked}'; check that the installed passthrough is the vdev's own version.");
         LogConfirmed(_log, Settings.Tag, DaemonPid, ControlSocket);
     }
+
+    /// <summary>
+    /// Lets go of a daemon that has exited (or is being replaced after it stopped serving): its control client goes
+    /// but neither the control socket (the next daemon's now) nor the ring set
+    /// (the transport may still collect replies the old daemon committed; <see cref="DisposeRings"/> releases it later).
+    /// </summary>
+    public void ReleaseExited()
+    {
+        Client.Dispose();
+    }
+
+    /// <summary>Releases the ring set of a daemon let go with <see cref="ReleaseExited"/>.</summary>
+    public void DisposeRings() => Rings.Dispose();
 
     /// <summary>Asks the daemon to shut down over gRPC, then by SIGTERM/SIGKILL to its pid if it lingers; closes the ring.</summary>
     public async ValueTask DisposeAsync()

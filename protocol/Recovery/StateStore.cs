@@ -1,0 +1,388 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Text;
+using Hypervisor.Interop;
+
+namespace Hypervisor.Protocol.Recovery;
+
+/// <summary>One node of the store: what a new daemon needs to serve a node id the guest holds.</summary>
+/// <param name="Id">The FUSE node id.</param>
+/// <param name="Lookups">The guest's lookup count.</param>
+/// <param name="Dev">st_dev of the inode when it was looked up.</param>
+/// <param name="Ino">st_ino of the inode when it was looked up.</param>
+/// <param name="Type">The S_IFMT bits.</param>
+/// <param name="Handle">A <c>struct file_handle</c> (header and bytes) on the share's own mount; empty when the node has none.</param>
+public sealed record NodeRecord(ulong Id, long Lookups, ulong Dev, ulong Ino, uint Type, byte[] Handle);
+
+/// <summary>One open file or directory of the store.</summary>
+/// <param name="Fh">The FUSE file handle.</param>
+/// <param name="Node">The node it was opened on.</param>
+/// <param name="Flags">The open(2) flags the guest gave.</param>
+/// <param name="IsDir">Opened by OPENDIR.</param>
+public readonly record struct HandleRecord(ulong Fh, ulong Node, int Flags, bool IsDir);
+
+/// <summary>What the vdev recorded about daemon restarts (shown by the daemon's status).</summary>
+/// <param name="Count">Daemons started after the first.</param>
+/// <param name="LastCause">Why the last one was started (empty before the first restart).</param>
+/// <param name="LastWaitNs">Nanoseconds from noticing the old daemon's end to the new one serving, last restart.</param>
+/// <param name="TotalWaitNs">The same, summed over every restart.</param>
+public readonly record struct RestartRecord(uint Count, string LastCause, long LastWaitNs, long TotalWaitNs);
+
+/// <summary>
+/// The share's state that must outlive a passthrough daemon, in a memfd the vdev creates and keeps, and that every
+/// daemon of the share maps (it travels with the ring descriptors as <c>state=N</c>). It holds the negotiated INIT,
+/// the live settings, a record per node id the guest holds (its file handle and lookup count) and a record per open
+/// file handle (its node and open flags), and the vdev's restart counters. Layout (little-endian, version 1):
+/// <list type="bullet">
+/// <item>0..4096, the header: magic u64 at 0 (written last), version u32 at 8, node capacity u32 at 12, handle
+/// capacity u32 at 16, node and handle slots ever used (u32 at 20 and 24), the node id counter i64 at 32, the file
+/// handle counter i64 at 40, INIT (valid u32 at 48, minor u32 at 52, flags u64 at 56, generation u64 at 64), the
+/// live settings' active buffer u32 at 72, restarts (count u32 at 80, last wait ns i64 at 88, total wait ns i64 at 96,
+/// cause length u32 at 104, cause UTF-8 at 128..384).</item>
+/// <item>4096..4096+2·<see cref="SettingsBufferSize"/>: two settings buffers (u32 length, then a serialized
+/// ShareSettings); the writer fills the inactive one and then publishes its index.</item>
+/// <item>Then the node table (<see cref="NodeRecordSize"/>-byte records: id u64 at 0 (0 = free, written last), lookups
+/// i64 at 8, dev u64 at 16, ino u64 at 24, type u32 at 32, handle length u32 at 36, handle bytes at 40), then the
+/// handle table (<see cref="HandleRecordSize"/>-byte records: fh u64 at 0 (0 = free, written last), node u64 at 8,
+/// flags i32 at 16, is-directory u32 at 20).</item>
+/// </list>
+/// Every record is complete before its id is published with release semantics, and a daemon writes it before the
+/// reply that makes the node or handle known to the guest, so a crash at any instant leaves the store naming at least
+/// what the guest holds. Only the daemon writes records and INIT; only the vdev writes the restart counters. The
+/// file is sparse: pages of slots never used cost nothing.
+/// </summary>
+public sealed unsafe class StateStore : IDisposable
+{
+    /// <summary>The header's magic: "hvstate1".</summary>
+    public const ulong Magic = 0x3165746174737668;
+    /// <summary>The layout version.</summary>
+    public const uint Version = 1;
+    /// <summary>Bytes of the header.</summary>
+    public const int HeaderSize = 4096;
+    /// <summary>Bytes of each of the two settings buffers.</summary>
+    public const int SettingsBufferSize = 32768;
+    /// <summary>Bytes of a node record.</summary>
+    public const int NodeRecordSize = 176;
+    /// <summary>Bytes of a handle record.</summary>
+    public const int HandleRecordSize = 32;
+    /// <summary>Largest <c>struct file_handle</c> kept (header and MAX_HANDLE_SZ bytes).</summary>
+    public const int MaxHandle = 136;
+    /// <summary>Default node capacity.</summary>
+    public const int DefaultNodes = 1 << 20;
+    /// <summary>Default handle capacity.</summary>
+    public const int DefaultHandles = 1 << 16;
+
+    private const int OffMagic = 0, OffVersion = 8, OffNodeCap = 12, OffHandleCap = 16, OffNodeHigh = 20, OffHandleHigh = 24;
+    private const int OffNextNode = 32, OffNextHandle = 40;
+    private const int OffInitValid = 48, OffInitMinor = 52, OffInitFlags = 56, OffInitGeneration = 64;
+    private const int OffSettingsActive = 72;
+    private const int OffRestarts = 80, OffLastWait = 88, OffTotalWait = 96, OffCauseLength = 104, OffCause = 128, MaxCause = 256;
+
+    private readonly SafeFd _fd;
+    private readonly byte* _map;
+    private readonly long _size;
+    private readonly int _nodeCap;
+    private readonly int _handleCap;
+    private readonly object _settingsLock = new();
+    private int _disposed;
+
+    private StateStore(SafeFd fd, byte* map, long size, int nodes, int handles)
+    {
+        _fd = fd;
+        _map = map;
+        _size = size;
+        _nodeCap = nodes;
+        _handleCap = handles;
+    }
+
+    /// <summary>The memfd (close-on-exec until <see cref="SetInheritable"/>).</summary>
+    public int Fd => _fd.Value;
+    /// <summary>Node records at most.</summary>
+    public int NodeCapacity => _nodeCap;
+    /// <summary>Handle records at most.</summary>
+    public int HandleCapacity => _handleCap;
+
+    private static long Size(int nodes, int handles) => HeaderSize + 2L * SettingsBufferSize + (long)nodes * NodeRecordSize + (long)handles * HandleRecordSize;
+
+    /// <summary>Creates an empty store (the vdev, once per share).</summary>
+    public static StateStore Create(int nodes = DefaultNodes, int handles = DefaultHandles)
+    {
+        if (nodes < 1 || handles < 1) throw new ArgumentOutOfRangeException(nameof(nodes), "A state store needs room for at least one node and one handle.");
+        int fd = Libc.memfd_create("hv-state", Libc.MFD_CLOEXEC | Libc.MFD_ALLOW_SEALING);
+        if (fd < 0) throw SyscallException.Last("memfd_create");
+        var memfd = new SafeFd(fd);
+        long size = Size(nodes, handles);
+        try
+        {
+            if (Libc.ftruncate(memfd, size) != 0) throw SyscallException.Last("ftruncate of the state memfd");
+            if (Libc.fcntl(fd, Libc.F_ADD_SEALS, Libc.F_SEAL_SHRINK | Libc.F_SEAL_GROW | Libc.F_SEAL_SEAL) != 0)
+                throw SyscallException.Last("sealing the state memfd");
+            var map = Map(fd, size);
+            // Safe: the mapping is size bytes and every header offset is below HeaderSize.
+            *(uint*)(map + OffVersion) = Version;
+            *(uint*)(map + OffNodeCap) = (uint)nodes;
+            *(uint*)(map + OffHandleCap) = (uint)handles;
+            Volatile.Write(ref *(ulong*)(map + OffMagic), Magic);
+            return new StateStore(memfd, map, size, nodes, handles);
+        }
+        catch
+        {
+            memfd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Maps the store the vdev passed as <paramref name="fd"/> (a daemon; the descriptor becomes close-on-exec and
+    /// owned by the store). Throws <see cref="InvalidDataException"/> when it is not a store of this version.
+    /// </summary>
+    public static StateStore Attach(int fd)
+    {
+        if (fd < 0 || Libc.fcntl(fd, Libc.F_GETFD, 0) < 0)
+            throw new IOException($"The state store descriptor state={fd} is not open in this process; the vdev must let it be inherited.");
+        Libc.fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
+        long size = Libc.lseek(fd, 0, Libc.SEEK_END);
+        if (size < HeaderSize) throw new InvalidDataException($"fd {fd} is not a state store (too small); pass the memfd StateStore.Create made.");
+        var map = Map(fd, HeaderSize);
+        ulong magic = Volatile.Read(ref *(ulong*)(map + OffMagic));
+        uint version = *(uint*)(map + OffVersion);
+        int nodes = (int)*(uint*)(map + OffNodeCap), handles = (int)*(uint*)(map + OffHandleCap);
+        Libc.munmap((nint)map, HeaderSize);
+        if (magic != Magic || version != Version || nodes < 1 || handles < 1 || Size(nodes, handles) != size)
+            throw new InvalidDataException($"fd {fd} does not hold a state store of layout version {Version}; run a vdev and daemon from the same build.");
+        return new StateStore(new SafeFd(fd), Map(fd, size), size, nodes, handles);
+    }
+
+    private static byte* Map(int fd, long size)
+    {
+        nint p = Libc.mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
+        if (p == Libc.MAP_FAILED) throw SyscallException.Last("mmap of the state memfd");
+        return (byte*)p;
+    }
+
+    /// <summary>Makes the memfd inheritable (true) while fuse_launcher is being started, close-on-exec again after.</summary>
+    public void SetInheritable(bool inheritable)
+    {
+        int flags = Libc.fcntl(_fd.Value, Libc.F_GETFD, 0);
+        if (flags < 0) return;
+        Libc.fcntl(_fd.Value, Libc.F_SETFD, inheritable ? flags & ~Libc.FD_CLOEXEC : flags | Libc.FD_CLOEXEC);
+    }
+
+    // Safe (all accessors below): every offset is checked against the capacities fixed at map time, and the mapping
+    // lives until Dispose, which the owner calls only once nothing uses the store.
+    private ref long Long(int offset) => ref Unsafe.AsRef<long>(_map + offset);
+
+    /// <summary>The node id counter: ids are drawn with Interlocked.Increment on it, never reused by any daemon of the share.</summary>
+    public ref long NextNodeId => ref Long(OffNextNode);
+
+    /// <summary>The file handle counter, as <see cref="NextNodeId"/>.</summary>
+    public ref long NextHandle => ref Long(OffNextHandle);
+
+    /// <summary>Node slots ever handed out (a restoring daemon scans these).</summary>
+    public int NodeHighWater => Volatile.Read(ref *(int*)(_map + OffNodeHigh));
+
+    /// <summary>Handle slots ever handed out.</summary>
+    public int HandleHighWater => Volatile.Read(ref *(int*)(_map + OffHandleHigh));
+
+    /// <summary>Raises the node high-water mark to cover <paramref name="slot"/> (the allocator's lock is held).</summary>
+    public void CoverNode(int slot) { if (slot >= NodeHighWater) Volatile.Write(ref *(int*)(_map + OffNodeHigh), slot + 1); }
+
+    /// <summary>Raises the handle high-water mark to cover <paramref name="slot"/> (the allocator's lock is held).</summary>
+    public void CoverHandle(int slot) { if (slot >= HandleHighWater) Volatile.Write(ref *(int*)(_map + OffHandleHigh), slot + 1); }
+
+    /// <summary>The negotiated INIT, when a session is live: the protocol minor, the agreed flags, the entry generation.</summary>
+    public bool TryReadInit(out uint minor, out ulong flags, out ulong generation)
+    {
+        bool valid = Volatile.Read(ref *(uint*)(_map + OffInitValid)) != 0;
+        minor = *(uint*)(_map + OffInitMinor);
+        flags = *(ulong*)(_map + OffInitFlags);
+        generation = *(ulong*)(_map + OffInitGeneration);
+        return valid;
+    }
+
+    /// <summary>Records the session's INIT (before its reply is sent).</summary>
+    public void WriteInit(uint minor, ulong flags, ulong generation)
+    {
+        Volatile.Write(ref *(uint*)(_map + OffInitValid), 0);
+        *(uint*)(_map + OffInitMinor) = minor;
+        *(ulong*)(_map + OffInitFlags) = flags;
+        *(ulong*)(_map + OffInitGeneration) = generation;
+        Volatile.Write(ref *(uint*)(_map + OffInitValid), 1);
+    }
+
+    /// <summary>The session ended (DESTROY, or a new INIT starts another).</summary>
+    public void ClearInit() => Volatile.Write(ref *(uint*)(_map + OffInitValid), 0);
+
+    /// <summary>Publishes the live settings (a serialized ShareSettings); false when they do not fit.</summary>
+    public bool WriteSettings(ReadOnlySpan<byte> settings)
+    {
+        if (settings.Length > SettingsBufferSize - 4) return false;
+        lock (_settingsLock)
+        {
+            uint next = Volatile.Read(ref *(uint*)(_map + OffSettingsActive)) == 1 ? 2u : 1u;
+            var buffer = new Span<byte>(_map + HeaderSize + (next - 1) * SettingsBufferSize, SettingsBufferSize);
+            BinaryPrimitives.WriteInt32LittleEndian(buffer, settings.Length);
+            settings.CopyTo(buffer[4..]);
+            Volatile.Write(ref *(uint*)(_map + OffSettingsActive), next);
+        }
+        return true;
+    }
+
+    /// <summary>The live settings last published, or null before any.</summary>
+    public byte[]? ReadSettings()
+    {
+        uint active = Volatile.Read(ref *(uint*)(_map + OffSettingsActive));
+        if (active is not (1 or 2)) return null;
+        var buffer = new ReadOnlySpan<byte>(_map + HeaderSize + (active - 1) * SettingsBufferSize, SettingsBufferSize);
+        int length = BinaryPrimitives.ReadInt32LittleEndian(buffer);
+        return length < 0 || length > SettingsBufferSize - 4 ? null : buffer.Slice(4, length).ToArray();
+    }
+
+    /// <summary>Counts one restart (the vdev).</summary>
+    public void RecordRestart(string cause, long waitedNs)
+    {
+        var bytes = Encoding.UTF8.GetBytes(cause);
+        int n = Math.Min(bytes.Length, MaxCause);
+        bytes.AsSpan(0, n).CopyTo(new Span<byte>(_map + OffCause, MaxCause));
+        *(uint*)(_map + OffCauseLength) = (uint)n;
+        *(long*)(_map + OffLastWait) = waitedNs;
+        *(long*)(_map + OffTotalWait) += waitedNs;
+        Volatile.Write(ref *(uint*)(_map + OffRestarts), *(uint*)(_map + OffRestarts) + 1);
+    }
+
+    /// <summary>The restart counters.</summary>
+    public RestartRecord Restarts
+    {
+        get
+        {
+            uint count = Volatile.Read(ref *(uint*)(_map + OffRestarts));
+            int n = (int)Math.Min(*(uint*)(_map + OffCauseLength), MaxCause);
+            return new RestartRecord(count, Encoding.UTF8.GetString(new ReadOnlySpan<byte>(_map + OffCause, n)),
+                *(long*)(_map + OffLastWait), *(long*)(_map + OffTotalWait));
+        }
+    }
+
+    private byte* Node(int slot)
+    {
+        if ((uint)slot >= (uint)_nodeCap) throw new ArgumentOutOfRangeException(nameof(slot));
+        return _map + HeaderSize + 2L * SettingsBufferSize + (long)slot * NodeRecordSize;
+    }
+
+    private byte* Handle(int slot)
+    {
+        if ((uint)slot >= (uint)_handleCap) throw new ArgumentOutOfRangeException(nameof(slot));
+        return _map + HeaderSize + 2L * SettingsBufferSize + (long)_nodeCap * NodeRecordSize + (long)slot * HandleRecordSize;
+    }
+
+    /// <summary>Writes a node record; <paramref name="handle"/> is a whole <c>struct file_handle</c>, or empty.</summary>
+    public void WriteNode(int slot, ulong id, long lookups, ulong dev, ulong ino, uint type, ReadOnlySpan<byte> handle)
+    {
+        var r = Node(slot);
+        Volatile.Write(ref *(ulong*)r, 0UL);
+        *(long*)(r + 8) = lookups;
+        *(ulong*)(r + 16) = dev;
+        *(ulong*)(r + 24) = ino;
+        *(uint*)(r + 32) = type;
+        int n = handle.Length <= MaxHandle ? handle.Length : 0;
+        *(uint*)(r + 36) = (uint)n;
+        handle[..n].CopyTo(new Span<byte>(r + 40, MaxHandle));
+        Volatile.Write(ref *(ulong*)r, id);
+    }
+
+    /// <summary>Updates a node's lookup count (a plain aligned 64-bit store: no syscall, no lock of its own).</summary>
+    public void SetLookups(int slot, long lookups) => Volatile.Write(ref *(long*)(Node(slot) + 8), lookups);
+
+    /// <summary>Frees a node record.</summary>
+    public void FreeNode(int slot) => Volatile.Write(ref *(ulong*)Node(slot), 0UL);
+
+    /// <summary>Reads a node record; false when the slot is free.</summary>
+    public bool TryReadNode(int slot, out NodeRecord? record)
+    {
+        var r = Node(slot);
+        ulong id = Volatile.Read(ref *(ulong*)r);
+        record = null;
+        if (id == 0) return false;
+        int n = (int)Math.Min(*(uint*)(r + 36), (uint)MaxHandle);
+        record = new NodeRecord(id, *(long*)(r + 8), *(ulong*)(r + 16), *(ulong*)(r + 24), *(uint*)(r + 32), new ReadOnlySpan<byte>(r + 40, n).ToArray());
+        return true;
+    }
+
+    /// <summary>Writes a handle record.</summary>
+    public void WriteHandle(int slot, ulong fh, ulong node, int flags, bool isDir)
+    {
+        var r = Handle(slot);
+        Volatile.Write(ref *(ulong*)r, 0UL);
+        *(ulong*)(r + 8) = node;
+        *(int*)(r + 16) = flags;
+        *(uint*)(r + 20) = isDir ? 1u : 0u;
+        Volatile.Write(ref *(ulong*)r, fh);
+    }
+
+    /// <summary>Frees a handle record.</summary>
+    public void FreeHandle(int slot) => Volatile.Write(ref *(ulong*)Handle(slot), 0UL);
+
+    /// <summary>Reads a handle record; false when the slot is free.</summary>
+    public bool TryReadHandle(int slot, out HandleRecord record)
+    {
+        var r = Handle(slot);
+        ulong fh = Volatile.Read(ref *(ulong*)r);
+        record = fh == 0 ? default : new HandleRecord(fh, *(ulong*)(r + 8), *(int*)(r + 16), *(uint*)(r + 20) != 0);
+        return fh != 0;
+    }
+
+    /// <summary>Unmaps the store and closes the memfd.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        Libc.munmap((nint)_map, (nuint)_size);
+        _fd.Dispose();
+    }
+}
+
+/// <summary>
+/// Hands out record slots of a <see cref="StateStore"/> table: the lowest never-used slot, or one freed since. One
+/// lock, taken when a node or handle is made or dropped (never per request on a known node).
+/// </summary>
+public sealed class StoreSlots
+{
+    private readonly object _lock = new();
+    private readonly int _capacity;
+    private readonly Action<int> _cover;
+    private int[] _free = new int[64];
+    private int _freeCount;
+    private int _next;
+
+    /// <summary>Slots 0..<paramref name="capacity"/>-1, of which those in <paramref name="used"/> below <paramref name="highWater"/> are taken.</summary>
+    public StoreSlots(int capacity, int highWater, Func<int, bool> used, Action<int> cover)
+    {
+        _capacity = capacity;
+        _cover = cover;
+        _next = Math.Min(highWater, capacity);
+        for (int i = _next - 1; i >= 0; i--) if (!used(i)) Push(i);
+    }
+
+    private void Push(int slot)
+    {
+        if (_freeCount == _free.Length) Array.Resize(ref _free, _free.Length * 2);
+        _free[_freeCount++] = slot;
+    }
+
+    /// <summary>A free slot, or -1 when the table is full.</summary>
+    public int Take()
+    {
+        lock (_lock)
+        {
+            if (_freeCount > 0) return _free[--_freeCount];
+            if (_next == _capacity) return -1;
+            _cover(_next);
+            return _next++;
+        }
+    }
+
+    /// <summary>Returns a slot whose record was freed.</summary>
+    public void Give(int slot)
+    {
+        if (slot < 0) return;
+        lock (_lock) Push(slot);
+    }
+}
