@@ -30,6 +30,14 @@
  *                                (LEN 0: to the end); prints "0" or the errno number as soon as the call
  *                                returns; with UNTIL, then keeps the file (and the lock) open until the
  *                                file UNTIL exists
+ *   crashload DIR STOP           until the file STOP exists: create DIR/fN (O_CREAT|O_TRUNC) with four
+ *                                4 KiB blocks of a pattern the host can recompute (byte k of block b is
+ *                                (N*131 + b*7 + k) & 255), fsync, close; re-read fN/2 and compare; list DIR
+ *                                every 4th round; write and re-read 8 bytes through one handle opened
+ *                                before the first round. EIO from the create is the one failure the vdev's
+ *                                crash recovery allows (a CREATE in flight at the crash): counted, retried.
+ *                                Prints "rounds eio_create errors"; every other failure is printed on
+ *                                stderr and counted; exits 1 when there was any
  *   getlk FILE START LEN r|w     fcntl F_GETLK; prints "unlocked" or "TYPE START LEN PID" of the lock
  *                                in the way (TYPE r or w)
  *   fsop NAME OP ARG...          one call, printed as "NAME ok" or "NAME ERRNO" (ENOENT, EACCES, EEXIST,
@@ -246,6 +254,74 @@ static int cmd_pattern(const char *file, long mib, uint64_t seed)
     }
     if (close(fd) != 0) die("close", file);
     return 0;
+}
+
+static void crash_block(unsigned char *b, long n, int block)
+{
+    for (int k = 0; k < 4096; k++) b[k] = (unsigned char)((n * 131 + block * 7 + k) & 255);
+}
+
+static int cmd_crashload(const char *dir, const char *stop)
+{
+    char path[4096], keep[4096];
+    unsigned char want[4096], got[4096];
+    long rounds = 0, eio = 0, errors = 0;
+    snprintf(keep, sizeof keep, "%s/keep", dir);
+    int kfd = open(keep, O_CREAT | O_RDWR, 0644);
+    if (kfd < 0) die("open", keep);
+#define CRASH_ERR(what, p) do { fprintf(stderr, "crashload: round %ld: %s %s: %s\n", rounds, what, p, strerror(errno)); errors++; } while (0)
+    while (access(stop, F_OK) != 0) {
+        long n = rounds;
+        snprintf(path, sizeof path, "%s/f%06ld", dir, n);
+        int fd = -1;
+        for (int tries = 0; tries < 5 && fd < 0; tries++) {
+            fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+            if (fd < 0 && errno == EIO) { eio++; continue; }
+            if (fd < 0) break;
+        }
+        if (fd < 0) { CRASH_ERR("create", path); rounds++; continue; }
+        for (int b = 0; b < 4; b++) {
+            crash_block(want, n, b);
+            if (pwrite(fd, want, 4096, (off_t)b * 4096) != 4096) CRASH_ERR("pwrite", path);
+        }
+        if (fsync(fd) != 0) CRASH_ERR("fsync", path);
+        if (close(fd) != 0) CRASH_ERR("close", path);
+        long old = n / 2;
+        snprintf(path, sizeof path, "%s/f%06ld", dir, old);
+        fd = open(path, O_RDONLY);
+        if (fd < 0) CRASH_ERR("open", path);
+        else {
+            for (int b = 0; b < 4; b++) {
+                crash_block(want, old, b);
+                if (pread(fd, got, 4096, (off_t)b * 4096) != 4096) { CRASH_ERR("pread", path); break; }
+                if (memcmp(want, got, 4096) != 0) { errno = EILSEQ; CRASH_ERR("compare", path); break; }
+            }
+            if (close(fd) != 0) CRASH_ERR("close", path);
+        }
+        if (n % 4 == 0) {
+            DIR *d = opendir(dir);
+            long seen = 0;
+            if (!d) CRASH_ERR("opendir", dir);
+            else {
+                struct dirent *e;
+                errno = 0;
+                while ((e = readdir(d)) != NULL) if (e->d_name[0] == 'f') seen++;
+                if (errno != 0) CRASH_ERR("readdir", dir);
+                closedir(d);
+                if (seen < n + 1) { errno = ENOENT; fprintf(stderr, "crashload: listed %ld files, expected at least %ld\n", seen, n + 1); errors++; }
+            }
+        }
+        uint64_t v = (uint64_t)n * 0x9e3779b97f4a7c15ULL, r = 0;
+        off_t at = (off_t)(n % 512) * 8;
+        if (pwrite(kfd, &v, 8, at) != 8) CRASH_ERR("pwrite", keep);
+        else if (pread(kfd, &r, 8, at) != 8) CRASH_ERR("pread", keep);
+        else if (r != v) { errno = EILSEQ; CRASH_ERR("compare", keep); }
+        rounds++;
+    }
+#undef CRASH_ERR
+    if (close(kfd) != 0) { fprintf(stderr, "crashload: close %s: %s\n", keep, strerror(errno)); errors++; }
+    printf("%ld %ld %ld\n", rounds, eio, errors);
+    return errors ? 1 : 0;
 }
 
 static int lock_at(int fd, int cmd, short type, long long start, long long len)
@@ -572,6 +648,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(c, "lock") && (argc == 7 || argc == 8)) return cmd_lock(argv, argc);
     if (!strcmp(c, "getlk") && argc == 6) return cmd_getlk(argv);
+    if (!strcmp(c, "crashload") && argc == 4) return cmd_crashload(argv[2], argv[3]);
     if (!strcmp(c, "fsop") && (argc == 5 || argc == 6)) return cmd_fsop(argc, argv);
     if (!strcmp(c, "runas") && argc >= 5) return cmd_runas(argc, argv);
     if (!strcmp(c, "deadlock") && argc == 3) return cmd_deadlock(argv[2]);

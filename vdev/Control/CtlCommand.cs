@@ -322,6 +322,11 @@ public static class CtlCommand
                 ["bytes_written"] = s.BytesWritten, ["allowlist"] = ToJson(s.Allowlist),
                 ["opcodes"] = new JsonArray([.. s.Opcodes.Select(c => new JsonObject { ["opcode"] = c.Opcode, ["name"] = c.Name, ["requests"] = c.Requests, ["errors"] = c.Errors })]),
                 ["queue_cpus"] = new JsonArray([.. s.QueueCpus.Select(cpu => JsonValue.Create(cpu))]),
+                ["restarts"] = s.Restarts is not { } r ? null : new JsonObject
+                {
+                    ["count"] = r.Count, ["last_cause"] = r.LastCause,
+                    ["last_wait_seconds"] = r.LastWait?.ToTimeSpan().TotalSeconds ?? 0, ["total_wait_seconds"] = r.TotalWait?.ToTimeSpan().TotalSeconds ?? 0,
+                },
                 // The settings model is printed as its own JSON mapping, field names as in settings.proto.
                 ["settings"] = s.Settings is null ? null
                     : JsonNode.Parse(new Google.Protobuf.JsonFormatter(Google.Protobuf.JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true)).Format(s.Settings)),
@@ -332,6 +337,9 @@ public static class CtlCommand
         stdout.WriteLine($"Share          {s.SharedDir} (tag \"{s.Tag}\")");
         stdout.WriteLine($"Uptime         {FormatUptime(uptime)}");
         stdout.WriteLine($"Options        {DescribeOptions(s.Options)}");
+        if (s.Restarts is { } restarts)
+            stdout.WriteLine(restarts.Count == 0 ? "Restarts       none"
+                : string.Create(inv, $"Restarts       {restarts.Count}, last: {restarts.LastCause}; the guest waited {restarts.LastWait?.ToTimeSpan().TotalMilliseconds ?? 0:F0} ms (all restarts: {restarts.TotalWait?.ToTimeSpan().TotalMilliseconds ?? 0:F0} ms)"));
         if (s.Settings is not null)
             stdout.WriteLine($"Settings       {string.Join(' ', ShareVocabulary.ToArguments(s.Settings))}");
         stdout.WriteLine(string.Create(inv, $"Open handles   {s.OpenFileHandles}"));

@@ -91,7 +91,7 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void DaemonDeath_WhileTheGuestRuns_GuestGetsEioPromptly_AndVdevSaysSo()
+    public void DaemonDeath_WithRelaunchOff_GuestGetsEioPromptly_AndVdevSaysSo()
     {
         var dir = Directory.CreateTempSubdirectory("hvg-death-").FullName;
         var killed = new List<int>();
@@ -101,7 +101,7 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
             File.WriteAllText(Path.Combine(dir, "hello.txt"), "hello\n");
             File.WriteAllText(Path.Combine(dir, "never-read.txt"), "never read before the daemon died\n");
             var scenario = GuestVm.LoadScenario("daemon-death.sh");
-            var result = GuestVm.Run(scenario, [new GuestShare("share0", dir, GuestBackend.Vdev())], new GuestOptions
+            var result = GuestVm.Run(scenario, [new GuestShare("share0", dir, GuestBackend.Vdev(extraArgs: "--no-relaunch"))], new GuestOptions
             {
                 Timeout = TimeSpan.FromMinutes(3),
                 OnConsoleLine = line =>
@@ -135,6 +135,98 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
             output.WriteLine("vdev: " + gone[0].Trim());
             // The host file the guest could not reach is untouched.
             Assert.Equal("never read before the daemon died\n", File.ReadAllText(Path.Combine(dir, "never-read.txt")));
+        }
+        finally
+        {
+            foreach (var pid in HostProcesses.FindPassthroughDaemons(dir)) HostProcesses.KillAndWait(pid, TimeSpan.FromSeconds(5));
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void DaemonKilledThreeTimes_WhileTheGuestWritesAndReads_GuestKeepsItsMount_AndTheHostHasWhatItWrote()
+    {
+        var dir = Directory.CreateTempSubdirectory("hvg-crash-").FullName;
+        var killed = new List<int>();
+        var errors = new List<string>();
+        string? socket = null;
+        HostProcesses.Outcome? status = null;
+        var vdev = GuestBackend.Vdev();
+        var backend = new GuestBackend("vdev", ctx =>
+        {
+            socket = ctx.SocketPath;
+            return vdev.CreateStartInfo(ctx);
+        });
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "hello.txt"), "hello\n");
+            var scenario = GuestVm.LoadScenario("crash-recovery.sh");
+            Thread? killer = null;
+            var result = GuestVm.Run(scenario, [new GuestShare("share0", dir, backend)], new GuestOptions
+            {
+                Timeout = TimeSpan.FromMinutes(8),
+                OnConsoleLine = line =>
+                {
+                    if (!line.Contains("@@HV val phase 1", StringComparison.Ordinal)) return;
+                    killer = new Thread(() =>
+                    {
+                        try
+                        {
+                            for (int round = 0; round < 3; round++)
+                            {
+                                Thread.Sleep(TimeSpan.FromSeconds(4));
+                                // The daemon serving now: a new one after each kill (wait for it to be there).
+                                int pid = -1;
+                                var deadline = Stopwatch.StartNew();
+                                while (deadline.Elapsed < TimeSpan.FromSeconds(20))
+                                {
+                                    var pids = HostProcesses.FindPassthroughDaemons(dir).Where(p => !killed.Contains(p)).ToList();
+                                    if (pids.Count == 1) { pid = pids[0]; break; }
+                                    Thread.Sleep(100);
+                                }
+                                if (pid < 0) { lock (errors) errors.Add($"round {round}: no new passthrough daemon for {dir}"); break; }
+                                lock (killed) killed.Add(pid);
+                                if (!HostProcesses.KillAndWait(pid, TimeSpan.FromSeconds(10))) lock (errors) errors.Add($"daemon {pid} survived SIGKILL for 10 s");
+                            }
+                            Thread.Sleep(TimeSpan.FromSeconds(4));
+                            status = HostProcesses.Run(GuestBackend.ResolveVdev(), ["ctl", "--socket", socket + ".ctl", "--json", "status"], CtlTimeout);
+                        }
+                        catch (Exception e) { lock (errors) errors.Add(e.ToString()); }
+                        finally { File.WriteAllText(Path.Combine(dir, "stop"), ""); }
+                    }) { IsBackground = true };
+                    killer.Start();
+                },
+            });
+            killer?.Join(TimeSpan.FromMinutes(2));
+            output.WriteLine($"killed daemons {string.Join(",", killed)}; crashload (rounds eio_create errors): {result.Value("crashload")}; " +
+                $"its first errors: {result.Value("crashload_log")}; whole run {result.Elapsed.TotalSeconds:0.0} s");
+            Assert.True(errors.Count == 0, string.Join("\n", errors) + "\n" + result.Describe());
+            Assert.Equal(3, killed.Count);
+            GuestScenarios.AssertAllChecksPassed(result, scenario);
+
+            // Every file the guest finished is on the host with the bytes it wrote.
+            var counts = result.Value("crashload")!.Split(' ');
+            long rounds = long.Parse(counts[0], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.True(rounds > 3, $"the guest finished only {rounds} rounds.\n{result.Describe()}");
+            var want = new byte[4 * 4096];
+            for (long n = 0; n < rounds; n++)
+            {
+                for (int b = 0; b < 4; b++)
+                    for (int k = 0; k < 4096; k++) want[b * 4096 + k] = (byte)((n * 131 + b * 7 + k) & 255);
+                var file = Path.Combine(dir, "load", $"f{n:000000}");
+                Assert.True(want.AsSpan().SequenceEqual(File.ReadAllBytes(file)), $"{file} differs from what the guest wrote");
+            }
+
+            var log = Assert.Single(result.ProcessLogs, kv => kv.Key.StartsWith("vdev[", StringComparison.Ordinal)).Value;
+            var replaced = log.Split('\n').Where(l => l.Contains("was replaced by daemon", StringComparison.Ordinal)).ToList();
+            foreach (var line in replaced) output.WriteLine("vdev: " + line.Trim());
+            Assert.True(replaced.Count == 3, $"the vdev should have replaced the daemon 3 times:\n{log}");
+            Assert.NotNull(status);
+            Assert.True(status.Value.ExitCode == 0, $"vdev ctl --json status failed: {status}");
+            using var json = JsonDocument.Parse(status.Value.Stdout);
+            var restarts = json.RootElement.GetProperty("restarts");
+            Assert.Equal(3, restarts.GetProperty("count").GetInt32());
+            Assert.Contains("exited", restarts.GetProperty("last_cause").GetString(), StringComparison.Ordinal);
         }
         finally
         {
