@@ -60,5 +60,7 @@ internal static class SyscallAllowlist
         "setpgid", "getpgid", "getsid", "fallocate", "memfd_create", "mount", "umount2", "pivot_root", "chroot",
         "setrlimit", "capset", "seccomp", "inotify_init1", "inotify_add_watch", "inotify_rm_watch", "sysinfo",
         "getdents", "fstatfs", "close_range", "prctl", "mlock2", "msync", "mincore",
+        // The .NET runtime of a fuse_launcher started after the filter (a daemon's replacement) reads its NUMA policy.
+        "get_mempolicy",
     ];
 }

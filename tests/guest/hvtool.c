@@ -271,6 +271,7 @@ static int cmd_crashload(const char *dir, const char *stop)
     if (kfd < 0) die("open", keep);
 #define CRASH_ERR(what, p) do { fprintf(stderr, "crashload: round %ld: %s %s: %s\n", rounds, what, p, strerror(errno)); errors++; } while (0)
     while (access(stop, F_OK) != 0) {
+        if (errno != ENOENT) { CRASH_ERR("access", stop); if (errors > 50) break; }
         long n = rounds;
         snprintf(path, sizeof path, "%s/f%06ld", dir, n);
         int fd = -1;

@@ -255,6 +255,10 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         catch (RpcException)
         {
         }
+        catch (ObjectDisposedException)
+        {
+            // Let go of already (ReleaseExited): the daemon has exited.
+        }
         Client.Dispose();
         Rings.Close();
         if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(5)).ConfigureAwait(false))
