@@ -464,6 +464,8 @@ public sealed partial class FuseEngine : IDisposable
         };
         _session = new Session(minor, flags);
         Destroyed = false;
+        // Recorded before the reply leaves: a daemon started after a crash must find the session the guest now has.
+        SessionStarted?.Invoke(minor, flags);
         LogInit(minor, init.Minor, new InitFlagsLog((ulong)flags), MaxWrite);
         var size = minor < 5 ? FuseConstants.CompatInitOutSize : minor < 23 ? FuseConstants.Compat22InitOutSize : Unsafe.SizeOf<InitOut>();
         return FuseReply.Struct(reply, request.Unique, output, size);

@@ -9,7 +9,7 @@ namespace Hypervisor.Vdev.Tests.Frontend;
 /// </summary>
 public static class FuseFrames
 {
-    public const uint Lookup = 1, Forget = 2, Getattr = 3, Open = 14, Read = 15, Release = 18, Init = 26, Interrupt = 36, BatchForget = 42;
+    public const uint Lookup = 1, Forget = 2, Getattr = 3, Open = 14, Read = 15, Write = 16, Release = 18, Init = 26, Interrupt = 36, BatchForget = 42;
     public const int InHeader = 40, OutHeader = 16;
     public const ulong RootId = 1;
 
@@ -61,6 +61,27 @@ public static class FuseFrames
         BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(8), offset);
         BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(16), size);
         return Request(Read, unique, node, b);
+    }
+
+    /// <summary>FUSE_WRITE of <paramref name="data"/> at <paramref name="offset"/> (the file's open flags in <paramref name="openFlags"/>).</summary>
+    public static byte[] WriteRequest(ulong unique, ulong node, ulong fh, ulong offset, ReadOnlySpan<byte> data, uint openFlags = 2)
+    {
+        var b = new byte[40 + data.Length];
+        BinaryPrimitives.WriteUInt64LittleEndian(b, fh);
+        BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(8), offset);
+        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(16), (uint)data.Length);
+        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(32), openFlags);
+        data.CopyTo(b.AsSpan(40));
+        return Request(Write, unique, node, b);
+    }
+
+    /// <summary>FUSE_RELEASE of <paramref name="fh"/> opened with <paramref name="openFlags"/>.</summary>
+    public static byte[] ReleaseRequest(ulong unique, ulong node, ulong fh, uint openFlags = 0)
+    {
+        var b = new byte[24];
+        BinaryPrimitives.WriteUInt64LittleEndian(b, fh);
+        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(8), openFlags);
+        return Request(Release, unique, node, b);
     }
 
     /// <summary>FUSE_FORGET of <paramref name="nlookup"/> lookups of <paramref name="node"/> (no reply).</summary>

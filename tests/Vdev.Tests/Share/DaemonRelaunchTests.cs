@@ -1,0 +1,244 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using Hypervisor.Vdev.Control;
+using Hypervisor.Vdev.Tests.Frontend;
+using Hypervisor.Vdev.Tests.Guest;
+using Xunit.Abstractions;
+
+namespace Hypervisor.Vdev.Tests.Share;
+
+/// <summary>
+/// Crash recovery end to end on the host (vdev/README.md, "Surviving a daemon crash"): the vdev process with its
+/// fuse_launcher and passthrough daemon, a vhost-user front-end in the guest's place, and SIGKILL of the daemon. The
+/// node ids and file handles the front-end got before the kill still name the same files after it; a file the host
+/// replaced meanwhile answers ESTALE under its old node and is found afresh by a new LOOKUP.
+/// </summary>
+public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
+{
+    private const int Enoent = 2, Estale = 116;
+    private static readonly TimeSpan Reply = TimeSpan.FromSeconds(20);
+    private readonly string _dir = Directory.CreateTempSubdirectory("vdev-relaunch-").FullName;
+
+    /// <summary>A started vdev with one share and a front-end that has done INIT on request queue 1.</summary>
+    private sealed class Rig : IDisposable
+    {
+        private readonly ConcurrentQueue<string> _log = new();
+        private readonly Process _vdev;
+        private readonly VhostUserFrontend _fe;
+        private readonly GuestRam _ram;
+        private ulong _unique = 1;
+
+        public Rig(string dir, params string[] args)
+        {
+            Share = Directory.CreateDirectory(Path.Combine(dir, "share")).FullName;
+            Socket = Path.Combine(dir, "vdev.sock");
+            var psi = new ProcessStartInfo(GuestBackend.ResolveVdev()) { RedirectStandardError = true, RedirectStandardOutput = true };
+            foreach (var a in new[] { "--socket-path", Socket, "--shared-dir", Share, "--tag", "relaunch", "--log-level", "info" }.Concat(args))
+                psi.ArgumentList.Add(a);
+            _vdev = Process.Start(psi)!;
+            _vdev.ErrorDataReceived += (_, e) => { if (e.Data is not null) _log.Enqueue(e.Data); };
+            _vdev.OutputDataReceived += (_, e) => { if (e.Data is not null) _log.Enqueue(e.Data); };
+            _vdev.BeginErrorReadLine();
+            _vdev.BeginOutputReadLine();
+            try
+            {
+                _fe = VhostUserFrontend.Connect(Socket, TimeSpan.FromSeconds(60));
+                _ram = new GuestRam(16 << 20);
+                _fe.Negotiate();
+                _fe.SetMemTable(_ram);
+                Queue = _fe.SetupQueues(_ram, 2, 32)[1];
+                var init = Call(FuseFrames.InitRequest(0));
+                Assert.Equal(0, FuseFrames.ReadOutHeader(init).Error);
+            }
+            catch
+            {
+                Dispose();
+                throw;
+            }
+        }
+
+        public string Share { get; }
+        public string Socket { get; }
+        public FrontendQueue Queue { get; }
+
+        /// <summary>What the vdev (and the daemons' output it passes through) printed so far.</summary>
+        public string Log => string.Join('\n', _log);
+
+        public byte[] Call(byte[] frame, int replyCapacity = 8192)
+        {
+            // The unique at 8: every request gets its own.
+            BitConverter.TryWriteBytes(frame.AsSpan(8), _unique++);
+            return Queue.Transact(frame, replyCapacity, Reply);
+        }
+
+        public static int Error(byte[] reply) => -FuseFrames.ReadOutHeader(reply).Error;
+
+        public ulong Lookup(string name, out ulong size)
+        {
+            var reply = Call(FuseFrames.LookupRequest(0, FuseFrames.RootId, name));
+            Assert.True(Error(reply) == 0, $"LOOKUP {name}: errno {Error(reply)}\n{Log}");
+            (var node, size, _) = FuseFrames.ReadEntry(reply);
+            return node;
+        }
+
+        public ulong Open(ulong node, uint flags)
+        {
+            var reply = Call(FuseFrames.OpenRequest(0, node, flags));
+            Assert.True(Error(reply) == 0, $"OPEN {node}: errno {Error(reply)}\n{Log}");
+            return FuseFrames.ReadOpenFh(reply);
+        }
+
+        public byte[] Read(ulong node, ulong fh, ulong offset, uint size)
+        {
+            var reply = Call(FuseFrames.ReadRequest(0, node, fh, offset, size), (int)size + 64);
+            Assert.True(Error(reply) == 0, $"READ {node}/{fh}: errno {Error(reply)}\n{Log}");
+            return reply[FuseFrames.OutHeader..];
+        }
+
+        /// <summary>The share's one passthrough daemon.</summary>
+        public int Daemon()
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(20);
+            while (DateTime.UtcNow < deadline)
+            {
+                var found = HostProcesses.FindPassthroughDaemons(Share);
+                if (found.Count == 1) return found[0];
+                Thread.Sleep(20);
+            }
+            throw new TimeoutException($"not exactly one daemon serves {Share}\n{Log}");
+        }
+
+        /// <summary>SIGKILLs the serving daemon and waits until it is gone; returns its pid.</summary>
+        public int KillDaemon()
+        {
+            int pid = Daemon();
+            Assert.True(HostProcesses.KillAndWait(pid, TimeSpan.FromSeconds(10)), $"daemon {pid} outlived SIGKILL");
+            return pid;
+        }
+
+        public JsonElement Status()
+        {
+            var stdout = new StringWriter();
+            var stderr = new StringWriter();
+            Assert.True(CtlCommand.Run(["--socket", Socket + ".ctl", "--json", "status"], stdout, stderr) == 0, stderr.ToString());
+            return JsonDocument.Parse(stdout.ToString()).RootElement;
+        }
+
+        public void Dispose()
+        {
+            _fe?.Dispose();
+            _ram?.Dispose();
+            if (!_vdev.HasExited) _vdev.Kill();
+            _vdev.WaitForExit();
+            _vdev.Dispose();
+            // Killing the vdev leaves its daemon to notice the ring's peer ended; only this share's daemons are ours.
+            foreach (var pid in HostProcesses.FindPassthroughDaemons(Share)) HostProcesses.KillAndWait(pid, TimeSpan.FromSeconds(5));
+        }
+    }
+
+    private static byte[] Pattern(int length, int seed)
+    {
+        var bytes = new byte[length];
+        new Random(seed).NextBytes(bytes);
+        return bytes;
+    }
+
+    [Fact]
+    public void DaemonKilled_NodeIdsAndHandlesFromBefore_StillNameTheSameFiles()
+    {
+        var content = Pattern(12288, 1);
+        using var rig = new Rig(_dir);
+        File.WriteAllBytes(Path.Combine(rig.Share, "a"), content);
+        try
+        {
+            var node = rig.Lookup("a", out var size);
+            Assert.Equal((ulong)content.Length, size);
+            var fh = rig.Open(node, 2 /* O_RDWR */);
+            Assert.Equal(content[..4096], rig.Read(node, fh, 0, 4096));
+
+            int first = rig.KillDaemon();
+
+            // The first request after the kill waits for the new daemon and is served by it.
+            var attr = rig.Call(FuseFrames.GetattrRequest(0, node));
+            Assert.True(Rig.Error(attr) == 0, $"GETATTR after the kill: errno {Rig.Error(attr)}\n{rig.Log}");
+            Assert.Equal((ulong)content.Length, FuseFrames.ReadAttr(attr).Size);
+            Assert.Equal(content[4096..], rig.Read(node, fh, 4096, 8192));
+            Assert.NotEqual(first, rig.Daemon());
+
+            // The handle opened before the kill still writes, and the host sees it.
+            var patch = Pattern(512, 2);
+            var write = rig.Call(FuseFrames.WriteRequest(0, node, fh, 100, patch));
+            Assert.True(Rig.Error(write) == 0, $"WRITE after the kill: errno {Rig.Error(write)}\n{rig.Log}");
+            patch.CopyTo(content, 100);
+            Assert.Equal(content, File.ReadAllBytes(Path.Combine(rig.Share, "a")));
+
+            // A fresh LOOKUP of the same name finds the same node id; a second kill changes nothing either.
+            Assert.Equal(node, rig.Lookup("a", out _));
+            rig.KillDaemon();
+            Assert.Equal(content[..4096], rig.Read(node, fh, 0, 4096));
+            Assert.Equal(0, Rig.Error(rig.Call(FuseFrames.ReleaseRequest(0, node, fh, 2))));
+
+            var restarts = rig.Status().GetProperty("restarts");
+            output.WriteLine(restarts.ToString());
+            Assert.Equal(2, restarts.GetProperty("count").GetInt32());
+        }
+        finally
+        {
+            output.WriteLine(rig.Log);
+        }
+    }
+
+    [Fact]
+    public void FileReplacedWhileTheDaemonWasDown_OldNodeAnswersEstale_FreshLookupFindsTheNewFile()
+    {
+        var oldBytes = Pattern(4096, 3);
+        var newBytes = Pattern(6000, 4);
+        using var rig = new Rig(_dir);
+        var path = Path.Combine(rig.Share, "b");
+        File.WriteAllBytes(path, oldBytes);
+        try
+        {
+            var oldNode = rig.Lookup("b", out _);
+            var oldFh = rig.Open(oldNode, 0);
+            Assert.Equal(oldBytes, rig.Read(oldNode, oldFh, 0, 4096));
+            Assert.Equal(0, Rig.Error(rig.Call(FuseFrames.ReleaseRequest(0, oldNode, oldFh))));
+
+            rig.KillDaemon();
+            // Nothing holds the old inode any more (the dead daemon's descriptors closed with it): replaced now, before
+            // any request lets the new daemon look at the node, it is gone for good.
+            File.WriteAllBytes(path + ".new", newBytes);
+            File.Move(path + ".new", path, overwrite: true);
+
+            var attr = rig.Call(FuseFrames.GetattrRequest(0, oldNode));
+            Assert.True(Rig.Error(attr) == Estale, $"GETATTR of the replaced file's node: errno {Rig.Error(attr)}, expected ESTALE\n{rig.Log}");
+            var open = rig.Call(FuseFrames.OpenRequest(0, oldNode, 0));
+            Assert.Equal(Estale, Rig.Error(open));
+
+            var newNode = rig.Lookup("b", out var size);
+            Assert.NotEqual(oldNode, newNode);
+            Assert.Equal((ulong)newBytes.Length, size);
+            var fh = rig.Open(newNode, 0);
+            Assert.Equal(newBytes, rig.Read(newNode, fh, 0, 8192));
+            // The old node still answers ESTALE, never the new file's bytes.
+            Assert.Equal(Estale, Rig.Error(rig.Call(FuseFrames.GetattrRequest(0, oldNode))));
+            Assert.Equal(Enoent, Rig.Error(rig.Call(FuseFrames.LookupRequest(0, FuseFrames.RootId, "b.new"))));
+        }
+        finally
+        {
+            output.WriteLine(rig.Log);
+        }
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
