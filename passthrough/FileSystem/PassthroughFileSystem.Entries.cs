@@ -17,8 +17,11 @@ public sealed partial class PassthroughFileSystem
         using (lease)
         {
             if (!parentNode!.IsDir) return Errno.ENOTDIR;
-            if (IsDot(name) || (IsDotDot(name) && parentNode == _root)) return AddLookup(parentNode, lease.Fd);
-            return LookupAt(lease.Fd, name, checkAllowlist: true);
+            var entry = IsDot(name) || (IsDotDot(name) && parentNode == _root)
+                ? AddLookup(parentNode, lease.Fd)
+                : LookupAt(lease.Fd, name, checkAllowlist: true);
+            if (entry.IsOk) JournalLookup(ctx, entry.Value.Nodeid);
+            return entry;
         }
     }
 

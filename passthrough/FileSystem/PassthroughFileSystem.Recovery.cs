@@ -1,4 +1,5 @@
 using Hypervisor.Interop;
+using Hypervisor.Passthrough.Engine;
 using Hypervisor.Protocol.Fuse;
 using Hypervisor.Protocol.Recovery;
 using Microsoft.Extensions.Logging;
@@ -17,6 +18,14 @@ public sealed partial class PassthroughFileSystem
     private StoreSlots? _nodeSlots;
     private StoreSlots? _handleSlots;
     private int _storeFullLogged;
+    // LOOKUPs the previous daemon counted but whose reply may never have reached the guest (unique → node id); null
+    // when there are none left. Emptied as the vdev sends them again.
+    private System.Collections.Concurrent.ConcurrentDictionary<ulong, ulong>? _replayed;
+    // The largest unique among them: the guest numbers requests in increasing order, so anything it sent after the
+    // crash is above it and never looked up.
+    private ulong _replayedMax;
+    private static int s_journalSlots;
+    [ThreadStatic] private static int t_journalSlot;
 
     /// <summary>The entry generation of the current session (the store carries it to the next daemon).</summary>
     public ulong Generation => (ulong)Interlocked.Read(ref _generation);
@@ -44,6 +53,12 @@ public sealed partial class PassthroughFileSystem
             _negotiated = flags;
             Interlocked.Exchange(ref _generation, (long)generation);
             restored = RestoreNodes(store);
+            var journal = store.TakeJournal();
+            if (journal.Count > 0)
+            {
+                _replayedMax = journal.Keys.Max();
+                _replayed = new(journal);
+            }
             var (handles, lost) = RestoreHandles(store);
             restored = restored.Value with { Handles = handles, LostHandles = lost };
         }
@@ -130,6 +145,27 @@ public sealed partial class PassthroughFileSystem
             handles++;
         }
         return (handles, lost);
+    }
+
+    /// <summary>
+    /// After a LOOKUP counted its lookup (and before its reply): journals it, and when it is one the previous daemon
+    /// counted already (the vdev sent it again after a crash) and it found the same node, takes that count back.
+    /// </summary>
+    private void JournalLookup(in FuseContext ctx, ulong node)
+    {
+        if (_store is not { } store) return;
+        if (ctx.Unique.Value <= _replayedMax && _replayed is { } replayed && replayed.TryRemove(ctx.Unique.Value, out var counted))
+        {
+            if (replayed.IsEmpty) _replayed = null;
+            if (counted == node)
+            {
+                Forget(new NodeId(node), 1);
+                return;
+            }
+        }
+        int slot = t_journalSlot;
+        if (slot == 0) t_journalSlot = slot = Interlocked.Increment(ref s_journalSlots);
+        store.Journal(slot, ctx.Unique.Value, node);
     }
 
     private ulong NewNodeId() => _store is { } store

@@ -38,7 +38,8 @@ public readonly record struct RestartRecord(uint Count, string LastCause, long L
 /// capacity u32 at 16, node and handle slots ever used (u32 at 20 and 24), the node id counter i64 at 32, the file
 /// handle counter i64 at 40, INIT (valid u32 at 48, minor u32 at 52, flags u64 at 56, generation u64 at 64), the
 /// live settings' active buffer u32 at 72, restarts (count u32 at 80, last wait ns i64 at 88, total wait ns i64 at 96,
-/// cause length u32 at 104, cause UTF-8 at 128..384).</item>
+/// cause length u32 at 104, cause UTF-8 at 128..384, the lookup journal at 512..4096: <see cref="JournalSlots"/>
+/// entries of node id u64 and request unique u64).</item>
 /// <item>4096..4096+2·<see cref="SettingsBufferSize"/>: two settings buffers (u32 length, then a serialized
 /// ShareSettings); the writer fills the inactive one and then publishes its index.</item>
 /// <item>Then the node table (<see cref="NodeRecordSize"/>-byte records: id u64 at 0 (0 = free, written last), lookups
@@ -77,6 +78,14 @@ public sealed unsafe class StateStore : IDisposable
     private const int OffInitValid = 48, OffInitMinor = 52, OffInitFlags = 56, OffInitGeneration = 64;
     private const int OffSettingsActive = 72;
     private const int OffRestarts = 80, OffLastWait = 88, OffTotalWait = 96, OffCauseLength = 104, OffCause = 128, MaxCause = 256;
+    private const int OffJournal = 512;
+
+    /// <summary>
+    /// Entries of the lookup journal: each says "LOOKUP <c>unique</c> has counted its lookup of node <c>id</c>",
+    /// written after the count and before the reply. A daemon taking over the session undoes the count once when the
+    /// vdev sends that LOOKUP again (the guest never got the old daemon's reply), so a repeated LOOKUP is counted once.
+    /// </summary>
+    public const int JournalSlots = (HeaderSize - OffJournal) / 16;
 
     private readonly SafeFd _fd;
     private readonly byte* _map;
@@ -236,6 +245,33 @@ public sealed unsafe class StateStore : IDisposable
         var buffer = new ReadOnlySpan<byte>(_map + HeaderSize + (active - 1) * SettingsBufferSize, SettingsBufferSize);
         int length = BinaryPrimitives.ReadInt32LittleEndian(buffer);
         return length < 0 || length > SettingsBufferSize - 4 ? null : buffer.Slice(4, length).ToArray();
+    }
+
+    /// <summary>
+    /// Notes in journal slot <paramref name="slot"/> (modulo <see cref="JournalSlots"/>) that request
+    /// <paramref name="unique"/> counted a lookup of <paramref name="node"/>: two plain stores. Threads sharing a slot
+    /// can only lose or mismatch an entry, which leaves a count one too high, never one too low.
+    /// </summary>
+    public void Journal(int slot, ulong unique, ulong node)
+    {
+        var e = _map + OffJournal + (uint)slot % JournalSlots * 16;
+        Volatile.Write(ref *(ulong*)e, node);
+        Volatile.Write(ref *(ulong*)(e + 8), unique);
+    }
+
+    /// <summary>The journal's entries (unique, node), and empties it (a daemon taking over the session, before it serves).</summary>
+    public Dictionary<ulong, ulong> TakeJournal()
+    {
+        var entries = new Dictionary<ulong, ulong>();
+        for (int i = 0; i < JournalSlots; i++)
+        {
+            var e = _map + OffJournal + i * 16;
+            ulong node = *(ulong*)e, unique = *(ulong*)(e + 8);
+            if (node != 0 && unique != 0) entries[unique] = node;
+            *(ulong*)e = 0;
+            *(ulong*)(e + 8) = 0;
+        }
+        return entries;
     }
 
     /// <summary>Counts one restart (the vdev).</summary>

@@ -13,6 +13,12 @@ public interface IDaemonRelauncher
     ShmRingSet Rings { get; }
 
     /// <summary>
+    /// No queue reads <paramref name="rings"/> (a replaced daemon's ring set) any more: its memory and descriptors can
+    /// go.
+    /// </summary>
+    void ReleaseRings(ShmRingSet rings);
+
+    /// <summary>
     /// Starts a new daemon with the share's state store and live settings after the one on <paramref name="dead"/>
     /// ended (<paramref name="cause"/> says how; <paramref name="noticed"/> is the <see cref="System.Diagnostics.Stopwatch"/>
     /// timestamp when it was noticed) and returns its ring set, or null when the share is not to be relaunched (relaunch
@@ -44,6 +50,10 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
         public ShmRingTransport Transport = null!;
         /// <summary>Set once the daemon is known to have ended.</summary>
         public volatile bool Dead;
+        /// <summary>Queues whose worker uses this generation (guarded by the transport's lock).</summary>
+        public int Users;
+        /// <summary>Its ring set was handed back (guarded by the transport's lock): no queue may start using it.</summary>
+        public bool Released;
     }
 
     /// <summary>Hands the inner transport's reports to the device, except its failure, which starts a relaunch.</summary>
@@ -62,10 +72,8 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
     private readonly ILogger _log;
     private readonly object _lock = new();
     private volatile Generation _current;
-    private Generation? _previous;
     private int _numbers;
     private volatile Task<bool>? _recovery;
-    private volatile SafeFd _recovered;
     private volatile string? _failedFor;
 
     // Per queue, owned by that queue's worker thread.
@@ -78,6 +86,9 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
     private readonly Thread _watcher;
     private readonly SafeFd _stop = Libc.EventFd(Libc.EFD_NONBLOCK);
     private readonly SafeFd _newGeneration = Libc.EventFd(Libc.EFD_NONBLOCK);
+    // Readable from the end of a relaunch until the next daemon ends (drained then, under the lock): workers waiting
+    // for a new daemon sleep on it.
+    private readonly SafeFd _recovered = Libc.EventFd(Libc.EFD_NONBLOCK);
     private volatile bool _disposed;
 
     private RecoveringTransport(IDaemonRelauncher relauncher, FuseDeviceInfo info, IFuseCompletionSink device, TimeSpan wait, ILogger log)
@@ -99,7 +110,6 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
             _pendingTag[q] = new ulong[info.QueueSize];
             _sentIn[q] = new int[info.QueueSize];
         }
-        _recovered = Libc.EventFd(Libc.EFD_NONBLOCK);
         _current = NewGeneration(relauncher.Rings);
         _watcher = new Thread(Watch) { IsBackground = true, Name = $"vdev {info.Tag} daemon watch" };
         _watcher.Start();
@@ -154,7 +164,7 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
                 if (!AwaitRecovery(request.Cancellation)) return false;
                 continue;
             }
-            if (_queueGeneration[q] != generation) CatchUp(q, generation);
+            if (_queueGeneration[q] != generation && !CatchUp(q, generation)) continue;
             int head = (ushort)request.Tag;
             bool tracked = request.ExpectsReply && head < _pending[q].Length;
             if (tracked)
@@ -174,13 +184,14 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
         }
     }
 
-    public void Flush(QueueIndex queue) => _current.Transport.Flush(queue);
+    // The queue's own generation: its frames went there, and only a generation some queue uses is kept.
+    public void Flush(QueueIndex queue) => _queueGeneration[queue.Value]?.Transport.Flush(queue);
 
     public int Poll(QueueIndex queue)
     {
         var generation = _current;
-        if (!generation.Dead && _queueGeneration[queue.Value] != generation) CatchUp(queue.Value, generation);
-        return generation.Transport.Poll(queue);
+        if (!generation.Dead && _queueGeneration[queue.Value] != generation && !CatchUp(queue.Value, generation)) return 0;
+        return _queueGeneration[queue.Value]?.Transport.Poll(queue) ?? 0;
     }
 
     public bool ArmWakeup(QueueIndex queue, out int replyFd, out int peerExitFd)
@@ -216,11 +227,17 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
     /// On queue <paramref name="q"/>'s worker, once per new daemon: returns what the old daemon answered, then sends its
     /// unanswered chains to the new one or answers them (see the class remarks).
     /// </summary>
-    private void CatchUp(int q, Generation generation)
+    private bool CatchUp(int q, Generation generation)
     {
+        lock (_lock)
+        {
+            // A generation read from _current just before it was replaced and handed back: the caller reads again.
+            if (generation.Released) return false;
+            generation.Users++;
+        }
         var old = _queueGeneration[q];
         _queueGeneration[q] = generation;
-        if (old is null) return;
+        if (old is null) return true;
         old.Transport.Poll(new QueueIndex((ushort)q));
         var pending = _pending[q];
         Span<byte> start = stackalloc byte[InHeader + 40];
@@ -257,6 +274,25 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
         }
         generation.Transport.Flush(new QueueIndex((ushort)q));
         if (resent + failed > 0) LogCaughtUp(_log, q, resent, failed);
+        bool release;
+        lock (_lock)
+        {
+            old.Users--;
+            release = TakeForRelease(old);
+        }
+        if (release) _relauncher.ReleaseRings(old.Rings);
+        return true;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="generation"/> is to be handed back now (the lock is held): replaced, and no queue uses it.
+    /// Marks it released, so that it happens once.
+    /// </summary>
+    private bool TakeForRelease(Generation generation)
+    {
+        if (generation.Users > 0 || generation == _current || !generation.Dead || generation.Released) return false;
+        generation.Released = true;
+        return true;
     }
 
     /// <summary>
@@ -294,8 +330,9 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
                 return;
             }
             var noticed = System.Diagnostics.Stopwatch.GetTimestamp();
-            // The new bell first: a worker that sees the daemon dead must find the bell the relaunch will ring.
-            _recovered = Libc.EventFd(Libc.EFD_NONBLOCK);
+            // Quiet the bell first: a worker that sees the daemon dead sleeps on it until the relaunch rings it (which
+            // happens under the same lock, so a ring meant for the daemon before cannot be drained by mistake).
+            Libc.EventFdDrain(_recovered);
             generation.Dead = true;
             LogDaemonEnded(_log, _info.Tag, reason);
             _recovery = Task.Run(() => RelaunchAsync(generation, reason, noticed));
@@ -316,22 +353,24 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
             LogRelaunchFailed(_log, _info.Tag, e.Message);
             rings = null;
         }
-        var bell = _recovered;
+        if (_disposed) return false;
         if (rings is null)
         {
             _failedFor = reason;
             _device.TransportFailed(reason);
-            Libc.EventFdSignal(bell);
+            Libc.EventFdSignal(_recovered);
             return false;
         }
+        bool release;
         lock (_lock)
         {
-            _previous = dead;
             _current = NewGeneration(rings);
+            // Every worker sleeping on the relaunch wakes, catches up and sleeps on the new ring.
+            Libc.EventFdSignal(_recovered);
+            release = TakeForRelease(dead);
         }
         Libc.EventFdSignal(_newGeneration);
-        // Every worker sleeping on the relaunch wakes, catches up and sleeps on the new ring.
-        Libc.EventFdSignal(bell);
+        if (release) _relauncher.ReleaseRings(dead.Rings);
         return true;
     }
 
@@ -348,7 +387,9 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
             }
             catch (ObjectDisposedException)
             {
-                return;
+                // Handed back between reading _current and its pidfd: it was replaced, read _current again.
+                if (_disposed) return;
+                continue;
             }
             catch (SyscallException)
             {
@@ -382,7 +423,10 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
         Libc.EventFdSignal(_stop);
         _watcher.Join(TimeSpan.FromSeconds(2));
         _current.Transport.Dispose();
-        _previous?.Transport.Dispose();
+        // The device stopped its workers before disposing the transport: nobody polls these any more.
+        _stop.Dispose();
+        _newGeneration.Dispose();
+        _recovered.Dispose();
     }
 
     [LoggerMessage(EventId = 80, Level = LogLevel.Warning, Message = "share '{Tag}': {Reason}; requests wait for a new daemon")]

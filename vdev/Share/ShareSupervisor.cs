@@ -94,17 +94,19 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
         _store.RecordRestart(cause, (long)(waited.TotalMilliseconds * 1_000_000));
         Volatile.Write(ref _current, next);
         LogRelaunched(_log, Settings.Tag, old.DaemonPid, next.DaemonPid, waited.TotalMilliseconds);
-        // The ring sets of daemons before the one just replaced are no longer read by any queue (each queue catches
-        // up with the next daemon before it touches the one after).
+        return next.Rings;
+    }
+
+    /// <inheritdoc/>
+    public void ReleaseRings(ShmRingSet rings)
+    {
         lock (_exited)
         {
-            while (_exited.Count > 1)
-            {
-                _exited[0].DisposeRings();
-                _exited.RemoveAt(0);
-            }
+            int i = _exited.FindIndex(e => e.Rings == rings);
+            if (i < 0) return;
+            _exited[i].DisposeRings();
+            _exited.RemoveAt(i);
         }
-        return next.Rings;
     }
 
     /// <summary>

@@ -61,6 +61,7 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
 
         public string Share { get; }
         public string Socket { get; }
+        public int VdevPid => _vdev.Id;
         public FrontendQueue Queue { get; }
 
         /// <summary>What the vdev (and the daemons' output it passes through) printed so far.</summary>
@@ -229,6 +230,68 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
         {
             output.WriteLine(rig.Log);
         }
+    }
+
+    [Fact]
+    public void ThreeRelaunches_TheVdevKeepsNoDescriptorOfTheDeadDaemons()
+    {
+        using var rig = new Rig(_dir);
+        File.WriteAllText(Path.Combine(rig.Share, "c"), "c");
+        try
+        {
+            var node = rig.Lookup("c", out _);
+            rig.KillDaemon();
+            Assert.Equal(0, Rig.Error(rig.Call(FuseFrames.GetattrRequest(0, node))));
+            // Both queues (hiprio too) catch up with the new daemon, and the dead one's ring set is let go.
+            int afterOne = Settled(rig.VdevPid, -1);
+            var listOne = Descriptors(rig.VdevPid);
+            for (int kill = 0; kill < 2; kill++)
+            {
+                rig.KillDaemon();
+                Assert.Equal(0, Rig.Error(rig.Call(FuseFrames.GetattrRequest(0, node))));
+            }
+            int afterThree = Settled(rig.VdevPid, afterOne);
+            Assert.True(afterOne == afterThree, $"the vdev held {afterOne} ring descriptors after one relaunch and {afterThree} after three:\n{string.Join('\n', Descriptors(rig.VdevPid).Except(listOne))}\nno more:\n{string.Join('\n', listOne.Except(Descriptors(rig.VdevPid)))}");
+        }
+        finally
+        {
+            output.WriteLine(rig.Log);
+        }
+    }
+
+    private static List<string> Descriptors(int pid)
+    {
+        var list = new List<string>();
+        foreach (var fd in Directory.EnumerateFiles($"/proc/{pid}/fd"))
+        {
+            try
+            {
+                // What a ring set holds: its memfd, its doorbells and its daemon's pidfd.
+                var target = new FileInfo(fd).LinkTarget ?? "";
+                if (target.Contains("hv-ring", StringComparison.Ordinal) || target.Contains("eventfd", StringComparison.Ordinal) || target.Contains("pidfd", StringComparison.Ordinal))
+                    list.Add($"{Path.GetFileName(fd)} -> {target}");
+            }
+            catch (IOException)
+            {
+            }
+        }
+        return list;
+    }
+
+    /// <summary>The vdev's ring descriptors (memfds, eventfds, pidfds) once their count stops changing (or reaches <paramref name="expected"/>).</summary>
+    private static int Settled(int pid, int expected)
+    {
+        int last = -1, same = 0;
+        for (int i = 0; i < 200; i++)
+        {
+            int now = Descriptors(pid).Count;
+            if (now == expected) return now;
+            same = now == last ? same + 1 : 0;
+            if (same >= 10) return now;
+            last = now;
+            Thread.Sleep(50);
+        }
+        return last;
     }
 
     public void Dispose()
