@@ -155,7 +155,10 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         }
         using (process)
         {
-            var stdout = process.StandardOutput.ReadToEndAsync(ct);
+            // Disposed here: Process.Dispose leaves a standard output stream that was read from open until the
+            // finalizer runs, one pipe per daemon started (and a share's daemons are started again after a crash).
+            using var reader = process.StandardOutput;
+            var stdout = reader.ReadToEndAsync(ct);
             await process.WaitForExitAsync(ct).ConfigureAwait(false);
             var output = (await stdout.ConfigureAwait(false)).Trim();
             if (process.ExitCode != 0)

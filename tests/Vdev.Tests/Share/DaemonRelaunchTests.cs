@@ -326,9 +326,10 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
         {
             try
             {
-                // What a ring set holds: its memfd, its doorbells and its daemon's pidfd.
+                // What a ring set holds (its memfd, its doorbells and its daemon's pidfd) and the pipes of starting one.
                 var target = new FileInfo(fd).LinkTarget ?? "";
-                if (target.Contains("hv-ring", StringComparison.Ordinal) || target.Contains("eventfd", StringComparison.Ordinal) || target.Contains("pidfd", StringComparison.Ordinal))
+                if (target.Contains("hv-ring", StringComparison.Ordinal) || target.Contains("eventfd", StringComparison.Ordinal)
+                    || target.Contains("pidfd", StringComparison.Ordinal) || target.Contains("pipe", StringComparison.Ordinal))
                     list.Add($"{Path.GetFileName(fd)} -> {target}");
             }
             catch (IOException)
@@ -338,7 +339,7 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
         return list;
     }
 
-    /// <summary>The vdev's ring descriptors (memfds, eventfds, pidfds) once their count stops changing (or reaches <paramref name="expected"/>).</summary>
+    /// <summary>The vdev's ring descriptors (memfds, eventfds, pidfds) and pipes once their count stops changing (or reaches <paramref name="expected"/>).</summary>
     private static int Settled(int pid, int expected)
     {
         int last = -1, same = 0;
