@@ -151,7 +151,7 @@ internal static class VhostCompare
                             if (!results.TryGetValue((t.Name, row), out var l)) results[(t.Name, row)] = l = [];
                             var sample = new Sample(rate, cpu, CpuPerUnit(row, cpu, units));
                             l.Add(sample);
-                            Console.WriteLine($"run {run} {t.Name,-16} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s {sample.CpuPerUnit,8:F2} {CpuUnit(row),-9} warm-up {warm,12:F1}");
+                            Console.WriteLine($"run {run} {t.Name,-16} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s {PerUnit(row, sample.CpuPerUnit),8} {CpuUnit(row),-9} warm-up {warm,12:F1}");
                         }
                     }
                     finally
@@ -189,11 +189,11 @@ internal static class VhostCompare
         {
             if (!targets.Any(t => t.Rows.Contains(row))) continue;
             var (vr, vc, vu) = Median(results, "virtiofsd", row);
-            var line = new StringBuilder($"| {row,-24} | {Units[row],-9} | {vr,10:F0} | {vc,6:F2} | {vu,9:F2} |");
+            var line = new StringBuilder($"| {row,-24} | {Units[row],-9} | {vr,10:F0} | {vc,6:F2} | {PerUnit(row, vu),9} |");
             foreach (var t in vdevs)
             {
                 var (dr, dc, du) = Median(results, t.Name, row);
-                line.Append(double.IsNaN(dr) ? $" {"-",16} | {"-",6} | {"-",9} | {"-",6} | {"-",6} |" : $" {dr,16:F0} | {dc,6:F2} | {du,9:F2} | {dr / vr,6:F2} | {du / vu,6:F2} |");
+                line.Append(double.IsNaN(dr) ? $" {"-",16} | {"-",6} | {"-",9} | {"-",6} | {"-",6} |" : $" {dr,16:F0} | {dc,6:F2} | {PerUnit(row, du),9} | {dr / vr,6:F2} | {du / vu,6:F2} |");
             }
             Console.WriteLine(line);
         }
@@ -210,6 +210,9 @@ internal static class VhostCompare
 
     /// <summary>The unit of <see cref="CpuPerUnit"/> for <paramref name="row"/>.</summary>
     private static string CpuUnit(string row) => row.EndsWith("-1m") ? "ms/MiB" : "µs/" + Units[row].Split('/')[0] switch { "ops" or "IOPS" => "op", "files" => "file", "entries" => "entry", var u => u };
+
+    /// <summary>A CPU-per-unit figure as printed: three decimals for ms per MiB, two for µs.</summary>
+    private static string PerUnit(string row, double value) => value.ToString(row.EndsWith("-1m") ? "F3" : "F2", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>CPU per unit of the row: µs per operation, file or entry, or ms per MiB for the 1 MiB rows (whose units done are bytes).</summary>
     private static double CpuPerUnit(string row, double cpuSeconds, double unitsDone)
