@@ -122,7 +122,8 @@ public sealed unsafe class RingConsumer : RingEnd
     /// <summary>
     /// Whether <see cref="Peek"/> busy-polls before it sleeps (default true). A queue whose frames
     /// gain nothing from a quick pick-up (the virtio-fs hiprio queue: FORGET, INTERRUPT) turns it
-    /// off, so that its thread does not take CPU time from the request queues after each batch.
+    /// off, so that its thread does not take CPU time from the request queues after each batch, and so does a
+    /// consumer whose producer cannot run beside it on another CPU (<see cref="SpinPolicy"/>).
     /// </summary>
     public bool SpinsBeforeSleep { get; set; } = true;
 
