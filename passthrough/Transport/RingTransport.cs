@@ -137,6 +137,8 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         // thread that would submit, and a doorbell mid-batch costs two context switches that buy nothing.
         bool beside = queue.Index != 0 && SpinPolicy.CurrentThreadCanSpinFor(0, cpu, _peerMask);
         queue.Consumer.SpinsBeforeSleep = beside;
+        // The same for a reply waiting for room in the completion ring: only the vdev's worker makes it.
+        queue.Producer.SpinsBeforeSleep = beside;
         var final = RingStatus.Closed;
         var unannounced = new Unannounced { EarlyAnnouncements = beside };
         try
