@@ -102,8 +102,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         for (var q = 0; q < rings.QueueCount; q++)
         {
             var queue = rings.GetQueue(q);
-            // Queue 0 is virtio-fs's hiprio queue (FORGET, INTERRUPT): no reply waits on it, so it sleeps at once.
-            queue.Consumer.SpinsBeforeSleep = false;
+            // Whether it spins at all is decided by its dispatcher, once placed.
             if (crowded) queue.Consumer.SpinCpuShare = CrowdedSpinCpuShare;
             int cpu = q == 0 || queueCpus is null ? -1 : queueCpus.CpuOf(q);
             var thread = new Thread(() => transport.Dispatch(queue, cpu, placed)) { IsBackground = true, Name = $"ring-q{q}" };
