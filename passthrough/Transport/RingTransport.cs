@@ -32,6 +32,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     private readonly int[] _requestQueueCpus;
     private readonly System.Collections.Concurrent.BlockingCollection<PoolWork>? _work;
     private readonly Thread[] _pool = [];
+    private byte[] _peerMask = [];
 
     private RingTransport(FuseEngine engine, ILogger log, ShmRingSet rings, int poolSize)
     {
@@ -89,6 +90,9 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
             throw new TransportException(misfit);
         }
         var transport = new RingTransport(engine, log, rings, poolSize);
+        // The vdev's affinity, as this process inherited it through fuse_launcher: inside a pid namespace of its own
+        // the daemon cannot name the vdev to ask.
+        transport._peerMask = SpinPolicy.CurrentThreadMask();
         foreach (var worker in transport._pool) worker.Start();
         transport._running = rings.QueueCount;
         using var placed = new CountdownEvent(rings.QueueCount);
@@ -98,8 +102,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         for (var q = 0; q < rings.QueueCount; q++)
         {
             var queue = rings.GetQueue(q);
-            // Queue 0 is virtio-fs's hiprio queue (FORGET, INTERRUPT): no reply waits on it, so it sleeps at once.
-            queue.Consumer.SpinsBeforeSleep = q != 0;
+            // Whether it spins at all is decided by its dispatcher, once placed.
             if (crowded) queue.Consumer.SpinCpuShare = CrowdedSpinCpuShare;
             int cpu = q == 0 || queueCpus is null ? -1 : queueCpus.CpuOf(q);
             var thread = new Thread(() => transport.Dispatch(queue, cpu, placed)) { IsBackground = true, Name = $"ring-q{q}" };
@@ -127,8 +130,16 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         {
             placed.Signal();
         }
+        // Queue 0 is virtio-fs's hiprio queue (FORGET, INTERRUPT): no reply waits on it, so it sleeps at once. A request
+        // queue spins for the next request, and announces replies before its batch ends, only when the vdev's worker at
+        // the other end can run at the same time on another CPU: when both share one CPU, spinning holds up the very
+        // thread that would submit, and a doorbell mid-batch costs two context switches that buy nothing.
+        bool beside = queue.Index != 0 && SpinPolicy.CurrentThreadCanSpinFor(0, cpu, _peerMask);
+        queue.Consumer.SpinsBeforeSleep = beside;
+        // The same for a reply waiting for room in the completion ring: only the vdev's worker makes it.
+        queue.Producer.SpinsBeforeSleep = beside;
         var final = RingStatus.Closed;
-        var unannounced = new Unannounced();
+        var unannounced = new Unannounced { EarlyAnnouncements = beside };
         try
         {
             while (true)
@@ -225,10 +236,11 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
 
     /// <summary>
     /// Replies committed but not yet announced to a sleeping vdev. A batch of requests is answered with one
-    /// doorbell when the queue runs dry, instead of one per reply: on a machine with few cores every doorbell
-    /// that wakes the vdev mid-batch costs two context switches. A long batch is still announced every
-    /// <see cref="MaxReplies"/> replies or <see cref="MaxBytes"/> bytes, so that the vdev can return the
-    /// first replies to the guest while the daemon works on the rest.
+    /// doorbell when the queue runs dry, instead of one per reply: every doorbell that wakes the vdev mid-batch
+    /// costs it a wake-up. When the vdev can run beside the dispatcher (<see cref="EarlyAnnouncements"/>), a long
+    /// batch is still announced every <see cref="MaxReplies"/> replies or <see cref="MaxBytes"/> bytes, so that the
+    /// vdev returns the first replies to the guest while the daemon works on the rest; when both share one CPU the
+    /// vdev could only run instead of the dispatcher, so the batch is announced once, at its end.
     /// </summary>
     private struct Unannounced
     {
@@ -237,11 +249,14 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         private int _replies;
         private int _bytes;
 
+        /// <summary>Whether a long batch is announced before it ends.</summary>
+        public bool EarlyAnnouncements;
+
         public void Add(RingProducer producer, int length)
         {
             _replies++;
             _bytes += length;
-            if (_replies >= MaxReplies || _bytes >= MaxBytes) Flush(producer);
+            if (EarlyAnnouncements && (_replies >= MaxReplies || _bytes >= MaxBytes)) Flush(producer);
         }
 
         public void Flush(RingProducer producer)

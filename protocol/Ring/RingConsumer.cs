@@ -120,13 +120,6 @@ public sealed unsafe class RingConsumer : RingEnd
     }
 
     /// <summary>
-    /// Whether <see cref="Peek"/> busy-polls before it sleeps (default true). A queue whose frames
-    /// gain nothing from a quick pick-up (the virtio-fs hiprio queue: FORGET, INTERRUPT) turns it
-    /// off, so that its thread does not take CPU time from the request queues after each batch.
-    /// </summary>
-    public bool SpinsBeforeSleep { get; set; } = true;
-
-    /// <summary>
     /// When above 0, <see cref="Peek"/> spends at most one part in this many of the time that passes spinning
     /// (default 0: no limit). For a consumer that is one of as many spinning threads as there are CPUs: a thread
     /// that always spins keeps its CPU from ever looking idle, so the threads it waits for get crowded onto the

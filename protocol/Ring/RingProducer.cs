@@ -93,7 +93,7 @@ public sealed unsafe class RingProducer : RingEnd
         // waits for it to free space, or both would sleep.
         Flush();
         _waitLength = length;
-        status = Wait(ref ProducerWaiting, _freedBell, _set.SpinTicks, timeout, cancellationToken);
+        status = Wait(ref ProducerWaiting, _freedBell, SpinsBeforeSleep ? _set.SpinTicks : 0, timeout, cancellationToken);
         // A reservation the wait made is made again, the same (nothing has moved the tail since).
         return status == RingStatus.Ok ? TryReserve(length, out frame) : status;
     }

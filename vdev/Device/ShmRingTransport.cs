@@ -136,6 +136,9 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
         return delivered;
     }
 
+    /// <inheritdoc/>
+    public int PeerPid => _rings.PeerPid;
+
     public bool ArmWakeup(QueueIndex queue, out int replyFd, out int peerExitFd)
     {
         replyFd = peerExitFd = -1;

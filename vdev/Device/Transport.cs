@@ -118,4 +118,10 @@ public interface IPolledFuseTransport : IFuseTransport
     /// <paramref name="replyRang"/> and <paramref name="peerExited"/> say which of its descriptors were readable.
     /// </summary>
     void DisarmWakeup(QueueIndex queue, bool replyRang, bool peerExited);
+
+    /// <summary>
+    /// The pid of the process that produces the replies, as this process names it; 0 when unknown (then it counts as
+    /// running wherever this process may). Read by a queue's worker to decide whether polling for replies can pay.
+    /// </summary>
+    int PeerPid => 0;
 }

@@ -178,8 +178,16 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
         _replySpinTicks = (long)(_device.ReplySpin.TotalSeconds * Stopwatch.Frequency);
         // Beside the daemon's dispatcher for the same queue, which the daemon pins to the same CPU. A CPU that cannot
         // be had leaves the queue served where the scheduler puts it.
-        if (!Index.IsHiprio && _device.QueueCpus is { } cpus && !QueueCpus.TryPinCurrentThread(cpus.CpuOf(Index.Value), out int errno))
-            VdevLog.WorkerNotPinned(_log, Index.Value, cpus.CpuOf(Index.Value), errno);
+        int queueCpu = -1;
+        if (!Index.IsHiprio && _device.QueueCpus is { } cpus)
+        {
+            queueCpu = cpus.CpuOf(Index.Value);
+            if (!QueueCpus.TryPinCurrentThread(queueCpu, out int errno)) VdevLog.WorkerNotPinned(_log, Index.Value, queueCpu, errno);
+        }
+        // Polling for replies pays only while the daemon's dispatcher can produce them on another CPU: on this
+        // worker's CPU it could not run until the poll ends.
+        if (_replySpinTicks != 0 && _device.Transport is IPolledFuseTransport peer && !SpinPolicy.CurrentThreadCanSpinFor(peer.PeerPid, queueCpu))
+            _replySpinTicks = 0;
         try
         {
             // Entries may already be waiting (restart after SET_VRING_BASE, or kicks sent before the fd).
