@@ -157,7 +157,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                 }
                 if (status == RingStatus.InvalidFrame)
                 {
-                    // Well framed but not understood (e.g. a payload-in-guest-memory frame): answer it emptily.
+                    // Well framed but not understood (flags or reserved fields of a later layout): answer it emptily.
                     var tag = frame.Tag;
                     queue.Consumer.Release();
                     if (!Complete(queue, tag, ReadOnlySpan<byte>.Empty)) return;
