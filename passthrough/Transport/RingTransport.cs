@@ -310,7 +310,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         {
             lock (_completionLocks[queue.Index])
             {
-                var status = queue.Producer.Reserve(FuseEngine.MaxReplySize, out var reply, Timeout.InfiniteTimeSpan, _stop.Token);
+                var status = queue.Producer.Reserve(GuestPayloadReplySize, out var reply, Timeout.InfiniteTimeSpan, _stop.Token);
                 if (status != RingStatus.Ok) return Stopped(queue, status);
                 int length;
                 if (!GuestMemoryFrame.TryParse(frame.Data, out var generation, out var direction, out var ranges, out var fuse)
@@ -334,6 +334,12 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
             if (table is not null) _memory!.Release(table);
         }
     }
+
+    /// <summary>
+    /// Room reserved for the reply to a frame whose payload is in guest memory: its reply is an out header (READ, any
+    /// error) or an out header and fuse_write_out (WRITE), so the completion ring need not have a whole frame free.
+    /// </summary>
+    private const int GuestPayloadReplySize = 64;
 
     /// <summary>EIO for the request in a guest-memory frame that cannot be served, when its FUSE header can be found; else no reply (an empty completion).</summary>
     private static int InvalidFrameReply(ReadOnlySpan<byte> record, Span<byte> reply)

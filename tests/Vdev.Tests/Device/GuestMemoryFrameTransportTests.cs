@@ -133,6 +133,15 @@ public sealed class GuestMemoryFrameTransportTests : IDisposable
         Assert.Equal((head, 0u), q.WaitUsed(T));
         Assert.Equal(RingStatus.WouldBlock, queue.Consumer.TryPeek(out _));
 
+        // ADD_MEM_REG makes a table of three regions, each handed over with its own descriptor again.
+        using var ram3 = new GuestRam(4 << 20, 0x2000_0000, "gm-ram3");
+        fe.ChangeMemRegion(ram3, remove: false);
+        // (The replaced table's drop may come first: it goes as soon as nothing holds that table.)
+        var third = seen.Take();
+        while (third.Kind == GuestMemoryMessageKind.Drop) third = seen.Take();
+        Assert.Equal((GuestMemoryMessageKind.Table, 3, 3), (third.Kind, third.Regions.Length, third.Fds));
+        Assert.Equal(new GuestMemoryRegion(ram3.GuestBase, 4 << 20, 0), third.Regions[2]);
+
         fe.Disconnect();
         Assert.Equal(0, await run.WaitAsync(T));
         daemon.Dispose();
