@@ -325,6 +325,8 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                     length = _engine.Handle(fuse, reply, this, new ReplyRoute(queue.Index, frame.Tag), new GuestPayload(buffers.AsSpan(0, count), total, direction));
                 }
                 queue.Producer.Commit(length, frame.Tag, notify: false);
+                // Counted as the small reply it is, not by the data moved: a burst of large reads or writes then wakes
+                // the vdev once per MaxReplies, which is what such a burst costs the vdev most of.
                 unannounced.Add(queue.Producer, length);
                 return true;
             }
