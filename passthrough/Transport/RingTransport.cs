@@ -33,6 +33,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     private readonly System.Collections.Concurrent.BlockingCollection<PoolWork>? _work;
     private readonly Thread[] _pool = [];
     private byte[] _peerMask = [];
+    private readonly GuestMemoryMap? _memory;
 
     private RingTransport(FuseEngine engine, ILogger log, ShmRingSet rings, int poolSize)
     {
@@ -45,6 +46,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         _engine = engine;
         _log = log;
         _rings = rings;
+        _memory = GuestMemoryMap.Start(rings.GuestMemoryChannel, log);
         _dispatchers = new Thread[rings.QueueCount];
         _requestQueueCpus = new int[rings.QueueCount - 1];
         Array.Fill(_requestQueueCpus, -1);
@@ -140,6 +142,8 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         queue.Producer.SpinsBeforeSleep = beside;
         var final = RingStatus.Closed;
         var unannounced = new Unannounced { EarlyAnnouncements = beside };
+        // This dispatcher's buffers for a payload in guest memory, made once.
+        var buffers = _memory is null ? [] : new IoBuffer[GuestMemoryFrame.MaxRanges];
         try
         {
             while (true)
@@ -153,7 +157,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                 }
                 if (status == RingStatus.InvalidFrame)
                 {
-                    // Well framed but not understood (e.g. a payload-in-guest-memory frame): answer it emptily.
+                    // Well framed but not understood (flags or reserved fields of a later layout): answer it emptily.
                     var tag = frame.Tag;
                     queue.Consumer.Release();
                     if (!Complete(queue, tag, ReadOnlySpan<byte>.Empty)) return;
@@ -164,6 +168,14 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                     final = status;
                     if (status is RingStatus.Broken) LogBroken(queue.Index);
                     return;
+                }
+
+                if (frame.Flags == RingRecordFlags.GuestMemory)
+                {
+                    // Served here even with a thread pool: the frame is small, and its table is held only while it runs.
+                    if (!HandleGuestMemory(queue, frame, buffers, ref unannounced)) return;
+                    queue.Consumer.Release();
+                    continue;
                 }
 
                 if (_work is not null && queue.Index != 0)
@@ -286,6 +298,61 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         }
     }
 
+    /// <summary>
+    /// Serves a READ or WRITE whose payload stays in guest memory: the frame's table and ranges are checked against
+    /// this process's own mappings before the engine moves a byte. A frame naming a table that is not mapped here, or a
+    /// range outside it, is invalid: the request is answered EIO and the queue keeps being served.
+    /// </summary>
+    private bool HandleGuestMemory(RingQueue queue, in RingFrame frame, IoBuffer[] buffers, ref Unannounced unannounced)
+    {
+        GuestMemoryMap.Table? table = null;
+        try
+        {
+            lock (_completionLocks[queue.Index])
+            {
+                var status = queue.Producer.Reserve(GuestPayloadReplySize, out var reply, Timeout.InfiniteTimeSpan, _stop.Token);
+                if (status != RingStatus.Ok) return Stopped(queue, status);
+                int length;
+                if (!GuestMemoryFrame.TryParse(frame.Data, out var generation, out var direction, out var ranges, out var fuse)
+                    || _memory is null || (table = _memory.Acquire(generation)) is null
+                    || !GuestMemoryMap.TryResolve(table, ranges, buffers, out int count, out long total))
+                {
+                    LogInvalidGuestMemoryFrame(queue.Index, frame.Data.Length);
+                    length = InvalidFrameReply(frame.Data, reply);
+                }
+                else
+                {
+                    length = _engine.Handle(fuse, reply, this, new ReplyRoute(queue.Index, frame.Tag), new GuestPayload(buffers.AsSpan(0, count), total, direction));
+                }
+                queue.Producer.Commit(length, frame.Tag, notify: false);
+                // Counted as the small reply it is, not by the data moved: a burst of large reads or writes then wakes
+                // the vdev once per MaxReplies, which is what such a burst costs the vdev most of.
+                unannounced.Add(queue.Producer, length);
+                return true;
+            }
+        }
+        finally
+        {
+            if (table is not null) _memory!.Release(table);
+        }
+    }
+
+    /// <summary>
+    /// Room reserved for the reply to a frame whose payload is in guest memory: its reply is an out header (READ, any
+    /// error) or an out header and fuse_write_out (WRITE), so the completion ring need not have a whole frame free.
+    /// </summary>
+    private const int GuestPayloadReplySize = 64;
+
+    /// <summary>EIO for the request in a guest-memory frame that cannot be served, when its FUSE header can be found; else no reply (an empty completion).</summary>
+    private static int InvalidFrameReply(ReadOnlySpan<byte> record, Span<byte> reply)
+    {
+        if (record.Length < GuestMemoryFrame.PrefixSize) return 0;
+        int offset = GuestMemoryFrame.FrameOffset((int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(record[8..]), GuestMemoryFrame.MaxRanges));
+        if (record.Length < offset + 16) return 0;
+        ulong unique = BinaryPrimitives.ReadUInt64LittleEndian(record[(offset + 8)..]);
+        return FuseReply.Error(reply, new RequestId(unique), Errno.EIO);
+    }
+
     private void RunOffloaded(RingQueue queue, byte[] copy, int length, ulong tag)
     {
         var reply = ArrayPool<byte>.Shared.Rent(FuseEngine.MaxReplySize);
@@ -354,12 +421,16 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
             lock (gate) _unmapped = true;
         }
         _rings.Dispose();
+        _memory?.Dispose();
         _work?.Dispose();
         _stop.Dispose();
     }
 
     [LoggerMessage(EventId = 320, Level = LogLevel.Error, Message = "The shared-memory ring of queue {Queue} holds impossible indices or headers; the queue is no longer served")]
     private partial void LogBroken(int queue);
+
+    [LoggerMessage(EventId = 322, Level = LogLevel.Warning, Message = "Queue {Queue}: a {Length}-byte frame with its payload in guest memory names a table or range this daemon has not mapped; answered EIO")]
+    private partial void LogInvalidGuestMemoryFrame(int queue, int length);
 
     [LoggerMessage(EventId = 321, Level = LogLevel.Warning, Message = "Queue {Queue}'s dispatcher could not be placed on CPU {Cpu} (errno {Errno}); it runs where the scheduler puts it")]
     private partial void LogNotPinned(int queue, int cpu, int errno);

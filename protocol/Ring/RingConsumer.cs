@@ -98,7 +98,7 @@ public sealed unsafe class RingConsumer : RingEnd
             _peekTag = tag;
             _peekFlags = (RingRecordFlags)flags;
             _next = position + size;
-            if (flags != 0 || reserved1 != 0 || reserved2 != 0)
+            if ((flags != 0 && flags != (uint)RingRecordFlags.GuestMemory) || reserved1 != 0 || reserved2 != 0)
             {
                 _peekStatus = RingStatus.InvalidFrame;
                 _peekLength = 0;

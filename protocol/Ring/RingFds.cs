@@ -10,7 +10,9 @@ namespace Hypervisor.Protocol.Ring;
 /// <c>memfd</c> is the shared memory. Each ring has two eventfd doorbells: <c>sqN</c>/<c>cqN</c>
 /// ring when queue N's submission/completion ring gets a frame (its consumer sleeps on it), and
 /// <c>sqfN</c>/<c>cqfN</c> ring when space is freed in it (its producer sleeps on it). Keys may
-/// come in any order; each must appear exactly once. An optional <c>creator=N</c> is a pidfd of the creator.
+/// come in any order; each must appear exactly once. An optional <c>creator=N</c> is a pidfd of the creator, and an
+/// optional <c>guestmem=N</c> the attacher's end of the guest-memory channel (a SOCK_SEQPACKET socket on which the
+/// creator hands over guest memory tables; without it every payload travels in the ring).
 /// </summary>
 public sealed class RingFds
 {
@@ -27,6 +29,9 @@ public sealed class RingFds
 
     /// <summary>A pidfd of the creating process (<c>creator=N</c>), by which the attacher notices its exit even from another pid namespace; null when not passed.</summary>
     public int? CreatorPidFd { get; init; }
+
+    /// <summary>The attacher's end of the guest-memory channel (<c>guestmem=N</c>); null when not passed.</summary>
+    public int? GuestMemoryFd { get; init; }
 
     /// <summary>Number of queues (submission/completion pairs).</summary>
     public int QueueCount => Doorbells.Count / 4;
@@ -46,6 +51,7 @@ public sealed class RingFds
         yield return (MemFd, "memfd");
         for (int i = 0; i < Doorbells.Count; i++) yield return (Doorbells[i], DoorbellKey(i));
         if (CreatorPidFd is { } creator) yield return (creator, "creator");
+        if (GuestMemoryFd is { } guestmem) yield return (guestmem, "guestmem");
     }
 
     /// <summary>The key of the doorbell at <paramref name="index"/> in <see cref="Doorbells"/>, e.g. <c>sqf0</c>.</summary>
@@ -62,6 +68,7 @@ public sealed class RingFds
         for (int i = 0; i < Doorbells.Count; i++)
             sb.Append(CultureInfo.InvariantCulture, $",{DoorbellKey(i)}={Doorbells[i]}");
         if (CreatorPidFd is { } creator) sb.Append(CultureInfo.InvariantCulture, $",creator={creator}");
+        if (GuestMemoryFd is { } guestmem) sb.Append(CultureInfo.InvariantCulture, $",guestmem={guestmem}");
         return sb.ToString();
     }
 
@@ -117,12 +124,13 @@ public sealed class RingFds
             }
         }
         int? creator = values.Remove("creator", out var c) ? c : null;
+        int? guestMemory = values.Remove("guestmem", out var g) ? g : null;
         if (values.Count > 0)
         {
             error = $"The ring descriptor '{text}' has the unknown item '{values.Keys.First()}'; {Hint}.";
             return false;
         }
-        fds = new RingFds(memfd, bells) { CreatorPidFd = creator };
+        fds = new RingFds(memfd, bells) { CreatorPidFd = creator, GuestMemoryFd = guestMemory };
         error = null;
         return true;
     }

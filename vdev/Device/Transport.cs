@@ -125,3 +125,17 @@ public interface IPolledFuseTransport : IFuseTransport
     /// </summary>
     int PeerPid => 0;
 }
+
+/// <summary>
+/// A transport that lets the daemon reach guest memory itself: it is told of every memory table the device
+/// installs, on the vhost-user control thread, before the table's requests can name it.
+/// </summary>
+internal interface IGuestMemoryTransport
+{
+    /// <summary>
+    /// <paramref name="table"/> (with a reference the device holds for the call) is now the device's table. The
+    /// transport may hand it to the daemon and, once the daemon acknowledged it, mark it
+    /// <see cref="Virtio.GuestMemoryTable.MarkDaemonMapped"/>; it must not block for long.
+    /// </summary>
+    void MemoryReplaced(Virtio.GuestMemoryTable table);
+}
