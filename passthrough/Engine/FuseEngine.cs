@@ -95,6 +95,16 @@ public sealed partial class FuseEngine : IDisposable
     /// <paramref name="route"/>, from another thread.
     /// </summary>
     public int Handle(ReadOnlySpan<byte> frame, Span<byte> reply, IDeferredReplySink? sink, ReplyRoute route)
+        => Handle(frame, reply, sink, route, default);
+
+    /// <summary>
+    /// As <see cref="Handle(ReadOnlySpan{byte}, Span{byte}, IDeferredReplySink?, ReplyRoute)"/> for a READ or WRITE
+    /// whose payload stays in guest memory (<paramref name="payload"/>): a WRITE's frame ends after fuse_write_in and
+    /// its data is <paramref name="payload"/>, which must be exactly fuse_write_in.size bytes; a READ's data goes into
+    /// <paramref name="payload"/> and its reply is the out header alone, whose <c>len</c> counts the data read too.
+    /// Any other request, or a payload going the wrong way, is answered EIO.
+    /// </summary>
+    public int Handle(ReadOnlySpan<byte> frame, Span<byte> reply, IDeferredReplySink? sink, ReplyRoute route, GuestPayload payload)
     {
         if (!FuseRequest.TryParse(frame, out var request, out var error))
         {
@@ -106,7 +116,7 @@ public sealed partial class FuseEngine : IDisposable
         int length;
         try
         {
-            length = Dispatch(request, reply, sink, route);
+            length = payload.IsPresent ? DispatchGuestPayload(request, reply, payload) : Dispatch(request, reply, sink, route);
         }
         catch (Exception e)
         {
@@ -124,6 +134,52 @@ public sealed partial class FuseEngine : IDisposable
         Counters.Count(request.Header.Opcode, result != 0);
         if (_log.IsEnabled(LogLevel.Trace)) LogRequest(request.Opcode, request.Header.Unique, request.Header.Nodeid, result);
         return length;
+    }
+
+    /// <summary>READ into and WRITE from guest memory; see <see cref="Handle(ReadOnlySpan{byte}, Span{byte}, IDeferredReplySink?, ReplyRoute, GuestPayload)"/>.</summary>
+    private int DispatchGuestPayload(in FuseRequest request, Span<byte> reply, GuestPayload payload)
+    {
+        var unique = request.Unique;
+        var opcode = request.Opcode;
+        bool toGuest = payload.Direction == Hypervisor.Protocol.Ring.GuestMemoryDirection.ToGuest;
+        // The vdev sends only these two with a payload in guest memory; anything else is a frame it cannot have made.
+        if (!(opcode == FuseOpcode.Read && toGuest) && !(opcode == FuseOpcode.Write && !toGuest))
+        {
+            Malformed(FrameErrorKind.PayloadMismatch, request);
+            return FuseReply.Error(reply, unique, Errno.EIO);
+        }
+        if (_session is null) return FuseReply.Error(reply, unique, Errno.EIO);
+        var ctx = new FuseContext(unique, request.Header.Uid, request.Header.Gid, request.Header.Pid);
+        var args = new FuseArgReader(request.Body);
+        if (opcode == FuseOpcode.Read)
+        {
+            if (!args.TryRead(out ReadIn read)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+            // Only as many bytes as the guest asked for, never more than its buffers hold.
+            long want = Math.Min(Math.Min(read.Size, MaxWrite), payload.Length);
+            var buffers = Trim(payload.Buffers, want);
+            var result = _fs.ReadTo(ctx, request.Node, read, buffers);
+            if (!result.IsOk) return FuseReply.Error(reply, unique, result.Error);
+            // The header alone: its len counts the bytes already in guest memory, which the vdev adds to the used length.
+            var header = new OutHeader { Len = (uint)(FuseReply.HeaderSize + result.Value), Error = 0, Unique = unique.Value };
+            System.Runtime.InteropServices.MemoryMarshal.Write(reply, in header);
+            return FuseReply.HeaderSize;
+        }
+        if (!args.TryRead(out WriteIn write)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+        if (write.Size > MaxWrite || write.Size != payload.Length || !args.Rest.IsEmpty)
+            return Malformed(FrameErrorKind.PayloadMismatch, request, reply);
+        return Reply(reply, unique, _fs.WriteFrom(ctx, request.Node, write, payload.Buffers), static size => new WriteOut { Size = size });
+    }
+
+    /// <summary>The first buffers of <paramref name="buffers"/> holding <paramref name="length"/> bytes, the last one shortened.</summary>
+    private static ReadOnlySpan<IoBuffer> Trim(Span<IoBuffer> buffers, long length)
+    {
+        int i = 0;
+        for (; i < buffers.Length && length > 0; i++)
+        {
+            if ((ulong)length < buffers[i].Length) buffers[i] = new IoBuffer(buffers[i].Address, (nuint)length);
+            length -= (long)buffers[i].Length;
+        }
+        return buffers[..i];
     }
 
     private int Dispatch(in FuseRequest request, Span<byte> reply, IDeferredReplySink? sink, ReplyRoute route)

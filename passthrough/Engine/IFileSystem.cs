@@ -94,6 +94,15 @@ public interface IFileSystem
     /// <summary>WRITE of <paramref name="data"/>; returns the bytes written.</summary>
     Result<uint> Write(in FuseContext ctx, NodeId node, in WriteIn args, ReadOnlySpan<byte> data) => Errno.ENOSYS;
 
+    /// <summary>
+    /// READ into guest memory: reads at most the total length of <paramref name="destination"/> (the engine has
+    /// trimmed it to the size asked for) at <c>args.Offset</c>, filling the buffers in order; returns the bytes read.
+    /// </summary>
+    Result<int> ReadTo(in FuseContext ctx, NodeId node, in ReadIn args, ReadOnlySpan<IoBuffer> destination) => Errno.ENOSYS;
+
+    /// <summary>WRITE from guest memory: writes the buffers of <paramref name="source"/> in order at <c>args.Offset</c>; returns the bytes written.</summary>
+    Result<uint> WriteFrom(in FuseContext ctx, NodeId node, in WriteIn args, ReadOnlySpan<IoBuffer> source) => Errno.ENOSYS;
+
     /// <summary>STATFS of the filesystem holding <paramref name="node"/>.</summary>
     Result<KStatFs> StatFs(in FuseContext ctx, NodeId node) => Errno.ENOSYS;
 

@@ -32,6 +32,8 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     private readonly int[] _requestQueueCpus;
     private readonly System.Collections.Concurrent.BlockingCollection<PoolWork>? _work;
     private readonly Thread[] _pool = [];
+    private byte[] _peerMask = [];
+    private readonly GuestMemoryMap? _memory;
 
     private RingTransport(FuseEngine engine, ILogger log, ShmRingSet rings, int poolSize)
     {
@@ -44,6 +46,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         _engine = engine;
         _log = log;
         _rings = rings;
+        _memory = GuestMemoryMap.Start(rings.GuestMemoryChannel, log);
         _dispatchers = new Thread[rings.QueueCount];
         _requestQueueCpus = new int[rings.QueueCount - 1];
         Array.Fill(_requestQueueCpus, -1);
@@ -89,6 +92,9 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
             throw new TransportException(misfit);
         }
         var transport = new RingTransport(engine, log, rings, poolSize);
+        // The vdev's affinity, as this process inherited it through fuse_launcher: inside a pid namespace of its own
+        // the daemon cannot name the vdev to ask.
+        transport._peerMask = SpinPolicy.CurrentThreadMask();
         foreach (var worker in transport._pool) worker.Start();
         transport._running = rings.QueueCount;
         using var placed = new CountdownEvent(rings.QueueCount);
@@ -98,8 +104,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         for (var q = 0; q < rings.QueueCount; q++)
         {
             var queue = rings.GetQueue(q);
-            // Queue 0 is virtio-fs's hiprio queue (FORGET, INTERRUPT): no reply waits on it, so it sleeps at once.
-            queue.Consumer.SpinsBeforeSleep = q != 0;
+            // Whether it spins at all is decided by its dispatcher, once placed.
             if (crowded) queue.Consumer.SpinCpuShare = CrowdedSpinCpuShare;
             int cpu = q == 0 || queueCpus is null ? -1 : queueCpus.CpuOf(q);
             var thread = new Thread(() => transport.Dispatch(queue, cpu, placed)) { IsBackground = true, Name = $"ring-q{q}" };
@@ -127,8 +132,18 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         {
             placed.Signal();
         }
+        // Queue 0 is virtio-fs's hiprio queue (FORGET, INTERRUPT): no reply waits on it, so it sleeps at once. A request
+        // queue spins for the next request, and announces replies before its batch ends, only when the vdev's worker at
+        // the other end can run at the same time on another CPU: when both share one CPU, spinning holds up the very
+        // thread that would submit, and a doorbell mid-batch costs two context switches that buy nothing.
+        bool beside = queue.Index != 0 && SpinPolicy.CurrentThreadCanSpinFor(0, cpu, _peerMask);
+        queue.Consumer.SpinsBeforeSleep = beside;
+        // The same for a reply waiting for room in the completion ring: only the vdev's worker makes it.
+        queue.Producer.SpinsBeforeSleep = beside;
         var final = RingStatus.Closed;
-        var unannounced = new Unannounced();
+        var unannounced = new Unannounced { EarlyAnnouncements = beside };
+        // This dispatcher's buffers for a payload in guest memory, made once.
+        var buffers = _memory is null ? [] : new IoBuffer[GuestMemoryFrame.MaxRanges];
         try
         {
             while (true)
@@ -142,7 +157,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                 }
                 if (status == RingStatus.InvalidFrame)
                 {
-                    // Well framed but not understood (e.g. a payload-in-guest-memory frame): answer it emptily.
+                    // Well framed but not understood (flags or reserved fields of a later layout): answer it emptily.
                     var tag = frame.Tag;
                     queue.Consumer.Release();
                     if (!Complete(queue, tag, ReadOnlySpan<byte>.Empty)) return;
@@ -153,6 +168,14 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                     final = status;
                     if (status is RingStatus.Broken) LogBroken(queue.Index);
                     return;
+                }
+
+                if (frame.Flags == RingRecordFlags.GuestMemory)
+                {
+                    // Served here even with a thread pool: the frame is small, and its table is held only while it runs.
+                    if (!HandleGuestMemory(queue, frame, buffers, ref unannounced)) return;
+                    queue.Consumer.Release();
+                    continue;
                 }
 
                 if (_work is not null && queue.Index != 0)
@@ -225,10 +248,11 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
 
     /// <summary>
     /// Replies committed but not yet announced to a sleeping vdev. A batch of requests is answered with one
-    /// doorbell when the queue runs dry, instead of one per reply: on a machine with few cores every doorbell
-    /// that wakes the vdev mid-batch costs two context switches. A long batch is still announced every
-    /// <see cref="MaxReplies"/> replies or <see cref="MaxBytes"/> bytes, so that the vdev can return the
-    /// first replies to the guest while the daemon works on the rest.
+    /// doorbell when the queue runs dry, instead of one per reply: every doorbell that wakes the vdev mid-batch
+    /// costs it a wake-up. When the vdev can run beside the dispatcher (<see cref="EarlyAnnouncements"/>), a long
+    /// batch is still announced every <see cref="MaxReplies"/> replies or <see cref="MaxBytes"/> bytes, so that the
+    /// vdev returns the first replies to the guest while the daemon works on the rest; when both share one CPU the
+    /// vdev could only run instead of the dispatcher, so the batch is announced once, at its end.
     /// </summary>
     private struct Unannounced
     {
@@ -237,11 +261,14 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         private int _replies;
         private int _bytes;
 
+        /// <summary>Whether a long batch is announced before it ends.</summary>
+        public bool EarlyAnnouncements;
+
         public void Add(RingProducer producer, int length)
         {
             _replies++;
             _bytes += length;
-            if (_replies >= MaxReplies || _bytes >= MaxBytes) Flush(producer);
+            if (EarlyAnnouncements && (_replies >= MaxReplies || _bytes >= MaxBytes)) Flush(producer);
         }
 
         public void Flush(RingProducer producer)
@@ -269,6 +296,61 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
             unannounced.Add(queue.Producer, length);
             return true;
         }
+    }
+
+    /// <summary>
+    /// Serves a READ or WRITE whose payload stays in guest memory: the frame's table and ranges are checked against
+    /// this process's own mappings before the engine moves a byte. A frame naming a table that is not mapped here, or a
+    /// range outside it, is invalid: the request is answered EIO and the queue keeps being served.
+    /// </summary>
+    private bool HandleGuestMemory(RingQueue queue, in RingFrame frame, IoBuffer[] buffers, ref Unannounced unannounced)
+    {
+        GuestMemoryMap.Table? table = null;
+        try
+        {
+            lock (_completionLocks[queue.Index])
+            {
+                var status = queue.Producer.Reserve(GuestPayloadReplySize, out var reply, Timeout.InfiniteTimeSpan, _stop.Token);
+                if (status != RingStatus.Ok) return Stopped(queue, status);
+                int length;
+                if (!GuestMemoryFrame.TryParse(frame.Data, out var generation, out var direction, out var ranges, out var fuse)
+                    || _memory is null || (table = _memory.Acquire(generation)) is null
+                    || !GuestMemoryMap.TryResolve(table, ranges, buffers, out int count, out long total))
+                {
+                    LogInvalidGuestMemoryFrame(queue.Index, frame.Data.Length);
+                    length = InvalidFrameReply(frame.Data, reply);
+                }
+                else
+                {
+                    length = _engine.Handle(fuse, reply, this, new ReplyRoute(queue.Index, frame.Tag), new GuestPayload(buffers.AsSpan(0, count), total, direction));
+                }
+                queue.Producer.Commit(length, frame.Tag, notify: false);
+                // Counted as the small reply it is, not by the data moved: a burst of large reads or writes then wakes
+                // the vdev once per MaxReplies, which is what such a burst costs the vdev most of.
+                unannounced.Add(queue.Producer, length);
+                return true;
+            }
+        }
+        finally
+        {
+            if (table is not null) _memory!.Release(table);
+        }
+    }
+
+    /// <summary>
+    /// Room reserved for the reply to a frame whose payload is in guest memory: its reply is an out header (READ, any
+    /// error) or an out header and fuse_write_out (WRITE), so the completion ring need not have a whole frame free.
+    /// </summary>
+    private const int GuestPayloadReplySize = 64;
+
+    /// <summary>EIO for the request in a guest-memory frame that cannot be served, when its FUSE header can be found; else no reply (an empty completion).</summary>
+    private static int InvalidFrameReply(ReadOnlySpan<byte> record, Span<byte> reply)
+    {
+        if (record.Length < GuestMemoryFrame.PrefixSize) return 0;
+        int offset = GuestMemoryFrame.FrameOffset((int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(record[8..]), GuestMemoryFrame.MaxRanges));
+        if (record.Length < offset + 16) return 0;
+        ulong unique = BinaryPrimitives.ReadUInt64LittleEndian(record[(offset + 8)..]);
+        return FuseReply.Error(reply, new RequestId(unique), Errno.EIO);
     }
 
     private void RunOffloaded(RingQueue queue, byte[] copy, int length, ulong tag)
@@ -339,12 +421,16 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
             lock (gate) _unmapped = true;
         }
         _rings.Dispose();
+        _memory?.Dispose();
         _work?.Dispose();
         _stop.Dispose();
     }
 
     [LoggerMessage(EventId = 320, Level = LogLevel.Error, Message = "The shared-memory ring of queue {Queue} holds impossible indices or headers; the queue is no longer served")]
     private partial void LogBroken(int queue);
+
+    [LoggerMessage(EventId = 322, Level = LogLevel.Warning, Message = "Queue {Queue}: a {Length}-byte frame with its payload in guest memory names a table or range this daemon has not mapped; answered EIO")]
+    private partial void LogInvalidGuestMemoryFrame(int queue, int length);
 
     [LoggerMessage(EventId = 321, Level = LogLevel.Warning, Message = "Queue {Queue}'s dispatcher could not be placed on CPU {Cpu} (errno {Errno}); it runs where the scheduler puts it")]
     private partial void LogNotPinned(int queue, int cpu, int errno);

@@ -7,6 +7,7 @@ internal static unsafe partial class Libc
 {
     internal const int SCM_RIGHTS = 1;
     internal const int MSG_PEEK = 0x2;
+    internal const int MSG_DONTWAIT = 0x40;
     internal const int MSG_CTRUNC = 0x8;
     internal const int MSG_NOSIGNAL = 0x4000;
     internal const int MSG_CMSG_CLOEXEC = 0x40000000;

@@ -15,6 +15,27 @@ internal static partial class Libc
     internal static partial int poll(Span<PollFd> fds, nuint nfds, int timeout);
 
     /// <summary>
+    /// Waits up to <paramref name="timeoutMs"/> for <paramref name="fd"/> to become readable (or hung up): 1 when it
+    /// did, 0 on timeout, -1 with errno set on failure (EINTR included).
+    /// </summary>
+    internal static int PollReadable(SafeHandle fd, int timeoutMs)
+    {
+        bool added = false;
+        // The reference keeps the descriptor open while its number sits in the pollfd.
+        fd.DangerousAddRef(ref added);
+        try
+        {
+            Span<PollFd> fds = stackalloc PollFd[1];
+            fds[0] = new PollFd { Fd = (int)fd.DangerousGetHandle(), Events = POLLIN };
+            return poll(fds, 1, timeoutMs);
+        }
+        finally
+        {
+            if (added) fd.DangerousRelease();
+        }
+    }
+
+    /// <summary>
     /// Waits until <paramref name="fd"/> or <paramref name="stop"/> is readable (or hung up).
     /// Returns true when <paramref name="fd"/> is ready, false when <paramref name="stop"/> fired (it wins when both are ready).
     /// </summary>

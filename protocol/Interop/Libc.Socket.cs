@@ -8,6 +8,7 @@ internal static partial class Libc
 {
     internal const int AF_UNIX = 1;
     internal const int SOCK_STREAM = 1;
+    internal const int SOCK_SEQPACKET = 5;
     internal const int SOCK_CLOEXEC = 0x80000;
     internal const int SOL_SOCKET = 1;
     internal const int SO_TYPE = 3;

@@ -98,7 +98,7 @@ public sealed unsafe class RingConsumer : RingEnd
             _peekTag = tag;
             _peekFlags = (RingRecordFlags)flags;
             _next = position + size;
-            if (flags != 0 || reserved1 != 0 || reserved2 != 0)
+            if ((flags != 0 && flags != (uint)RingRecordFlags.GuestMemory) || reserved1 != 0 || reserved2 != 0)
             {
                 _peekStatus = RingStatus.InvalidFrame;
                 _peekLength = 0;
@@ -118,13 +118,6 @@ public sealed unsafe class RingConsumer : RingEnd
         frame = new RingFrame(new ReadOnlySpan<byte>(_data + _peekOffset, _peekLength), _peekTag, _peekFlags);
         return _peekStatus;
     }
-
-    /// <summary>
-    /// Whether <see cref="Peek"/> busy-polls before it sleeps (default true). A queue whose frames
-    /// gain nothing from a quick pick-up (the virtio-fs hiprio queue: FORGET, INTERRUPT) turns it
-    /// off, so that its thread does not take CPU time from the request queues after each batch.
-    /// </summary>
-    public bool SpinsBeforeSleep { get; set; } = true;
 
     /// <summary>
     /// When above 0, <see cref="Peek"/> spends at most one part in this many of the time that passes spinning

@@ -33,6 +33,16 @@ public abstract unsafe class RingEnd
         _freedBell = freedBell;
     }
 
+    /// <summary>
+    /// Whether a waiting call (<see cref="RingConsumer.Peek"/>, <see cref="RingProducer.Reserve"/>) busy-polls
+    /// before it sleeps (default true; the set's <see cref="ShmRingSet.SpinDuration"/> bounds the spin). A queue
+    /// whose frames gain nothing from a quick pick-up (the virtio-fs hiprio queue: FORGET, INTERRUPT) turns it off,
+    /// so that its thread does not take CPU time from the request queues after each batch, and so does an end
+    /// whose peer cannot run beside it on another CPU (<see cref="SpinPolicy"/>): the peer would be waiting for the
+    /// CPU the spin holds.
+    /// </summary>
+    public bool SpinsBeforeSleep { get; set; } = true;
+
     /// <summary>The queue this ring belongs to.</summary>
     public int Queue { get; }
 

@@ -10,7 +10,10 @@ namespace Hypervisor.Protocol.Ring;
 /// <c>memfd</c> is the shared memory. Each ring has two eventfd doorbells: <c>sqN</c>/<c>cqN</c>
 /// ring when queue N's submission/completion ring gets a frame (its consumer sleeps on it), and
 /// <c>sqfN</c>/<c>cqfN</c> ring when space is freed in it (its producer sleeps on it). Keys may
-/// come in any order; each must appear exactly once. An optional <c>creator=N</c> is a pidfd of the creator, an optional <c>state=N</c> the share's state store.
+/// come in any order; each must appear exactly once. An optional <c>creator=N</c> is a pidfd of the creator, an
+/// optional <c>guestmem=N</c> the attacher's end of the guest-memory channel (a SOCK_SEQPACKET socket on which the
+/// creator hands over guest memory tables; without it every payload travels in the ring), and an optional
+/// <c>state=N</c> the share's state store.
 /// </summary>
 public sealed class RingFds
 {
@@ -34,6 +37,9 @@ public sealed class RingFds
     /// </summary>
     public int? StateFd { get; init; }
 
+    /// <summary>The attacher's end of the guest-memory channel (<c>guestmem=N</c>); null when not passed.</summary>
+    public int? GuestMemoryFd { get; init; }
+
     /// <summary>Number of queues (submission/completion pairs).</summary>
     public int QueueCount => Doorbells.Count / 4;
 
@@ -53,6 +59,7 @@ public sealed class RingFds
         for (int i = 0; i < Doorbells.Count; i++) yield return (Doorbells[i], DoorbellKey(i));
         if (CreatorPidFd is { } creator) yield return (creator, "creator");
         if (StateFd is { } state) yield return (state, "state");
+        if (GuestMemoryFd is { } guestmem) yield return (guestmem, "guestmem");
     }
 
     /// <summary>The key of the doorbell at <paramref name="index"/> in <see cref="Doorbells"/>, e.g. <c>sqf0</c>.</summary>
@@ -70,6 +77,7 @@ public sealed class RingFds
             sb.Append(CultureInfo.InvariantCulture, $",{DoorbellKey(i)}={Doorbells[i]}");
         if (CreatorPidFd is { } creator) sb.Append(CultureInfo.InvariantCulture, $",creator={creator}");
         if (StateFd is { } state) sb.Append(CultureInfo.InvariantCulture, $",state={state}");
+        if (GuestMemoryFd is { } guestmem) sb.Append(CultureInfo.InvariantCulture, $",guestmem={guestmem}");
         return sb.ToString();
     }
 
@@ -126,12 +134,13 @@ public sealed class RingFds
         }
         int? creator = values.Remove("creator", out var c) ? c : null;
         int? state = values.Remove("state", out var st) ? st : null;
+        int? guestMemory = values.Remove("guestmem", out var g) ? g : null;
         if (values.Count > 0)
         {
             error = $"The ring descriptor '{text}' has the unknown item '{values.Keys.First()}'; {Hint}.";
             return false;
         }
-        fds = new RingFds(memfd, bells) { CreatorPidFd = creator, StateFd = state };
+        fds = new RingFds(memfd, bells) { CreatorPidFd = creator, StateFd = state, GuestMemoryFd = guestMemory };
         error = null;
         return true;
     }

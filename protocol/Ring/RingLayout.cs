@@ -12,7 +12,7 @@ public static class RingLayout
     public const ulong Magic = 0x474E495248535648;
 
     /// <summary>Layout version; bumped on any incompatible change.</summary>
-    public const uint Version = 1;
+    public const uint Version = 2;
 
     /// <summary>Size of the global header page at offset 0.</summary>
     public const int HeaderSize = 4096;
@@ -63,8 +63,8 @@ public static class RingLayout
     internal const int OffRecFlags = 4;     // u32 RingRecordFlags
     internal const int OffRecTag = 8;       // u64 opaque, echoed by the completion
     internal const int OffRecCheck = 16;    // u32 low 32 bits of the record's stream position
-    internal const int OffRecReserved1 = 20;// u32 must be zero (room for the guest-memory variant)
-    internal const int OffRecReserved2 = 24;// u64 must be zero (room for the guest-memory variant)
+    internal const int OffRecReserved1 = 20;// u32 must be zero
+    internal const int OffRecReserved2 = 24;// u64 must be zero
 
     /// <summary>Direction index of the submission (request) ring of a queue.</summary>
     internal const int Submission = 0;

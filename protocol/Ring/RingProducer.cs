@@ -93,7 +93,7 @@ public sealed unsafe class RingProducer : RingEnd
         // waits for it to free space, or both would sleep.
         Flush();
         _waitLength = length;
-        status = Wait(ref ProducerWaiting, _freedBell, _set.SpinTicks, timeout, cancellationToken);
+        status = Wait(ref ProducerWaiting, _freedBell, SpinsBeforeSleep ? _set.SpinTicks : 0, timeout, cancellationToken);
         // A reservation the wait made is made again, the same (nothing has moved the tail since).
         return status == RingStatus.Ok ? TryReserve(length, out frame) : status;
     }
@@ -116,15 +116,24 @@ public sealed unsafe class RingProducer : RingEnd
     /// must call <see cref="Flush"/> before it goes idle; <see cref="Reserve"/> flushes before it
     /// waits.
     /// </summary>
-    public void Commit(int length, ulong tag, bool notify)
+    public void Commit(int length, ulong tag, bool notify) => Commit(length, tag, notify, RingRecordFlags.None);
+
+    /// <summary>
+    /// Publishes the reserved frame like <see cref="Commit(int, ulong, bool)"/> with record <paramref name="flags"/>:
+    /// <see cref="RingRecordFlags.None"/> or <see cref="RingRecordFlags.GuestMemory"/> (the frame starts with a
+    /// <see cref="GuestMemoryFrame"/> prefix).
+    /// </summary>
+    public void Commit(int length, ulong tag, bool notify, RingRecordFlags flags)
     {
+        if (flags is not (RingRecordFlags.None or RingRecordFlags.GuestMemory))
+            throw new ArgumentOutOfRangeException(nameof(flags), $"A frame's flags are None or GuestMemory, not {flags}.");
         _set.ThrowIfDisposed();
         if (!_reserved) throw new InvalidOperationException("Commit needs a reservation; call TryReserve or Reserve first.");
         if ((uint)length > (uint)_reservedLength)
             throw new ArgumentOutOfRangeException(nameof(length), $"Commit length {length} exceeds the reserved {_reservedLength} bytes; reserve the largest size the frame can have.");
         ulong position = _tail + _reservedPad;
         // Safe: the reservation checked that this record lies inside the data area.
-        WriteHeader(_data + (position & _mask), (uint)length, RingRecordFlags.None, tag, (uint)position);
+        WriteHeader(_data + (position & _mask), (uint)length, flags, tag, (uint)position);
         _tail = position + (ulong)RingLayout.RecordSize(length);
         _reserved = false;
         // Release: the header and payload above are visible before the new tail.

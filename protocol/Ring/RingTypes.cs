@@ -48,9 +48,9 @@ public enum RingRecordFlags : uint
     Pad = 1u << 0,
 
     /// <summary>
-    /// Reserved for the later variant whose payload lives in guest memory at addresses the record
-    /// lists (reserved header fields). Not implemented: a consumer reports such a record as
-    /// <see cref="RingStatus.InvalidFrame"/>, and a producer may not set it.
+    /// The record's bytes start with a guest-memory prefix (<see cref="GuestMemoryFrame"/>): the payload of a READ
+    /// or WRITE stays in guest memory at the guest-physical ranges the prefix lists, and the FUSE frame after the
+    /// prefix carries the request without it.
     /// </summary>
     GuestMemory = 1u << 1,
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Hypervisor.Interop;
 
 namespace Hypervisor.Protocol.Ring;
@@ -32,6 +33,8 @@ public sealed unsafe class ShmRingSet : IDisposable
     private byte* _base;
     private SafeFd? _peerPidFd;
     private readonly SafeFd? _ownPidFd; // the creator's pidfd of itself, passed to the attacher
+    private readonly SafeFd? _guestMemory; // this side's end of the guest-memory channel
+    private readonly SafeFd? _guestMemoryPeer; // the creator's copy of the attacher's end, passed to the attacher
     private int _peerPid;
     private volatile bool _peerGone;
     private volatile bool _closed;
@@ -51,6 +54,13 @@ public sealed unsafe class ShmRingSet : IDisposable
     /// <summary>Data bytes of each ring (a power of two; frames occupy their length plus 32, rounded up to 64).</summary>
     public long DirectionBytes => _directionBytes;
 
+    /// <summary>
+    /// This side's end of the guest-memory channel (a SOCK_SEQPACKET socket, <see cref="GuestMemoryMessage"/>), or
+    /// null when the set has none (an attacher whose creator passed no <c>guestmem=</c>): then every payload travels
+    /// in the ring. The set owns it and shuts it down on dispose, which ends a peer's blocking receive.
+    /// </summary>
+    public SafeHandle? GuestMemoryChannel => _guestMemory;
+
     /// <summary>The descriptor numbers of this set, to pass to the attaching process.</summary>
     public RingFds Fds { get; }
 
@@ -67,10 +77,13 @@ public sealed unsafe class ShmRingSet : IDisposable
     }
 
     private ShmRingSet(RingRole role, SafeFd memfd, SafeFd[] bells, byte* mapping,
-                       int queueCount, long directionBytes, int maxFrameSize, long totalSize, SafeFd? ownPidFd = null)
+                       int queueCount, long directionBytes, int maxFrameSize, long totalSize, SafeFd? ownPidFd = null,
+                       SafeFd? guestMemory = null, SafeFd? guestMemoryPeer = null)
     {
         Role = role;
         _ownPidFd = ownPidFd;
+        _guestMemory = guestMemory;
+        _guestMemoryPeer = guestMemoryPeer;
         _memfd = memfd;
         _bells = bells;
         _base = mapping;
@@ -91,7 +104,7 @@ public sealed unsafe class ShmRingSet : IDisposable
             var consumer = new RingConsumer(this, q, Control(q, consume), Data(q, consume), Bell(q, consume, false), Bell(q, consume, true));
             _queues[q] = new RingQueue(q, producer, consumer);
         }
-        Fds = new RingFds(memfd.Value, bellFds) { CreatorPidFd = ownPidFd?.Value };
+        Fds = new RingFds(memfd.Value, bellFds) { CreatorPidFd = ownPidFd?.Value, GuestMemoryFd = role == RingRole.Creator ? guestMemoryPeer?.Value : guestMemory?.Value };
     }
 
     private byte* Control(int q, int direction) => _base + RingLayout.ControlOffset(q, direction);
@@ -128,6 +141,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         var memfd = new SafeFd(fd);
         var bells = new SafeFd[queueCount * 4];
         byte* mapping = null;
+        SafeFd? ownPid = null, guestMemory = null, guestMemoryPeer = null;
         try
         {
             if (Libc.ftruncate(memfd, total) != 0) throw SyscallException.Last("ftruncate of the ring memfd");
@@ -154,12 +168,22 @@ public sealed unsafe class ShmRingSet : IDisposable
             // creator by pid, but can poll this descriptor for its exit.
             int self = Libc.pidfd_open(Environment.ProcessId, 0);
             if (self < 0) throw SyscallException.Last("pidfd_open of this process");
-            return new ShmRingSet(RingRole.Creator, memfd, bells, mapping, queueCount, directionBytes, maxFrameSize, total, new SafeFd(self));
+            ownPid = new SafeFd(self);
+            // The guest-memory channel: message boundaries keep a table and its descriptors together.
+            Span<int> pair = stackalloc int[2];
+            if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair) != 0)
+                throw SyscallException.Last("socketpair for the guest-memory channel");
+            guestMemory = new SafeFd(pair[0]);
+            guestMemoryPeer = new SafeFd(pair[1]);
+            return new ShmRingSet(RingRole.Creator, memfd, bells, mapping, queueCount, directionBytes, maxFrameSize, total, ownPid, guestMemory, guestMemoryPeer);
         }
         catch
         {
             if (mapping != null) Libc.munmap((nint)mapping, (nuint)total);
             foreach (var h in bells) h?.Dispose();
+            ownPid?.Dispose();
+            guestMemory?.Dispose();
+            guestMemoryPeer?.Dispose();
             memfd.Dispose();
             throw;
         }
@@ -183,6 +207,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         for (int i = 0; i < fds.Doorbells.Count; i++)
             CheckInherited(fds.Doorbells[i], "doorbell " + RingFds.DoorbellKey(i));
         if (fds.CreatorPidFd is { } creatorFd) CheckInherited(creatorFd, "creator");
+        if (fds.GuestMemoryFd is { } guestMemoryFd) CheckInherited(guestMemoryFd, "guestmem");
         int seals = Libc.fcntl(fds.MemFd, Libc.F_GET_SEALS, 0);
         if (seals < 0 || (seals & Libc.F_SEAL_SHRINK) == 0)
             throw new InvalidDataException($"fd {fds.MemFd} is not a memfd sealed against shrinking; pass the memfd that ShmRingSet.Create made.");
@@ -227,7 +252,13 @@ public sealed unsafe class ShmRingSet : IDisposable
             var memfd = new SafeFd(fds.MemFd);
             var bells = new SafeFd[fds.Doorbells.Count];
             for (int i = 0; i < bells.Length; i++) bells[i] = new SafeFd(fds.Doorbells[i]);
-            var set = new ShmRingSet(RingRole.Attacher, memfd, bells, mapping, n, (long)directionBytes, (int)maxFrame, size);
+            SafeFd? guestMemory = null;
+            if (fds.GuestMemoryFd is { } channel)
+            {
+                SetCloexec(channel, true);
+                guestMemory = new SafeFd(channel);
+            }
+            var set = new ShmRingSet(RingRole.Attacher, memfd, bells, mapping, n, (long)directionBytes, (int)maxFrame, size, guestMemory: guestMemory);
             set.SetInheritable(false);
             set._peerPid = creatorPid;
             if (fds.CreatorPidFd is { } pidfd)
@@ -278,6 +309,7 @@ public sealed unsafe class ShmRingSet : IDisposable
         SetCloexec(_memfd.Value, !inheritable);
         foreach (var bell in _bells) SetCloexec(bell.Value, !inheritable);
         if (_ownPidFd is not null) SetCloexec(_ownPidFd.Value, !inheritable);
+        if (_guestMemoryPeer is not null) SetCloexec(_guestMemoryPeer.Value, !inheritable);
     }
 
     private static void SetCloexec(int fd, bool cloexec)
@@ -477,6 +509,13 @@ public sealed unsafe class ShmRingSet : IDisposable
         foreach (var h in _bells) h.Dispose();
         _peerPidFd?.Dispose();
         _ownPidFd?.Dispose();
+        _guestMemoryPeer?.Dispose();
+        if (_guestMemory is not null)
+        {
+            // shutdown, not close alone, ends a receive another thread of this process is blocked in.
+            Libc.shutdown(_guestMemory, Libc.SHUT_RDWR);
+            _guestMemory.Dispose();
+        }
         foreach (var q in _queues)
         {
             q.Producer.DisposeCancelFd();

@@ -10,7 +10,8 @@ namespace Hypervisor.Benchmarks;
 
 /// <summary>
 /// `hv-bench vhost --compare [--runs N] [--seconds S] [--warmup S] [--depth D] [--big-mib M] [--dir-entries E] [--readdir-size B]
-/// [--vdev PATH] [--vdev-arg ARG]... [--virtiofsd PATH] [--work DIR] [--fs fresh-ext4|work] [--targets virtiofsd,vdev,vdev-2q,vdev-2q-unpinned] [--rows lookup+getattr,...]`: the real vdev process (vdev → shared-memory ring → passthrough
+/// [--vdev PATH] [--vdev-arg ARG]... [--virtiofsd PATH] [--work DIR] [--fs fresh-ext4|work] [--targets virtiofsd,vdev,vdev-2q,vdev-2q-unpinned] [--rows lookup+getattr,...]
+/// [--view unpinned|one-cpu]`: the real vdev process (vdev → shared-memory ring → passthrough
 /// daemon started by fuse_launcher) against QEMU's C virtiofsd, both driven from the test vhost-user front-end
 /// over their sockets, interleaved run by run, each run on a fresh copy of one source tree, by default on a new ext4 filesystem of its own (`--fs fresh-ext4`;
 /// `--fs work` copies into the work directory instead). Every row keeps
@@ -18,7 +19,13 @@ namespace Hypervisor.Benchmarks;
 /// request queues with D/2 each, metadata rows only, each queue's two ends on one CPU as the vdev places them by
 /// default; vdev-2q-unpinned, asked for by name, the same with `--queue-cpus none`). Each row is served unmeasured for the warm-up seconds (default 1)
 /// before it is measured, on every backend alike; the warm-up rate is printed with each run. Prints medians, ratios and the CPU seconds of each backend's
-/// process tree per row (user+system from /proc/PID/stat of every process whose command line names the share).
+/// process tree per row (user+system from /proc/PID/stat of every process whose command line names the share), and
+/// each side's CPU per unit (µs per operation, file or entry; ms per MiB for the 1 MiB rows) with the vdev's CPU per
+/// unit over virtiofsd's.
+/// <c>--view</c> says where the processes run. <c>unpinned</c> (the default) leaves every process where the
+/// scheduler puts it. <c>one-cpu</c> gives the backend one CPU: each backend process is started with its affinity
+/// set to the last CPU this process may run on (fuse_launcher and the daemon, or virtiofsd's child, inherit it), and
+/// every front-end thread runs on another CPU, as a guest's vCPUs would beside a backend confined to one host CPU.
 /// </summary>
 internal static class VhostCompare
 {
@@ -46,6 +53,10 @@ internal static class VhostCompare
         public string[]? Targets, Rows;
         /// <summary>--vdev-arg ARG (repeatable): more options for every vdev target, e.g. --queue-cpus 1.</summary>
         public List<string> VdevArgs = [];
+        /// <summary>--view one-cpu: the CPU every backend process is confined to; null for the unpinned view.</summary>
+        public int? BackendCpu;
+        /// <summary>--view one-cpu: the CPU every front-end thread runs on.</summary>
+        public int FrontendCpu;
     }
 
     public static int Run(string[] args)
@@ -78,9 +89,22 @@ internal static class VhostCompare
                     o.QueueCpus = [.. Enumerable.Range(0, 16).Select(i => allowed[i % allowed.Count])];
                     break;
                 case "--rows": o.Rows = Next().Split(','); break;
+                case "--view":
+                    string view = Next();
+                    if (view is not ("one-cpu" or "unpinned")) { Console.Error.WriteLine("--view takes unpinned (every process where the scheduler puts it) or one-cpu (the backend on one CPU, the front-end on another)."); return 2; }
+                    if (view == "one-cpu")
+                    {
+                        var cpus = QueueCpus.AllowedCpus();
+                        if (cpus.Count < 2) { Console.Error.WriteLine("--view one-cpu needs two CPUs to run on: one for the backend, one for the front-end."); return 2; }
+                        o.BackendCpu = cpus[^1];
+                        o.FrontendCpu = cpus[0];
+                    }
+                    else o.BackendCpu = null;
+                    break;
                 default: Console.Error.WriteLine($"unknown option {args[i]} for vhost --compare"); return 2;
             }
         }
+        if (o.BackendCpu is not null && o.QueueCpus is not null) { Console.Error.WriteLine("--pin and --view one-cpu place the same threads differently; give one of them."); return 2; }
         if (o.Depth < 1 || o.Depth > QueueSize) { Console.Error.WriteLine($"--depth must be between 1 and {QueueSize}."); return 2; }
         var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
         o.VdevPath ??= Path.Combine(Hypervisor.Tests.Executables.Dist, "vdev");
@@ -92,6 +116,7 @@ internal static class VhostCompare
         Directory.CreateDirectory(work);
         var src = Path.Combine(work, "src");
         Console.WriteLine($"vhost --compare: vdev={o.VdevPath} virtiofsd={o.VirtiofsdPath} runs={o.Runs} seconds/row={o.Seconds} depth={o.Depth} big={o.BigMib} MiB dir={o.DirEntries} entries readdir buffer={o.ReaddirSize} B work={work}");
+        Console.WriteLine(ViewLine(o));
         Console.WriteLine($"load average at start: {File.ReadAllText("/proc/loadavg").Trim()}");
         BuildSource(src, o);
 
@@ -107,7 +132,7 @@ internal static class VhostCompare
         if (o.Targets != null) targets = targets.Where(t => o.Targets.Contains(t.Name)).ToArray();
         if (o.Rows != null) targets = targets.Select(t => t with { Rows = t.Rows.Where(o.Rows.Contains).ToArray() }).ToArray();
         if (targets.Length == 0 || targets.All(t => t.Rows.Length == 0)) { Console.Error.WriteLine($"--targets takes virtiofsd,vdev,vdev-2q,vdev-2q-unpinned and --rows some of {string.Join(',', AllRows)}."); return 2; }
-        var results = new Dictionary<(string, string), List<(double Rate, double Cpu)>>();
+        var results = new Dictionary<(string, string), List<Sample>>();
         var loads = new List<string>();
         try
         {
@@ -121,11 +146,12 @@ internal static class VhostCompare
                     try
                     {
                         var rows = RunTarget(t, copy, o, run == 1);
-                        foreach (var (row, rate, cpu, warm) in rows)
+                        foreach (var (row, rate, cpu, warm, units) in rows)
                         {
                             if (!results.TryGetValue((t.Name, row), out var l)) results[(t.Name, row)] = l = [];
-                            l.Add((rate, cpu));
-                            Console.WriteLine($"run {run} {t.Name,-16} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s   warm-up {warm,12:F1}");
+                            var sample = new Sample(rate, cpu, CpuPerUnit(row, cpu, units));
+                            l.Add(sample);
+                            Console.WriteLine($"run {run} {t.Name,-16} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s {PerUnit(row, sample.CpuPerUnit),8} {CpuUnit(row),-9} warm-up {warm,12:F1}");
                         }
                     }
                     finally
@@ -145,27 +171,29 @@ internal static class VhostCompare
         Console.WriteLine();
         if (o.QueueCpus is not null)
             Console.WriteLine($"Pinned (--pin): request queue i's frontend thread on CPU {string.Join(",", o.QueueCpus.Take(2))} for i = 1, 2, and the vdev's worker and the daemon's dispatcher of that queue with it (--queue-cpus; vdev-2q-unpinned excepted); virtiofsd has no such option and runs where the scheduler puts it.");
-        Console.WriteLine($"Medians of {o.Runs} runs, {o.Depth} requests in flight ({PerQueueDepth(o.Depth, 2)} per queue for vdev-2q); cpu = user+system seconds of the backend's processes during the row ({o.Seconds} s rows, each after {o.Warmup} s of the same row unmeasured).");
+        Console.WriteLine(ViewLine(o));
+        Console.WriteLine($"Medians of {o.Runs} runs, {o.Depth} requests in flight ({PerQueueDepth(o.Depth, 2)} per queue for vdev-2q); cpu = user+system seconds of the backend's processes during the row ({o.Seconds} s rows, each after {o.Warmup} s of the same row unmeasured); " +
+            "cpu/unit = those seconds over the units done (µs per op, file or entry; ms per MiB for the 1 MiB rows), c/vfsd = the vdev's cpu/unit over virtiofsd's (< 1: the vdev spends less).");
         // One column group per vdev target run, each with its ratio to virtiofsd.
         var vdevs = targets.Where(t => t.Vdev).ToArray();
-        var header = new StringBuilder($"| {"row",-24} | {"unit",-9} | {"virtiofsd",10} | {"cpu s",6} |");
-        var rule = new StringBuilder($"|{new string('-', 26)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|");
+        var header = new StringBuilder($"| {"row",-24} | {"unit",-9} | {"virtiofsd",10} | {"cpu s",6} | {"cpu/unit",9} |");
+        var rule = new StringBuilder($"|{new string('-', 26)}|{new string('-', 11)}|{new string('-', 12)}|{new string('-', 8)}|{new string('-', 11)}|");
         foreach (var t in vdevs)
         {
-            header.Append($" {t.Name,16} | {"cpu s",6} | {"/vfsd",6} |");
-            rule.Append($"{new string('-', 18)}|{new string('-', 8)}|{new string('-', 8)}|");
+            header.Append($" {t.Name,16} | {"cpu s",6} | {"cpu/unit",9} | {"/vfsd",6} | {"c/vfsd",6} |");
+            rule.Append($"{new string('-', 18)}|{new string('-', 8)}|{new string('-', 11)}|{new string('-', 8)}|{new string('-', 8)}|");
         }
         Console.WriteLine(header);
         Console.WriteLine(rule);
         foreach (var row in AllRows)
         {
             if (!targets.Any(t => t.Rows.Contains(row))) continue;
-            var (vr, vc) = Median(results, "virtiofsd", row);
-            var line = new StringBuilder($"| {row,-24} | {Units[row],-9} | {vr,10:F0} | {vc,6:F2} |");
+            var (vr, vc, vu) = Median(results, "virtiofsd", row);
+            var line = new StringBuilder($"| {row,-24} | {Units[row],-9} | {vr,10:F0} | {vc,6:F2} | {PerUnit(row, vu),9} |");
             foreach (var t in vdevs)
             {
-                var (dr, dc) = Median(results, t.Name, row);
-                line.Append(double.IsNaN(dr) ? $" {"-",16} | {"-",6} | {"-",6} |" : $" {dr,16:F0} | {dc,6:F2} | {dr / vr,6:F2} |");
+                var (dr, dc, du) = Median(results, t.Name, row);
+                line.Append(double.IsNaN(dr) ? $" {"-",16} | {"-",6} | {"-",9} | {"-",6} | {"-",6} |" : $" {dr,16:F0} | {dc,6:F2} | {PerUnit(row, du),9} | {dr / vr,6:F2} | {du / vu,6:F2} |");
             }
             Console.WriteLine(line);
         }
@@ -173,13 +201,34 @@ internal static class VhostCompare
         return 0;
     }
 
-    private static (double, double) Median(Dictionary<(string, string), List<(double Rate, double Cpu)>> r, string target, string row)
+    /// <summary>One measured row of one run: its rate, the backend's CPU seconds, and those per unit of the row.</summary>
+    private readonly record struct Sample(double Rate, double Cpu, double CpuPerUnit);
+
+    private static string ViewLine(Options o) => o.BackendCpu is { } cpu
+        ? $"view one-cpu: every backend process confined to CPU {cpu} (taskset -c {cpu}, inherited by its children), every front-end thread on CPU {o.FrontendCpu}"
+        : "view unpinned: every process where the scheduler puts it" + (o.QueueCpus is null ? "" : " (but --pin)");
+
+    /// <summary>The unit of <see cref="CpuPerUnit"/> for <paramref name="row"/>.</summary>
+    private static string CpuUnit(string row) => row.EndsWith("-1m") ? "ms/MiB" : "µs/" + Units[row].Split('/')[0] switch { "ops" or "IOPS" => "op", "files" => "file", "entries" => "entry", var u => u };
+
+    /// <summary>A CPU-per-unit figure as printed: three decimals for ms per MiB, two for µs.</summary>
+    private static string PerUnit(string row, double value) => value.ToString(row.EndsWith("-1m") ? "F3" : "F2", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>CPU per unit of the row: µs per operation, file or entry, or ms per MiB for the 1 MiB rows (whose units done are bytes).</summary>
+    private static double CpuPerUnit(string row, double cpuSeconds, double unitsDone)
     {
-        if (!r.TryGetValue((target, row), out var l) || l.Count == 0) return (double.NaN, double.NaN);
+        if (unitsDone <= 0) return double.NaN;
+        return row.EndsWith("-1m") ? cpuSeconds * 1e3 / (unitsDone / Mib) : cpuSeconds * 1e6 / unitsDone;
+    }
+
+    private static (double, double, double) Median(Dictionary<(string, string), List<Sample>> r, string target, string row)
+    {
+        if (!r.TryGetValue((target, row), out var l) || l.Count == 0) return (double.NaN, double.NaN, double.NaN);
         var rates = l.Select(x => x.Rate).Order().ToArray();
         var cpus = l.Select(x => x.Cpu).Order().ToArray();
+        var perUnit = l.Select(x => x.CpuPerUnit).Order().ToArray();
         static double M(double[] a) => a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
-        return (M(rates), M(cpus));
+        return (M(rates), M(cpus), M(perUnit));
     }
 
     private static void BuildSource(string src, Options o)
@@ -200,10 +249,18 @@ internal static class VhostCompare
 
     // ---- one backend, one run ----
 
-    private static List<(string Row, double Rate, double Cpu, double WarmupRate)> RunTarget(Target t, string share, Options o, bool verbose)
+    private static List<(string Row, double Rate, double Cpu, double WarmupRate, double Units)> RunTarget(Target t, string share, Options o, bool verbose)
     {
         var sock = share + ".sock";
-        var psi = new ProcessStartInfo(t.Vdev ? o.VdevPath! : o.VirtiofsdPath!) { RedirectStandardError = true, RedirectStandardOutput = true };
+        var exe = t.Vdev ? o.VdevPath! : o.VirtiofsdPath!;
+        // one-cpu: taskset sets the affinity before it executes the backend, whose children inherit it.
+        var psi = new ProcessStartInfo(o.BackendCpu is null ? exe : "taskset") { RedirectStandardError = true, RedirectStandardOutput = true };
+        if (o.BackendCpu is { } backendCpu)
+        {
+            psi.ArgumentList.Add("-c");
+            psi.ArgumentList.Add(backendCpu.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            psi.ArgumentList.Add(exe);
+        }
         string[] argv = t.Vdev
             ? ["--socket-path", sock, "--shared-dir", share, "--tag", "bench", "--request-queues", t.Queues.ToString(), "--cache", "auto",
                 .. t.Unpinned ? ["--queue-cpus", "none"] : o.QueueCpus is null ? Array.Empty<string>() : ["--queue-cpus", string.Join(',', o.QueueCpus.Take(t.Queues))],
@@ -216,7 +273,8 @@ internal static class VhostCompare
         backend.OutputDataReceived += (_, e) => { };
         backend.BeginErrorReadLine();
         backend.BeginOutputReadLine();
-        var result = new List<(string, double, double, double)>();
+        var result = new List<(string, double, double, double, double)>();
+        int[]? frontendCpus = o.BackendCpu is null ? o.QueueCpus : [.. Enumerable.Repeat(o.FrontendCpu, t.Queues)];
         int[] pids = [];
         try
         {
@@ -245,7 +303,7 @@ internal static class VhostCompare
             pids = ProcessCpu.FindPids(share);
             if (verbose)
                 Console.WriteLine($"{t.Name}: INIT reply 7.{BinaryPrimitives.ReadUInt32LittleEndian(init.AsSpan(20))} flags 0x{flags:x} max_write {maxWrite} max_pages {maxPages} -> I/O size {io} B; " +
-                    $"processes counted for cpu: {string.Join(", ", pids.Select(p => $"{Comm(p)}({p})"))}");
+                    $"processes counted for cpu: {string.Join(", ", pids.Select(p => $"{Comm(p)}({p}, CPUs {AllowedList(p)})"))}");
 
             var clients = new Client[t.Queues];
             for (int q = 0; q < t.Queues; q++) clients[q] = q == 0 ? setup : new Client(qs[q + 1], session, (ulong)(q + 1));
@@ -259,11 +317,11 @@ internal static class VhostCompare
                 // Unmeasured: the backend serves the row first, so every side is measured in its steady state
                 // (a .NET backend's code is still being recompiled by the runtime's tiers in its first second).
                 double warm = double.NaN;
-                if (o.Warmup > 0) warm = Rate(row, RunRowOnAll(t.Name, clients, row, PerQueueDepth(o.Depth, t.Queues), TimeSpan.FromSeconds(o.Warmup), o.QueueCpus, out double warmElapsed), warmElapsed);
+                if (o.Warmup > 0) warm = Rate(row, RunRowOnAll(t.Name, clients, row, PerQueueDepth(o.Depth, t.Queues), TimeSpan.FromSeconds(o.Warmup), frontendCpus, out double warmElapsed), warmElapsed);
                 double cpu0 = ProcessCpu.Seconds(pids);
-                double done = RunRowOnAll(t.Name, clients, row, PerQueueDepth(o.Depth, t.Queues), TimeSpan.FromSeconds(o.Seconds), o.QueueCpus, out double elapsed);
+                double done = RunRowOnAll(t.Name, clients, row, PerQueueDepth(o.Depth, t.Queues), TimeSpan.FromSeconds(o.Seconds), frontendCpus, out double elapsed);
                 double cpu = ProcessCpu.Seconds(pids) - cpu0;
-                result.Add((row, Rate(row, done, elapsed), cpu, warm));
+                result.Add((row, Rate(row, done, elapsed), cpu, warm, done));
             }
             fe.Dispose();
         }
@@ -296,6 +354,18 @@ internal static class VhostCompare
             while (Directory.Exists($"/proc/{p}") && Environment.TickCount64 < deadline) Thread.Sleep(20);
             if (Directory.Exists($"/proc/{p}")) HostCommand.RunQuiet("kill", "-KILL", p.ToString());
         }
+    }
+
+    /// <summary>The CPUs <paramref name="pid"/>'s main thread may run on, as /proc/PID/status lists them.</summary>
+    private static string AllowedList(int pid)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+                if (line.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal)) return line["Cpus_allowed_list:".Length..].Trim();
+        }
+        catch (IOException) { }
+        return "?";
     }
 
     private static string Comm(int pid)

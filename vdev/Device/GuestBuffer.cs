@@ -13,10 +13,14 @@ public readonly unsafe struct GuestBuffer
     /// <summary>Length in bytes.</summary>
     public int Length { get; }
 
-    internal GuestBuffer(byte* host, int length)
+    /// <summary>Guest-physical address of the first byte.</summary>
+    public ulong GuestAddress { get; }
+
+    internal GuestBuffer(byte* host, int length, ulong guestAddress = 0)
     {
         _host = host;
         Length = length;
+        GuestAddress = guestAddress;
     }
 
     /// <summary>The bytes in guest memory.</summary>

@@ -36,8 +36,11 @@ public interface IDaemonRelauncher
 /// returns the replies the old daemon committed before it died, then settles every chain still in flight: a frame the
 /// old daemon never got is sent to the new one; one it may have got is sent again only when its opcode's repetition
 /// cannot change the outcome (<see cref="Replayable"/>), and otherwise answered EIO.</para>
+/// <para>Guest memory tables (<see cref="IGuestMemoryTransport"/>) go to the serving daemon's transport; the latest one
+/// is remembered and handed to each new daemon before it serves, so that a relaunched daemon maps the guest's memory
+/// too. A table marks itself mapped per transport, so frames never name a table the new daemon was not handed.</para>
 /// </summary>
-public sealed partial class RecoveringTransport : IPolledFuseTransport
+public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMemoryTransport
 {
     /// <summary>Size of C <c>struct fuse_in_header</c>.</summary>
     private const int InHeader = 40;
@@ -75,6 +78,12 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
     private int _numbers;
     private volatile Task<bool>? _recovery;
     private volatile string? _failedFor;
+    // Serializes handing memory tables to a daemon with the switch to a new daemon, so that a new daemon gets the
+    // latest table; taken before _lock.
+    private readonly object _memoryLock = new();
+    // The latest table the device installed, without a reference: a new daemon gets it only while it is still mapped
+    // (TryAddRef), which it is as long as it is the device's table.
+    private Virtio.GuestMemoryTable? _latestMemory;
 
     // Per queue, owned by that queue's worker thread.
     private readonly Generation?[] _queueGeneration;
@@ -318,6 +327,17 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
         return recovery.Result;
     }
 
+    void IGuestMemoryTransport.MemoryReplaced(Virtio.GuestMemoryTable table)
+    {
+        lock (_memoryLock)
+        {
+            _latestMemory = table;
+            var generation = _current;
+            // A dead daemon's successor gets the table when it is started (RelaunchAsync).
+            if (!generation.Dead) ((IGuestMemoryTransport)generation.Transport).MemoryReplaced(table);
+        }
+    }
+
     /// <summary>The daemon of <paramref name="generation"/> ended (its ring failed, or its pidfd became readable).</summary>
     private void DaemonEnded(Generation generation, string reason)
     {
@@ -362,12 +382,29 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport
             return false;
         }
         bool release;
-        lock (_lock)
+        lock (_memoryLock)
         {
-            _current = NewGeneration(rings);
-            // Every worker sleeping on the relaunch wakes, catches up and sleeps on the new ring.
-            Libc.EventFdSignal(_recovered);
-            release = TakeForRelease(dead);
+            var next = NewGeneration(rings);
+            // Before any request reaches the new daemon: until it acknowledged the table, requests take the copy path.
+            var memory = _latestMemory;
+            if (memory is not null && memory.TryAddRef())
+            {
+                try
+                {
+                    ((IGuestMemoryTransport)next.Transport).MemoryReplaced(memory);
+                }
+                finally
+                {
+                    memory.Release();
+                }
+            }
+            lock (_lock)
+            {
+                _current = next;
+                // Every worker sleeping on the relaunch wakes, catches up and sleeps on the new ring.
+                Libc.EventFdSignal(_recovered);
+                release = TakeForRelease(dead);
+            }
         }
         Libc.EventFdSignal(_newGeneration);
         if (release) _relauncher.ReleaseRings(dead.Rings);

@@ -1,4 +1,8 @@
+using System.Buffers.Binary;
+using Hypervisor.Interop;
+using Hypervisor.Protocol.Fuse;
 using Hypervisor.Protocol.Ring;
+using Hypervisor.Vdev.Virtio;
 using Microsoft.Extensions.Logging;
 
 namespace Hypervisor.Vdev.Device;
@@ -13,9 +17,21 @@ namespace Hypervisor.Vdev.Device;
 /// answers every submission, FORGET included, with a completion carrying its tag (empty for no reply); frames that
 /// get no reply are submitted with <see cref="NoReplyTag"/>, whose completion the device ignores.
 /// The transport does not own the ring set; whoever created it (and started the daemon) disposes it.
+/// When the ring set has a guest-memory channel, every memory table is handed to the daemon on it, and once the daemon
+/// has mapped a table, the payload of a READ or WRITE of that table stays in guest memory: the frame lists the checked
+/// guest addresses and the daemon moves the bytes itself with one preadv/pwritev (protocol/Ring/README.md).
 /// </summary>
-public sealed partial class ShmRingTransport : IPolledFuseTransport
+public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemoryTransport
 {
+    /// <summary>How long the control thread waits for the daemon to acknowledge a memory table before the table's requests go the copy path.</summary>
+    private static readonly TimeSpan TableAckTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>Size of fuse_in_header + fuse_write_in: what a WRITE frame keeps when its data stays in guest memory.</summary>
+    private static readonly int WriteFrameSize = VirtqueueRequest.InHeaderSize + System.Runtime.CompilerServices.Unsafe.SizeOf<WriteIn>();
+
+    /// <summary>A READ frame longer than this carries more than header and read_in (a broken guest): it goes the copy path.</summary>
+    private const int MaxReadFrame = 4096;
+
     /// <summary>Tag of frames that get no reply (FORGET, BATCH_FORGET, INTERRUPT); never a valid device tag.</summary>
     public const ulong NoReplyTag = ulong.MaxValue;
 
@@ -32,12 +48,15 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
     private readonly IFuseCompletionSink _sink;
     private readonly ILogger _log;
     private int _failed;
+    private readonly object _channelLock = new();
+    private readonly Action<ulong> _dropTable;
 
     private ShmRingTransport(ShmRingSet rings, IFuseCompletionSink sink, ILogger log)
     {
         _rings = rings;
         _sink = sink;
         _log = log;
+        _dropTable = DropTable;
     }
 
     /// <summary>
@@ -61,7 +80,13 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
     {
         if (Volatile.Read(ref _failed) != 0) return false;
         var queue = _rings.GetQueue(request.Queue.Value);
-        int length = request.ReadableLength;
+        var direct = DirectKind(request, this, out int ranges);
+        int length = direct switch
+        {
+            Direct.Read => GuestMemoryFrame.Size(ranges, request.ReadableLength),
+            Direct.Write => GuestMemoryFrame.Size(ranges, WriteFrameSize),
+            _ => request.ReadableLength,
+        };
         RingStatus status;
         try
         {
@@ -71,8 +96,17 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
             Span<byte> frame;
             while ((status = queue.Producer.Reserve(length, out frame, FullRingPoll, request.Cancellation)) == RingStatus.Timeout)
                 Poll(request.Queue);
+            if (status == RingStatus.Ok && direct != Direct.None)
+            {
+                EncodeDirect(request, direct, ranges, frame);
+                if (direct == Direct.Read) request.DirectReadCapacity = request.WritableLength - VirtqueueRequest.OutHeaderSize;
+                queue.Producer.Commit(length, request.Tag, notify: false, RingRecordFlags.GuestMemory);
+                return true;
+            }
             if (status == RingStatus.Ok)
             {
+                // A request sent again after a daemon's crash may have gone the direct way to the dead daemon.
+                request.DirectReadCapacity = 0;
                 request.CopyFrameTo(frame);
                 // The daemon is woken once per batch, by Flush.
                 queue.Producer.Commit(length, request.ExpectsReply ? request.Tag : NoReplyTag, notify: false);
@@ -86,6 +120,139 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
         if (status == RingStatus.TooLarge) LogTooLarge(_log, request.Queue.Value, length, queue.Producer.MaxFrameSize);
         else if (status != RingStatus.Canceled) Fail(Reason(queue.Index, status, "submission"));
         return false;
+    }
+
+    private enum Direct { None, Read, Write }
+
+    /// <summary>
+    /// Whether <paramref name="request"/>'s payload can stay in guest memory: a READ or WRITE of a table the daemon
+    /// behind <paramref name="transport"/> has mapped, with a payload of 1 to <see cref="GuestMemoryFrame.MaxRanges"/> segments. <paramref name="ranges"/>
+    /// is the number of segments the payload occupies.
+    /// </summary>
+    private static Direct DirectKind(VirtqueueRequest request, ShmRingTransport transport, out int ranges)
+    {
+        ranges = 0;
+        if (request.Memory is not { } table || !table.IsMappedBy(transport) || !request.ExpectsReply) return Direct.None;
+        switch ((FuseOpcode)request.Opcode)
+        {
+            case FuseOpcode.Read when request.ReadableLength <= MaxReadFrame && request.WritableLength > VirtqueueRequest.OutHeaderSize:
+                ranges = CountAfter(request.Writable, VirtqueueRequest.OutHeaderSize);
+                return ranges <= GuestMemoryFrame.MaxRanges ? Direct.Read : Direct.None;
+            case FuseOpcode.Write when request.ReadableLength > WriteFrameSize:
+                ranges = CountAfter(request.Readable, WriteFrameSize);
+                return ranges <= GuestMemoryFrame.MaxRanges ? Direct.Write : Direct.None;
+            default:
+                return Direct.None;
+        }
+    }
+
+    /// <summary>Segments that hold bytes after the first <paramref name="skip"/> bytes of <paramref name="segments"/>.</summary>
+    private static int CountAfter(ReadOnlySpan<GuestBuffer> segments, int skip)
+    {
+        int count = 0;
+        foreach (ref readonly var seg in segments)
+        {
+            if (skip >= seg.Length) { skip -= seg.Length; continue; }
+            skip = 0;
+            count++;
+        }
+        return count;
+    }
+
+    /// <summary>Writes the guest-memory prefix, the payload's ranges and the FUSE frame without its payload.</summary>
+    private static void EncodeDirect(VirtqueueRequest request, Direct direct, int ranges, Span<byte> record)
+    {
+        var table = request.Memory!;
+        bool read = direct == Direct.Read;
+        GuestMemoryFrame.WritePrefix(record, table.Generation, ranges, read ? GuestMemoryDirection.ToGuest : GuestMemoryDirection.FromGuest);
+        int skip = read ? VirtqueueRequest.OutHeaderSize : WriteFrameSize, index = 0;
+        // Every segment was checked against this table when the chain was walked, and lies inside one region.
+        foreach (ref readonly var seg in read ? request.Writable : request.Readable)
+        {
+            if (skip >= seg.Length) { skip -= seg.Length; continue; }
+            GuestMemoryFrame.WriteRange(record, index++, seg.GuestAddress + (ulong)skip, (ulong)(seg.Length - skip));
+            skip = 0;
+        }
+        var frame = record[GuestMemoryFrame.FrameOffset(ranges)..];
+        if (read) request.CopyFrameTo(frame);
+        else request.CopyFramePrefixTo(frame, WriteFrameSize);
+    }
+
+    void IGuestMemoryTransport.MemoryReplaced(GuestMemoryTable table)
+    {
+        var channel = _rings.GuestMemoryChannel;
+        if (channel is null || table.RegionCount > GuestMemoryMessage.MaxRegions || Volatile.Read(ref _failed) != 0) return;
+        Span<GuestMemoryRegion> regions = stackalloc GuestMemoryRegion[table.RegionCount];
+        Span<int> fds = stackalloc int[table.RegionCount];
+        for (int i = 0; i < regions.Length; i++)
+        {
+            var d = table.Regions[i].Description;
+            regions[i] = new GuestMemoryRegion(d.GuestPhysAddr, d.MemorySize, d.MmapOffset);
+            fds[i] = table.Regions[i].Fd.Value;
+        }
+        Span<byte> message = stackalloc byte[GuestMemoryMessage.MaxSize];
+        int length = GuestMemoryMessage.WriteTable(message, table.Generation, regions);
+        // Set first: the daemon may map the table even when its acknowledgement comes too late to be seen.
+        table.OnReleased(_dropTable);
+        try
+        {
+            lock (_channelLock)
+            {
+                if (Libc.SendWithFds(channel, message[..length], fds, Libc.MSG_NOSIGNAL) != length)
+                {
+                    LogTableNotSent(_log, table.Generation, Libc.LastErrno);
+                    return;
+                }
+            }
+            int status = AwaitAck(channel, table.Generation);
+            if (status == 0) table.MarkDaemonMapped(this);
+            else LogTableRefused(_log, table.Generation, status);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// Reads acknowledgements until the one of <paramref name="generation"/> (older ones, which came too late, are
+    /// skipped); returns its status, or -1 when none came within <see cref="TableAckTimeout"/> or the channel closed.
+    /// Only the control thread reads the channel.
+    /// </summary>
+    private static int AwaitAck(System.Runtime.InteropServices.SafeHandle channel, ulong generation)
+    {
+        long deadline = Environment.TickCount64 + (long)TableAckTimeout.TotalMilliseconds;
+        Span<byte> buffer = stackalloc byte[GuestMemoryMessage.HeaderSize];
+        Span<int> noFds = stackalloc int[1];
+        while (true)
+        {
+            long left = deadline - Environment.TickCount64;
+            if (left <= 0) return -1;
+            if (Libc.PollReadable(channel, (int)left) <= 0) continue;
+            nint n = Libc.ReceiveWithFds(channel, buffer, noFds, Libc.MSG_DONTWAIT, out int fdCount, out _);
+            for (int i = 0; i < fdCount; i++) Libc.close(noFds[i]);
+            if (n == 0) return -1;
+            if (n < 0) continue;
+            if (GuestMemoryMessage.TryReadHeader(buffer[..(int)n], out var kind, out uint status, out ulong acked)
+                && kind == GuestMemoryMessageKind.Ack && acked == generation)
+                return (int)status;
+        }
+    }
+
+    /// <summary>A table was released by every request and by the device: the daemon may unmap it once its own requests are done.</summary>
+    private void DropTable(ulong generation)
+    {
+        var channel = _rings.GuestMemoryChannel;
+        if (channel is null) return;
+        Span<byte> message = stackalloc byte[GuestMemoryMessage.HeaderSize];
+        GuestMemoryMessage.WriteHeader(message, GuestMemoryMessageKind.Drop, 0, generation);
+        try
+        {
+            // Never blocks a worker: a full channel (a daemon that stopped reading) leaves the mapping to the daemon's exit.
+            lock (_channelLock) Libc.SendWithFds(channel, message, default, Libc.MSG_NOSIGNAL | Libc.MSG_DONTWAIT);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
     }
 
     public void Flush(QueueIndex queue)
@@ -135,6 +302,9 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
         if (quiet > 0) _sink.NotifyGuest(queue);
         return delivered;
     }
+
+    /// <inheritdoc/>
+    public int PeerPid => _rings.PeerPid;
 
     public bool ArmWakeup(QueueIndex queue, out int replyFd, out int peerExitFd)
     {
@@ -189,6 +359,12 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport
     public void Dispose()
     {
     }
+
+    [LoggerMessage(EventId = 51, Level = LogLevel.Warning, Message = "memory table {Generation} could not be handed to the daemon (errno {Errno}); its payloads travel in the ring")]
+    private static partial void LogTableNotSent(ILogger log, ulong generation, int errno);
+
+    [LoggerMessage(EventId = 52, Level = LogLevel.Warning, Message = "the daemon did not map memory table {Generation} (status {Status}; -1: no answer in time); its payloads travel in the ring")]
+    private static partial void LogTableRefused(ILogger log, ulong generation, int status);
 
     [LoggerMessage(EventId = 50, Level = LogLevel.Warning, Message = "queue {Queue}: a request frame of {Length} bytes exceeds the ring's {Max}-byte frames; answered EIO")]
     private static partial void LogTooLarge(ILogger log, int queue, int length, int max);

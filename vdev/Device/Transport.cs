@@ -118,4 +118,24 @@ public interface IPolledFuseTransport : IFuseTransport
     /// <paramref name="replyRang"/> and <paramref name="peerExited"/> say which of its descriptors were readable.
     /// </summary>
     void DisarmWakeup(QueueIndex queue, bool replyRang, bool peerExited);
+
+    /// <summary>
+    /// The pid of the process that produces the replies, as this process names it; 0 when unknown (then it counts as
+    /// running wherever this process may). Read by a queue's worker to decide whether polling for replies can pay.
+    /// </summary>
+    int PeerPid => 0;
+}
+
+/// <summary>
+/// A transport that lets the daemon reach guest memory itself: it is told of every memory table the device
+/// installs, on the vhost-user control thread, before the table's requests can name it.
+/// </summary>
+internal interface IGuestMemoryTransport
+{
+    /// <summary>
+    /// <paramref name="table"/> (with a reference the device holds for the call) is now the device's table. The
+    /// transport may hand it to the daemon and, once the daemon acknowledged it, mark it
+    /// <see cref="Virtio.GuestMemoryTable.MarkDaemonMapped"/> for itself; it must not block for long.
+    /// </summary>
+    void MemoryReplaced(Virtio.GuestMemoryTable table);
 }

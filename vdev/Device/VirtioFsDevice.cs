@@ -58,6 +58,7 @@ internal sealed class VirtioFsDevice : IFuseCompletionSink, IDisposable
     {
         var old = Interlocked.Exchange(ref _memory, table);
         old.Release();
+        if (table.RegionCount > 0 && _transport is IGuestMemoryTransport direct) direct.MemoryReplaced(table);
         foreach (var q in Queues) if (q.Started) q.Wake();
     }
 

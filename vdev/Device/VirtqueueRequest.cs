@@ -31,6 +31,12 @@ public sealed class VirtqueueRequest
     internal ulong TagField;
 
     /// <summary>
+    /// Above 0 when the transport asked the daemon to write this READ's data straight into the chain's writable
+    /// buffers after the out header: the most data bytes it may write there. The reply is then the out header alone.
+    /// </summary>
+    internal int DirectReadCapacity;
+
+    /// <summary>
     /// Cancelled when the queue stops (GET_VRING_BASE, reset, disconnect, shutdown). A transport that blocks
     /// in <see cref="IFuseTransport.Submit"/> (a full ring) waits on this token and returns false when it fires.
     /// </summary>
@@ -92,6 +98,29 @@ public sealed class VirtqueueRequest
         return off;
     }
 
+    /// <summary>
+    /// Copies the first <paramref name="length"/> bytes of the frame (at least the header, at most
+    /// <see cref="ReadableLength"/>) into <paramref name="dest"/>, the header from the private copy, with the header's
+    /// <c>len</c> set to <paramref name="length"/>: the frame of a request whose payload stays in guest memory.
+    /// </summary>
+    public void CopyFramePrefixTo(Span<byte> dest, int length)
+    {
+        if (length < InHeaderSize || length > ReadableLength || dest.Length < length) throw new ArgumentOutOfRangeException(nameof(length));
+        int off = 0;
+        foreach (ref readonly var seg in Readable)
+        {
+            int n = Math.Min(seg.Length, length - off);
+            seg.Span[..n].CopyTo(dest[off..]);
+            off += n;
+            if (off == length) break;
+        }
+        _header.CopyTo(dest);
+        BinaryPrimitives.WriteUInt32LittleEndian(dest, (uint)length);
+    }
+
+    /// <summary>The device-writable segments, in order. Valid only while the request is in flight.</summary>
+    internal ReadOnlySpan<GuestBuffer> Writable => WritableSegments.AsSpan(0, WritableCount);
+
     /// <summary>Reads the header once (gathering across segments); false when the frame is shorter than a header.</summary>
     internal bool CaptureHeader()
     {
@@ -125,6 +154,7 @@ public sealed class VirtqueueRequest
     {
         ReadableCount = WritableCount = 0;
         ReadableLength = WritableLength = 0;
+        DirectReadCapacity = 0;
         Opcode = 0;
         Unique = 0;
         ExpectsReply = false;

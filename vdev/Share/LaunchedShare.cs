@@ -94,7 +94,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         // room) sleep on the doorbell at once instead of spinning: these threads share the CPUs with the
         // daemon's dispatchers, which are the ones producing what they wait for (tests/Benchmarks/VdevBench.md
         // has the measurements). The one exception is in the virtqueue worker, with at most two requests in
-        // flight (DeviceOptions.ReplySpin).
+        // flight and the daemon able to run on another CPU (DeviceOptions.ReplySpin).
         rings.SpinDuration = TimeSpan.Zero;
         int pid;
         try

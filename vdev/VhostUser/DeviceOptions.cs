@@ -32,7 +32,8 @@ public sealed class DeviceOptions
     /// <summary>
     /// How long a queue's worker keeps looking for replies before it sleeps, while only a few requests are in
     /// flight (<see cref="Virtio.Virtqueue.ReplySpinMaxInFlight"/>): a guest waiting on one request at a time then
-    /// gets its reply without the worker being woken for it. Not a command-line option. Default 30 µs; zero sleeps
+    /// gets its reply without the worker being woken for it. A worker whose only CPU is the one the daemon's end of
+    /// its queue must run on never polls (<see cref="Hypervisor.Protocol.Ring.SpinPolicy"/>). Not a command-line option. Default 30 µs; zero sleeps
     /// at once.
     /// </summary>
     public TimeSpan ReplySpin { get; set; } = TimeSpan.FromMicroseconds(30);

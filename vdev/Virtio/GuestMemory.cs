@@ -12,15 +12,23 @@ internal sealed unsafe class MappedRegion
 {
     private readonly nint _mapBase;
     private readonly nuint _mapLength;
+    private readonly SafeFd _fd;
     private int _refs = 1;
 
     public VhostUserMemoryRegion Description { get; }
     /// <summary>Host address of guest-physical <c>GuestPhysAddr</c> (mapping base + mmap_offset).</summary>
     public byte* Host { get; }
 
-    private MappedRegion(VhostUserMemoryRegion d, nint mapBase, nuint mapLength)
+    /// <summary>
+    /// The region's own descriptor (a close-on-exec duplicate of the front-end's), kept while the region is mapped so
+    /// that the region can be handed to the daemon with every later table that lists it.
+    /// </summary>
+    public SafeFd Fd => _fd;
+
+    private MappedRegion(VhostUserMemoryRegion d, nint mapBase, nuint mapLength, SafeFd fd)
     {
         Description = d;
+        _fd = fd;
         _mapBase = mapBase;
         _mapLength = mapLength;
         Host = (byte*)mapBase + d.MmapOffset;
@@ -35,16 +43,26 @@ internal sealed unsafe class MappedRegion
         ulong length = d.MmapOffset + d.MemorySize;
         if (length > (ulong)nint.MaxValue)
             throw new InvalidDataException($"memory region at guest 0x{d.GuestPhysAddr:x} is too large to map (0x{length:x} bytes)");
+        int copy = Libc.fcntl(fd.Value, Libc.F_DUPFD_CLOEXEC, 0);
+        if (copy < 0) throw SyscallException.Last($"dup of the descriptor of guest memory region 0x{d.GuestPhysAddr:x}");
+        var own = new SafeFd(copy);
         nint p = Libc.mmap(0, (nuint)length, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
-        if (p == Libc.MAP_FAILED) throw SyscallException.Last($"mmap of guest memory region 0x{d.GuestPhysAddr:x}+0x{d.MemorySize:x}");
-        return new MappedRegion(d, p, (nuint)length);
+        if (p == Libc.MAP_FAILED)
+        {
+            var e = SyscallException.Last($"mmap of guest memory region 0x{d.GuestPhysAddr:x}+0x{d.MemorySize:x}");
+            own.Dispose();
+            throw e;
+        }
+        return new MappedRegion(d, p, (nuint)length, own);
     }
 
     public void AddRef() => Interlocked.Increment(ref _refs);
 
     public void Release()
     {
-        if (Interlocked.Decrement(ref _refs) == 0) Libc.munmap(_mapBase, _mapLength);
+        if (Interlocked.Decrement(ref _refs) != 0) return;
+        Libc.munmap(_mapBase, _mapLength);
+        _fd.Dispose();
     }
 }
 
@@ -57,12 +75,43 @@ internal sealed unsafe class MappedRegion
 /// </summary>
 internal sealed unsafe class GuestMemoryTable
 {
+    private static long s_lastGeneration;
     private readonly MappedRegion[] _regions;
     private int _refs = 1;
+    private volatile object? _mappedBy;
+    private Action<ulong>? _released;
 
     public static readonly GuestMemoryTable Empty = new([]);
 
-    public GuestMemoryTable(MappedRegion[] regions) => _regions = regions;
+    public GuestMemoryTable(MappedRegion[] regions)
+    {
+        _regions = regions;
+        Generation = (ulong)Interlocked.Increment(ref s_lastGeneration);
+    }
+
+    /// <summary>
+    /// This table's number, unique in the process and growing with each table made: a frame whose payload stays in
+    /// guest memory names the table its addresses were checked against.
+    /// </summary>
+    public ulong Generation { get; }
+
+    /// <summary>
+    /// True once the daemon behind <paramref name="daemon"/> (the transport that handed it the table) acknowledged that
+    /// it mapped this table: only then may that transport's frames name it. Until then (and when it never does), and on
+    /// any other transport, requests of this table carry their payload in the ring. Per transport because a daemon
+    /// that replaces a dead one (vdev/README.md, "Surviving a daemon crash") has mapped only what it was handed itself.
+    /// </summary>
+    public bool IsMappedBy(object daemon) => ReferenceEquals(_mappedBy, daemon);
+
+    /// <summary>
+    /// Arranges that <paramref name="released"/> runs with <see cref="Generation"/> once the last reference is
+    /// released (the table was replaced and no request that could name it is in flight); set before the table is
+    /// announced to the daemon.
+    /// </summary>
+    public void OnReleased(Action<ulong> released) => _released = released;
+
+    /// <summary>Records the acknowledgement of the daemon behind <paramref name="daemon"/> (see <see cref="IsMappedBy"/>); the last one counts.</summary>
+    public void MarkDaemonMapped(object daemon) => _mappedBy = daemon;
 
     public int RegionCount => _regions.Length;
     public IReadOnlyList<MappedRegion> Regions => _regions;
@@ -84,8 +133,9 @@ internal sealed unsafe class GuestMemoryTable
     public void Release()
     {
         if (ReferenceEquals(this, Empty)) return;
-        if (Interlocked.Decrement(ref _refs) == 0)
-            foreach (var r in _regions) r.Release();
+        if (Interlocked.Decrement(ref _refs) != 0) return;
+        foreach (var r in _regions) r.Release();
+        _released?.Invoke(Generation);
     }
 
     /// <summary>

@@ -178,8 +178,16 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
         _replySpinTicks = (long)(_device.ReplySpin.TotalSeconds * Stopwatch.Frequency);
         // Beside the daemon's dispatcher for the same queue, which the daemon pins to the same CPU. A CPU that cannot
         // be had leaves the queue served where the scheduler puts it.
-        if (!Index.IsHiprio && _device.QueueCpus is { } cpus && !QueueCpus.TryPinCurrentThread(cpus.CpuOf(Index.Value), out int errno))
-            VdevLog.WorkerNotPinned(_log, Index.Value, cpus.CpuOf(Index.Value), errno);
+        int queueCpu = -1;
+        if (!Index.IsHiprio && _device.QueueCpus is { } cpus)
+        {
+            queueCpu = cpus.CpuOf(Index.Value);
+            if (!QueueCpus.TryPinCurrentThread(queueCpu, out int errno)) VdevLog.WorkerNotPinned(_log, Index.Value, queueCpu, errno);
+        }
+        // Polling for replies pays only while the daemon's dispatcher can produce them on another CPU: on this
+        // worker's CPU it could not run until the poll ends.
+        if (_replySpinTicks != 0 && _device.Transport is IPolledFuseTransport peer && !SpinPolicy.CurrentThreadCanSpinFor(peer.PeerPid, queueCpu))
+            _replySpinTicks = 0;
         try
         {
             // Entries may already be waiting (restart after SET_VRING_BASE, or kicks sent before the fd).
@@ -459,7 +467,7 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
             {
                 // A buffer may continue into a region that follows it directly in guest-physical space.
                 if (!mem.TryGuestPrefix(addr, left, out var host, out var n)) return $"buffer 0x{d.Addr:x}+{d.Len} outside guest memory";
-                var seg = new GuestBuffer(host, (int)n);
+                var seg = new GuestBuffer(host, (int)n, addr);
                 if (isWrite) req.AddWritable(seg); else req.AddReadable(seg);
                 addr += n;
                 left -= n;
@@ -478,7 +486,7 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
         if (req == null || req.Tag != tag) return false;
         if (Interlocked.CompareExchange(ref req.State, SlotBusy, SlotInFlight) != SlotInFlight) return false;
         if (req.Tag != tag) { Volatile.Write(ref req.State, SlotInFlight); return false; }
-        int written = req.Scatter(reply);
+        int written = req.DirectReadCapacity > 0 && reply.Length == VirtqueueRequest.OutHeaderSize ? DirectReadLength(req, reply) : req.Scatter(reply);
         if (written < 0)
         {
             VdevLog.ReplyTooLarge(_log, Index.Value, reply.Length, req.Unique, req.WritableLength);
@@ -486,6 +494,20 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
         }
         FinishSlot(req, written, notify);
         return true;
+    }
+
+    /// <summary>
+    /// The used length of a READ whose data the daemon wrote into the chain itself: it sent the out header alone, whose
+    /// <c>len</c> counts the data too. The header goes into the chain; a length the chain cannot hold (the daemon
+    /// claims more than it was allowed to write) becomes -1, which the caller answers with EIO.
+    /// </summary>
+    private static int DirectReadLength(VirtqueueRequest req, ReadOnlySpan<byte> header)
+    {
+        uint len = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(header);
+        int error = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(header[4..]);
+        if (error != 0) return req.Scatter(header);
+        if (len < (uint)VirtqueueRequest.OutHeaderSize || len - (uint)VirtqueueRequest.OutHeaderSize > (uint)req.DirectReadCapacity) return -1;
+        return req.Scatter(header) < 0 ? -1 : (int)len;
     }
 
     /// <summary>Answers every in-flight request with EIO (the transport died); returns how many.</summary>

@@ -27,6 +27,7 @@ public sealed partial class InteropConstantsTests
     private const string Headers = """
         #define _GNU_SOURCE
         #include <stdio.h>
+        #include <limits.h>
         #include <errno.h>
         #include <fcntl.h>
         #include <poll.h>

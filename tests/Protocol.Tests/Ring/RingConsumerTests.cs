@@ -248,7 +248,7 @@ public unsafe class RingConsumerTests
     }
 
     [Theory]
-    [InlineData(RingLayout.OffRecFlags, (uint)RingRecordFlags.GuestMemory)]
+    [InlineData(RingLayout.OffRecFlags, (uint)RingRecordFlags.GuestMemory | 0x4u)]
     [InlineData(RingLayout.OffRecFlags, 0x80u)]
     [InlineData(RingLayout.OffRecReserved1, 1u)]
     [InlineData(RingLayout.OffRecReserved2, 1u)]

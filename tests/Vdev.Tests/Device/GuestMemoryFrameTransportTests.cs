@@ -1,0 +1,168 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using Hypervisor.Interop;
+using Hypervisor.Protocol.Ring;
+using Hypervisor.Protocol.Virtio;
+using Hypervisor.Vdev.Device;
+using Hypervisor.Vdev.Tests.Frontend;
+using Hypervisor.Vdev.VhostUser;
+
+namespace Hypervisor.Vdev.Tests.Device;
+
+/// <summary>
+/// The vdev's side of payloads in guest memory, with a stand-in daemon in this process: each memory table reaches the
+/// daemon over the ring set's guest-memory channel with its descriptors, a READ of a mapped table arrives as a
+/// guest-memory frame listing the checked guest addresses (split where the regions meet), the reply is the out header
+/// alone, and a replaced table is dropped only once the request that named it has completed.
+/// </summary>
+public sealed class GuestMemoryFrameTransportTests : IDisposable
+{
+    private static readonly TimeSpan T = TimeSpan.FromSeconds(10);
+    private readonly string _dir = Directory.CreateTempSubdirectory("vdev-gm-").FullName;
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    /// <summary>The stand-in daemon's guest-memory channel: acknowledges every table, records tables and drops in order.</summary>
+    private static Thread ServeChannel(ShmRingSet daemon, BlockingCollection<(GuestMemoryMessageKind Kind, ulong Generation, GuestMemoryRegion[] Regions, int Fds)> seen)
+    {
+        var thread = new Thread(() =>
+        {
+            var buffer = new byte[GuestMemoryMessage.MaxSize];
+            var fds = new int[GuestMemoryMessage.MaxRegions];
+            while (true)
+            {
+                nint n;
+                int count;
+                try
+                {
+                    n = Libc.ReceiveWithFds(daemon.GuestMemoryChannel!, buffer, fds, 0, out count, out _);
+                }
+                catch (ObjectDisposedException)
+                {
+                    return;
+                }
+                for (int i = 0; i < count; i++) Libc.close(fds[i]);
+                if (n <= 0) return;
+                Assert.True(GuestMemoryMessage.TryReadHeader(buffer.AsSpan(0, (int)n), out var kind, out uint regions, out ulong generation));
+                var list = kind == GuestMemoryMessageKind.Table ? Enumerable.Range(0, (int)regions).Select(i => GuestMemoryMessage.ReadRegion(buffer.AsSpan(0, (int)n), i)).ToArray() : [];
+                try
+                {
+                    seen.Add((kind, generation, list, count));
+                }
+                catch (ObjectDisposedException)
+                {
+                    return; // the test is over
+                }
+                if (kind != GuestMemoryMessageKind.Table) continue;
+                var ack = new byte[GuestMemoryMessage.HeaderSize];
+                GuestMemoryMessage.WriteHeader(ack, GuestMemoryMessageKind.Ack, 0, generation);
+                Libc.SendWithFds(daemon.GuestMemoryChannel!, ack, default, Libc.MSG_NOSIGNAL);
+            }
+        }) { IsBackground = true };
+        thread.Start();
+        return thread;
+    }
+
+    [Fact]
+    public async Task AReadOfAMappedTable_ListsItsCheckedRanges_AndAReplacedTableIsDroppedOnlyAfterItsRequestCompleted()
+    {
+        using var rings = ShmRingSet.Create(2);
+        var f = rings.Fds;
+        var daemon = ShmRingSet.Attach(new RingFds(Libc.dup(f.MemFd), f.Doorbells.Select(fd => Libc.dup(fd)).ToArray()) { GuestMemoryFd = Libc.dup(f.GuestMemoryFd!.Value) });
+        using var seen = new BlockingCollection<(GuestMemoryMessageKind Kind, ulong Generation, GuestMemoryRegion[] Regions, int Fds)>();
+        var channel = ServeChannel(daemon, seen);
+
+        var log = new ListLogger();
+        using var ram1 = new GuestRam(8 << 20, 0x1000_0000, "gm-ram1");
+        using var ram2 = new GuestRam(8 << 20, 0x1080_0000, "gm-ram2");
+        var sock = Path.Combine(_dir, "s.sock");
+        var run = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = 1 }, ShmRingTransport.Factory(rings, log), log, default);
+        using var fe = VhostUserFrontend.Connect(sock, T);
+        fe.Negotiate();
+        fe.SetMemTable(ram1, ram2);
+        var first = seen.Take();
+        Assert.Equal(GuestMemoryMessageKind.Table, first.Kind);
+        Assert.Equal([new GuestMemoryRegion(ram1.GuestBase, 8 << 20, 0), new GuestMemoryRegion(ram2.GuestBase, 8 << 20, 0)], first.Regions);
+        Assert.Equal(2, first.Fds);
+        var qs = fe.SetupQueues(ram1, 2, 64, 16 << 10);
+        var q = qs[1];
+
+        // A READ whose data descriptor crosses from region 1 into region 2.
+        var read = FuseFrames.ReadRequest(7, 2, 3, 0, 12288);
+        ulong req = ram1.GuestBase + (4 << 20), hdr = req + 4096, data = ram2.GuestBase - 4096;
+        read.CopyTo(ram1.At(req, read.Length));
+        ushort head = Chain(q, (req, (uint)read.Length, false), (hdr, 16, true), (data, 12288, true));
+        var queue = daemon.GetQueue(1);
+        Assert.Equal(RingStatus.Ok, queue.Consumer.Peek(out var frame, T, default));
+        Assert.Equal(RingRecordFlags.GuestMemory, frame.Flags);
+        Assert.True(GuestMemoryFrame.TryParse(frame.Data, out ulong generation, out var direction, out var ranges, out var fuse));
+        Assert.Equal(first.Generation, generation);
+        Assert.Equal(GuestMemoryDirection.ToGuest, direction);
+        var listed = new GuestRange[GuestMemoryFrame.RangeCount(ranges)];
+        for (int i = 0; i < listed.Length; i++) listed[i] = GuestMemoryFrame.ReadRange(ranges, i);
+        Assert.Equal([new GuestRange(data, 4096), new GuestRange(ram2.GuestBase, 8192)], listed);
+        Assert.Equal(read, fuse.ToArray());
+        ulong tag = frame.Tag;
+        queue.Consumer.Release();
+
+        // The table is replaced while the READ is in flight: the new one is announced, the old one not dropped yet.
+        fe.SetMemTable(ram1, ram2);
+        var second = seen.Take();
+        Assert.Equal((GuestMemoryMessageKind.Table, true), (second.Kind, second.Generation > first.Generation));
+        Assert.False(seen.TryTake(out _, 300), "a table was dropped while a request naming it was in flight");
+
+        // The daemon wrote the data itself and answers with the header alone; the used length counts the data.
+        var reply = new byte[16];
+        BinaryPrimitives.WriteUInt32LittleEndian(reply, 16 + 12288);
+        BinaryPrimitives.WriteUInt64LittleEndian(reply.AsSpan(8), 7);
+        Assert.Equal(RingStatus.Ok, queue.Producer.Reserve(16, out var span, T, default));
+        reply.CopyTo(span);
+        queue.Producer.Commit(16, tag);
+        var (h, len) = q.WaitUsed(T);
+        Assert.Equal((head, 16u + 12288), (h, len));
+        Assert.Equal((16u + 12288, 0, 7ul), FuseFrames.ReadOutHeader(ram1.At(hdr, 16)));
+        Assert.True(seen.TryTake(out var drop, T));
+        Assert.Equal((GuestMemoryMessageKind.Drop, first.Generation), (drop.Kind, drop.Generation));
+
+        // A buffer outside every region is refused by the vdev itself: the chain comes back unanswered, nothing reaches the ring.
+        read.CopyTo(ram1.At(req, read.Length));
+        head = Chain(q, (req, (uint)read.Length, false), (hdr, 16, true), (ram2.GuestBase + (8 << 20) - 4096, 8192, true));
+        Assert.Equal((head, 0u), q.WaitUsed(T));
+        Assert.Equal(RingStatus.WouldBlock, queue.Consumer.TryPeek(out _));
+
+        // ADD_MEM_REG makes a table of three regions, each handed over with its own descriptor again.
+        using var ram3 = new GuestRam(4 << 20, 0x2000_0000, "gm-ram3");
+        fe.ChangeMemRegion(ram3, remove: false);
+        // (The replaced table's drop may come first: it goes as soon as nothing holds that table.)
+        var third = seen.Take();
+        while (third.Kind == GuestMemoryMessageKind.Drop) third = seen.Take();
+        Assert.Equal((GuestMemoryMessageKind.Table, 3, 3), (third.Kind, third.Regions.Length, third.Fds));
+        Assert.Equal(new GuestMemoryRegion(ram3.GuestBase, 4 << 20, 0), third.Regions[2]);
+
+        fe.Disconnect();
+        Assert.Equal(0, await run.WaitAsync(T));
+        daemon.Dispose();
+        channel.Join(T);
+    }
+
+    private static ushort Chain(FrontendQueue q, params (ulong Addr, uint Len, bool Writable)[] pieces)
+    {
+        ushort head = q.AllocDesc();
+        ulong table = q.IndirectGpa(head);
+        for (int i = 0; i < pieces.Length; i++)
+        {
+            var (a, l, w) = pieces[i];
+            bool last = i == pieces.Length - 1;
+            q.WriteDescAt(table + (ulong)(i * VirtqDesc.Size), a, l, (w ? VirtqDescFlags.Write : VirtqDescFlags.None) | (last ? VirtqDescFlags.None : VirtqDescFlags.Next), (ushort)(i + 1));
+        }
+        q.WriteDesc(head, table, (uint)(pieces.Length * VirtqDesc.Size), VirtqDescFlags.Indirect);
+        q.TrackChain(head);
+        ushort old = q.NextAvail;
+        q.Publish(head);
+        q.Notify(old);
+        return head;
+    }
+}
