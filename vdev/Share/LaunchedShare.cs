@@ -205,6 +205,12 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         return daemon;
     }
 
+    /// <summary>How often <see cref="ConfirmAsync"/> asks a daemon whose control service answers UNAVAILABLE.</summary>
+    private const int ConfirmAttempts = 5;
+    private static readonly TimeSpan ConfirmRetryDelay = TimeSpan.FromMilliseconds(100);
+    /// <summary>How long one such call may wait for the control service to accept and answer.</summary>
+    private static readonly TimeSpan ConfirmDeadline = TimeSpan.FromSeconds(5);
+
     /// <summary>
     /// The daemon's settings, as its status reports them, must be the ones it was started with: the same share
     /// settings written the same way (another daemon on the control socket, or a setting lost on the way, differs).
@@ -212,18 +218,32 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     private async Task ConfirmAsync(CancellationToken ct)
     {
         ShareStatus status;
-        try
+        for (int attempt = 1; ; attempt++)
         {
-            status = await Client.Control.GetStatusAsync(new GetStatusRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
-        }
-        catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
-        {
-            throw new OperationCanceledException("The vdev is stopping.", e, ct);
-        }
-        catch (RpcException e)
-        {
-            var detail = e.Status.Detail.TrimEnd('.');
-            throw new ShareStartException($"The daemon of share '{Settings.Tag}' reported ready but its control service on {ControlSocket} failed: {ShareControlClient.StatusName(e.StatusCode)}: {detail}.");
+            try
+            {
+                // Wait for ready: after a failed connection the channel backs off before it connects again, and a call
+                // that does not wait fails at once with UNAVAILABLE during that time, however often it is repeated.
+                var options = new CallOptions(deadline: DateTime.UtcNow + ConfirmDeadline, cancellationToken: ct).WithWaitForReady();
+                status = await Client.Control.GetStatusAsync(new GetStatusRequest(), options).ResponseAsync.ConfigureAwait(false);
+                break;
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
+            {
+                throw new OperationCanceledException("The vdev is stopping.", e, ct);
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable && attempt < ConfirmAttempts)
+            {
+                // The daemon reports ready once it serves the ring; its control service starts beside it, and a
+                // connection that reaches the listening socket before the service runs can be closed unanswered
+                // (seen when a relaunched daemon is asked at once). Asked again, a bounded number of times.
+                await Task.Delay(ConfirmRetryDelay, ct).ConfigureAwait(false);
+            }
+            catch (RpcException e)
+            {
+                var detail = e.Status.Detail.TrimEnd('.');
+                throw new ShareStartException($"The daemon of share '{Settings.Tag}' reported ready but its control service on {ControlSocket} failed: {ShareControlClient.StatusName(e.StatusCode)}: {detail}.");
+            }
         }
         var expected = Path.GetFullPath(Settings.SharedDir);
         if (status.SharedDir != expected)
