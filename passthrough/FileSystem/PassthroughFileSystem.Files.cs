@@ -196,7 +196,12 @@ public sealed partial class PassthroughFileSystem
         if (err.IsError) return err;
         if (args.Offset > long.MaxValue) return Errno.EINVAL;
         var count = Math.Min((int)Math.Min(args.Size, int.MaxValue), data.Length);
-        var n = Libc.pwrite(file!.Fd, data, (nuint)count, (long)args.Offset);
+        return Written(ctx, args, file!, Libc.pwrite(file!.Fd, data, (nuint)count, (long)args.Offset));
+    }
+
+    /// <summary>What follows a write of <paramref name="n"/> bytes (or -1 and errno) to <paramref name="file"/>.</summary>
+    private Result<uint> Written(in FuseContext ctx, in WriteIn args, OpenFile file, nint n)
+    {
         if (n < 0) return LastErrno();
         // HANDLE_KILLPRIV_V2: the client asks the server to drop set-user-ID/set-group-ID after a write by an
         // unprivileged caller; the daemon writes as root, so it clears them itself.
@@ -230,10 +235,7 @@ public sealed partial class PassthroughFileSystem
         nint n;
         // Safe: as in ReadTo; the kernel only reads the buffers.
         fixed (IoBuffer* iov = source) n = Libc.pwritev(file!.Fd, (IoVec*)iov, source.Length, (long)args.Offset);
-        if (n < 0) return LastErrno();
-        if ((args.WriteFlags & FuseConstants.WriteKillSuidGid) != 0) KillSuidGid(file.Fd, HostGidOrNone(ctx.Gid));
-        Interlocked.Add(ref _bytesWritten, n);
-        return (uint)n;
+        return Written(ctx, args, file, n);
     }
 
     /// <inheritdoc/>

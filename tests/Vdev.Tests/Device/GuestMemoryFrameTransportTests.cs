@@ -94,7 +94,7 @@ public sealed class GuestMemoryFrameTransportTests : IDisposable
         var read = FuseFrames.ReadRequest(7, 2, 3, 0, 12288);
         ulong req = ram1.GuestBase + (4 << 20), hdr = req + 4096, data = ram2.GuestBase - 4096;
         read.CopyTo(ram1.At(req, read.Length));
-        ushort head = Chain(q, (req, (uint)read.Length, false), (hdr, 16, true), (data, 12288, true));
+        ushort head = q.SubmitChain((req, (uint)read.Length, false), (hdr, 16, true), (data, 12288, true));
         var queue = daemon.GetQueue(1);
         Assert.Equal(RingStatus.Ok, queue.Consumer.Peek(out var frame, T, default));
         Assert.Equal(RingRecordFlags.GuestMemory, frame.Flags);
@@ -129,7 +129,7 @@ public sealed class GuestMemoryFrameTransportTests : IDisposable
 
         // A buffer outside every region is refused by the vdev itself: the chain comes back unanswered, nothing reaches the ring.
         read.CopyTo(ram1.At(req, read.Length));
-        head = Chain(q, (req, (uint)read.Length, false), (hdr, 16, true), (ram2.GuestBase + (8 << 20) - 4096, 8192, true));
+        head = q.SubmitChain((req, (uint)read.Length, false), (hdr, 16, true), (ram2.GuestBase + (8 << 20) - 4096, 8192, true));
         Assert.Equal((head, 0u), q.WaitUsed(T));
         Assert.Equal(RingStatus.WouldBlock, queue.Consumer.TryPeek(out _));
 
@@ -146,23 +146,5 @@ public sealed class GuestMemoryFrameTransportTests : IDisposable
         Assert.Equal(0, await run.WaitAsync(T));
         daemon.Dispose();
         channel.Join(T);
-    }
-
-    private static ushort Chain(FrontendQueue q, params (ulong Addr, uint Len, bool Writable)[] pieces)
-    {
-        ushort head = q.AllocDesc();
-        ulong table = q.IndirectGpa(head);
-        for (int i = 0; i < pieces.Length; i++)
-        {
-            var (a, l, w) = pieces[i];
-            bool last = i == pieces.Length - 1;
-            q.WriteDescAt(table + (ulong)(i * VirtqDesc.Size), a, l, (w ? VirtqDescFlags.Write : VirtqDescFlags.None) | (last ? VirtqDescFlags.None : VirtqDescFlags.Next), (ushort)(i + 1));
-        }
-        q.WriteDesc(head, table, (uint)(pieces.Length * VirtqDesc.Size), VirtqDescFlags.Indirect);
-        q.TrackChain(head);
-        ushort old = q.NextAvail;
-        q.Publish(head);
-        q.Notify(old);
-        return head;
     }
 }

@@ -142,6 +142,28 @@ public sealed unsafe class FrontendQueue : IDisposable
     public ulong IndirectGpa(ushort head) => _slotBase + (ulong)head * (ulong)SlotBytes;
 
     /// <summary>
+    /// Publishes a chain of <paramref name="pieces"/> at guest addresses the caller chose (any memory region), through
+    /// an indirect table, and kicks; returns the head.
+    /// </summary>
+    public ushort SubmitChain(params (ulong Addr, uint Len, bool Writable)[] pieces)
+    {
+        ushort head = AllocDesc();
+        ulong table = IndirectGpa(head);
+        for (int i = 0; i < pieces.Length; i++)
+        {
+            var (a, l, w) = pieces[i];
+            bool last = i == pieces.Length - 1;
+            WriteDescAt(table + (ulong)(i * VirtqDesc.Size), a, l, (w ? VirtqDescFlags.Write : VirtqDescFlags.None) | (last ? VirtqDescFlags.None : VirtqDescFlags.Next), (ushort)(i + 1));
+        }
+        WriteDesc(head, table, (uint)(pieces.Length * VirtqDesc.Size), VirtqDescFlags.Indirect);
+        TrackChain(head);
+        ushort old = NextAvail;
+        Publish(head);
+        Notify(old);
+        return head;
+    }
+
+    /// <summary>
     /// Places <paramref name="request"/> (split into <paramref name="requestSegments"/> descriptors) and a reply
     /// buffer of <paramref name="replyCapacity"/> bytes (split into <paramref name="replySegments"/>), directly in
     /// the ring or through an indirect table, publishes it and kicks as needed. Returns the head.

@@ -80,24 +80,6 @@ public sealed class GuestMemoryPayloadTests : IDisposable
         return s;
     }
 
-    /// <summary>Publishes a chain of <paramref name="pieces"/> through an indirect table and kicks; returns the head.</summary>
-    private static ushort SubmitChain(FrontendQueue q, params (ulong Addr, uint Len, bool Writable)[] pieces)
-    {
-        ushort head = q.AllocDesc();
-        ulong table = q.IndirectGpa(head);
-        for (int i = 0; i < pieces.Length; i++)
-        {
-            var (a, l, w) = pieces[i];
-            bool last = i == pieces.Length - 1;
-            q.WriteDescAt(table + (ulong)(i * VirtqDesc.Size), a, l, (w ? VirtqDescFlags.Write : VirtqDescFlags.None) | (last ? VirtqDescFlags.None : VirtqDescFlags.Next), (ushort)(i + 1));
-        }
-        q.WriteDesc(head, table, (uint)(pieces.Length * VirtqDesc.Size), VirtqDescFlags.Indirect);
-        q.TrackChain(head);
-        ushort old = q.NextAvail;
-        q.Publish(head);
-        q.Notify(old);
-        return head;
-    }
 
     private static byte[] WriteRequest(ulong unique, ulong node, ulong fh, ulong offset, uint size)
     {
@@ -142,7 +124,7 @@ public sealed class GuestMemoryPayloadTests : IDisposable
         Fill(s.Ram2, d2 + l2, 4096, 0x5a);
         var read = FuseFrames.ReadRequest(10, s.Node, s.Fh, 4096, MiB);
         read.CopyTo(s.Ram1.At(request, read.Length));
-        ushort head = SubmitChain(q, (request, (uint)read.Length, false), (header, 16, true), (d1, l1, true), (d2, l2, true));
+        ushort head = q.SubmitChain((request, (uint)read.Length, false), (header, 16, true), (d1, l1, true), (d2, l2, true));
         var (h, len) = q.WaitUsed(T);
         Assert.Equal(head, h);
         Assert.Equal((uint)(16 + MiB), len);
@@ -165,7 +147,7 @@ public sealed class GuestMemoryPayloadTests : IDisposable
         data.AsSpan((int)l1).CopyTo(s.Ram2.At(d2, (int)l2));
         var write = WriteRequest(11, s.Node, s.Fh, MiB + 512, MiB);
         write.CopyTo(s.Ram1.At(request, write.Length));
-        head = SubmitChain(q, (request, (uint)write.Length, false), (d1, l1, false), (d2, l2, false), (header, 24, true));
+        head = q.SubmitChain((request, (uint)write.Length, false), (d1, l1, false), (d2, l2, false), (header, 24, true));
         (h, len) = q.WaitUsed(T);
         Assert.Equal(head, h);
         Assert.Equal(24u, len);
@@ -203,7 +185,7 @@ public sealed class GuestMemoryPayloadTests : IDisposable
                         ulong req = s.Ram1.GuestBase + (9 << 20) + (ulong)slot * 128;
                         var frame = FuseFrames.ReadRequest(unique++, s.Node, s.Fh, offset, Size);
                         frame.CopyTo(s.Ram1.At(req, frame.Length));
-                        heads[SubmitChain(q, (req, (uint)frame.Length, false), (hdr, 16, true), (buffer, Size, true))] = (offset, buffer);
+                        heads[q.SubmitChain((req, (uint)frame.Length, false), (hdr, 16, true), (buffer, Size, true))] = (offset, buffer);
                     }
                     for (int i = 0; i < 8; i++)
                     {
@@ -253,7 +235,7 @@ public sealed class GuestMemoryPayloadTests : IDisposable
             ulong req = s.Ram1.GuestBase + (9 << 20) + (ulong)i * 128;
             var frame = FuseFrames.ReadRequest(200 + (ulong)i, s.Node, s.Fh, (ulong)(i % 3) * MiB, MiB);
             frame.CopyTo(s.Ram1.At(req, frame.Length));
-            heads.Add(SubmitChain(q, (req, (uint)frame.Length, false), (hdr, 16, true), (buffer, MiB, true)));
+            heads.Add(q.SubmitChain((req, (uint)frame.Length, false), (hdr, 16, true), (buffer, MiB, true)));
         }
         Assert.Equal(0, Libc.kill(s.Daemon, Libc.SIGKILL));
         for (int i = 0; i < Reads; i++)
