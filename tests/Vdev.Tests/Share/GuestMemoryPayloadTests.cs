@@ -281,7 +281,7 @@ public sealed class GuestMemoryPayloadTests : IDisposable
             ulong req = s.Ram1.GuestBase + (9 << 20) + (ulong)i * 128;
             var frame = FuseFrames.ReadRequest(400 + (ulong)i, s.Node, s.Fh, (ulong)(i % 3) * MiB, MiB);
             frame.CopyTo(s.Ram1.At(req, frame.Length));
-            heads.Add(SubmitChain(q, (req, (uint)frame.Length, false), (hdr, 16, true), (buffer, MiB, true)));
+            heads.Add(q.SubmitChain((req, (uint)frame.Length, false), (hdr, 16, true), (buffer, MiB, true)));
         }
         int old = s.Daemon;
         Assert.True(HostProcesses.KillAndWait(old, T), $"daemon {old} outlived SIGKILL");
@@ -316,7 +316,7 @@ public sealed class GuestMemoryPayloadTests : IDisposable
         Fill(s.Ram2, d1 + MiB, 4096, 0x5a);
         var read = FuseFrames.ReadRequest(500, s.Node, s.Fh, 3 * MiB + 4096, MiB);
         read.CopyTo(s.Ram1.At(request, read.Length));
-        ushort head = SubmitChain(q, (request, (uint)read.Length, false), (header, 16, true), (d1, MiB, true));
+        ushort head = q.SubmitChain((request, (uint)read.Length, false), (header, 16, true), (d1, MiB, true));
         var (hh, l) = q.WaitUsed(T);
         Assert.Equal(head, hh);
         Assert.Equal((uint)(16 + MiB - 4096), l);
