@@ -69,15 +69,25 @@ public static partial class Daemon
         }
         using var engine = new FuseEngine(fs, loggerFactory.CreateLogger("passthrough.fuse"));
         StateStore? store;
+        Bell? restartBell = null, takeover = null;
+        RingFds? ringFds = null;
         try
         {
-            store = AttachStore(settings, fs, engine, log);
+            ringFds = settings.Ring is null ? null : RingFds.Parse(settings.Ring);
+            store = ringFds?.StateFd is { } stateFd && fs is FileSystem.PassthroughFileSystem ? StateStore.Attach(stateFd) : null;
+            if (store is not null && ringFds!.RestartFd is { } restartFd) restartBell = Bell.Adopt(restartFd);
+            if (store is not null && ringFds!.TakeoverFd is { } takeoverFd) takeover = Bell.Adopt(takeoverFd);
+            // A standby daemon (a planned restart) takes the session over only when the vdev says the daemon before
+            // has answered everything it was sent: until then that one still writes the records.
+            if (store is not null && takeover is null) TakeOver(store, fs, engine, log);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or FormatException)
         {
             Console.Error.WriteLine($"passthrough: {e.Message}");
             return 1;
         }
+        using var restartBellLifetime = restartBell;
+        using var takeoverLifetime = takeover;
         using var storeLifetime = store;
         var threads = settings.Share.ThreadPoolSize > 0 ? (int)settings.Share.ThreadPoolSize : Math.Max(8, 2 * Environment.ProcessorCount);
 
@@ -87,6 +97,7 @@ public static partial class Daemon
         RingTransport? ring = null;
         ControlServer? control = null;
         Task<ControlServer>? controlStarting = null;
+        DaemonShareControl? settingsAtTakeover = null;
         try
         {
             if (confinement.Control is { } listener)
@@ -99,8 +110,10 @@ public static partial class Daemon
                 {
                     SettingsChanged = store is null ? null : changed => store.WriteSettings(changed.ToByteArray()),
                     Restarts = store is null ? null : () => store.Restarts,
+                    Restart = store is null || restartBell is null ? null : ct => RequestRestartAsync(store, restartBell, ct),
                 };
-                store?.WriteSettings(shareControl.CurrentSettings().ToByteArray());
+                if (takeover is null) store?.WriteSettings(shareControl.CurrentSettings().ToByteArray());
+                else settingsAtTakeover = shareControl;
                 controlStarting = Task.Run(() => ControlServer.StartAsync(listener, shareControl, new ControlServerOptions(),
                     loggerFactory, stop.Token), stop.Token);
             }
@@ -110,7 +123,7 @@ public static partial class Daemon
                     settings.AllowDevices, settings.AllowSetuid);
                 LogMounted(log, settings.Share.SharedDir, settings.MountPoint, threads);
             }
-            if (settings.Ring is not null)
+            if (settings.Ring is not null && takeover is null)
             {
                 ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring, settings.QueueCpus,
                     (int)settings.Share.ThreadPoolSize);
@@ -125,6 +138,27 @@ public static partial class Daemon
             {
                 control = await controlStarting.ConfigureAwait(false);
                 LogControl(log, control.SocketPath);
+            }
+            if (takeover is not null)
+            {
+                // Standby: ready and confirmed, the daemon waits for the vdev's word (or its end, or a stop).
+                LogStandby(log);
+                while (true)
+                {
+                    int rang = takeover.WaitOr(ringFds!.CreatorPidFd ?? -1, 100);
+                    if ((rang & 1) != 0) break;
+                    if ((rang & 2) != 0)
+                    {
+                        LogVdevDied(log);
+                        return 0;
+                    }
+                    if (stop.IsCancellationRequested) return 0;
+                }
+                TakeOver(store!, fs, engine, log);
+                if (settingsAtTakeover is not null) store!.WriteSettings(settingsAtTakeover.CurrentSettings().ToByteArray());
+                ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring!, settings.QueueCpus,
+                    (int)settings.Share.ThreadPoolSize);
+                LogRing(log, settings.Share.SharedDir, settings.Ring!);
             }
 
             var waits = new List<Task> { Task.Delay(Timeout.Infinite, stop.Token) };
@@ -170,14 +204,12 @@ public static partial class Daemon
     }
 
     /// <summary>
-    /// Maps the share's state store when the ring descriptor names one, takes over the session it holds (a daemon of
-    /// this share served the guest before), and keeps it up to date from now on; null without a store.
+    /// Takes over the session the share's state store holds (a daemon of this share served the guest before), and keeps
+    /// the store up to date from now on.
     /// </summary>
-    private static StateStore? AttachStore(DaemonCommand.Settings settings, IFileSystem fs, FuseEngine engine, ILogger log)
+    private static void TakeOver(StateStore store, IFileSystem fs, FuseEngine engine, ILogger log)
     {
-        if (settings.Ring is null || fs is not FileSystem.PassthroughFileSystem passthrough) return null;
-        if (RingFds.Parse(settings.Ring).StateFd is not { } fd) return null;
-        var store = StateStore.Attach(fd);
+        var passthrough = (FileSystem.PassthroughFileSystem)fs;
         var restored = passthrough.AttachStore(store, out var minor, out var flags);
         if (restored is { } r)
         {
@@ -186,7 +218,29 @@ public static partial class Daemon
         }
         engine.SessionStarted = (m, f) => store.WriteInit(m, (ulong)f, passthrough.Generation);
         engine.SessionEnded = store.ClearInit;
-        return store;
+    }
+
+    /// <summary>How often a Restart call looks for the vdev's answer in the store.</summary>
+    private static readonly TimeSpan RestartAnswerPoll = TimeSpan.FromMilliseconds(5);
+
+    /// <summary>
+    /// A Restart call: writes the request into the store, rings the vdev's restart bell, and waits for the vdev's
+    /// answer (the new daemon's pid, or why it failed).
+    /// </summary>
+    private static async Task<int> RequestRestartAsync(StateStore store, Bell bell, CancellationToken ct)
+    {
+        uint request = store.RequestRestart();
+        bell.Ring();
+        while (true)
+        {
+            if (store.TryReadRestartAnswer(request, out var answer))
+            {
+                if (answer.Error is { } error)
+                    throw new Grpc.Core.RpcException(new Grpc.Core.Status(Grpc.Core.StatusCode.Aborted, error));
+                return answer.NewPid;
+            }
+            await Task.Delay(RestartAnswerPoll, ct).ConfigureAwait(false);
+        }
     }
 
     private static ShareUsage Usage(IFileSystem fs) => fs is FileSystem.PassthroughFileSystem p
@@ -195,6 +249,9 @@ public static partial class Daemon
 
     [LoggerMessage(EventId = 407, Level = LogLevel.Warning, Message = "Took over the guest's session from the state store (protocol 7.{Minor}): {Nodes} node ids ({Stale} stale: they answer ESTALE), {Handles} open handles, {Lost} handles that could not be reopened (they answer EBADF)")]
     private static partial void LogResumed(ILogger log, uint minor, int nodes, int stale, int handles, int lost);
+
+    [LoggerMessage(EventId = 408, Level = LogLevel.Information, Message = "Standing by: the vdev hands this daemon the guest's session once the daemon before has answered everything it was sent")]
+    private static partial void LogStandby(ILogger log);
 
     [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "Control service on {Socket}")]
     private static partial void LogControl(ILogger log, string socket);

@@ -111,6 +111,7 @@ public sealed class DaemonShareControl : IShareControl
                 LastCause = restarts.LastCause,
                 LastWait = Duration.FromTimeSpan(TimeSpan.FromTicks(restarts.LastWaitNs / 100)),
                 TotalWait = Duration.FromTimeSpan(TimeSpan.FromTicks(restarts.TotalWaitNs / 100)),
+                Planned = restarts.Planned,
             };
         }
         return ValueTask.FromResult(status);
@@ -174,6 +175,15 @@ public sealed class DaemonShareControl : IShareControl
             return PublishLocked();
         }
     }
+
+    /// <summary>Asks the vdev for a planned restart and waits for its answer (the daemon's state store and restart bell); null without them.</summary>
+    public Func<CancellationToken, Task<int>>? Restart { get; init; }
+
+    /// <inheritdoc/>
+    public ValueTask<int> RestartAsync(CancellationToken cancellationToken) => Restart is { } restart
+        ? new ValueTask<int>(restart(cancellationToken))
+        : throw new Grpc.Core.RpcException(new Grpc.Core.Status(Grpc.Core.StatusCode.FailedPrecondition,
+            "This daemon was not started by a vdev with a state store; restart it by stopping and starting it."));
 
     /// <inheritdoc/>
     public ValueTask RequestShutdownAsync(CancellationToken cancellationToken)

@@ -50,4 +50,13 @@ public interface IShareControl
     /// the control server and exits.
     /// </summary>
     ValueTask RequestShutdownAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Asks the vdev to replace this daemon (a planned restart) and returns the pid of the daemon serving once it is
+    /// done. Throws a FAILED_PRECONDITION <see cref="Grpc.Core.RpcException"/> when no vdev can (the default), ABORTED
+    /// when the restart failed.
+    /// </summary>
+    ValueTask<int> RestartAsync(CancellationToken cancellationToken)
+        => throw new Grpc.Core.RpcException(new Grpc.Core.Status(Grpc.Core.StatusCode.FailedPrecondition,
+            "This daemon was not started by a vdev with a state store; restart it by stopping and starting it."));
 }

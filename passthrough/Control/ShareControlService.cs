@@ -67,6 +67,9 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
         return new ShutdownResponse();
     }
 
+    public override async Task<RestartResponse> Restart(RestartRequest request, ServerCallContext context)
+        => new RestartResponse { NewPid = await Serving().RestartAsync(context.CancellationToken).ConfigureAwait(false) };
+
     /// <summary>The share, for a call that changes it; UNAVAILABLE once it is shutting down.</summary>
     private IShareControl Serving() => state.IsServing ? share
         : throw new RpcException(new Status(StatusCode.Unavailable, "The share is shutting down; settings can no longer be changed."));

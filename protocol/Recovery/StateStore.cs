@@ -26,7 +26,13 @@ public readonly record struct HandleRecord(ulong Fh, ulong Node, int Flags, bool
 /// <param name="LastCause">Why the last one was started (empty before the first restart).</param>
 /// <param name="LastWaitNs">Nanoseconds from noticing the old daemon's end to the new one serving, last restart.</param>
 /// <param name="TotalWaitNs">The same, summed over every restart.</param>
-public readonly record struct RestartRecord(uint Count, string LastCause, long LastWaitNs, long TotalWaitNs);
+/// <param name="Planned">Of <paramref name="Count"/>, the planned restarts (<c>vdev ctl restart</c>, cause "restart").</param>
+public readonly record struct RestartRecord(uint Count, string LastCause, long LastWaitNs, long TotalWaitNs, uint Planned = 0);
+
+/// <summary>The vdev's answer to a planned restart request (<see cref="StateStore.RequestRestart"/>).</summary>
+/// <param name="NewPid">The pid of the daemon that serves now (0 when the restart failed).</param>
+/// <param name="Error">Why the restart failed (the old daemon keeps serving); null when it succeeded.</param>
+public readonly record struct RestartAnswer(int NewPid, string? Error);
 
 /// <summary>
 /// The share's state that must outlive a passthrough daemon, in a memfd the vdev creates and keeps, and that every
@@ -38,8 +44,10 @@ public readonly record struct RestartRecord(uint Count, string LastCause, long L
 /// capacity u32 at 16, node and handle slots ever used (u32 at 20 and 24), the node id counter i64 at 32, the file
 /// handle counter i64 at 40, INIT (valid u32 at 48, minor u32 at 52, flags u64 at 56, generation u64 at 64), the
 /// live settings' active buffer u32 at 72, restarts (count u32 at 80, last wait ns i64 at 88, total wait ns i64 at 96,
-/// cause length u32 at 104, cause UTF-8 at 128..384, the lookup journal at 512..4096: <see cref="JournalSlots"/>
-/// entries of node id u64 and request unique u64).</item>
+/// cause length u32 at 104, planned restarts u32 at 108, cause UTF-8 at 128..384; planned restart requests: the
+/// last request's number u32 at 384 (a daemon, Interlocked), the last answered number u32 at 388 (the vdev, written
+/// last), the answer's new pid i32 at 392, error length u32 at 396, error UTF-8 at 512..1024; the lookup journal at
+/// 1024..4096: <see cref="JournalSlots"/> entries of node id u64 and request unique u64).</item>
 /// <item>4096..4096+2·<see cref="SettingsBufferSize"/>: two settings buffers (u32 length, then a serialized
 /// ShareSettings); the writer fills the inactive one and then publishes its index.</item>
 /// <item>Then the node table (<see cref="NodeRecordSize"/>-byte records: id u64 at 0 (0 = free, written last), lookups
@@ -57,7 +65,7 @@ public sealed unsafe class StateStore : IDisposable
     /// <summary>The header's magic: "hvstate1".</summary>
     public const ulong Magic = 0x3165746174737668;
     /// <summary>The layout version.</summary>
-    public const uint Version = 1;
+    public const uint Version = 2;
     /// <summary>Bytes of the header.</summary>
     public const int HeaderSize = 4096;
     /// <summary>Bytes of each of the two settings buffers.</summary>
@@ -77,8 +85,9 @@ public sealed unsafe class StateStore : IDisposable
     private const int OffNextNode = 32, OffNextHandle = 40;
     private const int OffInitValid = 48, OffInitMinor = 52, OffInitFlags = 56, OffInitGeneration = 64;
     private const int OffSettingsActive = 72;
-    private const int OffRestarts = 80, OffLastWait = 88, OffTotalWait = 96, OffCauseLength = 104, OffCause = 128, MaxCause = 256;
-    private const int OffJournal = 512;
+    private const int OffRestarts = 80, OffLastWait = 88, OffTotalWait = 96, OffCauseLength = 104, OffPlanned = 108, OffCause = 128, MaxCause = 256;
+    private const int OffRestartAsked = 384, OffRestartAnswered = 388, OffRestartPid = 392, OffRestartErrorLength = 396, OffRestartError = 512, MaxRestartError = 512;
+    private const int OffJournal = 1024;
 
     /// <summary>
     /// Entries of the lookup journal: each says "LOOKUP <c>unique</c> has counted its lookup of node <c>id</c>",
@@ -274,9 +283,45 @@ public sealed unsafe class StateStore : IDisposable
         return entries;
     }
 
-    /// <summary>Counts one restart (the vdev).</summary>
-    public void RecordRestart(string cause, long waitedNs)
+    /// <summary>
+    /// Asks the vdev for a planned restart (a daemon's Restart call; the caller then rings the vdev's restart bell)
+    /// and returns the request's number: the vdev answers it, and every request before it, with one restart.
+    /// </summary>
+    public uint RequestRestart() => (uint)Interlocked.Increment(ref Unsafe.AsRef<int>(_map + OffRestartAsked));
+
+    /// <summary>The number of the last planned restart request (the vdev).</summary>
+    public uint RestartRequested => Volatile.Read(ref *(uint*)(_map + OffRestartAsked));
+
+    /// <summary>The answer to request <paramref name="request"/>, once the vdev gave it.</summary>
+    public bool TryReadRestartAnswer(uint request, out RestartAnswer answer)
     {
+        answer = default;
+        uint answered = Volatile.Read(ref *(uint*)(_map + OffRestartAnswered));
+        if ((int)(answered - request) < 0) return false;
+        int n = (int)Math.Min(*(uint*)(_map + OffRestartErrorLength), MaxRestartError);
+        answer = new RestartAnswer(*(int*)(_map + OffRestartPid), n == 0 ? null : Encoding.UTF8.GetString(new ReadOnlySpan<byte>(_map + OffRestartError, n)));
+        return true;
+    }
+
+    /// <summary>Answers every planned restart request up to <paramref name="request"/> (the vdev): the pid now serving, or why it failed.</summary>
+    public void AnswerRestart(uint request, int pid, string? error)
+    {
+        int n = 0;
+        if (error is not null)
+        {
+            var bytes = Encoding.UTF8.GetBytes(error);
+            n = Math.Min(bytes.Length, MaxRestartError);
+            bytes.AsSpan(0, n).CopyTo(new Span<byte>(_map + OffRestartError, MaxRestartError));
+        }
+        *(int*)(_map + OffRestartPid) = pid;
+        *(uint*)(_map + OffRestartErrorLength) = (uint)n;
+        Volatile.Write(ref *(uint*)(_map + OffRestartAnswered), request);
+    }
+
+    /// <summary>Counts one restart (the vdev); <paramref name="planned"/> for a planned one.</summary>
+    public void RecordRestart(string cause, long waitedNs, bool planned = false)
+    {
+        if (planned) *(uint*)(_map + OffPlanned) += 1;
         var bytes = Encoding.UTF8.GetBytes(cause);
         int n = Math.Min(bytes.Length, MaxCause);
         bytes.AsSpan(0, n).CopyTo(new Span<byte>(_map + OffCause, MaxCause));
@@ -294,7 +339,7 @@ public sealed unsafe class StateStore : IDisposable
             uint count = Volatile.Read(ref *(uint*)(_map + OffRestarts));
             int n = (int)Math.Min(*(uint*)(_map + OffCauseLength), MaxCause);
             return new RestartRecord(count, Encoding.UTF8.GetString(new ReadOnlySpan<byte>(_map + OffCause, n)),
-                *(long*)(_map + OffLastWait), *(long*)(_map + OffTotalWait));
+                *(long*)(_map + OffLastWait), *(long*)(_map + OffTotalWait), *(uint*)(_map + OffPlanned));
         }
     }
 

@@ -37,6 +37,18 @@ public sealed class RingFds
     /// </summary>
     public int? StateFd { get; init; }
 
+    /// <summary>
+    /// The vdev's restart bell (<c>restart=N</c>, a <see cref="Recovery.Bell"/>): a daemon rings it after writing a planned
+    /// restart request into the state store. Null when not passed.
+    /// </summary>
+    public int? RestartFd { get; init; }
+
+    /// <summary>
+    /// A standby daemon's takeover bell (<c>takeover=N</c>): the daemon reports ready but takes over the state store and
+    /// serves the ring only once the vdev rings it (a planned restart). Null for a daemon that serves at once.
+    /// </summary>
+    public int? TakeoverFd { get; init; }
+
     /// <summary>The attacher's end of the guest-memory channel (<c>guestmem=N</c>); null when not passed.</summary>
     public int? GuestMemoryFd { get; init; }
 
@@ -60,6 +72,8 @@ public sealed class RingFds
         if (CreatorPidFd is { } creator) yield return (creator, "creator");
         if (StateFd is { } state) yield return (state, "state");
         if (GuestMemoryFd is { } guestmem) yield return (guestmem, "guestmem");
+        if (RestartFd is { } restart) yield return (restart, "restart");
+        if (TakeoverFd is { } takeover) yield return (takeover, "takeover");
     }
 
     /// <summary>The key of the doorbell at <paramref name="index"/> in <see cref="Doorbells"/>, e.g. <c>sqf0</c>.</summary>
@@ -78,6 +92,8 @@ public sealed class RingFds
         if (CreatorPidFd is { } creator) sb.Append(CultureInfo.InvariantCulture, $",creator={creator}");
         if (StateFd is { } state) sb.Append(CultureInfo.InvariantCulture, $",state={state}");
         if (GuestMemoryFd is { } guestmem) sb.Append(CultureInfo.InvariantCulture, $",guestmem={guestmem}");
+        if (RestartFd is { } restart) sb.Append(CultureInfo.InvariantCulture, $",restart={restart}");
+        if (TakeoverFd is { } takeover) sb.Append(CultureInfo.InvariantCulture, $",takeover={takeover}");
         return sb.ToString();
     }
 
@@ -135,12 +151,14 @@ public sealed class RingFds
         int? creator = values.Remove("creator", out var c) ? c : null;
         int? state = values.Remove("state", out var st) ? st : null;
         int? guestMemory = values.Remove("guestmem", out var g) ? g : null;
+        int? restart = values.Remove("restart", out var r) ? r : null;
+        int? takeover = values.Remove("takeover", out var t) ? t : null;
         if (values.Count > 0)
         {
             error = $"The ring descriptor '{text}' has the unknown item '{values.Keys.First()}'; {Hint}.";
             return false;
         }
-        fds = new RingFds(memfd, bells) { CreatorPidFd = creator, StateFd = state, GuestMemoryFd = guestMemory };
+        fds = new RingFds(memfd, bells) { CreatorPidFd = creator, StateFd = state, GuestMemoryFd = guestMemory, RestartFd = restart, TakeoverFd = takeover };
         error = null;
         return true;
     }

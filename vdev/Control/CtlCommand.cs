@@ -116,6 +116,7 @@ public static class CtlCommand
                 ("allow", "allow list | add PATH | remove PATH | enable | disable: the allowlist (paths relative to the share root)."),
                 ("health", "SERVING or NOT_SERVING (exit 1 unless SERVING)."),
                 ("shutdown", "Ask the daemon to stop gracefully."),
+                ("restart", "Replace the daemon with a freshly started one (the binary installed now), without an error in the guest; answers when the new daemon serves."),
             })
             {
                 var command = new Command(name, description) { TreatUnmatchedTokensAsErrors = false };
@@ -135,7 +136,7 @@ public static class CtlCommand
             foreach (var token in parse.UnmatchedTokens)
             {
                 if (token.StartsWith('-')) { error = $"Unknown option \"{token}\"; see vdev ctl --help."; return false; }
-                if (command.Length == 0) { error = $"Unknown command \"{token}\"; use one of status, direct-io, cache, allow, health, shutdown."; return false; }
+                if (command.Length == 0) { error = $"Unknown command \"{token}\"; use one of status, direct-io, cache, allow, health, shutdown, restart."; return false; }
                 words = [.. words, token];
             }
             if (parse.Errors.Count > 0)
@@ -162,7 +163,7 @@ public static class CtlCommand
             }
             if (command.Length == 0)
             {
-                error = "No command given; use one of status, direct-io, cache, allow, health, shutdown (see vdev ctl --help).";
+                error = "No command given; use one of status, direct-io, cache, allow, health, shutdown, restart (see vdev ctl --help).";
                 return false;
             }
             if (parse.GetValue(Socket) is not { Length: > 0 } socket)
@@ -181,7 +182,7 @@ public static class CtlCommand
         string[] a = inv.Arguments;
         switch (inv.Command)
         {
-            case "status" or "health" or "shutdown":
+            case "status" or "health" or "shutdown" or "restart":
                 if (a.Length != 0)
                     error = $"\"{inv.Command}\" takes no arguments; remove \"{string.Join(' ', a)}\".";
                 break;
@@ -252,6 +253,13 @@ public static class CtlCommand
                 else
                     stdout.WriteLine(name);
                 return health == HealthCheckResponse.Types.ServingStatus.Serving ? ExitOk : ExitFailed;
+            case "restart":
+                var restarted = await client.Control.RestartAsync(new RestartRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
+                if (inv.Json)
+                    Write(stdout, new JsonObject { ["new_pid"] = restarted.NewPid });
+                else
+                    stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Restarted; daemon {restarted.NewPid} serves the share now."));
+                return ExitOk;
             default: // "shutdown"
                 await client.Control.ShutdownAsync(new ShutdownRequest(), cancellationToken: ct).ResponseAsync.ConfigureAwait(false);
                 if (inv.Json)
@@ -324,7 +332,7 @@ public static class CtlCommand
                 ["queue_cpus"] = new JsonArray([.. s.QueueCpus.Select(cpu => JsonValue.Create(cpu))]),
                 ["restarts"] = s.Restarts is not { } r ? null : new JsonObject
                 {
-                    ["count"] = r.Count, ["last_cause"] = r.LastCause,
+                    ["count"] = r.Count, ["planned"] = r.Planned, ["last_cause"] = r.LastCause,
                     ["last_wait_seconds"] = r.LastWait?.ToTimeSpan().TotalSeconds ?? 0, ["total_wait_seconds"] = r.TotalWait?.ToTimeSpan().TotalSeconds ?? 0,
                 },
                 // The settings model is printed as its own JSON mapping, field names as in settings.proto.
@@ -339,7 +347,7 @@ public static class CtlCommand
         stdout.WriteLine($"Options        {DescribeOptions(s.Options)}");
         if (s.Restarts is { } restarts)
             stdout.WriteLine(restarts.Count == 0 ? "Restarts       none"
-                : string.Create(inv, $"Restarts       {restarts.Count}, last: {restarts.LastCause}; the guest waited {restarts.LastWait?.ToTimeSpan().TotalMilliseconds ?? 0:F0} ms (all restarts: {restarts.TotalWait?.ToTimeSpan().TotalMilliseconds ?? 0:F0} ms)"));
+                : string.Create(inv, $"Restarts       {restarts.Count} ({restarts.Planned} planned, {restarts.Count - restarts.Planned} after a crash), last: {restarts.LastCause}; the guest waited {restarts.LastWait?.ToTimeSpan().TotalMilliseconds ?? 0:F0} ms (all restarts: {restarts.TotalWait?.ToTimeSpan().TotalMilliseconds ?? 0:F0} ms)"));
         if (s.Settings is not null)
             stdout.WriteLine($"Settings       {string.Join(' ', ShareVocabulary.ToArguments(s.Settings))}");
         stdout.WriteLine(string.Create(inv, $"Open handles   {s.OpenFileHandles}"));

@@ -25,6 +25,12 @@ public interface IDaemonRelauncher
     /// off, a crash loop, or the start failed; the reason is logged once).
     /// </summary>
     Task<ShmRingSet?> RelaunchAsync(ShmRingSet dead, string cause, long noticed);
+
+    /// <summary>
+    /// The share's transport now runs (a device started), or no longer does (null): a planned restart hands the guest
+    /// over through it (<see cref="RecoveringTransport.HandOverAsync"/>).
+    /// </summary>
+    void TransportChanged(RecoveringTransport? transport) { }
 }
 
 /// <summary>
@@ -57,6 +63,10 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
         public int Users;
         /// <summary>Its ring set was handed back (guarded by the transport's lock): no queue may start using it.</summary>
         public bool Released;
+        /// <summary>A planned restart replaces it: no queue sends it another frame; each takes the replies still due.</summary>
+        public volatile bool Draining;
+        /// <summary>It answered everything and its successor takes over (guarded by the lock): its end is no crash.</summary>
+        public volatile bool HandedOver;
     }
 
     /// <summary>Hands the inner transport's reports to the device, except its failure, which starts a relaunch.</summary>
@@ -86,6 +96,12 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
     private Virtio.GuestMemoryTable? _latestMemory;
 
     // Per queue, owned by that queue's worker thread.
+    // Per queue, at index queue * BusyStride (a cache line each): 1 while the queue's worker is sending a frame to the
+    // generation it read, so that a planned restart knows when no frame can still reach the draining daemon.
+    private readonly int[] _submitting;
+    private const int BusyStride = 16;
+    // The planned restart under way: completes when its new daemon serves or it gave up.
+    private volatile Task? _handover;
     private readonly Generation?[] _queueGeneration;
     private readonly Generation?[] _armed;
     private readonly VirtqueueRequest?[][] _pending;
@@ -108,6 +124,7 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
         _wait = wait;
         _log = log;
         int queues = 1 + info.RequestQueues;
+        _submitting = new int[queues * BusyStride];
         _queueGeneration = new Generation?[queues];
         _armed = new Generation?[queues];
         _pending = new VirtqueueRequest?[queues][];
@@ -122,6 +139,7 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
         _current = NewGeneration(relauncher.Rings);
         _watcher = new Thread(Watch) { IsBackground = true, Name = $"vdev {info.Tag} daemon watch" };
         _watcher.Start();
+        relauncher.TransportChanged(this);
     }
 
     /// <summary>
@@ -164,32 +182,192 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
     public bool Submit(VirtqueueRequest request)
     {
         int q = request.Queue.Value;
+        ref int busy = ref _submitting[q * BusyStride];
         while (true)
         {
             var generation = _current;
             if (_failedFor is not null) return false;
             if (generation.Dead)
             {
-                if (!AwaitRecovery(request.Cancellation)) return false;
+                // A daemon a planned restart drained may end before its successor serves: wait for that one.
+                if (!(generation.HandedOver ? AwaitHandover(q, generation, request.Cancellation) : AwaitRecovery(request.Cancellation))) return false;
                 continue;
             }
             if (_queueGeneration[q] != generation && !CatchUp(q, generation)) continue;
-            int head = (ushort)request.Tag;
-            bool tracked = request.ExpectsReply && head < _pending[q].Length;
-            if (tracked)
+            // Announced before Draining is read: a planned restart sets Draining, then waits (after a process-wide
+            // barrier) until no worker is announced, so either this worker sees Draining or the restart sees it busy.
+            Volatile.Write(ref busy, 1);
+            if (generation.Draining)
             {
-                _pending[q][head] = request;
-                _pendingTag[q][head] = request.Tag;
-                _sentIn[q][head] = 0;
+                Volatile.Write(ref busy, 0);
+                if (!AwaitHandover(q, generation, request.Cancellation)) return false;
+                continue;
             }
-            if (generation.Transport.Submit(request))
+            bool sent;
+            try
             {
-                if (tracked) _sentIn[q][head] = generation.Number;
-                return true;
+                sent = SubmitTo(generation, request, q);
             }
-            if (tracked) _pending[q][head] = null;
+            finally
+            {
+                Volatile.Write(ref busy, 0);
+            }
+            if (sent) return true;
             // Not in the ring: a frame the daemon never saw goes to the next one, whatever its opcode.
             if (request.Cancellation.IsCancellationRequested || !generation.Dead) return false;
+        }
+    }
+
+    private bool SubmitTo(Generation generation, VirtqueueRequest request, int q)
+    {
+        int head = (ushort)request.Tag;
+        bool tracked = request.ExpectsReply && head < _pending[q].Length;
+        if (tracked)
+        {
+            _pending[q][head] = request;
+            _pendingTag[q][head] = request.Tag;
+            _sentIn[q][head] = 0;
+        }
+        if (generation.Transport.Submit(request))
+        {
+            if (tracked) _sentIn[q][head] = generation.Number;
+            return true;
+        }
+        if (tracked) _pending[q][head] = null;
+        return false;
+    }
+
+    /// <summary>
+    /// On queue <paramref name="q"/>'s worker while a planned restart drains <paramref name="generation"/>: returns the
+    /// replies the daemon still sends for this queue (the restart waits for them) until its successor serves. False when
+    /// that took longer than the relaunch wait or the queue stops (the request is answered EIO).
+    /// </summary>
+    private bool AwaitHandover(int q, Generation generation, CancellationToken ct)
+    {
+        var queue = new QueueIndex((ushort)q);
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        while (_current == generation && generation.Draining && (!generation.Dead || generation.HandedOver))
+        {
+            generation.Transport.Poll(queue);
+            var handover = _handover;
+            try
+            {
+                if (handover is not null && handover.Wait(1, ct)) break;
+                if (handover is null) ct.WaitHandle.WaitOne(1);
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+            if (ct.IsCancellationRequested) return false;
+            if (System.Diagnostics.Stopwatch.GetElapsedTime(start) > _wait)
+            {
+                LogWaitedTooLong(_log, _wait.TotalSeconds);
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// A planned restart (vdev/README.md, "Planned restart"): stops sending frames to the serving daemon, waits until it
+    /// has answered every frame it was sent and the answers reached the guest (up to <paramref name="drainTimeout"/>),
+    /// then calls <paramref name="takeOver"/> (the standby daemon on <paramref name="rings"/> takes the session over)
+    /// and makes that daemon the serving one. Requests that arrive meanwhile wait, and go to the new daemon: none is
+    /// sent twice, none fails. Returns null and the guest's stall (nanoseconds, from the last frame the old daemon got to
+    /// the switch) when the new daemon serves; otherwise why not (the old daemon then keeps serving, or it ended and is
+    /// relaunched as after a crash).
+    /// </summary>
+    public async Task<(string? Error, long StallNs)> HandOverAsync(ShmRingSet rings, Action takeOver, TimeSpan drainTimeout)
+    {
+        ArgumentNullException.ThrowIfNull(takeOver);
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Generation old;
+        lock (_lock)
+        {
+            old = _current;
+            if (_disposed || _failedFor is not null || old.Dead || _handover is not null)
+                return ("the daemon is not serving now (it ended, or another restart is under way)", 0);
+            _handover = done.Task;
+            old.Draining = true;
+        }
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        try
+        {
+            // Pairs with the worker's announcement in Submit (a store, then a load of Draining): after this barrier, a
+            // worker that did not see Draining shows as busy.
+            Interlocked.MemoryBarrierProcessWide();
+            bool drained = await Task.Run(() => AwaitDrained(old, drainTimeout)).ConfigureAwait(false);
+            lock (_lock)
+            {
+                if (old.Dead) return ("the daemon ended during the restart; a new one is started as after a crash", 0);
+                if (!drained)
+                {
+                    old.Draining = false;
+                    return (string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                        $"the daemon still had requests in flight after {drainTimeout.TotalSeconds:F0} s (a lock wait?); it keeps serving, try again later"), 0);
+                }
+                old.HandedOver = true;
+            }
+            takeOver();
+            bool release;
+            lock (_memoryLock)
+            {
+                var next = NewGeneration(rings);
+                HandLatestMemory(next);
+                lock (_lock)
+                {
+                    _current = next;
+                    old.Dead = true;
+                    release = TakeForRelease(old);
+                }
+            }
+            long stall = (long)(System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds * 1_000_000);
+            Libc.EventFdSignal(_newGeneration);
+            if (release) _relauncher.ReleaseRings(old.Rings);
+            return (null, stall);
+        }
+        finally
+        {
+            lock (_lock) _handover = null;
+            done.TrySetResult();
+        }
+    }
+
+    /// <summary>Waits until no queue sends to <paramref name="old"/> and it owes no reply, or it ended; false on timeout.</summary>
+    private bool AwaitDrained(Generation old, TimeSpan timeout)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        int spins = 0;
+        while (!old.Dead)
+        {
+            bool drained = true;
+            for (int q = 0; q < _queueGeneration.Length && drained; q++)
+                drained = Volatile.Read(ref _submitting[q * BusyStride]) == 0 && old.Transport.Outstanding(q) == 0;
+            if (drained) return true;
+            if (System.Diagnostics.Stopwatch.GetElapsedTime(start) > timeout) return false;
+            // The replies come from the old daemon's threads and the queues' workers, which need the CPUs: yield first,
+            // then sleep.
+            if (++spins < 100) Thread.Yield();
+            else Thread.Sleep(1);
+        }
+        return true;
+    }
+
+    /// <summary>Hands the device's latest memory table to <paramref name="next"/> (the memory lock is held), before any request reaches it.</summary>
+    private void HandLatestMemory(Generation next)
+    {
+        var memory = _latestMemory;
+        if (memory is not null && memory.TryAddRef())
+        {
+            try
+            {
+                ((IGuestMemoryTransport)next.Transport).MemoryReplaced(memory);
+            }
+            finally
+            {
+                memory.Release();
+            }
         }
     }
 
@@ -344,6 +522,12 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
         lock (_lock)
         {
             if (generation != _current || generation.Dead || _disposed) return;
+            // Drained by a planned restart: its end is the restart's, not a crash.
+            if (generation.HandedOver)
+            {
+                generation.Dead = true;
+                return;
+            }
             if (_failedFor is not null)
             {
                 generation.Dead = true;
@@ -386,18 +570,7 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
         {
             var next = NewGeneration(rings);
             // Before any request reaches the new daemon: until it acknowledged the table, requests take the copy path.
-            var memory = _latestMemory;
-            if (memory is not null && memory.TryAddRef())
-            {
-                try
-                {
-                    ((IGuestMemoryTransport)next.Transport).MemoryReplaced(memory);
-                }
-                finally
-                {
-                    memory.Release();
-                }
-            }
+            HandLatestMemory(next);
             lock (_lock)
             {
                 _current = next;
@@ -457,6 +630,7 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
     public void Dispose()
     {
         _disposed = true;
+        _relauncher.TransportChanged(null);
         Libc.EventFdSignal(_stop);
         _watcher.Join(TimeSpan.FromSeconds(2));
         _current.Transport.Dispose();

@@ -50,9 +50,17 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
     private int _failed;
     private readonly object _channelLock = new();
     private readonly Action<ulong> _dropTable;
+    // Per queue, at index queue * CounterStride (a cache line each, so that queues' workers do not share one): frames
+    // committed to the submission ring and completions released from the completion ring. Each is written only by the
+    // queue's worker; their difference is what the daemon still has to answer (every frame gets one completion).
+    private readonly long[] _committed;
+    private readonly long[] _released;
+    private const int CounterStride = 8;
 
     private ShmRingTransport(ShmRingSet rings, IFuseCompletionSink sink, ILogger log)
     {
+        _committed = new long[rings.QueueCount * CounterStride];
+        _released = new long[rings.QueueCount * CounterStride];
         _rings = rings;
         _sink = sink;
         _log = log;
@@ -101,6 +109,7 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
                 EncodeDirect(request, direct, ranges, frame);
                 if (direct == Direct.Read) request.DirectReadCapacity = request.WritableLength - VirtqueueRequest.OutHeaderSize;
                 queue.Producer.Commit(length, request.Tag, notify: false, RingRecordFlags.GuestMemory);
+                Volatile.Write(ref _committed[request.Queue.Value * CounterStride], _committed[request.Queue.Value * CounterStride] + 1);
                 return true;
             }
             if (status == RingStatus.Ok)
@@ -110,6 +119,7 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
                 request.CopyFrameTo(frame);
                 // The daemon is woken once per batch, by Flush.
                 queue.Producer.Commit(length, request.ExpectsReply ? request.Tag : NoReplyTag, notify: false);
+                Volatile.Write(ref _committed[request.Queue.Value * CounterStride], _committed[request.Queue.Value * CounterStride] + 1);
                 return true;
             }
         }
@@ -288,6 +298,7 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
                         }
                     }
                     consumer.Release();
+                    Volatile.Write(ref _released[queue.Value * CounterStride], _released[queue.Value * CounterStride] + 1);
                     continue;
                 }
                 if (status != RingStatus.WouldBlock) Fail(Reason(queue.Value, status, "completion"));
@@ -305,6 +316,13 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
 
     /// <inheritdoc/>
     public int PeerPid => _rings.PeerPid;
+
+    /// <summary>
+    /// Frames of <paramref name="queue"/> the daemon has not answered yet (or whose answers the queue's worker has not
+    /// taken yet). Exact on the queue's worker; from another thread, exact once that worker no longer submits.
+    /// </summary>
+    public long Outstanding(int queue)
+        => Volatile.Read(ref _committed[queue * CounterStride]) - Volatile.Read(ref _released[queue * CounterStride]);
 
     public bool ArmWakeup(QueueIndex queue, out int replyFd, out int peerExitFd)
     {

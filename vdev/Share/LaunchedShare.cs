@@ -50,10 +50,10 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     public int DaemonPid { get; }
 
     /// <summary>The daemon's control socket.</summary>
-    public string ControlSocket { get; }
+    public string ControlSocket { get; private set; }
 
     /// <summary>The control client (used to confirm the settings and to shut the daemon down).</summary>
-    public ShareControlClient Client { get; }
+    public ShareControlClient Client { get; private set; }
 
     /// <summary>
     /// Creates the ring, runs fuse_launcher with the share's settings, checks its exit status and report, then
@@ -61,15 +61,27 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     /// allowlist. Leaves nothing behind on failure.
     /// </summary>
     public static Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, CancellationToken ct)
-        => StartAsync(declared, launcherPath, log, null, null, ct);
+        => StartAsync(declared, launcherPath, log, (StateStore?)null, null, ct);
 
     /// <summary>
     /// As <see cref="StartAsync(DeclaredShare, string, ILogger, CancellationToken)"/>, handing the daemon the share's
     /// state store (<paramref name="store"/>, passed with the ring as <c>state=N</c>) and starting it with
     /// <paramref name="live"/> instead of the declared settings when given (a daemon replacing another).
     /// </summary>
-    public static async Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, StateStore? store, ShareSettings? live, CancellationToken ct)
+    public static Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, StateStore? store, ShareSettings? live, CancellationToken ct)
+        => StartAsync(declared, launcherPath, log, new DaemonBells(store, null, null, null), live, ct);
+
+    /// <summary>
+    /// What a daemon of a supervised share is handed besides its ring: the state store, the vdev's restart bell, and
+    /// for a standby daemon (a planned restart) its takeover bell and the path it listens on until it replaces the
+    /// daemon before (null: the share's control socket).
+    /// </summary>
+    public sealed record DaemonBells(StateStore? Store, Bell? Restart, Bell? Takeover, string? ControlSocket);
+
+    /// <summary>As <see cref="StartAsync(DeclaredShare, string, ILogger, StateStore?, ShareSettings?, CancellationToken)"/>, with the descriptors and paths of <paramref name="bells"/>.</summary>
+    public static async Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, DaemonBells bells, ShareSettings? live, CancellationToken ct)
     {
+        var store = bells.Store;
         var share = live ?? declared.Settings;
         var origin = declared.Origin;
         if (!Directory.Exists(share.SharedDir))
@@ -78,7 +90,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
                 : $"{origin}: the shared directory (host_path, --shared-dir) {share.SharedDir} does not exist; create it or fix the path.");
         if (!File.Exists(launcherPath))
             throw new ShareStartException($"fuse_launcher was not found at {launcherPath}; install it next to vdev or pass --launcher PATH.");
-        var control = Path.GetFullPath(share.EffectiveControlSocket());
+        var control = Path.GetFullPath(bells.ControlSocket ?? share.EffectiveControlSocket());
         var controlDir = Path.GetDirectoryName(control)!;
         try
         {
@@ -99,7 +111,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         int pid;
         try
         {
-            pid = await RunLauncherAsync(share, origin, launcherPath, rings, store, control, ct).ConfigureAwait(false);
+            pid = await RunLauncherAsync(share, origin, launcherPath, rings, bells, control, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -122,8 +134,9 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         return launched;
     }
 
-    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, StateStore? store, string control, CancellationToken ct)
+    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, DaemonBells bells, string control, CancellationToken ct)
     {
+        var store = bells.Store;
         var psi = new ProcessStartInfo(launcherPath)
         {
             RedirectStandardOutput = true,
@@ -133,6 +146,8 @@ public sealed partial class LaunchedShare : IAsyncDisposable
             UseShellExecute = false,
         };
         var ringSpec = store is null ? rings.Fds.ToString() : $"{rings.Fds},state={store.Fd}";
+        if (store is not null && bells.Restart is { } restart) ringSpec += FormattableString.Invariant($",restart={restart.Fd}");
+        if (store is not null && bells.Takeover is { } takeover) ringSpec += FormattableString.Invariant($",takeover={takeover.Fd}");
         foreach (var arg in LauncherArguments(share, ringSpec, control)) psi.ArgumentList.Add(arg);
 
         Process process;
@@ -140,6 +155,8 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         // those on to the daemon).
         rings.SetInheritable(true);
         store?.SetInheritable(true);
+        bells.Restart?.SetInheritable(true);
+        bells.Takeover?.SetInheritable(true);
         try
         {
             process = Process.Start(psi) ?? throw new ShareStartException($"Cannot start {launcherPath}.");
@@ -152,6 +169,8 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         {
             rings.SetInheritable(false);
             store?.SetInheritable(false);
+            bells.Restart?.SetInheritable(false);
+            bells.Takeover?.SetInheritable(false);
         }
         using (process)
         {
@@ -263,6 +282,20 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     public void ReleaseExited()
     {
         Client.Dispose();
+    }
+
+    /// <summary>
+    /// Moves the control socket this daemon listens on to <paramref name="path"/> (a standby daemon that replaced the
+    /// daemon before takes over the share's control socket path: one rename(2), which replaces the old daemon's socket
+    /// file while its listening socket, and a call in flight on it, live on). The control client follows.
+    /// </summary>
+    public void MoveControlSocket(string path)
+    {
+        if (ControlSocket == path) return;
+        File.Move(ControlSocket, path, overwrite: true);
+        ControlSocket = path;
+        Client.Dispose();
+        Client = new ShareControlClient(path, TimeSpan.FromSeconds(5));
     }
 
     /// <summary>Releases the ring set of a daemon let go with <see cref="ReleaseExited"/>.</summary>

@@ -28,28 +28,42 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
     private readonly Queue<long> _ends = new();
     private readonly List<LaunchedShare> _exited = [];
     private readonly CancellationTokenSource _stopping = new();
+    // One change of daemon at a time: a relaunch after a crash and a planned restart take turns.
+    private readonly SemaphoreSlim _switching = new(1, 1);
+    private readonly Bell _restartBell;
+    private readonly Thread _restartWatch;
+    private readonly Bell _stopBell = Bell.Create();
+    private volatile RecoveringTransport? _transport;
     private LaunchedShare _current;
 
-    private ShareSupervisor(DeclaredShare declared, string launcher, StateStore store, LaunchedShare first, ILogger log)
+    /// <summary>How long a planned restart waits for the old daemon to answer what it was sent before it gives up.</summary>
+    public static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(5);
+
+    private ShareSupervisor(DeclaredShare declared, string launcher, StateStore store, Bell restartBell, LaunchedShare first, ILogger log)
     {
         _declared = declared;
         _launcher = launcher;
         _store = store;
+        _restartBell = restartBell;
         _current = first;
         _log = log;
+        _restartWatch = new Thread(WatchRestartRequests) { IsBackground = true, Name = $"vdev {declared.Settings.Tag} restart requests" };
+        _restartWatch.Start();
     }
 
     /// <summary>Creates the share's state store and starts its first daemon (as <see cref="LaunchedShare.StartAsync(DeclaredShare, string, ILogger, CancellationToken)"/>).</summary>
     public static async Task<ShareSupervisor> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, CancellationToken ct)
     {
         var store = StateStore.Create();
+        var bell = Bell.Create();
         try
         {
-            var first = await LaunchedShare.StartAsync(declared, launcherPath, log, store, null, ct).ConfigureAwait(false);
-            return new ShareSupervisor(declared, launcherPath, store, first, log);
+            var first = await LaunchedShare.StartAsync(declared, launcherPath, log, new LaunchedShare.DaemonBells(store, bell, null, null), null, ct).ConfigureAwait(false);
+            return new ShareSupervisor(declared, launcherPath, store, bell, first, log);
         }
         catch
         {
+            bell.Dispose();
             store.Dispose();
             throw;
         }
@@ -73,6 +87,19 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
     /// <inheritdoc/>
     public async Task<ShmRingSet?> RelaunchAsync(ShmRingSet dead, string cause, long noticed)
     {
+        await _switching.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            return await RelaunchLockedAsync(dead, cause, noticed).ConfigureAwait(false);
+        }
+        finally
+        {
+            _switching.Release();
+        }
+    }
+
+    private async Task<ShmRingSet?> RelaunchLockedAsync(ShmRingSet dead, string cause, long noticed)
+    {
         var old = Current;
         if (old.Rings != dead) return old.Rings;
         old.ReleaseExited();
@@ -82,19 +109,144 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             LogRelaunchOff(_log, Settings.Tag, old.DaemonPid);
             return null;
         }
-        _ends.Enqueue(noticed);
-        while (_ends.Count > 0 && Stopwatch.GetElapsedTime(_ends.Peek(), noticed) > CrashWindow) _ends.Dequeue();
-        if (_ends.Count >= CrashLimit)
+        long end = noticed;
+        while (true)
         {
-            LogCrashLoop(_log, Settings.Tag, _ends.Count, CrashWindow.TotalSeconds);
-            return null;
+            // Every end counts, a new daemon's that died before it was ready included.
+            _ends.Enqueue(end);
+            while (_ends.Count > 0 && Stopwatch.GetElapsedTime(_ends.Peek(), end) > CrashWindow) _ends.Dequeue();
+            if (_ends.Count >= CrashLimit)
+            {
+                LogCrashLoop(_log, Settings.Tag, _ends.Count, CrashWindow.TotalSeconds);
+                return null;
+            }
+            try
+            {
+                var next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _restartBell, null, null),
+                    LiveSettings(old), _stopping.Token).ConfigureAwait(false);
+                var waited = Stopwatch.GetElapsedTime(noticed);
+                _store.RecordRestart(cause, (long)(waited.TotalMilliseconds * 1_000_000));
+                Volatile.Write(ref _current, next);
+                LogRelaunched(_log, Settings.Tag, old.DaemonPid, next.DaemonPid, waited.TotalMilliseconds);
+                return next.Rings;
+            }
+            catch (ShareStartException e)
+            {
+                // The new daemon did not get as far as serving (it died before it was ready, or its settings were
+                // refused): tried again until the crash-loop guard says otherwise.
+                LogRelaunchAttemptFailed(_log, Settings.Tag, e.Message);
+                end = Stopwatch.GetTimestamp();
+            }
         }
-        var next = await LaunchedShare.StartAsync(_declared, _launcher, _log, _store, LiveSettings(old), _stopping.Token).ConfigureAwait(false);
-        var waited = Stopwatch.GetElapsedTime(noticed);
-        _store.RecordRestart(cause, (long)(waited.TotalMilliseconds * 1_000_000));
-        Volatile.Write(ref _current, next);
-        LogRelaunched(_log, Settings.Tag, old.DaemonPid, next.DaemonPid, waited.TotalMilliseconds);
-        return next.Rings;
+    }
+
+    /// <inheritdoc/>
+    public void TransportChanged(RecoveringTransport? transport) => _transport = transport;
+
+    /// <summary>
+    /// A planned restart (vdev/README.md, "Planned restart"): starts a new daemon on standby beside the serving one
+    /// (the binary installed now at the launcher's daemon path), drains the serving one, hands the guest's session to
+    /// the new one and lets the old one go. Returns the pid of the daemon serving afterwards, or throws
+    /// <see cref="ShareStartException"/> with a sentence when the restart failed (the old daemon then keeps serving,
+    /// unless it ended meanwhile, which is a crash and handled as one).
+    /// </summary>
+    public async Task<int> RestartAsync(CancellationToken ct)
+    {
+        await _switching.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            var old = Current;
+            var transport = _transport;
+            using var takeover = Bell.Create();
+            // The new daemon listens beside the old one until it replaces it; then its socket takes the share's path.
+            var standbyControl = old.ControlSocket + ".next";
+            LaunchedShare next;
+            try
+            {
+                next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _restartBell, takeover, standbyControl),
+                    LiveSettings(old), _stopping.Token).ConfigureAwait(false);
+            }
+            catch (ShareStartException e)
+            {
+                throw new ShareStartException($"share '{Settings.Tag}': the new daemon could not be started, so daemon {old.DaemonPid} keeps serving: {e.Message}");
+            }
+            lock (_exited) _exited.Add(old);
+            string? error = null;
+            long stall = 0;
+            if (transport is null)
+            {
+                // No guest connected: nothing in flight to drain.
+                takeover.Ring();
+            }
+            else
+            {
+                (error, stall) = await transport.HandOverAsync(next.Rings, takeover.Ring, DrainTimeout).ConfigureAwait(false);
+            }
+            if (error is not null)
+            {
+                lock (_exited) _exited.Remove(old);
+                await next.DisposeAsync().ConfigureAwait(false);
+                throw new ShareStartException($"share '{Settings.Tag}': the restart was given up: {error}.");
+            }
+            Volatile.Write(ref _current, next);
+            _store.RecordRestart("restart", stall, planned: true);
+            try
+            {
+                next.MoveControlSocket(old.ControlSocket);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                LogControlSocketNotMoved(_log, Settings.Tag, next.ControlSocket, old.ControlSocket, e.Message);
+            }
+            // The old daemon answered everything: closing its ring stops it (it leaves the guest's session in the store).
+            old.ReleaseExited();
+            try
+            {
+                old.Rings.Close();
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+            if (transport is null) ReleaseRings(old.Rings);
+            LogRestarted(_log, Settings.Tag, old.DaemonPid, next.DaemonPid, stall / 1e6);
+            return next.DaemonPid;
+        }
+        finally
+        {
+            _switching.Release();
+        }
+    }
+
+    /// <summary>Answers the planned restart requests daemons write into the store (the Restart call) and ring the bell for.</summary>
+    private void WatchRestartRequests()
+    {
+        uint answered = _store.RestartRequested;
+        while (true)
+        {
+            int rang = _restartBell.WaitOr(_stopBell.Fd, -1);
+            if ((rang & 2) != 0 || _stopping.IsCancellationRequested) return;
+            if ((rang & 1) == 0) continue;
+            _restartBell.Drain();
+            uint asked = _store.RestartRequested;
+            if (asked == answered) continue;
+            int pid = 0;
+            string? error = null;
+            try
+            {
+                pid = RestartAsync(_stopping.Token).GetAwaiter().GetResult();
+            }
+            catch (ShareStartException e)
+            {
+                error = e.Message;
+                LogRestartFailed(_log, Settings.Tag, e.Message);
+            }
+            catch (OperationCanceledException)
+            {
+                error = "the vdev is stopping";
+            }
+            _store.AnswerRestart(asked, pid, error);
+            answered = asked;
+        }
     }
 
     /// <inheritdoc/>
@@ -104,6 +256,8 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
         {
             int i = _exited.FindIndex(e => e.Rings == rings);
             if (i < 0) return;
+            // A daemon replaced by a planned restart may still run: closing the ring stops it.
+            _exited[i].Rings.Close();
             _exited[i].DisposeRings();
             _exited.RemoveAt(i);
         }
@@ -138,6 +292,8 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
     public async ValueTask DisposeAsync()
     {
         await _stopping.CancelAsync().ConfigureAwait(false);
+        _stopBell.Ring();
+        _restartWatch.Join(TimeSpan.FromSeconds(10));
         await Current.DisposeAsync().ConfigureAwait(false);
         lock (_exited)
         {
@@ -145,7 +301,10 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             _exited.Clear();
         }
         _store.Dispose();
+        _restartBell.Dispose();
+        _stopBell.Dispose();
         _stopping.Dispose();
+        _switching.Dispose();
     }
 
     [LoggerMessage(EventId = 90, Level = LogLevel.Warning, Message = "share '{Tag}': daemon {Old} was replaced by daemon {New}; the guest waited {Milliseconds:F0} ms")]
@@ -156,6 +315,18 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
 
     [LoggerMessage(EventId = 92, Level = LogLevel.Error, Message = "share '{Tag}': the daemon ended {Count} times within {Seconds} s; not starting another (crash loop). Every request now fails with EIO; fix the cause in the daemon's log above and restart the vdev")]
     private static partial void LogCrashLoop(ILogger log, string tag, int count, double seconds);
+
+    [LoggerMessage(EventId = 94, Level = LogLevel.Warning, Message = "share '{Tag}': a new daemon did not start ({Reason}); trying again")]
+    private static partial void LogRelaunchAttemptFailed(ILogger log, string tag, string reason);
+
+    [LoggerMessage(EventId = 95, Level = LogLevel.Information, Message = "share '{Tag}': planned restart: daemon {Old} was replaced by daemon {New}; the guest's requests waited at most {Milliseconds:F1} ms")]
+    private static partial void LogRestarted(ILogger log, string tag, int old, int @new, double milliseconds);
+
+    [LoggerMessage(EventId = 96, Level = LogLevel.Error, Message = "share '{Tag}': planned restart failed: {Reason}")]
+    private static partial void LogRestartFailed(ILogger log, string tag, string reason);
+
+    [LoggerMessage(EventId = 97, Level = LogLevel.Warning, Message = "share '{Tag}': the new daemon's control socket {From} could not take the path {To} ({Reason}); it stays at {From}")]
+    private static partial void LogControlSocketNotMoved(ILogger log, string tag, string from, string to, string reason);
 
     [LoggerMessage(EventId = 93, Level = LogLevel.Warning, Message = "share '{Tag}': the live settings in the state store cannot be read ({Reason}); the new daemon starts with the last daemon's start-up settings")]
     private static partial void LogSettingsUnreadable(ILogger log, string tag, string reason);

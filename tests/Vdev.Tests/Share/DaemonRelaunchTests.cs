@@ -68,6 +68,9 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
         /// <summary>What the vdev (and the daemons' output it passes through) printed so far.</summary>
         public string Log => string.Join('\n', _log);
 
+        /// <summary>The next request unique (increasing, as the guest's are).</summary>
+        public ulong NextUnique() => _unique++;
+
         public byte[] Call(byte[] frame, int replyCapacity = 8192)
         {
             // The unique at 8: every request gets its own.
@@ -118,6 +121,15 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
             int pid = Daemon();
             Assert.True(HostProcesses.KillAndWait(pid, TimeSpan.FromSeconds(10)), $"daemon {pid} outlived SIGKILL");
             return pid;
+        }
+
+        /// <summary>`vdev ctl restart` on the share's control socket: the exit code and what it printed.</summary>
+        public (int Exit, string Output) Restart()
+        {
+            var stdout = new StringWriter();
+            var stderr = new StringWriter();
+            int exit = CtlCommand.Run(["--socket", Socket + ".ctl", "--timeout", "60", "--json", "restart"], stdout, stderr);
+            return (exit, stdout.ToString() + stderr.ToString());
         }
 
         public JsonElement Status()
@@ -403,6 +415,248 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
             var deadline = Stopwatch.StartNew();
             while (!rig.Log.Contains("(crash loop)", StringComparison.Ordinal) && deadline.Elapsed < TimeSpan.FromSeconds(10)) Thread.Sleep(20);
             Assert.Single(rig.Log.Split('\n'), l => l.Contains("not starting another (crash loop)", StringComparison.Ordinal));
+        }
+        finally
+        {
+            output.WriteLine(rig.Log);
+        }
+    }
+
+    /// <summary>
+    /// `vdev ctl restart` three times while the front-end keeps 16 requests in flight (each of 16 slots in turn does a
+    /// LOOKUP of its file, a READ and a WRITE through a handle opened before the restarts, and a CREATE then RELEASE of a
+    /// new file): not one request fails, every LOOKUP finds the node id from before, every READ returns what the slot
+    /// wrote last, the host files hold the writes, the daemon's pid changes each time, and the status counts three
+    /// planned restarts.
+    /// </summary>
+    [Fact]
+    public void PlannedRestart_ThreeTimesUnderSixteenInFlight_NoErrorAndNodeIdsAndHandlesStayValid()
+    {
+        const int Slots = 16, Block = 4096, Blocks = 4;
+        using var rig = new Rig(_dir);
+        var nodes = new ulong[Slots];
+        var handles = new ulong[Slots];
+        var expected = new byte[Slots][];
+        var errors = new ConcurrentQueue<string>();
+        var pids = new List<int>();
+        int completed = 0;
+        try
+        {
+            for (int i = 0; i < Slots; i++)
+            {
+                expected[i] = Pattern(Block * Blocks, 100 + i);
+                File.WriteAllBytes(Path.Combine(rig.Share, $"s{i}"), expected[i]);
+                nodes[i] = rig.Lookup($"s{i}", out _);
+                handles[i] = rig.Open(nodes[i], 2 /* O_RDWR */);
+            }
+            pids.Add(rig.Daemon());
+            var restarts = new List<(int Exit, string Output)>();
+            bool done = false;
+            var restarter = new Thread(() =>
+            {
+                for (int r = 0; r < 3; r++)
+                {
+                    Thread.Sleep(400);
+                    restarts.Add(rig.Restart());
+                }
+                Thread.Sleep(300);
+                Volatile.Write(ref done, true);
+            }) { IsBackground = true };
+
+            // Per slot: the step it is at, what its request in flight was, and the CREATE's result for the RELEASE after.
+            var step = new int[Slots];
+            var head = new int[Slots];
+            var kind = new string[Slots];
+            var pendingData = new byte[Slots][];
+            var pendingBlock = new int[Slots];
+            var created = new (ulong Node, ulong Fh)[Slots];
+            var slotOf = new int[rig.Queue.Size];
+            var random = new Random(11);
+            int serial = 0;
+            void Send(int i)
+            {
+                byte[] frame;
+                int capacity = 256;
+                switch (step[i] % 5)
+                {
+                    case 0:
+                        kind[i] = "LOOKUP";
+                        frame = FuseFrames.LookupRequest(0, FuseFrames.RootId, $"s{i}");
+                        break;
+                    case 1:
+                        kind[i] = "READ";
+                        pendingBlock[i] = random.Next(Blocks);
+                        frame = FuseFrames.ReadRequest(0, nodes[i], handles[i], (ulong)(pendingBlock[i] * Block), Block);
+                        capacity = Block + 64;
+                        break;
+                    case 2:
+                        kind[i] = "WRITE";
+                        pendingBlock[i] = random.Next(Blocks);
+                        pendingData[i] = Pattern(Block, 1000 + serial);
+                        frame = FuseFrames.WriteRequest(0, nodes[i], handles[i], (ulong)(pendingBlock[i] * Block), pendingData[i]);
+                        break;
+                    case 3:
+                        kind[i] = "CREATE";
+                        frame = CreateRequest(FuseFrames.RootId, $"c{i}-{serial}", 0x41 /* O_CREAT | O_WRONLY */);
+                        break;
+                    default:
+                        kind[i] = "RELEASE";
+                        frame = FuseFrames.ReleaseRequest(0, created[i].Node, created[i].Fh, 1);
+                        break;
+                }
+                serial++;
+                BitConverter.TryWriteBytes(frame.AsSpan(8), rig.NextUnique());
+                head[i] = rig.Queue.Submit(frame, capacity);
+                slotOf[head[i]] = i;
+            }
+            void Check(int i, byte[] reply)
+            {
+                int error = Rig.Error(reply);
+                if (error != 0)
+                {
+                    errors.Enqueue($"{kind[i]} of slot {i}: errno {error}");
+                    return;
+                }
+                switch (kind[i])
+                {
+                    case "LOOKUP" when FuseFrames.ReadEntry(reply).NodeId != nodes[i]:
+                        errors.Enqueue($"LOOKUP s{i}: node {FuseFrames.ReadEntry(reply).NodeId}, was {nodes[i]}");
+                        break;
+                    case "READ" when !reply.AsSpan(FuseFrames.OutHeader).SequenceEqual(expected[i].AsSpan(pendingBlock[i] * Block, Block)):
+                        errors.Enqueue($"READ s{i} block {pendingBlock[i]}: not what was written last");
+                        break;
+                    case "WRITE":
+                        pendingData[i].CopyTo(expected[i], pendingBlock[i] * Block);
+                        break;
+                    case "CREATE":
+                        created[i] = (FuseFrames.ReadEntry(reply).NodeId, BitConverter.ToUInt64(reply, FuseFrames.OutHeader + 128));
+                        break;
+                }
+            }
+
+            restarter.Start();
+            for (int i = 0; i < Slots; i++) Send(i);
+            while (true)
+            {
+                var (h, length) = rig.Queue.WaitUsed(Reply);
+                int i = slotOf[h];
+                Check(i, rig.Queue.ReplyBytes(h, length));
+                completed++;
+                step[i]++;
+                // The slot finishes its cycle before it stops, so that no created file stays open.
+                if (Volatile.Read(ref done) && step[i] % 5 == 0)
+                {
+                    step[i] = -1;
+                    if (step.All(x => x < 0)) break;
+                    continue;
+                }
+                Send(i);
+            }
+            restarter.Join();
+            for (int i = 0; i < Slots; i++)
+                Assert.True(expected[i].AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(rig.Share, $"s{i}"))), $"s{i} on the host differs from what was written");
+            output.WriteLine($"{completed} requests completed");
+            Assert.True(errors.IsEmpty, string.Join('\n', errors) + "\n" + rig.Log);
+            foreach (var (exit, text) in restarts)
+            {
+                Assert.True(exit == 0, $"vdev ctl restart: exit {exit}: {text}\n{rig.Log}");
+                pids.Add(JsonDocument.Parse(text).RootElement.GetProperty("new_pid").GetInt32());
+            }
+            Assert.Equal(4, pids.Distinct().Count());
+            Assert.Equal(pids[^1], rig.Daemon());
+            // A handle opened before the restarts still reads after them.
+            Assert.Equal(expected[0][..Block], rig.Read(nodes[0], handles[0], 0, Block));
+            var status = rig.Status().GetProperty("restarts");
+            output.WriteLine(status.ToString());
+            Assert.Equal(3, status.GetProperty("count").GetInt32());
+            Assert.Equal(3, status.GetProperty("planned").GetInt32());
+            Assert.Equal("restart", status.GetProperty("last_cause").GetString());
+        }
+        finally
+        {
+            output.WriteLine(rig.Log);
+        }
+    }
+
+    /// <summary>A planned restart with relaunch off (which only concerns crashes) replaces the daemon all the same.</summary>
+    [Fact]
+    public void PlannedRestart_WithRelaunchOff_ReplacesTheDaemon()
+    {
+        using var rig = new Rig(_dir, "--no-relaunch");
+        File.WriteAllText(Path.Combine(rig.Share, "n"), "n");
+        try
+        {
+            var node = rig.Lookup("n", out _);
+            int before = rig.Daemon();
+            var (exit, text) = rig.Restart();
+            Assert.True(exit == 0, text + "\n" + rig.Log);
+            Assert.NotEqual(before, rig.Daemon());
+            Assert.Equal(node, rig.Lookup("n", out _));
+        }
+        finally
+        {
+            output.WriteLine(rig.Log);
+        }
+    }
+
+    /// <summary>
+    /// A fuse_launcher that fails the way a daemon dying before it is ready makes it fail, at the starts listed in
+    /// <paramref name="failing"/> (1 is the share's first daemon), and otherwise runs the real one.
+    /// </summary>
+    private string FailingLauncher(string failing)
+    {
+        var counter = Path.Combine(_dir, "launches");
+        var script = Path.Combine(_dir, "fuse_launcher");
+        var real = Path.Combine(Path.GetDirectoryName(GuestBackend.ResolveVdev())!, "fuse_launcher");
+        File.WriteAllText(script, $"""
+            #!/bin/sh
+            n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 ))
+            echo $n > {counter}
+            case " {failing} " in *" $n "*) echo "fuse_launcher: the daemon exited with signal 9 before it was ready" >&2; exit 1;; esac
+            exec {real} "$@"
+            """);
+        File.SetUnixFileMode(script, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        return script;
+    }
+
+    /// <summary>A relaunched daemon that dies before it is ready is started again: the guest's request is served.</summary>
+    [Fact]
+    public void RelaunchedDaemonDiesBeforeReady_ItIsStartedAgain_AndTheRequestIsServed()
+    {
+        using var rig = new Rig(_dir, "--launcher", FailingLauncher("2 3"));
+        File.WriteAllText(Path.Combine(rig.Share, "d"), "d");
+        try
+        {
+            var node = rig.Lookup("d", out _);
+            rig.KillDaemon();
+            var attr = rig.Call(FuseFrames.GetattrRequest(0, node));
+            Assert.True(Rig.Error(attr) == 0, $"GETATTR after the kill: errno {Rig.Error(attr)}\n{rig.Log}");
+            Assert.Equal(2, rig.Log.Split('\n').Count(l => l.Contains("did not start", StringComparison.Ordinal) && l.Contains("trying again", StringComparison.Ordinal)));
+        }
+        finally
+        {
+            output.WriteLine(rig.Log);
+        }
+    }
+
+    /// <summary>
+    /// Attempts that die before ready count toward the crash-loop guard: one kill and four failed starts are five ends,
+    /// after which the share stops relaunching with the one crash-loop line and requests fail with EIO.
+    /// </summary>
+    [Fact]
+    public void RelaunchesThatDieBeforeReady_CountTowardTheCrashLoopGuard()
+    {
+        using var rig = new Rig(_dir, "--launcher", FailingLauncher("2 3 4 5 6 7 8"));
+        File.WriteAllText(Path.Combine(rig.Share, "e"), "e");
+        try
+        {
+            var node = rig.Lookup("e", out _);
+            rig.KillDaemon();
+            Assert.Equal(5, Rig.Error(rig.Call(FuseFrames.GetattrRequest(0, node))));
+            var deadline = Stopwatch.StartNew();
+            while (!rig.Log.Contains("(crash loop)", StringComparison.Ordinal) && deadline.Elapsed < TimeSpan.FromSeconds(10)) Thread.Sleep(20);
+            Assert.Single(rig.Log.Split('\n'), l => l.Contains("not starting another (crash loop)", StringComparison.Ordinal));
+            Assert.Equal(ShareSupervisor.CrashLimit - 1, rig.Log.Split('\n').Count(l => l.Contains("trying again", StringComparison.Ordinal)));
         }
         finally
         {
