@@ -183,6 +183,11 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
     {
         int q = request.Queue.Value;
         ref int busy = ref _submitting[q * BusyStride];
+        // The guest made this head available again, so whatever request the arrays hold for it has ended; it must not
+        // stand for this request (which may be the same reused object) while it waits for a new daemon, or a catch-up
+        // would take it for a frame the old daemon got and send it, or answer it, before this call does.
+        int reused = (ushort)request.Tag;
+        if (reused < _pending[q].Length) _pending[q][reused] = null;
         while (true)
         {
             var generation = _current;

@@ -112,7 +112,7 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
                 if (found.Count == 1) return found[0];
                 Thread.Sleep(20);
             }
-            throw new TimeoutException($"not exactly one daemon serves {Share}\n{Log}");
+            throw new TimeoutException($"not exactly one daemon serves {Share}: {string.Join(' ', HostProcesses.FindPassthroughDaemons(Share))}\n{Log}");
         }
 
         /// <summary>SIGKILLs the serving daemon and waits until it is gone; returns its pid.</summary>
