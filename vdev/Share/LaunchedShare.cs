@@ -298,6 +298,26 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         Client = new ShareControlClient(path, TimeSpan.FromSeconds(5));
     }
 
+    /// <summary>
+    /// Lets go of a daemon a planned restart replaced (it answered everything it was sent and the guest's session is
+    /// its successor's): closes its ring, which stops it, and ends it by signal if it still runs after 5 s.
+    /// </summary>
+    public async Task RetireAsync()
+    {
+        Client.Dispose();
+        try
+        {
+            Rings.Close();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        if (await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(5)).ConfigureAwait(false)) return;
+        LogKilling(_log, Settings.Tag, DaemonPid);
+        Libc.kill(DaemonPid, Libc.SIGTERM);
+        if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(3)).ConfigureAwait(false)) Libc.kill(DaemonPid, Libc.SIGKILL);
+    }
+
     /// <summary>Releases the ring set of a daemon let go with <see cref="ReleaseExited"/>.</summary>
     public void DisposeRings() => Rings.Dispose();
 

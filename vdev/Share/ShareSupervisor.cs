@@ -199,14 +199,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
                 LogControlSocketNotMoved(_log, Settings.Tag, next.ControlSocket, old.ControlSocket, e.Message);
             }
             // The old daemon answered everything: closing its ring stops it (it leaves the guest's session in the store).
-            old.ReleaseExited();
-            try
-            {
-                old.Rings.Close();
-            }
-            catch (ObjectDisposedException)
-            {
-            }
+            _ = old.RetireAsync();
             if (transport is null) ReleaseRings(old.Rings);
             LogRestarted(_log, Settings.Tag, old.DaemonPid, next.DaemonPid, stall / 1e6);
             return next.DaemonPid;
