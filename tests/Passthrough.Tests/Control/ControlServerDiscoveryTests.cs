@@ -36,7 +36,7 @@ public sealed class ControlServerDiscoveryTests
             .Select(bytes => FileDescriptorProto.Parser.ParseFrom(bytes)).ToList();
         ServiceDescriptorProto service = files.SelectMany(f => f.Service).Single(s => s.Name == "ShareControl");
         Assert.Equal(
-            ["GetStatus", "SetDirectIo", "SetCachePolicy", "AddAllowedPath", "RemoveAllowedPath", "ListAllowedPaths", "SetAllowlistEnabled", "Shutdown"],
+            ["GetStatus", "SetDirectIo", "SetCachePolicy", "AddAllowedPath", "RemoveAllowedPath", "ListAllowedPaths", "SetAllowlistEnabled", "Shutdown", "Restart"],
             service.Method.Select(m => m.Name));
         Assert.Equal(".hypervisor.control.v1.ShareStatus", service.Method[0].OutputType);
 
