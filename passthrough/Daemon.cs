@@ -69,9 +69,10 @@ public static partial class Daemon
         }
         using var engine = new FuseEngine(fs, loggerFactory.CreateLogger("passthrough.fuse"));
         StateStore? store;
+        FileSystem.KeptDescriptors? kept;
         try
         {
-            store = AttachStore(settings, fs, engine, log);
+            store = AttachStore(settings, fs, engine, log, out kept);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or FormatException)
         {
@@ -79,6 +80,7 @@ public static partial class Daemon
             return 1;
         }
         using var storeLifetime = store;
+        using var keptLifetime = kept;
         var threads = settings.Share.ThreadPoolSize > 0 ? (int)settings.Share.ThreadPoolSize : Math.Max(8, 2 * Environment.ProcessorCount);
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
@@ -113,7 +115,7 @@ public static partial class Daemon
             if (settings.Ring is not null)
             {
                 ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring, settings.QueueCpus,
-                    (int)settings.Share.ThreadPoolSize);
+                    (int)settings.Share.ThreadPoolSize, kept is null ? null : ((FileSystem.PassthroughFileSystem)fs).FlushKept);
                 LogRing(log, settings.Share.SharedDir, settings.Ring);
             }
 
@@ -173,16 +175,27 @@ public static partial class Daemon
     /// Maps the share's state store when the ring descriptor names one, takes over the session it holds (a daemon of
     /// this share served the guest before), and keeps it up to date from now on; null without a store.
     /// </summary>
-    private static StateStore? AttachStore(DaemonCommand.Settings settings, IFileSystem fs, FuseEngine engine, ILogger log)
+    private static StateStore? AttachStore(DaemonCommand.Settings settings, IFileSystem fs, FuseEngine engine, ILogger log, out FileSystem.KeptDescriptors? kept)
     {
+        kept = null;
         if (settings.Ring is null || fs is not FileSystem.PassthroughFileSystem passthrough) return null;
-        if (RingFds.Parse(settings.Ring).StateFd is not { } fd) return null;
+        var ringFds = RingFds.Parse(settings.Ring);
+        if (ringFds.StateFd is not { } fd) return null;
         var store = StateStore.Attach(fd);
-        var restored = passthrough.AttachStore(store, out var minor, out var flags);
+        Dictionary<Hypervisor.Protocol.Recovery.KeptEntry, Hypervisor.Interop.SafeFd>? adopted = null;
+        if (ringFds.DescriptorStoreFd is { } channel)
+        {
+            if (Hypervisor.Interop.Libc.fcntl(channel, Hypervisor.Interop.Libc.F_SETFD, Hypervisor.Interop.Libc.FD_CLOEXEC) != 0)
+                throw new IOException($"The descriptor store's channel fdstore={channel} is not open in this process; the vdev must let it be inherited.");
+            kept = new FileSystem.KeptDescriptors(new Hypervisor.Interop.SafeFd(channel));
+            // Before serving: the vdev sends what it kept from the previous daemons, then says it is done.
+            adopted = kept.Adopt();
+        }
+        var restored = passthrough.AttachStore(store, kept, adopted, out var minor, out var flags);
         if (restored is { } r)
         {
             engine.Resume(minor, flags);
-            LogResumed(log, minor, r.Nodes, r.Stale, r.Handles, r.LostHandles);
+            LogResumed(log, minor, r.Nodes, r.Stale, r.Handles, r.LostHandles, r.AdoptedHandles, r.AdoptedLockOwners);
         }
         engine.SessionStarted = (m, f) => store.WriteInit(m, (ulong)f, passthrough.Generation);
         engine.SessionEnded = store.ClearInit;
@@ -193,8 +206,8 @@ public static partial class Daemon
         ? new ShareUsage((ulong)p.OpenHandles, (ulong)p.KnownNodes, (ulong)p.BytesRead, (ulong)p.BytesWritten)
         : default;
 
-    [LoggerMessage(EventId = 407, Level = LogLevel.Warning, Message = "Took over the guest's session from the state store (protocol 7.{Minor}): {Nodes} node ids ({Stale} stale: they answer ESTALE), {Handles} open handles, {Lost} handles that could not be reopened (they answer EBADF)")]
-    private static partial void LogResumed(ILogger log, uint minor, int nodes, int stale, int handles, int lost);
+    [LoggerMessage(EventId = 407, Level = LogLevel.Warning, Message = "Took over the guest's session from the state store (protocol 7.{Minor}): {Nodes} node ids ({Stale} stale: they answer ESTALE), {Handles} open handles ({Adopted} of them the very open files the vdev kept, the rest reopened by file handle), {Lost} handles that could not be reopened (they answer EBADF), {Locks} lock owners whose locks the vdev kept")]
+    private static partial void LogResumed(ILogger log, uint minor, int nodes, int stale, int handles, int lost, int adopted, int locks);
 
     [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "Control service on {Socket}")]
     private static partial void LogControl(ILogger log, string socket);

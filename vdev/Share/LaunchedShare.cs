@@ -68,7 +68,15 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     /// state store (<paramref name="store"/>, passed with the ring as <c>state=N</c>) and starting it with
     /// <paramref name="live"/> instead of the declared settings when given (a daemon replacing another).
     /// </summary>
-    public static async Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, StateStore? store, ShareSettings? live, CancellationToken ct)
+    public static Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, StateStore? store, ShareSettings? live, CancellationToken ct)
+        => StartAsync(declared, launcherPath, log, store, null, live, ct);
+
+    /// <summary>
+    /// As <see cref="StartAsync(DeclaredShare, string, ILogger, StateStore, ShareSettings, CancellationToken)"/>, with a
+    /// channel of the share's descriptor store (<paramref name="descriptors"/>, passed with the ring as <c>fdstore=N</c>)
+    /// on which the daemon adopts the descriptors kept from its predecessors and hands over those it opens.
+    /// </summary>
+    public static async Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, StateStore? store, DescriptorStore? descriptors, ShareSettings? live, CancellationToken ct)
     {
         var share = live ?? declared.Settings;
         var origin = declared.Origin;
@@ -99,7 +107,10 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         int pid;
         try
         {
-            pid = await RunLauncherAsync(share, origin, launcherPath, rings, store, control, ct).ConfigureAwait(false);
+            // The daemon's end of its descriptor channel is its own once the launcher has passed it on: closed here in
+            // any case, so that the daemon's death (or a start that failed) ends the channel.
+            using var channel = descriptors?.Connect();
+            pid = await RunLauncherAsync(share, origin, launcherPath, rings, store, channel, control, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -122,7 +133,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         return launched;
     }
 
-    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, StateStore? store, string control, CancellationToken ct)
+    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, StateStore? store, SafeFd? descriptors, string control, CancellationToken ct)
     {
         var psi = new ProcessStartInfo(launcherPath)
         {
@@ -133,6 +144,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
             UseShellExecute = false,
         };
         var ringSpec = store is null ? rings.Fds.ToString() : $"{rings.Fds},state={store.Fd}";
+        if (descriptors is not null) ringSpec += $",fdstore={descriptors.Value}";
         foreach (var arg in LauncherArguments(share, ringSpec, control)) psi.ArgumentList.Add(arg);
 
         Process process;
@@ -140,6 +152,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         // those on to the daemon).
         rings.SetInheritable(true);
         store?.SetInheritable(true);
+        if (descriptors is not null) SetInheritable(descriptors, true);
         try
         {
             process = Process.Start(psi) ?? throw new ShareStartException($"Cannot start {launcherPath}.");
@@ -152,6 +165,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         {
             rings.SetInheritable(false);
             store?.SetInheritable(false);
+            if (descriptors is not null) SetInheritable(descriptors, false);
         }
         using (process)
         {
@@ -181,6 +195,12 @@ public sealed partial class LaunchedShare : IAsyncDisposable
                 throw new ShareStartException($"fuse_launcher for share '{share.Tag}' exited 0 but reported '{output}' instead of {{\"pid\":…}}.");
             }
         }
+    }
+
+    private static void SetInheritable(SafeFd fd, bool inheritable)
+    {
+        int flags = Libc.fcntl(fd.Value, Libc.F_GETFD, 0);
+        if (flags >= 0) Libc.fcntl(fd.Value, Libc.F_SETFD, inheritable ? flags & ~Libc.FD_CLOEXEC : flags | Libc.FD_CLOEXEC);
     }
 
     /// <summary>

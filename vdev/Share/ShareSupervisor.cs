@@ -25,16 +25,18 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
     private readonly string _launcher;
     private readonly ILogger _log;
     private readonly StateStore _store;
+    private readonly DescriptorStore _descriptors;
     private readonly Queue<long> _ends = new();
     private readonly List<LaunchedShare> _exited = [];
     private readonly CancellationTokenSource _stopping = new();
     private LaunchedShare _current;
 
-    private ShareSupervisor(DeclaredShare declared, string launcher, StateStore store, LaunchedShare first, ILogger log)
+    private ShareSupervisor(DeclaredShare declared, string launcher, StateStore store, DescriptorStore descriptors, LaunchedShare first, ILogger log)
     {
         _declared = declared;
         _launcher = launcher;
         _store = store;
+        _descriptors = descriptors;
         _current = first;
         _log = log;
     }
@@ -43,13 +45,15 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
     public static async Task<ShareSupervisor> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, CancellationToken ct)
     {
         var store = StateStore.Create();
+        var descriptors = new DescriptorStore(declared.Settings.Tag, DescriptorStore.LimitFor(store.HandleCapacity), log);
         try
         {
-            var first = await LaunchedShare.StartAsync(declared, launcherPath, log, store, null, ct).ConfigureAwait(false);
-            return new ShareSupervisor(declared, launcherPath, store, first, log);
+            var first = await LaunchedShare.StartAsync(declared, launcherPath, log, store, descriptors, null, ct).ConfigureAwait(false);
+            return new ShareSupervisor(declared, launcherPath, store, descriptors, first, log);
         }
         catch
         {
+            descriptors.Dispose();
             store.Dispose();
             throw;
         }
@@ -66,6 +70,9 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
 
     /// <summary>The share's state store.</summary>
     public StateStore Store => _store;
+
+    /// <summary>The share's descriptor store: what the guest's open handles and lock owners hold, kept across daemons.</summary>
+    public DescriptorStore Descriptors => _descriptors;
 
     /// <summary>Whether a daemon that ends is replaced (<c>relaunch</c>, default on).</summary>
     public bool RelaunchEnabled => !_declared.Settings.HasRelaunch || _declared.Settings.Relaunch;
@@ -89,7 +96,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             LogCrashLoop(_log, Settings.Tag, _ends.Count, CrashWindow.TotalSeconds);
             return null;
         }
-        var next = await LaunchedShare.StartAsync(_declared, _launcher, _log, _store, LiveSettings(old), _stopping.Token).ConfigureAwait(false);
+        var next = await LaunchedShare.StartAsync(_declared, _launcher, _log, _store, _descriptors, LiveSettings(old), _stopping.Token).ConfigureAwait(false);
         var waited = Stopwatch.GetElapsedTime(noticed);
         _store.RecordRestart(cause, (long)(waited.TotalMilliseconds * 1_000_000));
         Volatile.Write(ref _current, next);
@@ -144,6 +151,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             foreach (var exited in _exited) exited.DisposeRings();
             _exited.Clear();
         }
+        _descriptors.Dispose();
         _store.Dispose();
         _stopping.Dispose();
     }
