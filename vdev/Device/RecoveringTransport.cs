@@ -164,6 +164,11 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
     public bool Submit(VirtqueueRequest request)
     {
         int q = request.Queue.Value;
+        // The queue's request objects are one per head and reused, and their entries here are cleared only by a
+        // catch-up: an entry left by this head's previous request is this very object, in flight again with the same
+        // tag. Left there, the catch-up below would take it for a chain the old daemon had, and settle it (send it
+        // again, or answer EIO) on top of the submission that follows.
+        if ((ushort)request.Tag < _pending[q].Length && _pending[q][(ushort)request.Tag] == request) _pending[q][(ushort)request.Tag] = null;
         while (true)
         {
             var generation = _current;
