@@ -206,7 +206,7 @@ public sealed class DescriptorStoreTests(ITestOutputHelper output) : IDisposable
             // Both handles and owner A's lock descriptor reached the vdev.
             Assert.Equal(3, Await(() => Holding(rig.VdevPid, rig.Share, Path.GetFileName(path)), 3));
 
-            rig.KillDaemon();
+            rig.KillDaemonAndWaitNoticed();
 
             // The lock outlived the daemon: owner B is refused, GETLK names owner A's process, a host process is refused too.
             Assert.Equal(Eagain, Rig.Error(rig.Call(LkRequest(SetLk, node, fhB, OwnerB, FWrlck, 200))));
