@@ -94,7 +94,11 @@ internal sealed class Node(ulong id, InodeKey key, uint type, SafeFd? pinned)
             if (LockFds is null) return;
             foreach (var (owner, fd) in LockFds)
             {
-                kept?.Drop(new Hypervisor.Protocol.Recovery.KeptEntry(Hypervisor.Protocol.Recovery.KeptKind.LockOwner, Id, owner));
+                if (kept is not null)
+                {
+                    kept.Drop(new Hypervisor.Protocol.Recovery.KeptEntry(Hypervisor.Protocol.Recovery.KeptKind.LockOwner, Id, owner));
+                    KeptDescriptors.Unlock(fd);
+                }
                 fd.Dispose();
             }
             LockFds = null;

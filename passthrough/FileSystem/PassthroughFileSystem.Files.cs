@@ -364,7 +364,11 @@ public sealed partial class PassthroughFileSystem
         {
             node.LockPids?.Remove(owner);
             if (node.LockFds is null || !node.LockFds.Remove(owner, out var fd)) return;
-            DropLockOwner(node, owner);
+            if (_kept is not null)
+            {
+                DropLockOwner(node, owner);
+                KeptDescriptors.Unlock(fd);
+            }
             fd.Dispose();
         }
     }

@@ -15,7 +15,11 @@ public enum KeptKind : uint
 /// <summary>What a message on the descriptor-store channel says.</summary>
 public enum DescriptorStoreOp : uint
 {
-    /// <summary>Daemon → vdev: keep the attached descriptors, one per entry in order, under the entries' keys (replacing any kept under the same key).</summary>
+    /// <summary>
+    /// Daemon → vdev: keep the attached descriptors under the entries' keys (replacing any kept under the same key), one
+    /// per entry in order, except entries flagged as drops (<see cref="DescriptorStoreMessage.DropFlag"/>), which carry
+    /// none and close what is kept under their key, in their place in the order.
+    /// </summary>
     Keep = 1,
 
     /// <summary>Daemon → vdev: close what is kept under the entries' keys (no descriptors attached).</summary>
@@ -38,8 +42,9 @@ public readonly record struct KeptEntry(KeptKind Kind, ulong Id, ulong Owner);
 /// The wire format of the descriptor store's channel (vdev/README.md, "Descriptors that outlive the daemon"): a
 /// SOCK_SEQPACKET socket pair per daemon, whose end the daemon gets as <c>fdstore=N</c> in the ring descriptor. Each
 /// message is one packet: op u32 at 0, entry count u32 at 4, then that many <see cref="EntrySize"/>-byte entries (kind
-/// u32 at 0, zero u32 at 4, id u64 at 8, owner u64 at 16), little-endian; <see cref="DescriptorStoreOp.Keep"/> and
-/// <see cref="DescriptorStoreOp.Adopt"/> carry one SCM_RIGHTS descriptor per entry, in entry order. A message carries
+/// u32 at 0, flags u32 at 4, id u64 at 8, owner u64 at 16), little-endian; <see cref="DescriptorStoreOp.Keep"/> and
+/// <see cref="DescriptorStoreOp.Adopt"/> carry one SCM_RIGHTS descriptor per entry, in entry order, except for Keep's
+/// entries flagged <see cref="DropFlag"/> (a Drop riding along, so that a release costs no message of its own). A message carries
 /// at most <see cref="MaxEntries"/> entries, the kernel's limit of descriptors per SCM_RIGHTS message (SCM_MAX_FD).
 /// This type only encodes and decodes; the I/O is the vdev's and the daemon's.
 /// </summary>
@@ -54,6 +59,9 @@ public static class DescriptorStoreMessage
     /// <summary>Entries (and descriptors) per message at most: Linux's SCM_MAX_FD.</summary>
     public const int MaxEntries = 253;
 
+    /// <summary>The entry flag of a drop inside a Keep message: it carries no descriptor.</summary>
+    public const uint DropFlag = 1;
+
     /// <summary>Bytes of the largest message.</summary>
     public const int MaxSize = HeaderSize + MaxEntries * EntrySize;
 
@@ -66,12 +74,12 @@ public static class DescriptorStoreMessage
         return HeaderSize + count * EntrySize;
     }
 
-    /// <summary>Writes entry <paramref name="index"/> of a message.</summary>
-    public static void WriteEntry(Span<byte> message, int index, in KeptEntry entry)
+    /// <summary>Writes entry <paramref name="index"/> of a message; <paramref name="drop"/> flags a drop inside a Keep message.</summary>
+    public static void WriteEntry(Span<byte> message, int index, in KeptEntry entry, bool drop = false)
     {
         var e = message.Slice(HeaderSize + index * EntrySize, EntrySize);
         BinaryPrimitives.WriteUInt32LittleEndian(e, (uint)entry.Kind);
-        BinaryPrimitives.WriteUInt32LittleEndian(e[4..], 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(e[4..], drop ? DropFlag : 0);
         BinaryPrimitives.WriteUInt64LittleEndian(e[8..], entry.Id);
         BinaryPrimitives.WriteUInt64LittleEndian(e[16..], entry.Owner);
     }
@@ -93,9 +101,13 @@ public static class DescriptorStoreMessage
     }
 
     /// <summary>Reads entry <paramref name="index"/> of a message whose header was read; false for an unknown kind.</summary>
-    public static bool TryReadEntry(ReadOnlySpan<byte> message, int index, out KeptEntry entry)
+    public static bool TryReadEntry(ReadOnlySpan<byte> message, int index, out KeptEntry entry) => TryReadEntry(message, index, out entry, out _);
+
+    /// <summary>As <see cref="TryReadEntry(ReadOnlySpan{byte}, int, out KeptEntry)"/>, with the entry's drop flag.</summary>
+    public static bool TryReadEntry(ReadOnlySpan<byte> message, int index, out KeptEntry entry, out bool drop)
     {
         var e = message.Slice(HeaderSize + index * EntrySize, EntrySize);
+        drop = (BinaryPrimitives.ReadUInt32LittleEndian(e[4..]) & DropFlag) != 0;
         var kind = (KeptKind)BinaryPrimitives.ReadUInt32LittleEndian(e);
         entry = new KeptEntry(kind, BinaryPrimitives.ReadUInt64LittleEndian(e[8..]), BinaryPrimitives.ReadUInt64LittleEndian(e[16..]));
         return kind is KeptKind.Handle or KeptKind.LockOwner;

@@ -17,6 +17,9 @@ namespace Hypervisor.Vdev.Share;
 /// </summary>
 public sealed partial class DescriptorStore : IDisposable
 {
+    /// <summary>How long the channel's thread naps after a wake-up before it reads what came meanwhile.</summary>
+    private const int CoalesceMs = 1;
+
     private readonly object _lock = new();
     private readonly Dictionary<KeptEntry, SafeFd> _kept = [];
     private readonly string _tag;
@@ -207,7 +210,12 @@ public sealed partial class DescriptorStore : IDisposable
             }
         }
 
-        /// <summary>Applies the daemon's Keep and Drop until its end closes.</summary>
+        /// <summary>
+        /// Applies the daemon's Keep and Drop until its end closes. After each wake-up the thread naps for
+        /// <see cref="CoalesceMs"/> and then reads whatever came meanwhile without waiting: under load the daemon's
+        /// messages are read a batch per wake-up instead of one wake-up each. What waits in the socket is as safe as what
+        /// was read: the descriptors in its queue belong to this end, whatever becomes of the daemon.
+        /// </summary>
         private void Receive()
         {
             var message = new byte[DescriptorStoreMessage.MaxSize];
@@ -216,27 +224,32 @@ public sealed partial class DescriptorStore : IDisposable
             {
                 var n = Libc.ReceiveWithFds(socket, message, fds, 0, out int fdCount, out _);
                 if (n < 0 && Libc.LastErrno == Libc.EINTR) continue;
-                if (n <= 0)
-                {
-                    // End of stream: the daemon is gone (or the store is being disposed).
-                    return;
-                }
+                // End of stream: the daemon is gone (or the store is being disposed).
+                if (n <= 0) return;
                 Apply(message.AsSpan(0, (int)n), fds.AsSpan(0, fdCount));
+                Thread.Sleep(CoalesceMs);
+                while (true)
+                {
+                    n = Libc.ReceiveWithFds(socket, message, fds, Libc.MSG_DONTWAIT, out fdCount, out _);
+                    if (n < 0 && Libc.LastErrno == Libc.EINTR) continue;
+                    if (n < 0) break;
+                    if (n == 0) return;
+                    Apply(message.AsSpan(0, (int)n), fds.AsSpan(0, fdCount));
+                }
             }
         }
 
         private void Apply(ReadOnlySpan<byte> message, Span<int> fds)
         {
             int used = 0;
-            if (DescriptorStoreMessage.TryReadHeader(message, out var op, out int count)
-                && (op == DescriptorStoreOp.Drop ? fds.Length == 0 : op == DescriptorStoreOp.Keep && fds.Length == count))
+            if (DescriptorStoreMessage.TryReadHeader(message, out var op, out int count) && Attached(message, op, count) == fds.Length)
             {
                 lock (store._lock)
                 {
                     for (int i = 0; i < count; i++)
                     {
-                        bool known = DescriptorStoreMessage.TryReadEntry(message, i, out var entry);
-                        if (op == DescriptorStoreOp.Drop)
+                        bool known = DescriptorStoreMessage.TryReadEntry(message, i, out var entry, out bool drop);
+                        if (op == DescriptorStoreOp.Drop || drop)
                         {
                             if (store._kept.Remove(entry, out var dropped)) dropped.Dispose();
                             continue;
@@ -264,6 +277,20 @@ public sealed partial class DescriptorStore : IDisposable
             // Whatever was attached and not kept is closed: a malformed message loses nothing the daemon still relies on
             // except survival across a crash.
             for (int i = used; i < fds.Length; i++) Libc.close(fds[i]);
+        }
+
+        /// <summary>How many descriptors a well-formed message with this header carries; -1 for an op the daemon does not send.</summary>
+        private static int Attached(ReadOnlySpan<byte> message, DescriptorStoreOp op, int count)
+        {
+            if (op == DescriptorStoreOp.Drop) return 0;
+            if (op != DescriptorStoreOp.Keep) return -1;
+            int keeps = 0;
+            for (int i = 0; i < count; i++)
+            {
+                DescriptorStoreMessage.TryReadEntry(message, i, out _, out bool drop);
+                if (!drop) keeps++;
+            }
+            return keeps;
         }
     }
 

@@ -67,15 +67,45 @@ public sealed class KeptDescriptorsTests : IDisposable
         Libc.close(sent);
         Assert.Null(Next());
 
+        // A Drop alone waits for a Keep to ride with, or for its deadline.
         _kept.Drop(eb);
         _kept.Flush();
-        var drop = Next();
+        Assert.Null(Next());
+        (DescriptorStoreOp Op, List<KeptEntry> Entries, int[] Fds)? drop = null;
+        for (int i = 0; i < 100 && drop is null; i++)
+        {
+            Thread.Sleep(20);
+            drop = Next();
+        }
         Assert.NotNull(drop);
-        Assert.Equal(DescriptorStoreOp.Drop, drop.Value.Op);
         Assert.Equal([eb], drop.Value.Entries);
         Assert.Empty(drop.Value.Fds);
         _kept.Flush();
         Assert.Null(Next());
+    }
+
+    [Fact]
+    public void ADrop_RidesWithTheNextKeep_InItsPlaceInTheOrder()
+    {
+        using var a = OpenFile();
+        using var b = OpenFile();
+        var ea = new KeptEntry(KeptKind.Handle, 1, 0);
+        var eb = new KeptEntry(KeptKind.Handle, 2, 0);
+        _kept.Keep(ea, a);
+        _kept.Flush();
+        Libc.close(Assert.Single(Next()!.Value.Fds));
+        _kept.Drop(ea);
+        _kept.Keep(eb, b);
+        _kept.Flush();
+        var message = new byte[DescriptorStoreMessage.MaxSize];
+        var fds = new int[4];
+        var n = Libc.ReceiveWithFds(_vdev, message, fds, Libc.MSG_DONTWAIT, out int fdCount, out _);
+        Assert.True(DescriptorStoreMessage.TryReadHeader(message.AsSpan(0, (int)n), out var op, out int count));
+        Assert.Equal((DescriptorStoreOp.Keep, 2, 1), (op, count, fdCount));
+        Assert.True(DescriptorStoreMessage.TryReadEntry(message.AsSpan(0, (int)n), 0, out var first, out bool firstDrop));
+        Assert.True(DescriptorStoreMessage.TryReadEntry(message.AsSpan(0, (int)n), 1, out var second, out bool secondDrop));
+        Assert.Equal((ea, true, eb, false), (first, firstDrop, second, secondDrop));
+        Libc.close(fds[0]);
     }
 
     [Fact]
