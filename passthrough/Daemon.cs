@@ -71,6 +71,7 @@ public static partial class Daemon
         StateStore? store;
         Bell? restartBell = null, takeover = null;
         RingFds? ringFds = null;
+        FileSystem.KeptDescriptors? kept = null;
         try
         {
             ringFds = settings.Ring is null ? null : RingFds.Parse(settings.Ring);
@@ -78,8 +79,9 @@ public static partial class Daemon
             if (store is not null && ringFds!.RestartFd is { } restartFd) restartBell = Bell.Adopt(restartFd);
             if (store is not null && ringFds!.TakeoverFd is { } takeoverFd) takeover = Bell.Adopt(takeoverFd);
             // A standby daemon (a planned restart) takes the session over only when the vdev says the daemon before
-            // has answered everything it was sent: until then that one still writes the records.
-            if (store is not null && takeover is null) TakeOver(store, fs, engine, log);
+            // has answered everything it was sent: until then that one still writes the records and hands the vdev
+            // its descriptors.
+            if (store is not null && takeover is null) kept = TakeOver(store, ringFds!, fs, engine, log);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or FormatException)
         {
@@ -126,7 +128,7 @@ public static partial class Daemon
             if (settings.Ring is not null && takeover is null)
             {
                 ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring, settings.QueueCpus,
-                    (int)settings.Share.ThreadPoolSize);
+                    (int)settings.Share.ThreadPoolSize, kept is null ? null : ((FileSystem.PassthroughFileSystem)fs).FlushKept);
                 LogRing(log, settings.Share.SharedDir, settings.Ring);
             }
 
@@ -154,10 +156,10 @@ public static partial class Daemon
                     }
                     if (stop.IsCancellationRequested) return 0;
                 }
-                TakeOver(store!, fs, engine, log);
+                kept = TakeOver(store!, ringFds!, fs, engine, log);
                 if (settingsAtTakeover is not null) store!.WriteSettings(settingsAtTakeover.CurrentSettings().ToByteArray());
                 ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring!, settings.QueueCpus,
-                    (int)settings.Share.ThreadPoolSize);
+                    (int)settings.Share.ThreadPoolSize, kept is null ? null : ((FileSystem.PassthroughFileSystem)fs).FlushKept);
                 LogRing(log, settings.Share.SharedDir, settings.Ring!);
             }
 
@@ -183,6 +185,13 @@ public static partial class Daemon
         }
         finally
         {
+            // The guest's session outlives this daemon: the next one the vdev starts takes it over from the store. Its
+            // descriptor channel is handed what is still noted and closed first: a daemon replaced by a planned restart
+            // serves nothing any more, and the new one adopts the vdev's descriptors only once this channel has ended.
+            ring?.Dispose();
+            (fs as FileSystem.PassthroughFileSystem)?.FlushKept();
+            (fs as FileSystem.PassthroughFileSystem)?.DetachStore();
+            kept?.Dispose();
             // A start that failed after the transport (the exception went to the catch above) or was never awaited.
             if (control is null && controlStarting is not null)
             {
@@ -196,9 +205,6 @@ public static partial class Daemon
                 await control.DisposeAsync().ConfigureAwait(false);
             }
             mount?.Dispose();
-            ring?.Dispose();
-            // The guest's session outlives this daemon: the next one the vdev starts takes it over from the store.
-            (fs as FileSystem.PassthroughFileSystem)?.DetachStore();
             fs.Destroy();
         }
     }
@@ -207,17 +213,28 @@ public static partial class Daemon
     /// Takes over the session the share's state store holds (a daemon of this share served the guest before), and keeps
     /// the store up to date from now on.
     /// </summary>
-    private static void TakeOver(StateStore store, IFileSystem fs, FuseEngine engine, ILogger log)
+    private static FileSystem.KeptDescriptors? TakeOver(StateStore store, RingFds ringFds, IFileSystem fs, FuseEngine engine, ILogger log)
     {
         var passthrough = (FileSystem.PassthroughFileSystem)fs;
-        var restored = passthrough.AttachStore(store, out var minor, out var flags);
+        FileSystem.KeptDescriptors? kept = null;
+        Dictionary<Hypervisor.Protocol.Recovery.KeptEntry, Hypervisor.Interop.SafeFd>? adopted = null;
+        if (ringFds.DescriptorStoreFd is { } channel)
+        {
+            if (Hypervisor.Interop.Libc.fcntl(channel, Hypervisor.Interop.Libc.F_SETFD, Hypervisor.Interop.Libc.FD_CLOEXEC) != 0)
+                throw new IOException($"The descriptor store's channel fdstore={channel} is not open in this process; the vdev must let it be inherited.");
+            kept = new FileSystem.KeptDescriptors(new Hypervisor.Interop.SafeFd(channel));
+            // Before serving: the vdev sends what it kept from the previous daemons, then says it is done.
+            adopted = kept.Adopt();
+        }
+        var restored = passthrough.AttachStore(store, kept, adopted, out var minor, out var flags);
         if (restored is { } r)
         {
             engine.Resume(minor, flags);
-            LogResumed(log, minor, r.Nodes, r.Stale, r.Handles, r.LostHandles);
+            LogResumed(log, minor, r.Nodes, r.Stale, r.Handles, r.LostHandles, r.AdoptedHandles, r.AdoptedLockOwners);
         }
         engine.SessionStarted = (m, f) => store.WriteInit(m, (ulong)f, passthrough.Generation);
         engine.SessionEnded = store.ClearInit;
+        return kept;
     }
 
     /// <summary>How often a Restart call looks for the vdev's answer in the store.</summary>
@@ -247,8 +264,8 @@ public static partial class Daemon
         ? new ShareUsage((ulong)p.OpenHandles, (ulong)p.KnownNodes, (ulong)p.BytesRead, (ulong)p.BytesWritten)
         : default;
 
-    [LoggerMessage(EventId = 407, Level = LogLevel.Warning, Message = "Took over the guest's session from the state store (protocol 7.{Minor}): {Nodes} node ids ({Stale} stale: they answer ESTALE), {Handles} open handles, {Lost} handles that could not be reopened (they answer EBADF)")]
-    private static partial void LogResumed(ILogger log, uint minor, int nodes, int stale, int handles, int lost);
+    [LoggerMessage(EventId = 407, Level = LogLevel.Warning, Message = "Took over the guest's session from the state store (protocol 7.{Minor}): {Nodes} node ids ({Stale} stale: they answer ESTALE), {Handles} open handles ({Adopted} of them the very open files the vdev kept, the rest reopened by file handle), {Lost} handles that could not be reopened (they answer EBADF), {Locks} lock owners whose locks the vdev kept")]
+    private static partial void LogResumed(ILogger log, uint minor, int nodes, int stale, int handles, int lost, int adopted, int locks);
 
     [LoggerMessage(EventId = 408, Level = LogLevel.Information, Message = "Standing by: the vdev hands this daemon the guest's session once the daemon before has answered everything it was sent")]
     private static partial void LogStandby(ILogger log);

@@ -86,13 +86,21 @@ internal sealed class Node(ulong id, InodeKey key, uint type, SafeFd? pinned)
     public bool IsRegular => Type == Libc.S_IFREG;
     public bool IsSymlink => Type == Libc.S_IFLNK;
 
-    /// <summary>Closes every per-owner lock descriptor (releasing their locks).</summary>
-    public void DropLockFds()
+    /// <summary>Closes every per-owner lock descriptor (releasing their locks), and has <paramref name="kept"/> drop them too.</summary>
+    public void DropLockFds(KeptDescriptors? kept)
     {
         lock (this)
         {
             if (LockFds is null) return;
-            foreach (var fd in LockFds.Values) fd.Dispose();
+            foreach (var (owner, fd) in LockFds)
+            {
+                if (kept is not null)
+                {
+                    kept.Drop(new Hypervisor.Protocol.Recovery.KeptEntry(Hypervisor.Protocol.Recovery.KeptKind.LockOwner, Id, owner));
+                    KeptDescriptors.Unlock(fd);
+                }
+                fd.Dispose();
+            }
             LockFds = null;
             LockPids = null;
         }

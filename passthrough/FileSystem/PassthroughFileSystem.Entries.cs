@@ -334,7 +334,7 @@ public sealed partial class PassthroughFileSystem
             _nodes.TryRemove(n.Id, out _);
             if (n.Pinned is not null) Unmap(stripe, n);
         }
-        n.DropLockFds();
+        n.DropLockFds(_kept);
         if (!n.Dropped)
         {
             // Retired: the node stays in the inode table while the cache holds its descriptor (a new LOOKUP of the

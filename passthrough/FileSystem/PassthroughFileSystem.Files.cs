@@ -260,7 +260,7 @@ public sealed partial class PassthroughFileSystem
         ForgetHandle(file);
         if ((args.ReleaseFlags & FuseConstants.ReleaseFlockUnlock) != 0) Libc.flock(file.Fd, Libc.LOCK_UN);
         if (args.LockOwner != 0) DropOwnerLocks(file.Node, args.LockOwner);
-        if (Interlocked.Decrement(ref file.Node.OpenCount) == 0) file.Node.DropLockFds();
+        if (Interlocked.Decrement(ref file.Node.OpenCount) == 0) file.Node.DropLockFds(_kept);
         file.Fd.Dispose();
         return Errno.Ok;
     }
@@ -353,16 +353,22 @@ public sealed partial class PassthroughFileSystem
             if (raw < 0) return LastErrno();
             fd = new SafeFd(raw);
             (node.LockFds ??= new Dictionary<ulong, SafeFd>())[owner] = fd;
+            KeepLockOwner(node, owner, fd);
             return Errno.Ok;
         }
     }
 
-    private static void DropOwnerLocks(Node node, ulong owner)
+    private void DropOwnerLocks(Node node, ulong owner)
     {
         lock (node)
         {
             node.LockPids?.Remove(owner);
             if (node.LockFds is null || !node.LockFds.Remove(owner, out var fd)) return;
+            if (_kept is not null)
+            {
+                DropLockOwner(node, owner);
+                KeptDescriptors.Unlock(fd);
+            }
             fd.Dispose();
         }
     }

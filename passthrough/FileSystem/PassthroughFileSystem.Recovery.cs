@@ -15,6 +15,7 @@ namespace Hypervisor.Passthrough.FileSystem;
 public sealed partial class PassthroughFileSystem
 {
     private StateStore? _store;
+    private KeptDescriptors? _kept;
     private StoreSlots? _nodeSlots;
     private StoreSlots? _handleSlots;
     private int _storeFullLogged;
@@ -35,17 +36,28 @@ public sealed partial class PassthroughFileSystem
     /// <param name="Stale">Restored nodes that cannot be reopened: they answer ESTALE.</param>
     /// <param name="Handles">Open files and directories reopened.</param>
     /// <param name="LostHandles">Handles whose file could not be reopened: they answer EBADF.</param>
-    public readonly record struct Restored(int Nodes, int Stale, int Handles, int LostHandles);
+    /// <param name="AdoptedHandles">Of <paramref name="Handles"/>, those whose descriptor the vdev kept (the rest were reopened by file handle).</param>
+    /// <param name="AdoptedLockOwners">Lock owners' descriptors the vdev kept, carrying their locks on.</param>
+    public readonly record struct Restored(int Nodes, int Stale, int Handles, int LostHandles, int AdoptedHandles = 0, int AdoptedLockOwners = 0);
 
     /// <summary>
     /// Keeps the node and handle records in <paramref name="store"/> from now on. When the store holds a live session
     /// (a daemon of this share served the guest before), the session is taken over first: the INIT flags and
     /// generation, every node the guest holds, every open handle. Call once, before serving.
     /// </summary>
-    public Restored? AttachStore(StateStore store, out uint minor, out InitFlags flags)
+    public Restored? AttachStore(StateStore store, out uint minor, out InitFlags flags) => AttachStore(store, null, null, out minor, out flags);
+
+    /// <summary>
+    /// As <see cref="AttachStore(StateStore, out uint, out InitFlags)"/>, with the vdev's descriptor store:
+    /// <paramref name="adopted"/> are the descriptors it kept from the previous daemons (taken over here: an open handle
+    /// whose descriptor was kept uses it instead of being reopened, a lock owner's descriptor carries its locks on), and
+    /// <paramref name="kept"/> is where the descriptors this daemon opens are handed to it from now on.
+    /// </summary>
+    internal Restored? AttachStore(StateStore store, KeptDescriptors? kept, Dictionary<KeptEntry, SafeFd>? adopted, out uint minor, out InitFlags flags)
     {
         ArgumentNullException.ThrowIfNull(store);
         _store = store;
+        _kept = kept;
         Restored? restored = null;
         if (store.TryReadInit(out minor, out var rawFlags, out var generation))
         {
@@ -59,13 +71,24 @@ public sealed partial class PassthroughFileSystem
                 _replayedMax = journal.Keys.Max();
                 _replayed = new(journal);
             }
-            var (handles, lost) = RestoreHandles(store);
-            restored = restored.Value with { Handles = handles, LostHandles = lost };
+            var (handles, lost, fromVdev) = RestoreHandles(store, adopted);
+            int locks = adopted is null ? 0 : AdoptLockOwners(adopted);
+            restored = restored.Value with { Handles = handles, LostHandles = lost, AdoptedHandles = fromVdev, AdoptedLockOwners = locks };
         }
         else
         {
             flags = InitFlags.None;
             minor = 0;
+        }
+        // What is left was not the guest's any more (a RELEASE or FLUSH whose Drop the vdev never got): closed here and there.
+        if (adopted is not null)
+        {
+            foreach (var (entry, fd) in adopted)
+            {
+                fd.Dispose();
+                kept?.Drop(entry);
+            }
+            adopted.Clear();
         }
         if (Volatile.Read(ref store.NextNodeId) < (long)FuseConstants.RootId) Volatile.Write(ref store.NextNodeId, (long)FuseConstants.RootId);
         _nodeSlots = new StoreSlots(store.NodeCapacity, store.NodeHighWater, slot => store.TryReadNode(slot, out _), store.CoverNode);
@@ -77,7 +100,27 @@ public sealed partial class PassthroughFileSystem
     /// Stops writing to the store, leaving its records as they are: the daemon is stopping without the guest's session
     /// ending (the next daemon takes it over).
     /// </summary>
-    public void DetachStore() => _store = null;
+    public void DetachStore()
+    {
+        _store = null;
+        // What was noted and not yet sent cannot reach the vdev through a daemon that stops; the next daemon reopens it.
+        _kept = null;
+    }
+
+    /// <summary>Hands the vdev the descriptors noted since the last call (a queue ran dry): see <see cref="KeptDescriptors.Flush"/>.</summary>
+    public void FlushKept() => _kept?.Flush();
+
+    /// <summary>Descriptors noted for the vdev and not yet sent (diagnostics, tests).</summary>
+    public int PendingKept => _kept?.Pending ?? 0;
+
+    /// <summary>A lock owner's descriptor was opened: the vdev keeps it, and with it the owner's locks, across a crash.</summary>
+    private void KeepLockOwner(Node node, ulong owner, SafeFd fd)
+    {
+        if (_store is not null) _kept?.Keep(new KeptEntry(KeptKind.LockOwner, node.Id, owner), fd);
+    }
+
+    /// <summary>A lock owner's descriptor was closed (its locks released).</summary>
+    private void DropLockOwner(Node node, ulong owner) => _kept?.Drop(new KeptEntry(KeptKind.LockOwner, node.Id, owner));
 
     private Restored RestoreNodes(StateStore store)
     {
@@ -114,37 +157,93 @@ public sealed partial class PassthroughFileSystem
         return new Restored(nodes, stale, 0, 0);
     }
 
-    private (int Handles, int Lost) RestoreHandles(StateStore store)
+    private (int Handles, int Lost, int Adopted) RestoreHandles(StateStore store, Dictionary<KeptEntry, SafeFd>? adopted)
     {
-        int handles = 0, lost = 0;
+        int handles = 0, lost = 0, fromVdev = 0;
         int high = store.HandleHighWater;
         for (int slot = 0; slot < high; slot++)
         {
             if (!store.TryReadHandle(slot, out var record)) continue;
             var node = FindNode(new NodeId(record.Node));
-            int fd = -1;
-            if (node is not null && Acquire(node, out var lease) == Errno.Ok)
+            var entry = new KeptEntry(KeptKind.Handle, record.Fh, 0);
+            SafeFd? file = null;
+            if (node is not null && adopted is not null && adopted.Remove(entry, out var kept))
+            {
+                // The very open file the guest had: its offset, its flock locks, and an inode that may have no name left.
+                file = kept;
+                fromVdev++;
+                PinFromOpenFile(node, kept);
+            }
+            else if (node is not null && Acquire(node, out var lease) == Errno.Ok)
             {
                 using (lease)
                 {
-                    fd = record.IsDir
+                    int fd = record.IsDir
                         ? Libc.openat(lease.Fd, ".\0"u8, Libc.O_RDONLY | Libc.O_DIRECTORY | Libc.O_CLOEXEC, 0)
                         : Reopen(lease.Fd.Value, (record.Flags & ~(Libc.O_CREAT | Libc.O_EXCL | Libc.O_TRUNC)) | Libc.O_CLOEXEC);
+                    if (fd >= 0) file = new SafeFd(fd);
                 }
+                // A new open file: the vdev keeps it from now on (it kept none, or its Keep was lost in the crash).
+                if (file is not null) _kept?.Keep(entry, file);
             }
-            if (fd < 0 || node is null)
+            if (file is null || node is null)
             {
                 // The guest's next use of the handle answers EBADF; its RELEASE too, which the kernel ignores.
                 store.FreeHandle(slot);
                 lost++;
                 continue;
             }
-            var file = new OpenFile(record.Fh, node, new SafeFd(fd), record.IsDir, record.Flags & Libc.O_ACCMODE) { StoreSlot = slot };
+            var open = new OpenFile(record.Fh, node, file, record.IsDir, record.Flags & Libc.O_ACCMODE) { StoreSlot = slot };
             Interlocked.Increment(ref node.OpenCount);
-            _files[file.Id] = file;
+            _files[open.Id] = open;
             handles++;
         }
-        return (handles, lost);
+        return (handles, lost, fromVdev);
+    }
+
+    /// <summary>
+    /// A restored node that cannot be reopened by its file handle (its inode has no name left, or the node came back
+    /// stale) but is open through <paramref name="file"/>, the descriptor the vdev kept: the node pins an O_PATH
+    /// descriptor of that very inode, so that requests on the node id (GETATTR without a handle, SETATTR, a second
+    /// OPEN) reach it for as long as the guest knows it.
+    /// </summary>
+    private void PinFromOpenFile(Node node, SafeFd file)
+    {
+        if (node.Pinned is not null || Libc.fstat(file, out var st) != 0) return;
+        if (st.Dev != node.Key.Dev || st.Ino != node.Key.Ino) return;
+        if (st.Nlink != 0 && !node.Stale) return;
+        int fd = Reopen(file.Value, Libc.O_PATH | Libc.O_CLOEXEC);
+        if (fd < 0) return;
+        node.Pinned = new SafeFd(fd);
+        if (node.Stale)
+        {
+            node.Stale = false;
+            var stripe = _inodes[Stripe(node.Key)];
+            lock (stripe) stripe.TryAdd(node.Key, node);
+        }
+    }
+
+    /// <summary>
+    /// Gives each lock owner's kept descriptor back to its node, where that node is open: its OFD locks were never
+    /// released, so the owner's next GETLK, SETLK or unlock acts on them. Returns how many were taken.
+    /// </summary>
+    private int AdoptLockOwners(Dictionary<KeptEntry, SafeFd> adopted)
+    {
+        int taken = 0;
+        List<KeptEntry>? used = null;
+        foreach (var (entry, fd) in adopted)
+        {
+            if (entry.Kind != KeptKind.LockOwner || FindNode(new NodeId(entry.Id)) is not { } node || Volatile.Read(ref node.OpenCount) == 0) continue;
+            lock (node)
+            {
+                var locks = node.LockFds ??= [];
+                if (!locks.TryAdd(entry.Owner, fd)) continue;
+            }
+            (used ??= []).Add(entry);
+            taken++;
+        }
+        foreach (var entry in used ?? []) adopted.Remove(entry);
+        return taken;
     }
 
     /// <summary>
@@ -214,6 +313,8 @@ public sealed partial class PassthroughFileSystem
         if (slot < 0) return;
         file.StoreSlot = slot;
         store.WriteHandle(slot, file.Id, file.Node.Id, hostFlags & ~Libc.O_TRUNC, file.IsDir);
+        // Only a handle the store names is kept by the vdev: a new daemon adopts descriptors by these records.
+        _kept?.Keep(new KeptEntry(KeptKind.Handle, file.Id, 0), file.Fd);
     }
 
     /// <summary>The handle was released (taken out of the table by this thread): its record goes.</summary>
@@ -225,5 +326,6 @@ public sealed partial class PassthroughFileSystem
         if (_store is not { } store) return;
         store.FreeHandle(slot);
         _handleSlots!.Give(slot);
+        _kept?.Drop(new KeptEntry(KeptKind.Handle, file.Id, 0));
     }
 }

@@ -259,7 +259,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             }
             _nodes.TryRemove(node.Id, out _);
             node.Pinned?.Dispose();
-            node.DropLockFds();
+            node.DropLockFds(_kept);
         }
         foreach (var stripe in _inodes)
         {
@@ -276,7 +276,7 @@ public sealed partial class PassthroughFileSystem : IFileSystem, IDisposable
             }
         }
         _fdCache.Clear();
-        _root.DropLockFds();
+        _root.DropLockFds(_kept);
         InstallRoot();
         _negotiated = InitFlags.None;
     }

@@ -34,9 +34,13 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     private readonly Thread[] _pool = [];
     private byte[] _peerMask = [];
     private readonly GuestMemoryMap? _memory;
+    // Called when a queue has run dry (the descriptor store's flush: passthrough/FileSystem/KeptDescriptors.cs); null
+    // without one.
+    private readonly Action? _queueIdle;
 
-    private RingTransport(FuseEngine engine, ILogger log, ShmRingSet rings, int poolSize)
+    private RingTransport(FuseEngine engine, ILogger log, ShmRingSet rings, int poolSize, Action? queueIdle)
     {
+        _queueIdle = queueIdle;
         if (poolSize > 0)
         {
             _work = new System.Collections.Concurrent.BlockingCollection<PoolWork>(new System.Collections.Concurrent.ConcurrentQueue<PoolWork>());
@@ -69,8 +73,10 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     /// at the other end of the queue to the same CPU). With a <paramref name="poolSize"/> above 0 (<c>--thread-pool-size</c>,
     /// as virtiofsd's), the dispatchers hand every request to that many worker threads, shared by the request queues,
     /// which answer in whatever order they finish; with 0 each queue's dispatcher runs its requests itself.
+    /// <paramref name="queueIdle"/>, when given, runs whenever a queue has run dry, after its replies were announced
+    /// (and on a pool worker that found no more work), on the thread that served the queue.
     /// </summary>
-    public static RingTransport Start(FuseEngine engine, ILogger log, string descriptor, QueueCpus? queueCpus = null, int poolSize = 0)
+    public static RingTransport Start(FuseEngine engine, ILogger log, string descriptor, QueueCpus? queueCpus = null, int poolSize = 0, Action? queueIdle = null)
     {
         ShmRingSet rings;
         try
@@ -91,7 +97,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
             rings.Dispose();
             throw new TransportException(misfit);
         }
-        var transport = new RingTransport(engine, log, rings, poolSize);
+        var transport = new RingTransport(engine, log, rings, poolSize, queueIdle);
         // The vdev's affinity, as this process inherited it through fuse_launcher: inside a pid namespace of its own
         // the daemon cannot name the vdev to ask.
         transport._peerMask = SpinPolicy.CurrentThreadMask();
@@ -153,6 +159,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                 {
                     // Idle: wake the vdev for the replies of this batch, then wait for the next request.
                     unannounced.Flush(queue.Producer);
+                    _queueIdle?.Invoke();
                     status = queue.Consumer.Peek(out frame, Timeout.InfiniteTimeSpan, _stop.Token);
                 }
                 if (status == RingStatus.InvalidFrame)
@@ -231,6 +238,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                 {
                     var length = _engine.Handle(work.Copy.AsSpan(0, work.Length), reply, this, new ReplyRoute(work.Queue.Index, work.Tag));
                     if (length != FuseEngine.Deferred && !Complete(work.Queue, work.Tag, reply.AsSpan(0, length))) return;
+                    if (_work.Count == 0) _queueIdle?.Invoke();
                 }
                 finally
                 {

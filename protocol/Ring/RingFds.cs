@@ -12,8 +12,9 @@ namespace Hypervisor.Protocol.Ring;
 /// <c>sqfN</c>/<c>cqfN</c> ring when space is freed in it (its producer sleeps on it). Keys may
 /// come in any order; each must appear exactly once. An optional <c>creator=N</c> is a pidfd of the creator, an
 /// optional <c>guestmem=N</c> the attacher's end of the guest-memory channel (a SOCK_SEQPACKET socket on which the
-/// creator hands over guest memory tables; without it every payload travels in the ring), and an optional
-/// <c>state=N</c> the share's state store.
+/// creator hands over guest memory tables; without it every payload travels in the ring), an optional
+/// <c>state=N</c> the share's state store, and an optional <c>fdstore=N</c> the daemon's end of the descriptor store's
+/// channel (<see cref="Recovery.DescriptorStoreMessage"/>).
 /// </summary>
 public sealed class RingFds
 {
@@ -52,6 +53,13 @@ public sealed class RingFds
     /// <summary>The attacher's end of the guest-memory channel (<c>guestmem=N</c>); null when not passed.</summary>
     public int? GuestMemoryFd { get; init; }
 
+    /// <summary>
+    /// The daemon's end of the descriptor store's channel (<c>fdstore=N</c>, a SOCK_SEQPACKET socket on which the daemon
+    /// hands the vdev the descriptors that must outlive it, <see cref="Recovery.DescriptorStoreMessage"/>); null when not
+    /// passed.
+    /// </summary>
+    public int? DescriptorStoreFd { get; init; }
+
     /// <summary>Number of queues (submission/completion pairs).</summary>
     public int QueueCount => Doorbells.Count / 4;
 
@@ -74,6 +82,7 @@ public sealed class RingFds
         if (GuestMemoryFd is { } guestmem) yield return (guestmem, "guestmem");
         if (RestartFd is { } restart) yield return (restart, "restart");
         if (TakeoverFd is { } takeover) yield return (takeover, "takeover");
+        if (DescriptorStoreFd is { } fdstore) yield return (fdstore, "fdstore");
     }
 
     /// <summary>The key of the doorbell at <paramref name="index"/> in <see cref="Doorbells"/>, e.g. <c>sqf0</c>.</summary>
@@ -94,6 +103,7 @@ public sealed class RingFds
         if (GuestMemoryFd is { } guestmem) sb.Append(CultureInfo.InvariantCulture, $",guestmem={guestmem}");
         if (RestartFd is { } restart) sb.Append(CultureInfo.InvariantCulture, $",restart={restart}");
         if (TakeoverFd is { } takeover) sb.Append(CultureInfo.InvariantCulture, $",takeover={takeover}");
+        if (DescriptorStoreFd is { } fdstore) sb.Append(CultureInfo.InvariantCulture, $",fdstore={fdstore}");
         return sb.ToString();
     }
 
@@ -153,12 +163,13 @@ public sealed class RingFds
         int? guestMemory = values.Remove("guestmem", out var g) ? g : null;
         int? restart = values.Remove("restart", out var r) ? r : null;
         int? takeover = values.Remove("takeover", out var t) ? t : null;
+        int? descriptorStore = values.Remove("fdstore", out var d) ? d : null;
         if (values.Count > 0)
         {
             error = $"The ring descriptor '{text}' has the unknown item '{values.Keys.First()}'; {Hint}.";
             return false;
         }
-        fds = new RingFds(memfd, bells) { CreatorPidFd = creator, StateFd = state, GuestMemoryFd = guestMemory, RestartFd = restart, TakeoverFd = takeover };
+        fds = new RingFds(memfd, bells) { CreatorPidFd = creator, StateFd = state, GuestMemoryFd = guestMemory, RestartFd = restart, TakeoverFd = takeover, DescriptorStoreFd = descriptorStore };
         error = null;
         return true;
     }

@@ -34,7 +34,9 @@
  *                                4 KiB blocks of a pattern the host can recompute (byte k of block b is
  *                                (N*131 + b*7 + k) & 255), fsync, close; re-read fN/2 and compare; list DIR
  *                                every 4th round; write and re-read 8 bytes through one handle opened
- *                                before the first round. EIO from the create is the one failure the vdev's
+ *                                before the first round; read one 4 KiB block (O_DIRECT, so the read reaches
+ *                                the daemon) of DIR/ghost, a file opened and unlinked before the first round,
+ *                                and compare. EIO from the create is the one failure the vdev's
  *                                crash recovery allows (a CREATE in flight at the crash): counted, retried.
  *                                Prints "rounds eio_create errors"; every other failure is printed on
  *                                stderr and counted; exits 1 when there was any
@@ -269,6 +271,22 @@ static int cmd_crashload(const char *dir, const char *stop)
     snprintf(keep, sizeof keep, "%s/keep", dir);
     int kfd = open(keep, O_CREAT | O_RDWR, 0644);
     if (kfd < 0) die("open", keep);
+    /* The unlinked-but-open file: 16 KiB of the pattern of round -1, then unlinked while open. Its reads bypass the
+     * page cache (O_DIRECT), so each one is served by whichever daemon runs then. */
+    char ghost[4096];
+    snprintf(ghost, sizeof ghost, "%s/ghost", dir);
+    unsigned char *gbuf = NULL;
+    if (posix_memalign((void **)&gbuf, 4096, 4096) != 0) die("posix_memalign", ghost);
+    int gfd = open(ghost, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    if (gfd < 0) die("open", ghost);
+    for (int b = 0; b < 4; b++) {
+        crash_block(want, -1, b);
+        if (pwrite(gfd, want, 4096, (off_t)b * 4096) != 4096) die("pwrite", ghost);
+    }
+    if (fsync(gfd) != 0 || close(gfd) != 0) die("fsync", ghost);
+    gfd = open(ghost, O_RDONLY | O_DIRECT);
+    if (gfd < 0) die("open O_DIRECT", ghost);
+    if (unlink(ghost) != 0) die("unlink", ghost);
 #define CRASH_ERR(what, p) do { fprintf(stderr, "crashload: round %ld: %s %s: %s\n", rounds, what, p, strerror(errno)); errors++; } while (0)
     while (access(stop, F_OK) != 0) {
         if (errno != ENOENT) { CRASH_ERR("access", stop); if (errors > 50) break; }
@@ -317,9 +335,15 @@ static int cmd_crashload(const char *dir, const char *stop)
         if (pwrite(kfd, &v, 8, at) != 8) CRASH_ERR("pwrite", keep);
         else if (pread(kfd, &r, 8, at) != 8) CRASH_ERR("pread", keep);
         else if (r != v) { errno = EILSEQ; CRASH_ERR("compare", keep); }
+        int gb = (int)(n % 4);
+        crash_block(want, -1, gb);
+        if (pread(gfd, gbuf, 4096, (off_t)gb * 4096) != 4096) CRASH_ERR("pread", ghost);
+        else if (memcmp(want, gbuf, 4096) != 0) { errno = EILSEQ; CRASH_ERR("compare", ghost); }
         rounds++;
     }
 #undef CRASH_ERR
+    if (close(gfd) != 0) { fprintf(stderr, "crashload: close %s: %s\n", ghost, strerror(errno)); errors++; }
+    free(gbuf);
     if (close(kfd) != 0) { fprintf(stderr, "crashload: close %s: %s\n", keep, strerror(errno)); errors++; }
     printf("%ld %ld %ld\n", rounds, eio, errors);
     return errors ? 1 : 0;

@@ -69,14 +69,16 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     /// <paramref name="live"/> instead of the declared settings when given (a daemon replacing another).
     /// </summary>
     public static Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, StateStore? store, ShareSettings? live, CancellationToken ct)
-        => StartAsync(declared, launcherPath, log, new DaemonBells(store, null, null, null), live, ct);
+        => StartAsync(declared, launcherPath, log, new DaemonBells(store, null, null, null, null), live, ct);
 
     /// <summary>
-    /// What a daemon of a supervised share is handed besides its ring: the state store, the vdev's restart bell, and
-    /// for a standby daemon (a planned restart) its takeover bell and the path it listens on until it replaces the
-    /// daemon before (null: the share's control socket).
+    /// What a daemon of a supervised share is handed besides its ring: the state store, the share's descriptor store
+    /// (a channel of it is passed with the ring as <c>fdstore=N</c>: the daemon adopts the descriptors kept from its
+    /// predecessors and hands over those it opens), the vdev's restart bell, and for a standby daemon (a planned
+    /// restart) its takeover bell and the path it listens on until it replaces the daemon before (null: the share's
+    /// control socket).
     /// </summary>
-    public sealed record DaemonBells(StateStore? Store, Bell? Restart, Bell? Takeover, string? ControlSocket);
+    public sealed record DaemonBells(StateStore? Store, DescriptorStore? Descriptors, Bell? Restart, Bell? Takeover, string? ControlSocket);
 
     /// <summary>As <see cref="StartAsync(DeclaredShare, string, ILogger, StateStore?, ShareSettings?, CancellationToken)"/>, with the descriptors and paths of <paramref name="bells"/>.</summary>
     public static async Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, DaemonBells bells, ShareSettings? live, CancellationToken ct)
@@ -111,7 +113,10 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         int pid;
         try
         {
-            pid = await RunLauncherAsync(share, origin, launcherPath, rings, bells, control, ct).ConfigureAwait(false);
+            // The daemon's end of its descriptor channel is its own once the launcher has passed it on: closed here in
+            // any case, so that the daemon's death (or a start that failed) ends the channel.
+            using var channel = bells.Descriptors?.Connect();
+            pid = await RunLauncherAsync(share, origin, launcherPath, rings, bells, channel, control, ct).ConfigureAwait(false);
         }
         catch
         {
@@ -134,7 +139,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         return launched;
     }
 
-    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, DaemonBells bells, string control, CancellationToken ct)
+    private static async Task<int> RunLauncherAsync(ShareSettings share, string origin, string launcherPath, ShmRingSet rings, DaemonBells bells, SafeFd? descriptors, string control, CancellationToken ct)
     {
         var store = bells.Store;
         var psi = new ProcessStartInfo(launcherPath)
@@ -148,6 +153,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         var ringSpec = store is null ? rings.Fds.ToString() : $"{rings.Fds},state={store.Fd}";
         if (store is not null && bells.Restart is { } restart) ringSpec += FormattableString.Invariant($",restart={restart.Fd}");
         if (store is not null && bells.Takeover is { } takeover) ringSpec += FormattableString.Invariant($",takeover={takeover.Fd}");
+        if (descriptors is not null) ringSpec += FormattableString.Invariant($",fdstore={descriptors.Value}");
         foreach (var arg in LauncherArguments(share, ringSpec, control)) psi.ArgumentList.Add(arg);
 
         Process process;
@@ -157,6 +163,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         store?.SetInheritable(true);
         bells.Restart?.SetInheritable(true);
         bells.Takeover?.SetInheritable(true);
+        if (descriptors is not null) SetInheritable(descriptors, true);
         try
         {
             process = Process.Start(psi) ?? throw new ShareStartException($"Cannot start {launcherPath}.");
@@ -171,6 +178,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
             store?.SetInheritable(false);
             bells.Restart?.SetInheritable(false);
             bells.Takeover?.SetInheritable(false);
+            if (descriptors is not null) SetInheritable(descriptors, false);
         }
         using (process)
         {
@@ -200,6 +208,12 @@ public sealed partial class LaunchedShare : IAsyncDisposable
                 throw new ShareStartException($"fuse_launcher for share '{share.Tag}' exited 0 but reported '{output}' instead of {{\"pid\":…}}.");
             }
         }
+    }
+
+    private static void SetInheritable(SafeFd fd, bool inheritable)
+    {
+        int flags = Libc.fcntl(fd.Value, Libc.F_GETFD, 0);
+        if (flags >= 0) Libc.fcntl(fd.Value, Libc.F_SETFD, inheritable ? flags & ~Libc.FD_CLOEXEC : flags | Libc.FD_CLOEXEC);
     }
 
     /// <summary>

@@ -25,6 +25,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
     private readonly string _launcher;
     private readonly ILogger _log;
     private readonly StateStore _store;
+    private readonly DescriptorStore _descriptors;
     private readonly Queue<long> _ends = new();
     private readonly List<LaunchedShare> _exited = [];
     private readonly CancellationTokenSource _stopping = new();
@@ -39,11 +40,12 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
     /// <summary>How long a planned restart waits for the old daemon to answer what it was sent before it gives up.</summary>
     public static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(5);
 
-    private ShareSupervisor(DeclaredShare declared, string launcher, StateStore store, Bell restartBell, LaunchedShare first, ILogger log)
+    private ShareSupervisor(DeclaredShare declared, string launcher, StateStore store, DescriptorStore descriptors, Bell restartBell, LaunchedShare first, ILogger log)
     {
         _declared = declared;
         _launcher = launcher;
         _store = store;
+        _descriptors = descriptors;
         _restartBell = restartBell;
         _current = first;
         _log = log;
@@ -55,15 +57,17 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
     public static async Task<ShareSupervisor> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, CancellationToken ct)
     {
         var store = StateStore.Create();
+        var descriptors = new DescriptorStore(declared.Settings.Tag, DescriptorStore.LimitFor(store.HandleCapacity), log);
         var bell = Bell.Create();
         try
         {
-            var first = await LaunchedShare.StartAsync(declared, launcherPath, log, new LaunchedShare.DaemonBells(store, bell, null, null), null, ct).ConfigureAwait(false);
-            return new ShareSupervisor(declared, launcherPath, store, bell, first, log);
+            var first = await LaunchedShare.StartAsync(declared, launcherPath, log, new LaunchedShare.DaemonBells(store, descriptors, bell, null, null), null, ct).ConfigureAwait(false);
+            return new ShareSupervisor(declared, launcherPath, store, descriptors, bell, first, log);
         }
         catch
         {
             bell.Dispose();
+            descriptors.Dispose();
             store.Dispose();
             throw;
         }
@@ -80,6 +84,9 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
 
     /// <summary>The share's state store.</summary>
     public StateStore Store => _store;
+
+    /// <summary>The share's descriptor store: what the guest's open handles and lock owners hold, kept across daemons.</summary>
+    public DescriptorStore Descriptors => _descriptors;
 
     /// <summary>Whether a daemon that ends is replaced (<c>relaunch</c>, default on).</summary>
     public bool RelaunchEnabled => !_declared.Settings.HasRelaunch || _declared.Settings.Relaunch;
@@ -122,7 +129,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             }
             try
             {
-                var next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _restartBell, null, null),
+                var next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _descriptors, _restartBell, null, null),
                     LiveSettings(old), _stopping.Token).ConfigureAwait(false);
                 var waited = Stopwatch.GetElapsedTime(noticed);
                 _store.RecordRestart(cause, (long)(waited.TotalMilliseconds * 1_000_000));
@@ -163,7 +170,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             LaunchedShare next;
             try
             {
-                next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _restartBell, takeover, standbyControl),
+                next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _descriptors, _restartBell, takeover, standbyControl),
                     LiveSettings(old), _stopping.Token).ConfigureAwait(false);
             }
             catch (ShareStartException e)
@@ -293,6 +300,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             foreach (var exited in _exited) exited.DisposeRings();
             _exited.Clear();
         }
+        _descriptors.Dispose();
         _store.Dispose();
         _restartBell.Dispose();
         _stopBell.Dispose();

@@ -23,7 +23,7 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
     private readonly string _dir = Directory.CreateTempSubdirectory("vdev-relaunch-").FullName;
 
     /// <summary>A started vdev with one share and a front-end that has done INIT on request queue 1.</summary>
-    private sealed class Rig : IDisposable
+    internal sealed class Rig : IDisposable
     {
         private readonly ConcurrentQueue<string> _log = new();
         private readonly Process _vdev;
@@ -132,6 +132,22 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
             return (exit, stdout.ToString() + stderr.ToString());
         }
 
+        /// <summary>
+        /// SIGKILLs the serving daemon and waits until the vdev has noticed (it logs that requests wait): a request
+        /// sent after that never reaches the dead daemon's ring, so it is not one of those in flight at the crash,
+        /// which a non-repeatable opcode would answer EIO.
+        /// </summary>
+        public int KillDaemonAndWaitNoticed()
+        {
+            int before = Noticed();
+            int pid = KillDaemon();
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (Noticed() <= before && DateTime.UtcNow < deadline) Thread.Sleep(10);
+            return pid;
+        }
+
+        private int Noticed() => _log.Count(l => l.Contains("requests wait for a new daemon", StringComparison.Ordinal));
+
         public JsonElement Status()
         {
             var stdout = new StringWriter();
@@ -152,7 +168,7 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
         }
     }
 
-    private static byte[] Pattern(int length, int seed)
+    internal static byte[] Pattern(int length, int seed)
     {
         var bytes = new byte[length];
         new Random(seed).NextBytes(bytes);
@@ -391,6 +407,44 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
         finally
         {
             if (errors.Count > 0) output.WriteLine(rig.Log);
+        }
+    }
+
+    /// <summary>
+    /// The first request after a kill reuses the head of the last one before it (the front-end waits for each reply),
+    /// and the queue reuses that head's request object: a CREATE there never reached the dead daemon, so it goes to the
+    /// new one once, and is answered by it, never EIO, and creates exactly one handle.
+    /// </summary>
+    [Fact]
+    public void FirstRequestAfterAKill_OnTheHeadOfTheLastOneBefore_IsServedOnce_NeverEio()
+    {
+        const uint Creat = 0x40, Excl = 0x80, WrOnly = 1;
+        using var rig = new Rig(_dir);
+        try
+        {
+            for (int kill = 0; kill < 3; kill++)
+            {
+                Assert.Equal(0, Rig.Error(rig.Call(FuseFrames.GetattrRequest(0, FuseFrames.RootId))));
+                rig.KillDaemonAndWaitNoticed();
+                var reply = rig.Call(CreateRequest(FuseFrames.RootId, $"first{kill}", Creat | Excl | WrOnly));
+                Assert.True(Rig.Error(reply) == 0, $"kill {kill}: the CREATE after it answered errno {Rig.Error(reply)}\n{rig.Log}");
+                var node = FuseFrames.ReadEntry(reply).NodeId;
+                var fh = BitConverter.ToUInt64(reply, FuseFrames.OutHeader + 128);
+                Assert.Equal(0, Rig.Error(rig.Call(FuseFrames.ReleaseRequest(0, node, fh, WrOnly))));
+            }
+            // Nothing was sent twice: the handles are all released, so the last daemon took over none.
+            rig.KillDaemon();
+            Assert.Equal(0, Rig.Error(rig.Call(FuseFrames.GetattrRequest(0, FuseFrames.RootId))));
+            // (A daemon killed right after it took over may not have written its line yet: every line written counts.)
+            var deadline = Stopwatch.StartNew();
+            while (Replaced(rig.Log) < 4 && deadline.Elapsed < TimeSpan.FromSeconds(10)) Thread.Sleep(20);
+            var takeovers = rig.Log.Split('\n').Where(l => l.Contains("Took over the guest's session", StringComparison.Ordinal)).ToList();
+            Assert.True(takeovers.Count > 0, rig.Log);
+            Assert.All(takeovers, line => Assert.Contains(" 0 open handles", line, StringComparison.Ordinal));
+        }
+        finally
+        {
+            output.WriteLine(rig.Log);
         }
     }
 
