@@ -88,7 +88,21 @@ public sealed class DescriptorStoreTests(ITestOutputHelper output) : IDisposable
         return now;
     }
 
-    private void OpenUnlinkedSurvivesKills(bool unlinkOnHost)
+    /// <summary>Replaces the serving daemon: SIGKILL, or a planned restart (`vdev ctl restart`) that must succeed.</summary>
+    private static void ReplaceDaemon(Rig rig, bool planned)
+    {
+        if (!planned)
+        {
+            rig.KillDaemonAndWaitNoticed();
+            return;
+        }
+        int before = rig.Daemon();
+        var (exit, text) = rig.Restart();
+        Assert.True(exit == 0, $"vdev ctl restart exited {exit}: {text}\n{rig.Log}");
+        Assert.NotEqual(before, rig.Daemon());
+    }
+
+    private void OpenUnlinkedSurvivesKills(bool unlinkOnHost, bool planned = false)
     {
         var content = DaemonRelaunchTests.Pattern(12288, 11);
         using var rig = new Rig(_dir);
@@ -106,7 +120,7 @@ public sealed class DescriptorStoreTests(ITestOutputHelper output) : IDisposable
 
             for (int kill = 0; kill < 3; kill++)
             {
-                rig.KillDaemon();
+                ReplaceDaemon(rig, planned);
                 var read = rig.Read(node, fh, 0, 12288);
                 Assert.True(content.AsSpan().SequenceEqual(read), $"kill {kill}: the unlinked file's bytes changed\n{rig.Log}");
                 var patch = DaemonRelaunchTests.Pattern(700, 20 + kill);
@@ -138,6 +152,9 @@ public sealed class DescriptorStoreTests(ITestOutputHelper output) : IDisposable
 
     [Fact]
     public void FileUnlinkedOnTheHostWhileOpen_ReadsAndWritesThroughItsHandle_AcrossThreeKills() => OpenUnlinkedSurvivesKills(unlinkOnHost: true);
+
+    [Fact]
+    public void FileUnlinkedWhileOpen_ReadsAndWritesThroughItsHandle_AcrossThreePlannedRestarts() => OpenUnlinkedSurvivesKills(unlinkOnHost: false, planned: true);
 
     [Fact]
     public void ManyOpenReleaseCyclesAndKills_NeitherTheVdevNorTheDaemonGathersDescriptors()
@@ -191,7 +208,12 @@ public sealed class DescriptorStoreTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
-    public void PosixLockHeldAcrossAKill_StaysHeld_TheOwnerUnlocksIt_AndAnotherOwnerGetsIt()
+    public void PosixLockHeldAcrossAKill_StaysHeld_TheOwnerUnlocksIt_AndAnotherOwnerGetsIt() => LockSurvives(planned: false);
+
+    [Fact]
+    public void PosixLockHeldAcrossAPlannedRestart_StaysHeld_TheOwnerUnlocksIt_AndAnotherOwnerGetsIt() => LockSurvives(planned: true);
+
+    private void LockSurvives(bool planned)
     {
         const ulong OwnerA = 0xA11CE, OwnerB = 0xB0B;
         using var rig = new Rig(_dir);
@@ -206,7 +228,7 @@ public sealed class DescriptorStoreTests(ITestOutputHelper output) : IDisposable
             // Both handles and owner A's lock descriptor reached the vdev.
             Assert.Equal(3, Await(() => Holding(rig.VdevPid, rig.Share, Path.GetFileName(path)), 3));
 
-            rig.KillDaemonAndWaitNoticed();
+            ReplaceDaemon(rig, planned);
 
             // The lock outlived the daemon: owner B is refused, GETLK names owner A's process, a host process is refused too.
             Assert.Equal(Eagain, Rig.Error(rig.Call(LkRequest(SetLk, node, fhB, OwnerB, FWrlck, 200))));
