@@ -107,12 +107,21 @@ public static partial class Daemon
             if (confinement.Control is { } listener && shareControl is not null)
             {
                 // Kestrel starts once the daemon has reported ready, so that its start (the web host, its services and
-                // gRPC's) does not compete with serving for the CPUs. The socket is bound and listening already: a
-                // control call made as soon as the daemon is ready waits in its backlog until the service accepts it.
+                // gRPC's) does not compete for the CPUs with the daemon's way to ready. The socket is bound and listening
+                // already: a control call made as soon as the daemon is ready waits in its backlog until the service
+                // accepts it.
                 var served = shareControl;
                 controlStarting = Task.Run(() => ControlServer.StartAsync(listener, served, new ControlServerOptions(),
                     loggerFactory, stop.Token), stop.Token);
-                control = await controlStarting.ConfigureAwait(false);
+                try
+                {
+                    control = await controlStarting.ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    // Told to stop (a signal) while the service was starting: a graceful stop like any other.
+                    return 0;
+                }
                 LogControl(log, control.SocketPath);
             }
 
@@ -140,7 +149,7 @@ public static partial class Daemon
         {
             if (controlStarting is null && confinement.Control is { } unused)
             {
-                // The service never started (the daemon stops before it was ready): the socket is closed here, and
+                // The service never started (the daemon stopped before it got that far): the socket is closed here, and
                 // removed where the daemon still sees its path.
                 unused.Dispose();
                 if (!unused.PathLeftBehind) Hypervisor.Interop.ControlSocket.UnlinkIfOurs(unused.Path, unused.Inode);
