@@ -6,10 +6,8 @@ using Hypervisor.Passthrough.Control;
 using Hypervisor.Passthrough.Engine;
 using Hypervisor.Passthrough.Share;
 using Hypervisor.Passthrough.Transport;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Console;
 
 namespace Hypervisor.Passthrough;
 
@@ -18,41 +16,30 @@ public static partial class Daemon
 {
     /// <summary>Runs the daemon with validated settings; returns the process exit code.</summary>
     /// <remarks>
-    /// The process is a generic host: its builder configures the logging (stderr, the level of
-    /// <c>--log-level</c>) and its lifetime turns SIGTERM, SIGINT and SIGQUIT into a graceful stop,
-    /// as does a Shutdown call on the control socket.
+    /// Logging goes to stderr at the level of <c>--log-level</c>; SIGTERM, SIGINT and SIGQUIT stop the daemon
+    /// gracefully, as does a Shutdown call on the control socket. No generic host is built: its dependency injection
+    /// and hosting services would run before the daemon can report ready and serve nothing a daemon needs.
     /// </remarks>
     public static async Task<int> RunAsync(DaemonCommand.Settings settings, Sandbox.Confinement confinement, CancellationToken ct)
     {
-        HostApplicationBuilder builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings
+        // ASP.NET Core's and gRPC's own lines (connections, requests, every call that ended with an error status) are
+        // noise in a daemon's log: warnings and errors only, whatever the daemon's level.
+        using var loggerFactory = Hypervisor.Logging.StderrLogging.Create(settings.LogLevel, "Microsoft", "Grpc");
+        using var stopping = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        void Stop()
         {
-            ApplicationName = "passthrough",
-            ContentRootPath = "/",
-            EnvironmentName = Environments.Production,
-        });
-        builder.Logging.SetMinimumLevel(settings.LogLevel);
-        // ASP.NET Core's, the hosting's and gRPC's own lines (connections, requests, every call that ended with an
-        // error status) are noise in a daemon's log: warnings and errors only, whatever the daemon's level.
-        builder.Logging.AddFilter("Microsoft", level => level >= LogLevel.Warning);
-        builder.Logging.AddFilter("Grpc", level => level >= LogLevel.Warning);
-        builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
-        builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
-        using IHost host = builder.Build();
-        await host.StartAsync(ct).ConfigureAwait(false);
-        try
-        {
-            return await ServeAsync(settings, confinement, host.Services.GetRequiredService<ILoggerFactory>(),
-                host.Services.GetRequiredService<IHostApplicationLifetime>(), ct).ConfigureAwait(false);
+            // A signal or a Shutdown call that arrives while the daemon is already returning finds the source disposed.
+            try { stopping.Cancel(); }
+            catch (ObjectDisposedException) { }
         }
-        finally
-        {
-            await host.StopAsync(CancellationToken.None).ConfigureAwait(false);
-        }
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; Stop(); });
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; Stop(); });
+        using var sigquit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => { c.Cancel = true; Stop(); });
+        return await ServeAsync(settings, confinement, loggerFactory, Stop, stopping.Token).ConfigureAwait(false);
     }
 
     private static async Task<int> ServeAsync(DaemonCommand.Settings settings, Sandbox.Confinement confinement, ILoggerFactory loggerFactory,
-        IHostApplicationLifetime lifetime, CancellationToken ct)
+        Action stopDaemon, CancellationToken ct)
     {
         var log = loggerFactory.CreateLogger("passthrough");
 
@@ -93,31 +80,26 @@ public static partial class Daemon
         using var storeLifetime = store;
         var threads = settings.Share.ThreadPoolSize > 0 ? (int)settings.Share.ThreadPoolSize : Math.Max(8, 2 * Environment.ProcessorCount);
 
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct, lifetime.ApplicationStopping);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
 
         DevFuseTransport? mount = null;
         RingTransport? ring = null;
         ControlServer? control = null;
         Task<ControlServer>? controlStarting = null;
-        DaemonShareControl? settingsAtTakeover = null;
+        DaemonShareControl? shareControl = null;
         try
         {
-            if (confinement.Control is { } listener)
+            if (confinement.Control is not null)
             {
-                // Kestrel starts beside the transport: the socket is bound and listening already, so a control call made
-                // as soon as the daemon is ready waits in its backlog until the service accepts it. Until the ring has
-                // started, its queues are not reported.
-                var shareControl = new DaemonShareControl(share, engine.Counters, () => Usage(fs), lifetime.StopApplication,
+                shareControl = new DaemonShareControl(share, engine.Counters, () => Usage(fs), stopDaemon,
                     () => ring?.RequestQueueCpus ?? [])
                 {
                     SettingsChanged = store is null ? null : changed => store.WriteSettings(changed.ToByteArray()),
                     Restarts = store is null ? null : () => store.Restarts,
                     Restart = store is null || restartBell is null ? null : ct => RequestRestartAsync(store, restartBell, ct),
                 };
+                // A standby daemon writes the settings once it takes the session over (the daemon before still does).
                 if (takeover is null) store?.WriteSettings(shareControl.CurrentSettings().ToByteArray());
-                else settingsAtTakeover = shareControl;
-                controlStarting = Task.Run(() => ControlServer.StartAsync(listener, shareControl, new ControlServerOptions(),
-                    loggerFactory, stop.Token), stop.Token);
             }
             if (settings.MountPoint is not null)
             {
@@ -136,9 +118,24 @@ public static partial class Daemon
             confinement.LoadFilter();
             LogConfined(log, settings.Share.Sandbox, settings.Share.Seccomp);
             if (settings.ReadyFd is { } readyFd) ReadyNotifier.Notify(readyFd, settings.ControlSocket);
-            if (controlStarting is not null)
+            if (confinement.Control is { } listener && shareControl is not null)
             {
-                control = await controlStarting.ConfigureAwait(false);
+                // Kestrel starts once the daemon has reported ready, so that its start (the web host, its services and
+                // gRPC's) does not compete for the CPUs with the daemon's way to ready. The socket is bound and listening
+                // already: a control call made as soon as the daemon is ready waits in its backlog until the service
+                // accepts it.
+                var served = shareControl;
+                controlStarting = Task.Run(() => ControlServer.StartAsync(listener, served, new ControlServerOptions(),
+                    loggerFactory, stop.Token), stop.Token);
+                try
+                {
+                    control = await controlStarting.ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    // Told to stop (a signal) while the service was starting: a graceful stop like any other.
+                    return 0;
+                }
                 LogControl(log, control.SocketPath);
             }
             if (takeover is not null)
@@ -157,7 +154,7 @@ public static partial class Daemon
                     if (stop.IsCancellationRequested) return 0;
                 }
                 kept = TakeOver(store!, ringFds!, fs, engine, log);
-                if (settingsAtTakeover is not null) store!.WriteSettings(settingsAtTakeover.CurrentSettings().ToByteArray());
+                if (shareControl is not null) store!.WriteSettings(shareControl.CurrentSettings().ToByteArray());
                 ring = RingTransport.Start(engine, loggerFactory.CreateLogger("passthrough.ring"), settings.Ring!, settings.QueueCpus,
                     (int)settings.Share.ThreadPoolSize, kept is null ? null : ((FileSystem.PassthroughFileSystem)fs).FlushKept);
                 LogRing(log, settings.Share.SharedDir, settings.Ring!);
@@ -192,6 +189,13 @@ public static partial class Daemon
             (fs as FileSystem.PassthroughFileSystem)?.FlushKept();
             (fs as FileSystem.PassthroughFileSystem)?.DetachStore();
             kept?.Dispose();
+            if (controlStarting is null && confinement.Control is { } unused)
+            {
+                // The service never started (the daemon stopped before it got that far): the socket is closed here, and
+                // removed where the daemon still sees its path.
+                unused.Dispose();
+                if (!unused.PathLeftBehind) Hypervisor.Interop.ControlSocket.UnlinkIfOurs(unused.Path, unused.Inode);
+            }
             // A start that failed after the transport (the exception went to the catch above) or was never awaited.
             if (control is null && controlStarting is not null)
             {

@@ -185,10 +185,7 @@ public static partial class VdevCommand
         }
         using var confined = confinement;
         var level = shares.Select(s => s.Settings.LogLevel.ToLogLevel()).Min();
-        using var loggerFactory = LoggerFactory.Create(b => b
-            .SetMinimumLevel(level)
-            .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; })
-            .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
+        using var loggerFactory = Hypervisor.Logging.StderrLogging.Create(level);
         var log = loggerFactory.CreateLogger("vdev");
         foreach (var w in request.Warnings) LogWarning(log, w);
 

@@ -267,7 +267,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable && attempt < ConfirmAttempts)
             {
-                // The daemon reports ready once it serves the ring; its control service starts beside it, and a
+                // The daemon reports ready once it serves the ring; its control service starts after that, and a
                 // connection that reaches the listening socket before the service runs can be closed unanswered
                 // (seen when a relaunched daemon is asked at once). Asked again, a bounded number of times.
                 await Task.Delay(ConfirmRetryDelay, ct).ConfigureAwait(false);
