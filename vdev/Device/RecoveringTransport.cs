@@ -314,6 +314,9 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
                 }
                 old.HandedOver = true;
             }
+            // The old daemon answered everything: its ring is closed before the new one takes over, so that it stops at
+            // once and closes its descriptor channel, which the new daemon's adoption of the kept descriptors waits for.
+            old.Rings.Close();
             takeOver();
             bool release;
             lock (_memoryLock)

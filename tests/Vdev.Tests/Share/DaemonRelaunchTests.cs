@@ -685,7 +685,10 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
             rig.KillDaemon();
             var attr = rig.Call(FuseFrames.GetattrRequest(0, node));
             Assert.True(Rig.Error(attr) == 0, $"GETATTR after the kill: errno {Rig.Error(attr)}\n{rig.Log}");
-            Assert.Equal(2, rig.Log.Split('\n').Count(l => l.Contains("did not start", StringComparison.Ordinal) && l.Contains("trying again", StringComparison.Ordinal)));
+            // The vdev's log reaches the test through a pipe reader of its own: wait for the lines to arrive.
+            int Retries() => rig.Log.Split('\n').Count(l => l.Contains("did not start", StringComparison.Ordinal) && l.Contains("trying again", StringComparison.Ordinal));
+            for (int i = 0; i < 200 && Retries() < 2; i++) Thread.Sleep(25);
+            Assert.True(Retries() == 2, rig.Log);
         }
         finally
         {
