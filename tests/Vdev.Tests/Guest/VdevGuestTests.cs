@@ -240,7 +240,7 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
     {
         var dir = Directory.CreateTempSubdirectory("hvg-restart-fio-").FullName;
         var errors = new List<string>();
-        var replaced = new List<(int Old, int New)>();
+        var replaced = new List<(int Old, int New, double GoneSeconds)>();
         string? socket = null;
         HostProcesses.Outcome? status = null;
         bool fioDone = false;
@@ -281,11 +281,11 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
                                 if (outcome.ExitCode != 0) { lock (errors) errors.Add($"round {round}: vdev ctl restart failed: {outcome}"); break; }
                                 int newPid = JsonDocument.Parse(outcome.Stdout).RootElement.GetProperty("new_pid").GetInt32();
                                 if (newPid == before[0]) { lock (errors) errors.Add($"round {round}: the daemon pid did not change ({newPid})"); break; }
-                                lock (replaced) replaced.Add((before[0], newPid));
                                 // The replaced daemon stops once its ring is closed (the vdev signals it after 5 s).
                                 var gone = Stopwatch.StartNew();
                                 while (HostProcesses.IsAlive(before[0]) && gone.Elapsed < TimeSpan.FromSeconds(15)) Thread.Sleep(50);
                                 if (HostProcesses.IsAlive(before[0])) lock (errors) errors.Add($"round {round}: the replaced daemon {before[0]} still runs 15 s later");
+                                lock (replaced) replaced.Add((before[0], newPid, gone.Elapsed.TotalSeconds));
                                 var now = HostProcesses.FindPassthroughDaemons(dir);
                                 if (now.Count != 1 || now[0] != newPid) lock (errors) errors.Add($"round {round}: vdev ctl restart named daemon {newPid}, but [{string.Join(", ", now)}] serve(s) {dir}");
                             }
@@ -300,7 +300,7 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
 
             var fioJson = string.Join('\n', result.Values("fio_json").SkipWhile(l => !l.StartsWith('{')));
             var report = $"fio exit status {result.Value("fio_done")}; its stderr: {result.Value("fio_stderr")}\nfio's report:\n{fioJson}\n{result.Describe()}";
-            output.WriteLine($"replaced daemons {string.Join(", ", replaced.Select(r => $"{r.Old}->{r.New}"))}; whole run {result.Elapsed.TotalSeconds:0.0} s");
+            output.WriteLine($"replaced daemons {string.Join(", ", replaced.Select(r => $"{r.Old}->{r.New} (old one gone {r.GoneSeconds:0.00} s after the call returned)"))}; whole run {result.Elapsed.TotalSeconds:0.0} s");
             Assert.True(errors.Count == 0, string.Join("\n", errors) + "\n" + report);
             Assert.True(replaced.Count == 3, $"restarted {replaced.Count} times, not 3\n{report}");
             Assert.True(result.Value("fio_done") == "0", $"fio did not exit 0\n{report}");
