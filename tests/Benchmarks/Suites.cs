@@ -9,6 +9,7 @@ public static class Suites
         ["fs-direct"] = ("passthrough filesystem called directly: lookup/forget memory, getattr/read/write rates", FileSystemSuite.Run),
         ["control"] = ("gRPC control calls over the UNIX socket: latency and throughput after a warm-up [--calls N] [--parallel P] [--warmup SECONDS, default 10]", ControlBench.Run),
         ["guest"] = (GuestBench.Help, GuestBench.Run),
+        ["restart-stall"] = (RestartStallBench.Help, RestartStallBench.Run),
         ["ring"] = (RingBenchmark.Help, RingBenchmark.Run),
         ["vhost"] = ("virtqueue round trips through vhost-user: vdev (echo transport) or QEMU's virtiofsd; --compare: the vdev process against virtiofsd, 16 in flight, per-row medians and CPU", VhostBench.Run),
         ["launcher"] = ("start-up latency of a share: fuse_launcher with a script or the passthrough daemon on a ring, and virtiofsd", LauncherBench.Run),

@@ -1,11 +1,15 @@
 #!/bin/sh
 # Builds the guest initramfs used by the virtio-fs guest tests and benchmark.
 #
-#   build-initramfs.sh OUT.cpio.gz [SCENARIO.sh]
+#   build-initramfs.sh [--with-fio] OUT.cpio.gz [SCENARIO.sh]
 #
 # Contents: busybox-static (with its applets linked), hvtool (hvtool.c, gcc -static),
 # stress-ng with the shared libraries ldd names (when /usr/bin/stress-ng is installed),
-# the virtio/FUSE modules of the guest kernel, /init and /lib/hv.sh. If SCENARIO.sh is
+# the virtio/FUSE modules of the guest kernel, /init and /lib/hv.sh. With --with-fio also
+# /usr/bin/fio and its libraries; fio then must be installed, or the build fails. It is
+# an option and not part of every image because Debian's fio links every I/O engine's
+# library (ceph, gluster, rdma, ...), which makes the image about four times larger and
+# every boot that unpacks it slower under TCG. If SCENARIO.sh is
 # given it is baked in as /scenario.sh; otherwise the test harness appends it at boot time
 # as a second (concatenated) cpio member, which the kernel unpacks over the first.
 #
@@ -14,7 +18,9 @@
 # on stdout so callers know which /boot/vmlinuz-<ver> to boot.
 set -eu
 
-out=${1:?usage: build-initramfs.sh OUT.cpio.gz [SCENARIO.sh]}
+with_fio=
+if [ "${1:-}" = --with-fio ]; then with_fio=1; shift; fi
+out=${1:?usage: build-initramfs.sh [--with-fio] OUT.cpio.gz [SCENARIO.sh]}
 scenario=${2:-}
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -28,6 +34,9 @@ fi
 moddir=/lib/modules/$HV_KVER
 [ -x /bin/busybox ] || { echo "/bin/busybox is missing: install busybox-static" >&2; exit 1; }
 file -b /bin/busybox 2>/dev/null | grep -q dynamic && { echo "/bin/busybox is dynamically linked: install busybox-static" >&2; exit 1; }
+if [ -n "$with_fio" ] && [ ! -x /usr/bin/fio ]; then
+    echo "--with-fio: /usr/bin/fio is missing: install the fio package (.ci/setup does)" >&2; exit 1
+fi
 
 stage=$(mktemp -d)
 chmod 755 "$stage" # the guest's / (mktemp makes it 0700, and then no other uid could run a program)
@@ -40,15 +49,24 @@ for a in $(/bin/busybox --list); do
 done
 gcc -static -O2 -pthread -Wall -o "$stage/bin/hvtool" "$here/hvtool.c"
 
-# stress-ng is dynamically linked: it goes in with every library ldd resolves, at the same paths, and the
-# dynamic loader. Without it the lock scenario reports stress-ng as missing instead of the image failing.
-if [ -x /usr/bin/stress-ng ]; then
-    cp /usr/bin/stress-ng "$stage/bin/stress-ng"
-    for lib in $(ldd /usr/bin/stress-ng | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+# copy_dynamic BIN: a dynamically linked program goes in as /bin/NAME with every library ldd resolves, at the
+# same paths, and the dynamic loader. A library ldd cannot find fails the build (the program could not start).
+copy_dynamic() {
+    libs=$(ldd "$1") || { echo "ldd $1 failed" >&2; exit 1; }
+    if echo "$libs" | grep -q "not found"; then
+        echo "$1 needs libraries that are not installed: $(echo "$libs" | grep "not found" | tr -s ' \t\n' ' ')" >&2; exit 1
+    fi
+    cp "$1" "$stage/bin/$(basename "$1")"
+    for lib in $(echo "$libs" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
         mkdir -p "$stage$(dirname "$lib")"
         cp -L "$lib" "$stage$lib"
     done
-fi
+}
+
+# Without stress-ng the lock scenario reports it as missing instead of the image failing.
+[ -x /usr/bin/stress-ng ] && copy_dynamic /usr/bin/stress-ng
+# fio (the planned-restart scenario's load) only when asked for; its scenario fails when it is absent.
+[ -n "$with_fio" ] && copy_dynamic /usr/bin/fio
 
 # Loaded by /init in this order (dependencies first); .ko.xz/.ko.zst are decompressed here
 # because busybox insmod loads plain ELF objects only.

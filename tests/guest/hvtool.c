@@ -64,6 +64,12 @@
  *                                the errno name
  *   getacl PATH access|default   reads that ACL and prints it in the same form, or the errno name
  *   runexec UID GID CMD [ARG...] drops supplementary groups, sets gid then uid, and execs CMD (any program)
+ *   stallwatch MAILBOX           reads the first 4 KiB of MAILBOX with O_DIRECT (each read is a request the
+ *                                daemon serves) back to back until it starts with "s"; the host writes
+ *                                "b N" into it before its N-th restart and "d N" after. Prints one line
+ *                                "N ns reads" per restart: the longest time between two completed reads
+ *                                where the earlier one saw "b N" (the read that waited for the new daemon
+ *                                ends that gap), then "idle ns reads": the longest gap of all other reads
  *   deadlock FILE                two processes: the parent locks byte 0 and the child byte 1; the parent
  *                                then waits for byte 1, and a second later the child waits for byte 0;
  *                                prints "parent=E child=E" with each F_SETLKW's result (0 or errno)
@@ -347,6 +353,45 @@ static int cmd_crashload(const char *dir, const char *stop)
     if (close(kfd) != 0) { fprintf(stderr, "crashload: close %s: %s\n", keep, strerror(errno)); errors++; }
     printf("%ld %ld %ld\n", rounds, eio, errors);
     return errors ? 1 : 0;
+}
+
+#define STALL_MAX 1000
+static int cmd_stallwatch(const char *mailbox)
+{
+    static uint64_t gap[STALL_MAX], reads[STALL_MAX];
+    uint64_t idle_gap = 0, idle_reads = 0;
+    int fd = open(mailbox, O_RDONLY | O_DIRECT);
+    if (fd < 0) die("open", mailbox);
+    void *buf;
+    if (posix_memalign(&buf, BLOCK, BLOCK) != 0) die("posix_memalign", NULL);
+    char *text = buf;
+    uint64_t prev = now_ns();
+    int prev_round = -1;
+    for (;;) {
+        memset(text, 0, BLOCK);
+        if (pread(fd, text, BLOCK, 0) < 0) die("pread", mailbox);
+        uint64_t t = now_ns(), d = t - prev;
+        prev = t;
+        if (prev_round >= 0) {
+            if (d > gap[prev_round]) gap[prev_round] = d;
+            reads[prev_round]++;
+        } else {
+            if (d > idle_gap) idle_gap = d;
+            idle_reads++;
+        }
+        if (text[0] == 's') break;
+        prev_round = -1;
+        if (text[0] == 'b') {
+            int n = atoi(text + 2);
+            if (n >= 0 && n < STALL_MAX) prev_round = n;
+        }
+    }
+    for (int n = 0; n < STALL_MAX; n++)
+        if (reads[n]) printf("%d %llu %llu\n", n, (unsigned long long)gap[n], (unsigned long long)reads[n]);
+    printf("idle %llu %llu\n", (unsigned long long)idle_gap, (unsigned long long)idle_reads);
+    free(buf);
+    close(fd);
+    return 0;
 }
 
 static int lock_at(int fd, int cmd, short type, long long start, long long len)
@@ -673,6 +718,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(c, "lock") && (argc == 7 || argc == 8)) return cmd_lock(argv, argc);
     if (!strcmp(c, "getlk") && argc == 6) return cmd_getlk(argv);
+    if (!strcmp(c, "stallwatch") && argc == 3) return cmd_stallwatch(argv[2]);
     if (!strcmp(c, "crashload") && argc == 4) return cmd_crashload(argv[2], argv[3]);
     if (!strcmp(c, "fsop") && (argc == 5 || argc == 6)) return cmd_fsop(argc, argv);
     if (!strcmp(c, "runas") && argc >= 5) return cmd_runas(argc, argv);

@@ -31,6 +31,12 @@ public sealed class GuestOptions
 
     /// <summary>More kernel command-line arguments (e.g. <c>security=selinux</c>); empty by default.</summary>
     public string KernelArguments { get; init; } = "";
+
+    /// <summary>
+    /// Boot the image that also holds fio and its libraries (build-initramfs.sh --with-fio), a separate cached
+    /// image since it is several times larger; fio must be installed on the host. Default false.
+    /// </summary>
+    public bool WithFio { get; init; }
 }
 
 /// <summary>
@@ -112,7 +118,7 @@ public static class GuestVm
     {
         if (!IsRoot())
             throw new GuestSetupException("Guest tests start virtiofsd, which must run as root: run them as root.");
-        var (kernel, initramfs) = EnsureInitramfs();
+        var (kernel, initramfs) = EnsureInitramfs(options.WithFio);
         var temp = Directory.CreateTempSubdirectory("hvg-").FullName;
         var started = new List<(string Name, Process Process, StringBuilder Log)>();
         var console = new List<string>();
@@ -222,9 +228,11 @@ public static class GuestVm
 
     /// <summary>
     /// Builds (once per content hash of tests/guest and kernel) and returns the kernel and base
-    /// initramfs paths. The cache lives in $HV_GUEST_CACHE or /tmp/hv-guest-cache.
+    /// initramfs paths. The cache lives in $HV_GUEST_CACHE or /tmp/hv-guest-cache. With
+    /// <paramref name="withFio"/> the image also holds fio (build-initramfs.sh --with-fio); a host without
+    /// fio gets a <see cref="GuestSetupException"/> saying so.
     /// </summary>
-    public static (string Kernel, string Initramfs) EnsureInitramfs()
+    public static (string Kernel, string Initramfs) EnsureInitramfs(bool withFio = false)
     {
         lock (BuildLock)
         {
@@ -236,7 +244,7 @@ public static class GuestVm
                 hash.TransformBlock(bytes, 0, bytes.Length, null, 0);
             }
             var kver = Environment.GetEnvironmentVariable("HV_KVER") ?? "";
-            var kb = Encoding.UTF8.GetBytes(kver);
+            var kb = Encoding.UTF8.GetBytes(withFio ? kver + "\0with-fio" : kver);
             hash.TransformFinalBlock(kb, 0, kb.Length);
             var key = Convert.ToHexString(hash.Hash!)[..16].ToLowerInvariant();
             var cache = Environment.GetEnvironmentVariable("HV_GUEST_CACHE") ?? "/tmp/hv-guest-cache";
@@ -251,6 +259,7 @@ public static class GuestVm
                     var tmp = Path.Combine(cache, $"build-{Environment.ProcessId}.cpio.gz");
                     var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true };
                     psi.ArgumentList.Add(Path.Combine(dir, "build-initramfs.sh"));
+                    if (withFio) psi.ArgumentList.Add("--with-fio");
                     psi.ArgumentList.Add(tmp);
                     using var p = Process.Start(psi)!;
                     var stdout = p.StandardOutput.ReadToEndAsync();

@@ -236,6 +236,115 @@ public sealed class VdevGuestTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void PlannedRestartThreeTimes_WhileTheGuestRunsFioRandomReadWrite_FioReportsNoErrorAndItsVerifyPasses()
+    {
+        var dir = Directory.CreateTempSubdirectory("hvg-restart-fio-").FullName;
+        var errors = new List<string>();
+        var replaced = new List<(int Old, int New, double GoneSeconds)>();
+        string? socket = null;
+        HostProcesses.Outcome? status = null;
+        bool fioDone = false;
+        var vdev = GuestBackend.Vdev();
+        var backend = new GuestBackend("vdev", ctx =>
+        {
+            socket = ctx.SocketPath;
+            return vdev.CreateStartInfo(ctx);
+        });
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "hello.txt"), "hello\n");
+            var scenario = GuestVm.LoadScenario("restart-fio.sh");
+            Thread? restarter = null;
+            var result = GuestVm.Run(scenario, [new GuestShare("share0", dir, backend)], new GuestOptions
+            {
+                WithFio = true,
+                Timeout = TimeSpan.FromMinutes(8),
+                // Three restarts eight seconds apart take well under a minute even on a loaded host; the test
+                // checks below that each one ended while fio was still running.
+                Environment = new Dictionary<string, string> { ["HV_FIO_SECONDS"] = "60" },
+                OnConsoleLine = line =>
+                {
+                    if (line.Contains("@@HV val fio_done", StringComparison.Ordinal)) Volatile.Write(ref fioDone, true);
+                    if (!line.Contains("@@HV val phase 1", StringComparison.Ordinal)) return;
+                    restarter = new Thread(() =>
+                    {
+                        try
+                        {
+                            for (int round = 0; round < 3; round++)
+                            {
+                                Thread.Sleep(TimeSpan.FromSeconds(8));
+                                var before = HostProcesses.FindPassthroughDaemons(dir);
+                                if (before.Count != 1) { lock (errors) errors.Add($"round {round}: expected one daemon for {dir}, found [{string.Join(", ", before)}]"); break; }
+                                var outcome = HostProcesses.Run(GuestBackend.ResolveVdev(),
+                                    ["ctl", "--socket", socket + ".ctl", "--timeout", "60", "--json", "restart"], TimeSpan.FromSeconds(90));
+                                if (Volatile.Read(ref fioDone)) lock (errors) errors.Add($"round {round}: the restart ended after fio had finished, not during its run");
+                                if (outcome.ExitCode != 0) { lock (errors) errors.Add($"round {round}: vdev ctl restart failed: {outcome}"); break; }
+                                int newPid = JsonDocument.Parse(outcome.Stdout).RootElement.GetProperty("new_pid").GetInt32();
+                                if (newPid == before[0]) { lock (errors) errors.Add($"round {round}: the daemon pid did not change ({newPid})"); break; }
+                                // The replaced daemon stops once its ring is closed (the vdev signals it after 5 s).
+                                var gone = Stopwatch.StartNew();
+                                while (HostProcesses.IsAlive(before[0]) && gone.Elapsed < TimeSpan.FromSeconds(15)) Thread.Sleep(50);
+                                if (HostProcesses.IsAlive(before[0])) lock (errors) errors.Add($"round {round}: the replaced daemon {before[0]} still runs 15 s later");
+                                lock (replaced) replaced.Add((before[0], newPid, gone.Elapsed.TotalSeconds));
+                                var now = HostProcesses.FindPassthroughDaemons(dir);
+                                if (now.Count != 1 || now[0] != newPid) lock (errors) errors.Add($"round {round}: vdev ctl restart named daemon {newPid}, but [{string.Join(", ", now)}] serve(s) {dir}");
+                            }
+                            status = HostProcesses.Run(GuestBackend.ResolveVdev(), ["ctl", "--socket", socket + ".ctl", "--json", "status"], CtlTimeout);
+                        }
+                        catch (Exception e) { lock (errors) errors.Add(e.ToString()); }
+                    }) { IsBackground = true };
+                    restarter.Start();
+                },
+            });
+            restarter?.Join(TimeSpan.FromMinutes(4));
+
+            var fioJson = string.Join('\n', result.Values("fio_json").SkipWhile(l => !l.StartsWith('{')));
+            var report = $"fio exit status {result.Value("fio_done")}; its stderr: {result.Value("fio_stderr")}\nfio's report:\n{fioJson}\n{result.Describe()}";
+            output.WriteLine($"replaced daemons {string.Join(", ", replaced.Select(r => $"{r.Old}->{r.New} (old one gone {r.GoneSeconds:0.00} s after the call returned)"))}; whole run {result.Elapsed.TotalSeconds:0.0} s");
+            Assert.True(errors.Count == 0, string.Join("\n", errors) + "\n" + report);
+            Assert.True(replaced.Count == 3, $"restarted {replaced.Count} times, not 3\n{report}");
+            Assert.True(result.Value("fio_done") == "0", $"fio did not exit 0\n{report}");
+            GuestScenarios.AssertAllChecksPassed(result, scenario);
+
+            // Both jobs ran to their time limit with no I/O or verify error (fio stops a job at its first error
+            // and reports its errno; a crc32c mismatch is EILSEQ), and both read and wrote.
+            using var fio = JsonDocument.Parse(fioJson);
+            var jobs = fio.RootElement.GetProperty("jobs").EnumerateArray().ToList();
+            Assert.True(jobs.Count == 2, $"expected the direct and buffered jobs\n{report}");
+            foreach (var job in jobs)
+            {
+                var name = job.GetProperty("jobname").GetString();
+                Assert.True(job.GetProperty("error").GetInt32() == 0, $"fio job {name} reports error {job.GetProperty("error")}\n{report}");
+                long read = job.GetProperty("read").GetProperty("io_bytes").GetInt64();
+                long written = job.GetProperty("write").GetProperty("io_bytes").GetInt64();
+                Assert.True(read > 0 && written > 0, $"fio job {name} read {read} and wrote {written} bytes\n{report}");
+                output.WriteLine($"fio {name}: read {read >> 20} MiB, wrote {written >> 20} MiB, error 0, " +
+                    $"completion latency max {job.GetProperty("read").GetProperty("clat_ns").GetProperty("max").GetInt64() / 1e6:0.0} ms (read), " +
+                    $"{job.GetProperty("write").GetProperty("clat_ns").GetProperty("max").GetInt64() / 1e6:0.0} ms (write)");
+            }
+            // The host holds both job files at their full size.
+            var files = Directory.GetFiles(Path.Combine(dir, "fio"));
+            Assert.True(files.Length == 2 && files.All(f => new FileInfo(f).Length == 16 << 20), $"host files: {string.Join(", ", files.Select(f => $"{f} {new FileInfo(f).Length}"))}");
+
+            var log = Assert.Single(result.ProcessLogs, kv => kv.Key.StartsWith("vdev[", StringComparison.Ordinal)).Value;
+            var planned = log.Split('\n').Where(l => l.Contains("planned restart: daemon", StringComparison.Ordinal)).ToList();
+            foreach (var line in planned) output.WriteLine("vdev: " + line.Trim());
+            Assert.True(planned.Count == 3, $"the vdev should have logged 3 planned restarts:\n{log}");
+            Assert.NotNull(status);
+            Assert.True(status.Value.ExitCode == 0, $"vdev ctl --json status failed: {status}");
+            using var json = JsonDocument.Parse(status.Value.Stdout);
+            var restarts = json.RootElement.GetProperty("restarts");
+            Assert.Equal(3, restarts.GetProperty("count").GetInt32());
+            Assert.Equal(3, restarts.GetProperty("planned").GetInt32());
+        }
+        finally
+        {
+            foreach (var pid in HostProcesses.FindPassthroughDaemons(dir)) HostProcesses.KillAndWait(pid, TimeSpan.FromSeconds(5));
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void LibvirtStyle_InheritedListeningFdAndDashO_GuestMountsReadsAndWrites()
     {
         var dir = Directory.CreateTempSubdirectory("hvg-libvirt-").FullName;
