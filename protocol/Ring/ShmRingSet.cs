@@ -489,6 +489,32 @@ public sealed unsafe class ShmRingSet : IDisposable
     }
 
     /// <summary>
+    /// Rings every doorbell of a closed set once more, so that a peer still asleep on one of them wakes up and sees the
+    /// close. For a peer expected to stop once closed that has not (vdev/README.md, "Planned restart"). Does nothing
+    /// before <see cref="Close"/>; safe against a concurrent <see cref="Dispose"/> (a bell already closed is skipped).
+    /// </summary>
+    public void RingClosedAgain()
+    {
+        if (!_closed) return;
+        foreach (var bell in _bells)
+        {
+            bool added = false;
+            try
+            {
+                bell.DangerousAddRef(ref added);
+                Libc.EventFdSignal(bell.Value);
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+            finally
+            {
+                if (added) bell.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>
     /// Closes the set (see <see cref="Close"/>), waits (up to 2 s) for this process's threads
     /// blocked in a waiting call to return <see cref="RingStatus.Closed"/>, then unmaps the memory
     /// and closes every descriptor. A thread still inside a waiting call after that keeps the

@@ -326,7 +326,19 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         catch (ObjectDisposedException)
         {
         }
-        if (await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(5)).ConfigureAwait(false)) return;
+        // A daemon whose dispatcher slept through the close (not yet understood; vdev/README.md, "Planned restart") is
+        // woken by its doorbells rung again, every 100 ms for up to 5 s, before it is signalled.
+        for (int i = 0; i < 50; i++)
+        {
+            if (await WaitForExitAsync(DaemonPid, TimeSpan.FromMilliseconds(100)).ConfigureAwait(false)) return;
+            try
+            {
+                Rings.RingClosedAgain();
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
         LogKilling(_log, Settings.Tag, DaemonPid);
         Libc.kill(DaemonPid, Libc.SIGTERM);
         if (!await WaitForExitAsync(DaemonPid, TimeSpan.FromSeconds(3)).ConfigureAwait(false)) Libc.kill(DaemonPid, Libc.SIGKILL);
