@@ -18,6 +18,7 @@ public static class ControlBench
     {
         int calls = 5000, parallel = 8;
         double warmUpSeconds = 10;
+        string? socket = null;
         for (int i = 0; i < args.Length; i++)
         {
             if (args[i] == "--calls" && i + 1 < args.Length && int.TryParse(args[++i], out int c) && c > 0)
@@ -27,61 +28,75 @@ public static class ControlBench
             else if (args[i] == "--warmup" && i + 1 < args.Length
                      && double.TryParse(args[++i], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double w) && w >= 0)
                 warmUpSeconds = w;
+            else if (args[i] == "--socket" && i + 1 < args.Length)
+                socket = args[++i];
             else
             {
-                Console.Error.WriteLine($"hv-bench control: unknown or invalid option \"{args[i]}\"; use --calls N and --parallel P with positive numbers, --warmup SECONDS with zero or more.");
+                Console.Error.WriteLine($"hv-bench control: unknown or invalid option \"{args[i]}\"; use --calls N and --parallel P with positive numbers, --warmup SECONDS with zero or more, --socket PATH for a running daemon's control socket.");
                 return 2;
             }
         }
-        return RunAsync(calls, parallel, TimeSpan.FromSeconds(warmUpSeconds)).GetAwaiter().GetResult();
+        if (socket is not null)
+            return MeasureAsync(socket, calls, parallel, TimeSpan.FromSeconds(warmUpSeconds)).GetAwaiter().GetResult();
+        return RunInProcessAsync(calls, parallel, TimeSpan.FromSeconds(warmUpSeconds)).GetAwaiter().GetResult();
     }
 
-    private static async Task<int> RunAsync(int calls, int parallel, TimeSpan warmUp)
+    /// <summary>The control service hosted here, answering from memory: the control transport alone, both ends JIT-compiled.</summary>
+    private static async Task<int> RunInProcessAsync(int calls, int parallel, TimeSpan warmUp)
     {
         string directory = Path.Combine(Path.GetTempPath(), "hv-bench-ctl-" + Environment.ProcessId);
         Directory.CreateDirectory(directory);
         try
         {
             await using ControlServer server = await ControlServer.StartAsync(Path.Combine(directory, "c.sock"), new MemoryShare());
-            using var client = new ShareControlClient(server.SocketPath, TimeSpan.FromSeconds(10));
-
-            var getStatus = new GetStatusRequest();
-            var check = new HealthCheckRequest();
-            // Warm up for a while rather than for a number of calls: tiered compilation promotes the
-            // hot methods of the client, Kestrel and the gRPC stack in the background, and on a busy
-            // machine that can take a while. The figures below are meant to be the
-            // steady state of a long-running daemon; a one-shot `vdev ctl` runs cold instead, which
-            // --warmup 0 comes closer to.
-            var warm = Stopwatch.StartNew();
-            for (int i = 0; i < 500 || warm.Elapsed < warmUp; i++)
-            {
-                await client.Control.GetStatusAsync(getStatus);
-                await client.Health.CheckAsync(check);
-            }
-
-            Report("GetStatus, sequential", await MeasureSequentialAsync(calls, async () => await client.Control.GetStatusAsync(getStatus)));
-            Report("Health/Check, sequential", await MeasureSequentialAsync(calls, async () => await client.Health.CheckAsync(check)));
-
-            var wall = Stopwatch.StartNew();
-            var tasks = new Task[parallel];
-            int perTask = Math.Max(1, calls / parallel);
-            for (int t = 0; t < parallel; t++)
-            {
-                tasks[t] = Task.Run(async () =>
-                {
-                    for (int i = 0; i < perTask; i++)
-                        await client.Control.GetStatusAsync(getStatus);
-                });
-            }
-            await Task.WhenAll(tasks);
-            wall.Stop();
-            Console.WriteLine($"GetStatus, {parallel} concurrent callers: {perTask * parallel / wall.Elapsed.TotalSeconds:F0} calls/s over {perTask * parallel} calls");
-            return 0;
+            return await MeasureAsync(server.SocketPath, calls, parallel, warmUp);
         }
         finally
         {
             Directory.Delete(directory, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// Calls the control service at <paramref name="socketPath"/>: the one hosted here, or a running daemon's (the
+    /// server as it is installed, whatever build it is: the wire contract is the same).
+    /// </summary>
+    private static async Task<int> MeasureAsync(string socketPath, int calls, int parallel, TimeSpan warmUp)
+    {
+        using var client = new ShareControlClient(socketPath, TimeSpan.FromSeconds(10));
+
+        var getStatus = new GetStatusRequest();
+        var check = new HealthCheckRequest();
+        // Warm up for a while rather than for a number of calls: tiered compilation promotes the
+        // hot methods of the client, Kestrel and the gRPC stack in the background, and on a busy
+        // machine that can take a while. The figures below are meant to be the
+        // steady state of a long-running daemon; a one-shot `vdev ctl` runs cold instead, which
+        // --warmup 0 comes closer to.
+        var warm = Stopwatch.StartNew();
+        for (int i = 0; i < 500 || warm.Elapsed < warmUp; i++)
+        {
+            await client.Control.GetStatusAsync(getStatus);
+            await client.Health.CheckAsync(check);
+        }
+
+        Report("GetStatus, sequential", await MeasureSequentialAsync(calls, async () => await client.Control.GetStatusAsync(getStatus)));
+        Report("Health/Check, sequential", await MeasureSequentialAsync(calls, async () => await client.Health.CheckAsync(check)));
+
+        var wall = Stopwatch.StartNew();
+        var tasks = new Task[parallel];
+        int perTask = Math.Max(1, calls / parallel);
+        for (int t = 0; t < parallel; t++)
+        {
+            tasks[t] = Task.Run(async () =>
+            {
+                for (int i = 0; i < perTask; i++)
+                    await client.Control.GetStatusAsync(getStatus);
+            });
+        }
+        await Task.WhenAll(tasks);
+        wall.Stop();
+        Console.WriteLine($"GetStatus, {parallel} concurrent callers: {perTask * parallel / wall.Elapsed.TotalSeconds:F0} calls/s over {perTask * parallel} calls");
+        return 0;
     }
 
     private static async Task<double[]> MeasureSequentialAsync(int calls, Func<Task> call)
