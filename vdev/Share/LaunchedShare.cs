@@ -79,7 +79,11 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     /// control socket), and for a not-root vdev whose share maps id ranges, the user namespace its first daemon was
     /// started in, which the daemon joins (passed as fuse_launcher's <c>--user-namespace-fd N</c>; <see cref="ShareUserNamespace"/>).
     /// </summary>
-    public sealed record DaemonBells(StateStore? Store, DescriptorStore? Descriptors, Bell? Restart, Bell? Takeover, string? ControlSocket, SafeFd? UserNamespace = null);
+    public sealed record DaemonBells(StateStore? Store, DescriptorStore? Descriptors, Bell? Restart, Bell? Takeover, string? ControlSocket)
+    {
+        /// <summary>The share's kept user namespace (not root, with id ranges), or null: a new one is made if one is needed.</summary>
+        internal SafeFd? UserNamespace { get; init; }
+    }
 
     /// <summary>As <see cref="StartAsync(DeclaredShare, string, ILogger, StateStore?, ShareSettings?, CancellationToken)"/>, with the descriptors and paths of <paramref name="bells"/>.</summary>
     public static async Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, DaemonBells bells, ShareSettings? live, CancellationToken ct)

@@ -143,7 +143,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             }
             try
             {
-                var next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _descriptors, _restartBell, null, null, _userNamespace),
+                var next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _descriptors, _restartBell, null, null) { UserNamespace = _userNamespace },
                     LiveSettings(old), _stopping.Token).ConfigureAwait(false);
                 var waited = Stopwatch.GetElapsedTime(noticed);
                 _store.RecordRestart(cause, (long)(waited.TotalMilliseconds * 1_000_000));
@@ -184,7 +184,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             LaunchedShare next;
             try
             {
-                next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _descriptors, _restartBell, takeover, standbyControl, _userNamespace),
+                next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _descriptors, _restartBell, takeover, standbyControl) { UserNamespace = _userNamespace },
                     LiveSettings(old), _stopping.Token).ConfigureAwait(false);
             }
             catch (ShareStartException e)

@@ -38,9 +38,11 @@ internal static class ShareUserNamespace
         var ns = new SafeFd(fd);
         try
         {
-            if (Libc.fstat(ns, out var kept) != 0 || Libc.fstatat(Libc.AT_FDCWD, "/proc/self/ns/user\0"u8, out var own, 0) != 0)
-                throw Failed(share, pid, $"stat of a user namespace failed with {Libc.Describe(Libc.LastErrno)}");
-            if (kept.Dev == own.Dev && kept.Ino == own.Ino) throw Failed(share, pid, "the daemon is in the vdev's own user namespace");
+            // Every namespace is an inode of the one nsfs: the inode number tells two apart.
+            if (Libc.statx(ns, "\0"u8, Libc.AT_EMPTY_PATH, Libc.STATX_INO, out var kept) != 0
+                || Libc.statx(Libc.AT_FDCWD, "/proc/self/ns/user", 0, Libc.STATX_INO, out var own) != 0)
+                throw Failed(share, pid, $"statx of a user namespace failed with {Libc.Describe(Libc.LastErrno)}");
+            if (kept.Ino == own.Ino) throw Failed(share, pid, "the daemon is in the vdev's own user namespace");
             CheckMap(share, pid, "uid", share.UidMap);
             CheckMap(share, pid, "gid", share.GidMap);
             Span<PollFd> fds = [new PollFd { Fd = process.Value, Events = Libc.POLLIN }];
