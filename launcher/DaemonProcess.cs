@@ -65,7 +65,8 @@ internal sealed class DaemonProcess : IDisposable
         {
             // A user namespace can only be made by a process with one thread, which no .NET process is: util-linux's
             // unshare makes it and the others, writes the id maps (through newuidmap/newgidmap for ranges beyond the
-            // vdev's own ids), forks the daemon as pid 1 of the new pid namespace and waits for it.
+            // vdev's own ids), forks the daemon as pid 1 of the new pid namespace and waits for it; given a user
+            // namespace to join (--user-namespace-fd), nsenter joins it first and unshare makes only the others.
             // The control socket is bound here, as the vdev's user: bound inside, it would belong to whatever the
             // namespace's root is outside, which the vdev may not be able to connect as.
             if (settings.Share.ControlSocket.Length == 0) return StartInUserNamespace(settings, stderr);
