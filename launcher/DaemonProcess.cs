@@ -65,7 +65,8 @@ internal sealed class DaemonProcess : IDisposable
         {
             // A user namespace can only be made by a process with one thread, which no .NET process is: util-linux's
             // unshare makes it and the others, writes the id maps (through newuidmap/newgidmap for ranges beyond the
-            // vdev's own ids), forks the daemon as pid 1 of the new pid namespace and waits for it.
+            // vdev's own ids), forks the daemon as pid 1 of the new pid namespace and waits for it; given a user
+            // namespace to join (--user-namespace-fd), nsenter joins it first and unshare makes only the others.
             // The control socket is bound here, as the vdev's user: bound inside, it would belong to whatever the
             // namespace's root is outside, which the vdev may not be able to connect as.
             if (settings.Share.ControlSocket.Length == 0) return StartInUserNamespace(settings, stderr);
@@ -121,7 +122,10 @@ internal sealed class DaemonProcess : IDisposable
 
     private static DaemonProcess StartInUserNamespace(LaunchSettings settings, TextWriter stderr)
     {
-        var started = StartHere(settings, stderr, UserNamespaceCommand(settings.Share));
+        var prefix = settings.UserNamespaceFd is int joined
+            ? JoinUserNamespaceCommand($"/proc/{Environment.ProcessId}/fd/{joined}")
+            : UserNamespaceCommand(settings.Share);
+        var started = StartHere(settings, stderr, prefix);
         started.InOwnPidNamespace = true;
         started.InUserNamespace = true;
         return started;
@@ -152,6 +156,29 @@ internal sealed class DaemonProcess : IDisposable
         return args;
     }
 
+    /// <summary>util-linux's nsenter, which joins a user namespace kept from an earlier daemon of the share.</summary>
+    internal const string Nsenter = "/usr/bin/nsenter";
+
+    /// <summary>
+    /// The command line that runs the daemon in the user namespace <paramref name="userNamespace"/> names (a path nsenter
+    /// opens) and in new mount, pid, net, ipc and uts namespaces made inside it, root there, with one-way mounts; the
+    /// daemon gets SIGTERM if unshare dies.
+    /// </summary>
+    /// <remarks>
+    /// The namespace's id maps were written when it was made, so nothing here needs privilege: setns(2) into a user
+    /// namespace asks for CAP_SYS_ADMIN in it, which its owner (the vdev's uid, from the parent namespace) has, and a
+    /// single-threaded caller, which nsenter is (the .NET launcher is not). nsenter then drops supplementary groups and
+    /// becomes uid and gid 0 there, as unshare's <c>--setuid 0 --setgid 0</c> does for a new namespace, and holds every
+    /// capability of the namespace, which unshare needs for the others. The path is this launcher's
+    /// <c>/proc/PID/fd/N</c>, not an inherited descriptor: nsenter opens it itself, and the daemon it ends in keeps
+    /// no descriptor of its namespace.
+    /// </remarks>
+    internal static List<string> JoinUserNamespaceCommand(string userNamespace) =>
+    [
+        Nsenter, $"--user={userNamespace}", "--",
+        Unshare, "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child=SIGTERM", "--propagation", "slave", "--",
+    ];
+
     /// <summary>The control socket fuse_launcher bound for the daemon (user namespace only): removed if the daemon does not start.</summary>
     public (string Path, ulong Inode)? ControlSocketPath { get; private set; }
 
@@ -178,8 +205,8 @@ internal sealed class DaemonProcess : IDisposable
 
     private static DaemonProcess StartHere(LaunchSettings settings, TextWriter stderr, List<string> prefix)
     {
-        if (prefix.Count > 0 && !File.Exists(prefix[0]))
-            throw new SpawnException($"sandbox: the vdev is not root, so the daemon's namespaces need a user namespace, which {prefix[0]} (util-linux) makes; install util-linux (and uidmap for --uid-map/--gid-map ranges) or pass --sandbox chroot or none.");
+        if (prefix.Count > 0 && prefix.FirstOrDefault(p => p.StartsWith('/') && !File.Exists(p)) is { } missing)
+            throw new SpawnException($"sandbox: the vdev is not root, so the daemon's namespaces need a user namespace, which {missing} (util-linux) makes or joins; install util-linux (and uidmap for --uid-map/--gid-map ranges) or pass --sandbox chroot or none.");
         var (readyRead, readyWrite) = Descriptors.CreatePipe(nonBlockingRead: true);
         SafeFd? outputRead, outputWrite;
         long logStart = 0;

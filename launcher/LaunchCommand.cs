@@ -26,6 +26,7 @@ public static class LaunchCommand
     private static readonly Option<string?> Passthrough = new("--passthrough") { Description = "The daemon: an executable or a .dll run with dotnet (default: passthrough next to fuse_launcher)." };
     private static readonly Option<string?> LogFile = new("--log-file") { Description = "Append the daemon's stdout and stderr to FILE for its whole life (default: captured while it starts, copied to fuse_launcher's stderr, then discarded)." };
     private static readonly Option<string?> TimeoutOption = new("--timeout") { Description = "Seconds the daemon may take to report ready, 0.1 to 3600 (default 10)." };
+    private static readonly Option<string?> UserNamespaceFd = new("--user-namespace-fd") { Description = "Not root, with --uid-map/--gid-map: a descriptor of the share's user namespace (the vdev keeps it from the share's first daemon); the daemon joins it, with its id maps already written, instead of a new one being made (no newuidmap). Default: a new user namespace." };
 
     /// <summary>The outcome of reading the command line.</summary>
     public enum ParseOutcome
@@ -44,7 +45,7 @@ public static class LaunchCommand
         var share = new ShareCommandLine(withDevice: false);
         var root = new RootCommand("fuse_launcher: validates one share's settings, starts its passthrough daemon in its own session, waits until it serves, prints {\"pid\":…,\"control\":…,\"tag\":…} and exits")
         {
-            Mount, Ring, InheritFd, Passthrough, LogFile, TimeoutOption,
+            Mount, Ring, InheritFd, Passthrough, LogFile, TimeoutOption, UserNamespaceFd,
         };
         share.AddTo(root);
         var parse = root.Parse(args);
@@ -115,6 +116,25 @@ public static class LaunchCommand
             return false;
         }
 
+        int? userNamespace = null;
+        if (parse.GetValue(UserNamespaceFd) is { } userNamespaceText)
+        {
+            if (!int.TryParse(userNamespaceText, NumberStyles.None, CultureInfo.InvariantCulture, out int fd))
+            {
+                error = $"--user-namespace-fd {userNamespaceText} is not a descriptor number; pass a number such as --user-namespace-fd 5.";
+                return false;
+            }
+            // Only a not-root launcher makes a user namespace for the daemon, and only --sandbox namespace has one.
+            if (Libc.geteuid() == 0 || share.Sandbox is not (Sandbox.Namespace or Sandbox.Unspecified))
+            {
+                error = $"--user-namespace-fd {fd} names the user namespace of a daemon that fuse_launcher starts as a user that is not root with --sandbox namespace; drop it.";
+                return false;
+            }
+            // Not inherited by the daemon: nsenter opens it through this process's /proc entry (DaemonProcess).
+            if (!CheckInheritable(fd, $"--user-namespace-fd {fd}", out error)) return false;
+            userNamespace = fd;
+        }
+
         var inherited = new SortedSet<int>();
         if (ring is not null)
         {
@@ -167,6 +187,7 @@ public static class LaunchCommand
             Passthrough = passthrough,
             DotnetHost = dotnet,
             Timeout = timeout,
+            UserNamespaceFd = userNamespace,
         };
         error = null;
         return true;

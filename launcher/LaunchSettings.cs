@@ -38,6 +38,12 @@ public sealed record LaunchSettings
     /// <summary>The control socket fuse_launcher bound for a daemon in a user namespace, passed as <c>--control-fd</c> (it is also in <see cref="InheritedFds"/>); null: the daemon binds it.</summary>
     public int? ControlFd { get; init; }
 
+    /// <summary>
+    /// <c>--user-namespace-fd N</c>: the user namespace the daemon joins (not root, <c>--sandbox namespace</c>), kept
+    /// open by the caller; not one of <see cref="InheritedFds"/>, since the daemon does not keep it. Null: a new one is made.
+    /// </summary>
+    public int? UserNamespaceFd { get; init; }
+
     /// <summary>How long the daemon may take to report ready (default 10 s).</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(10);
 

@@ -63,4 +63,11 @@ internal static class SyscallAllowlist
         // The .NET runtime of a fuse_launcher started after the filter (a daemon's replacement) reads its NUMA policy.
         "get_mempolicy",
     ];
+
+    /// <summary>
+    /// Added for a vdev that is not root and maps id ranges (<c>--uid-map</c>/<c>--gid-map</c>): a later daemon of such a
+    /// share joins the user namespace kept from the first one through nsenter, which enters it (setns) and becomes root
+    /// there (setgroups, which <see cref="Names"/> has, setgid, setuid). No other vdev is allowed these.
+    /// </summary>
+    public static readonly string[] JoinUserNamespace = ["setns", "setgid", "setuid"];
 }

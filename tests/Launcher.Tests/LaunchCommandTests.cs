@@ -40,6 +40,9 @@ public class LaunchCommandTests
         { "--shared-dir SHARE --sandbox none --mount /mnt --inherit-fd 2 --passthrough SCRIPT", "--inherit-fd 2, a standard stream; the launcher gives the daemon its own fds 0-2, so pass descriptors 3 and above." },
         { "--shared-dir SHARE --sandbox none --mount /mnt --inherit-fd 987 --passthrough SCRIPT", "--inherit-fd 987, which is not open in fuse_launcher; start fuse_launcher with that descriptor inherited (without FD_CLOEXEC) or fix the number." },
         { "--shared-dir SHARE --sandbox none --mount /mnt --inherit-fd five --passthrough SCRIPT", "--inherit-fd five is not a descriptor number; pass a number such as --inherit-fd 5." },
+        { "--shared-dir SHARE --sandbox none --mount /mnt --user-namespace-fd five --passthrough SCRIPT", "--user-namespace-fd five is not a descriptor number; pass a number such as --user-namespace-fd 5." },
+        // The tests run as root, whose daemon stays in the host's user namespace.
+        { "--shared-dir SHARE --ring memfd=5,queues=1 --user-namespace-fd 5 --passthrough SCRIPT", "--user-namespace-fd 5 names the user namespace of a daemon that fuse_launcher starts as a user that is not root with --sandbox namespace; drop it." },
         { "--shared-dir SHARE --ring memfd=5,queues=1 --passthrough SCRIPT", "--ring: The ring descriptor 'memfd=5,queues=1' lacks sq0= for queue 0 of 1;" },
         { "--shared-dir SHARE --ring memfd=985,queues=1,sq0=986,sqf0=986,cq0=987,cqf0=987 --passthrough SCRIPT", "--ring names fd 985 as memfd, which is not open in fuse_launcher" },
         { "--shared-dir SHARE --sandbox none --mount /mnt --passthrough ROOT/missing", "--passthrough ROOT/missing does not exist; pass the daemon's executable or .dll." },

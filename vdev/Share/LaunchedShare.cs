@@ -76,9 +76,14 @@ public sealed partial class LaunchedShare : IAsyncDisposable
     /// (a channel of it is passed with the ring as <c>fdstore=N</c>: the daemon adopts the descriptors kept from its
     /// predecessors and hands over those it opens), the vdev's restart bell, and for a standby daemon (a planned
     /// restart) its takeover bell and the path it listens on until it replaces the daemon before (null: the share's
-    /// control socket).
+    /// control socket), and for a not-root vdev whose share maps id ranges, the user namespace its first daemon was
+    /// started in, which the daemon joins (passed as fuse_launcher's <c>--user-namespace-fd N</c>; <see cref="ShareUserNamespace"/>).
     /// </summary>
-    public sealed record DaemonBells(StateStore? Store, DescriptorStore? Descriptors, Bell? Restart, Bell? Takeover, string? ControlSocket);
+    public sealed record DaemonBells(StateStore? Store, DescriptorStore? Descriptors, Bell? Restart, Bell? Takeover, string? ControlSocket)
+    {
+        /// <summary>The share's kept user namespace (not root, with id ranges), or null: a new one is made if one is needed.</summary>
+        internal SafeFd? UserNamespace { get; init; }
+    }
 
     /// <summary>As <see cref="StartAsync(DeclaredShare, string, ILogger, StateStore?, ShareSettings?, CancellationToken)"/>, with the descriptors and paths of <paramref name="bells"/>.</summary>
     public static async Task<LaunchedShare> StartAsync(DeclaredShare declared, string launcherPath, ILogger log, DaemonBells bells, ShareSettings? live, CancellationToken ct)
@@ -155,6 +160,11 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         if (store is not null && bells.Takeover is { } takeover) ringSpec += FormattableString.Invariant($",takeover={takeover.Fd}");
         if (descriptors is not null) ringSpec += FormattableString.Invariant($",fdstore={descriptors.Value}");
         foreach (var arg in LauncherArguments(share, ringSpec, control)) psi.ArgumentList.Add(arg);
+        if (bells.UserNamespace is { } userNamespace)
+        {
+            psi.ArgumentList.Add("--user-namespace-fd");
+            psi.ArgumentList.Add(userNamespace.Value.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
 
         Process process;
         // The ring's descriptors are inheritable only while the launcher is being started (it passes exactly
@@ -164,6 +174,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
         bells.Restart?.SetInheritable(true);
         bells.Takeover?.SetInheritable(true);
         if (descriptors is not null) SetInheritable(descriptors, true);
+        if (bells.UserNamespace is not null) SetInheritable(bells.UserNamespace, true);
         try
         {
             process = Process.Start(psi) ?? throw new ShareStartException($"Cannot start {launcherPath}.");
@@ -179,6 +190,7 @@ public sealed partial class LaunchedShare : IAsyncDisposable
             bells.Restart?.SetInheritable(false);
             bells.Takeover?.SetInheritable(false);
             if (descriptors is not null) SetInheritable(descriptors, false);
+            if (bells.UserNamespace is not null) SetInheritable(bells.UserNamespace, false);
         }
         using (process)
         {

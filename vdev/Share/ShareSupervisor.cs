@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Hypervisor.Interop;
 using Hypervisor.Protocol.Recovery;
 using Hypervisor.Protocol.Ring;
 using Hypervisor.Protocol.Share;
@@ -34,14 +35,17 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
     private readonly Bell _restartBell;
     private readonly Thread _restartWatch;
     private readonly Bell _stopBell = Bell.Create();
+    // Not root with id ranges: the user namespace of the share's first daemon, which every later one joins.
+    private readonly SafeFd? _userNamespace;
     private volatile RecoveringTransport? _transport;
     private LaunchedShare _current;
 
     /// <summary>How long a planned restart waits for the old daemon to answer what it was sent before it gives up.</summary>
     public static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(5);
 
-    private ShareSupervisor(DeclaredShare declared, string launcher, StateStore store, DescriptorStore descriptors, Bell restartBell, LaunchedShare first, ILogger log)
+    private ShareSupervisor(DeclaredShare declared, string launcher, StateStore store, DescriptorStore descriptors, Bell restartBell, SafeFd? userNamespace, LaunchedShare first, ILogger log)
     {
+        _userNamespace = userNamespace;
         _declared = declared;
         _launcher = launcher;
         _store = store;
@@ -62,7 +66,17 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
         try
         {
             var first = await LaunchedShare.StartAsync(declared, launcherPath, log, new LaunchedShare.DaemonBells(store, descriptors, bell, null, null), null, ct).ConfigureAwait(false);
-            return new ShareSupervisor(declared, launcherPath, store, descriptors, bell, first, log);
+            SafeFd? userNamespace;
+            try
+            {
+                userNamespace = ShareUserNamespace.Needed(declared.Settings, Libc.geteuid()) ? ShareUserNamespace.Open(first.DaemonPid, declared.Settings) : null;
+            }
+            catch
+            {
+                await first.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+            return new ShareSupervisor(declared, launcherPath, store, descriptors, bell, userNamespace, first, log);
         }
         catch
         {
@@ -129,7 +143,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             }
             try
             {
-                var next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _descriptors, _restartBell, null, null),
+                var next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _descriptors, _restartBell, null, null) { UserNamespace = _userNamespace },
                     LiveSettings(old), _stopping.Token).ConfigureAwait(false);
                 var waited = Stopwatch.GetElapsedTime(noticed);
                 _store.RecordRestart(cause, (long)(waited.TotalMilliseconds * 1_000_000));
@@ -170,7 +184,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             LaunchedShare next;
             try
             {
-                next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _descriptors, _restartBell, takeover, standbyControl),
+                next = await LaunchedShare.StartAsync(_declared, _launcher, _log, new LaunchedShare.DaemonBells(_store, _descriptors, _restartBell, takeover, standbyControl) { UserNamespace = _userNamespace },
                     LiveSettings(old), _stopping.Token).ConfigureAwait(false);
             }
             catch (ShareStartException e)
@@ -301,6 +315,7 @@ public sealed partial class ShareSupervisor : IDaemonRelauncher, IAsyncDisposabl
             _exited.Clear();
         }
         _descriptors.Dispose();
+        _userNamespace?.Dispose();
         _store.Dispose();
         _restartBell.Dispose();
         _stopBell.Dispose();

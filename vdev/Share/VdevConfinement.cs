@@ -8,9 +8,11 @@ namespace Hypervisor.Vdev.Share;
 /// processes it starts need (fuse_launcher creates namespaces; a daemon mounts its /proc, pivots or chroots, raises
 /// its descriptor limit, drops its bounding set, and keeps its own set with each share's <c>--modcaps</c>), and
 /// NoNewPrivs, on every thread (not root and with <c>--uid-map</c>/<c>--gid-map</c>, NoNewPrivs waits for the
-/// filter: newuidmap must still work for fuse_launcher). Once its shares are started: a seccomp filter for every thread, with the most
-/// permissive of its shares' <c>--seccomp</c> actions. Since a filter is inherited across exec, it also allows what
-/// fuse_launcher and a daemon call; each daemon then stacks its own, narrower one.
+/// filter: newuidmap must still work for fuse_launcher while it starts the first daemons). Once its shares are started:
+/// a seccomp filter for every thread, with the most permissive of its shares' <c>--seccomp</c> actions. Since a filter
+/// is inherited across exec, it also allows what fuse_launcher and a daemon call; each daemon then stacks its own,
+/// narrower one. Not root and with id maps, the filter also allows what nsenter calls to join the share's kept user
+/// namespace for a later daemon (<see cref="ShareUserNamespace"/>): setns, setgid and setuid.
 /// </summary>
 internal sealed class VdevConfinement : IDisposable
 {
@@ -56,7 +58,8 @@ internal sealed class VdevConfinement : IDisposable
         if (problem is not null) throw new InvalidOperationException($"giving up capabilities failed: {problem}.");
         var action = shares.Select(s => s.Seccomp).DefaultIfEmpty(SeccompAction.Kill).Max();
         if (action == SeccompAction.None) return new VdevConfinement(null, defer);
-        return new VdevConfinement(SeccompFilter.Compile(action, [.. SyscallAllowlist.Names, .. SyscallAllowlist.DevFuse, .. SyscallAllowlist.Vdev]), defer);
+        string[] joining = defer ? SyscallAllowlist.JoinUserNamespace : [];
+        return new VdevConfinement(SeccompFilter.Compile(action, [.. SyscallAllowlist.Names, .. SyscallAllowlist.DevFuse, .. SyscallAllowlist.Vdev, .. joining]), defer);
     }
 
     /// <summary>Loads the filter (once the shares are started). Throws <see cref="SeccompException"/>.</summary>

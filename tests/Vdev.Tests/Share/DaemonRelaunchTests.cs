@@ -31,11 +31,20 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
         private readonly GuestRam _ram;
         private ulong _unique = 1;
 
-        public Rig(string dir, params string[] args)
+        public Rig(string dir, params string[] args) : this(dir, null, args)
+        {
+        }
+
+        /// <summary>The vdev started as <paramref name="user"/> (uid and gid, no supplementary groups, through setpriv) when given.</summary>
+        public Rig(string dir, uint? user, string[] args)
         {
             Share = Directory.CreateDirectory(Path.Combine(dir, "share")).FullName;
             Socket = Path.Combine(dir, "vdev.sock");
-            var psi = new ProcessStartInfo(GuestBackend.ResolveVdev()) { RedirectStandardError = true, RedirectStandardOutput = true };
+            var psi = new ProcessStartInfo(user is null ? GuestBackend.ResolveVdev() : "/usr/bin/setpriv") { RedirectStandardError = true, RedirectStandardOutput = true };
+            if (user is uint id)
+            {
+                foreach (var a in new[] { $"--reuid={id}", $"--regid={id}", "--clear-groups", "--", GuestBackend.ResolveVdev() }) psi.ArgumentList.Add(a);
+            }
             foreach (var a in new[] { "--socket-path", Socket, "--shared-dir", Share, "--tag", "relaunch", "--log-level", "info" }.Concat(args))
                 psi.ArgumentList.Add(a);
             _vdev = Process.Start(psi)!;
@@ -321,7 +330,8 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
 
     private static int Replaced(string log) => log.Split('\n').Count(l => l.Contains("was replaced by daemon", StringComparison.Ordinal));
 
-    private static byte[] CreateRequest(ulong parent, string name, uint flags)
+    /// <summary>FUSE_CREATE of <paramref name="name"/> in <paramref name="parent"/>, mode 0644; the reply is fuse_entry_out then fuse_open_out.</summary>
+    internal static byte[] CreateRequest(ulong parent, string name, uint flags)
     {
         var n = System.Text.Encoding.UTF8.GetBytes(name);
         var body = new byte[16 + n.Length + 1];
