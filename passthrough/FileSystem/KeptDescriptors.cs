@@ -214,7 +214,8 @@ internal sealed class KeptDescriptors : IDisposable
                     _sleepingUntil = 0;
                 }
             }
-            Send();
+            // Another thread is sending (its snapshot may predate a deadline that passed since): let it finish.
+            if (!Send()) Thread.Sleep(1);
             lock (_lock)
             {
                 // Not sent (a full socket, or the flushing thread took them before they were due): try again later
@@ -234,9 +235,10 @@ internal sealed class KeptDescriptors : IDisposable
         return earliest;
     }
 
-    private void Send()
+    /// <summary>Sends every note that is due; false when another thread was sending (and this one sent nothing).</summary>
+    private bool Send()
     {
-        if (Interlocked.Exchange(ref _flushing, 1) != 0) return;
+        if (Interlocked.Exchange(ref _flushing, 1) != 0) return false;
         try
         {
             long now = Stopwatch.GetTimestamp();
@@ -245,7 +247,7 @@ internal sealed class KeptDescriptors : IDisposable
                 int n = 0, keeps = 0, delayed = 0;
                 lock (_lock)
                 {
-                    if (_pending.Count == 0) return;
+                    if (_pending.Count == 0) return true;
                     // Every note that is due, up to a message's worth, in order; delayed Keeps not due yet stay, in order.
                     int kept = 0;
                     for (int i = 0; i < _pending.Count; i++)
@@ -265,7 +267,7 @@ internal sealed class KeptDescriptors : IDisposable
                     _keeps -= keeps;
                     _delayed -= delayed;
                     _count = _pending.Count;
-                    if (n == 0) return;
+                    if (n == 0) return true;
                 }
                 if (!Send(n))
                 {
@@ -278,7 +280,7 @@ internal sealed class KeptDescriptors : IDisposable
                         _count = _pending.Count;
                     }
                     Array.Clear(_batch);
-                    return;
+                    return true;
                 }
                 lock (_lock)
                 {
