@@ -313,8 +313,9 @@ public sealed partial class PassthroughFileSystem
         if (slot < 0) return;
         file.StoreSlot = slot;
         store.WriteHandle(slot, file.Id, file.Node.Id, hostFlags & ~Libc.O_TRUNC, file.IsDir);
-        // Only a handle the store names is kept by the vdev: a new daemon adopts descriptors by these records.
-        _kept?.Keep(new KeptEntry(KeptKind.Handle, file.Id, 0), file.Fd);
+        // Only a handle the store names is kept by the vdev: a new daemon adopts descriptors by these records. Delayed,
+        // so that a handle released soon after (create, write, close) never travels.
+        _kept?.Keep(new KeptEntry(KeptKind.Handle, file.Id, 0), file.Fd, delayed: true);
     }
 
     /// <summary>The handle was released (taken out of the table by this thread): its record goes.</summary>

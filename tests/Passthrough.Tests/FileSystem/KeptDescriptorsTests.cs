@@ -25,11 +25,13 @@ public sealed class KeptDescriptorsTests : IDisposable
     private SafeFd OpenFile() => new(Libc.open(_file, Libc.O_RDONLY | Libc.O_CLOEXEC, 0));
 
     /// <summary>The next message the vdev would read, or null when none is waiting.</summary>
-    private (DescriptorStoreOp Op, List<KeptEntry> Entries, int[] Fds)? Next()
+    private (DescriptorStoreOp Op, List<KeptEntry> Entries, int[] Fds)? Next() => Next(_vdev);
+
+    private static (DescriptorStoreOp Op, List<KeptEntry> Entries, int[] Fds)? Next(SafeFd vdev)
     {
         var message = new byte[DescriptorStoreMessage.MaxSize];
         var fds = new int[DescriptorStoreMessage.MaxEntries];
-        var n = Libc.ReceiveWithFds(_vdev, message, fds, Libc.MSG_DONTWAIT, out int fdCount, out _);
+        var n = Libc.ReceiveWithFds(vdev, message, fds, Libc.MSG_DONTWAIT, out int fdCount, out _);
         if (n < 0) return null;
         Assert.True(DescriptorStoreMessage.TryReadHeader(message.AsSpan(0, (int)n), out var op, out int count));
         var entries = new List<KeptEntry>();
@@ -109,6 +111,86 @@ public sealed class KeptDescriptorsTests : IDisposable
     }
 
     [Fact]
+    public void AHandlesKeep_WaitsForItsDelay_ABriefHandleNeverLeaves_AndALaterOneGoesWithoutAFlush()
+    {
+        using var a = OpenFile();
+        using var b = OpenFile();
+        var ea = new KeptEntry(KeptKind.Handle, 1, 0);
+        var eb = new KeptEntry(KeptKind.Handle, 2, 0);
+
+        // Released before its delay (an hour here, so that a slow machine cannot make it due): cancelled in place,
+        // nothing reaches the vdev, not even a Drop.
+        using (var patient = Patient(out var vdev))
+        {
+            patient.Keep(ea, a, delayed: true);
+            patient.Flush();
+            patient.Drop(ea);
+            Assert.Equal(0, patient.Pending);
+            patient.Flush();
+            Assert.Null(Next(vdev));
+        }
+
+        // Kept longer than its delay: the deadline thread sends it although no queue runs dry.
+        _kept.Keep(eb, b, delayed: true);
+        (DescriptorStoreOp Op, List<KeptEntry> Entries, int[] Fds)? keep = null;
+        for (int i = 0; i < 100 && keep is null; i++)
+        {
+            Thread.Sleep(10);
+            keep = Next();
+        }
+        Assert.NotNull(keep);
+        Assert.Equal(DescriptorStoreOp.Keep, keep.Value.Op);
+        Assert.Equal([eb], keep.Value.Entries);
+        Libc.close(Assert.Single(keep.Value.Fds));
+        Assert.Equal(0, _kept.Pending);
+        Assert.Null(Next());
+    }
+
+    [Fact]
+    public void ADelayedKeep_StaysBehind_WhileADueOneAndItsDropsGo_InOrder()
+    {
+        using var a = OpenFile();
+        using var b = OpenFile();
+        using var c = OpenFile();
+        var ea = new KeptEntry(KeptKind.Handle, 1, 0);
+        var eb = new KeptEntry(KeptKind.Handle, 2, 0);
+        var ec = new KeptEntry(KeptKind.LockOwner, 3, 7);
+        using var patient = Patient(out var vdev);
+        patient.Keep(ea, a);
+        patient.Flush();
+        Libc.close(Assert.Single(Next(vdev)!.Value.Fds));
+
+        patient.Drop(ea);
+        patient.Keep(eb, b, delayed: true);
+        patient.Keep(ec, c);
+        patient.Flush();
+        var message = new byte[DescriptorStoreMessage.MaxSize];
+        var fds = new int[4];
+        var n = Libc.ReceiveWithFds(vdev, message, fds, Libc.MSG_DONTWAIT, out int fdCount, out _);
+        Assert.True(DescriptorStoreMessage.TryReadHeader(message.AsSpan(0, (int)n), out var op, out int count));
+        Assert.Equal((DescriptorStoreOp.Keep, 2, 1), (op, count, fdCount));
+        Assert.True(DescriptorStoreMessage.TryReadEntry(message.AsSpan(0, (int)n), 0, out var first, out bool firstDrop));
+        Assert.True(DescriptorStoreMessage.TryReadEntry(message.AsSpan(0, (int)n), 1, out var second, out bool secondDrop));
+        Assert.Equal((ea, true, ec, false), (first, firstDrop, second, secondDrop));
+        Libc.close(fds[0]);
+        // The handle's Keep is still noted, and releases its descriptor reference when the channel is disposed.
+        Assert.Equal(1, patient.Pending);
+        Assert.Null(Next(vdev));
+    }
+
+    private readonly List<SafeFd> _patientEnds = [];
+
+    /// <summary>A daemon side whose handle Keeps wait an hour, and the vdev's end of its channel.</summary>
+    private KeptDescriptors Patient(out SafeFd vdev)
+    {
+        Span<int> pair = stackalloc int[2];
+        Assert.Equal(0, Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair));
+        vdev = new SafeFd(pair[0]);
+        _patientEnds.Add(vdev);
+        return new KeptDescriptors(new SafeFd(pair[1]), TimeSpan.FromHours(1));
+    }
+
+    [Fact]
     public void ManyKeeps_GoInMessagesOfAtMostTheScmRightsLimit()
     {
         var files = Enumerable.Range(0, 300).Select(_ => OpenFile()).ToList();
@@ -155,6 +237,7 @@ public sealed class KeptDescriptorsTests : IDisposable
     {
         _kept.Dispose();
         _vdev.Dispose();
+        foreach (var end in _patientEnds) end.Dispose();
         File.Delete(_file);
     }
 }
