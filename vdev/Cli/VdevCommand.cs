@@ -13,8 +13,8 @@ namespace Hypervisor.Vdev.Cli;
 /// <summary>
 /// The vdev process: reads its shares (a VM configuration file, or one share in virtiofsd's vocabulary), listens on
 /// each share's vhost-user socket, starts each share's daemon through fuse_launcher over a fresh shared-memory ring,
-/// confirms the settings over gRPC, and only then accepts the VMM on each share's vhost-user virtio-fs device. Runs until SIGTERM/SIGINT or until the VMM
-/// has disconnected from every device; then shuts the daemons down.
+/// confirms the settings over gRPC, and only then accepts the VMM on each share's vhost-user virtio-fs device. Runs
+/// until SIGTERM/SIGINT or until the VMM has disconnected from every device; then shuts the daemons down.
 /// </summary>
 public static partial class VdevCommand
 {
