@@ -7,9 +7,10 @@ namespace Hypervisor.Benchmarks;
 /// <summary>
 /// `hv-bench launcher [--runs N] [--queues Q] [--launcher PATH] [--passthrough PATH]`: how long a share takes
 /// from "vdev runs fuse_launcher" to "fuse_launcher printed the daemon's pid", over a shared-memory ring as the
-/// vdev does it (no root). Three rows: fuse_launcher with a shell script that reports ready at once (the
-/// launcher's own cost), fuse_launcher with the real passthrough daemon, and, for comparison, QEMU's C
-/// virtiofsd from exec until its vhost-user socket exists (its equivalent of ready).
+/// vdev does it (no root). Rows: fuse_launcher with a shell script that reports ready at once (the
+/// launcher's own cost), fuse_launcher with the real passthrough daemon; the vdev with one share from exec until its
+/// vhost-user socket exists and until it answers a VMM's GET_FEATURES (the vdev listens before its share has started
+/// and answers once it serves), and, for comparison, QEMU's C virtiofsd measured the same two ways.
 /// </summary>
 internal static class LauncherBench
 {
@@ -56,11 +57,17 @@ internal static class LauncherBench
             daemonCpu.Sort();
             Report("  the daemon's CPU time when it was ready", daemonCpu);
             var vdev = Path.Combine(Path.GetDirectoryName(launcher)!, "vdev");
+            string[] vdevArgs = [$"--socket-path={Path.Combine(dir, "vdev.sock")}", "--shared-dir", share, "--log-level", "warn"];
+            string[] virtiofsdArgs = [$"--socket-path={Path.Combine(dir, "virtiofsd.sock")}", "-o", $"source={share}", "-o", "cache=none", "-o", "sandbox=chroot"];
             if (File.Exists(vdev))
-                Report("vdev exec until its socket exists (1 share)", Measure(runs, () => ExecUntilSocket(dir, vdev, [$"--socket-path={Path.Combine(dir, "vdev.sock")}", "--shared-dir", share, "--log-level", "warn"], "vdev.sock")));
+                Report("vdev exec until its socket exists (1 share)", Measure(runs, () => ExecUntilSocket(dir, vdev, vdevArgs, "vdev.sock")));
             if (File.Exists("/usr/lib/qemu/virtiofsd"))
-                Report("virtiofsd exec until its socket exists", Measure(runs, () => ExecUntilSocket(dir, "/usr/lib/qemu/virtiofsd",
-                    [$"--socket-path={Path.Combine(dir, "virtiofsd.sock")}", "-o", $"source={share}", "-o", "cache=none", "-o", "sandbox=chroot"], "virtiofsd.sock")));
+                Report("virtiofsd exec until its socket exists", Measure(runs, () => ExecUntilSocket(dir, "/usr/lib/qemu/virtiofsd", virtiofsdArgs, "virtiofsd.sock")));
+            // The vdev listens before its share has started; it answers a VMM once the share serves.
+            if (File.Exists(vdev))
+                Report("vdev exec until it answers GET_FEATURES (1 share)", Measure(runs, () => ExecUntilSocket(dir, vdev, vdevArgs, "vdev.sock", answer: true)));
+            if (File.Exists("/usr/lib/qemu/virtiofsd"))
+                Report("virtiofsd exec until it answers GET_FEATURES", Measure(runs, () => ExecUntilSocket(dir, "/usr/lib/qemu/virtiofsd", virtiofsdArgs, "virtiofsd.sock", answer: true)));
             return 0;
         }
         finally
@@ -123,8 +130,12 @@ internal static class LauncherBench
         return ns / 1e6;
     }
 
-    /// <summary>From exec until <paramref name="socketName"/> appears in <paramref name="dir"/>; then the process (and, for vdev, its daemon) is stopped with SIGTERM.</summary>
-    private static double ExecUntilSocket(string dir, string program, string[] args, string socketName)
+    /// <summary>
+    /// From exec until <paramref name="socketName"/> appears in <paramref name="dir"/> or, with <paramref name="answer"/>,
+    /// until the program has answered a VMM's first message (GET_FEATURES) on it; then the process (and, for vdev, its
+    /// daemon) is stopped with SIGTERM.
+    /// </summary>
+    private static double ExecUntilSocket(string dir, string program, string[] args, string socketName, bool answer = false)
     {
         var socket = Path.Combine(dir, socketName);
         File.Delete(socket);
@@ -139,7 +150,14 @@ internal static class LauncherBench
             if (process.HasExited) throw new InvalidOperationException($"{program} exited with {process.ExitCode} before creating its socket.");
             Thread.SpinWait(1000);
         }
+        Hypervisor.Vdev.Tests.Frontend.VhostUserFrontend? vmm = null;
+        if (answer)
+        {
+            vmm = Hypervisor.Vdev.Tests.Frontend.VhostUserFrontend.Connect(socket, TimeSpan.FromSeconds(30));
+            vmm.GetU64(Hypervisor.Protocol.VhostUser.VhostUserRequest.GetFeatures);
+        }
         double ms = clock.Elapsed.TotalMilliseconds;
+        vmm?.Dispose();
         Hypervisor.Interop.Libc.kill(process.Id, Hypervisor.Interop.Libc.SIGTERM);
         if (!process.WaitForExit(10_000)) process.Kill();
         return ms;

@@ -11,10 +11,10 @@ using Microsoft.Extensions.Logging;
 namespace Hypervisor.Vdev.Cli;
 
 /// <summary>
-/// The vdev process: reads its shares (a VM configuration file, or one share in virtiofsd's vocabulary), starts
-/// each share's daemon through fuse_launcher over a fresh shared-memory ring, confirms the settings over gRPC,
-/// and only then serves each share as a vhost-user virtio-fs device. Runs until SIGTERM/SIGINT or until the VMM
-/// has disconnected from every device; then shuts the daemons down.
+/// The vdev process: reads its shares (a VM configuration file, or one share in virtiofsd's vocabulary), listens on
+/// each share's vhost-user socket, starts each share's daemon through fuse_launcher over a fresh shared-memory ring,
+/// confirms the settings over gRPC, and only then accepts the VMM on each share's vhost-user virtio-fs device. Runs
+/// until SIGTERM/SIGINT or until the VMM has disconnected from every device; then shuts the daemons down.
 /// </summary>
 public static partial class VdevCommand
 {
@@ -194,18 +194,14 @@ public static partial class VdevCommand
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
 
         var launcher = request.Launcher ?? Path.Combine(AppContext.BaseDirectory, "fuse_launcher");
+        // Each device's socket listens before the shares start (vdev/README.md, "When the socket appears"): a VMM that
+        // connects meanwhile is queued by the kernel, and its first messages wait in the socket until the device accepts
+        // it, once every share serves. A share that fails to start ends the vdev, which removes the sockets again.
+        var listeners = new List<(DeviceOptions Options, VhostUserListener Listener, ILogger Log)>();
         var launched = new List<ShareSupervisor>();
         try
         {
-            // Every daemon serves and has confirmed its settings before any VMM is accepted.
             foreach (var share in shares)
-            {
-                launched.Add(await ShareSupervisor.StartAsync(share, launcher, loggerFactory.CreateLogger($"vdev.{share.Settings.Tag}"), stop.Token).ConfigureAwait(false));
-            }
-
-            confinement.LoadFilter();
-            var devices = new List<Task<int>>();
-            foreach (var share in launched)
             {
                 var settings = share.Settings;
                 var options = new DeviceOptions
@@ -220,7 +216,24 @@ public static partial class VdevCommand
                     KeepListening = request.KeepListening,
                 };
                 var deviceLog = loggerFactory.CreateLogger($"vdev.{settings.Tag}");
-                devices.Add(VhostUserDevice.RunAsync(options, RecoveringTransport.Factory(share, RelaunchWait, deviceLog), deviceLog, stop.Token));
+                if (VhostUserDevice.Listen(options, deviceLog) is not { } listener) return VhostUserDevice.ExitConfig;
+                listeners.Add((options, listener, deviceLog));
+            }
+
+            // Every daemon serves and has confirmed its settings before any VMM is accepted.
+            foreach (var share in shares)
+            {
+                launched.Add(await ShareSupervisor.StartAsync(share, launcher, loggerFactory.CreateLogger($"vdev.{share.Settings.Tag}"), stop.Token).ConfigureAwait(false));
+            }
+
+            confinement.LoadFilter();
+            var devices = new List<Task<int>>();
+            for (int i = 0; i < launched.Count; i++)
+            {
+                var (options, listener, deviceLog) = listeners[i];
+                // The device owns the listener from here on (it removes the socket file when it returns).
+                listeners[i] = default;
+                devices.Add(VhostUserDevice.RunAsync(options, listener, RecoveringTransport.Factory(launched[i], RelaunchWait, deviceLog), deviceLog, stop.Token));
             }
             var results = await Task.WhenAll(devices).ConfigureAwait(false);
             return results.Max();
@@ -241,6 +254,9 @@ public static partial class VdevCommand
         }
         finally
         {
+            // A socket no device took over (a share failed to start, or the vdev was stopped before): removed before the
+            // daemons stop, so that a VMM stops finding it as soon as the vdev gives up.
+            foreach (var (_, listener, _) in listeners) listener?.Dispose();
             foreach (var share in launched) await share.DisposeAsync().ConfigureAwait(false);
         }
     }

@@ -35,27 +35,36 @@ public static partial class VhostUserDevice
     /// <see cref="DeviceOptions.SocketPath"/> is removed on return. Configuration errors are logged as one
     /// sentence and return <see cref="ExitConfig"/>.
     /// </summary>
-    public static Task<int> RunAsync(DeviceOptions options, IFuseTransportFactory transport, ILogger log, CancellationToken ct)
+    public static Task<int> RunAsync(DeviceOptions options, IFuseTransportFactory transport, ILogger log, CancellationToken ct) =>
+        Listen(options, log) is { } listener ? RunAsync(options, listener, transport, log, ct) : Task.FromResult(ExitConfig);
+
+    /// <summary>
+    /// Checks <paramref name="options"/> and creates the listening socket at <see cref="DeviceOptions.SocketPath"/> (or
+    /// adopts <see cref="DeviceOptions.ListenFd"/>). From then on a VMM can connect: the kernel queues its connection, and
+    /// the messages it sends wait in the socket, until <see cref="RunAsync(DeviceOptions, VhostUserListener, IFuseTransportFactory, ILogger, CancellationToken)"/>
+    /// accepts it. Returns null after logging the configuration error as one sentence; the caller disposes the listener
+    /// it gets unless it hands it to RunAsync (which removes the socket file made here).
+    /// </summary>
+    internal static VhostUserListener? Listen(DeviceOptions options, ILogger log)
     {
         try
         {
             options.Validate();
+            return options.SocketPath != null ? VhostUserListener.Bind(options.SocketPath, options.SocketGroup) : VhostUserListener.Adopt(options.ListenFd!.Value);
         }
-        catch (ArgumentException e)
+        catch (Exception e) when (e is ArgumentException or ListenerException or SyscallException)
         {
             LogConfig(log, e.Message);
-            return Task.FromResult(ExitConfig);
+            return null;
         }
-        VhostUserListener listener;
-        try
-        {
-            listener = options.SocketPath != null ? VhostUserListener.Bind(options.SocketPath, options.SocketGroup) : VhostUserListener.Adopt(options.ListenFd!.Value);
-        }
-        catch (Exception e) when (e is ListenerException or SyscallException)
-        {
-            LogConfig(log, e.Message);
-            return Task.FromResult(ExitConfig);
-        }
+    }
+
+    /// <summary>
+    /// As <see cref="RunAsync(DeviceOptions, IFuseTransportFactory, ILogger, CancellationToken)"/>, on a socket
+    /// <see cref="Listen"/> made; takes ownership of <paramref name="listener"/>.
+    /// </summary>
+    internal static Task<int> RunAsync(DeviceOptions options, VhostUserListener listener, IFuseTransportFactory transport, ILogger log, CancellationToken ct)
+    {
         var stop = Libc.EventFd(0);
         var reg = ct.Register(static s => Libc.EventFdSignal((SafeFd)s!), stop);
         var done = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -36,9 +36,21 @@ public sealed class VhostUserFrontend : IDisposable
     /// <summary>Default wait for a reply.</summary>
     public TimeSpan ReplyTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
-    private VhostUserFrontend(SafeFd socket) => _socket = socket;
+    // A back-end may listen before it serves (the vdev listens while its shares start): the first reply may take as
+    // long as the connection was allowed to.
+    private TimeSpan _firstReplyWait;
 
-    /// <summary>Connects to <paramref name="socketPath"/>, retrying until the socket accepts or <paramref name="timeout"/> passes.</summary>
+    private VhostUserFrontend(SafeFd socket, TimeSpan firstReplyWait)
+    {
+        _socket = socket;
+        _firstReplyWait = firstReplyWait;
+    }
+
+    /// <summary>
+    /// Connects to <paramref name="socketPath"/>, retrying until the socket accepts or <paramref name="timeout"/> passes.
+    /// The first reply is waited for as long as <paramref name="timeout"/> too (or <see cref="ReplyTimeout"/> if longer):
+    /// the back-end may answer only once it serves.
+    /// </summary>
     public static VhostUserFrontend Connect(string socketPath, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
@@ -49,7 +61,7 @@ public sealed class VhostUserFrontend : IDisposable
             int s = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
             if (s < 0) throw FrontendFds.Error("socket");
             var socket = new SafeFd(s);
-            if (Libc.connect(socket, addr, (uint)length) == 0) return new VhostUserFrontend(socket);
+            if (Libc.connect(socket, addr, (uint)length) == 0) return new VhostUserFrontend(socket, timeout);
             socket.Dispose();
             if (DateTime.UtcNow > deadline) throw new TimeoutException($"no vhost-user back-end accepted on {socketPath}");
             Thread.Sleep(20);
@@ -93,7 +105,9 @@ public sealed class VhostUserFrontend : IDisposable
     public (VhostUserHeader Header, byte[] Payload) Receive(TimeSpan? timeout = null)
     {
         Span<byte> hdr = stackalloc byte[VhostUserHeader.WireSize];
-        ReadExactly(hdr, timeout ?? ReplyTimeout);
+        var first = _firstReplyWait > ReplyTimeout ? _firstReplyWait : ReplyTimeout;
+        _firstReplyWait = TimeSpan.Zero;
+        ReadExactly(hdr, timeout ?? first);
         var h = new VhostUserHeader(
             (VhostUserRequest)BinaryPrimitives.ReadUInt32LittleEndian(hdr),
             (VhostUserHeaderFlags)BinaryPrimitives.ReadUInt32LittleEndian(hdr[4..]),

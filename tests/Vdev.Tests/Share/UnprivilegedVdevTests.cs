@@ -39,9 +39,10 @@ public sealed class UnprivilegedVdevTests : IDisposable
         File.WriteAllText(Path.Combine(share, "marker"), "m");
         var socket = Path.Combine(_dir, "a.sock");
         using var vdev = StartAs(Anonymous, "--socket-path", socket, "--shared-dir", share);
+        Frontend.VhostUserFrontend? vmm = null;
         try
         {
-            WaitForSocket(vdev, socket);
+            vmm = VdevServing.Connect(vdev, socket);
             int daemon = DaemonOf(share);
             var status = ProcStatus.Read($"/proc/{daemon}/status");
             Assert.StartsWith($"{Anonymous}\t", status["Uid"], StringComparison.Ordinal);
@@ -74,6 +75,7 @@ public sealed class UnprivilegedVdevTests : IDisposable
         }
         finally
         {
+            vmm?.Dispose();
             Stop(vdev);
         }
     }
@@ -86,11 +88,12 @@ public sealed class UnprivilegedVdevTests : IDisposable
         var share = ShareOwnedBy(first);
         var socket = Path.Combine(_dir, "r.sock");
         Process? vdev = null;
+        Frontend.VhostUserFrontend? vmm = null;
         try
         {
             vdev = StartAs(65534, "--socket-path", socket, "--shared-dir", share,
                 "--uid-map", $":0:{first}:{count}:", "--gid-map", $":0:{first}:{count}:");
-            WaitForSocket(vdev, socket);
+            vmm = VdevServing.Connect(vdev, socket);
             int daemon = DaemonOf(share);
             Assert.Equal($"0 {first} {count}", Squeeze(File.ReadAllText($"/proc/{daemon}/uid_map")));
             Assert.Equal($"0 {first} {count}", Squeeze(File.ReadAllText($"/proc/{daemon}/gid_map")));
@@ -103,6 +106,7 @@ public sealed class UnprivilegedVdevTests : IDisposable
         }
         finally
         {
+            vmm?.Dispose();
             if (vdev is not null) Stop(vdev);
             vdev?.Dispose();
             Restore(saved);
@@ -274,13 +278,6 @@ public sealed class UnprivilegedVdevTests : IDisposable
     {
         var run = HostProcesses.Run("/usr/bin/setpriv", [$"--reuid={id}", $"--regid={id}", "--clear-groups", "--", Executables.Vdev, .. args], TimeSpan.FromSeconds(30));
         return (run.ExitCode, run.Stdout + run.Stderr);
-    }
-
-    private static void WaitForSocket(Process vdev, string socket)
-    {
-        var deadline = Environment.TickCount64 + 30_000;
-        while (!File.Exists(socket) && !vdev.HasExited && Environment.TickCount64 < deadline) Thread.Sleep(20);
-        Assert.True(File.Exists(socket), vdev.HasExited ? $"the vdev exited with {vdev.ExitCode}" : "the vdev did not listen");
     }
 
     /// <summary>The daemon serving <paramref name="share"/>: the passthrough process itself, not the unshare that waits for it.</summary>

@@ -25,11 +25,11 @@ public sealed class VdevConfinementTests : IDisposable
         using var vdev = Process.Start(info)!;
         vdev.BeginErrorReadLine();
         vdev.BeginOutputReadLine();
+        Frontend.VhostUserFrontend? vmm = null;
         try
         {
-            var deadline = Environment.TickCount64 + 30_000;
-            while (!File.Exists(socket) && !vdev.HasExited && Environment.TickCount64 < deadline) Thread.Sleep(20);
-            Assert.True(File.Exists(socket), "the vdev did not listen");
+            // Answered once the share serves: the vdev has given up what it gives up by then.
+            vmm = VdevServing.Connect(vdev, socket);
 
             Assert.True(Capabilities.TryModify(0, "+lease", out var lease, out _));
             ulong permitted = ulong.Parse(ProcStatus.Read("/proc/self/status")["CapPrm"], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
@@ -64,6 +64,7 @@ public sealed class VdevConfinementTests : IDisposable
         }
         finally
         {
+            vmm?.Dispose();
             if (!vdev.HasExited)
             {
                 // SIGTERM: the vdev stops its daemon and removes its sockets.
