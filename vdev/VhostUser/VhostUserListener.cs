@@ -25,10 +25,40 @@ internal sealed class VhostUserListener : IDisposable
     public static VhostUserListener Bind(string path, uint? group = null)
     {
         RemoveStaleSocket(path);
-        int len = SockaddrUn.Create(path, out var addr);
-        if (len < 0) throw new ListenerException($"The socket path '{path}' is longer than the {SockaddrUn.MaxPathBytes} bytes a UNIX socket address holds; use a shorter --socket-path.");
+        if (SockaddrUn.Create(path, out _) < 0) throw new ListenerException($"The socket path '{path}' is longer than the {SockaddrUn.MaxPathBytes} bytes a UNIX socket address holds; use a shorter --socket-path.");
         var dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir != null && !Directory.Exists(dir)) throw new ListenerException($"The directory of --socket-path '{path}' does not exist; create '{dir}' or choose another path.");
+        // The file appears under its own name only once it listens, with its group and mode: a VMM (or libvirt) that
+        // waits for the file may connect at once. So it is bound under a name of this process first and then linked to
+        // its name without replacing anything (File.Move without overwrite links, then unlinks the first name). Where
+        // that name would not fit a socket address, the socket is bound in place.
+        string staging = $"{path}.{Environment.ProcessId}.new";
+        bool staged = SockaddrUn.Create(staging, out _) >= 0;
+        string bound = staged ? staging : path;
+        if (staged) TryDelete(staging);
+        SafeFd fd = BindAndListen(bound, path, group);
+        if (staged)
+        {
+            try
+            {
+                File.Move(staging, path, overwrite: false);
+            }
+            catch (IOException e)
+            {
+                fd.Dispose();
+                TryDelete(staging);
+                throw File.Exists(path)
+                    ? new ListenerException($"The socket path '{path}' is already in use (another backend, or a stale socket); stop that process or remove the file.")
+                    : new ListenerException($"The socket '{path}' cannot be put in place ({e.Message}); choose a --socket-path in a directory this user may write.");
+            }
+        }
+        return new VhostUserListener(fd, path);
+    }
+
+    /// <summary>Binds a new socket at <paramref name="bound"/>, listens, and gives it <paramref name="group"/>; error sentences name <paramref name="path"/>.</summary>
+    private static SafeFd BindAndListen(string bound, string path, uint? group)
+    {
+        int len = SockaddrUn.Create(bound, out var addr);
         int raw = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
         if (raw < 0) throw SyscallException.Last("socket");
         var fd = new SafeFd(raw);
@@ -40,24 +70,29 @@ internal sealed class VhostUserListener : IDisposable
             {
                 Libc.EADDRINUSE => new ListenerException($"The socket path '{path}' is already in use (another backend, or a stale socket); stop that process or remove the file."),
                 Libc.EACCES => new ListenerException($"Permission denied creating the socket '{path}'; choose a --socket-path in a directory this user may write."),
-                _ => new SyscallException($"bind to '{path}'", e),
+                _ => new SyscallException($"bind to '{bound}'", e),
             };
         }
         if (Libc.listen(fd, 1) < 0)
         {
             var ex = SyscallException.Last("listen");
             fd.Dispose();
-            File.Delete(path);
+            TryDelete(bound);
             throw ex;
         }
-        if (group is { } gid && (Libc.chown(path, uint.MaxValue, gid) != 0 || Libc.chmod(path, 0x1F8 /* 0770 */) != 0))
+        if (group is { } gid && (Libc.chown(bound, uint.MaxValue, gid) != 0 || Libc.chmod(bound, 0x1F8 /* 0770 */) != 0))
         {
             var e = Libc.LastErrno;
             fd.Dispose();
-            File.Delete(path);
+            TryDelete(bound);
             throw new ListenerException($"The socket '{path}' cannot be given group {gid} ({new Hypervisor.Protocol.Fuse.Errno(e)}); run the vdev as root or as a member of that group, or drop --socket-group.");
         }
-        return new VhostUserListener(fd, path);
+        return fd;
+    }
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     /// <summary>

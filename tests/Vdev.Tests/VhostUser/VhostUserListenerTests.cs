@@ -44,4 +44,31 @@ public sealed class VhostUserListenerTests
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
+
+    [Fact]
+    public void TheSocketFileAppearsListening_UnderItsNameOnly_AndALiveSocketThereIsNotReplaced()
+    {
+        var dir = Directory.CreateTempSubdirectory("hv-listen-").FullName;
+        try
+        {
+            var path = Path.Combine(dir, "s.sock");
+            using (VhostUserListener.Bind(path))
+            {
+                // Bound under another name, listening, then linked: the directory holds the socket's name alone, and a
+                // client may connect the moment it sees the file.
+                Assert.Equal(["s.sock"], Directory.GetFileSystemEntries(dir).Select(entry => Path.GetFileName(entry)!).ToArray());
+                using var client = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+                client.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+
+                // A second backend on the same path while the first listens: refused, the first keeps its socket.
+                var e = Assert.Throws<ListenerException>(() => VhostUserListener.Bind(path));
+                Assert.Equal($"The socket path '{path}' is already in use (another backend, or a stale socket); stop that process or remove the file.", e.Message);
+                Assert.Equal(["s.sock"], Directory.GetFileSystemEntries(dir).Select(entry => Path.GetFileName(entry)!).ToArray());
+                using var again = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+                again.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+            }
+            Assert.Empty(Directory.GetFileSystemEntries(dir));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
 }
