@@ -187,6 +187,38 @@ public sealed class PassthroughFileSystemRecoveryTests : IDisposable
     }
 
     [Fact]
+    public void NoFileHandles_RenameExchange_SwapsBothRecords_AndAHardLinkRemovedFallsBackToTheNameBefore()
+    {
+        Directory.CreateDirectory(Path.Combine(_dir, "sub"));
+        File.WriteAllText(Path.Combine(_dir, "e1"), "one");
+        File.WriteAllText(Path.Combine(_dir, "sub", "e2"), "two");
+        File.WriteAllText(Path.Combine(_dir, "k"), "linked");
+        var first = Daemon(out _, fileHandles: false);
+        var sub = Look(first, FuseConstants.RootId, "sub");
+        var e1 = Look(first, FuseConstants.RootId, "e1");
+        var e2 = Look(first, sub, "e2");
+        var k = Look(first, FuseConstants.RootId, "k");
+        Assert.Equal(Errno.Ok, first.Rename(Request(1), NodeId.Root, "e1"u8, new NodeId(sub), "e2"u8, FuseConstants.RenameExchange));
+        Assert.Equal(sub, RecordOf(e1).Name!.Parent);
+        Assert.True(RecordOf(e1).Name!.Bytes.AsSpan().SequenceEqual("e2"u8));
+        Assert.Equal(FuseConstants.RootId, RecordOf(e2).Name!.Parent);
+        Assert.True(RecordOf(e2).Name!.Bytes.AsSpan().SequenceEqual("e1"u8));
+        // LINK records the new name; the guest then unlinks it: the name before it still reaches the inode.
+        Assert.True(first.Link(Request(1), new NodeId(k), new NodeId(sub), "k2"u8).IsOk);
+        Assert.True(RecordOf(k).Name!.Bytes.AsSpan().SequenceEqual("k2"u8));
+        Assert.Equal(Errno.Ok, first.Unlink(Request(1), new NodeId(sub), "k2"u8));
+
+        var second = Daemon(out var restored, fileHandles: false);
+        Assert.Equal(0, restored!.Value.Stale);
+        Assert.Equal("one", ReadAll(second, e1));
+        Assert.Equal("two", ReadAll(second, e2));
+        Assert.Equal("linked", ReadAll(second, k));
+        first.DetachStore();
+        first.Dispose();
+        second.Dispose();
+    }
+
+    [Fact]
     public void NoFileHandles_CrashBetweenARenameAndItsRecord_TheStagedNameReopensTheNode()
     {
         File.WriteAllText(Path.Combine(_dir, "p"), "staged");

@@ -12,6 +12,7 @@ namespace Hypervisor.Vdev.Tests.Share;
 /// unmounted at the end, so the test needs root) and with <c>--inode-file-handles=never</c>. The store names such nodes
 /// by parent node and name; the new daemon reopens them so, and accepts an inode only when its dev/ino are the record's.
 /// </summary>
+[Trait("Category", "Root")]
 public sealed class NoHandleRelaunchTests(ITestOutputHelper output) : IDisposable
 {
     private const int Estale = 116;
