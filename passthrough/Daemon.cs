@@ -268,7 +268,7 @@ public static partial class Daemon
         ? new ShareUsage((ulong)p.OpenHandles, (ulong)p.KnownNodes, (ulong)p.BytesRead, (ulong)p.BytesWritten)
         : default;
 
-    [LoggerMessage(EventId = 407, Level = LogLevel.Warning, Message = "Took over the guest's session from the state store (protocol 7.{Minor}): {Nodes} node ids ({Stale} stale: they answer ESTALE), {Handles} open handles ({Adopted} of them the very open files the vdev kept, the rest reopened by file handle), {Lost} handles that could not be reopened (they answer EBADF), {Locks} lock owners whose locks the vdev kept")]
+    [LoggerMessage(EventId = 407, Level = LogLevel.Warning, Message = "Took over the guest's session from the state store (protocol 7.{Minor}): {Nodes} node ids ({Stale} stale: they answer ESTALE), {Handles} open handles ({Adopted} of them the very open files the vdev kept, the rest reopened by file handle or by name), {Lost} handles that could not be reopened (they answer EBADF), {Locks} lock owners whose locks the vdev kept")]
     private static partial void LogResumed(ILogger log, uint minor, int nodes, int stale, int handles, int lost, int adopted, int locks);
 
     [LoggerMessage(EventId = 408, Level = LogLevel.Information, Message = "Standing by: the vdev hands this daemon the guest's session once the daemon before has answered everything it was sent")]

@@ -56,6 +56,12 @@ internal sealed class Node(ulong id, InodeKey key, uint type, SafeFd? pinned)
     public int StoreSlot = -1;
 
     /// <summary>
+    /// The node's store record names it by parent node and name instead of a file handle (its inode has none on the
+    /// share's mount): LOOKUP, CREATE and RENAME keep that name current. Set once, before the node is published.
+    /// </summary>
+    public bool ByName;
+
+    /// <summary>
     /// Restored from the state store without a way to reopen its inode (no file handle on the share's mount): every
     /// use answers ESTALE, never another file.
     /// </summary>

@@ -100,7 +100,7 @@ public sealed partial class PassthroughFileSystem
                 {
                     // Check the room first: a lookup counted for an entry that is not sent would leak.
                     if (!writer.FitsPlus(name.Length)) break;
-                    var entry = LookupAt(dir.Fd, name, checkAllowlist: false);
+                    var entry = LookupAt(dir.Fd, dir.Node.Id, name, checkAllowlist: false);
                     if (!entry.IsOk)
                     {
                         // Gone since getdents: skip it. Anything else ends this reply (or fails it when empty),

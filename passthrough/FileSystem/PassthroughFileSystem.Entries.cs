@@ -19,7 +19,7 @@ public sealed partial class PassthroughFileSystem
             if (!parentNode!.IsDir) return Errno.ENOTDIR;
             var entry = IsDot(name) || (IsDotDot(name) && parentNode == _root)
                 ? AddLookup(parentNode, lease.Fd)
-                : LookupAt(lease.Fd, name, checkAllowlist: true);
+                : LookupAt(lease.Fd, parentNode.Id, name, checkAllowlist: true);
             if (entry.IsOk) JournalLookup(ctx, entry.Value.Nodeid);
             return entry;
         }
@@ -43,8 +43,10 @@ public sealed partial class PassthroughFileSystem
     /// entry with one more lookup counted. <paramref name="name"/> has no NUL. The new descriptor stays a raw int
     /// unless the cache keeps it, so a LOOKUP of a known, cached node allocates nothing. <paramref name="created"/>
     /// says the name was just made for a new inode (MKNOD, MKDIR, SYMLINK), which no node can know yet.
+    /// <paramref name="dirId"/> is the node id of the directory behind <paramref name="dirFd"/>: a node without a file
+    /// handle is recorded in the state store by that parent and the name.
     /// </summary>
-    private Result<EntryOut> LookupAt(SafeFd dirFd, ReadOnlySpan<byte> name, bool checkAllowlist, bool created = false)
+    private Result<EntryOut> LookupAt(SafeFd dirFd, ulong dirId, ReadOnlySpan<byte> name, bool checkAllowlist, bool created = false)
     {
         Span<byte> buffer = stackalloc byte[MaxName + 1];
         var cname = CString(name, buffer);
@@ -58,7 +60,11 @@ public sealed partial class PassthroughFileSystem
             var stripe = _inodes[Stripe(key)];
             Node? known;
             lock (stripe) stripe.TryGetValue(key, out known);
-            if (known is not null && _fdCache.TryCountLookup(known, ticket, _countKnownLookup)) return MakeEntry(known, seen);
+            if (known is not null && _fdCache.TryCountLookup(known, ticket, _countKnownLookup))
+            {
+                if (known.ByName) NameAgain(known, dirId, name);
+                return MakeEntry(known, seen);
+            }
         }
         var fd = OpenAt(dirFd, cname, Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC);
         if (fd < 0) return LastErrno();
@@ -73,7 +79,7 @@ public sealed partial class PassthroughFileSystem
             Libc.close(fd);
             return Errno.ENOENT;
         }
-        var err = Intern(fd, st, out var node);
+        var err = Intern(fd, st, dirId, name, out var node);
         return err.IsError ? err : MakeEntry(node!, st);
     }
 
@@ -81,15 +87,16 @@ public sealed partial class PassthroughFileSystem
     /// Finds or creates the node of the inode behind <paramref name="pathFd"/> (a raw O_PATH descriptor whose
     /// ownership passes to this method) and counts one lookup. With <c>--inode-file-handles=mandatory</c> a new node
     /// gets its file handle at once, and an inode without one is refused with the errno of <c>name_to_handle_at</c>
-    /// (the descriptor is closed).
+    /// (the descriptor is closed). The inode was found as <paramref name="name"/> in directory node
+    /// <paramref name="parent"/>: a node recorded by name (<see cref="Node.ByName"/>) is recorded under it from now on.
     /// </summary>
-    private Errno Intern(int pathFd, in Stat st, out Node? interned)
+    private Errno Intern(int pathFd, in Stat st, ulong parent, ReadOnlySpan<byte> name, out Node? interned)
     {
-        interned = InternNode(pathFd, st, out var err);
+        interned = InternNode(pathFd, st, parent, name, out var err);
         return err;
     }
 
-    private Node? InternNode(int pathFd, in Stat st, out Errno err)
+    private Node? InternNode(int pathFd, in Stat st, ulong parent, ReadOnlySpan<byte> name, out Errno err)
     {
         err = Errno.Ok;
         var key = new InodeKey(st.Dev, st.Ino);
@@ -97,7 +104,11 @@ public sealed partial class PassthroughFileSystem
         Node? node;
         lock (stripe)
         {
-            if (stripe.TryGetValue(key, out node)) CountLookup(node);
+            if (stripe.TryGetValue(key, out node))
+            {
+                CountLookup(node);
+                if (node.ByName) StoreName(node, parent, name);
+            }
         }
         if (node is not null)
         {
@@ -161,11 +172,12 @@ public sealed partial class PassthroughFileSystem
             if (stripe.TryGetValue(key, out node))
             {
                 CountLookup(node);
+                if (node.ByName) StoreName(node, parent, name);
             }
             else
             {
                 candidate.Lookups = 1;
-                RecordNode(candidate);
+                RecordNode(candidate, parent, name);
                 stripe.Add(key, candidate);
                 _nodes[candidate.Id] = candidate;
             }
@@ -564,7 +576,7 @@ public sealed partial class PassthroughFileSystem
                     return labelled;
                 }
             }
-            return LookupAt(lease.Fd, name, checkAllowlist: false, created: true);
+            return LookupAt(lease.Fd, parent.Value, name, checkAllowlist: false, created: true);
         }
     }
 
@@ -606,22 +618,37 @@ public sealed partial class PassthroughFileSystem
         // renameat2(2): a "." or ".." source is EBUSY; as a target EEXIST with RENAME_NOREPLACE, else EBUSY.
         if (IsDots(name)) return Errno.EBUSY;
         if (IsDots(newName)) return (flags & FuseConstants.RenameNoReplace) != 0 ? Errno.EEXIST : Errno.EBUSY;
-        var err = AcquireDir(parent, out var oldLease);
+        var err = Acquire(parent, out var oldDir, out var oldLease);
         if (err.IsError) return err;
         using (oldLease)
         {
-            err = AcquireDir(newParent, out var newLease);
+            if (!oldDir!.IsDir) return Errno.ENOTDIR;
+            err = Acquire(newParent, out var newDir, out var newLease);
             if (err.IsError) return err;
             using (newLease)
             {
+                if (!newDir!.IsDir) return Errno.ENOTDIR;
                 var reach = CheckChild(oldLease.Fd, name, ChildUse.Existing);
                 if (reach.IsError) return reach;
-                reach = CheckChild(newLease.Fd, newName, (flags & FuseConstants.RenameExchange) != 0 ? ChildUse.Exchange : ChildUse.Replace);
+                var exchange = (flags & FuseConstants.RenameExchange) != 0;
+                reach = CheckChild(newLease.Fd, newName, exchange ? ChildUse.Exchange : ChildUse.Replace);
                 if (reach.IsError) return reach;
                 Span<byte> oldBuffer = stackalloc byte[MaxName + 1];
                 Span<byte> newBuffer = stackalloc byte[MaxName + 1];
-                var r = Libc.renameat2(oldLease.Fd, CString(name, oldBuffer), newLease.Fd, CString(newName, newBuffer), flags);
-                return r == 0 ? Errno.Ok : LastErrno();
+                var oldC = CString(name, oldBuffer);
+                var newC = CString(newName, newBuffer);
+                // Nodes recorded by name follow the rename in the store. A rename never crosses a mount, so in a
+                // directory whose node has a handle on the share's mount every child has one too: nothing to do there.
+                Node? moved = null, swapped = null;
+                if (_store is not null && (!_useHandles || oldDir.ByName || newDir.ByName))
+                {
+                    moved = StageRename(oldLease.Fd, oldC, newDir.Id, newName);
+                    if (exchange) swapped = StageRename(newLease.Fd, newC, oldDir.Id, name);
+                }
+                if (Libc.renameat2(oldLease.Fd, oldC, newLease.Fd, newC, flags) != 0) return LastErrno();
+                if (moved is not null) NameAgain(moved, newDir.Id, newName);
+                if (swapped is not null) NameAgain(swapped, oldDir.Id, name);
+                return Errno.Ok;
             }
         }
     }
@@ -651,7 +678,7 @@ public sealed partial class PassthroughFileSystem
                 var r = Libc.linkat(Libc.AT_FDCWD, ProcPath.Format(lease.Fd.Value, procBuffer), dirLease.Fd,
                     CString(newName, nameBuffer), Libc.AT_SYMLINK_FOLLOW);
                 if (r != 0) return LastErrno();
-                return LookupAt(dirLease.Fd, newName, checkAllowlist: false);
+                return LookupAt(dirLease.Fd, newParent.Value, newName, checkAllowlist: false);
             }
         }
     }

@@ -164,7 +164,7 @@ public sealed partial class PassthroughFileSystem
                     return errno;
                 }
             }
-            var interned = Intern(pathFd, st, out var node);
+            var interned = Intern(pathFd, st, parent.Value, name, out var node);
             if (interned.IsError)
             {
                 file.Dispose();

@@ -10,7 +10,10 @@ namespace Hypervisor.Passthrough.FileSystem;
 /// The share's state store (passthrough/FileSystem/README.md, "Surviving a crash"): every node id and file handle the
 /// guest holds has a record there, written before the reply that makes it known, so that a daemon started after a
 /// crash serves the same ids. Record writes are plain memory writes under the locks that already guard the state
-/// they mirror; the only syscall they add is one name_to_handle_at per new node.
+/// they mirror; the only syscall they add is one name_to_handle_at per new node. A node without a handle is recorded by
+/// its parent node and name instead, rewritten when that changes (a LOOKUP under another name, a RENAME; one
+/// <c>fstatat</c> per RENAME in a directory whose nodes are recorded so), and reopened at takeover by opening that name
+/// below its reopened parent.
 /// </summary>
 public sealed partial class PassthroughFileSystem
 {
@@ -126,6 +129,7 @@ public sealed partial class PassthroughFileSystem
     {
         int nodes = 0, stale = 0;
         int high = store.NodeHighWater;
+        Dictionary<ulong, (Node Node, NodeRecord Record)>? named = null;
         for (int slot = 0; slot < high; slot++)
         {
             if (!store.TryReadNode(slot, out var record)) continue;
@@ -144,7 +148,9 @@ public sealed partial class PassthroughFileSystem
                 StoreSlot = slot,
             };
             node.Stale = node.Handle is null;
-            if (node.Stale) stale++;
+            // Stale until its name is reopened below (a cycle of parents meets it stale and fails).
+            node.ByName = record.Handle.Length == 0;
+            if (node.ByName) (named ??= [])[node.Id] = (node, record);
             nodes++;
             _nodes[node.Id] = node;
             // A stale node never enters the inode table: a new LOOKUP of that inode number gets a node of its own.
@@ -154,7 +160,62 @@ public sealed partial class PassthroughFileSystem
                 lock (stripe) stripe.TryAdd(key, node);
             }
         }
+        if (named is not null)
+        {
+            foreach (var (node, record) in named.Values.ToArray())
+                if (named.ContainsKey(node.Id)) ReopenByName(store, node, record, named, 0);
+        }
+        foreach (var node in _nodes.Values) if (node.Stale) stale++;
         return new Restored(nodes, stale, 0, 0);
+    }
+
+    /// <summary>
+    /// Reopens a node recorded by name: its parent first (recursively; the share root is the base, a parent with a
+    /// handle reopens by it), then the name below it with <c>O_PATH|O_NOFOLLOW</c>, accepted only when dev, ino and
+    /// type are the record's. The current name is tried, then the other slot (a rename the old daemon staged but may
+    /// not have finished). The node pins what it found (as every node without a handle does) and enters the inode
+    /// table; otherwise it stays stale, and so do the nodes below it. <paramref name="pending"/> holds the named nodes
+    /// not tried yet; a node leaves it before its parents are tried, so a cycle of parents ends in a stale node.
+    /// </summary>
+    private SafeFd? ReopenByName(StateStore store, Node node, NodeRecord record, Dictionary<ulong, (Node Node, NodeRecord Record)> pending, int depth)
+    {
+        pending.Remove(node.Id);
+        // The deepest a guest path can reach (PATH_MAX of two-byte components); deeper chains are not followed.
+        if (depth >= PathMax / 2) return null;
+        var found = ReopenByName(store, node, record.Name, pending, depth);
+        if (found is null && record.Previous is { } previous && (found = ReopenByName(store, node, previous, pending, depth)) is not null)
+            store.SetName(node.StoreSlot, previous.Parent, previous.Bytes);
+        if (found is null) return null;
+        node.Pinned = found;
+        node.Stale = false;
+        var stripe = _inodes[Stripe(node.Key)];
+        lock (stripe) stripe.TryAdd(node.Key, node);
+        return found;
+    }
+
+    private SafeFd? ReopenByName(StateStore store, Node node, NodeName? name, Dictionary<ulong, (Node Node, NodeRecord Record)> pending, int depth)
+    {
+        if (name is null) return null;
+        if (name.Parent == FuseConstants.RootId) return OpenRecorded(_rootFd, node, name.Bytes);
+        if (pending.TryGetValue(name.Parent, out var parent))
+            return ReopenByName(store, parent.Node, parent.Record, pending, depth + 1) is { } dir ? OpenRecorded(dir, node, name.Bytes) : null;
+        // A parent restored by its handle, or a named one tried already (stale when it failed or is still being tried).
+        if (FindNode(new NodeId(name.Parent)) is not { Stale: false, IsDir: true } known || Acquire(known, out var lease).IsError) return null;
+        using (lease) return OpenRecorded(lease.Fd, node, name.Bytes);
+    }
+
+    /// <summary>Opens <paramref name="name"/> (checked by <see cref="StateStore.IsValidName"/>) below <paramref name="dir"/>, if it is still the node's inode.</summary>
+    private static SafeFd? OpenRecorded(SafeFd dir, Node node, byte[] name)
+    {
+        Span<byte> buffer = stackalloc byte[MaxName + 1];
+        int fd = Libc.openat(dir, CString(name, buffer), Libc.O_PATH | Libc.O_NOFOLLOW | Libc.O_CLOEXEC, 0);
+        if (fd < 0) return null;
+        if (Libc.fstat(fd, out var st) != 0 || st.Dev != node.Key.Dev || st.Ino != node.Key.Ino || (st.Mode & Libc.S_IFMT) != node.Type)
+        {
+            Libc.close(fd);
+            return null;
+        }
+        return new SafeFd(fd);
     }
 
     private (int Handles, int Lost, int Adopted) RestoreHandles(StateStore store, Dictionary<KeptEntry, SafeFd>? adopted)
@@ -275,8 +336,11 @@ public sealed partial class PassthroughFileSystem
         ? (ulong)Interlocked.Increment(ref store.NextHandle)
         : (ulong)Interlocked.Increment(ref _nextFh);
 
-    /// <summary>Writes a new node's record (its stripe lock is held and it is not yet published).</summary>
-    private void RecordNode(Node node)
+    /// <summary>
+    /// Writes a new node's record (its stripe lock is held and it is not yet published): its file handle, or where it
+    /// has none on the share's mount, <paramref name="parent"/> and <paramref name="name"/>.
+    /// </summary>
+    private void RecordNode(Node node, ulong parent, ReadOnlySpan<byte> name)
     {
         if (_store is not { } store) return;
         int slot = _nodeSlots!.Take();
@@ -286,7 +350,48 @@ public sealed partial class PassthroughFileSystem
             return;
         }
         node.StoreSlot = slot;
-        store.WriteNode(slot, node.Id, node.Lookups, node.Key.Dev, node.Key.Ino, node.Type, node.MountFd is null ? node.Handle : null);
+        if (node.MountFd is null && node.Handle is { } handle)
+        {
+            store.WriteNode(slot, node.Id, node.Lookups, node.Key.Dev, node.Key.Ino, node.Type, handle);
+            return;
+        }
+        node.ByName = true;
+        store.WriteNode(slot, node.Id, node.Lookups, node.Key.Dev, node.Key.Ino, node.Type, parent, name);
+    }
+
+    /// <summary>
+    /// A node recorded by name was found as <paramref name="name"/> in <paramref name="parent"/> (its stripe lock is
+    /// held): the record names it so from now on. Nothing is written when that is its name already, and "." or ".."
+    /// are never recorded.
+    /// </summary>
+    private void StoreName(Node node, ulong parent, ReadOnlySpan<byte> name)
+    {
+        if (node.StoreSlot >= 0 && !node.Dropped && _store is { } store) store.SetName(node.StoreSlot, parent, name);
+    }
+
+    /// <summary><see cref="StoreName"/> for a caller that does not hold the node's stripe lock.</summary>
+    private void NameAgain(Node node, ulong parent, ReadOnlySpan<byte> name)
+    {
+        lock (_inodes[Stripe(node.Key)]) StoreName(node, parent, name);
+    }
+
+    /// <summary>
+    /// Before a RENAME in a directory whose nodes are recorded by name: the node of <paramref name="cname"/> (a
+    /// NUL-terminated name in <paramref name="dir"/>), if it is one recorded by name, gets its new name staged in its
+    /// record's other slot, so that a crash between the rename and <see cref="StoreName"/> still leaves a name that
+    /// reopens it. Returns that node, or null.
+    /// </summary>
+    private Node? StageRename(SafeFd dir, ReadOnlySpan<byte> cname, ulong newParent, ReadOnlySpan<byte> newName)
+    {
+        if (_store is not { } store || Libc.fstatat(dir, cname, out var st, Libc.AT_SYMLINK_NOFOLLOW) != 0) return null;
+        var key = new InodeKey(st.Dev, st.Ino);
+        var stripe = _inodes[Stripe(key)];
+        lock (stripe)
+        {
+            if (!stripe.TryGetValue(key, out var node) || !node.ByName || node.Dropped || node.StoreSlot < 0) return null;
+            store.StageName(node.StoreSlot, newParent, newName);
+            return node;
+        }
     }
 
     /// <summary>The node's lookup count changed (its stripe lock is held): one memory write.</summary>

@@ -12,7 +12,17 @@ namespace Hypervisor.Protocol.Recovery;
 /// <param name="Ino">st_ino of the inode when it was looked up.</param>
 /// <param name="Type">The S_IFMT bits.</param>
 /// <param name="Handle">A <c>struct file_handle</c> (header and bytes) on the share's own mount; empty when the node has none.</param>
-public sealed record NodeRecord(ulong Id, long Lookups, ulong Dev, ulong Ino, uint Type, byte[] Handle);
+/// <param name="Name">Where the node was last named, for a node without a handle (null: none, or none that passed
+/// <see cref="StateStore.IsValidName"/>).</param>
+/// <param name="Previous">The name slot that is not the current one (a rename staged there before its renameat2, or the
+/// name before the last change); null as <paramref name="Name"/>. Only ever tried after <paramref name="Name"/>, and
+/// accepted like it only when dev, ino and type match.</param>
+public sealed record NodeRecord(ulong Id, long Lookups, ulong Dev, ulong Ino, uint Type, byte[] Handle, NodeName? Name = null, NodeName? Previous = null);
+
+/// <summary>A name a node without a file handle can be reopened by: one component below its parent node.</summary>
+/// <param name="Parent">The parent's node id (<c>FUSE_ROOT_ID</c>: the share's root).</param>
+/// <param name="Bytes">One path component: 1..255 bytes, no '/' or NUL, never "." or "..".</param>
+public sealed record NodeName(ulong Parent, byte[] Bytes);
 
 /// <summary>One open file or directory of the store.</summary>
 /// <param name="Fh">The FUSE file handle.</param>
@@ -37,8 +47,9 @@ public readonly record struct RestartAnswer(int NewPid, string? Error);
 /// <summary>
 /// The share's state that must outlive a passthrough daemon, in a memfd the vdev creates and keeps, and that every
 /// daemon of the share maps (it travels with the ring descriptors as <c>state=N</c>). It holds the negotiated INIT,
-/// the live settings, a record per node id the guest holds (its file handle and lookup count) and a record per open
-/// file handle (its node and open flags), and the vdev's restart counters. Layout (little-endian, version 1):
+/// the live settings, a record per node id the guest holds (its file handle, or for a node without one its parent and
+/// name, and its lookup count) and a record per open
+/// file handle (its node and open flags), and the vdev's restart counters. Layout (little-endian, version 3):
 /// <list type="bullet">
 /// <item>0..4096, the header: magic u64 at 0 (written last), version u32 at 8, node capacity u32 at 12, handle
 /// capacity u32 at 16, node and handle slots ever used (u32 at 20 and 24), the node id counter i64 at 32, the file
@@ -54,6 +65,12 @@ public readonly record struct RestartAnswer(int NewPid, string? Error);
 /// i64 at 8, dev u64 at 16, ino u64 at 24, type u32 at 32, handle length u32 at 36, handle bytes at 40), then the
 /// handle table (<see cref="HandleRecordSize"/>-byte records: fh u64 at 0 (0 = free, written last), node u64 at 8,
 /// flags i32 at 16, is-directory u32 at 20).</item>
+/// <item>Then the name table, one <see cref="NameRecordSize"/>-byte record per node slot, read only for a node record
+/// whose handle length is 0: the current name slot u32 at 0 (0 = no name, 1 or 2), then two name slots of
+/// <see cref="NameSlotSize"/> bytes at 8 and 8+<see cref="NameSlotSize"/> (parent node id u64 at 0, length u32 at 8,
+/// the name's bytes at 12, at most <see cref="MaxName"/>). A name is changed by writing the slot that is not current
+/// and then publishing its number, so a crash at any instant leaves the old name or the new one, never a mix. Only
+/// nodes that have no handle touch this table: on a filesystem with handles its pages are never written.</item>
 /// </list>
 /// Every record is complete before its id is published with release semantics, and a daemon writes it before the
 /// reply that makes the node or handle known to the guest, so a crash at any instant leaves the store naming at least
@@ -64,8 +81,9 @@ public sealed unsafe class StateStore : IDisposable
 {
     /// <summary>The header's magic: "hvstate1".</summary>
     public const ulong Magic = 0x3165746174737668;
-    /// <summary>The layout version.</summary>
-    public const uint Version = 2;
+    /// <summary>The layout version (3: the name table). The vdev and the daemon come from one build, so a store is only
+    /// ever read by the layout that wrote it; <see cref="Attach"/> refuses any other.</summary>
+    public const uint Version = 3;
     /// <summary>Bytes of the header.</summary>
     public const int HeaderSize = 4096;
     /// <summary>Bytes of each of the two settings buffers.</summary>
@@ -76,6 +94,12 @@ public sealed unsafe class StateStore : IDisposable
     public const int HandleRecordSize = 32;
     /// <summary>Largest <c>struct file_handle</c> kept (header and MAX_HANDLE_SZ bytes).</summary>
     public const int MaxHandle = 136;
+    /// <summary>Bytes of one name slot: parent u64, length u32, up to <see cref="MaxName"/> bytes, padded to 8.</summary>
+    public const int NameSlotSize = 272;
+    /// <summary>Bytes of a name record: the current slot's number and two name slots.</summary>
+    public const int NameRecordSize = 8 + 2 * NameSlotSize;
+    /// <summary>The longest name kept (NAME_MAX).</summary>
+    public const int MaxName = 255;
     /// <summary>Default node capacity.</summary>
     public const int DefaultNodes = 1 << 20;
     /// <summary>Default handle capacity.</summary>
@@ -120,7 +144,8 @@ public sealed unsafe class StateStore : IDisposable
     /// <summary>Handle records at most.</summary>
     public int HandleCapacity => _handleCap;
 
-    private static long Size(int nodes, int handles) => HeaderSize + 2L * SettingsBufferSize + (long)nodes * NodeRecordSize + (long)handles * HandleRecordSize;
+    private static long Size(int nodes, int handles) =>
+        HeaderSize + 2L * SettingsBufferSize + (long)nodes * (NodeRecordSize + NameRecordSize) + (long)handles * HandleRecordSize;
 
     /// <summary>Creates an empty store (the vdev, once per share).</summary>
     public static StateStore Create(int nodes = DefaultNodes, int handles = DefaultHandles)
@@ -355,6 +380,90 @@ public sealed unsafe class StateStore : IDisposable
         return _map + HeaderSize + 2L * SettingsBufferSize + (long)_nodeCap * NodeRecordSize + (long)slot * HandleRecordSize;
     }
 
+    private byte* Name(int slot)
+    {
+        if ((uint)slot >= (uint)_nodeCap) throw new ArgumentOutOfRangeException(nameof(slot));
+        return _map + HeaderSize + 2L * SettingsBufferSize + (long)_nodeCap * NodeRecordSize + (long)_handleCap * HandleRecordSize + (long)slot * NameRecordSize;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="name"/> is one path component a daemon may open below a directory: 1..<see cref="MaxName"/>
+    /// bytes, no '/' and no NUL, neither "." nor "..". Names read from the store are checked with it before they are
+    /// used (the store is writable by every daemon of the share, so what it holds is not trusted to be one).
+    /// </summary>
+    public static bool IsValidName(ReadOnlySpan<byte> name) =>
+        name.Length is > 0 and <= MaxName && name.IndexOfAny((byte)'/', (byte)0) < 0
+        && !(name[0] == (byte)'.' && (name.Length == 1 || (name.Length == 2 && name[1] == (byte)'.')));
+
+    private static bool SlotHolds(byte* s, ulong parent, ReadOnlySpan<byte> name) =>
+        *(ulong*)s == parent && *(uint*)(s + 8) == (uint)name.Length && name.SequenceEqual(new ReadOnlySpan<byte>(s + 12, name.Length));
+
+    private static void FillSlot(byte* s, ulong parent, ReadOnlySpan<byte> name)
+    {
+        *(ulong*)s = parent;
+        *(uint*)(s + 8) = (uint)name.Length;
+        name.CopyTo(new Span<byte>(s + 12, MaxName));
+    }
+
+    /// <summary>
+    /// Makes (<paramref name="parent"/>, <paramref name="name"/>) the node's current name: nothing when it is already,
+    /// a switch of the current slot when the other one holds it (a staged rename), else the other slot is written and
+    /// then published (release), so a crash leaves the old name or the new one. False (nothing written) when the name
+    /// is not <see cref="IsValidName"/> or the parent is 0. The caller serializes the changes of one record.
+    /// </summary>
+    public bool SetName(int slot, ulong parent, ReadOnlySpan<byte> name)
+    {
+        if (parent == 0 || !IsValidName(name)) return false;
+        var r = Name(slot);
+        uint current = Volatile.Read(ref *(uint*)r);
+        if (current is 1 or 2 && SlotHolds(r + 8 + (current - 1) * NameSlotSize, parent, name)) return true;
+        uint other = current == 1 ? 2u : 1u;
+        var s = r + 8 + (other - 1) * NameSlotSize;
+        if (!SlotHolds(s, parent, name)) FillSlot(s, parent, name);
+        Volatile.Write(ref *(uint*)r, other);
+        return true;
+    }
+
+    /// <summary>
+    /// Writes (<paramref name="parent"/>, <paramref name="name"/>) into the slot that is not current, leaving the
+    /// current name in place: a rename about to be made, so that a crash between the rename and
+    /// <see cref="SetName"/> leaves a record that still knows both names (a new daemon tries the current one, then
+    /// this). Nothing when the name is current already or not valid.
+    /// </summary>
+    public void StageName(int slot, ulong parent, ReadOnlySpan<byte> name)
+    {
+        if (parent == 0 || !IsValidName(name)) return;
+        var r = Name(slot);
+        uint current = Volatile.Read(ref *(uint*)r);
+        if (current is 1 or 2 && SlotHolds(r + 8 + (current - 1) * NameSlotSize, parent, name)) return;
+        var s = r + 8 + (current == 1 ? 1 : 0) * NameSlotSize;
+        if (!SlotHolds(s, parent, name)) FillSlot(s, parent, name);
+    }
+
+    /// <summary>The node has no name it can be reopened by (its record is restored stale unless its file is held open).</summary>
+    public void ClearName(int slot) => Volatile.Write(ref *(uint*)Name(slot), 0u);
+
+    private static NodeName? ReadSlot(byte* s, ulong self)
+    {
+        ulong parent = *(ulong*)s;
+        uint n = *(uint*)(s + 8);
+        if (parent == 0 || parent == self || n > MaxName) return null;
+        var bytes = new ReadOnlySpan<byte>(s + 12, (int)n);
+        return IsValidName(bytes) ? new NodeName(parent, bytes.ToArray()) : null;
+    }
+
+    /// <summary>
+    /// Writes the record of a node without a handle, named (<paramref name="parent"/>, <paramref name="name"/>); a name
+    /// that is not <see cref="IsValidName"/> (a node met through "..") leaves the record without one.
+    /// </summary>
+    public void WriteNode(int slot, ulong id, long lookups, ulong dev, ulong ino, uint type, ulong parent, ReadOnlySpan<byte> name)
+    {
+        var r = Node(slot);
+        Volatile.Write(ref *(ulong*)r, 0UL);
+        if (!SetName(slot, parent, name)) ClearName(slot);
+        WriteNode(slot, id, lookups, dev, ino, type, ReadOnlySpan<byte>.Empty);
+    }
+
     /// <summary>Writes a node record; <paramref name="handle"/> is a whole <c>struct file_handle</c>, or empty.</summary>
     public void WriteNode(int slot, ulong id, long lookups, ulong dev, ulong ino, uint type, ReadOnlySpan<byte> handle)
     {
@@ -384,7 +493,18 @@ public sealed unsafe class StateStore : IDisposable
         record = null;
         if (id == 0) return false;
         int n = (int)Math.Min(*(uint*)(r + 36), (uint)MaxHandle);
-        record = new NodeRecord(id, *(long*)(r + 8), *(ulong*)(r + 16), *(ulong*)(r + 24), *(uint*)(r + 32), new ReadOnlySpan<byte>(r + 40, n).ToArray());
+        NodeName? name = null, previous = null;
+        if (n == 0)
+        {
+            var names = Name(slot);
+            uint current = Volatile.Read(ref *(uint*)names);
+            if (current is 1 or 2)
+            {
+                name = ReadSlot(names + 8 + (current - 1) * NameSlotSize, id);
+                previous = ReadSlot(names + 8 + (2 - current) * NameSlotSize, id);
+            }
+        }
+        record = new NodeRecord(id, *(long*)(r + 8), *(ulong*)(r + 16), *(ulong*)(r + 24), *(uint*)(r + 32), new ReadOnlySpan<byte>(r + 40, n).ToArray(), name, previous);
         return true;
     }
 

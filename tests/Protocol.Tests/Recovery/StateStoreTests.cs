@@ -51,6 +51,94 @@ public sealed class StateStoreTests
     }
 
     [Fact]
+    public void NodeWithoutAHandle_IsRecordedByParentAndName_AndANameChangeLeavesTheOldOrTheNew()
+    {
+        using var store = StateStore.Create(nodes: 8, handles: 4);
+        store.CoverNode(1);
+        store.WriteNode(0, 5, 1, 0x801, 99, 0x8000, 1, "file"u8);
+        Assert.True(store.TryReadNode(0, out var record));
+        Assert.Empty(record!.Handle);
+        Assert.Equal(1UL, record.Name!.Parent);
+        Assert.Equal("file"u8.ToArray(), record.Name.Bytes);
+        Assert.Null(record.Previous);
+
+        // Staged: the current name stays, the other slot holds the new one.
+        store.StageName(0, 7, "renamed"u8);
+        Assert.True(store.TryReadNode(0, out record));
+        Assert.Equal("file"u8.ToArray(), record!.Name!.Bytes);
+        Assert.Equal(7UL, record.Previous!.Parent);
+        Assert.Equal("renamed"u8.ToArray(), record.Previous.Bytes);
+        // Set: the staged slot becomes current; the old name is the other one now.
+        Assert.True(store.SetName(0, 7, "renamed"u8));
+        Assert.True(store.TryReadNode(0, out record));
+        Assert.Equal(7UL, record!.Name!.Parent);
+        Assert.Equal("renamed"u8.ToArray(), record.Name.Bytes);
+        Assert.Equal("file"u8.ToArray(), record.Previous!.Bytes);
+
+        // A name of NAME_MAX bytes fits; what is not one component is never written.
+        var longest = Enumerable.Repeat((byte)'n', StateStore.MaxName).ToArray();
+        Assert.True(store.SetName(0, 7, longest));
+        Assert.True(store.TryReadNode(0, out record));
+        Assert.Equal(longest, record!.Name!.Bytes);
+        foreach (var bad in new[] { ""u8.ToArray(), "."u8.ToArray(), ".."u8.ToArray(), "a/b"u8.ToArray(), new byte[] { (byte)'a', 0, (byte)'b' }, new byte[StateStore.MaxName + 1] })
+        {
+            Assert.False(StateStore.IsValidName(bad));
+            Assert.False(store.SetName(0, 7, bad));
+        }
+        Assert.False(store.SetName(0, 0, "x"u8));
+        Assert.True(store.TryReadNode(0, out record));
+        Assert.Equal(longest, record!.Name!.Bytes);
+
+        // A record with a handle has no name; ClearName leaves a named record without one.
+        store.WriteNode(1, 6, 1, 0x801, 100, 0x8000, new byte[] { 4, 0, 0, 0, 1, 0, 0, 0, 9, 9, 9, 9 });
+        Assert.True(store.TryReadNode(1, out record));
+        Assert.Null(record!.Name);
+        store.ClearName(0);
+        Assert.True(store.TryReadNode(0, out record));
+        Assert.Null(record!.Name);
+        Assert.Null(record.Previous);
+    }
+
+    [Theory]
+    [InlineData("..")]
+    [InlineData(".")]
+    [InlineData("a/b")]
+    [InlineData("a\0b")]
+    [InlineData("")]
+    public void NameInTheStore_ThatIsNotOneComponent_IsNeverReturned(string written)
+    {
+        using var store = StateStore.Create(nodes: 8, handles: 4);
+        store.CoverNode(0);
+        store.WriteNode(0, 5, 1, 0x801, 99, 0x4000, 1, "good"u8);
+        var bytes = System.Text.Encoding.UTF8.GetBytes(written);
+        // Written past the API, as a daemon gone wrong could: slot 1 of node slot 0's name record.
+        long names = StateStore.HeaderSize + 2L * StateStore.SettingsBufferSize + 8L * StateStore.NodeRecordSize + 4L * StateStore.HandleRecordSize;
+        using (var raw = File.OpenHandle($"/proc/self/fd/{store.Fd}", FileMode.Open, FileAccess.ReadWrite))
+        {
+            var length = BitConverter.GetBytes((uint)bytes.Length);
+            RandomAccess.Write(raw, length, names + 8 + 8);
+            RandomAccess.Write(raw, bytes, names + 8 + 12);
+        }
+        Assert.True(store.TryReadNode(0, out var record));
+        Assert.Null(record!.Name);
+        // Nor a length beyond NAME_MAX, nor a parent of 0 or the node itself.
+        using (var raw = File.OpenHandle($"/proc/self/fd/{store.Fd}", FileMode.Open, FileAccess.ReadWrite))
+        {
+            RandomAccess.Write(raw, BitConverter.GetBytes(4u), names + 8 + 8);
+            RandomAccess.Write(raw, "good"u8.ToArray(), names + 8 + 12);
+            Assert.True(store.TryReadNode(0, out record));
+            Assert.NotNull(record!.Name);
+            RandomAccess.Write(raw, BitConverter.GetBytes(5000u), names + 8 + 8);
+            Assert.True(store.TryReadNode(0, out record));
+            Assert.Null(record!.Name);
+            RandomAccess.Write(raw, BitConverter.GetBytes(4u), names + 8 + 8);
+            RandomAccess.Write(raw, BitConverter.GetBytes(5UL), names + 8);
+            Assert.True(store.TryReadNode(0, out record));
+            Assert.Null(record!.Name);
+        }
+    }
+
+    [Fact]
     public void RingDescriptor_CarriesTheStateStore_AndParsesItBack()
     {
         var fds = RingFds.Parse("memfd=5,queues=1,sq0=6,sqf0=7,cq0=8,cqf0=9,creator=10,state=11");
