@@ -57,15 +57,17 @@ public sealed class VhostUserListenerTests
                 // Bound under another name, listening, then linked: the directory holds the socket's name alone, and a
                 // client may connect the moment it sees the file.
                 Assert.Equal(["s.sock"], Directory.GetFileSystemEntries(dir).Select(entry => Path.GetFileName(entry)!).ToArray());
-                using var client = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
-                client.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+                using (var client = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified))
+                    client.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+                Assert.Equal(0, Libc.FileType(path, out _, out ulong inode));
 
-                // A second backend on the same path while the first listens: refused, the first keeps its socket.
+                // A second backend on the same path while the first listens (its probe connects once more, so no further client
+                // connects: the backlog of 1 is full with two unaccepted): refused, the first keeps its socket file.
                 var e = Assert.Throws<ListenerException>(() => VhostUserListener.Bind(path));
                 Assert.Equal($"The socket path '{path}' is already in use (another backend, or a stale socket); stop that process or remove the file.", e.Message);
                 Assert.Equal(["s.sock"], Directory.GetFileSystemEntries(dir).Select(entry => Path.GetFileName(entry)!).ToArray());
-                using var again = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
-                again.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+                Assert.Equal(0, Libc.FileType(path, out uint type, out ulong stillInode));
+                Assert.Equal((Libc.S_IFSOCK, inode), (type, stillInode));
             }
             Assert.Empty(Directory.GetFileSystemEntries(dir));
         }
