@@ -52,6 +52,9 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
     private const int InHeader = 40;
     private const int OAppend = 0x400, OTrunc = 0x200, OCreat = 0x40;
 
+    /// <summary>How long a frame its failed transport refused waits for the failure to be marked (a lock away).</summary>
+    private static readonly TimeSpan FailureMarkWait = TimeSpan.FromSeconds(1);
+
     private sealed class Generation(int number, ShmRingSet rings)
     {
         public readonly int Number = number;
@@ -218,8 +221,13 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
                 Volatile.Write(ref busy, 0);
             }
             if (sent) return true;
+            if (request.Cancellation.IsCancellationRequested) return false;
+            // The transport fails the moment any of its threads sees the daemon gone, and only then reports it to
+            // DaemonEnded, which marks the generation dead under the lock: a frame refused in between waits for that
+            // mark (and then for the relaunch) like any other, rather than being answered EIO.
+            if (!generation.Dead && generation.Transport.HasFailed) SpinWait.SpinUntil(() => generation.Dead, FailureMarkWait);
             // Not in the ring: a frame the daemon never saw goes to the next one, whatever its opcode.
-            if (request.Cancellation.IsCancellationRequested || !generation.Dead) return false;
+            if (!generation.Dead) return false;
         }
     }
 

@@ -84,6 +84,9 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
         }
     }
 
+    /// <summary>Whether this transport has failed (its daemon ended or its ring broke); set before the sink is told.</summary>
+    public bool HasFailed => Volatile.Read(ref _failed) != 0;
+
     public bool Submit(VirtqueueRequest request)
     {
         if (Volatile.Read(ref _failed) != 0) return false;
