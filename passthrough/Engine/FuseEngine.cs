@@ -142,8 +142,9 @@ public sealed partial class FuseEngine : IDisposable
         var unique = request.Unique;
         var opcode = request.Opcode;
         bool toGuest = payload.Direction == Hypervisor.Protocol.Ring.GuestMemoryDirection.ToGuest;
-        // The vdev sends only these two with a payload in guest memory; anything else is a frame it cannot have made.
-        if (!(opcode == FuseOpcode.Read && toGuest) && !(opcode == FuseOpcode.Write && !toGuest))
+        bool built = opcode is FuseOpcode.ReadDir or FuseOpcode.ReadDirPlus or FuseOpcode.GetXAttr or FuseOpcode.ListXAttr or FuseOpcode.ReadLink;
+        // The vdev sends only these with a payload in guest memory; anything else is a frame it cannot have made.
+        if (!(opcode == FuseOpcode.Read && toGuest) && !(opcode == FuseOpcode.Write && !toGuest) && !(built && toGuest))
         {
             Malformed(FrameErrorKind.PayloadMismatch, request);
             return FuseReply.Error(reply, unique, Errno.EIO);
@@ -151,6 +152,7 @@ public sealed partial class FuseEngine : IDisposable
         if (_session is null) return FuseReply.Error(reply, unique, Errno.EIO);
         var ctx = new FuseContext(unique, request.Header.Uid, request.Header.Gid, request.Header.Pid);
         var args = new FuseArgReader(request.Body);
+        if (built) return BuildIntoGuest(request, ctx, args, reply, payload);
         if (opcode == FuseOpcode.Read)
         {
             if (!args.TryRead(out ReadIn read)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
@@ -168,6 +170,78 @@ public sealed partial class FuseEngine : IDisposable
         if (write.Size > MaxWrite || write.Size != payload.Length || !args.Rest.IsEmpty)
             return Malformed(FrameErrorKind.PayloadMismatch, request, reply);
         return Reply(reply, unique, _fs.WriteFrom(ctx, request.Node, write, payload.Buffers), static size => new WriteOut { Size = size });
+    }
+
+    /// <summary>
+    /// READDIR, READDIRPLUS, GETXATTR, LISTXATTR and READLINK with their reply's payload in guest memory: the listing,
+    /// value or target is built straight into the guest's buffer when its first range holds all the guest asked for
+    /// (a directory page, an attribute buffer: the usual case), else built in the dispatcher's scratch and copied into
+    /// the ranges in order, across descriptors and region boundaries. The reply is the out header alone, whose
+    /// <c>len</c> counts the payload too. The filesystem only writes the buffer it is given, never reads it back, so a
+    /// guest changing it meanwhile changes nothing but its own copy. A GETXATTR or LISTXATTR of size 0 (a size query,
+    /// which the vdev does not send this way, but a guest may change the size under it) gets its usual
+    /// fuse_getxattr_out reply, which the vdev copies as any other.
+    /// </summary>
+    private unsafe int BuildIntoGuest(in FuseRequest request, in FuseContext ctx, FuseArgReader args, Span<byte> reply, GuestPayload payload)
+    {
+        var unique = request.Unique;
+        var opcode = request.Opcode;
+        var node = request.Node;
+        ReadIn read = default;
+        ReadOnlySpan<byte> name = default;
+        uint asked;
+        switch (opcode)
+        {
+            case FuseOpcode.ReadDir:
+            case FuseOpcode.ReadDirPlus:
+                if (!args.TryRead(out read)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                asked = read.Size;
+                break;
+            case FuseOpcode.GetXAttr:
+            case FuseOpcode.ListXAttr:
+                if (!args.TryRead(out GetXAttrIn getx)) return Malformed(FrameErrorKind.BodyTooShort, request, reply);
+                if (opcode == FuseOpcode.GetXAttr && !args.TryReadString(out name)) return Malformed(FrameErrorKind.MissingNul, request, reply);
+                if (getx.Size == 0)
+                {
+                    var size = opcode == FuseOpcode.GetXAttr ? _fs.GetXAttr(ctx, node, name, Span<byte>.Empty) : _fs.ListXAttr(ctx, node, Span<byte>.Empty);
+                    return size.IsOk ? FuseReply.Struct(reply, unique, new GetXAttrOut { Size = (uint)size.Value }) : FuseReply.Error(reply, unique, size.Error);
+                }
+                asked = getx.Size;
+                break;
+            default:
+                // READLINK: as on the copy path, a target of at most a page.
+                asked = 4096;
+                break;
+        }
+        var buffers = payload.Buffers;
+        int want = (int)Math.Min(Math.Min(asked, (uint)MaxWrite), payload.Length);
+        bool direct = buffers[0].Length >= (nuint)want || payload.Scratch.IsEmpty;
+        if (direct) want = (int)Math.Min((nuint)want, buffers[0].Length);
+        else want = Math.Min(want, payload.Scratch.Length);
+        var dest = direct ? new Span<byte>((void*)buffers[0].Address, want) : payload.Scratch[..want];
+        var result = opcode switch
+        {
+            FuseOpcode.ReadDir or FuseOpcode.ReadDirPlus => _fs.ReadDir(ctx, node, read, dest, opcode == FuseOpcode.ReadDirPlus),
+            FuseOpcode.GetXAttr => _fs.GetXAttr(ctx, node, name, dest),
+            FuseOpcode.ListXAttr => _fs.ListXAttr(ctx, node, dest),
+            _ => _fs.ReadLink(ctx, node, dest),
+        };
+        if (!result.IsOk) return FuseReply.Error(reply, unique, result.Error);
+        int length = result.Value;
+        if ((uint)length > (uint)want) return FuseReply.Error(reply, unique, Errno.EIO);
+        if (!direct)
+        {
+            ReadOnlySpan<byte> left = dest[..length];
+            for (int i = 0; !left.IsEmpty; i++)
+            {
+                int n = (int)Math.Min((nuint)left.Length, buffers[i].Length);
+                left[..n].CopyTo(new Span<byte>((void*)buffers[i].Address, n));
+                left = left[n..];
+            }
+        }
+        var header = new OutHeader { Len = (uint)(FuseReply.HeaderSize + length), Error = 0, Unique = unique.Value };
+        System.Runtime.InteropServices.MemoryMarshal.Write(reply, in header);
+        return FuseReply.HeaderSize;
     }
 
     /// <summary>The first buffers of <paramref name="buffers"/> holding <paramref name="length"/> bytes, the last one shortened.</summary>

@@ -26,9 +26,9 @@ public readonly struct IoBuffer
 }
 
 /// <summary>
-/// The payload of a READ or WRITE whose bytes stay in guest memory (<see cref="GuestMemoryDirection"/>): the daemon
-/// reads into (READ) or writes from (WRITE) <see cref="Buffers"/>, <see cref="Length"/> bytes in all, and a READ's
-/// reply carries the out header alone.
+/// The payload of a request whose bytes stay in guest memory (<see cref="GuestMemoryDirection"/>): the daemon reads
+/// into (READ), builds into (READDIR, READDIRPLUS, GETXATTR, LISTXATTR, READLINK) or writes from (WRITE)
+/// <see cref="Buffers"/>, <see cref="Length"/> bytes in all, and a reply going to the guest carries the out header alone.
 /// </summary>
 public readonly ref struct GuestPayload
 {
@@ -41,12 +41,32 @@ public readonly ref struct GuestPayload
     /// <summary>Which way the bytes move.</summary>
     public readonly GuestMemoryDirection Direction;
 
+    /// <summary>
+    /// The dispatcher's own buffer (at least <see cref="ScratchSize"/> bytes, made once per dispatcher) for a reply that
+    /// is built rather than read from a file when <see cref="Buffers"/> are more than one: it is built here, then copied
+    /// into the buffers in order. Empty when the transport has none; such a reply then goes into the first buffer only.
+    /// </summary>
+    public readonly Span<byte> Scratch;
+
+    /// <summary>
+    /// The least a transport gives as <see cref="Scratch"/>: XATTR_SIZE_MAX, so that an extended attribute's value or
+    /// list never has to be cut short to fit. A directory listing built there is cut to it, which READDIR allows.
+    /// </summary>
+    public const int ScratchSize = 64 * 1024;
+
     /// <summary>A payload of <paramref name="buffers"/>, <paramref name="length"/> bytes in all.</summary>
     public GuestPayload(Span<IoBuffer> buffers, long length, GuestMemoryDirection direction)
+        : this(buffers, length, direction, default)
+    {
+    }
+
+    /// <summary>A payload of <paramref name="buffers"/>, <paramref name="length"/> bytes in all, with a dispatcher's <paramref name="scratch"/>.</summary>
+    public GuestPayload(Span<IoBuffer> buffers, long length, GuestMemoryDirection direction, Span<byte> scratch)
     {
         Buffers = buffers;
         Length = length;
         Direction = direction;
+        Scratch = scratch;
     }
 
     /// <summary>True when there is a payload in guest memory (the default value has none).</summary>

@@ -148,8 +148,9 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
         queue.Producer.SpinsBeforeSleep = beside;
         var final = RingStatus.Closed;
         var unannounced = new Unannounced { EarlyAnnouncements = beside };
-        // This dispatcher's buffers for a payload in guest memory, made once.
+        // This dispatcher's buffers for a payload in guest memory, and its scratch for a reply built there, made once.
         var buffers = _memory is null ? [] : new IoBuffer[GuestMemoryFrame.MaxRanges];
+        var scratch = _memory is null ? [] : new byte[GuestPayload.ScratchSize];
         try
         {
             while (true)
@@ -180,7 +181,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                 if (frame.Flags == RingRecordFlags.GuestMemory)
                 {
                     // Served here even with a thread pool: the frame is small, and its table is held only while it runs.
-                    if (!HandleGuestMemory(queue, frame, buffers, ref unannounced)) return;
+                    if (!HandleGuestMemory(queue, frame, buffers, scratch, ref unannounced)) return;
                     queue.Consumer.Release();
                     continue;
                 }
@@ -307,11 +308,12 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     }
 
     /// <summary>
-    /// Serves a READ or WRITE whose payload stays in guest memory: the frame's table and ranges are checked against
+    /// Serves a request whose payload stays in guest memory (READ, WRITE, and the listings, attribute values and link
+    /// targets built into it; <paramref name="scratch"/> is this dispatcher's, for one built over several ranges): the frame's table and ranges are checked against
     /// this process's own mappings before the engine moves a byte. A frame naming a table that is not mapped here, or a
     /// range outside it, is invalid: the request is answered EIO and the queue keeps being served.
     /// </summary>
-    private bool HandleGuestMemory(RingQueue queue, in RingFrame frame, IoBuffer[] buffers, ref Unannounced unannounced)
+    private bool HandleGuestMemory(RingQueue queue, in RingFrame frame, IoBuffer[] buffers, byte[] scratch, ref Unannounced unannounced)
     {
         GuestMemoryMap.Table? table = null;
         try
@@ -330,7 +332,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                 }
                 else
                 {
-                    length = _engine.Handle(fuse, reply, this, new ReplyRoute(queue.Index, frame.Tag), new GuestPayload(buffers.AsSpan(0, count), total, direction));
+                    length = _engine.Handle(fuse, reply, this, new ReplyRoute(queue.Index, frame.Tag), new GuestPayload(buffers.AsSpan(0, count), total, direction, scratch));
                 }
                 queue.Producer.Commit(length, frame.Tag, notify: false);
                 // Counted as the small reply it is, not by the data moved: a burst of large reads or writes then wakes
@@ -346,8 +348,9 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
     }
 
     /// <summary>
-    /// Room reserved for the reply to a frame whose payload is in guest memory: its reply is an out header (READ, any
-    /// error) or an out header and fuse_write_out (WRITE), so the completion ring need not have a whole frame free.
+    /// Room reserved for the reply to a frame whose payload is in guest memory: its reply is an out header (READ, a
+    /// reply built into guest memory, any error), an out header and fuse_write_out (WRITE) or fuse_getxattr_out (a size
+    /// query), so the completion ring need not have a whole frame free.
     /// </summary>
     private const int GuestPayloadReplySize = 64;
 

@@ -19,7 +19,9 @@ namespace Hypervisor.Vdev.Device;
 /// The transport does not own the ring set; whoever created it (and started the daemon) disposes it.
 /// When the ring set has a guest-memory channel, every memory table is handed to the daemon on it, and once the daemon
 /// has mapped a table, the payload of a READ or WRITE of that table stays in guest memory: the frame lists the checked
-/// guest addresses and the daemon moves the bytes itself with one preadv/pwritev (protocol/Ring/README.md).
+/// guest addresses and the daemon moves the bytes itself with one preadv/pwritev; the reply payload of a READDIR,
+/// READDIRPLUS, GETXATTR, LISTXATTR or READLINK is built by the daemon in those addresses the same way
+/// (protocol/Ring/README.md).
 /// </summary>
 public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemoryTransport
 {
@@ -135,11 +137,13 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
         return false;
     }
 
+    /// <summary>None: the copy path. Read: the daemon writes the reply's payload into the chain (READ and the replies it builds). Write: it reads a WRITE's data from the chain.</summary>
     private enum Direct { None, Read, Write }
 
     /// <summary>
-    /// Whether <paramref name="request"/>'s payload can stay in guest memory: a READ or WRITE of a table the daemon
-    /// behind <paramref name="transport"/> has mapped, with a payload of 1 to <see cref="GuestMemoryFrame.MaxRanges"/> segments. <paramref name="ranges"/>
+    /// Whether <paramref name="request"/>'s payload can stay in guest memory: a READ, READDIR, READDIRPLUS, READLINK,
+    /// GETXATTR or LISTXATTR (one that asks for the bytes) whose reply the daemon writes into the chain's buffers after
+    /// the out header, or a WRITE, of a table the daemon behind <paramref name="transport"/> has mapped, with a payload of 1 to <see cref="GuestMemoryFrame.MaxRanges"/> segments. <paramref name="ranges"/>
     /// is the number of segments the payload occupies.
     /// </summary>
     private static Direct DirectKind(VirtqueueRequest request, ShmRingTransport transport, out int ranges)
@@ -148,7 +152,10 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
         if (request.Memory is not { } table || !table.IsMappedBy(transport) || !request.ExpectsReply) return Direct.None;
         switch ((FuseOpcode)request.Opcode)
         {
-            case FuseOpcode.Read when request.ReadableLength <= MaxReadFrame && request.WritableLength > VirtqueueRequest.OutHeaderSize:
+            case FuseOpcode.Read or FuseOpcode.ReadDir or FuseOpcode.ReadDirPlus or FuseOpcode.ReadLink
+                when request.ReadableLength <= MaxReadFrame && request.WritableLength > VirtqueueRequest.OutHeaderSize:
+            case FuseOpcode.GetXAttr or FuseOpcode.ListXAttr
+                when request.ReadableLength <= MaxReadFrame && request.WritableLength > VirtqueueRequest.OutHeaderSize && AsksForBytes(request):
                 ranges = CountAfter(request.Writable, VirtqueueRequest.OutHeaderSize);
                 return ranges <= GuestMemoryFrame.MaxRanges ? Direct.Read : Direct.None;
             case FuseOpcode.Write when request.ReadableLength > WriteFrameSize:
@@ -157,6 +164,19 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
             default:
                 return Direct.None;
         }
+    }
+
+    /// <summary>
+    /// Whether a GETXATTR or LISTXATTR asks for the bytes (fuse_getxattr_in.size above 0) rather than their size, whose
+    /// reply is fuse_getxattr_out and goes the copy path. Read once from guest memory here; should the guest change it
+    /// before the frame is copied, the daemon answers the size query it then sees with fuse_getxattr_out, which
+    /// <see cref="Virtqueue.Complete"/> copies like any reply that is more than an out header.
+    /// </summary>
+    private static bool AsksForBytes(VirtqueueRequest request)
+    {
+        Span<byte> start = stackalloc byte[64];
+        int n = request.CopyFrameStart(start[..(VirtqueueRequest.InHeaderSize + sizeof(uint))]);
+        return n == VirtqueueRequest.InHeaderSize + sizeof(uint) && BinaryPrimitives.ReadUInt32LittleEndian(start[VirtqueueRequest.InHeaderSize..]) != 0;
     }
 
     /// <summary>Segments that hold bytes after the first <paramref name="skip"/> bytes of <paramref name="segments"/>.</summary>

@@ -31,8 +31,9 @@ public sealed class VirtqueueRequest
     internal ulong TagField;
 
     /// <summary>
-    /// Above 0 when the transport asked the daemon to write this READ's data straight into the chain's writable
-    /// buffers after the out header: the most data bytes it may write there. The reply is then the out header alone.
+    /// Above 0 when the transport asked the daemon to write this request's reply payload (a READ's data, a directory
+    /// listing, an attribute value or list, a link target) straight into the chain's writable buffers after the out
+    /// header: the most bytes it may write there. The reply is then the out header alone.
     /// </summary>
     internal int DirectReadCapacity;
 

@@ -497,7 +497,8 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
     }
 
     /// <summary>
-    /// The used length of a READ whose data the daemon wrote into the chain itself: it sent the out header alone, whose
+    /// The used length of a request whose reply payload (a READ's data, a listing, an attribute value) the daemon wrote
+    /// into the chain itself: it sent the out header alone, whose
     /// <c>len</c> counts the data too. The header goes into the chain; a length the chain cannot hold (the daemon
     /// claims more than it was allowed to write) becomes -1, which the caller answers with EIO.
     /// </summary>
