@@ -147,4 +147,97 @@ public sealed class GuestMemoryFrameTransportTests : IDisposable
         daemon.Dispose();
         channel.Join(T);
     }
+
+    [Fact]
+    public async Task ReplyPayloadsTheDaemonBuilds_GoToGuestMemory_ExceptASizeQuery_AndTheUsedLengthIsChecked()
+    {
+        using var rings = ShmRingSet.Create(2);
+        var f = rings.Fds;
+        var daemon = ShmRingSet.Attach(new RingFds(Libc.dup(f.MemFd), f.Doorbells.Select(fd => Libc.dup(fd)).ToArray()) { GuestMemoryFd = Libc.dup(f.GuestMemoryFd!.Value) });
+        using var seen = new BlockingCollection<(GuestMemoryMessageKind Kind, ulong Generation, GuestMemoryRegion[] Regions, int Fds)>();
+        var channel = ServeChannel(daemon, seen);
+        var log = new ListLogger();
+        using var ram1 = new GuestRam(8 << 20, 0x1000_0000, "gmb-ram1");
+        using var ram2 = new GuestRam(8 << 20, 0x1080_0000, "gmb-ram2");
+        var sock = Path.Combine(_dir, "b.sock");
+        var run = VhostUserDevice.RunAsync(new DeviceOptions { SocketPath = sock, RequestQueues = 1 }, ShmRingTransport.Factory(rings, log), log, default);
+        using var fe = VhostUserFrontend.Connect(sock, T);
+        fe.Negotiate();
+        fe.SetMemTable(ram1, ram2);
+        var table = seen.Take();
+        var q = fe.SetupQueues(ram1, 2, 64, 16 << 10)[1];
+        var queue = daemon.GetQueue(1);
+        ulong req = ram1.GuestBase + (4 << 20), hdr = req + 4096, d1 = ram2.GuestBase - 1000, d2 = ram2.GuestBase + 8192;
+
+        // READDIRPLUS: header in its own descriptor, the room in two more, one of them over the region boundary.
+        var readdir = FuseFrames.Request(44, 8, 1, new byte[40]);
+        BinaryPrimitives.WriteUInt32LittleEndian(readdir.AsSpan(FuseFrames.InHeader + 16), 8192);
+        readdir.CopyTo(ram1.At(req, readdir.Length));
+        ushort head = q.SubmitChain((req, (uint)readdir.Length, false), (hdr, 16, true), (d1, 4096, true), (d2, 4096, true));
+        Assert.Equal(RingStatus.Ok, queue.Consumer.Peek(out var frame, T, default));
+        Assert.Equal(RingRecordFlags.GuestMemory, frame.Flags);
+        Assert.True(GuestMemoryFrame.TryParse(frame.Data, out ulong generation, out var direction, out var ranges, out var fuse));
+        Assert.Equal((table.Generation, GuestMemoryDirection.ToGuest), (generation, direction));
+        var listed = new GuestRange[GuestMemoryFrame.RangeCount(ranges)];
+        for (int i = 0; i < listed.Length; i++) listed[i] = GuestMemoryFrame.ReadRange(ranges, i);
+        Assert.Equal([new GuestRange(d1, 1000), new GuestRange(ram2.GuestBase, 3096), new GuestRange(d2, 4096)], listed);
+        Assert.Equal(readdir, fuse.ToArray());
+        // The daemon built 5000 bytes there: the used length counts them.
+        Answer(queue, frame.Tag, 16 + 5000, 8);
+        Assert.Equal((head, 16u + 5000), q.WaitUsed(T));
+        Assert.Equal((16u + 5000, 0, 8ul), FuseFrames.ReadOutHeader(ram1.At(hdr, 16)));
+
+        // A header claiming more than the room: EIO.
+        readdir.CopyTo(ram1.At(req, readdir.Length));
+        head = q.SubmitChain((req, (uint)readdir.Length, false), (hdr, 16, true), (d2, 4096, true));
+        Assert.Equal(RingStatus.Ok, queue.Consumer.Peek(out frame, T, default));
+        Assert.Equal(RingRecordFlags.GuestMemory, frame.Flags);
+        Answer(queue, frame.Tag, 16 + 4097, 8);
+        Assert.Equal((head, 16u), q.WaitUsed(T));
+        Assert.Equal((16u, -5, 8ul), FuseFrames.ReadOutHeader(ram1.At(hdr, 16)));
+
+        // GETXATTR asking for the value goes the same way; a size query (size 0) goes the copy path.
+        var getx = FuseFrames.Request(22, 9, 1, [.. new byte[8], .. "user.v\0"u8]);
+        BinaryPrimitives.WriteUInt32LittleEndian(getx.AsSpan(FuseFrames.InHeader), 4096);
+        getx.CopyTo(ram1.At(req, getx.Length));
+        head = q.SubmitChain((req, (uint)getx.Length, false), (hdr, 16, true), (d1, 4096, true));
+        Assert.Equal(RingStatus.Ok, queue.Consumer.Peek(out frame, T, default));
+        Assert.Equal(RingRecordFlags.GuestMemory, frame.Flags);
+        Answer(queue, frame.Tag, 16 + 3000, 9);
+        Assert.Equal((head, 16u + 3000), q.WaitUsed(T));
+        BinaryPrimitives.WriteUInt32LittleEndian(getx.AsSpan(FuseFrames.InHeader), 0);
+        getx.CopyTo(ram1.At(req, getx.Length));
+        head = q.SubmitChain((req, (uint)getx.Length, false), (hdr, 24, true));
+        Assert.Equal(RingStatus.Ok, queue.Consumer.Peek(out frame, T, default));
+        Assert.Equal(RingRecordFlags.None, frame.Flags);
+        Assert.Equal(getx, frame.Data.ToArray());
+        var sizeReply = new byte[24];
+        BinaryPrimitives.WriteUInt32LittleEndian(sizeReply, 24);
+        BinaryPrimitives.WriteUInt64LittleEndian(sizeReply.AsSpan(8), 9);
+        BinaryPrimitives.WriteUInt32LittleEndian(sizeReply.AsSpan(16), 3000);
+        ulong tag = frame.Tag;
+        queue.Consumer.Release();
+        Assert.Equal(RingStatus.Ok, queue.Producer.Reserve(24, out var span, T, default));
+        sizeReply.CopyTo(span);
+        queue.Producer.Commit(24, tag);
+        Assert.Equal((head, 24u), q.WaitUsed(T));
+        Assert.Equal(3000u, BinaryPrimitives.ReadUInt32LittleEndian(ram1.At(hdr + 16, 4)));
+
+        fe.Disconnect();
+        Assert.Equal(0, await run.WaitAsync(T));
+        daemon.Dispose();
+        channel.Join(T);
+    }
+
+    /// <summary>Releases the frame of <paramref name="tag"/> and answers it with an out header alone, <c>len</c> = <paramref name="len"/>.</summary>
+    private static void Answer(RingQueue queue, ulong tag, uint len, ulong unique)
+    {
+        queue.Consumer.Release();
+        var reply = new byte[16];
+        BinaryPrimitives.WriteUInt32LittleEndian(reply, len);
+        BinaryPrimitives.WriteUInt64LittleEndian(reply.AsSpan(8), unique);
+        Assert.Equal(RingStatus.Ok, queue.Producer.Reserve(16, out var span, T, default));
+        reply.CopyTo(span);
+        queue.Producer.Commit(16, tag);
+    }
 }

@@ -45,6 +45,9 @@ public static partial class GuestScenarios
                 {
                     ["HV_HOST_SHA256"] = Convert.ToHexStringLower(SHA256.HashData(input)),
                     ["HV_HOST_FILES"] = HostFiles.ToString(),
+                    // "NAME SIZE" per file, in name order, as `stat -c '%n %s' *` prints them in the guest.
+                    ["HV_HOST_LISTING_SHA256"] = Convert.ToHexStringLower(SHA256.HashData(Encoding.ASCII.GetBytes(string.Concat(
+                        Enumerable.Range(0, HostFiles).Select(i => $"h{i:D4} {i.ToString().Length}\n"))))),
                 },
             });
             log?.Invoke($"{backend.Name}: boot {result.BootSeconds:0.00} s (guest uptime), whole run {result.Elapsed.TotalSeconds:0.0} s");

@@ -9,6 +9,8 @@ hv_expect mount.fstype virtiofs "$(awk -v m=$M '$2==m {print $3}' /proc/mounts)"
 # Host-written data read in the guest.
 hv_expect host_read.sha256 "$HV_HOST_SHA256" "$(sha256sum $M/host-in.bin | cut -d' ' -f1)"
 hv_expect host_dir.count "$HV_HOST_FILES" "$(ls $M/hostdir | wc -l)"
+# Every name and size of the listing (READDIRPLUS built in guest memory by the daemon), as the host computed them.
+hv_expect host_dir.listing_sha256 "$HV_HOST_LISTING_SHA256" "$(cd $M/hostdir && stat -c '%n %s' * | sha256sum | cut -d' ' -f1)"
 
 # 32 MiB (by default) written by the guest, read back after dropping the guest's caches.
 MIB=${HV_BIG_MIB:-32}
