@@ -98,11 +98,12 @@ public sealed partial class FuseEngine : IDisposable
         => Handle(frame, reply, sink, route, default);
 
     /// <summary>
-    /// As <see cref="Handle(ReadOnlySpan{byte}, Span{byte}, IDeferredReplySink?, ReplyRoute)"/> for a READ or WRITE
-    /// whose payload stays in guest memory (<paramref name="payload"/>): a WRITE's frame ends after fuse_write_in and
-    /// its data is <paramref name="payload"/>, which must be exactly fuse_write_in.size bytes; a READ's data goes into
-    /// <paramref name="payload"/> and its reply is the out header alone, whose <c>len</c> counts the data read too.
-    /// Any other request, or a payload going the wrong way, is answered EIO.
+    /// As <see cref="Handle(ReadOnlySpan{byte}, Span{byte}, IDeferredReplySink?, ReplyRoute)"/> for a request whose
+    /// payload stays in guest memory (<paramref name="payload"/>): a WRITE's frame ends after fuse_write_in and its data
+    /// is <paramref name="payload"/>, which must be exactly fuse_write_in.size bytes; a READ's data, and the payload of a
+    /// READDIR, READDIRPLUS, GETXATTR, LISTXATTR or READLINK reply, go into <paramref name="payload"/> and the reply is
+    /// the out header alone, whose <c>len</c> counts that payload too. Any other request, or a payload going the wrong
+    /// way, is answered EIO.
     /// </summary>
     public int Handle(ReadOnlySpan<byte> frame, Span<byte> reply, IDeferredReplySink? sink, ReplyRoute route, GuestPayload payload)
     {
@@ -136,7 +137,7 @@ public sealed partial class FuseEngine : IDisposable
         return length;
     }
 
-    /// <summary>READ into and WRITE from guest memory; see <see cref="Handle(ReadOnlySpan{byte}, Span{byte}, IDeferredReplySink?, ReplyRoute, GuestPayload)"/>.</summary>
+    /// <summary>READ into, WRITE from and replies built in guest memory; see <see cref="Handle(ReadOnlySpan{byte}, Span{byte}, IDeferredReplySink?, ReplyRoute, GuestPayload)"/>.</summary>
     private int DispatchGuestPayload(in FuseRequest request, Span<byte> reply, GuestPayload payload)
     {
         var unique = request.Unique;
