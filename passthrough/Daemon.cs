@@ -23,8 +23,10 @@ public static partial class Daemon
     public static async Task<int> RunAsync(DaemonCommand.Settings settings, Sandbox.Confinement confinement, CancellationToken ct)
     {
         // ASP.NET Core's and gRPC's own lines (connections, requests, every call that ended with an error status) are
-        // noise in a daemon's log: warnings and errors only, whatever the daemon's level.
-        using var loggerFactory = Hypervisor.Logging.StderrLogging.Create(settings.LogLevel, "Microsoft", "Grpc");
+        // noise in a daemon's log: warnings and errors only, whatever the daemon's level; the request diagnostics,
+        // which have neither, not at all (ControlServer.SilentLogCategories).
+        using var loggerFactory = Hypervisor.Logging.StderrLogging.Create(settings.LogLevel, ["Microsoft", "Grpc"],
+            Control.ControlServer.SilentLogCategories);
         using var stopping = CancellationTokenSource.CreateLinkedTokenSource(ct);
         void Stop()
         {

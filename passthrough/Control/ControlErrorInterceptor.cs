@@ -18,15 +18,30 @@ internal sealed partial class ControlErrorInterceptor(ILoggerFactory loggerFacto
     /// <summary>A unary reply's message is not flushed on its own: it leaves with the trailers.</summary>
     private static readonly WriteOptions NoFlush = new(WriteFlags.BufferHint);
 
-    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
+    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
         UnaryServerMethod<TRequest, TResponse> continuation)
     {
         // Grpc.AspNetCore flushes a unary reply's message by itself unless told otherwise, and the
         // trailers then follow in a second write: the client wakes up twice per call.
         context.WriteOptions = NoFlush;
+        Task<TResponse> call;
         try
         {
-            return await continuation(request, context).ConfigureAwait(false);
+            call = continuation(request, context);
+        }
+        catch (Exception e)
+        {
+            return Task.FromException<TResponse>(Translate(e, context) is { } status ? new RpcException(status) : e);
+        }
+        // A call that completed on this thread (status, health) passes through without a state machine of its own.
+        return call.IsCompletedSuccessfully ? call : Awaited(call, context);
+    }
+
+    private async Task<TResponse> Awaited<TResponse>(Task<TResponse> call, ServerCallContext context)
+    {
+        try
+        {
+            return await call.ConfigureAwait(false);
         }
         catch (Exception e) when (Translate(e, context) is { } status)
         {

@@ -138,7 +138,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     /// <param name="listener">The bound socket (<see cref="ControlListener.Bind"/>), which the server owns from here on.</param>
     /// <param name="share">The daemon side of every call.</param>
     /// <param name="options">Tunables.</param>
-    /// <param name="loggerFactory">Where the server logs, with the filters of whoever made it (the daemon keeps the frameworks' categories to warnings and errors); null logs warnings and errors to stderr.</param>
+    /// <param name="loggerFactory">Where the server logs, with the filters of whoever made it (the daemon keeps the frameworks' categories to warnings and errors, and turns <see cref="SilentLogCategories"/> off); null logs warnings and errors to stderr.</param>
     /// <param name="cancellationToken">Cancels the start-up.</param>
     /// <exception cref="ControlSocketException">The path cannot be used; the message says what to change.</exception>
     public static async Task<ControlServer> StartAsync(ControlListener listener, IShareControl share, ControlServerOptions options,
@@ -172,6 +172,8 @@ public sealed partial class ControlServer : IAsyncDisposable
             else
             {
                 builder.Logging.SetMinimumLevel(LogLevel.Warning);
+                foreach (string category in SilentLogCategories)
+                    builder.Logging.AddFilter(category, LogLevel.None);
                 builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
                 builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(
                     o => o.LogToStandardErrorThreshold = LogLevel.Trace);
@@ -287,6 +289,14 @@ public sealed partial class ControlServer : IAsyncDisposable
 
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
+
+    /// <summary>
+    /// Framework categories a daemon's logger factory turns off altogether. ASP.NET Core's request diagnostics start an
+    /// activity and a logging scope for every call while their logger is enabled at any level, and write nothing a
+    /// daemon keeps: their lines are below warnings, but for a start-up failure, which reaches the daemon as the
+    /// exception <see cref="StartAsync(ControlListener, IShareControl, ControlServerOptions, ILoggerFactory?, CancellationToken)"/> throws.
+    /// </summary>
+    public static string[] SilentLogCategories { get; } = ["Microsoft.AspNetCore.Hosting.Diagnostics"];
 
     /// <summary>The log category of the control service's own lines (connections refused, calls that failed).</summary>
     internal const string LogCategory = "Hypervisor.Passthrough.Control";

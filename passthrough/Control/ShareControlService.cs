@@ -85,9 +85,33 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
     private static ValueTask<T> Within<T>(ValueTask<T> operation, ServerCallContext context)
         => operation.IsCompletedSuccessfully ? operation : new ValueTask<T>(operation.AsTask().WaitAsync(context.CancellationToken));
 
+    /// <summary>Whether the entries are already in ordinal order (the daemon keeps them so): then nothing is copied.</summary>
+    private static bool InOrder(Google.Protobuf.Collections.RepeatedField<string> entries)
+    {
+        for (int i = 1; i < entries.Count; i++)
+        {
+            if (string.CompareOrdinal(entries[i - 1], entries[i]) > 0)
+                return false;
+        }
+        return true;
+    }
+
+    /// <summary>Whether the counters are already by opcode (the daemon reports them so): then nothing is copied.</summary>
+    private static bool InOrder(Google.Protobuf.Collections.RepeatedField<OpcodeCounters> opcodes)
+    {
+        for (int i = 1; i < opcodes.Count; i++)
+        {
+            if (opcodes[i - 1].Opcode > opcodes[i].Opcode)
+                return false;
+        }
+        return true;
+    }
+
     /// <summary>Entries in ordinal order, as the allowlist's contract says.</summary>
     internal static Allowlist Sorted(Allowlist allowlist)
     {
+        if (InOrder(allowlist.Entries))
+            return allowlist;
         var entries = allowlist.Entries.Order(StringComparer.Ordinal).ToArray();
         allowlist.Entries.Clear();
         allowlist.Entries.AddRange(entries);
@@ -97,9 +121,12 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
     /// <summary>Opcodes by number and the allowlist in order, as the status's contract says.</summary>
     internal static ShareStatus Sorted(ShareStatus status)
     {
-        var opcodes = status.Opcodes.OrderBy(static c => c.Opcode).ToArray();
-        status.Opcodes.Clear();
-        status.Opcodes.AddRange(opcodes);
+        if (!InOrder(status.Opcodes))
+        {
+            var opcodes = status.Opcodes.OrderBy(static c => c.Opcode).ToArray();
+            status.Opcodes.Clear();
+            status.Opcodes.AddRange(opcodes);
+        }
         if (status.Allowlist is not null) Sorted(status.Allowlist);
         return status;
     }

@@ -22,11 +22,23 @@ internal static class StderrLogging
     /// A factory that logs at <paramref name="minimum"/> and above; categories starting with one of
     /// <paramref name="quiet"/> (a framework's own, e.g. <c>Microsoft</c>) only from warnings on.
     /// </summary>
-    public static ILoggerFactory Create(LogLevel minimum, params string[] quiet)
+    public static ILoggerFactory Create(LogLevel minimum, params string[] quiet) => Create(minimum, quiet, []);
+
+    /// <summary>
+    /// As <see cref="Create(LogLevel, string[])"/>, and categories starting with one of <paramref name="silent"/> log
+    /// nothing: for a framework category that writes below warnings only and does work per event whenever its logger
+    /// is enabled at any level (e.g. ASP.NET Core's request diagnostics).
+    /// </summary>
+    public static ILoggerFactory Create(LogLevel minimum, string[] quiet, string[] silent)
     {
+        ArgumentNullException.ThrowIfNull(quiet);
+        ArgumentNullException.ThrowIfNull(silent);
         var filters = new LoggerFilterOptions { MinLevel = minimum };
         foreach (var category in quiet)
             filters.Rules.Add(new LoggerFilterRule(null, category, null, static (_, _, level) => level >= LogLevel.Warning));
+        // The longest matching category wins, so a silent one below a quiet prefix overrides it.
+        foreach (var category in silent)
+            filters.Rules.Add(new LoggerFilterRule(null, category, LogLevel.None, null));
         var options = new FixedOptions(new ConsoleLoggerOptions { FormatterName = LineFormatter.FormatterName, LogToStandardErrorThreshold = LogLevel.Trace });
         var provider = new ConsoleLoggerProvider(options, [new LineFormatter()]);
         return new LoggerFactory([provider], filters);
