@@ -138,7 +138,7 @@ internal static class VhostCompare
         using var removeWork = o.Work == null ? Interruption.Register(() => HostCommand.RunQuiet("rm", "-rf", work)) : null;
         Directory.CreateDirectory(work);
         var src = Path.Combine(work, "src");
-        Console.WriteLine($"vhost --compare: vdev={o.VdevPath} virtiofsd={o.VirtiofsdPath} runs={o.Runs} seconds/row={o.Seconds} depth={o.Depth} big={o.BigMib} MiB dir={o.DirEntries} entries readdir buffer={o.ReaddirSize} B work={work}");
+        Console.WriteLine($"vhost --compare: {(o.Builds.Count > 0 ? "builds=" + string.Join(',', o.Builds.Select(b => $"{b.Name}={b.Path}")) : $"vdev={o.VdevPath}")} virtiofsd={o.VirtiofsdPath} runs={o.Runs} seconds/row={o.Seconds} depth={o.Depth} big={o.BigMib} MiB dir={o.DirEntries} entries readdir buffer={o.ReaddirSize} B work={work}");
         Console.WriteLine(ViewLine(o));
         Console.WriteLine($"load average at start: {File.ReadAllText("/proc/loadavg").Trim()}");
         BuildSource(src, o);
