@@ -17,9 +17,7 @@ namespace Hypervisor.Passthrough.FileSystem;
 /// descriptor stays open in the vdev a little longer, which changes nothing the guest sees: lock descriptors are
 /// unlocked before they are closed), or go on their own once <see cref="DropBatch"/> wait or after
 /// <see cref="DropDelay"/>. A thread of this class's own sends what falls due while no queue runs dry; it sleeps
-/// without a deadline while nothing waits, except that while delayed Keeps keep being noted it sleeps one
-/// <see cref="KeepDelay"/> at a time: a Keep noted during such a sleep falls due no earlier than the sleep ends, so it
-/// needs no wake-up (a stream of short-lived handles would otherwise wake the thread once for each sleep). A descriptor not yet sent when the daemon dies is not kept: its handle is
+/// without a deadline while nothing waits. A descriptor not yet sent when the daemon dies is not kept: its handle is
 /// reopened by file handle as before (the window runs from the OPEN's reply to the end of the batch in which its Keep
 /// fell due). A full socket (the vdev's thread has not read yet) leaves the rest for the next flush.</para>
 /// </summary>
@@ -48,8 +46,6 @@ internal sealed class KeptDescriptors : IDisposable
     // Guarded by _lock.
     private long _sleepingUntil;
     private bool _stopping;
-    // A delayed Keep was noted since the deadline thread last looked. Guarded by _lock.
-    private bool _notedDelayed;
     private readonly Thread _deadlines;
     // Used only by the thread that holds _flushing.
     private readonly byte[] _message = new byte[DescriptorStoreMessage.MaxSize];
@@ -133,7 +129,6 @@ internal sealed class KeptDescriptors : IDisposable
             {
                 if (_delayed == 0 || due < _nextDue) _nextDue = due;
                 _delayed++;
-                _notedDelayed = true;
                 WakeFor(due);
             }
             else
@@ -213,10 +208,6 @@ internal sealed class KeptDescriptors : IDisposable
                     if (_delayed > 0) due = _nextDue;
                     if (_dropsDue != 0 && _dropsDue < due) due = _dropsDue;
                     if (due <= now) break;
-                    // Keeps are being noted (and cancelled): sleep one delay rather than without a deadline, so the
-                    // next one, due no earlier than that, does not have to wake this thread.
-                    if (due == long.MaxValue && _notedDelayed) due = now + _keepTicks;
-                    _notedDelayed = false;
                     _sleepingUntil = due;
                     if (due == long.MaxValue) Monitor.Wait(_lock);
                     else Monitor.Wait(_lock, (int)Math.Min(int.MaxValue, ((due - now) * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency));
