@@ -11,7 +11,7 @@ namespace Hypervisor.Benchmarks;
 /// <summary>
 /// `hv-bench vhost --compare [--runs N] [--seconds S] [--warmup S] [--depth D] [--big-mib M] [--dir-entries E] [--readdir-size B]
 /// [--vdev PATH] [--vdev-arg ARG]... [--virtiofsd PATH] [--work DIR] [--fs fresh-ext4|work] [--targets virtiofsd,vdev,vdev-2q,vdev-2q-unpinned] [--rows lookup+getattr,...]
-/// [--view unpinned|one-cpu]`: the real vdev process (vdev → shared-memory ring → passthrough
+/// [--view unpinned|one-cpu] [--builds NAME=PATH,NAME=PATH...] [--perf]`: the real vdev process (vdev → shared-memory ring → passthrough
 /// daemon started by fuse_launcher) against QEMU's C virtiofsd, both driven from the test vhost-user front-end
 /// over their sockets, interleaved run by run, each run on a fresh copy of one source tree, by default on a new ext4 filesystem of its own (`--fs fresh-ext4`;
 /// `--fs work` copies into the work directory instead). Every row keeps
@@ -26,6 +26,10 @@ namespace Hypervisor.Benchmarks;
 /// scheduler puts it. <c>one-cpu</c> gives the backend one CPU: each backend process is started with its affinity
 /// set to the last CPU this process may run on (fuse_launcher and the daemon, or virtiofsd's child, inherit it), and
 /// every front-end thread runs on another CPU, as a guest's vCPUs would beside a backend confined to one host CPU.
+/// <c>--builds</c> measures two or more vdev builds (each PATH a vdev with its fuse_launcher and passthrough beside it)
+/// instead of the targets: each run measures every build once, in turn forward and backward, and the summary gives per
+/// build the median and range over the runs and per other build its per-run ratios to the first. <c>--perf</c> adds
+/// each backend process's task clock and system calls over every measured row (<see cref="PerfCount"/>).
 /// </summary>
 internal static class VhostCompare
 {
@@ -33,7 +37,8 @@ internal static class VhostCompare
     private const int Mib = 1 << 20;
 
     /// <summary>A backend to measure; <paramref name="Unpinned"/>: the vdev with <c>--queue-cpus none</c> (its default pins each request queue's two ends to one CPU when there are two or more).</summary>
-    private sealed record Target(string Name, bool Vdev, int Queues, string[] Rows, bool Unpinned = false);
+    /// <summary><paramref name="Exe"/>: the executable of this target (a build named by <c>--builds</c>); null for the option's default.</summary>
+    private sealed record Target(string Name, bool Vdev, int Queues, string[] Rows, bool Unpinned = false, string? Exe = null);
 
     private static readonly string[] AllRows = ["lookup+getattr", "create+write4k+release", "readdirplus", "seqread-1m", "randread-4k", "seqwrite-1m"];
     private static readonly string[] MetaRows = ["lookup+getattr", "create+write4k+release", "readdirplus"];
@@ -57,6 +62,10 @@ internal static class VhostCompare
         public int? BackendCpu;
         /// <summary>--view one-cpu: the CPU every front-end thread runs on.</summary>
         public int FrontendCpu;
+        /// <summary>--builds NAME=PATH,NAME=PATH...: vdev builds measured against each other, alternated run by run.</summary>
+        public List<(string Name, string Path)> Builds = [];
+        /// <summary>--perf: each process's task clock and system calls over each measured row, counted by perf stat.</summary>
+        public bool Perf;
     }
 
     public static int Run(string[] args)
@@ -89,6 +98,15 @@ internal static class VhostCompare
                     o.QueueCpus = [.. Enumerable.Range(0, 16).Select(i => allowed[i % allowed.Count])];
                     break;
                 case "--rows": o.Rows = Next().Split(','); break;
+                case "--builds":
+                    foreach (var b in Next().Split(','))
+                    {
+                        int eq = b.IndexOf('=');
+                        if (eq <= 0 || eq == b.Length - 1) { Console.Error.WriteLine("--builds takes NAME=PATH,NAME=PATH (each PATH a vdev executable, its fuse_launcher and passthrough beside it)."); return 2; }
+                        o.Builds.Add((b[..eq], Path.GetFullPath(b[(eq + 1)..])));
+                    }
+                    break;
+                case "--perf": o.Perf = true; break;
                 case "--view":
                     string view = Next();
                     if (view is not ("one-cpu" or "unpinned")) { Console.Error.WriteLine("--view takes unpinned (every process where the scheduler puts it) or one-cpu (the backend on one CPU, the front-end on another)."); return 2; }
@@ -108,14 +126,19 @@ internal static class VhostCompare
         if (o.Depth < 1 || o.Depth > QueueSize) { Console.Error.WriteLine($"--depth must be between 1 and {QueueSize}."); return 2; }
         var root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "../../../../.."));
         o.VdevPath ??= Path.Combine(Hypervisor.Tests.Executables.Dist, "vdev");
-        if (!File.Exists(o.VdevPath)) { Console.Error.WriteLine($"{o.VdevPath} does not exist: run `bash .ci/build` in {root} or pass --vdev PATH."); return 2; }
+        if (o.Builds.Count == 1 || (o.Builds.Count > 0 && (o.Targets != null || args.Contains("--vdev"))))
+        { Console.Error.WriteLine("--builds takes two or more builds and replaces --targets and --vdev: every build is run as the vdev target."); return 2; }
+        if (o.Builds.Count == 0 && !File.Exists(o.VdevPath)) { Console.Error.WriteLine($"{o.VdevPath} does not exist: run `bash .ci/build` in {root} or pass --vdev PATH."); return 2; }
+        foreach (var (name, path) in o.Builds)
+            if (!File.Exists(path)) { Console.Error.WriteLine($"{path} (build {name}) does not exist."); return 2; }
+        if (o.Builds.Count > 0 && o.Builds.Select(b => b.Name).Distinct().Count() != o.Builds.Count) { Console.Error.WriteLine("--builds names must differ."); return 2; }
         if (!File.Exists(o.VirtiofsdPath)) { Console.Error.WriteLine($"{o.VirtiofsdPath} does not exist; install qemu-system-common or pass --virtiofsd PATH."); return 2; }
 
         var work = o.Work ?? Directory.CreateTempSubdirectory("hv-bench-compare-").FullName;
         using var removeWork = o.Work == null ? Interruption.Register(() => HostCommand.RunQuiet("rm", "-rf", work)) : null;
         Directory.CreateDirectory(work);
         var src = Path.Combine(work, "src");
-        Console.WriteLine($"vhost --compare: vdev={o.VdevPath} virtiofsd={o.VirtiofsdPath} runs={o.Runs} seconds/row={o.Seconds} depth={o.Depth} big={o.BigMib} MiB dir={o.DirEntries} entries readdir buffer={o.ReaddirSize} B work={work}");
+        Console.WriteLine($"vhost --compare: {(o.Builds.Count > 0 ? "builds=" + string.Join(',', o.Builds.Select(b => $"{b.Name}={b.Path}")) : $"vdev={o.VdevPath}")} virtiofsd={o.VirtiofsdPath} runs={o.Runs} seconds/row={o.Seconds} depth={o.Depth} big={o.BigMib} MiB dir={o.DirEntries} entries readdir buffer={o.ReaddirSize} B work={work}");
         Console.WriteLine(ViewLine(o));
         Console.WriteLine($"load average at start: {File.ReadAllText("/proc/loadavg").Trim()}");
         BuildSource(src, o);
@@ -130,6 +153,7 @@ internal static class VhostCompare
         // The unpinned variant is there to be asked for.
         if (o.Targets == null) targets = targets.Where(t => !t.Unpinned).ToArray();
         if (o.Targets != null) targets = targets.Where(t => o.Targets.Contains(t.Name)).ToArray();
+        if (o.Builds.Count > 0) targets = [.. o.Builds.Select(b => new Target(b.Name, true, 1, AllRows, Exe: b.Path))];
         if (o.Rows != null) targets = targets.Select(t => t with { Rows = t.Rows.Where(o.Rows.Contains).ToArray() }).ToArray();
         if (targets.Length == 0 || targets.All(t => t.Rows.Length == 0)) { Console.Error.WriteLine($"--targets takes virtiofsd,vdev,vdev-2q,vdev-2q-unpinned and --rows some of {string.Join(',', AllRows)}."); return 2; }
         var results = new Dictionary<(string, string), List<Sample>>();
@@ -138,7 +162,10 @@ internal static class VhostCompare
         {
             for (int run = 1; run <= o.Runs; run++)
             {
-                foreach (var t in targets)
+                // Builds compared with --builds go in turn forward and backward (A B, B A, A B, ...), so that neither
+                // always runs right after the other or first after the source tree was built.
+                var order = o.Builds.Count > 0 && run % 2 == 0 ? targets.Reverse().ToArray() : targets;
+                foreach (var t in order)
                 {
                     var copy = Path.Combine(work, $"{t.Name}-run{run}");
                     using var fresh = o.FreshExt4 ? new FreshExt4($"{Path.GetFileName(work)}-{t.Name}-run{run}", copy, 2L * o.BigMib * Mib + (4L << 30)) : null;
@@ -146,12 +173,14 @@ internal static class VhostCompare
                     try
                     {
                         var rows = RunTarget(t, copy, o, run == 1);
-                        foreach (var (row, rate, cpu, warm, units) in rows)
+                        foreach (var (row, rate, cpu, warm, units, counts) in rows)
                         {
                             if (!results.TryGetValue((t.Name, row), out var l)) results[(t.Name, row)] = l = [];
-                            var sample = new Sample(rate, cpu, CpuPerUnit(row, cpu, units));
+                            var sample = new Sample(rate, cpu, CpuPerUnit(row, cpu, units), run, counts);
                             l.Add(sample);
-                            Console.WriteLine($"run {run} {t.Name,-16} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s {PerUnit(row, sample.CpuPerUnit),8} {CpuUnit(row),-9} warm-up {warm,12:F1}");
+                            Console.WriteLine($"run {run} {t.Name,-16} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s {PerUnit(row, sample.CpuPerUnit),8} {CpuUnit(row),-9} warm-up {warm,12:F1}" +
+                                (counts is null ? "" : $" task clock {PerUnit(row, CpuPerUnit(row, counts.TotalClockNs / 1e9, units))} {CpuUnit(row)}; syscalls/unit " +
+                                    string.Join(" ", counts.Processes.Select(p => $"{p.Name} {p.Syscalls / units:F2}"))));
                         }
                     }
                     finally
@@ -169,6 +198,11 @@ internal static class VhostCompare
         }
 
         Console.WriteLine();
+        if (o.Builds.Count > 0)
+        {
+            PrintBuilds(o, results, loads);
+            return 0;
+        }
         if (o.QueueCpus is not null)
             Console.WriteLine($"Pinned (--pin): request queue i's frontend thread on CPU {string.Join(",", o.QueueCpus.Take(2))} for i = 1, 2, and the vdev's worker and the daemon's dispatcher of that queue with it (--queue-cpus; vdev-2q-unpinned excepted); virtiofsd has no such option and runs where the scheduler puts it.");
         Console.WriteLine(ViewLine(o));
@@ -202,7 +236,73 @@ internal static class VhostCompare
     }
 
     /// <summary>One measured row of one run: its rate, the backend's CPU seconds, and those per unit of the row.</summary>
-    private readonly record struct Sample(double Rate, double Cpu, double CpuPerUnit);
+    /// <summary><paramref name="Run"/>: the run it was measured in; <paramref name="Counts"/>: perf's counts over it (--perf).</summary>
+    private readonly record struct Sample(double Rate, double Cpu, double CpuPerUnit, int Run = 0, PerfCounts? Counts = null);
+
+    /// <summary>What perf counted per process over one measured row, and the units done in it.</summary>
+    private sealed record PerfCounts(double Units, (string Name, double ClockNs, double Syscalls)[] Processes)
+    {
+        public double TotalClockNs => Processes.Sum(p => double.IsNaN(p.ClockNs) ? 0 : p.ClockNs);
+    }
+
+    private static double MedianOf(IEnumerable<double> values)
+    {
+        var a = values.Where(v => !double.IsNaN(v)).Order().ToArray();
+        if (a.Length == 0) return double.NaN;
+        return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
+    }
+
+    /// <summary>"median [min-max]" of <paramref name="values"/>, formatted with <paramref name="format"/>.</summary>
+    private static string Spread(IEnumerable<double> values, string format)
+    {
+        var a = values.Where(v => !double.IsNaN(v)).Order().ToArray();
+        if (a.Length == 0) return "-";
+        string F(double v) => v.ToString(format, System.Globalization.CultureInfo.InvariantCulture);
+        return $"{F(MedianOf(a))} [{F(a[0])}-{F(a[^1])}]";
+    }
+
+    /// <summary>
+    /// The --builds summary: per row and build the medians and ranges over the runs (rate, CPU per unit from /proc,
+    /// and with --perf the task clock and system calls per unit of each process), then each build against the first
+    /// as the median and range of the per-run ratios (each run measured both builds one after the other, so a ratio
+    /// compares two measurements under nearly the same load).
+    /// </summary>
+    private static void PrintBuilds(Options o, Dictionary<(string, string), List<Sample>> results, List<string> loads)
+    {
+        var names = o.Builds.Select(b => b.Name).ToArray();
+        Console.WriteLine($"Builds: {string.Join(", ", o.Builds.Select(b => $"{b.Name} = {b.Path}"))}; {o.Runs} runs, the builds alternated within each run (forward, then backward), {o.Depth} requests in flight, one request queue, {o.Seconds} s rows after {o.Warmup} s unmeasured.");
+        Console.WriteLine("Per build: median [min-max] over the runs. cpu/unit: user+system of /proc (10 ms ticks); task clock/unit: perf's task-clock of the backend's processes; syscalls/unit: raw_syscalls:sys_enter of each process over the units done.");
+        foreach (var row in AllRows)
+        {
+            if (!names.Any(n => results.ContainsKey((n, row)))) continue;
+            Console.WriteLine();
+            Console.WriteLine($"{row} ({Units[row]}, cpu in {CpuUnit(row)})");
+            foreach (var n in names)
+            {
+                if (!results.TryGetValue((n, row), out var l)) continue;
+                var line = new StringBuilder($"  {n,-12} rate {Spread(l.Select(x => x.Rate), "F0")}  cpu/unit {Spread(l.Select(x => x.CpuPerUnit), "F2")}");
+                if (l.Any(x => x.Counts is not null))
+                {
+                    line.Append($"  task clock/unit {Spread(l.Select(x => x.Counts is { } c ? CpuPerUnit(row, c.TotalClockNs / 1e9, c.Units) : double.NaN), "F2")}  syscalls/unit");
+                    foreach (var p in l.SelectMany(x => x.Counts?.Processes ?? []).Select(p => p.Name).Distinct())
+                        line.Append($" {p} {Spread(l.Select(x => x.Counts?.Processes.FirstOrDefault(q => q.Name == p) is { Name: not null } q ? q.Syscalls / x.Counts.Units : double.NaN), "F2")}");
+                }
+                Console.WriteLine(line);
+            }
+            if (!results.TryGetValue((names[0], row), out var first)) continue;
+            foreach (var n in names.Skip(1))
+            {
+                if (!results.TryGetValue((n, row), out var l)) continue;
+                var pairs = l.Join(first, x => x.Run, y => y.Run, (x, y) => (x, y)).ToArray();
+                var line = new StringBuilder($"  {n}/{names[0]} per run: rate {Spread(pairs.Select(p => p.x.Rate / p.y.Rate), "F3")}  cpu/unit {Spread(pairs.Select(p => p.x.CpuPerUnit / p.y.CpuPerUnit), "F3")}");
+                if (pairs.All(p => p.x.Counts is not null && p.y.Counts is not null))
+                    line.Append($"  task clock/unit {Spread(pairs.Select(p => p.x.Counts!.TotalClockNs / p.x.Counts.Units / (p.y.Counts!.TotalClockNs / p.y.Counts.Units)), "F3")}");
+                Console.WriteLine(line);
+            }
+        }
+        Console.WriteLine();
+        Console.WriteLine($"load averages after each run: {string.Join("; ", loads)}");
+    }
 
     private static string ViewLine(Options o) => o.BackendCpu is { } cpu
         ? $"view one-cpu: every backend process confined to CPU {cpu} (taskset -c {cpu}, inherited by its children), every front-end thread on CPU {o.FrontendCpu}"
@@ -249,10 +349,10 @@ internal static class VhostCompare
 
     // ---- one backend, one run ----
 
-    private static List<(string Row, double Rate, double Cpu, double WarmupRate, double Units)> RunTarget(Target t, string share, Options o, bool verbose)
+    private static List<(string Row, double Rate, double Cpu, double WarmupRate, double Units, PerfCounts? Counts)> RunTarget(Target t, string share, Options o, bool verbose)
     {
         var sock = share + ".sock";
-        var exe = t.Vdev ? o.VdevPath! : o.VirtiofsdPath!;
+        var exe = t.Exe ?? (t.Vdev ? o.VdevPath! : o.VirtiofsdPath!);
         // one-cpu: taskset sets the affinity before it executes the backend, whose children inherit it.
         var psi = new ProcessStartInfo(o.BackendCpu is null ? exe : "taskset") { RedirectStandardError = true, RedirectStandardOutput = true };
         if (o.BackendCpu is { } backendCpu)
@@ -273,7 +373,7 @@ internal static class VhostCompare
         backend.OutputDataReceived += (_, e) => { };
         backend.BeginErrorReadLine();
         backend.BeginOutputReadLine();
-        var result = new List<(string, double, double, double, double)>();
+        var result = new List<(string, double, double, double, double, PerfCounts?)>();
         int[]? frontendCpus = o.BackendCpu is null ? o.QueueCpus : [.. Enumerable.Repeat(o.FrontendCpu, t.Queues)];
         int[] pids = [];
         try
@@ -317,11 +417,24 @@ internal static class VhostCompare
                 // Unmeasured: the backend serves the row first, so every side is measured in its steady state
                 // (a .NET backend's code is still being recompiled by the runtime's tiers in its first second).
                 double warm = double.NaN;
-                if (o.Warmup > 0) warm = Rate(row, RunRowOnAll(t.Name, clients, row, PerQueueDepth(o.Depth, t.Queues), TimeSpan.FromSeconds(o.Warmup), frontendCpus, out double warmElapsed), warmElapsed);
-                double cpu0 = ProcessCpu.Seconds(pids);
-                double done = RunRowOnAll(t.Name, clients, row, PerQueueDepth(o.Depth, t.Queues), TimeSpan.FromSeconds(o.Seconds), frontendCpus, out double elapsed);
-                double cpu = ProcessCpu.Seconds(pids) - cpu0;
-                result.Add((row, Rate(row, done, elapsed), cpu, warm, done));
+                // perf attaches while the warm-up runs (its counters off), and counts only the measured phase.
+                var perfs = o.Perf ? pids.Select(PerfCount.Attach).ToArray() : [];
+                try
+                {
+                    if (o.Warmup > 0) warm = Rate(row, RunRowOnAll(t.Name, clients, row, PerQueueDepth(o.Depth, t.Queues), TimeSpan.FromSeconds(o.Warmup), frontendCpus, out double warmElapsed), warmElapsed);
+                    foreach (var p in perfs) p.Enable();
+                    double cpu0 = ProcessCpu.Seconds(pids);
+                    double done = RunRowOnAll(t.Name, clients, row, PerQueueDepth(o.Depth, t.Queues), TimeSpan.FromSeconds(o.Seconds), frontendCpus, out double elapsed);
+                    double cpu = ProcessCpu.Seconds(pids) - cpu0;
+                    foreach (var p in perfs) p.Disable();
+                    PerfCounts? counts = perfs.Length == 0 ? null
+                        : new PerfCounts(done, [.. perfs.Select(p => { var (clock, calls) = p.Stop(); return (Comm(p.Pid), clock, calls); })]);
+                    result.Add((row, Rate(row, done, elapsed), cpu, warm, done, counts));
+                }
+                finally
+                {
+                    foreach (var p in perfs) p.Dispose();
+                }
             }
             fe.Dispose();
         }
