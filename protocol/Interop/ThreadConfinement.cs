@@ -52,24 +52,12 @@ internal static class ThreadConfinement
     private static string? OnThisAndFinalizerThread(Func<string?> action)
     {
         if (action() is { } here) return here;
-        var result = new StrongBox<string?>(NotRun);
+        var result = new StrongBox<string?>("did not run");
         Queue(action, result);
-        // A collection of generation 0 is enough: the object was allocated just now, so it is in generation 0 and
-        // unreachable, and its finalizer is queued. A full collection would also mark everything the process has built
-        // so far, on its way to ready. Only if a collection on another thread promoted the object while it was being
-        // made does it take a full one.
-        GC.Collect(0, GCCollectionMode.Forced, blocking: true);
+        GC.Collect();
         GC.WaitForPendingFinalizers();
-        if (ReferenceEquals(result.Value, NotRun))
-        {
-            GC.Collect();
-            GC.WaitForPendingFinalizers();
-        }
         return result.Value is { } there ? $"on the finalizer thread, {there}" : null;
     }
-
-    /// <summary>The result until the finalizer has run.</summary>
-    private static readonly string NotRun = "did not run";
 
     private static string? DropOnThisThread(ulong keep)
     {
