@@ -83,7 +83,30 @@ internal static class Descriptors
     /// Sets FD_CLOEXEC on every open descriptor of this process from 3 up that is not in <paramref name="keep"/>,
     /// so that a descriptor fuse_launcher inherited without being told to pass it on does not reach the daemon.
     /// </summary>
+    /// <remarks>
+    /// One close_range(CLOSE_RANGE_CLOEXEC) per gap between the kept numbers, rather than a walk of /proc/self/fd with an
+    /// fcntl per entry; a kernel without the flag (before 5.11) gets the walk.
+    /// </remarks>
     public static void CloseOnExecExcept(IReadOnlyList<int> keep)
+    {
+        var kept = new List<int>(keep.Count);
+        foreach (var fd in keep)
+        {
+            if (fd > 2) kept.Add(fd);
+        }
+        kept.Sort();
+        uint first = 3;
+        foreach (var fd in kept)
+        {
+            if ((uint)fd > first && !MarkCloseOnExec(first, (uint)fd - 1)) { CloseOnExecExceptByWalk(keep); return; }
+            first = Math.Max(first, (uint)fd + 1);
+        }
+        if (!MarkCloseOnExec(first, uint.MaxValue)) CloseOnExecExceptByWalk(keep);
+    }
+
+    private static bool MarkCloseOnExec(uint first, uint last) => Libc.close_range(first, last, Libc.CLOSE_RANGE_CLOEXEC) == 0;
+
+    private static void CloseOnExecExceptByWalk(IReadOnlyList<int> keep)
     {
         foreach (var entry in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
         {

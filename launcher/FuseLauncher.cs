@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using System.Text;
-using System.Text.Json;
 using Hypervisor.Interop;
 
 namespace Hypervisor.Launcher;
@@ -175,19 +174,54 @@ public static class FuseLauncher
         reason is null || reason.EndsWith('.') || reason.EndsWith('!') || reason.EndsWith('?') ? reason : reason + ".";
 
     /// <summary>The machine-readable success line: <c>{"pid":1234,"control":"/path","tag":"t"}</c> (control is null without a control socket).</summary>
+    /// <remarks>
+    /// Written by hand rather than with System.Text.Json: the line has three fixed members, and the JSON writer and its
+    /// encoder (whose tables are built on first use) would be loaded and initialised on every share's start for it. The
+    /// escaping is relaxed, as the line is read by programs and not embedded in HTML: '"' is \", '\' is \\, control
+    /// characters and U+2028/U+2029 are \u escapes, and all other text, non-ASCII included, is written as it is (UTF-8
+    /// once encoded).
+    /// </remarks>
     public static string ResultLine(int pid, string? control, string tag)
     {
-        using var buffer = new MemoryStream();
-        // Relaxed escaping: the line is read by programs, not embedded in HTML, so '"' is \" and non-ASCII stays UTF-8.
-        using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        var line = new StringBuilder(48 + (control?.Length ?? 4) + tag.Length);
+        line.Append("{\"pid\":").Append(pid.ToString(System.Globalization.CultureInfo.InvariantCulture)).Append(",\"control\":");
+        if (control is null) line.Append("null");
+        else AppendJsonString(line, control);
+        line.Append(",\"tag\":");
+        AppendJsonString(line, tag);
+        return line.Append('}').ToString();
+    }
+
+    /// <summary>Appends <paramref name="value"/> as a JSON string (RFC 8259 section 7), quotes included.</summary>
+    private static void AppendJsonString(StringBuilder line, string value)
+    {
+        line.Append('"');
+        for (int i = 0; i < value.Length; i++)
         {
-            json.WriteStartObject();
-            json.WriteNumber("pid", pid);
-            if (control is null) json.WriteNull("control");
-            else json.WriteString("control", control);
-            json.WriteString("tag", tag);
-            json.WriteEndObject();
+            char c = value[i];
+            switch (c)
+            {
+                case '"': line.Append("\\\""); break;
+                case '\\': line.Append("\\\\"); break;
+                case '\n': line.Append("\\n"); break;
+                case '\r': line.Append("\\r"); break;
+                case '\t': line.Append("\\t"); break;
+                case '\b': line.Append("\\b"); break;
+                case '\f': line.Append("\\f"); break;
+                default:
+                    // A lone surrogate cannot be encoded as UTF-8; as the JSON writer did, such text is refused (the caller
+                    // stops the daemon and says why) rather than written as a line its reader would reject.
+                    if (char.IsHighSurrogate(c) && i + 1 < value.Length && char.IsLowSurrogate(value[i + 1]))
+                        line.Append(c).Append(value[++i]);
+                    else if (char.IsSurrogate(c))
+                        throw new ArgumentException($"the text '{value}' is not valid UTF-16 (a lone surrogate at index {i}), so it cannot be written as JSON", nameof(value));
+                    else if (c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == '\u2028' || c == '\u2029')
+                        line.Append("\\u").Append(((int)c).ToString("X4", System.Globalization.CultureInfo.InvariantCulture));
+                    else
+                        line.Append(c);
+                    break;
+            }
         }
-        return Encoding.UTF8.GetString(buffer.ToArray());
+        line.Append('"');
     }
 }

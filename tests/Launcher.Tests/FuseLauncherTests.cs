@@ -45,7 +45,10 @@ public class FuseLauncherTests
             Assert.NotEqual(Libc.getsid(Environment.ProcessId), Libc.getsid(pid));
 
             // Exactly stdin (/dev/null), stdout+stderr (one pipe), and the ring's two descriptors under their numbers;
-            // not the memfd this test host leaked without naming it, and no longer the ready pipe (closed).
+            // not the memfd this test host leaked without naming it, and no longer the ready pipe (closed). Read once the
+            // script has closed the pipe and exec'ed sleep: it writes the ready line first, and fuse_launcher may have
+            // exited before the script's next line.
+            Assert.True(ProcFs.WaitForCommand(pid, "sleep", 10_000), "the script daemon did not exec sleep after reporting ready");
             var fds = ProcFs.Fds(pid);
             Assert.Equal(new[] { 0, 1, 2, Math.Min(memfd, doorbell), Math.Max(memfd, doorbell) }, fds.Keys.Order());
             Assert.Equal("/dev/null", fds[0]);

@@ -33,4 +33,25 @@ public class LaunchSettingsTests
         Assert.Equal("{\"pid\":42,\"control\":null,\"tag\":\"a\\\"b\"}", FuseLauncher.ResultLine(42, null, "a\"b"));
         Assert.Equal("{\"pid\":7,\"control\":\"/run/x.sock\",\"tag\":\"t\"}", FuseLauncher.ResultLine(7, "/run/x.sock", "t"));
     }
+
+    [Theory]
+    [InlineData("/run/dir with space/x.sock", "tag")]
+    [InlineData("/run/\\back\\slash\"quote", "t\u00e9g\u65e5")]
+    [InlineData("/run/ctl\n\r\t\b\f\u0001\u001f\u007f\u2028\u2029", "\ud83d\ude00")]
+    public void ResultLine_IsJsonThatReadsBackAsTheSameValues_OnOneLine(string control, string tag)
+    {
+        var line = FuseLauncher.ResultLine(1234, control, tag);
+        Assert.DoesNotContain('\n', line);
+        Assert.DoesNotContain('\u2028', line);
+        using var json = System.Text.Json.JsonDocument.Parse(line);
+        Assert.Equal(1234, json.RootElement.GetProperty("pid").GetInt32());
+        Assert.Equal(control, json.RootElement.GetProperty("control").GetString());
+        Assert.Equal(tag, json.RootElement.GetProperty("tag").GetString());
+    }
+
+    [Fact]
+    public void ResultLine_RefusesTextThatIsNotValidUtf16()
+    {
+        Assert.Throws<ArgumentException>(() => FuseLauncher.ResultLine(1, "/run/\ud800x", "t"));
+    }
 }

@@ -28,6 +28,26 @@ internal static class ProcFs
         return true;
     }
 
+    /// <summary>
+    /// Waits up to <paramref name="timeoutMs"/> until the process runs <paramref name="command"/> (its /proc comm, set by
+    /// exec); returns whether it does. A script daemon reports ready before it has closed its ready pipe and exec'ed
+    /// its last command, and fuse_launcher may exit in between: its descriptors are final only after that exec.
+    /// </summary>
+    public static bool WaitForCommand(int pid, string command, int timeoutMs)
+    {
+        var deadline = Environment.TickCount64 + timeoutMs;
+        while (true)
+        {
+            try
+            {
+                if (File.ReadAllText($"/proc/{pid}/comm").TrimEnd('\n') == command) return true;
+            }
+            catch (IOException) { return false; }
+            if (Environment.TickCount64 > deadline) return false;
+            Thread.Sleep(5);
+        }
+    }
+
     /// <summary>The open descriptors of a process: number → link target.</summary>
     public static Dictionary<int, string> Fds(int pid)
     {
