@@ -43,9 +43,6 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
     /// </summary>
     private static readonly TimeSpan FullRingPoll = TimeSpan.FromMilliseconds(1);
 
-    /// <summary>Most replies returned to the guest before its interrupt is raised, when more keep coming.</summary>
-    private const int MaxQuietCompletions = 8;
-
     private readonly ShmRingSet _rings;
     private readonly IFuseCompletionSink _sink;
     private readonly ILogger _log;
@@ -302,7 +299,7 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
     public int Poll(QueueIndex queue)
     {
         var consumer = _rings.GetQueue(queue.Value).Consumer;
-        int delivered = 0, quiet = 0;
+        int delivered = 0;
         try
         {
             while (true)
@@ -311,15 +308,11 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
                 if (status is RingStatus.Ok or RingStatus.InvalidFrame)
                 {
                     // An InvalidFrame carries a valid tag and no data: the request ends with an empty reply.
+                    // Every reply of the batch goes back quietly; one interrupt covers them all once the ring runs dry
+                    // below. The batch is bounded: the daemon answers only what this queue's worker submitted, and the
+                    // worker submits nothing while it is here.
                     if (frame.Tag != NoReplyTag && _sink.CompleteQuietly(frame.Tag, status == RingStatus.Ok ? frame.Data : default))
-                    {
                         delivered++;
-                        if (++quiet == MaxQuietCompletions)
-                        {
-                            _sink.NotifyGuest(queue);
-                            quiet = 0;
-                        }
-                    }
                     consumer.Release();
                     Volatile.Write(ref _released[queue.Value * CounterStride], _released[queue.Value * CounterStride] + 1);
                     continue;
@@ -333,7 +326,7 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
             // Whoever owns the ring set disposed it under a running device: nothing more can be delivered.
             Fail("the shared-memory ring was disposed");
         }
-        if (quiet > 0) _sink.NotifyGuest(queue);
+        if (delivered > 0) _sink.NotifyGuest(queue);
         return delivered;
     }
 

@@ -292,6 +292,59 @@ public sealed class ShmRingTransportTests : IDisposable
         Assert.False(File.Exists(Path.Combine(_dir, "t.sock")));
     }
 
+    /// <summary>A sink that counts what the transport hands the device: replies, and interrupts raised per queue.</summary>
+    private sealed class CountingSink : IFuseCompletionSink
+    {
+        public int Quiet;
+        public int Loud;
+        public readonly List<int> NotifiedAfter = [];
+
+        public bool Complete(ulong tag, ReadOnlySpan<byte> reply)
+        {
+            Loud++;
+            return true;
+        }
+
+        public bool CompleteQuietly(ulong tag, ReadOnlySpan<byte> reply)
+        {
+            Quiet++;
+            return true;
+        }
+
+        public void NotifyGuest(QueueIndex queue) => NotifiedAfter.Add(Quiet);
+
+        public void TransportFailed(string reason) => throw new InvalidOperationException(reason);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(8)]
+    [InlineData(9)]
+    [InlineData(40)]
+    public void ABatchOfRepliesIsReturnedQuietlyAndRaisesOneInterruptWhenTheRingRunsDry(int replies)
+    {
+        using var rings = ShmRingSet.Create(2);
+        using var daemon = ShmRingSet.Attach(Duplicate(rings.Fds));
+        var sink = new CountingSink();
+        using var transport = (IPolledFuseTransport)ShmRingTransport.Factory(rings, new ListLogger()).Create(new FuseDeviceInfo("t", 1, 64), sink);
+        var producer = daemon.GetQueue(1).Producer;
+        for (int i = 0; i < replies; i++)
+        {
+            var reply = TestTransport.Answer(FuseFrames.GetattrRequest((ulong)i + 1, 1));
+            Assert.Equal(RingStatus.Ok, producer.Reserve(reply.Length, out var span, T, default));
+            reply.CopyTo(span);
+            producer.Commit(reply.Length, (ulong)i + 1, notify: false);
+        }
+
+        Assert.Equal(replies, transport.Poll(new QueueIndex(1)));
+        Assert.Equal(replies, sink.Quiet);
+        Assert.Equal(0, sink.Loud);
+        // One interrupt decision for the whole batch, after its last reply; none for a poll that found nothing.
+        Assert.Equal([replies], sink.NotifiedAfter);
+        Assert.Equal(0, transport.Poll(new QueueIndex(1)));
+        Assert.Equal([replies], sink.NotifiedAfter);
+    }
+
     public void Dispose()
     {
         try { Directory.Delete(_dir, true); } catch (IOException) { }
