@@ -52,8 +52,6 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
     private const int InHeader = 40;
     private const int OAppend = 0x400, OTrunc = 0x200, OCreat = 0x40;
 
-    /// <summary>How long a frame its failed transport refused waits for the failure to be marked (a lock away).</summary>
-    private static readonly TimeSpan FailureMarkWait = TimeSpan.FromSeconds(1);
 
     private sealed class Generation(int number, ShmRingSet rings)
     {
@@ -224,8 +222,11 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
             if (request.Cancellation.IsCancellationRequested) return false;
             // The transport fails the moment any of its threads sees the daemon gone, and only then reports it to
             // DaemonEnded, which marks the generation dead under the lock: a frame refused in between waits for that
-            // mark (and then for the relaunch) like any other, rather than being answered EIO.
-            if (!generation.Dead && generation.Transport.HasFailed) SpinWait.SpinUntil(() => generation.Dead, FailureMarkWait);
+            // mark (and then for the relaunch) like any other, rather than being answered EIO. The mark is a lock away, but
+            // a loaded host can keep the reporting thread off a CPU for long: the wait is bounded as the relaunch's is, and
+            // ends early if the generation stops being current (another thread switched) or the transport is disposed.
+            if (!generation.Dead && generation.Transport.HasFailed)
+                SpinWait.SpinUntil(() => generation.Dead || generation != _current || _disposed, _wait);
             // Not in the ring: a frame the daemon never saw goes to the next one, whatever its opcode.
             if (!generation.Dead) return false;
         }
