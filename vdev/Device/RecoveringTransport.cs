@@ -554,9 +554,13 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
             // Quiet the bell first: a worker that sees the daemon dead sleeps on it until the relaunch rings it (which
             // happens under the same lock, so a ring meant for the daemon before cannot be drained by mistake).
             Libc.EventFdDrain(_recovered);
+            // The relaunch is published before the generation is marked dead: a worker that sees the mark waits for this
+            // relaunch (AwaitRecovery), never for none (the first crash) or for the one before, already ended.
+            var relaunch = new Task<Task<bool>>(() => RelaunchAsync(generation, reason, noticed));
+            _recovery = relaunch.Unwrap();
             generation.Dead = true;
             LogDaemonEnded(_log, _info.Tag, reason);
-            _recovery = Task.Run(() => RelaunchAsync(generation, reason, noticed));
+            relaunch.Start(TaskScheduler.Default);
         }
     }
 
