@@ -52,7 +52,6 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
     private const int InHeader = 40;
     private const int OAppend = 0x400, OTrunc = 0x200, OCreat = 0x40;
 
-
     private sealed class Generation(int number, ShmRingSet rings)
     {
         public readonly int Number = number;
