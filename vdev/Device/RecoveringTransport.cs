@@ -401,6 +401,22 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
     {
         int q = queue.Value;
         var generation = _current;
+        // The ring transport fails the moment any thread sees the daemon gone (another queue's worker woken by the same
+        // exit, say), and that thread marks the generation dead right after, under the lock. A worker arming in between
+        // would get nothing to wait for from the failed transport and sleep on its kick alone, through the relaunch,
+        // while the guest waits for the replies the relaunch sends again: it waits for the mark (bounded as Submit's
+        // wait is) and then sleeps on the relaunch. A drained generation's ring is closed by the restart itself, which
+        // switches to its successor at once and owes no reply.
+        if (!generation.Dead && !generation.HandedOver && generation.Transport.HasFailed)
+        {
+            SpinWait.SpinUntil(() => generation.Dead || generation != _current || _disposed, _wait);
+            if (!generation.Dead)
+            {
+                // Replaced meanwhile, or disposed: the caller polls again instead of sleeping.
+                replyFd = peerExitFd = -1;
+                return false;
+            }
+        }
         if (_failedFor is null && generation.Dead)
         {
             // Waiting for the new daemon: the worker sleeps on its kick and on the end of the relaunch.
