@@ -42,10 +42,12 @@ public sealed class DaemonShareControl : IShareControl
     private bool _allowlistEnabled;
 
     /// <summary>
-    /// The parts of the status that only an operator's change moves, built under <see cref="_allowlistLock"/> by every
-    /// change and read without a lock by GetStatus. Replies share these messages: nothing changes them once built.
+    /// The parts of the status that only an operator's change moves: built by the first GetStatus after a change (none
+    /// before the first call, so nothing is added to the daemon's start), read without a lock until the next change
+    /// drops them. Both happen under <see cref="_allowlistLock"/>, so parts built after a change always include it.
+    /// Replies share these messages: nothing changes them once built.
     /// </summary>
-    private volatile SettingsParts _parts = null!;
+    private volatile SettingsParts? _parts;
 
     /// <summary>The restart counters last reported and their message, reused while the state store reports the same.</summary>
     private volatile RestartsPart? _restarts;
@@ -88,7 +90,6 @@ public sealed class DaemonShareControl : IShareControl
             _allowed.UnionWith(initial.Paths);
             _allowlistEnabled = true;
         }
-        lock (_allowlistLock) RefreshLocked();
     }
 
     /// <inheritdoc/>
@@ -98,7 +99,7 @@ public sealed class DaemonShareControl : IShareControl
     /// </remarks>
     public ValueTask<ShareStatus> GetStatusAsync(CancellationToken cancellationToken)
     {
-        SettingsParts parts = _parts;
+        SettingsParts parts = _parts ?? BuildParts();
         ShareSettings start = _settings.Options;
         ShareUsage usage = _usage();
         var status = new ShareStatus
@@ -145,8 +146,15 @@ public sealed class DaemonShareControl : IShareControl
         return message;
     }
 
-    /// <summary>Builds the status's settings parts anew from the live settings; every change calls it under <see cref="_allowlistLock"/>.</summary>
-    private void RefreshLocked() => _parts = new SettingsParts(Options(), AllowlistLocked(), SettingsLocked());
+    /// <summary>The status's settings parts from the live settings, built once after each change.</summary>
+    private SettingsParts BuildParts()
+    {
+        lock (_allowlistLock)
+            return _parts ??= new SettingsParts(Options(), AllowlistLocked(), SettingsLocked());
+    }
+
+    /// <summary>Drops the status's settings parts after a change; every change calls it under <see cref="_allowlistLock"/>, after changing.</summary>
+    private void ChangedLocked() => _parts = null;
 
     /// <summary>The start-up settings with what operators changed since: direct I/O, cache policy, the allowlist's entries.</summary>
     private ShareSettings Settings()
@@ -170,7 +178,7 @@ public sealed class DaemonShareControl : IShareControl
         lock (_allowlistLock)
         {
             _settings.DirectIo = enabled;
-            RefreshLocked();
+            ChangedLocked();
         }
         Changed();
         return ValueTask.FromResult(Options());
@@ -183,7 +191,7 @@ public sealed class DaemonShareControl : IShareControl
         lock (_allowlistLock)
         {
             _settings.Cache = policy;
-            RefreshLocked();
+            ChangedLocked();
         }
         Changed();
         return ValueTask.FromResult(Options());
@@ -256,7 +264,7 @@ public sealed class DaemonShareControl : IShareControl
     private ValueTask<Allowlist> PublishLocked()
     {
         _settings.Allowlist = _allowlistEnabled ? new Hypervisor.Passthrough.Share.Allowlist(_allowed) : null;
-        RefreshLocked();
+        ChangedLocked();
         Changed();
         return ValueTask.FromResult(AllowlistLocked());
     }
