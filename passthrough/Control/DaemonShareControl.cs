@@ -94,7 +94,7 @@ public sealed class DaemonShareControl : IShareControl
 
     /// <inheritdoc/>
     /// <remarks>
-    /// The settings, options and allowlist in the reply are the messages built at the last change, shared with every
+    /// The settings, options and allowlist in the reply are the messages built after the last change, shared with every
     /// other reply until the next one (a caller must not change them); the counters, usage and uptime are read now.
     /// </remarks>
     public ValueTask<ShareStatus> GetStatusAsync(CancellationToken cancellationToken)

@@ -78,8 +78,8 @@ public sealed class DaemonShareControlTests
     [Fact]
     public async Task Status_TakenBeforeAChange_KeepsWhatItReported()
     {
-        // The status's settings parts are shared between replies until the next change: a change builds new ones
-        // and leaves those of a reply already handed out (still being serialized, perhaps) as they were.
+        // The status's settings parts are shared between replies until the next change: the status after a change
+        // has new ones, and those of a reply already handed out (still being serialized, perhaps) stay as they were.
         DaemonShareControl control = NewControl(NewSettings());
         ShareStatus before = await control.GetStatusAsync(default);
         ShareStatus same = await control.GetStatusAsync(default);
