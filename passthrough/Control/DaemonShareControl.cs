@@ -42,6 +42,21 @@ public sealed class DaemonShareControl : IShareControl
     private bool _allowlistEnabled;
 
     /// <summary>
+    /// The parts of the status that only an operator's change moves: built by the first GetStatus after a change (none
+    /// before the first call, so nothing is added to the daemon's start), read without a lock until the next change
+    /// drops them. Both happen under <see cref="_allowlistLock"/>, so parts built after a change always include it.
+    /// Replies share these messages: nothing changes them once built.
+    /// </summary>
+    private volatile SettingsParts? _parts;
+
+    /// <summary>The restart counters last reported and their message, reused while the state store reports the same.</summary>
+    private volatile RestartsPart? _restarts;
+
+    private sealed record SettingsParts(ShareOptions Options, Allowlist Allowlist, ShareSettings Settings);
+
+    private sealed record RestartsPart(Hypervisor.Protocol.Recovery.RestartRecord Record, DaemonRestarts Message);
+
+    /// <summary>
     /// Called with the live settings after every operator change (and once at start by the daemon): the daemon keeps
     /// them in the share's state store, so that a daemon started after a crash applies them too.
     /// </summary>
@@ -78,22 +93,27 @@ public sealed class DaemonShareControl : IShareControl
     }
 
     /// <inheritdoc/>
+    /// <remarks>
+    /// The settings, options and allowlist in the reply are the messages built after the last change, shared with every
+    /// other reply until the next one (a caller must not change them); the counters, usage and uptime are read now.
+    /// </remarks>
     public ValueTask<ShareStatus> GetStatusAsync(CancellationToken cancellationToken)
     {
+        SettingsParts parts = _parts ?? BuildParts();
         ShareSettings start = _settings.Options;
         ShareUsage usage = _usage();
         var status = new ShareStatus
         {
             SharedDir = start.SharedDir,
             Tag = start.Tag,
-            Options = Options(),
+            Options = parts.Options,
             Uptime = Duration.FromTimeSpan(Stopwatch.GetElapsedTime(_started)),
             OpenFileHandles = usage.OpenFileHandles,
             KnownNodes = usage.KnownNodes,
             BytesRead = usage.BytesRead,
             BytesWritten = usage.BytesWritten,
-            Allowlist = Allowlist(),
-            Settings = Settings(),
+            Allowlist = parts.Allowlist,
+            Settings = parts.Settings,
         };
         // Slot 0 collects opcodes the engine does not know.
         for (int op = 0; op < FuseCounters.Slots; op++)
@@ -102,36 +122,64 @@ public sealed class DaemonShareControl : IShareControl
             if (requests != 0)
                 status.Opcodes.Add(new OpcodeCounters { Opcode = (uint)op, Name = op == 0 ? "UNKNOWN" : OpcodeNames[op], Requests = (ulong)requests, Errors = (ulong)_counters.Errors(op) });
         }
-        status.QueueCpus.AddRange(_queueCpus?.Invoke() ?? []);
+        if (_queueCpus?.Invoke() is { Count: > 0 } cpus)
+            status.QueueCpus.AddRange(cpus);
         if (Restarts?.Invoke() is { } restarts)
-        {
-            status.Restarts = new DaemonRestarts
-            {
-                Count = restarts.Count,
-                LastCause = restarts.LastCause,
-                LastWait = Duration.FromTimeSpan(TimeSpan.FromTicks(restarts.LastWaitNs / 100)),
-                TotalWait = Duration.FromTimeSpan(TimeSpan.FromTicks(restarts.TotalWaitNs / 100)),
-                Planned = restarts.Planned,
-            };
-        }
+            status.Restarts = RestartsMessage(restarts);
         return ValueTask.FromResult(status);
     }
 
+    /// <summary>The message for <paramref name="record"/>: the last one while the counters have not moved.</summary>
+    private DaemonRestarts RestartsMessage(Hypervisor.Protocol.Recovery.RestartRecord record)
+    {
+        if (_restarts is { } last && last.Record == record)
+            return last.Message;
+        var message = new DaemonRestarts
+        {
+            Count = record.Count,
+            LastCause = record.LastCause,
+            LastWait = Duration.FromTimeSpan(TimeSpan.FromTicks(record.LastWaitNs / 100)),
+            TotalWait = Duration.FromTimeSpan(TimeSpan.FromTicks(record.TotalWaitNs / 100)),
+            Planned = record.Planned,
+        };
+        _restarts = new RestartsPart(record, message);
+        return message;
+    }
+
+    /// <summary>The status's settings parts from the live settings, built once after each change.</summary>
+    private SettingsParts BuildParts()
+    {
+        lock (_allowlistLock)
+            return _parts ??= new SettingsParts(Options(), AllowlistLocked(), SettingsLocked());
+    }
+
+    /// <summary>Drops the status's settings parts after a change; every change calls it under <see cref="_allowlistLock"/>, after changing.</summary>
+    private void ChangedLocked() => _parts = null;
+
     /// <summary>The start-up settings with what operators changed since: direct I/O, cache policy, the allowlist's entries.</summary>
     private ShareSettings Settings()
+    {
+        lock (_allowlistLock) return SettingsLocked();
+    }
+
+    private ShareSettings SettingsLocked()
     {
         var now = _settings.Options.Clone();
         now.DirectIo = _settings.DirectIo;
         now.Cache = _settings.Cache;
         now.Allow.Clear();
-        lock (_allowlistLock) now.Allow.AddRange(_allowed);
+        now.Allow.AddRange(_allowed);
         return now;
     }
 
     /// <inheritdoc/>
     public ValueTask<ShareOptions> SetDirectIoAsync(bool enabled, CancellationToken cancellationToken)
     {
-        _settings.DirectIo = enabled;
+        lock (_allowlistLock)
+        {
+            _settings.DirectIo = enabled;
+            ChangedLocked();
+        }
         Changed();
         return ValueTask.FromResult(Options());
     }
@@ -140,7 +188,11 @@ public sealed class DaemonShareControl : IShareControl
     public ValueTask<ShareOptions> SetCachePolicyAsync(CachePolicy policy, CancellationToken cancellationToken)
     {
         // The service has checked that the policy is one of the four (IShareControl's contract).
-        _settings.Cache = policy;
+        lock (_allowlistLock)
+        {
+            _settings.Cache = policy;
+            ChangedLocked();
+        }
         Changed();
         return ValueTask.FromResult(Options());
     }
@@ -212,6 +264,7 @@ public sealed class DaemonShareControl : IShareControl
     private ValueTask<Allowlist> PublishLocked()
     {
         _settings.Allowlist = _allowlistEnabled ? new Hypervisor.Passthrough.Share.Allowlist(_allowed) : null;
+        ChangedLocked();
         Changed();
         return ValueTask.FromResult(AllowlistLocked());
     }

@@ -22,8 +22,15 @@ internal sealed class ShareControlService(IShareControl share, ControlServerStat
     /// <summary>The service's full name, as health and reflection report it.</summary>
     public static string Name => ShareControl.Descriptor.FullName;
 
-    public override async Task<ShareStatus> GetStatus(GetStatusRequest request, ServerCallContext context)
-        => Sorted(await Within(share.GetStatusAsync(context.CancellationToken), context).ConfigureAwait(false));
+    public override Task<ShareStatus> GetStatus(GetStatusRequest request, ServerCallContext context)
+    {
+        // The status is read from memory and is ready at once: then the reply needs no state machine of its own.
+        ValueTask<ShareStatus> status = share.GetStatusAsync(context.CancellationToken);
+        return status.IsCompletedSuccessfully ? Task.FromResult(Sorted(status.Result)) : SortedWithin(status, context);
+    }
+
+    private static async Task<ShareStatus> SortedWithin(ValueTask<ShareStatus> status, ServerCallContext context)
+        => Sorted(await Within(status, context).ConfigureAwait(false));
 
     public override async Task<ShareOptions> SetDirectIo(SetDirectIoRequest request, ServerCallContext context)
         => await Within(Serving().SetDirectIoAsync(request.Enabled, context.CancellationToken), context).ConfigureAwait(false);

@@ -39,6 +39,59 @@ public sealed class ControlServerTests
     }
 
     [Fact]
+    public async Task GetStatus_OfTheDaemon_ShowsEachSettingsChangeInTheNextReply()
+    {
+        // The daemon's status reuses its settings parts between changes; every change made over gRPC must show in
+        // the very next GetStatus, on the same connection, with nothing in between.
+        string directory = RunningControlServer.CreateTempDirectory();
+        try
+        {
+            var settings = new Hypervisor.Passthrough.Share.LiveSettings(new ShareSettings { SharedDir = "/srv/data", Tag = "data" });
+            var share = new DaemonShareControl(settings, new Hypervisor.Passthrough.Engine.FuseCounters(), () => default, () => { });
+            await using ControlServer server = await ControlServer.StartAsync(Path.Combine(directory, "control.sock"), share,
+                new ControlServerOptions { ShutdownTimeout = TimeSpan.FromSeconds(2) });
+            using var channel = RunningControlServer.CreateChannel(server.SocketPath);
+            var control = new ShareControl.ShareControlClient(channel);
+
+            ShareStatus status = await control.GetStatusAsync(new GetStatusRequest());
+            Assert.False(status.Settings.DirectIo);
+            Assert.False(status.Options.DirectIo);
+            for (int i = 0; i < 3; i++)
+            {
+                bool on = i % 2 == 0;
+                await control.SetDirectIoAsync(new SetDirectIoRequest { Enabled = on });
+                status = await control.GetStatusAsync(new GetStatusRequest());
+                Assert.Equal(on, status.Settings.DirectIo);
+                Assert.Equal(on, status.Options.DirectIo);
+            }
+
+            await control.SetCachePolicyAsync(new SetCachePolicyRequest { Policy = CachePolicy.Never });
+            status = await control.GetStatusAsync(new GetStatusRequest());
+            Assert.Equal(CachePolicy.Never, status.Settings.Cache);
+            Assert.Equal(CachePolicy.Never, status.Options.CachePolicy);
+
+            await control.AddAllowedPathAsync(new AllowedPathRequest { Path = "docs" });
+            status = await control.GetStatusAsync(new GetStatusRequest());
+            Assert.Equal(["docs"], status.Settings.Allow);
+            Assert.Equal(["docs"], status.Allowlist.Entries);
+            Assert.False(status.Allowlist.Enabled);
+
+            await control.SetAllowlistEnabledAsync(new SetAllowlistEnabledRequest { Enabled = true });
+            status = await control.GetStatusAsync(new GetStatusRequest());
+            Assert.True(status.Allowlist.Enabled);
+
+            await control.RemoveAllowedPathAsync(new AllowedPathRequest { Path = "docs" });
+            status = await control.GetStatusAsync(new GetStatusRequest());
+            Assert.Empty(status.Settings.Allow);
+            Assert.Empty(status.Allowlist.Entries);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task SetDirectIo_ReachesTheShareAndReturnsTheNewOptions()
     {
         await using var server = await RunningControlServer.StartAsync();

@@ -76,6 +76,38 @@ public sealed class DaemonShareControlTests
     }
 
     [Fact]
+    public async Task Status_TakenBeforeAChange_KeepsWhatItReported()
+    {
+        // The status's settings parts are shared between replies until the next change: the status after a change
+        // has new ones, and those of a reply already handed out (still being serialized, perhaps) stay as they were.
+        DaemonShareControl control = NewControl(NewSettings());
+        ShareStatus before = await control.GetStatusAsync(default);
+        ShareStatus same = await control.GetStatusAsync(default);
+        Assert.Equal(before.Settings, same.Settings);
+
+        await control.SetDirectIoAsync(true, default);
+        await control.SetCachePolicyAsync(ProtoCachePolicy.Always, default);
+        await control.AddAllowedPathAsync("docs", default);
+        await control.SetAllowlistEnabledAsync(true, default);
+        ShareStatus after = await control.GetStatusAsync(default);
+
+        Assert.False(before.Settings.DirectIo);
+        Assert.False(before.Options.DirectIo);
+        Assert.Equal(ProtoCachePolicy.Auto, before.Settings.Cache);
+        Assert.Empty(before.Settings.Allow);
+        Assert.Empty(before.Allowlist.Entries);
+        Assert.False(before.Allowlist.Enabled);
+
+        Assert.True(after.Settings.DirectIo);
+        Assert.True(after.Options.DirectIo);
+        Assert.Equal(ProtoCachePolicy.Always, after.Settings.Cache);
+        Assert.Equal(ProtoCachePolicy.Always, after.Options.CachePolicy);
+        Assert.Equal(["docs"], after.Settings.Allow);
+        Assert.Equal(["docs"], after.Allowlist.Entries);
+        Assert.True(after.Allowlist.Enabled);
+    }
+
+    [Fact]
     public async Task StartupAllowlist_IsReportedEnabled()
     {
         DaemonShareControl control = NewControl(NewSettings(new Hypervisor.Passthrough.Share.Allowlist(["a", "b"])));
