@@ -11,7 +11,7 @@ namespace Hypervisor.Benchmarks;
 /// <summary>
 /// `hv-bench vhost --compare [--runs N] [--seconds S] [--warmup S] [--depth D] [--big-mib M] [--dir-entries E] [--readdir-size B]
 /// [--vdev PATH] [--vdev-arg ARG]... [--virtiofsd PATH] [--work DIR] [--fs fresh-ext4|work] [--targets virtiofsd,vdev,vdev-2q,vdev-2q-unpinned] [--rows lookup+getattr,...]
-/// [--view unpinned|one-cpu] [--builds NAME=PATH,NAME=PATH...] [--perf]`: the real vdev process (vdev → shared-memory ring → passthrough
+/// [--view unpinned|one-cpu] [--builds NAME=PATH[:ARGS],NAME=PATH[:ARGS]...] [--perf]`: the real vdev process (vdev → shared-memory ring → passthrough
 /// daemon started by fuse_launcher) against QEMU's C virtiofsd, both driven from the test vhost-user front-end
 /// over their sockets, interleaved run by run, each run on a fresh copy of one source tree, by default on a new ext4 filesystem of its own (`--fs fresh-ext4`;
 /// `--fs work` copies into the work directory instead). Every row keeps
@@ -28,7 +28,9 @@ namespace Hypervisor.Benchmarks;
 /// every front-end thread runs on another CPU, as a guest's vCPUs would beside a backend confined to one host CPU.
 /// <c>--builds</c> measures two or more vdev builds (each PATH a vdev with its fuse_launcher and passthrough beside it)
 /// instead of the targets: each run measures every build once, in turn forward and backward, and the summary gives per
-/// build the median and range over the runs and per other build its per-run ratios to the first. <c>--perf</c> adds
+/// build the median and range over the runs and per other build its per-run ratios to the first. A build may name
+/// options of its own after a colon, separated by spaces (<c>nosandbox=dist/vdev:--sandbox none --seccomp none</c>), given
+/// to that build's vdev after the common ones; two builds may then name the same executable. <c>--perf</c> adds
 /// each backend process's task clock and system calls over every measured row (<see cref="PerfCount"/>).
 /// </summary>
 internal static class VhostCompare
@@ -37,8 +39,9 @@ internal static class VhostCompare
     private const int Mib = 1 << 20;
 
     /// <summary>A backend to measure; <paramref name="Unpinned"/>: the vdev with <c>--queue-cpus none</c> (its default pins each request queue's two ends to one CPU when there are two or more).</summary>
-    /// <summary><paramref name="Exe"/>: the executable of this target (a build named by <c>--builds</c>); null for the option's default.</summary>
-    private sealed record Target(string Name, bool Vdev, int Queues, string[] Rows, bool Unpinned = false, string? Exe = null);
+    /// <summary><paramref name="Exe"/>: the executable of this target (a build named by <c>--builds</c>); null for the option's default.
+    /// <paramref name="ExeArgs"/>: that build's own vdev options (after a colon in <c>--builds</c>).</summary>
+    private sealed record Target(string Name, bool Vdev, int Queues, string[] Rows, bool Unpinned = false, string? Exe = null, string[]? ExeArgs = null);
 
     private static readonly string[] AllRows = ["lookup+getattr", "create+write4k+release", "readdirplus", "seqread-1m", "randread-4k", "seqwrite-1m"];
     private static readonly string[] MetaRows = ["lookup+getattr", "create+write4k+release", "readdirplus"];
@@ -62,8 +65,8 @@ internal static class VhostCompare
         public int? BackendCpu;
         /// <summary>--view one-cpu: the CPU every front-end thread runs on.</summary>
         public int FrontendCpu;
-        /// <summary>--builds NAME=PATH,NAME=PATH...: vdev builds measured against each other, alternated run by run.</summary>
-        public List<(string Name, string Path)> Builds = [];
+        /// <summary>--builds NAME=PATH[:ARGS],...: vdev builds (or one build with different options) measured against each other, alternated run by run.</summary>
+        public List<(string Name, string Path, string[] Args)> Builds = [];
         /// <summary>--perf: each process's task clock and system calls over each measured row, counted by perf stat.</summary>
         public bool Perf;
     }
@@ -102,8 +105,11 @@ internal static class VhostCompare
                     foreach (var b in Next().Split(','))
                     {
                         int eq = b.IndexOf('=');
-                        if (eq <= 0 || eq == b.Length - 1) { Console.Error.WriteLine("--builds takes NAME=PATH,NAME=PATH (each PATH a vdev executable, its fuse_launcher and passthrough beside it)."); return 2; }
-                        o.Builds.Add((b[..eq], Path.GetFullPath(b[(eq + 1)..])));
+                        if (eq <= 0 || eq == b.Length - 1) { Console.Error.WriteLine("--builds takes NAME=PATH[:ARGS],NAME=PATH[:ARGS] (each PATH a vdev executable, its fuse_launcher and passthrough beside it; ARGS that build's own vdev options, separated by spaces)."); return 2; }
+                        int colon = b.IndexOf(':', eq + 1);
+                        string path = colon < 0 ? b[(eq + 1)..] : b[(eq + 1)..colon];
+                        string[] buildArgs = colon < 0 ? [] : b[(colon + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                        o.Builds.Add((b[..eq], Path.GetFullPath(path), buildArgs));
                     }
                     break;
                 case "--perf": o.Perf = true; break;
@@ -129,7 +135,7 @@ internal static class VhostCompare
         if (o.Builds.Count == 1 || (o.Builds.Count > 0 && (o.Targets != null || args.Contains("--vdev"))))
         { Console.Error.WriteLine("--builds takes two or more builds and replaces --targets and --vdev: every build is run as the vdev target."); return 2; }
         if (o.Builds.Count == 0 && !File.Exists(o.VdevPath)) { Console.Error.WriteLine($"{o.VdevPath} does not exist: run `bash .ci/build` in {root} or pass --vdev PATH."); return 2; }
-        foreach (var (name, path) in o.Builds)
+        foreach (var (name, path, _) in o.Builds)
             if (!File.Exists(path)) { Console.Error.WriteLine($"{path} (build {name}) does not exist."); return 2; }
         if (o.Builds.Count > 0 && o.Builds.Select(b => b.Name).Distinct().Count() != o.Builds.Count) { Console.Error.WriteLine("--builds names must differ."); return 2; }
         if (!File.Exists(o.VirtiofsdPath)) { Console.Error.WriteLine($"{o.VirtiofsdPath} does not exist; install qemu-system-common or pass --virtiofsd PATH."); return 2; }
@@ -138,7 +144,7 @@ internal static class VhostCompare
         using var removeWork = o.Work == null ? Interruption.Register(() => HostCommand.RunQuiet("rm", "-rf", work)) : null;
         Directory.CreateDirectory(work);
         var src = Path.Combine(work, "src");
-        Console.WriteLine($"vhost --compare: {(o.Builds.Count > 0 ? "builds=" + string.Join(',', o.Builds.Select(b => $"{b.Name}={b.Path}")) : $"vdev={o.VdevPath}")} virtiofsd={o.VirtiofsdPath} runs={o.Runs} seconds/row={o.Seconds} depth={o.Depth} big={o.BigMib} MiB dir={o.DirEntries} entries readdir buffer={o.ReaddirSize} B work={work}");
+        Console.WriteLine($"vhost --compare: {(o.Builds.Count > 0 ? "builds=" + string.Join(',', o.Builds.Select(b => $"{b.Name}={b.Path}{ArgsSuffix(b.Args)}")) : $"vdev={o.VdevPath}")} virtiofsd={o.VirtiofsdPath} runs={o.Runs} seconds/row={o.Seconds} depth={o.Depth} big={o.BigMib} MiB dir={o.DirEntries} entries readdir buffer={o.ReaddirSize} B work={work}");
         Console.WriteLine(ViewLine(o));
         Console.WriteLine($"load average at start: {File.ReadAllText("/proc/loadavg").Trim()}");
         BuildSource(src, o);
@@ -153,7 +159,7 @@ internal static class VhostCompare
         // The unpinned variant is there to be asked for.
         if (o.Targets == null) targets = targets.Where(t => !t.Unpinned).ToArray();
         if (o.Targets != null) targets = targets.Where(t => o.Targets.Contains(t.Name)).ToArray();
-        if (o.Builds.Count > 0) targets = [.. o.Builds.Select(b => new Target(b.Name, true, 1, AllRows, Exe: b.Path))];
+        if (o.Builds.Count > 0) targets = [.. o.Builds.Select(b => new Target(b.Name, true, 1, AllRows, Exe: b.Path, ExeArgs: b.Args))];
         if (o.Rows != null) targets = targets.Select(t => t with { Rows = t.Rows.Where(o.Rows.Contains).ToArray() }).ToArray();
         if (targets.Length == 0 || targets.All(t => t.Rows.Length == 0)) { Console.Error.WriteLine($"--targets takes virtiofsd,vdev,vdev-2q,vdev-2q-unpinned and --rows some of {string.Join(',', AllRows)}."); return 2; }
         var results = new Dictionary<(string, string), List<Sample>>();
@@ -270,7 +276,7 @@ internal static class VhostCompare
     private static void PrintBuilds(Options o, Dictionary<(string, string), List<Sample>> results, List<string> loads)
     {
         var names = o.Builds.Select(b => b.Name).ToArray();
-        Console.WriteLine($"Builds: {string.Join(", ", o.Builds.Select(b => $"{b.Name} = {b.Path}"))}; {o.Runs} runs, the builds alternated within each run (forward, then backward), {o.Depth} requests in flight, one request queue, {o.Seconds} s rows after {o.Warmup} s unmeasured.");
+        Console.WriteLine($"Builds: {string.Join(", ", o.Builds.Select(b => $"{b.Name} = {b.Path}{ArgsSuffix(b.Args)}"))}; {o.Runs} runs, the builds alternated within each run (forward, then backward), {o.Depth} requests in flight, one request queue, {o.Seconds} s rows after {o.Warmup} s unmeasured.");
         Console.WriteLine("Per build: median [min-max] over the runs. cpu/unit: user+system of /proc (10 ms ticks); task clock/unit: perf's task-clock of the backend's processes; syscalls/unit: raw_syscalls:sys_enter of each process over the units done.");
         foreach (var row in AllRows)
         {
@@ -347,6 +353,9 @@ internal static class VhostCompare
         Console.WriteLine($"source tree built in {sw.Elapsed.TotalSeconds:F1} s: big ({o.BigMib} MiB, stays in the host page cache: RAM {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes >> 30} GiB), meta/ ({o.MetaFiles} files), dir/ ({o.DirEntries} entries)");
     }
 
+    /// <summary>A build's own options as printed after its path: empty, or a colon and the options.</summary>
+    private static string ArgsSuffix(string[] args) => args.Length == 0 ? "" : ":" + string.Join(' ', args);
+
     // ---- one backend, one run ----
 
     private static List<(string Row, double Rate, double Cpu, double WarmupRate, double Units, PerfCounts? Counts)> RunTarget(Target t, string share, Options o, bool verbose)
@@ -364,7 +373,7 @@ internal static class VhostCompare
         string[] argv = t.Vdev
             ? ["--socket-path", sock, "--shared-dir", share, "--tag", "bench", "--request-queues", t.Queues.ToString(), "--cache", "auto",
                 .. t.Unpinned ? ["--queue-cpus", "none"] : o.QueueCpus is null ? Array.Empty<string>() : ["--queue-cpus", string.Join(',', o.QueueCpus.Take(t.Queues))],
-                .. o.VdevArgs]
+                .. o.VdevArgs, .. t.ExeArgs ?? []]
             : [$"--socket-path={sock}", "-o", $"source={share}", "-o", "cache=auto", "--rlimit-nofile=0"];
         foreach (var a in argv) psi.ArgumentList.Add(a);
         var stderr = new StringBuilder();
