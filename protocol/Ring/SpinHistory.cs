@@ -9,11 +9,11 @@ namespace Hypervisor.Protocol.Ring;
 /// else could have run, and is followed by the sleep it meant to save. This history decides from outcomes, which
 /// cover every such cause alike.
 /// <para>After a spin that ran out the next wait sleeps at once; every further spin that runs out doubles the number
-/// of waits that sleep at once, up to <see cref="MaxSkipped"/>. A spin that finds what it waited for ends the
-/// back-off. A wait that slept without spinning, but was answered within the length of a spin, lets the next wait
-/// spin again (a spin would have found the answer), without ending the back-off: if that spin runs out too, the next
-/// run of sleeping waits is longer still. So a steady stream of quick answers keeps spinning as before, and a stream
-/// of late ones spins once in <see cref="MaxSkipped"/> waits or less.</para>
+/// of waits that sleep at once after it, up to <see cref="MaxSkipped"/>, and every spin that finds what it waited for
+/// halves that number. So spinning goes on while most spins pay (a steady stream of quick answers spins as before) and
+/// stops while most run out (a stream of late answers, with one quick answer among a few late ones, spins about once
+/// in <see cref="MaxSkipped"/> waits). A wait that slept without spinning, but was answered within the length of a
+/// spin, lets the next wait spin again (a spin would have found the answer), without shortening the back-off.</para>
 /// <para>One per waiting thread; not thread-safe.</para>
 /// </summary>
 public struct SpinHistory
@@ -35,8 +35,12 @@ public struct SpinHistory
     /// <summary>Waits that will still sleep at once.</summary>
     public readonly int Skipping => _skip;
 
-    /// <summary>The spin found what it waited for: spinning pays again.</summary>
-    public void Found() => _backoff = _skip = 0;
+    /// <summary>The spin found what it waited for: the next wait spins, and the back-off after a spin that runs out halves.</summary>
+    public void Found()
+    {
+        _backoff /= 2;
+        _skip = 0;
+    }
 
     /// <summary>The spin ran out and the thread went to sleep: the next waits sleep at once.</summary>
     public void RanOut()

@@ -46,7 +46,7 @@ public class SpinHistoryTests
     }
 
     [Fact]
-    public void ASpinThatFindsItsAnswerEndsTheBackOff()
+    public void EachSpinThatFindsItsAnswerHalvesTheBackOff()
     {
         var history = new SpinHistory();
         for (int i = 0; i < 5; i++)
@@ -55,11 +55,56 @@ public class SpinHistoryTests
             history.RanOut();
             Spinning(ref history, history.Skipping);
         }
+        // Backing off 16 waits after each spin that runs out; two spins that pay bring it down to 4.
+        Assert.True(history.NextWaitSpins());
+        history.Found();
         Assert.True(history.NextWaitSpins());
         history.Found();
         Assert.True(history.NextWaitSpins());
         history.RanOut();
-        Assert.Equal(1, history.Skipping);
+        Assert.Equal(8, history.Skipping);
+    }
+
+    [Fact]
+    public void ASpinThatFindsItsAnswerAfterOneThatRanOutLetsEveryWaitSpin()
+    {
+        var history = new SpinHistory();
+        history.NextWaitSpins();
+        history.RanOut();
+        Assert.False(history.NextWaitSpins());
+        Assert.True(history.NextWaitSpins());
+        history.Found();
+        Assert.Equal(10, Spinning(ref history, 10));
+    }
+
+    [Fact]
+    public void OneQuickAnswerAmongThreeLateOnesStopsTheSpinning()
+    {
+        var history = new SpinHistory();
+        int spun = 0;
+        const int waits = 4000;
+        for (int i = 0; i < waits; i++)
+        {
+            if (!history.NextWaitSpins()) continue;
+            spun++;
+            if (i % 4 == 3) history.Found(); else history.RanOut();
+        }
+        Assert.True(spun < waits / 8, $"{spun} spins in {waits} waits");
+    }
+
+    [Fact]
+    public void MostlyQuickAnswersKeepSpinning()
+    {
+        var history = new SpinHistory();
+        int spun = 0;
+        const int waits = 4000;
+        for (int i = 0; i < waits; i++)
+        {
+            if (!history.NextWaitSpins()) continue;
+            spun++;
+            if (i % 8 == 7) history.RanOut(); else history.Found();
+        }
+        Assert.True(spun > waits * 3 / 4, $"{spun} spins in {waits} waits");
     }
 
     [Fact]
