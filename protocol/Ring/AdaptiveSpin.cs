@@ -10,7 +10,8 @@ namespace Hypervisor.Protocol.Ring;
 /// loaded machine or an idle peer does not burn CPU that the peer may need; a short wait restores it.
 /// "Short" allows for a wake-up: a wait up to 8 times the spin counts as short, because waking from a
 /// sleep on a busy machine can take longer than the spin itself, and a stricter limit lets the budget fall
-/// to nothing under a steady load and stay there.
+/// to nothing under a steady load and stay there. Whether a wait spins at all follows the outcomes of the
+/// recent spins (<see cref="SpinHistory"/>): spins that keep running out are skipped.
 /// One per waiting end, used by one thread at a time.
 /// </summary>
 internal struct AdaptiveSpin
@@ -20,6 +21,8 @@ internal struct AdaptiveSpin
     private long _started;
     private long _until;
     private long _yieldFrom;
+    private bool _spinning;
+    private SpinHistory _history;
 
     public AdaptiveSpin()
     {
@@ -42,7 +45,8 @@ internal struct AdaptiveSpin
     {
         _max = maxTicks;
         _started = Stopwatch.GetTimestamp();
-        _until = _started + Math.Min(_budget, maxTicks);
+        _spinning = maxTicks > 0 && _history.NextWaitSpins();
+        _until = _spinning ? _started + Math.Min(_budget, maxTicks) : _started;
         _yieldFrom = _started + maxTicks / 2;
         _credit.Earn(_started, 4 * maxTicks);
     }
@@ -56,10 +60,21 @@ internal struct AdaptiveSpin
         return true;
     }
 
-    /// <summary>After a wait that went to sleep: sizes the next spin by how long this wait took.</summary>
+    /// <summary>The wait ended while it spun: the spin paid.</summary>
+    public void Found()
+    {
+        if (_spinning) _history.Found();
+    }
+
+    /// <summary>
+    /// After a wait that went to sleep: sizes the next spin by how long this wait took, and notes whether its spin ran
+    /// out, or whether a wait that did not spin was answered within a spin's length.
+    /// </summary>
     public void Slept()
     {
         long waited = Stopwatch.GetTimestamp() - _started;
         _budget = waited <= 8 * _max ? _max : Math.Min(_budget, _max) / 2;
+        if (_spinning) _history.RanOut();
+        else if (_max > 0 && waited <= _max) _history.AnsweredSoon();
     }
 }

@@ -73,7 +73,11 @@ public abstract unsafe class RingEnd
         while (_spin.Spin())
         {
             status = Attempt();
-            if (status != RingStatus.WouldBlock) return status;
+            if (status != RingStatus.WouldBlock)
+            {
+                _spin.Found();
+                return status;
+            }
         }
         // Registered as a waiter so that Dispose on another thread does not unmap the ring
         // while this thread sleeps; once closed, the set refuses new waiters.

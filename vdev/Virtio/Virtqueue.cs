@@ -45,6 +45,9 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
     private long _replySpinTicks;
     private bool _lastSubmittedLarge;
     private SpinCredit _spinCredit = new() { Share = ReplySpinCpuShare };
+    private SpinHistory _replySpins;
+    // When the worker went to sleep on a reply it would have polled for had its recent polls paid (0: it did not).
+    private long _replySleepSkippedAt;
     // Whether the current ProcessAvail handed the transport a frame, so that it flushes once at the end (worker only).
     private bool _submitted;
     private volatile bool _broken;
@@ -197,6 +200,7 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
             while (true)
             {
                 int replyFd = -1, peerExitFd = -1;
+                _replySleepSkippedAt = 0;
                 if (polled != null)
                 {
                     // Replies first: they free the chains the driver is waiting for.
@@ -209,6 +213,12 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
                 }
                 int ready = Libc.WaitAny(kick, _control, replyFd, peerExitFd);
                 if (replyFd >= 0) polled!.DisarmWakeup(Index, replyRang: (ready & 4) != 0, peerExited: (ready & 8) != 0);
+                if (_replySleepSkippedAt != 0)
+                {
+                    // A reply that came within a poll's length would have been found by the poll skipped.
+                    if ((ready & 4) != 0 && Stopwatch.GetTimestamp() - _replySleepSkippedAt <= _replySpinTicks) _replySpins.AnsweredSoon();
+                    _replySleepSkippedAt = 0;
+                }
                 if (_stopRequested) return;
                 if ((ready & 1) != 0) Libc.EventFdDrain(kick);
                 if ((ready & 2) != 0) Libc.EventFdDrain(_control);
@@ -242,17 +252,24 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
     /// reply may need this very CPU), and returns true as soon as one was delivered. Sleeping instead costs the
     /// reply a wake-up of this thread. With more in flight it returns false at once: under load the daemon needs
     /// the CPU more than this thread needs the head start, and the next kick or reply comes soon anyway. It does
-    /// the same when the last request submitted moves more than <see cref="ReplySpinMaxBytes"/>, and once it has
-    /// spun for more than its share of the time (<see cref="ReplySpinCpuShare"/>).
+    /// the same when the last request submitted moves more than <see cref="ReplySpinMaxBytes"/>, once it has
+    /// spun for more than its share of the time (<see cref="ReplySpinCpuShare"/>), and while its recent polls ran out
+    /// without a reply (<see cref="SpinHistory"/>: the daemon answers later than the poll lasts, e.g. because the CPU
+    /// it was woken on is busy, and each poll only takes CPU time from the guest's vCPUs).
     /// </summary>
     private bool AwaitReplyBriefly(IPolledFuseTransport polled)
     {
         long spin = _replySpinTicks;
         int inFlight = Volatile.Read(ref _inFlight);
         if (spin == 0 || inFlight == 0 || inFlight > ReplySpinMaxInFlight || _lastSubmittedLarge) return false;
+        long start = Stopwatch.GetTimestamp();
+        if (!_replySpins.NextWaitSpins())
+        {
+            _replySleepSkippedAt = start;
+            return false;
+        }
         // Spin time is earned at a fixed share of the time that passes, so that a steady stream of requests that
         // each find the queue nearly empty cannot turn the worker into a busy loop.
-        long start = Stopwatch.GetTimestamp();
         _spinCredit.Earn(start, 4 * spin);
         if (!_spinCredit.Charge(start)) return false;
         long until = start + spin;
@@ -261,8 +278,17 @@ internal sealed unsafe class Virtqueue(VirtioFsDevice device, QueueIndex index, 
             Thread.Yield();
             bool delivered = polled.Poll(Index) > 0;
             long now = Stopwatch.GetTimestamp();
-            if (!_spinCredit.Charge(now) || delivered) return delivered;
-            if (now >= until || _stopRequested) return false;
+            bool charged = _spinCredit.Charge(now);
+            if (delivered)
+            {
+                _replySpins.Found();
+                return true;
+            }
+            if (!charged || now >= until || _stopRequested)
+            {
+                _replySpins.RanOut();
+                return false;
+            }
         }
     }
 
