@@ -224,11 +224,21 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
             // mark (and then for the relaunch) like any other, rather than being answered EIO. The mark is a lock away, but
             // a loaded host can keep the reporting thread off a CPU for long: the wait is bounded as the relaunch's is, and
             // ends early if the generation stops being current (another thread switched) or the transport is disposed.
-            if (!generation.Dead && generation.Transport.HasFailed)
-                SpinWait.SpinUntil(() => generation.Dead || generation != _current || _disposed, _wait);
+            if (!generation.Dead && generation.Transport.HasFailed) AwaitDeathMark(generation);
             // Not in the ring: a frame the daemon never saw goes to the next one, whatever its opcode.
             if (!generation.Dead) return false;
         }
+    }
+
+    /// <summary>
+    /// Waits until <paramref name="generation"/>, whose ring transport has failed, is marked dead by the thread that
+    /// failed it; bounded by the relaunch wait, and ended early when it stops being current or the transport is
+    /// disposed. Returns whether it is marked dead.
+    /// </summary>
+    private bool AwaitDeathMark(Generation generation)
+    {
+        SpinWait.SpinUntil(() => generation.Dead || generation != _current || _disposed, _wait);
+        return generation.Dead;
     }
 
     private bool SubmitTo(Generation generation, VirtqueueRequest request, int q)
@@ -409,8 +419,7 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
         // switches to its successor at once and owes no reply.
         if (!generation.Dead && !generation.HandedOver && generation.Transport.HasFailed)
         {
-            SpinWait.SpinUntil(() => generation.Dead || generation != _current || _disposed, _wait);
-            if (!generation.Dead)
+            if (!AwaitDeathMark(generation))
             {
                 // Replaced meanwhile, or disposed: the caller polls again instead of sleeping.
                 replyFd = peerExitFd = -1;
