@@ -48,9 +48,13 @@ public class FuseLauncherTests
             // not the memfd this test host leaked without naming it, and no longer the ready pipe (closed). Read once the
             // script has closed the pipe and exec'ed sleep: it writes the ready line first, and fuse_launcher may have
             // exited before the script's next line.
+            // sleep itself opens and closes a few files as it starts (the dynamic linker's cache, libc, locale data), after
+            // exec has named it: the set is read until it is the expected one, for 10 s at most. A descriptor fuse_launcher
+            // passed on by mistake stays open, so it still fails the assertion below.
             Assert.True(ProcFs.WaitForCommand(pid, "sleep", 10_000), "the script daemon did not exec sleep after reporting ready");
-            var fds = ProcFs.Fds(pid);
-            Assert.Equal(new[] { 0, 1, 2, Math.Min(memfd, doorbell), Math.Max(memfd, doorbell) }, fds.Keys.Order());
+            var expected = new[] { 0, 1, 2, Math.Min(memfd, doorbell), Math.Max(memfd, doorbell) };
+            var fds = ProcFs.FdsOnceSettled(pid, now => now.Keys.Order().SequenceEqual(expected), 10_000);
+            Assert.Equal(expected, fds.Keys.Order());
             Assert.Equal("/dev/null", fds[0]);
             Assert.StartsWith("pipe:", fds[1]);
             Assert.Equal(fds[1], fds[2]);

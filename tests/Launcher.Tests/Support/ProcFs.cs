@@ -64,6 +64,21 @@ internal static class ProcFs
         return fds;
     }
 
+    /// <summary>
+    /// The open descriptors of a process once <paramref name="settled"/> holds for them, or as they are after
+    /// <paramref name="timeoutMs"/>: for a process that opens and closes files of its own while it starts.
+    /// </summary>
+    public static Dictionary<int, string> FdsOnceSettled(int pid, Func<Dictionary<int, string>, bool> settled, int timeoutMs)
+    {
+        var deadline = Environment.TickCount64 + timeoutMs;
+        while (true)
+        {
+            var fds = Fds(pid);
+            if (settled(fds) || Environment.TickCount64 > deadline) return fds;
+            Thread.Sleep(5);
+        }
+    }
+
     /// <summary>Pids of running processes whose command line contains every one of <paramref name="parts"/>.</summary>
     public static List<int> FindByCommandLine(params string[] parts)
     {
