@@ -96,9 +96,9 @@ public sealed class RecoveringTransportDrainTests : IDisposable
         {
         }
 
-        public void TransportFailed(string reason)
-        {
-        }
+        public int Failures;
+
+        public void TransportFailed(string reason) => Interlocked.Increment(ref Failures);
     }
 
     /// <summary>A chain on queue <paramref name="q"/> at <paramref name="head"/> holding <paramref name="frame"/>, as a worker hands it over.</summary>
@@ -169,6 +169,23 @@ public sealed class RecoveringTransportDrainTests : IDisposable
         Assert.Equal(RingStatus.Ok, second.GetQueue(0).Consumer.Peek(out var frame, T, CancellationToken.None));
         Assert.Equal(RingFrame.NoReplyTag, frame.Tag);
         Assert.Equal(0, _sink.Replies);
+    }
+
+    [Fact]
+    public void ADaemonThatEndsWithForgetCompletionsUntaken_IsReplaced_AndTheNextForgetGoesToItsSuccessor()
+    {
+        Forgets(3);
+        Serve(_relauncher.Daemons[0], 0, 3);
+        // The daemon ends (here: it closes its rings); the worker's wake-up takes what it committed and reports the end.
+        _relauncher.Daemons[0].Close();
+        Assert.Equal(0, _transport.Poll(new QueueIndex(0)));
+        // The guest's next FORGET waits for the new daemon and reaches it.
+        _generation++;
+        Forgets(1);
+        Assert.Equal(2, _relauncher.Daemons.Count);
+        Assert.Equal(RingStatus.Ok, _relauncher.Daemons[1].GetQueue(0).Consumer.Peek(out var frame, T, CancellationToken.None));
+        Assert.Equal(RingFrame.NoReplyTag, frame.Tag);
+        Assert.Equal((0, 0), (_sink.Replies, _sink.Failures));
     }
 
     [Fact]
