@@ -16,7 +16,12 @@ namespace Hypervisor.Passthrough.Transport;
 /// that has to wait is answered later by the engine's lock waiter (<see cref="IDeferredReplySink"/>): a guest waiting
 /// for a lock must not keep the unlock behind it from being served, nor hold a thread.
 /// Contract with the vdev: every submission gets exactly one completion with the submission's tag; an empty
-/// completion means the request has no reply (FORGET) or could not be answered (a frame too broken to address).
+/// completion means the request has no reply (FORGET) or could not be answered (a frame too broken to address). On
+/// queue 0 (hiprio) the empty completion of a frame tagged <see cref="RingFrame.NoReplyTag"/> is committed but not
+/// announced (<see cref="Announces"/>). Queue 0's frames are all run on its dispatcher, no pool and no offload, and
+/// each is released only once the engine has run it (and, for one answered at once, its completion is committed):
+/// the vdev's planned restart relies on that to know queue 0 answered without waiting for completions it ignores
+/// (protocol/Ring/README.md, "Frames that get no reply").
 /// </summary>
 public sealed partial class RingTransport : IDisposable, IDeferredReplySink
 {
@@ -197,7 +202,9 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                     continue;
                 }
 
-                if (MayBlock(frame.Data))
+                // Not on queue 0, whose frames are all answered before they are released (see the class remarks); a guest
+                // that sends a sync there waits for it on its own hiprio queue.
+                if (queue.Index != 0 && MayBlock(frame.Data))
                 {
                     var copy = ArrayPool<byte>.Shared.Rent(frame.Data.Length);
                     var length = frame.Data.Length;
@@ -302,10 +309,19 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                 return true;
             }
             queue.Producer.Commit(length, frame.Tag, notify: false);
-            unannounced.Add(queue.Producer, length);
+            if (Announces(queue.Index, frame.Tag, length)) unannounced.Add(queue.Producer, length);
             return true;
         }
     }
+
+    /// <summary>
+    /// Whether a completion of <paramref name="length"/> bytes with <paramref name="tag"/> on <paramref name="queue"/>
+    /// wakes a vdev that sleeps on the completion ring: all do except an empty one of a frame the vdev sent with
+    /// <see cref="RingFrame.NoReplyTag"/> on queue 0 (a FORGET), whose completion the vdev ignores. Waking the vdev's
+    /// hiprio worker only to release it would cost a wake-up per FORGET batch; the worker releases it at its next
+    /// wake-up. Request queues keep announcing every completion, whatever it is.
+    /// </summary>
+    internal static bool Announces(int queue, ulong tag, int length) => queue != 0 || length != 0 || tag != RingFrame.NoReplyTag;
 
     /// <summary>
     /// Serves a request whose payload stays in guest memory (READ, WRITE, and the listings, attribute values and link
@@ -337,7 +353,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
                 queue.Producer.Commit(length, frame.Tag, notify: false);
                 // Counted as the small reply it is, not by the data moved: a burst of large reads or writes then wakes
                 // the vdev once per MaxReplies, which is what such a burst costs the vdev most of.
-                unannounced.Add(queue.Producer, length);
+                if (Announces(queue.Index, frame.Tag, length)) unannounced.Add(queue.Producer, length);
                 return true;
             }
         }
@@ -401,7 +417,7 @@ public sealed partial class RingTransport : IDisposable, IDeferredReplySink
             var status = queue.Producer.Reserve(reply.Length, out var span, Timeout.InfiniteTimeSpan, _stop.Token);
             if (status != RingStatus.Ok) return Stopped(queue, status);
             reply.CopyTo(span);
-            queue.Producer.Commit(reply.Length, tag);
+            queue.Producer.Commit(reply.Length, tag, notify: Announces(queue.Index, tag, reply.Length));
             return true;
         }
     }

@@ -155,6 +155,24 @@ public sealed unsafe class RingProducer : RingEnd
             Libc.EventFdSignal(_readyBell);
     }
 
+    /// <summary>
+    /// Whether the consumer has released every frame committed so far (its published head has reached the published
+    /// tail). A consumer that releases a frame only once it has acted on it has then acted on every frame. Reads only
+    /// the shared indices, so any thread may ask; a frame the producer's thread commits meanwhile may or may not count.
+    /// The consumer writes the head, so the answer is only as true as the consumer is.
+    /// </summary>
+    public bool AllReleased
+    {
+        get
+        {
+            _set.ThrowIfDisposed();
+            // Head first: the tail read after it is at least the tail of that moment, and never below the head, so
+            // equality means every frame committed when the head was read had been released.
+            ulong head = Volatile.Read(ref SharedHead);
+            return Volatile.Read(ref SharedTail) == head;
+        }
+    }
+
     /// <summary>Drops the open reservation, if any; nothing becomes visible to the consumer.</summary>
     public void CancelReservation() => _reserved = false;
 

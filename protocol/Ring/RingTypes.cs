@@ -81,6 +81,14 @@ public readonly ref struct RingFrame
     /// <summary>The record's flags (never <see cref="RingRecordFlags.Pad"/>).</summary>
     public readonly RingRecordFlags Flags;
 
+    /// <summary>
+    /// The tag the vdev gives a frame that gets no reply (FORGET, BATCH_FORGET, INTERRUPT), and never a frame that
+    /// expects one. The daemon still completes such a frame, emptily and with this tag, but nobody waits for that
+    /// completion: on queue 0 (hiprio) the daemon commits it without ringing the vdev's doorbell, and the vdev takes it
+    /// at its next wake-up (README.md, "Frames that get no reply").
+    /// </summary>
+    public const ulong NoReplyTag = ulong.MaxValue;
+
     internal RingFrame(ReadOnlySpan<byte> data, ulong tag, RingRecordFlags flags)
     {
         Data = data;

@@ -360,7 +360,11 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
         }
     }
 
-    /// <summary>Waits until no queue sends to <paramref name="old"/> and it owes no reply, or it ended; false on timeout.</summary>
+    /// <summary>
+    /// Waits until no queue sends to <paramref name="old"/> and it has answered every frame (hiprio's without waiting for
+    /// the empty completions of its FORGETs, which its worker may hold unreleased while it sleeps on its kick:
+    /// <see cref="ShmRingTransport.Answered"/>), or it ended; false on timeout.
+    /// </summary>
     private bool AwaitDrained(Generation old, TimeSpan timeout)
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -369,7 +373,7 @@ public sealed partial class RecoveringTransport : IPolledFuseTransport, IGuestMe
         {
             bool drained = true;
             for (int q = 0; q < _queueGeneration.Length && drained; q++)
-                drained = Volatile.Read(ref _submitting[q * BusyStride]) == 0 && old.Transport.Outstanding(q) == 0;
+                drained = Volatile.Read(ref _submitting[q * BusyStride]) == 0 && old.Transport.Answered(q);
             if (drained) return true;
             if (System.Diagnostics.Stopwatch.GetElapsedTime(start) > timeout) return false;
             // The replies come from the old daemon's threads and the queues' workers, which need the CPUs: yield first,

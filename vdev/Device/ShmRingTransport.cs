@@ -15,7 +15,8 @@ namespace Hypervisor.Vdev.Device;
 /// submission ring; replies are copied once, from the completion ring straight into guest memory. A burst of
 /// frames wakes the daemon once (<see cref="Flush"/>) and a burst of replies raises one interrupt. The daemon
 /// answers every submission, FORGET included, with a completion carrying its tag (empty for no reply); frames that
-/// get no reply are submitted with <see cref="NoReplyTag"/>, whose completion the device ignores.
+/// get no reply are submitted with <see cref="RingFrame.NoReplyTag"/>, whose completion the device ignores (and which
+/// the daemon does not announce on queue 0: the worker takes it at its next wake-up).
 /// The transport does not own the ring set; whoever created it (and started the daemon) disposes it.
 /// When the ring set has a guest-memory channel, every memory table is handed to the daemon on it, and once the daemon
 /// has mapped a table, the payload of a READ or WRITE of that table stays in guest memory: the frame lists the checked
@@ -34,9 +35,6 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
     /// <summary>A READ frame longer than this carries more than header and read_in (a broken guest): it goes the copy path.</summary>
     private const int MaxReadFrame = 4096;
 
-    /// <summary>Tag of frames that get no reply (FORGET, BATCH_FORGET, INTERRUPT); never a valid device tag.</summary>
-    public const ulong NoReplyTag = ulong.MaxValue;
-
     /// <summary>
     /// How long a submission waits for space in a full ring before it returns the replies that arrived meanwhile:
     /// the daemon may be waiting for room in the completion ring, which only this thread makes.
@@ -51,10 +49,13 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
     private readonly Action<ulong> _dropTable;
     // Per queue, at index queue * CounterStride (a cache line each, so that queues' workers do not share one): frames
     // committed to the submission ring and completions released from the completion ring. Each is written only by the
-    // queue's worker; their difference is what the daemon still has to answer (every frame gets one completion).
+    // queue's worker; their difference is what the daemon still has to answer (every frame gets one completion). At
+    // index queue * CounterStride + ExpectingReply, in the same line: the same counts of frames that expect a reply
+    // and of the completions with their tags (queue 0's drain, Answered, needs them apart).
     private readonly long[] _committed;
     private readonly long[] _released;
     private const int CounterStride = 8;
+    private const int ExpectingReply = 1;
 
     private ShmRingTransport(ShmRingSet rings, IFuseCompletionSink sink, ILogger log)
     {
@@ -111,7 +112,7 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
                 EncodeDirect(request, direct, ranges, frame);
                 if (direct == Direct.Read) request.DirectReadCapacity = request.WritableLength - VirtqueueRequest.OutHeaderSize;
                 queue.Producer.Commit(length, request.Tag, notify: false, RingRecordFlags.GuestMemory);
-                Volatile.Write(ref _committed[request.Queue.Value * CounterStride], _committed[request.Queue.Value * CounterStride] + 1);
+                Counted(request.Queue.Value, expectsReply: true);
                 return true;
             }
             if (status == RingStatus.Ok)
@@ -120,8 +121,8 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
                 request.DirectReadCapacity = 0;
                 request.CopyFrameTo(frame);
                 // The daemon is woken once per batch, by Flush.
-                queue.Producer.Commit(length, request.ExpectsReply ? request.Tag : NoReplyTag, notify: false);
-                Volatile.Write(ref _committed[request.Queue.Value * CounterStride], _committed[request.Queue.Value * CounterStride] + 1);
+                queue.Producer.Commit(length, request.ExpectsReply ? request.Tag : RingFrame.NoReplyTag, notify: false);
+                Counted(request.Queue.Value, request.ExpectsReply);
                 return true;
             }
         }
@@ -132,6 +133,14 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
         if (status == RingStatus.TooLarge) LogTooLarge(_log, request.Queue.Value, length, queue.Producer.MaxFrameSize);
         else if (status != RingStatus.Canceled) Fail(Reason(queue.Index, status, "submission"));
         return false;
+    }
+
+    /// <summary>Counts a frame committed on <paramref name="queue"/> (on its worker, after the commit).</summary>
+    private void Counted(int queue, bool expectsReply)
+    {
+        int at = queue * CounterStride;
+        if (expectsReply) Volatile.Write(ref _committed[at + ExpectingReply], _committed[at + ExpectingReply] + 1);
+        Volatile.Write(ref _committed[at], _committed[at] + 1);
     }
 
     /// <summary>None: the copy path. Read: the daemon writes the reply's payload into the chain (READ and the replies it builds). Write: it reads a WRITE's data from the chain.</summary>
@@ -311,10 +320,13 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
                     // Every reply of the batch goes back quietly; one interrupt covers them all once the ring runs dry
                     // below. The batch is bounded: the daemon answers only what this queue's worker submitted, and the
                     // worker submits nothing while it is here.
-                    if (frame.Tag != NoReplyTag && _sink.CompleteQuietly(frame.Tag, status == RingStatus.Ok ? frame.Data : default))
+                    bool reply = frame.Tag != RingFrame.NoReplyTag;
+                    if (reply && _sink.CompleteQuietly(frame.Tag, status == RingStatus.Ok ? frame.Data : default))
                         delivered++;
                     consumer.Release();
-                    Volatile.Write(ref _released[queue.Value * CounterStride], _released[queue.Value * CounterStride] + 1);
+                    int at = queue.Value * CounterStride;
+                    if (reply) Volatile.Write(ref _released[at + ExpectingReply], _released[at + ExpectingReply] + 1);
+                    Volatile.Write(ref _released[at], _released[at] + 1);
                     continue;
                 }
                 if (status != RingStatus.WouldBlock) Fail(Reason(queue.Value, status, "completion"));
@@ -339,6 +351,32 @@ public sealed partial class ShmRingTransport : IPolledFuseTransport, IGuestMemor
     /// </summary>
     public long Outstanding(int queue)
         => Volatile.Read(ref _committed[queue * CounterStride]) - Volatile.Read(ref _released[queue * CounterStride]);
+
+    /// <summary>
+    /// Whether the daemon has answered every frame <paramref name="queue"/>'s worker committed, and the worker has
+    /// taken every reply: for the planned restart's drain, from another thread, once the worker no longer submits to
+    /// this transport. A request queue has answered when the worker has released a completion for each frame
+    /// (<see cref="Outstanding"/> is 0). Queue 0 cannot wait for that: the daemon commits a no-reply frame's empty
+    /// completion there without ringing (protocol/Ring/README.md, "Frames that get no reply"), so a worker asleep on
+    /// its kick may hold it unreleased until the guest's next FORGET. What is true instead: the daemon releases a
+    /// queue-0 frame only after it has run it, on its queue-0 dispatcher, so queue 0 has answered once the daemon has
+    /// released every frame of the submission ring and every frame that expects a reply has had its reply taken.
+    /// </summary>
+    public bool Answered(int queue)
+    {
+        int at = queue * CounterStride;
+        if (queue != 0) return Outstanding(queue) == 0;
+        if (Volatile.Read(ref _committed[at + ExpectingReply]) != Volatile.Read(ref _released[at + ExpectingReply])) return false;
+        try
+        {
+            return _rings.GetQueue(0).Producer.AllReleased;
+        }
+        catch (ObjectDisposedException)
+        {
+            // Handed back: its daemon ended and was replaced, which the caller finds out on its own.
+            return false;
+        }
+    }
 
     public bool ArmWakeup(QueueIndex queue, out int replyFd, out int peerExitFd)
     {

@@ -58,7 +58,9 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
                 _ram = new GuestRam(16 << 20);
                 _fe.Negotiate();
                 _fe.SetMemTable(_ram);
-                Queue = _fe.SetupQueues(_ram, 2, 32)[1];
+                var queues = _fe.SetupQueues(_ram, 2, 32);
+                Hiprio = queues[0];
+                Queue = queues[1];
                 var init = Call(FuseFrames.InitRequest(0));
                 Assert.Equal(0, FuseFrames.ReadOutHeader(init).Error);
             }
@@ -73,6 +75,16 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
         public string Socket { get; }
         public int VdevPid => _vdev.Id;
         public FrontendQueue Queue { get; }
+
+        /// <summary>The hiprio queue (queue 0), which carries FORGETs.</summary>
+        public FrontendQueue Hiprio { get; }
+
+        /// <summary>FORGETs <paramref name="count"/> lookups of <paramref name="node"/> on the hiprio queue; its chain comes back at once.</summary>
+        public void Forget(ulong node, ulong count)
+        {
+            ushort head = Hiprio.Submit(FuseFrames.ForgetRequest(_unique++, node, count), 0);
+            Assert.Equal((head, 0u), Hiprio.WaitUsed(Reply));
+        }
 
         /// <summary>What the vdev (and the daemons' output it passes through) printed so far.</summary>
         public string Log => string.Join('\n', _log);
@@ -635,6 +647,51 @@ public sealed class DaemonRelaunchTests(ITestOutputHelper output) : IDisposable
             Assert.Equal(3, status.GetProperty("count").GetInt32());
             Assert.Equal(3, status.GetProperty("planned").GetInt32());
             Assert.Equal("restart", status.GetProperty("last_cause").GetString());
+        }
+        finally
+        {
+            output.WriteLine(rig.Log);
+        }
+    }
+
+    /// <summary>
+    /// A planned restart right after FORGETs (what an <c>rm</c> ends with) does not wait for the hiprio worker, which
+    /// sleeps on its kick with the FORGETs' empty completions untaken (the daemon does not ring for them): the drain
+    /// knows from the hiprio submission ring that the daemon ran them. The restart succeeds (its drain would
+    /// otherwise run into its 5 s timeout and refuse) and the node the guest forgot is gone from the new daemon too.
+    /// </summary>
+    [Fact]
+    public void PlannedRestart_RightAfterForgets_DoesNotWaitForTheSleepingHiprioWorker()
+    {
+        using var rig = new Rig(_dir);
+        File.WriteAllText(Path.Combine(rig.Share, "gone"), "g");
+        File.WriteAllText(Path.Combine(rig.Share, "kept"), "k");
+        try
+        {
+            var gone = rig.Lookup("gone", out _);
+            var kept = rig.Lookup("kept", out _);
+            int before = rig.Daemon();
+            for (int round = 0; round < 3; round++)
+            {
+                // The host removes the file; the guest drops the dentry and forgets the node, as after an rm.
+                if (round == 0)
+                {
+                    File.Delete(Path.Combine(rig.Share, "gone"));
+                    rig.Forget(gone, 1);
+                }
+                else
+                {
+                    // A lookup and its forget, so that each restart follows a FORGET.
+                    Assert.Equal(kept, rig.Lookup("kept", out _));
+                    rig.Forget(kept, 1);
+                }
+                var (exit, text) = rig.Restart();
+                Assert.True(exit == 0, text + "\n" + rig.Log);
+            }
+            Assert.NotEqual(before, rig.Daemon());
+            Assert.Equal(Enoent, Rig.Error(rig.Call(FuseFrames.LookupRequest(0, FuseFrames.RootId, "gone"))));
+            Assert.Equal(kept, rig.Lookup("kept", out _));
+            Assert.Equal(3, rig.Status().GetProperty("restarts").GetProperty("planned").GetInt32());
         }
         finally
         {
