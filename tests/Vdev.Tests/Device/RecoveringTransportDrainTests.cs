@@ -19,7 +19,7 @@ public sealed class RecoveringTransportDrainTests : IDisposable
     /// <summary>A drain that must not complete is given this long: it ends in the restart's refusal either way.</summary>
     private static readonly TimeSpan Short = TimeSpan.FromMilliseconds(300);
 
-    private readonly Relauncher _relauncher = new();
+    private readonly InProcessRelauncher _relauncher = new();
     private readonly IPolledFuseTransport _transport;
     private readonly RecoveringTransport _recovering;
     private readonly Sink _sink = new();
@@ -40,44 +40,6 @@ public sealed class RecoveringTransportDrainTests : IDisposable
     {
         ((IDisposable)_transport).Dispose();
         _relauncher.Dispose();
-    }
-
-    private static RingFds Duplicate(RingFds f) => new(Libc.dup(f.MemFd), f.Doorbells.Select(fd => Libc.dup(fd)).ToArray());
-
-    /// <summary>Ring sets whose daemon end is attached in this process; a relaunch is not expected here.</summary>
-    private sealed class Relauncher : IDaemonRelauncher, IDisposable
-    {
-        public readonly List<ShmRingSet> Sets = [];
-        public readonly List<ShmRingSet> Daemons = [];
-
-        public Relauncher() => Rings = Open();
-
-        public ShmRingSet Rings { get; private set; }
-
-        /// <summary>A new ring set and its daemon end (the last of <see cref="Daemons"/>).</summary>
-        public ShmRingSet Open()
-        {
-            var rings = ShmRingSet.Create(2);
-            Sets.Add(rings);
-            Daemons.Add(ShmRingSet.Attach(Duplicate(rings.Fds)));
-            return rings;
-        }
-
-        public void ReleaseRings(ShmRingSet rings)
-        {
-        }
-
-        public Task<ShmRingSet?> RelaunchAsync(ShmRingSet dead, string cause, long noticed)
-        {
-            Rings = Open();
-            return Task.FromResult<ShmRingSet?>(Rings);
-        }
-
-        public void Dispose()
-        {
-            foreach (var set in Daemons) set.Dispose();
-            foreach (var set in Sets) set.Dispose();
-        }
     }
 
     private sealed class Sink : IFuseCompletionSink

@@ -14,46 +14,6 @@ public sealed class RecoveringTransportWakeupTests
 {
     private static readonly TimeSpan T = TimeSpan.FromSeconds(10);
 
-    private static RingFds Duplicate(RingFds f) => new(Libc.dup(f.MemFd), f.Doorbells.Select(fd => Libc.dup(fd)).ToArray());
-
-    /// <summary>Serves the creator's side of ring sets whose "daemon" end is attached in this process.</summary>
-    private sealed class Relauncher : IDaemonRelauncher, IDisposable
-    {
-        public readonly List<ShmRingSet> Sets = [];
-        public readonly List<ShmRingSet> Daemons = [];
-        public readonly ManualResetEventSlim Relaunched = new();
-
-        public Relauncher() => Rings = Open();
-
-        public ShmRingSet Rings { get; private set; }
-
-        private ShmRingSet Open()
-        {
-            var rings = ShmRingSet.Create(2);
-            Sets.Add(rings);
-            Daemons.Add(ShmRingSet.Attach(Duplicate(rings.Fds)));
-            return rings;
-        }
-
-        public void ReleaseRings(ShmRingSet rings)
-        {
-        }
-
-        public Task<ShmRingSet?> RelaunchAsync(ShmRingSet dead, string cause, long noticed)
-        {
-            Rings = Open();
-            Relaunched.Set();
-            return Task.FromResult<ShmRingSet?>(Rings);
-        }
-
-        public void Dispose()
-        {
-            foreach (var set in Daemons) set.Dispose();
-            foreach (var set in Sets) set.Dispose();
-            Relaunched.Dispose();
-        }
-    }
-
     private sealed class Sink : IFuseCompletionSink
     {
         public bool Complete(ulong tag, ReadOnlySpan<byte> reply) => false;
@@ -72,7 +32,7 @@ public sealed class RecoveringTransportWakeupTests
     [Fact]
     public void AWorkerArmingWhileAnotherReportsTheDaemonsEnd_SleepsOnTheRelaunch_NotOnItsKickAlone()
     {
-        using var relauncher = new Relauncher();
+        using var relauncher = new InProcessRelauncher();
         var transport = (IPolledFuseTransport)RecoveringTransport.Factory(relauncher, T, new ListLogger())
             .Create(new FuseDeviceInfo("t", 1, 64), new Sink());
         try
