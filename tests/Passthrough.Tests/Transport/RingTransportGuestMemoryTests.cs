@@ -42,20 +42,20 @@ public sealed class RingTransportGuestMemoryTests : IDisposable
         Assert.Equal((GuestMemoryMessageKind.Ack, 0u, 7UL), (kind, status, generation));
 
         var queue = rings.GetQueue(1);
-        Submit(queue, FuseFrames.Init(), 1, RingRecordFlags.None);
+        RingSubmit.Submit(queue, FuseFrames.Init(), 1, RingRecordFlags.None);
         Assert.Equal(0, Reply(queue, 1).Header.Error);
 
         // 100 bytes short of the region's end, 4096 long: outside. Then a table that was never sent.
-        Submit(queue, ReadFrame(2, 7, (GuestBase + 4096, 4096), (GuestBase + GuestSize - 100, 4096)), 2, RingRecordFlags.GuestMemory);
+        RingSubmit.Submit(queue, ReadFrame(2, 7, (GuestBase + 4096, 4096), (GuestBase + GuestSize - 100, 4096)), 2, RingRecordFlags.GuestMemory);
         var (header, length) = Reply(queue, 2);
         Assert.Equal((16, 16u, -5, 2UL), (length, header.Len, header.Error, header.Unique));
-        Submit(queue, ReadFrame(3, 99, (GuestBase, 4096)), 3, RingRecordFlags.GuestMemory);
+        RingSubmit.Submit(queue, ReadFrame(3, 99, (GuestBase, 4096)), 3, RingRecordFlags.GuestMemory);
         (header, length) = Reply(queue, 3);
         Assert.Equal((16, -5, 3UL), (length, header.Error, header.Unique));
         Assert.True(Ram(guest).AsSpan().IndexOfAnyExcept((byte)0) < 0, "an invalid frame touched guest memory");
 
         // The queue is still served: two ranges filled, the reply is the header alone and counts the data.
-        Submit(queue, ReadFrame(4, 7, (GuestBase + 4096, 8192), (GuestBase + 65536, 4096)), 4, RingRecordFlags.GuestMemory);
+        RingSubmit.Submit(queue, ReadFrame(4, 7, (GuestBase + 4096, 8192), (GuestBase + 65536, 4096)), 4, RingRecordFlags.GuestMemory);
         (header, length) = Reply(queue, 4);
         Assert.Equal((16, 16u + 12288, 0, 4UL), (length, header.Len, header.Error, header.Unique));
         var ram = Ram(guest);
@@ -81,12 +81,12 @@ public sealed class RingTransportGuestMemoryTests : IDisposable
         Assert.Equal(n, (int)Libc.SendWithFds(channel, message.AsSpan(0, n), [(int)guest.SafeFileHandle.DangerousGetHandle()], Libc.MSG_NOSIGNAL));
         Assert.Equal(GuestMemoryMessage.HeaderSize, (int)Libc.ReceiveWithFds(channel, message, new int[1], 0, out _, out _));
         var queue = rings.GetQueue(1);
-        Submit(queue, FuseFrames.Init(), 1, RingRecordFlags.None);
+        RingSubmit.Submit(queue, FuseFrames.Init(), 1, RingRecordFlags.None);
         Assert.Equal(0, Reply(queue, 1).Header.Error);
 
         // READDIRPLUS into one range: the listing is built where the guest reads it, the reply is the header alone.
         var readdir = FuseFrames.Build(FuseOpcode.ReadDirPlus, 2, 1, FuseFrames.Struct(new ReadIn { Fh = 9, Size = 16384 }));
-        Submit(queue, Record(readdir, (GuestBase + 4096, 16384)), 2, RingRecordFlags.GuestMemory);
+        RingSubmit.Submit(queue, Record(readdir, (GuestBase + 4096, 16384)), 2, RingRecordFlags.GuestMemory);
         var (header, length) = Reply(queue, 2);
         Assert.Equal((16, 16u + Builder.ListingLength, 0, 2UL), (length, header.Len, header.Error, header.Unique));
         var ram = Ram(guest);
@@ -97,7 +97,7 @@ public sealed class RingTransportGuestMemoryTests : IDisposable
         Array.Clear(ram);
         RandomAccess.Write(guest.SafeFileHandle, ram, 0);
         var plain = FuseFrames.Build(FuseOpcode.ReadDir, 3, 1, FuseFrames.Struct(new ReadIn { Fh = 9, Size = 16384 }));
-        Submit(queue, Record(plain, (GuestBase + 65536 - 1000, 1000), (GuestBase + 131072, 4000), (GuestBase + 262144, 11384)), 3, RingRecordFlags.GuestMemory);
+        RingSubmit.Submit(queue, Record(plain, (GuestBase + 65536 - 1000, 1000), (GuestBase + 131072, 4000), (GuestBase + 262144, 11384)), 3, RingRecordFlags.GuestMemory);
         (header, length) = Reply(queue, 3);
         Assert.Equal((16, 16u + Builder.ListingLength, 0, 3UL), (length, header.Len, header.Error, header.Unique));
         ram = Ram(guest);
@@ -108,17 +108,17 @@ public sealed class RingTransportGuestMemoryTests : IDisposable
 
         // GETXATTR of size 0: fuse_getxattr_out, as on the copy path. Then the value over two ranges.
         var name = FuseFrames.Name("user.v");
-        Submit(queue, Record(FuseFrames.Build(FuseOpcode.GetXAttr, 4, 1, FuseFrames.Concat(FuseFrames.Struct(new GetXAttrIn { Size = 0 }), name)), (GuestBase + 512 * 1024, 4096)), 4, RingRecordFlags.GuestMemory);
+        RingSubmit.Submit(queue, Record(FuseFrames.Build(FuseOpcode.GetXAttr, 4, 1, FuseFrames.Concat(FuseFrames.Struct(new GetXAttrIn { Size = 0 }), name)), (GuestBase + 512 * 1024, 4096)), 4, RingRecordFlags.GuestMemory);
         (header, length) = Reply(queue, 4);
         Assert.Equal((24, 24u, 0), (length, header.Len, header.Error));
         Assert.Equal((uint)Builder.Value.Length, BitConverter.ToUInt32(LastReply));
-        Submit(queue, Record(FuseFrames.Build(FuseOpcode.GetXAttr, 5, 1, FuseFrames.Concat(FuseFrames.Struct(new GetXAttrIn { Size = 4096 }), name)), (GuestBase + 600 * 1024, 1000), (GuestBase + 700 * 1024, 3096)), 5, RingRecordFlags.GuestMemory);
+        RingSubmit.Submit(queue, Record(FuseFrames.Build(FuseOpcode.GetXAttr, 5, 1, FuseFrames.Concat(FuseFrames.Struct(new GetXAttrIn { Size = 4096 }), name)), (GuestBase + 600 * 1024, 1000), (GuestBase + 700 * 1024, 3096)), 5, RingRecordFlags.GuestMemory);
         (header, length) = Reply(queue, 5);
         Assert.Equal((16, 16u + (uint)Builder.Value.Length, 0), (length, header.Len, header.Error));
         ram = Ram(guest);
         Assert.Equal(Builder.Value, ram.AsSpan(600 * 1024, 1000).ToArray().Concat(ram.AsSpan(700 * 1024, Builder.Value.Length - 1000).ToArray()).ToArray());
         // A buffer too small for the value: ERANGE, from the filesystem, as on the copy path.
-        Submit(queue, Record(FuseFrames.Build(FuseOpcode.GetXAttr, 6, 1, FuseFrames.Concat(FuseFrames.Struct(new GetXAttrIn { Size = 100 }), name)), (GuestBase + 800 * 1024, 100)), 6, RingRecordFlags.GuestMemory);
+        RingSubmit.Submit(queue, Record(FuseFrames.Build(FuseOpcode.GetXAttr, 6, 1, FuseFrames.Concat(FuseFrames.Struct(new GetXAttrIn { Size = 100 }), name)), (GuestBase + 800 * 1024, 100)), 6, RingRecordFlags.GuestMemory);
         (header, length) = Reply(queue, 6);
         Assert.Equal((16, -34), (length, header.Error));
     }
@@ -172,13 +172,6 @@ public sealed class RingTransportGuestMemoryTests : IDisposable
         for (int i = 0; i < ranges.Length; i++) GuestMemoryFrame.WriteRange(record, i, ranges[i].Address, ranges[i].Length);
         fuse.CopyTo(record.AsSpan(GuestMemoryFrame.FrameOffset(ranges.Length)));
         return record;
-    }
-
-    private static void Submit(RingQueue queue, byte[] frame, ulong tag, RingRecordFlags flags)
-    {
-        Assert.Equal(RingStatus.Ok, queue.Producer.Reserve(frame.Length, out var span, TimeSpan.FromSeconds(30), CancellationToken.None));
-        frame.CopyTo(span);
-        queue.Producer.Commit(frame.Length, tag, true, flags);
     }
 
     private static (OutHeader Header, int Length) Reply(RingQueue queue, ulong tag)

@@ -32,7 +32,7 @@ public sealed class RingTransportHiprioTests : IDisposable
         _engine = new FuseEngine(_fs);
         _transport = RingTransport.Start(_engine, NullLogger.Instance, fds.ToString(), queueIdle: Idle);
         var queue = _rings.GetQueue(1);
-        Submit(queue, FuseFrames.Init(), 1);
+        RingSubmit.Submit(queue, FuseFrames.Init(), 1);
         Assert.Equal(RingStatus.Ok, queue.Consumer.Peek(out var init, T, CancellationToken.None));
         Assert.Equal(0, FuseFrames.Header(init.Data).Error);
         queue.Consumer.Release();
@@ -56,13 +56,6 @@ public sealed class RingTransportHiprioTests : IDisposable
     private static byte[] Forget(ulong unique, ulong node) => FuseFrames.Build(FuseOpcode.Forget, unique, node, FuseFrames.Struct(new ForgetIn { Nlookup = 1 }));
 
     private static byte[] GetAttr(ulong unique) => FuseFrames.Build(FuseOpcode.GetAttr, unique, 1, FuseFrames.Struct(new GetAttrIn()));
-
-    private static void Submit(RingQueue queue, byte[] frame, ulong tag)
-    {
-        Assert.Equal(RingStatus.Ok, queue.Producer.Reserve(frame.Length, out var span, T, CancellationToken.None));
-        frame.CopyTo(span);
-        queue.Producer.Commit(frame.Length, tag);
-    }
 
     /// <summary>
     /// Whether <paramref name="doorbell"/> (an eventfd, non-blocking) was rung, within <paramref name="waitMs"/>; reading
@@ -93,7 +86,7 @@ public sealed class RingTransportHiprioTests : IDisposable
         bool rang;
         try
         {
-            Submit(queue, frame, tag);
+            RingSubmit.Submit(queue, frame, tag);
             Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref _idle[q]) > idle, T), $"queue {q}'s dispatcher did not serve the frame");
             rang = Rang(queue.Consumer.DoorbellFd, 0);
         }

@@ -28,10 +28,10 @@ public sealed class RingTransportPoolTests
         using var transport = RingTransport.Start(engine, NullLogger.Instance, fds.ToString(), poolSize: poolSize);
         var queue = rings.GetQueue(1);
 
-        Submit(queue, FuseFrames.Init(), 1);
+        RingSubmit.Submit(queue, FuseFrames.Init(), 1);
         Assert.Equal(1UL, Reply(queue).Unique);
         for (ulong unique = 2; unique < 2 + requests; unique++)
-            Submit(queue, FuseFrames.Build(FuseOpcode.GetAttr, unique, 1, FuseFrames.Struct(new GetAttrIn())), unique);
+            RingSubmit.Submit(queue, FuseFrames.Build(FuseOpcode.GetAttr, unique, 1, FuseFrames.Struct(new GetAttrIn())), unique);
         var answered = new HashSet<ulong>();
         for (int i = 0; i < requests; i++)
         {
@@ -42,13 +42,6 @@ public sealed class RingTransportPoolTests
         Assert.Equal(Enumerable.Range(2, requests).Select(u => (ulong)u).ToHashSet(), answered);
         Assert.Equal(expectedAtOnce, fs.MostAtOnce);
         Assert.Equal(poolSize == 0 ? new HashSet<string> { "ring-q1" } : Enumerable.Range(0, poolSize).Select(i => $"ring-pool-{i}").ToHashSet(), fs.Threads);
-    }
-
-    private static void Submit(RingQueue queue, byte[] frame, ulong tag)
-    {
-        Assert.Equal(RingStatus.Ok, queue.Producer.Reserve(frame.Length, out var span, TimeSpan.FromSeconds(30), CancellationToken.None));
-        frame.CopyTo(span);
-        queue.Producer.Commit(frame.Length, tag);
     }
 
     private static OutHeader Reply(RingQueue queue)

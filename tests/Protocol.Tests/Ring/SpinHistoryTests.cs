@@ -13,6 +13,23 @@ public class SpinHistoryTests
         return spun;
     }
 
+    /// <summary>
+    /// How many of <paramref name="waits"/> waits of a new history spin, when the spin of wait <c>i</c> finds its answer
+    /// if <paramref name="pays"/>(i) and runs out otherwise.
+    /// </summary>
+    private static int SpinsIn(int waits, Func<int, bool> pays)
+    {
+        var history = new SpinHistory();
+        int spun = 0;
+        for (int i = 0; i < waits; i++)
+        {
+            if (!history.NextWaitSpins()) continue;
+            spun++;
+            if (pays(i)) history.Found(); else history.RanOut();
+        }
+        return spun;
+    }
+
     [Fact]
     public void ANewHistorySpinsEveryWait()
     {
@@ -80,30 +97,16 @@ public class SpinHistoryTests
     [Fact]
     public void OneQuickAnswerAmongThreeLateOnesStopsTheSpinning()
     {
-        var history = new SpinHistory();
-        int spun = 0;
         const int waits = 4000;
-        for (int i = 0; i < waits; i++)
-        {
-            if (!history.NextWaitSpins()) continue;
-            spun++;
-            if (i % 4 == 3) history.Found(); else history.RanOut();
-        }
+        int spun = SpinsIn(waits, i => i % 4 == 3);
         Assert.True(spun < waits / 8, $"{spun} spins in {waits} waits");
     }
 
     [Fact]
     public void MostlyQuickAnswersKeepSpinning()
     {
-        var history = new SpinHistory();
-        int spun = 0;
         const int waits = 4000;
-        for (int i = 0; i < waits; i++)
-        {
-            if (!history.NextWaitSpins()) continue;
-            spun++;
-            if (i % 8 == 7) history.RanOut(); else history.Found();
-        }
+        int spun = SpinsIn(waits, i => i % 8 != 7);
         Assert.True(spun > waits * 3 / 4, $"{spun} spins in {waits} waits");
     }
 
@@ -129,15 +132,8 @@ public class SpinHistoryTests
     [Fact]
     public void AStreamOfLateAnswersSpinsOnceInMaxSkippedWaitsAtMost()
     {
-        var history = new SpinHistory();
-        int spun = 0;
         const int waits = 10_000;
-        for (int i = 0; i < waits; i++)
-        {
-            if (!history.NextWaitSpins()) continue;
-            spun++;
-            history.RanOut();
-        }
+        int spun = SpinsIn(waits, _ => false);
         // Seven spins to reach the cap, then one per MaxSkipped + 1 waits.
         Assert.True(spun <= 7 + waits / (SpinHistory.MaxSkipped + 1) + 1, $"{spun} spins in {waits} waits");
     }
