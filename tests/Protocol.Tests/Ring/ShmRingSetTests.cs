@@ -232,13 +232,13 @@ public unsafe class ShmRingSetTests
             var killed = Stopwatch.StartNew();
             child.Kill();
             waiter.Join();
-            Assert.True(killed.ElapsedMilliseconds < 1000, $"the dead peer was noticed only after {killed.ElapsedMilliseconds} ms");
+            Assert.True(killed.ElapsedMilliseconds < 10000, $"the dead peer was noticed only after {killed.ElapsedMilliseconds} ms");
 
             // A producer facing a full ring of a dead peer does not hang either.
             while (queue.Producer.TryReserve(4096, out _) == RingStatus.Ok) queue.Producer.Commit(4096, 0);
             var sw = Stopwatch.StartNew();
             Assert.Equal(RingStatus.PeerDead, queue.Producer.Reserve(4096, out _, TimeSpan.FromSeconds(30)));
-            Assert.True(sw.ElapsedMilliseconds < 1000);
+            Assert.True(sw.ElapsedMilliseconds < 10000); // well before the 30 s timeout: the death was noticed, not timed out
         }
         finally
         {
@@ -260,7 +260,7 @@ public unsafe class ShmRingSetTests
             child.Kill();
             var sw = Stopwatch.StartNew();
             Assert.Equal(RingStatus.PeerDead, creator.GetQueue(0).Consumer.Peek(out _, TimeSpan.FromSeconds(30)));
-            Assert.True(sw.ElapsedMilliseconds < 1000);
+            Assert.True(sw.ElapsedMilliseconds < 10000); // well before the 30 s timeout: the death was noticed, not timed out
         }
         finally
         {
@@ -296,7 +296,7 @@ public unsafe class ShmRingSetTests
             var killed = Stopwatch.StartNew();
             child.Kill();
             waiter.Join();
-            Assert.True(killed.ElapsedMilliseconds < 1000, $"the dead creator was noticed only after {killed.ElapsedMilliseconds} ms");
+            Assert.True(killed.ElapsedMilliseconds < 10000, $"the dead creator was noticed only after {killed.ElapsedMilliseconds} ms");
         }
         finally
         {
@@ -358,7 +358,7 @@ public unsafe class ShmRingSetTests
             creator.Dispose();
             Worker.JoinAll(new[] { consumer, producer });
             Assert.Equal(new[] { RingStatus.Closed, RingStatus.Closed }, statuses);
-            Assert.True(sw.ElapsedMilliseconds < 1500);
+            Assert.True(sw.ElapsedMilliseconds < 10000);
             Assert.Throws<ObjectDisposedException>(() => sq.TryReserve(1, out _));
             Assert.Equal(RingStatus.Closed, attacher.GetQueue(0).Producer.TryReserve(1, out _)); // the attacher sees the close
         }
