@@ -186,7 +186,7 @@ internal static class VhostCompare
                             l.Add(sample);
                             Console.WriteLine($"run {run} {t.Name,-16} {row,-24} {rate,12:F1} {Units[row],-9} cpu {cpu,6:F2} s {PerUnit(row, sample.CpuPerUnit),8} {CpuUnit(row),-9} warm-up {warm,12:F1}" +
                                 (counts is null ? "" : $" task clock {PerUnit(row, CpuPerUnit(row, counts.TotalClockNs / 1e9, units))} {CpuUnit(row)}; syscalls/unit " +
-                                    string.Join(" ", counts.Processes.Select(p => $"{p.Name} {p.Syscalls / units:F2}"))));
+                                    string.Join(" ", counts.Processes.Select(p => $"{p.Name} {SyscallsPerUnit(p.Syscalls, units)}"))));
                         }
                     }
                     finally
@@ -250,6 +250,13 @@ internal static class VhostCompare
     {
         public double TotalClockNs => Processes.Sum(p => double.IsNaN(p.ClockNs) ? 0 : p.ClockNs);
     }
+
+    /// <summary>
+    /// A process's system calls per unit, or "not counted" when perf saw none of it in the window (virtiofsd's parent,
+    /// which only waits for its sandboxed child).
+    /// </summary>
+    private static string SyscallsPerUnit(double syscalls, double units) =>
+        double.IsNaN(syscalls) ? "not counted" : (syscalls / units).ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
 
     private static double MedianOf(IEnumerable<double> values)
     {
