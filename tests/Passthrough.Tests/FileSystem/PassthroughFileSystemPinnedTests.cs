@@ -1,4 +1,5 @@
 using System.Text;
+using Hypervisor.Launcher.Tests.Support;
 using Hypervisor.Protocol.Fuse;
 using static Hypervisor.Passthrough.Tests.FileSystem.TestShare;
 
@@ -38,18 +39,8 @@ public sealed class PassthroughFileSystemPinnedTests
     /// How many of this process's descriptors refer to one of <paramref name="files"/>. Counting every descriptor of the
     /// process instead would count what other tests, and finalizers, open and close meanwhile.
     /// </summary>
-    private static int DescriptorsOnto(HashSet<string> files)
-    {
-        var count = 0;
-        foreach (var entry in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
-        {
-            string? target;
-            try { target = new FileInfo(entry).LinkTarget; }
-            catch (IOException) { continue; } // closed since the listing
-            if (target is not null && files.Contains(target)) count++;
-        }
-        return count;
-    }
+    private static int DescriptorsOnto(HashSet<string> files) =>
+        ProcFs.Fds(Environment.ProcessId).Values.Count(files.Contains);
 
     [Fact]
     public void HardLinks_Symlinks_AndReadDirPlus_Work()
